@@ -1,0 +1,82 @@
+/*
+ * The block allocator: which blocks of which memory server are free.
+ *
+ * Memory servers register a number of blocks of one block size. A block is
+ * named by (server id, index, generation); the generation of a block goes up
+ * every time the block is freed, so a reference taken before the free can be
+ * told apart from the block's next owner. Allocation spreads a request across
+ * servers, least-used (by fraction of blocks in use) first, and never picks a
+ * block of a server marked down.
+ *
+ * Picking is separate from taking: ns_alloc_pick() chooses blocks without
+ * changing anything, and the tree's apply function (tree.h) takes them when it
+ * applies the record that uses them, so every change of state is a record.
+ * No I/O, no locking: the owner (the directory's loop) serialises calls.
+ */
+#ifndef MAYFLY_NS_ALLOC_H
+#define MAYFLY_NS_ALLOC_H
+
+#include <glib.h>
+#include <stdint.h>
+
+typedef struct ns_block {
+  int32_t server;     /* server id, >= 1 */
+  int32_t index;      /* block index on that server */
+  int64_t generation; /* bumped each time the block is freed */
+} ns_block_t;
+
+typedef struct ns_server {
+  int32_t id;
+  char *address;      /* data-plane host:port */
+  int32_t nblocks;
+  int64_t block_size;
+  int up;             /* 0 when marked down (missed heartbeats) */
+  int32_t used;
+  int64_t *generation; /* per block */
+  uint8_t *in_use;     /* per block */
+  GArray *free_stack;  /* int32 indices of free blocks; top = next handed out */
+} ns_server_t;
+
+typedef struct ns_alloc {
+  GPtrArray *servers; /* ns_server_t *, index = id - 1 */
+  int64_t blocks_total;
+  int64_t blocks_used;
+} ns_alloc_t;
+
+/* Largest number of blocks one server may register. */
+#define NS_ALLOC_MAX_BLOCKS (1 << 24)
+
+ns_alloc_t *ns_alloc_new(void);
+void ns_alloc_free(ns_alloc_t *a); /* accepts NULL */
+
+/* Adds a server or, when the address is known, re-registers it (marking it up).
+ * A known server may change its geometry only while none of its blocks are in
+ * use. Writes the server id to *id. Returns 0, MAYFLY_EINVAL (bad geometry) or
+ * MAYFLY_EPERM (geometry change with blocks in use). */
+int ns_alloc_add_server(ns_alloc_t *a, const char *address, int32_t nblocks,
+                        int64_t block_size, int32_t *id);
+
+/* Returns the server with this id, or NULL. */
+ns_server_t *ns_alloc_server(ns_alloc_t *a, int32_t id);
+
+/* Returns the server registered at this address, or NULL. */
+ns_server_t *ns_alloc_server_by_address(ns_alloc_t *a, const char *address);
+
+/* Marks a server up or down. Returns 0 or MAYFLY_ESERVER. */
+int ns_alloc_set_up(ns_alloc_t *a, int32_t id, int up);
+
+/* Chooses n free blocks without taking them, least-used server first, one
+ * block at a time so a multi-block request spreads across servers. Returns 0,
+ * MAYFLY_ENOSERVERS (no server registered, or none up) or MAYFLY_ENOSPC (not
+ * enough free blocks on the servers that are up). */
+int ns_alloc_pick(const ns_alloc_t *a, int n, ns_block_t *out);
+
+/* Marks a picked block as used. Returns 0, MAYFLY_ESERVER, MAYFLY_EINVAL (no
+ * such index) or MAYFLY_EMOVED (block in use, or generation moved on). */
+int ns_alloc_take(ns_alloc_t *a, const ns_block_t *b);
+
+/* Frees a used block and bumps its generation. Returns 0, MAYFLY_ESERVER,
+ * MAYFLY_EINVAL or MAYFLY_EMOVED (not in use with that generation). */
+int ns_alloc_release(ns_alloc_t *a, const ns_block_t *b);
+
+#endif /* MAYFLY_NS_ALLOC_H */

@@ -1,0 +1,215 @@
+/*
+ * The namespace tree: directories and leaf namespaces (file, queue, kv), their
+ * leases, tags and layouts, and the block allocator that backs them.
+ *
+ * Every change of state goes through ns_tree_apply() with an ns_record_t, so
+ * that a write-ahead log can later persist records and replay them after a
+ * crash. Records carry everything apply needs (times, chosen blocks), so
+ * applying the same records to an empty tree rebuilds the same state. Reads
+ * (lookup, stat, list, lease queries) are plain functions.
+ *
+ * Time is passed in, never read here: `now_ms` is a monotonic clock for
+ * leases, `wall_ms` a wall clock for creation times. Tests inject both.
+ *
+ * Leases. Every node has a lease duration (0 = the tree's default). renew(P)
+ * renews P, its ancestors and its whole subtree. A node not renewed for its
+ * lease plus the tree's grace period expires, unless it is pinned; a directory
+ * goes only when its whole subtree has gone. Subtree renewal is O(depth): each
+ * node keeps `renewed_ms` (the node itself was renewed) and `subtree_ms` (it
+ * was the target of a renew, which covers everything below it); a node's
+ * effective renewal is the later of its own and every ancestor's subtree_ms.
+ *
+ * Not thread-safe: one owner (the directory's loop) serialises all calls.
+ */
+#ifndef MAYFLY_NS_TREE_H
+#define MAYFLY_NS_TREE_H
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "namespaces/alloc.h"
+
+typedef enum {
+  NS_KIND_DIRECTORY = 0,
+  NS_KIND_FILE = 1,
+  NS_KIND_QUEUE = 2,
+  NS_KIND_KV = 3
+} ns_kind_t;
+
+#define NS_FLAG_PINNED 0x1u
+
+/* Limits on tags and on blocks per request, checked before allocating. */
+#define NS_TAGS_MAX 32
+#define NS_TAG_KEY_MAX 64
+#define NS_TAG_VALUE_MAX 256
+#define NS_CREATE_BLOCKS_MAX 4096
+#define NS_LEASE_MAX_MS (30LL * 24 * 3600 * 1000)
+
+/* Number of hash slots of a kv namespace; partitions own ranges of slots. */
+#define NS_KV_SLOTS 65536
+
+/* One block-backed partition of a namespace and the part of the data it holds:
+ * for kv a slot range [lo, hi), for a file a byte range, for a queue the
+ * segment's sequence number in lo. */
+typedef struct ns_partition {
+  ns_block_t block;
+  int64_t lo, hi;
+} ns_partition_t;
+
+typedef struct ns_layout {
+  int64_t version; /* bumped on every change of parts */
+  GArray *parts;   /* ns_partition_t; NULL for a directory */
+} ns_layout_t;
+
+typedef struct ns_node ns_node_t;
+struct ns_node {
+  char *name; /* last path component; "" for the root */
+  ns_node_t *parent;
+  ns_kind_t kind;
+  uint32_t flags;
+  int64_t created_wall_ms;
+  int64_t lease_ms;    /* 0 = the tree's default */
+  int64_t renewed_ms;  /* monotonic time this node was last renewed */
+  int64_t subtree_ms;  /* monotonic time of the last renew of this node's subtree */
+  GHashTable *children; /* name -> ns_node_t *; directories only */
+  GHashTable *tags;     /* char * -> char *; NULL when there are none */
+  ns_layout_t layout;
+};
+
+typedef struct ns_tree {
+  ns_node_t *root;
+  ns_alloc_t *alloc;
+  int64_t default_lease_ms;
+  int64_t grace_ms;
+  int64_t n_dirs;     /* not counting the root */
+  int64_t n_leaves;
+  int64_t n_expired;  /* nodes removed by lease expiry since start */
+} ns_tree_t;
+
+typedef enum {
+  NS_REC_MKDIR,         /* path; flags NS_REC_PARENTS */
+  NS_REC_CREATE,        /* path, kind, lease_ms, node_flags, tags, parts */
+  NS_REC_REMOVE,        /* path; flags NS_REC_RECURSIVE, NS_REC_EXPIRED */
+  NS_REC_RENAME,        /* path -> path2 */
+  NS_REC_RENEW,         /* paths[npaths] */
+  NS_REC_ADD_PART,      /* path, parts[0] appended to the layout */
+  NS_REC_REMOVE_PART,   /* path, part_index */
+  NS_REC_SERVER_ADD,    /* address, blocks, block_size */
+  NS_REC_SERVER_STATE   /* server_id, up */
+} ns_rec_type_t;
+
+#define NS_REC_PARENTS 0x1u
+#define NS_REC_RECURSIVE 0x2u
+#define NS_REC_EXPIRED 0x4u
+
+/* A mutation of the tree. Borrowed pointers: apply copies what it keeps. */
+typedef struct ns_record {
+  ns_rec_type_t type;
+  uint32_t flags;
+  int64_t now_ms;
+  int64_t wall_ms;
+  const char *path;
+  const char *path2;
+  ns_kind_t kind;
+  int64_t lease_ms;
+  uint32_t node_flags;
+  GHashTable *tags; /* may be NULL */
+  const ns_partition_t *parts;
+  size_t nparts;
+  int32_t part_index;
+  const char *const *paths;
+  size_t npaths;
+  const char *address;
+  int32_t blocks;
+  int64_t block_size;
+  int32_t server_id;
+  int up;
+} ns_record_t;
+
+/* What applying a record did, for the caller to act on: blocks to release on
+ * the memory servers, paths removed (events), paths not found (renew), the id
+ * of a registered server. The caller owns it: init, apply, read, clear. */
+typedef struct ns_effects {
+  GArray *freed;       /* ns_block_t */
+  GPtrArray *removed;  /* char * (g_free), in removal order, children first */
+  GPtrArray *missing;  /* char * (g_free) */
+  int32_t server_id;
+} ns_effects_t;
+
+void ns_effects_init(ns_effects_t *fx);
+void ns_effects_clear(ns_effects_t *fx); /* frees contents; fx can be reused after init */
+
+/* Creates an empty tree (just the root) with its own allocator. */
+ns_tree_t *ns_tree_new(int64_t default_lease_ms, int64_t grace_ms);
+void ns_tree_free(ns_tree_t *t); /* accepts NULL */
+
+/*
+ * Applies one record. Returns 0 or a negative MAYFLY_E* code, in which case
+ * nothing changed; `why` (may be NULL) receives a sentence for a human. `fx`
+ * may be NULL when the caller does not need the effects.
+ * Errors: EBADPATH/ENAMETOOLONG (path rules), ENOENT, EEXIST, ENOTDIR,
+ * EISDIR, ENOTEMPTY, EPERM (the root), ESUBTREE, EINVAL, EMOVED (blocks not
+ * free any more), ESERVER.
+ */
+int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                  size_t whylen);
+
+/* Looks a valid path up; NULL if absent (or the path is invalid). */
+ns_node_t *ns_tree_lookup(const ns_tree_t *t, const char *path);
+
+/* Builds the absolute path of a node; free with g_free. */
+char *ns_node_path(const ns_node_t *n);
+
+/* The node's lease duration, with the default resolved. */
+int64_t ns_node_lease_ms(const ns_tree_t *t, const ns_node_t *n);
+
+/* Monotonic time the node was last renewed, directly or through an ancestor's
+ * subtree renewal. */
+int64_t ns_node_effective_renewal(const ns_node_t *n);
+
+/* Milliseconds left before the node may expire (lease + grace after its
+ * effective renewal), 0 when it is due; -1 for pinned nodes and the root. */
+int64_t ns_node_remaining_ms(const ns_tree_t *t, const ns_node_t *n, int64_t now_ms);
+
+/* Children of a directory, sorted by name (a new GPtrArray of borrowed
+ * ns_node_t *; free the array only). NULL for a leaf. */
+GPtrArray *ns_node_sorted_children(const ns_node_t *n);
+
+/* Calls cb on `n` and its subtree in pre-order, children sorted by name. */
+typedef void (*ns_walk_cb)(ns_node_t *n, void *ud);
+void ns_tree_walk(ns_node_t *n, ns_walk_cb cb, void *ud);
+
+/* Total nodes below the root, and of each kind. */
+int64_t ns_tree_count(const ns_tree_t *t);
+
+/*
+ * The lease reaper: removes every node whose lease (plus grace) has run out at
+ * now_ms, through NS_REC_REMOVE records flagged NS_REC_EXPIRED, children before
+ * their directory. fx receives the freed blocks and the removed paths.
+ * Returns the number of nodes removed.
+ */
+int ns_tree_reap(ns_tree_t *t, int64_t now_ms, ns_effects_t *fx);
+
+/*
+ * Chooses n blocks for a new namespace of `kind` and the part of the data each
+ * holds: kv slot ranges split evenly over NS_KV_SLOTS, file byte ranges one
+ * block after another, queue segments numbered from 0. Changes nothing: the
+ * caller applies the NS_REC_CREATE that carries them. Returns 0,
+ * MAYFLY_ENOSERVERS or MAYFLY_ENOSPC.
+ */
+int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t *out);
+
+/*
+ * Chooses one block to append to namespace `n`. When lo == hi == 0 the range
+ * follows the last partition (the next byte range of a file, the next queue
+ * segment); otherwise [lo, hi) is used as given. Returns 0, MAYFLY_EINVAL
+ * (hi < lo), MAYFLY_ENOSERVERS or MAYFLY_ENOSPC.
+ */
+int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
+                        ns_partition_t *out);
+
+const char *ns_kind_name(ns_kind_t k);
+/* Parses "directory", "file", "queue" or "kv"; returns 0 or MAYFLY_EINVAL. */
+int ns_kind_parse(const char *s, ns_kind_t *out);
+
+#endif /* MAYFLY_NS_TREE_H */

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Mayfly needs to build, test and run.
+# Idempotent and non-interactive: packages already present are skipped, and
+# apt-get runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  thrift-compiler libthrift-c-glib-dev
+  libuv1-dev libglib2.0-dev libjson-glib-dev
+  libjemalloc-dev libcunit1-dev
+  python3
+)
+# Extra packages callers may ask for (e.g. redis-server for benchmarks).
+packages+=("$@")
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
