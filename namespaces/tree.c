@@ -384,7 +384,7 @@ static int apply_remove(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, 
   }
   if (n->children != NULL && g_hash_table_size(n->children) > 0 &&
       !(rec->flags & NS_REC_RECURSIVE)) {
-    WHY("directory has %u children; remove recursively", g_hash_table_size(n->children));
+    WHY("directory is not empty (%u children); remove it recursively", g_hash_table_size(n->children));
     return MAYFLY_ENOTEMPTY;
   }
   if (rec->flags & NS_REC_EXPIRED) t->n_expired++;

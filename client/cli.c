@@ -1,0 +1,689 @@
+/*
+ * mayfly: the admin and scripting CLI, built on libmayfly.
+ *
+ *   mayfly [--directory HOST:PORT] [--json] [--timeout MS] COMMAND [ARGS...]
+ *
+ * Human-readable aligned tables by default; --json prints JSON (json-glib)
+ * whose field names are documented in the README and kept stable. Errors go
+ * to stderr as "mayfly: <command>: <path>: <reason>" with exit status 1
+ * (2 for usage errors).
+ */
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/mayfly.h"
+#include "common/config.h"
+
+typedef struct {
+  const char *directory;
+  int json;
+  int timeout_ms;
+  mayfly_client_t *client;
+  const char *command;
+} cli_t;
+
+typedef struct {
+  const char *name;
+  const char *args;
+  const char *summary;
+  int (*run)(cli_t *cli, int argc, char **argv);
+} command_t;
+
+/* Reports a failed call as "mayfly: <command>: <path>: <reason>". The
+ * directory's messages already start with the path. */
+static int report(cli_t *cli, const char *path, int rc) {
+  const char *msg = mayfly_last_error();
+  if (msg[0] == '\0') msg = mayfly_strerror(rc);
+  size_t pl = path ? strlen(path) : 0;
+  if (path != NULL && strncmp(msg, path, pl) == 0 && msg[pl] == ':') {
+    fprintf(stderr, "mayfly: %s: %s\n", cli->command, msg);
+  } else if (path != NULL) {
+    fprintf(stderr, "mayfly: %s: %s: %s\n", cli->command, path, msg);
+  } else {
+    fprintf(stderr, "mayfly: %s: %s\n", cli->command, msg);
+  }
+  return 1;
+}
+
+static int usage_error(cli_t *cli, const char *msg) {
+  fprintf(stderr, "mayfly: %s: %s (see mayfly %s --help)\n", cli->command, msg, cli->command);
+  return 2;
+}
+
+static int connect_client(cli_t *cli, const char *path) {
+  mayfly_options_t o = {.timeout_ms = cli->timeout_ms, .connect_timeout_ms = 2000};
+  int rc = mayfly_connect(cli->directory, &o, &cli->client);
+  return rc == 0 ? 0 : report(cli, path, rc);
+}
+
+/* Parses a command's flags; prints its --help. Returns 0, or the exit code. */
+static int parse_flags(cli_t *cli, const char *args, const char *summary, GOptionEntry *entries,
+                       int *argc, char ***argv, int min_args, int max_args) {
+  char *param = g_strdup_printf("%s %s", cli->command, args);
+  GOptionContext *ctx = g_option_context_new(param);
+  g_option_context_set_summary(ctx, summary);
+  if (entries != NULL) g_option_context_add_main_entries(ctx, entries, NULL);
+  GError *err = NULL;
+  int rc = 0;
+  if (!g_option_context_parse(ctx, argc, argv, &err)) {
+    rc = usage_error(cli, err->message);
+    g_error_free(err);
+  } else if (*argc - 1 < min_args || (max_args >= 0 && *argc - 1 > max_args)) {
+    rc = usage_error(cli, *argc - 1 < min_args ? "missing argument" : "too many arguments");
+  }
+  g_option_context_free(ctx);
+  g_free(param);
+  return rc;
+}
+
+/* --- output helpers --- */
+
+static void print_json(JsonBuilder *b) {
+  JsonGenerator *gen = json_generator_new();
+  JsonNode *root = json_builder_get_root(b);
+  json_generator_set_root(gen, root);
+  json_generator_set_pretty(gen, TRUE);
+  char *s = json_generator_to_data(gen, NULL);
+  printf("%s\n", s);
+  g_free(s);
+  json_node_unref(root);
+  g_object_unref(gen);
+  g_object_unref(b);
+}
+
+/* An aligned table: rows of g_strdup'd cells; the last column is not padded. */
+typedef struct {
+  GPtrArray *rows;
+  guint ncols;
+} table_t;
+
+static void table_init(table_t *t, guint ncols, ...) {
+  t->rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+  t->ncols = ncols;
+  char **hdr = g_new0(char *, ncols + 1);
+  va_list ap;
+  va_start(ap, ncols);
+  for (guint i = 0; i < ncols; i++) hdr[i] = g_strdup(va_arg(ap, const char *));
+  va_end(ap);
+  g_ptr_array_add(t->rows, hdr);
+}
+
+/* Adds a row; takes ownership of the g_strdup'd / g_strdup_printf'd cells. */
+static void table_row(table_t *t, ...) {
+  char **row = g_new0(char *, t->ncols + 1);
+  va_list ap;
+  va_start(ap, t);
+  for (guint i = 0; i < t->ncols; i++) row[i] = va_arg(ap, char *);
+  va_end(ap);
+  g_ptr_array_add(t->rows, row);
+}
+
+static void table_print(table_t *t) {
+  size_t *w = g_new0(size_t, t->ncols);
+  for (guint r = 0; r < t->rows->len; r++) {
+    char **row = g_ptr_array_index(t->rows, r);
+    for (guint i = 0; i < t->ncols; i++) w[i] = MAX(w[i], strlen(row[i]));
+  }
+  for (guint r = 0; r < t->rows->len; r++) {
+    char **row = g_ptr_array_index(t->rows, r);
+    for (guint i = 0; i < t->ncols; i++) {
+      if (i + 1 < t->ncols) {
+        printf("%-*s  ", (int)w[i], row[i]);
+      } else {
+        printf("%s\n", row[i]);
+      }
+    }
+  }
+  g_free(w);
+  g_ptr_array_free(t->rows, TRUE);
+}
+
+static char *fmt_ms(int64_t ms) {
+  if (ms < 0) return g_strdup("-");
+  if (ms < 1000) return g_strdup_printf("%lldms", (long long)ms);
+  if (ms < 600000) return g_strdup_printf("%.1fs", ms / 1000.0);
+  if (ms < 7200000) return g_strdup_printf("%.1fm", ms / 60000.0);
+  return g_strdup_printf("%.1fh", ms / 3600000.0);
+}
+
+static char *fmt_size(int64_t b) {
+  if (b >= (1LL << 30) && b % (1LL << 30) == 0) return g_strdup_printf("%lldGiB", (long long)(b >> 30));
+  if (b >= (1LL << 20) && b % (1LL << 20) == 0) return g_strdup_printf("%lldMiB", (long long)(b >> 20));
+  if (b >= (1LL << 10) && b % (1LL << 10) == 0) return g_strdup_printf("%lldKiB", (long long)(b >> 10));
+  return g_strdup_printf("%lldB", (long long)b);
+}
+
+static void json_stat(JsonBuilder *b, const mayfly_stat_t *st) {
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "path");
+  json_builder_add_string_value(b, st->path);
+  json_builder_set_member_name(b, "kind");
+  json_builder_add_string_value(b, mayfly_kind_name(st->kind));
+  json_builder_set_member_name(b, "created_ms");
+  json_builder_add_int_value(b, st->created_ms);
+  json_builder_set_member_name(b, "lease_ms");
+  json_builder_add_int_value(b, st->lease_ms);
+  json_builder_set_member_name(b, "remaining_ms");
+  json_builder_add_int_value(b, st->remaining_ms);
+  json_builder_set_member_name(b, "pinned");
+  json_builder_add_boolean_value(b, st->pinned);
+  json_builder_set_member_name(b, "children");
+  json_builder_add_int_value(b, st->children);
+  json_builder_set_member_name(b, "layout_version");
+  json_builder_add_int_value(b, st->layout_version);
+  json_builder_set_member_name(b, "partitions");
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < st->npartitions; i++) {
+    const mayfly_partition_t *p = &st->partitions[i];
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "server_id");
+    json_builder_add_int_value(b, p->server_id);
+    json_builder_set_member_name(b, "server");
+    json_builder_add_string_value(b, p->server_address);
+    json_builder_set_member_name(b, "block");
+    json_builder_add_int_value(b, p->block_index);
+    json_builder_set_member_name(b, "generation");
+    json_builder_add_int_value(b, p->generation);
+    json_builder_set_member_name(b, "block_size");
+    json_builder_add_int_value(b, p->block_size);
+    json_builder_set_member_name(b, "range_lo");
+    json_builder_add_int_value(b, p->range_lo);
+    json_builder_set_member_name(b, "range_hi");
+    json_builder_add_int_value(b, p->range_hi);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_set_member_name(b, "tags");
+  json_builder_begin_object(b);
+  for (size_t i = 0; i < st->ntags; i++) {
+    json_builder_set_member_name(b, st->tag_keys[i]);
+    json_builder_add_string_value(b, st->tag_values[i]);
+  }
+  json_builder_end_object(b);
+  json_builder_end_object(b);
+}
+
+static int print_ok(cli_t *cli, const char *what, const char *path) {
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "ok");
+    json_builder_add_boolean_value(b, TRUE);
+    json_builder_set_member_name(b, what);
+    json_builder_add_string_value(b, path);
+    json_builder_end_object(b);
+    print_json(b);
+  }
+  return 0;
+}
+
+/* --- commands --- */
+
+static int cmd_mkdir(cli_t *cli, int argc, char **argv) {
+  gboolean parents = FALSE;
+  GOptionEntry e[] = {{"parents", 'p', 0, G_OPTION_ARG_NONE, &parents,
+                       "Create missing parents; an existing directory is not an error", NULL},
+                      {NULL}};
+  int rc = parse_flags(cli, "PATH", "Create a directory.", e, &argc, &argv, 1, 1);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  rc = mayfly_mkdir(cli->client, argv[1], parents);
+  return rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "created", argv[1]);
+}
+
+static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_stat(b, st);
+    print_json(b);
+    return;
+  }
+  char *lease = fmt_ms(st->lease_ms), *left = fmt_ms(st->remaining_ms);
+  GDateTime *dt = g_date_time_new_from_unix_utc(st->created_ms / 1000);
+  char *created = dt ? g_date_time_format_iso8601(dt) : g_strdup("?");
+  printf("path:            %s\nkind:            %s\ncreated:         %s\n"
+         "lease:           %s\ntime left:       %s\npinned:          %s\n",
+         st->path, mayfly_kind_name(st->kind), created, lease, st->pinned ? "-" : left,
+         st->pinned ? "yes" : "no");
+  if (st->kind == MAYFLY_KIND_DIRECTORY) printf("children:        %d\n", st->children);
+  for (size_t i = 0; i < st->ntags; i++) {
+    printf("tag:             %s=%s\n", st->tag_keys[i], st->tag_values[i]);
+  }
+  if (st->kind != MAYFLY_KIND_DIRECTORY) {
+    int64_t bytes = 0;
+    for (size_t i = 0; i < st->npartitions; i++) bytes += st->partitions[i].block_size;
+    char *cap = fmt_size(bytes);
+    printf("layout version:  %lld\nblocks:          %zu (%s)\npartitions:\n",
+           (long long)st->layout_version, st->npartitions, cap);
+    g_free(cap);
+    table_t t;
+    table_init(&t, 6, "  #", "SERVER", "BLOCK", "GEN", "SIZE",
+               st->kind == MAYFLY_KIND_KV      ? "SLOTS"
+               : st->kind == MAYFLY_KIND_FILE ? "BYTES"
+                                              : "SEGMENT");
+    for (size_t i = 0; i < st->npartitions; i++) {
+      const mayfly_partition_t *p = &st->partitions[i];
+      table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
+                g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
+                fmt_size(p->block_size),
+                st->kind == MAYFLY_KIND_QUEUE
+                    ? g_strdup_printf("%lld", (long long)p->range_lo)
+                    : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi));
+    }
+    table_print(&t);
+  }
+  if (dt) g_date_time_unref(dt);
+  g_free(created);
+  g_free(lease);
+  g_free(left);
+}
+
+static int cmd_create(cli_t *cli, int argc, char **argv) {
+  char *kind = NULL, *lease = NULL;
+  gint blocks = 0;
+  gboolean pinned = FALSE;
+  GOptionEntry e[] = {
+      {"kind", 'k', 0, G_OPTION_ARG_STRING, &kind, "file, queue or kv (required)", "KIND"},
+      {"blocks", 'b', 0, G_OPTION_ARG_INT, &blocks, "Initial blocks (default 1)", "N"},
+      {"lease-ms", 'l', 0, G_OPTION_ARG_STRING, &lease,
+       "Lease duration (default: the directory's)", "DURATION"},
+      {"pinned", 0, 0, G_OPTION_ARG_NONE, &pinned, "Never expire", NULL},
+      {NULL}};
+  int rc = parse_flags(cli, "PATH --kind file|queue|kv",
+                       "Create a data namespace (missing parent directories are created).", e,
+                       &argc, &argv, 1, 1);
+  mayfly_create_options_t o = {.blocks = blocks, .pinned = pinned};
+  mayfly_kind_t k;
+  if (rc == 0 && (kind == NULL || mayfly_kind_parse(kind, &k) != 0 || k == MAYFLY_KIND_DIRECTORY)) {
+    rc = usage_error(cli, "--kind must be file, queue or kv");
+  }
+  if (rc == 0 && blocks < 0) rc = usage_error(cli, "--blocks must be positive");
+  if (rc == 0 && lease != NULL && mf_parse_duration_ms(lease, &o.lease_ms) != 0) {
+    rc = usage_error(cli, "--lease-ms takes a duration such as 5000, 500ms or 30s");
+  }
+  g_free(kind);
+  g_free(lease);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  mayfly_stat_t *st = NULL;
+  rc = mayfly_create(cli->client, argv[1], k, &o, &st);
+  if (rc != 0) return report(cli, argv[1], rc);
+  if (cli->json) print_stat(cli, st);
+  mayfly_stat_free(st);
+  return 0;
+}
+
+static int cmd_ls(cli_t *cli, int argc, char **argv) {
+  gboolean lng = FALSE;
+  GOptionEntry e[] = {
+      {"long", 'l', 0, G_OPTION_ARG_NONE, &lng, "Kind, blocks, lease and time left", NULL},
+      {NULL}};
+  int rc = parse_flags(cli, "[PATH]", "List a directory (default /).", e, &argc, &argv, 0, 1);
+  const char *path = argc > 1 ? argv[1] : "/";
+  if (rc != 0 || (rc = connect_client(cli, path)) != 0) return rc;
+  mayfly_stat_t **list = NULL;
+  size_t n = 0;
+  rc = mayfly_list(cli->client, path, &list, &n);
+  if (rc != 0) return report(cli, path, rc);
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_array(b);
+    for (size_t i = 0; i < n; i++) json_stat(b, list[i]);
+    json_builder_end_array(b);
+    print_json(b);
+  } else if (lng) {
+    table_t t;
+    table_init(&t, 6, "KIND", "BLOCKS", "LEASE", "LEFT", "PINNED", "NAME");
+    for (size_t i = 0; i < n; i++) {
+      const mayfly_stat_t *st = list[i];
+      const char *name = strrchr(st->path, '/') + 1;
+      table_row(&t, g_strdup(mayfly_kind_name(st->kind)),
+                st->kind == MAYFLY_KIND_DIRECTORY ? g_strdup("-")
+                                                  : g_strdup_printf("%zu", st->npartitions),
+                fmt_ms(st->lease_ms), fmt_ms(st->remaining_ms),
+                g_strdup(st->pinned ? "yes" : "no"),
+                st->kind == MAYFLY_KIND_DIRECTORY ? g_strdup_printf("%s/", name) : g_strdup(name));
+    }
+    table_print(&t);
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      const char *name = strrchr(list[i]->path, '/') + 1;
+      printf("%s%s\n", name, list[i]->kind == MAYFLY_KIND_DIRECTORY ? "/" : "");
+    }
+  }
+  mayfly_stat_list_free(list, n);
+  return 0;
+}
+
+static int depth_of(const char *path) {
+  int d = 0;
+  for (const char *p = path; *p; p++) d += *p == '/';
+  return strcmp(path, "/") == 0 ? 0 : d;
+}
+
+static int cmd_tree(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "[PATH]", "Show a subtree (default /).", NULL, &argc, &argv, 0, 1);
+  const char *path = argc > 1 ? argv[1] : "/";
+  if (rc != 0 || (rc = connect_client(cli, path)) != 0) return rc;
+  /* One call: the lease listing holds every node of the subtree in tree order. */
+  mayfly_lease_t *l = NULL;
+  size_t n = 0;
+  rc = mayfly_leases(cli->client, path, &l, &n);
+  if (rc != 0) return report(cli, path, rc);
+  int base = depth_of(path);
+  if (cli->json) {
+    /* Nested objects: {"path", "kind", "children": [...]}. */
+    JsonBuilder *b = json_builder_new();
+    int open = 0;
+    if (strcmp(path, "/") == 0 || n == 0 || strcmp(l[0].path, path) != 0) {
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "path");
+      json_builder_add_string_value(b, path);
+      json_builder_set_member_name(b, "kind");
+      json_builder_add_string_value(b, "directory");
+      json_builder_set_member_name(b, "children");
+      json_builder_begin_array(b);
+      open = 1;
+      base++;
+    }
+    int depth = base - 1;
+    for (size_t i = 0; i < n; i++) {
+      int d = depth_of(l[i].path);
+      for (; depth >= d; depth--) {
+        json_builder_end_array(b);
+        json_builder_end_object(b);
+      }
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "path");
+      json_builder_add_string_value(b, l[i].path);
+      json_builder_set_member_name(b, "kind");
+      json_builder_add_string_value(b, mayfly_kind_name(l[i].kind));
+      json_builder_set_member_name(b, "children");
+      json_builder_begin_array(b);
+      depth = d;
+    }
+    for (; depth >= base; depth--) {
+      json_builder_end_array(b);
+      json_builder_end_object(b);
+    }
+    if (open) {
+      json_builder_end_array(b);
+      json_builder_end_object(b);
+    }
+    print_json(b);
+  } else {
+    if (n == 0 || strcmp(l[0].path, path) != 0) {
+      printf("%s\n", path);
+      base++;
+    }
+    for (size_t i = 0; i < n; i++) {
+      int d = depth_of(l[i].path) - base;
+      const char *name = d == 0 ? l[i].path : strrchr(l[i].path, '/') + 1;
+      printf("%*s%s%s", 2 * d, "", name, l[i].kind == MAYFLY_KIND_DIRECTORY ? "/" : "");
+      if (l[i].kind != MAYFLY_KIND_DIRECTORY) printf("  [%s]", mayfly_kind_name(l[i].kind));
+      printf("\n");
+    }
+  }
+  mayfly_leases_free(l, n);
+  return 0;
+}
+
+static int cmd_stat(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH", "Describe a node: kind, lease, layout.", NULL, &argc, &argv,
+                       1, 1);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  mayfly_stat_t *st = NULL;
+  rc = mayfly_stat(cli->client, argv[1], &st);
+  if (rc != 0) return report(cli, argv[1], rc);
+  print_stat(cli, st);
+  mayfly_stat_free(st);
+  return 0;
+}
+
+static int cmd_rm(cli_t *cli, int argc, char **argv) {
+  gboolean recursive = FALSE;
+  GOptionEntry e[] = {{"recursive", 'r', 0, G_OPTION_ARG_NONE, &recursive,
+                       "Remove a directory and everything under it", NULL},
+                      {NULL}};
+  int rc = parse_flags(cli, "PATH", "Remove a node; its blocks return to the pool.", e, &argc,
+                       &argv, 1, 1);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  rc = mayfly_remove(cli->client, argv[1], recursive);
+  return rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "removed", argv[1]);
+}
+
+static int cmd_mv(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "OLD NEW", "Move a node and its subtree.", NULL, &argc, &argv, 2, 2);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  rc = mayfly_rename(cli->client, argv[1], argv[2]);
+  return rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "moved", argv[2]);
+}
+
+static int cmd_renew(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH...", "Renew leases: each path, its ancestors and its subtree.",
+                       NULL, &argc, &argv, 1, -1);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  char **missing = NULL;
+  size_t nmissing = 0;
+  int64_t lease = 0;
+  rc = mayfly_renew(cli->client, (const char *const *)argv + 1, (size_t)argc - 1, &lease,
+                    &missing, &nmissing);
+  if (rc != 0) return report(cli, argv[1], rc);
+  for (size_t i = 0; i < nmissing; i++) {
+    fprintf(stderr, "mayfly: renew: %s: %s\n", missing[i], mayfly_strerror(MAYFLY_ENOENT));
+  }
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "renewed");
+    json_builder_add_int_value(b, (gint64)((size_t)argc - 1 - nmissing));
+    json_builder_set_member_name(b, "missing");
+    json_builder_begin_array(b);
+    for (size_t i = 0; i < nmissing; i++) json_builder_add_string_value(b, missing[i]);
+    json_builder_end_array(b);
+    json_builder_end_object(b);
+    print_json(b);
+  }
+  mayfly_strv_free(missing, nmissing);
+  return nmissing > 0 ? 1 : 0;
+}
+
+static int cmd_leases(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "[PATH]", "One row per node at or under PATH (default /).", NULL,
+                       &argc, &argv, 0, 1);
+  const char *path = argc > 1 ? argv[1] : "/";
+  if (rc != 0 || (rc = connect_client(cli, path)) != 0) return rc;
+  mayfly_lease_t *l = NULL;
+  size_t n = 0;
+  rc = mayfly_leases(cli->client, path, &l, &n);
+  if (rc != 0) return report(cli, path, rc);
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_array(b);
+    for (size_t i = 0; i < n; i++) {
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "path");
+      json_builder_add_string_value(b, l[i].path);
+      json_builder_set_member_name(b, "kind");
+      json_builder_add_string_value(b, mayfly_kind_name(l[i].kind));
+      json_builder_set_member_name(b, "lease_ms");
+      json_builder_add_int_value(b, l[i].lease_ms);
+      json_builder_set_member_name(b, "remaining_ms");
+      json_builder_add_int_value(b, l[i].remaining_ms);
+      json_builder_set_member_name(b, "pinned");
+      json_builder_add_boolean_value(b, l[i].pinned);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    print_json(b);
+  } else {
+    table_t t;
+    table_init(&t, 5, "PATH", "KIND", "LEASE", "LEFT", "PINNED");
+    for (size_t i = 0; i < n; i++) {
+      table_row(&t, g_strdup(l[i].path), g_strdup(mayfly_kind_name(l[i].kind)),
+                fmt_ms(l[i].lease_ms), fmt_ms(l[i].remaining_ms),
+                g_strdup(l[i].pinned ? "yes" : "no"));
+    }
+    table_print(&t);
+  }
+  mayfly_leases_free(l, n);
+  return 0;
+}
+
+static int cmd_servers(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "", "One row per registered memory server.", NULL, &argc, &argv, 0, 0);
+  if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
+  mayfly_server_t *s = NULL;
+  size_t n = 0;
+  rc = mayfly_servers(cli->client, &s, &n);
+  if (rc != 0) return report(cli, NULL, rc);
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_array(b);
+    for (size_t i = 0; i < n; i++) {
+      json_builder_begin_object(b);
+      json_builder_set_member_name(b, "id");
+      json_builder_add_int_value(b, s[i].id);
+      json_builder_set_member_name(b, "address");
+      json_builder_add_string_value(b, s[i].address);
+      json_builder_set_member_name(b, "state");
+      json_builder_add_string_value(b, s[i].up ? "up" : "down");
+      json_builder_set_member_name(b, "blocks_used");
+      json_builder_add_int_value(b, s[i].blocks_used);
+      json_builder_set_member_name(b, "blocks_total");
+      json_builder_add_int_value(b, s[i].blocks_total);
+      json_builder_set_member_name(b, "block_size");
+      json_builder_add_int_value(b, s[i].block_size);
+      json_builder_set_member_name(b, "heartbeat_age_ms");
+      json_builder_add_int_value(b, s[i].heartbeat_age_ms);
+      json_builder_end_object(b);
+    }
+    json_builder_end_array(b);
+    print_json(b);
+  } else {
+    table_t t;
+    table_init(&t, 5, "ADDRESS", "STATE", "BLOCKS", "BLOCK SIZE", "HEARTBEAT");
+    for (size_t i = 0; i < n; i++) {
+      char *age = fmt_ms(s[i].heartbeat_age_ms);
+      table_row(&t, g_strdup(s[i].address), g_strdup(s[i].up ? "up" : "down"),
+                g_strdup_printf("%d/%d", s[i].blocks_used, s[i].blocks_total),
+                fmt_size(s[i].block_size), g_strdup_printf("%s ago", age));
+      g_free(age);
+    }
+    table_print(&t);
+  }
+  mayfly_servers_free(s, n);
+  return 0;
+}
+
+static int cmd_stats(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "", "Directory-wide counters.", NULL, &argc, &argv, 0, 0);
+  if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
+  mayfly_dir_stats_t s;
+  rc = mayfly_dir_stats(cli->client, &s);
+  if (rc != 0) return report(cli, NULL, rc);
+  const struct {
+    const char *name;
+    int64_t v;
+  } f[] = {{"nodes", s.nodes},
+           {"directories", s.directories},
+           {"namespaces", s.namespaces},
+           {"servers", s.servers},
+           {"servers_up", s.servers_up},
+           {"blocks_total", s.blocks_total},
+           {"blocks_used", s.blocks_used},
+           {"expired_total", s.expired_total},
+           {"uptime_ms", s.uptime_ms},
+           {"connections", s.connections},
+           {"requests", s.requests},
+           {"lease_ms", s.lease_ms},
+           {"grace_ms", s.grace_ms}};
+  JsonBuilder *b = cli->json ? json_builder_new() : NULL;
+  if (b) json_builder_begin_object(b);
+  for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {
+    if (b) {
+      json_builder_set_member_name(b, f[i].name);
+      json_builder_add_int_value(b, f[i].v);
+    } else {
+      printf("%-14s %lld\n", f[i].name, (long long)f[i].v);
+    }
+  }
+  if (b) {
+    json_builder_end_object(b);
+    print_json(b);
+  }
+  return 0;
+}
+
+static const command_t commands[] = {
+    {"mkdir", "[-p] PATH", "Create a directory", cmd_mkdir},
+    {"create", "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned]",
+     "Create a data namespace", cmd_create},
+    {"ls", "[-l] [PATH]", "List a directory", cmd_ls},
+    {"tree", "[PATH]", "Show a subtree", cmd_tree},
+    {"stat", "PATH", "Describe a node and its layout", cmd_stat},
+    {"rm", "[-r] PATH", "Remove a node", cmd_rm},
+    {"mv", "OLD NEW", "Move a node", cmd_mv},
+    {"renew", "PATH...", "Renew leases", cmd_renew},
+    {"leases", "[PATH]", "List leases and time left", cmd_leases},
+    {"servers", "", "List memory servers", cmd_servers},
+    {"stats", "", "Directory counters", cmd_stats},
+    {NULL, NULL, NULL, NULL}};
+
+static char *commands_help(void) {
+  GString *s = g_string_new("Commands (each takes --help):\n");
+  for (const command_t *c = commands; c->name; c++) {
+    g_string_append_printf(s, "  %-8s %-28s %s\n", c->name, c->args, c->summary);
+  }
+  g_string_append(s,
+                  "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.");
+  return g_string_free(s, FALSE);
+}
+
+int main(int argc, char **argv) {
+  cli_t cli = {.timeout_ms = 5000};
+  gchar *directory = NULL;
+  gboolean json = FALSE;
+  gint timeout = 5000;
+  GOptionEntry e[] = {
+      {"directory", 'd', 0, G_OPTION_ARG_STRING, &directory, "Directory address", "HOST:PORT"},
+      {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON instead of tables", NULL},
+      {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout, "Per-call timeout in ms (default 5000)",
+       "MS"},
+      {NULL}};
+  GOptionContext *ctx = g_option_context_new("COMMAND [ARGS...]");
+  g_option_context_set_summary(ctx, "Administer a Mayfly cluster: namespaces, leases, servers.");
+  char *help = commands_help();
+  g_option_context_set_description(ctx, help);
+  g_option_context_add_main_entries(ctx, e, NULL);
+  /* Stop at the command: what follows belongs to it. */
+  g_option_context_set_strict_posix(ctx, TRUE);
+  GError *err = NULL;
+  if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
+    fprintf(stderr, "mayfly: %s\n", err->message);
+    return 2;
+  }
+  if (argc < 2) {
+    char *h = g_option_context_get_help(ctx, TRUE, NULL);
+    fputs(h, stderr);
+    g_free(h);
+    return 2;
+  }
+  g_option_context_free(ctx);
+  g_free(help);
+  cli.directory = directory;
+  cli.json = json;
+  cli.timeout_ms = timeout > 0 ? timeout : 5000;
+  cli.command = argv[1];
+  for (const command_t *c = commands; c->name; c++) {
+    if (strcmp(c->name, argv[1]) == 0) {
+      int rc = c->run(&cli, argc - 1, argv + 1);
+      mayfly_disconnect(cli.client);
+      g_free(directory);
+      return rc;
+    }
+  }
+  fprintf(stderr, "mayfly: unknown command '%s' (see mayfly --help)\n", argv[1]);
+  return 2;
+}

@@ -1,0 +1,276 @@
+/*
+ * libmayfly's control-plane API (see mayfly.h): each call converts its
+ * arguments to the generated Thrift types, makes one call over the client's
+ * control connection, and converts the reply into plain C structs owned by
+ * the caller. GObject never crosses the public header.
+ */
+#include <string.h>
+
+#include "client/ctl.h"
+#include "client/mayfly.h"
+
+struct mayfly_client {
+  mf_ctl_t *ctl;
+};
+
+#define DEFAULT_DIRECTORY "127.0.0.1:9090"
+
+int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_client_t **out) {
+  if (out == NULL) return MAYFLY_EINVAL;
+  if (directory == NULL) directory = g_getenv("MAYFLY_DIRECTORY");
+  if (directory == NULL || directory[0] == '\0') directory = DEFAULT_DIRECTORY;
+  int timeout = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+  int ctimeout = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
+  mayfly_client_t *c = g_new0(mayfly_client_t, 1);
+  int rc = mf_ctl_open(directory, timeout, ctimeout, &c->ctl);
+  if (rc != 0) {
+    g_free(c);
+    return rc;
+  }
+  *out = c;
+  return 0;
+}
+
+void mayfly_disconnect(mayfly_client_t *c) {
+  if (c == NULL) return;
+  mf_ctl_close(c->ctl);
+  g_free(c);
+}
+
+static const char *const kind_names[] = {"directory", "file", "queue", "kv"};
+
+const char *mayfly_kind_name(mayfly_kind_t k) {
+  return (unsigned)k < 4 ? kind_names[k] : "unknown";
+}
+
+int mayfly_kind_parse(const char *s, mayfly_kind_t *out) {
+  for (int i = 0; i < 4; i++) {
+    if (s != NULL && strcmp(s, kind_names[i]) == 0) {
+      *out = (mayfly_kind_t)i;
+      return 0;
+    }
+  }
+  return MAYFLY_EINVAL;
+}
+
+/* Brackets one generated call: CALL(c, method, args...) with the trailing
+ * &err, &gerr added, evaluating to the MAYFLY_E* result. */
+#define CALL(c, method, ...)                                                 \
+  ({                                                                         \
+    MayflyDirectoryIf *iface_;                                               \
+    int rc_ = mf_ctl_begin((c)->ctl, &iface_);                               \
+    if (rc_ == 0) {                                                          \
+      MayflyError *err_ = NULL;                                              \
+      GError *gerr_ = NULL;                                                  \
+      gboolean ok_ = mayfly_directory_if_##method(iface_, __VA_ARGS__, &err_, &gerr_); \
+      rc_ = mf_ctl_end((c)->ctl, ok_, err_, gerr_);                          \
+    }                                                                        \
+    rc_;                                                                     \
+  })
+
+static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
+  mayfly_stat_t *st = g_new0(mayfly_stat_t, 1);
+  st->path = g_strdup(ni->path);
+  st->kind = (mayfly_kind_t)ni->kind;
+  st->created_ms = ni->created_ms;
+  st->lease_ms = ni->lease_ms;
+  st->remaining_ms = ni->remaining_ms;
+  st->pinned = ni->pinned;
+  st->children = ni->children;
+  st->layout_version = ni->layout ? ni->layout->version : 0;
+  GPtrArray *parts = ni->layout ? ni->layout->partitions : NULL;
+  st->npartitions = parts ? parts->len : 0;
+  st->partitions = g_new0(mayfly_partition_t, st->npartitions ? st->npartitions : 1);
+  for (size_t i = 0; i < st->npartitions; i++) {
+    const MayflyPartition *p = g_ptr_array_index(parts, i);
+    st->partitions[i] = (mayfly_partition_t){p->server_id,  g_strdup(p->server_address),
+                                             p->block_index, p->generation,
+                                             p->block_size,  p->range_lo,
+                                             p->range_hi};
+  }
+  st->ntags = ni->tags ? g_hash_table_size(ni->tags) : 0;
+  st->tag_keys = g_new0(char *, st->ntags + 1);
+  st->tag_values = g_new0(char *, st->ntags + 1);
+  if (st->ntags > 0) {
+    GList *keys = g_list_sort(g_hash_table_get_keys(ni->tags), (GCompareFunc)strcmp);
+    size_t i = 0;
+    for (GList *k = keys; k != NULL; k = k->next, i++) {
+      st->tag_keys[i] = g_strdup(k->data);
+      st->tag_values[i] = g_strdup(g_hash_table_lookup(ni->tags, k->data));
+    }
+    g_list_free(keys);
+  }
+  return st;
+}
+
+void mayfly_stat_free(mayfly_stat_t *st) {
+  if (st == NULL) return;
+  for (size_t i = 0; i < st->npartitions; i++) g_free(st->partitions[i].server_address);
+  g_free(st->partitions);
+  g_strfreev(st->tag_keys);
+  g_strfreev(st->tag_values);
+  g_free(st->path);
+  g_free(st);
+}
+
+void mayfly_stat_list_free(mayfly_stat_t **list, size_t n) {
+  if (list == NULL) return;
+  for (size_t i = 0; i < n; i++) mayfly_stat_free(list[i]);
+  g_free(list);
+}
+
+void mayfly_strv_free(char **v, size_t n) {
+  if (v == NULL) return;
+  for (size_t i = 0; i < n; i++) g_free(v[i]);
+  g_free(v);
+}
+
+int mayfly_mkdir(mayfly_client_t *c, const char *path, int parents) {
+  return CALL(c, mkdir, path, parents != 0);
+}
+
+static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
+  MayflyCreateOptions *co = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
+  if (o != NULL) {
+    co->blocks = o->blocks;
+    co->lease_ms = o->lease_ms;
+    co->pinned = o->pinned != 0;
+  }
+  return co;
+}
+
+/* Shared by create and open_or_create, which differ only in the method. */
+static int create_call(mayfly_client_t *c, int or_open, const char *path, mayfly_kind_t kind,
+                       const mayfly_create_options_t *opts, mayfly_stat_t **out) {
+  MayflyCreateOptions *co = create_opts(opts);
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  int rc = or_open ? CALL(c, open_or_create, &ni, path, (MayflyNodeKind)kind, co)
+                   : CALL(c, create_ns, &ni, path, (MayflyNodeKind)kind, co);
+  if (rc == 0 && out != NULL) *out = stat_from(ni);
+  g_object_unref(ni);
+  g_object_unref(co);
+  return rc;
+}
+
+int mayfly_create(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                  const mayfly_create_options_t *opts, mayfly_stat_t **out) {
+  return create_call(c, 0, path, kind, opts, out);
+}
+
+int mayfly_open_or_create(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                          const mayfly_create_options_t *opts, mayfly_stat_t **out) {
+  return create_call(c, 1, path, kind, opts, out);
+}
+
+int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
+  return CALL(c, remove, path, recursive != 0);
+}
+
+int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {
+  return CALL(c, rename, old_path, new_path);
+}
+
+int mayfly_exists(mayfly_client_t *c, const char *path) {
+  gboolean yes = FALSE;
+  int rc = CALL(c, exists, &yes, path);
+  return rc != 0 ? rc : (yes ? 1 : 0);
+}
+
+int mayfly_stat(mayfly_client_t *c, const char *path, mayfly_stat_t **out) {
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  int rc = CALL(c, stat, &ni, path);
+  if (rc == 0) *out = stat_from(ni);
+  g_object_unref(ni);
+  return rc;
+}
+
+int mayfly_list(mayfly_client_t *c, const char *path, mayfly_stat_t ***out, size_t *n) {
+  GPtrArray *arr = g_ptr_array_new_with_free_func(g_object_unref);
+  int rc = CALL(c, list_children, &arr, path);
+  if (rc == 0) {
+    *n = arr->len;
+    *out = g_new0(mayfly_stat_t *, arr->len + 1);
+    for (guint i = 0; i < arr->len; i++) (*out)[i] = stat_from(g_ptr_array_index(arr, i));
+  }
+  g_ptr_array_unref(arr);
+  return rc;
+}
+
+int mayfly_renew(mayfly_client_t *c, const char *const *paths, size_t n, int64_t *lease_ms,
+                 char ***missing, size_t *nmissing) {
+  GPtrArray *arr = g_ptr_array_sized_new((guint)n);
+  for (size_t i = 0; i < n; i++) g_ptr_array_add(arr, (gpointer)paths[i]);
+  MayflyRenewReply *rr = g_object_new(MAYFLY_TYPE_RENEW_REPLY, NULL);
+  int rc = CALL(c, renew, &rr, arr);
+  if (rc == 0) {
+    if (lease_ms != NULL) *lease_ms = rr->lease_ms;
+    if (missing != NULL) {
+      *nmissing = rr->missing->len;
+      *missing = g_new0(char *, rr->missing->len + 1);
+      for (guint i = 0; i < rr->missing->len; i++) {
+        (*missing)[i] = g_strdup(g_ptr_array_index(rr->missing, i));
+      }
+    }
+  }
+  g_object_unref(rr);
+  g_ptr_array_free(arr, TRUE);
+  return rc;
+}
+
+int mayfly_leases(mayfly_client_t *c, const char *path, mayfly_lease_t **out, size_t *n) {
+  GPtrArray *arr = g_ptr_array_new_with_free_func(g_object_unref);
+  int rc = CALL(c, leases, &arr, path ? path : "/");
+  if (rc == 0) {
+    *n = arr->len;
+    *out = g_new0(mayfly_lease_t, arr->len + 1);
+    for (guint i = 0; i < arr->len; i++) {
+      const MayflyLeaseInfo *li = g_ptr_array_index(arr, i);
+      (*out)[i] = (mayfly_lease_t){g_strdup(li->path), (mayfly_kind_t)li->kind, li->lease_ms,
+                                   li->remaining_ms, li->pinned};
+    }
+  }
+  g_ptr_array_unref(arr);
+  return rc;
+}
+
+void mayfly_leases_free(mayfly_lease_t *l, size_t n) {
+  if (l == NULL) return;
+  for (size_t i = 0; i < n; i++) g_free(l[i].path);
+  g_free(l);
+}
+
+int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n) {
+  GPtrArray *arr = g_ptr_array_new_with_free_func(g_object_unref);
+  int rc = CALL(c, servers, &arr);
+  if (rc == 0) {
+    *n = arr->len;
+    *out = g_new0(mayfly_server_t, arr->len + 1);
+    for (guint i = 0; i < arr->len; i++) {
+      const MayflyServerInfo *si = g_ptr_array_index(arr, i);
+      (*out)[i] = (mayfly_server_t){si->id,          g_strdup(si->address), si->up,
+                                    si->blocks_used, si->blocks_total,      si->block_size,
+                                    si->heartbeat_age_ms};
+    }
+  }
+  g_ptr_array_unref(arr);
+  return rc;
+}
+
+void mayfly_servers_free(mayfly_server_t *s, size_t n) {
+  if (s == NULL) return;
+  for (size_t i = 0; i < n; i++) g_free(s[i].address);
+  g_free(s);
+}
+
+int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
+  MayflyStats *s = g_object_new(MAYFLY_TYPE_STATS, NULL);
+  int rc = CALL(c, stats, &s);
+  if (rc == 0) {
+    *out = (mayfly_dir_stats_t){s->nodes,       s->directories,  s->namespaces, s->servers,
+                                s->servers_up,  s->blocks_total, s->blocks_used,
+                                s->expired_total, s->uptime_ms,  s->connections,
+                                s->requests,    s->lease_ms,     s->grace_ms};
+  }
+  g_object_unref(s);
+  return rc;
+}

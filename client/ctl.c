@@ -1,0 +1,213 @@
+/*
+ * The control connection (see ctl.h).
+ */
+#include "client/ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <thrift/c_glib/protocol/thrift_compact_protocol.h>
+#include <thrift/c_glib/thrift_application_exception.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/frame_transport.h"
+
+struct mf_ctl {
+  GMutex lock;
+  char host[256];
+  int port;
+  int timeout_ms;
+  int connect_timeout_ms;
+  int fd;
+  MfFrameTransport *transport;
+  ThriftProtocol *protocol;
+  MayflyDirectoryClient *client;
+};
+
+static __thread char last_error[512];
+
+void mf_set_last_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+}
+
+const char *mayfly_last_error(void);
+const char *mayfly_last_error(void) {
+  return last_error;
+}
+
+/* Generated *_get_type() functions are not thread-safe on first use: register
+ * every type the client touches once, before any call. */
+static void register_types(void) {
+  static gsize done = 0;
+  if (g_once_init_enter(&done)) {
+    g_type_ensure(MAYFLY_TYPE_DIRECTORY_CLIENT);
+    g_type_ensure(THRIFT_TYPE_COMPACT_PROTOCOL);
+    g_type_ensure(MF_TYPE_FRAME_TRANSPORT);
+    g_type_ensure(MAYFLY_TYPE_ERROR);
+    g_type_ensure(MAYFLY_TYPE_NODE_INFO);
+    g_type_ensure(MAYFLY_TYPE_LAYOUT);
+    g_type_ensure(MAYFLY_TYPE_PARTITION);
+    g_type_ensure(MAYFLY_TYPE_LEASE_INFO);
+    g_type_ensure(MAYFLY_TYPE_SERVER_INFO);
+    g_type_ensure(MAYFLY_TYPE_STATS);
+    g_type_ensure(MAYFLY_TYPE_RENEW_REPLY);
+    g_type_ensure(MAYFLY_TYPE_REGISTER_REPLY);
+    g_type_ensure(MAYFLY_TYPE_HEARTBEAT_REPLY);
+    g_type_ensure(MAYFLY_TYPE_BLOCK_REF);
+    g_type_ensure(MAYFLY_TYPE_CREATE_OPTIONS);
+    g_type_ensure(THRIFT_TYPE_APPLICATION_EXCEPTION);
+    g_once_init_leave(&done, 1);
+  }
+}
+
+/* Connects with a timeout; returns the socket or a negative MAYFLY_E* code. */
+static int dial(const char *host, int port, int timeout_ms) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
+  char portstr[16];
+  snprintf(portstr, sizeof portstr, "%d", port);
+  int gai = getaddrinfo(host, portstr, &hints, &res);
+  if (gai != 0) {
+    mf_set_last_error("cannot resolve %s: %s", host, gai_strerror(gai));
+    return MAYFLY_ECONNREFUSED;
+  }
+  int rc = MAYFLY_ECONNREFUSED;
+  for (ai = res; ai != NULL; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
+    if (fd < 0) continue;
+    int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (r != 0 && errno == EINPROGRESS) {
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      int pr;
+      do {
+        pr = poll(&pfd, 1, timeout_ms);
+      } while (pr < 0 && errno == EINTR);
+      if (pr == 0) {
+        close(fd);
+        rc = MAYFLY_ETIMEDOUT;
+        mf_set_last_error("cannot connect to %s:%d: timed out after %d ms", host, port,
+                          timeout_ms);
+        continue;
+      }
+      int soerr = 0;
+      socklen_t sl = sizeof soerr;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+      r = soerr == 0 ? 0 : -1;
+      errno = soerr;
+    }
+    if (r != 0) {
+      mf_set_last_error("cannot connect to %s:%d: %s", host, port, strerror(errno));
+      close(fd);
+      continue;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    freeaddrinfo(res);
+    return fd;
+  }
+  freeaddrinfo(res);
+  return rc;
+}
+
+static void disconnect(mf_ctl_t *ctl) {
+  if (ctl->client) g_object_unref(ctl->client);
+  if (ctl->protocol) g_object_unref(ctl->protocol);
+  if (ctl->transport) g_object_unref(ctl->transport);
+  if (ctl->fd >= 0) close(ctl->fd);
+  ctl->client = NULL;
+  ctl->protocol = NULL;
+  ctl->transport = NULL;
+  ctl->fd = -1;
+}
+
+static int reconnect(mf_ctl_t *ctl) {
+  disconnect(ctl);
+  int fd = dial(ctl->host, ctl->port, ctl->connect_timeout_ms);
+  if (fd < 0) return fd;
+  ctl->fd = fd;
+  ctl->transport = mf_frame_transport_new(fd, ctl->timeout_ms, MF_FRAME_MAX_DEFAULT * 16);
+  ctl->protocol = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", ctl->transport, NULL);
+  ctl->client = g_object_new(MAYFLY_TYPE_DIRECTORY_CLIENT, "input_protocol", ctl->protocol,
+                             "output_protocol", ctl->protocol, NULL);
+  return 0;
+}
+
+int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out) {
+  register_types();
+  mf_ctl_t *ctl = g_new0(mf_ctl_t, 1);
+  ctl->fd = -1;
+  if (mf_parse_hostport(address, "127.0.0.1", ctl->host, sizeof ctl->host, &ctl->port) != 0) {
+    mf_set_last_error("'%s' is not a HOST:PORT address", address ? address : "");
+    g_free(ctl);
+    return MAYFLY_EINVAL;
+  }
+  ctl->timeout_ms = timeout_ms;
+  ctl->connect_timeout_ms = connect_timeout_ms;
+  g_mutex_init(&ctl->lock);
+  int rc = reconnect(ctl);
+  if (rc != 0) {
+    mf_ctl_close(ctl);
+    return rc;
+  }
+  *out = ctl;
+  return 0;
+}
+
+void mf_ctl_close(mf_ctl_t *ctl) {
+  if (ctl == NULL) return;
+  disconnect(ctl);
+  g_mutex_clear(&ctl->lock);
+  g_free(ctl);
+}
+
+int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {
+  g_mutex_lock(&ctl->lock);
+  if (ctl->client == NULL) {
+    int rc = reconnect(ctl);
+    if (rc != 0) {
+      g_mutex_unlock(&ctl->lock);
+      return rc;
+    }
+  }
+  *iface = MAYFLY_DIRECTORY_IF(ctl->client);
+  last_error[0] = '\0';
+  return 0;
+}
+
+int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
+  int rc = 0;
+  if (err != NULL) {
+    rc = err->code < 0 && err->code >= MAYFLY_ERRNO_MIN ? err->code : MAYFLY_EPROTO;
+    mf_set_last_error("%s", err->message ? err->message : mayfly_strerror(rc));
+    g_object_unref(err);
+  } else if (!ok || gerr != NULL) {
+    int timed_out = ctl->transport && mf_frame_transport_timed_out(ctl->transport);
+    if (timed_out) {
+      rc = MAYFLY_ETIMEDOUT;
+    } else if (gerr != NULL && gerr->domain == THRIFT_TRANSPORT_ERROR) {
+      rc = MAYFLY_EIO;
+    } else {
+      rc = MAYFLY_EPROTO;
+    }
+    mf_set_last_error("directory %s:%d: %s", ctl->host, ctl->port,
+                      gerr ? gerr->message : mayfly_strerror(rc));
+    /* The stream is out of step or gone: start afresh on the next call. */
+    disconnect(ctl);
+  }
+  if (gerr != NULL) g_error_free(gerr);
+  g_mutex_unlock(&ctl->lock);
+  return rc;
+}

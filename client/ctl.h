@@ -1,0 +1,33 @@
+/*
+ * The control connection: one blocking Thrift client of the directory over
+ * MfFrameTransport (compact protocol, TCP_NODELAY, MSG_NOSIGNAL, timeouts).
+ * Internal to libmayfly and the memory server.
+ *
+ * Calls are serialised by a mutex. A call brackets the generated client:
+ *   MayflyDirectoryIf *i; int rc = mf_ctl_begin(ctl, &i); if (rc) return rc;
+ *   gboolean ok = mayfly_directory_if_X(i, ..., &err, &gerr);
+ *   return mf_ctl_end(ctl, ok, err, gerr);
+ * mf_ctl_begin locks and (re)connects if the last call broke the connection;
+ * mf_ctl_end maps the outcome to a MAYFLY_E* code, records the message for
+ * mayfly_last_error(), frees err/gerr, and unlocks.
+ */
+#ifndef MAYFLY_CTL_H
+#define MAYFLY_CTL_H
+
+#include <glib.h>
+#include <mayfly_directory.h>
+
+typedef struct mf_ctl mf_ctl_t;
+
+/* Parses "host:port" and connects. Returns 0, MAYFLY_EINVAL,
+ * MAYFLY_ECONNREFUSED or MAYFLY_ETIMEDOUT. */
+int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out);
+void mf_ctl_close(mf_ctl_t *ctl);
+
+int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface);
+int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
+
+/* Records a message for mayfly_last_error() on this thread. */
+void mf_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* MAYFLY_CTL_H */

@@ -1,0 +1,174 @@
+/*
+ * libmayfly: the client library of Mayfly, an ephemeral-state memory service
+ * for serverless functions. This is its one public header.
+ *
+ * A client talks to the directory (control plane: namespaces, leases, layouts,
+ * memory servers). Every function returns 0 (or a documented non-negative
+ * value) on success and a negative MAYFLY_E* code on failure; mayfly_strerror()
+ * names the code and mayfly_last_error() gives the calling thread's detailed
+ * message from the last failed call ("/a/b: parent directory does not exist").
+ * Every call that talks to a server has a timeout; a server that does not
+ * answer gives MAYFLY_ETIMEDOUT, never a hang. A client may be shared by the
+ * threads of a process. Objects returned through out-parameters belong to the
+ * caller and are freed with the matching *_free function.
+ */
+#ifndef MAYFLY_H
+#define MAYFLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mayfly_client mayfly_client_t;
+
+typedef enum {
+  MAYFLY_KIND_DIRECTORY = 0,
+  MAYFLY_KIND_FILE = 1,
+  MAYFLY_KIND_QUEUE = 2,
+  MAYFLY_KIND_KV = 3
+} mayfly_kind_t;
+
+typedef struct mayfly_options {
+  int timeout_ms;         /* per call; 0 means 5000 */
+  int connect_timeout_ms; /* 0 means 2000 */
+} mayfly_options_t;
+
+typedef struct mayfly_create_options {
+  int blocks;       /* initial blocks; 0 means 1 */
+  int64_t lease_ms; /* 0 means the directory's default */
+  int pinned;       /* never expires when set */
+} mayfly_create_options_t;
+
+/* One block-backed partition of a namespace. */
+typedef struct mayfly_partition {
+  int32_t server_id;
+  char *server_address; /* data-plane host:port */
+  int32_t block_index;
+  int64_t generation;
+  int64_t block_size;
+  int64_t range_lo, range_hi; /* kv: slots; file: bytes; queue: segment number */
+} mayfly_partition_t;
+
+typedef struct mayfly_stat {
+  char *path;
+  mayfly_kind_t kind;
+  int64_t created_ms;   /* wall clock, ms since the epoch */
+  int64_t lease_ms;
+  int64_t remaining_ms; /* until expiry (lease + grace); -1 when pinned */
+  int pinned;
+  int32_t children;
+  int64_t layout_version;
+  size_t npartitions;
+  mayfly_partition_t *partitions;
+  size_t ntags;
+  char **tag_keys, **tag_values;
+} mayfly_stat_t;
+
+typedef struct mayfly_lease {
+  char *path;
+  mayfly_kind_t kind;
+  int64_t lease_ms;
+  int64_t remaining_ms;
+  int pinned;
+} mayfly_lease_t;
+
+typedef struct mayfly_server {
+  int32_t id;
+  char *address;
+  int up;
+  int32_t blocks_used;
+  int32_t blocks_total;
+  int64_t block_size;
+  int64_t heartbeat_age_ms;
+} mayfly_server_t;
+
+typedef struct mayfly_dir_stats {
+  int64_t nodes, directories, namespaces;
+  int32_t servers, servers_up;
+  int64_t blocks_total, blocks_used;
+  int64_t expired_total;
+  int64_t uptime_ms;
+  int64_t connections, requests;
+  int64_t lease_ms, grace_ms;
+} mayfly_dir_stats_t;
+
+/* Connects to a directory at "host:port" (NULL: $MAYFLY_DIRECTORY, else
+ * 127.0.0.1:9090). opts may be NULL. Returns 0 and *out, MAYFLY_EINVAL (bad
+ * address), MAYFLY_ECONNREFUSED or MAYFLY_ETIMEDOUT. */
+int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_client_t **out);
+
+/* Closes the client. Accepts NULL. No call may be in progress. */
+void mayfly_disconnect(mayfly_client_t *c);
+
+/* The calling thread's message about its last failed call ("" if none). */
+const char *mayfly_last_error(void);
+
+/* Names: "directory", "file", "queue", "kv"; parse returns 0 or MAYFLY_EINVAL. */
+const char *mayfly_kind_name(mayfly_kind_t k);
+int mayfly_kind_parse(const char *s, mayfly_kind_t *out);
+
+/* --- namespaces --- */
+
+/* Creates a directory; with parents, missing ancestors too and an existing
+ * directory is not an error. */
+int mayfly_mkdir(mayfly_client_t *c, const char *path, int parents);
+
+/* Creates a file, queue or kv namespace (missing parent directories are
+ * created). Fails with MAYFLY_EEXIST if the path exists, MAYFLY_ENOSERVERS
+ * or MAYFLY_ENOSPC if no blocks can be had. out may be NULL. */
+int mayfly_create(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                  const mayfly_create_options_t *opts, mayfly_stat_t **out);
+
+/* Opens an existing namespace, or creates it when absent (MAYFLY_EKIND if it
+ * exists with another kind). out may be NULL. */
+int mayfly_open_or_create(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                          const mayfly_create_options_t *opts, mayfly_stat_t **out);
+
+/* Removes a node; a non-empty directory only when recursive. Blocks return
+ * to the pool. */
+int mayfly_remove(mayfly_client_t *c, const char *path, int recursive);
+
+/* Moves a node (and its subtree) to a new path whose parent exists. */
+int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path);
+
+/* Returns 1 if the path exists, 0 if not, or a negative error. */
+int mayfly_exists(mayfly_client_t *c, const char *path);
+
+/* Describes one node. */
+int mayfly_stat(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
+void mayfly_stat_free(mayfly_stat_t *st);
+
+/* Lists a directory's children sorted by name (a leaf lists itself). */
+int mayfly_list(mayfly_client_t *c, const char *path, mayfly_stat_t ***out, size_t *n);
+void mayfly_stat_list_free(mayfly_stat_t **list, size_t n);
+
+/* Renews each path, its ancestors and its subtree, in one call. *lease_ms
+ * (may be NULL) receives the directory's default lease. Paths that do not
+ * exist are returned in *missing (may be NULL; free with mayfly_strv_free);
+ * the rest are renewed regardless. */
+int mayfly_renew(mayfly_client_t *c, const char *const *paths, size_t n, int64_t *lease_ms,
+                 char ***missing, size_t *nmissing);
+void mayfly_strv_free(char **v, size_t n);
+
+/* --- administration --- */
+
+/* Every node at or under path (NULL or "/" for all), in tree order. */
+int mayfly_leases(mayfly_client_t *c, const char *path, mayfly_lease_t **out, size_t *n);
+void mayfly_leases_free(mayfly_lease_t *l, size_t n);
+
+/* Every registered memory server. */
+int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n);
+void mayfly_servers_free(mayfly_server_t *s, size_t n);
+
+int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MAYFLY_H */

@@ -1,0 +1,129 @@
+/*
+ * The directory's state and its periodic work (see directory.h).
+ */
+#include "directory/directory.h"
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+
+static void server_rt_free(dir_server_rt_t *rt) {
+  if (rt == NULL) return;
+  g_array_free(rt->pending_release, TRUE);
+  g_free(rt);
+}
+
+dir_server_rt_t *dir_server_rt(dir_t *d, int32_t id) {
+  dir_server_rt_t *rt = g_hash_table_lookup(d->servers_rt, GINT_TO_POINTER(id));
+  if (rt == NULL) {
+    rt = g_new0(dir_server_rt_t, 1);
+    rt->pending_release = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
+    rt->last_heartbeat_ms = mf_now_ms();
+    g_hash_table_insert(d->servers_rt, GINT_TO_POINTER(id), rt);
+  }
+  return rt;
+}
+
+int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t whylen) {
+  ns_effects_t local;
+  ns_effects_t *e = fx;
+  if (e == NULL) {
+    ns_effects_init(&local);
+    e = &local;
+  }
+  rec->now_ms = rec->now_ms ? rec->now_ms : mf_now_ms();
+  rec->wall_ms = rec->wall_ms ? rec->wall_ms : mf_wall_ms();
+  guint freed_before = e->freed->len, removed_before = e->removed->len;
+  int rc = ns_tree_apply(d->tree, rec, e, why, whylen);
+  if (rc == 0) {
+    for (guint i = freed_before; i < e->freed->len; i++) {
+      ns_block_t *b = &g_array_index(e->freed, ns_block_t, i);
+      g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
+    }
+    for (guint i = removed_before; i < e->removed->len; i++) {
+      MF_DEBUG("namespace %s: %s", (char *)g_ptr_array_index(e->removed, i),
+               (rec->flags & NS_REC_EXPIRED) ? "lease expired" : "removed");
+    }
+  }
+  if (e == &local) ns_effects_clear(&local);
+  return rc;
+}
+
+int dir_reap(dir_t *d) {
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  int64_t now = mf_now_ms();
+  int n = ns_tree_reap(d->tree, now, &fx);
+  for (guint i = 0; i < fx.freed->len; i++) {
+    ns_block_t *b = &g_array_index(fx.freed, ns_block_t, i);
+    g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
+  }
+  for (guint i = 0; i < fx.removed->len; i++) {
+    MF_INFO("namespace %s: lease expired", (char *)g_ptr_array_index(fx.removed, i));
+  }
+  if (fx.freed->len > 0) {
+    MF_INFO("lease reaper: %d nodes expired, %u blocks returned to the pool", n, fx.freed->len);
+  }
+  ns_effects_clear(&fx);
+  return n;
+}
+
+static void reaper_cb(uv_timer_t *t) {
+  dir_reap(t->data);
+}
+
+/* Marks servers that stopped heartbeating as down (and up again when they
+ * come back, which the heartbeat handler does). */
+static void health_cb(uv_timer_t *t) {
+  dir_t *d = t->data;
+  int64_t now = mf_now_ms();
+  ns_alloc_t *a = d->tree->alloc;
+  for (guint i = 0; i < a->servers->len; i++) {
+    ns_server_t *s = g_ptr_array_index(a->servers, i);
+    dir_server_rt_t *rt = dir_server_rt(d, s->id);
+    if (s->up && now - rt->last_heartbeat_ms > d->cfg.heartbeat_timeout_ms) {
+      ns_record_t rec = {.type = NS_REC_SERVER_STATE, .server_id = s->id, .up = 0};
+      dir_apply(d, &rec, NULL, NULL, 0);
+      MF_WARN("memory server %s (id %d): no heartbeat for %lld ms, marked down", s->address,
+              s->id, (long long)(now - rt->last_heartbeat_ms));
+    }
+  }
+}
+
+int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
+  d->cfg = *cfg;
+  d->loop = loop;
+  d->tree = ns_tree_new(cfg->lease_ms, cfg->grace_ms);
+  d->servers_rt = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
+                                        (GDestroyNotify)server_rt_free);
+  d->started_ms = mf_now_ms();
+  int64_t every = cfg->reap_interval_ms;
+  if (every <= 0) {
+    /* Often enough that expiry lands within a tenth of the shortest window. */
+    every = (cfg->lease_ms + cfg->grace_ms) / 10;
+    if (every < 20) every = 20;
+    if (every > 1000) every = 1000;
+  }
+  uv_timer_init(loop, &d->reaper);
+  d->reaper.data = d;
+  uv_timer_start(&d->reaper, reaper_cb, (uint64_t)every, (uint64_t)every);
+  uv_timer_init(loop, &d->health);
+  d->health.data = d;
+  int64_t hc = cfg->heartbeat_timeout_ms / 4 > 10 ? cfg->heartbeat_timeout_ms / 4 : 10;
+  uv_timer_start(&d->health, health_cb, (uint64_t)hc, (uint64_t)hc);
+  return 0;
+}
+
+void dir_stop(dir_t *d) {
+  uv_timer_stop(&d->reaper);
+  uv_timer_stop(&d->health);
+  uv_close((uv_handle_t *)&d->reaper, NULL);
+  uv_close((uv_handle_t *)&d->health, NULL);
+}
+
+void dir_free(dir_t *d) {
+  ns_tree_free(d->tree);
+  g_hash_table_destroy(d->servers_rt);
+  d->tree = NULL;
+  d->servers_rt = NULL;
+}

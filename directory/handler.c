@@ -1,0 +1,492 @@
+/*
+ * Control API handler (see handler.h). Ownership, per THRIFT_C_GLIB.md:
+ * arguments belong to the processor; struct and list results arrive
+ * pre-created and are filled in place; declared errors are stored in *err
+ * with FALSE returned, and the processor sends and frees them.
+ */
+#include "directory/handler.h"
+
+#include <string.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "namespaces/path.h"
+
+typedef struct {
+  MayflyDirectoryHandler parent;
+  dir_t *dir;
+} DirHandler;
+
+typedef struct {
+  MayflyDirectoryHandlerClass parent;
+} DirHandlerClass;
+
+static GType dir_handler_get_type(void);
+G_DEFINE_TYPE(DirHandler, dir_handler, MAYFLY_TYPE_DIRECTORY_HANDLER)
+
+#define DIR_OF(iface) (((DirHandler *)(iface))->dir)
+
+/* Largest batch a single renew may carry. */
+#define RENEW_MAX_PATHS 100000
+
+static gboolean fail(MayflyError **err, int code, const char *why) {
+  *err = g_object_new(MAYFLY_TYPE_ERROR, "code", code, "message",
+                      (why != NULL && why[0] != '\0') ? why : mayfly_strerror(code), NULL);
+  return FALSE;
+}
+
+static gboolean fail_path(MayflyError **err, int code, const char *path, const char *why) {
+  char msg[512];
+  g_snprintf(msg, sizeof msg, "%s: %s", path ? path : "(null)",
+             (why && why[0]) ? why : mayfly_strerror(code));
+  return fail(err, code, msg);
+}
+
+static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
+  out->version = n->layout.version;
+  g_ptr_array_set_size(out->partitions, 0);
+  if (n->layout.parts == NULL) return;
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
+    MayflyPartition *mp = g_object_new(MAYFLY_TYPE_PARTITION, NULL);
+    mp->server_id = p->block.server;
+    mp->server_address = g_strdup(s ? s->address : "");
+    mp->block_index = p->block.index;
+    mp->generation = p->block.generation;
+    mp->block_size = s ? s->block_size : 0;
+    mp->range_lo = p->lo;
+    mp->range_hi = p->hi;
+    g_ptr_array_add(out->partitions, mp);
+  }
+}
+
+static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
+  int64_t now = mf_now_ms();
+  g_free(out->path);
+  out->path = ns_node_path(n);
+  out->kind = (MayflyNodeKind)n->kind;
+  out->created_ms = n->created_wall_ms;
+  out->lease_ms = ns_node_lease_ms(d->tree, n);
+  out->remaining_ms = ns_node_remaining_ms(d->tree, n, now);
+  out->pinned = (n->flags & NS_FLAG_PINNED) != 0;
+  g_hash_table_remove_all(out->tags);
+  if (n->tags != NULL) {
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, n->tags);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+      g_hash_table_insert(out->tags, g_strdup(k), g_strdup(v));
+    }
+  }
+  fill_layout(d, out->layout, n);
+  out->children = n->children ? (gint32)g_hash_table_size(n->children) : 0;
+}
+
+static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
+  char why[256] = "";
+  int rc = ns_path_check(path, why, sizeof why);
+  if (rc != 0) {
+    fail_path(err, rc, path, why);
+    return NULL;
+  }
+  ns_node_t *n = ns_tree_lookup(d->tree, path);
+  if (n == NULL) fail_path(err, MAYFLY_ENOENT, path, NULL);
+  return n;
+}
+
+static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
+                        MayflyError **err, GError **error) {
+  char why[256] = "";
+  ns_record_t rec = {.type = NS_REC_MKDIR, .path = path, .flags = parents ? NS_REC_PARENTS : 0};
+  int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
+  return rc == 0 ? TRUE : fail_path(err, rc, path, why);
+}
+
+/* Creates a data namespace: chooses its blocks, then applies the record. */
+static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
+                       const MayflyCreateOptions *opts, char *why, size_t whylen) {
+  int rc = ns_path_check(path, why, whylen);
+  if (rc != 0) return rc;
+  if (ns_tree_lookup(d->tree, path) != NULL) {
+    g_snprintf(why, whylen, "already exists");
+    return MAYFLY_EEXIST;
+  }
+  if (kind != MAYFLY_NODE_KIND_FILE && kind != MAYFLY_NODE_KIND_QUEUE &&
+      kind != MAYFLY_NODE_KIND_KV) {
+    g_snprintf(why, whylen, "kind must be file, queue or kv (use mkdir for directories)");
+    return MAYFLY_EINVAL;
+  }
+  int nblocks = opts->blocks > 0 ? opts->blocks : 1;
+  if (opts->blocks < 0 || nblocks > NS_CREATE_BLOCKS_MAX) {
+    g_snprintf(why, whylen, "blocks must be between 1 and %d", NS_CREATE_BLOCKS_MAX);
+    return MAYFLY_EINVAL;
+  }
+  ns_partition_t *parts = g_new(ns_partition_t, (gsize)nblocks);
+  rc = ns_tree_plan_parts(d->tree, (ns_kind_t)kind, nblocks, parts);
+  if (rc == MAYFLY_ENOSERVERS) {
+    g_snprintf(why, whylen, "cannot allocate blocks: %s",
+               d->tree->alloc->servers->len == 0 ? "no memory servers registered"
+                                                 : "no memory server is up");
+  } else if (rc == MAYFLY_ENOSPC) {
+    g_snprintf(why, whylen,
+               "cannot allocate %d blocks: block pool exhausted (%lld of %lld blocks in use)",
+               nblocks, (long long)d->tree->alloc->blocks_used,
+               (long long)d->tree->alloc->blocks_total);
+  } else if (rc == 0) {
+    ns_record_t rec = {.type = NS_REC_CREATE,
+                       .path = path,
+                       .kind = (ns_kind_t)kind,
+                       .lease_ms = opts->lease_ms,
+                       .node_flags = opts->pinned ? NS_FLAG_PINNED : 0,
+                       .tags = opts->tags,
+                       .parts = parts,
+                       .nparts = (size_t)nblocks};
+    rc = dir_apply(d, &rec, NULL, why, whylen);
+    if (rc == 0) {
+      MF_DEBUG("namespace %s: created (%s, %d blocks)", path, ns_kind_name((ns_kind_t)kind),
+               nblocks);
+    }
+  }
+  g_free(parts);
+  return rc;
+}
+
+static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
+                            const gchar *path, const MayflyNodeKind kind,
+                            const MayflyCreateOptions *opts, MayflyError **err,
+                            GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[256] = "";
+  int rc = create_node(d, path, kind, opts, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  fill_node(d, *_return, ns_tree_lookup(d->tree, path));
+  return TRUE;
+}
+
+static gboolean h_open_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const gchar *path,
+                          MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = lookup(d, path, err);
+  if (n == NULL) return FALSE;
+  fill_node(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
+                                 const gchar *path, const MayflyNodeKind kind,
+                                 const MayflyCreateOptions *opts, MayflyError **err,
+                                 GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[256] = "";
+  ns_node_t *n = ns_path_check(path, NULL, 0) == 0 ? ns_tree_lookup(d->tree, path) : NULL;
+  if (n == NULL) {
+    int rc = create_node(d, path, kind, opts, why, sizeof why);
+    if (rc != 0) return fail_path(err, rc, path, why);
+    n = ns_tree_lookup(d->tree, path);
+  } else if ((MayflyNodeKind)n->kind != kind) {
+    g_snprintf(why, sizeof why, "exists as a %s namespace, not %s", ns_kind_name(n->kind),
+               ns_kind_name((ns_kind_t)kind));
+    return fail_path(err, MAYFLY_EKIND, path, why);
+  }
+  fill_node(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
+                         MayflyError **err, GError **error) {
+  char why[256] = "";
+  ns_record_t rec = {
+      .type = NS_REC_REMOVE, .path = path, .flags = recursive ? NS_REC_RECURSIVE : 0};
+  int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
+  return rc == 0 ? TRUE : fail_path(err, rc, path, why);
+}
+
+static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
+                         MayflyError **err, GError **error) {
+  char why[256] = "";
+  int rc = ns_path_check(new_path, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, new_path, why);
+  ns_record_t rec = {.type = NS_REC_RENAME, .path = old_path, .path2 = new_path};
+  rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
+  return rc == 0 ? TRUE : fail_path(err, rc, old_path, why);
+}
+
+static gboolean h_exists(MayflyDirectoryIf *iface, gboolean *_return, const gchar *path,
+                         MayflyError **err, GError **error) {
+  char why[256] = "";
+  int rc = ns_path_check(path, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  *_return = ns_tree_lookup(DIR_OF(iface)->tree, path) != NULL;
+  return TRUE;
+}
+
+static gboolean h_stat(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const gchar *path,
+                       MayflyError **err, GError **error) {
+  return h_open_ns(iface, _return, path, err, error);
+}
+
+static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
+                                MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = lookup(d, path, err);
+  if (n == NULL) return FALSE;
+  GPtrArray *kids = ns_node_sorted_children(n);
+  if (kids == NULL) {
+    /* Like ls(1) on a file: the listing of a leaf is the leaf itself. */
+    MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+    fill_node(d, ni, n);
+    g_ptr_array_add(*_return, ni);
+    return TRUE;
+  }
+  for (guint i = 0; i < kids->len; i++) {
+    MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+    fill_node(d, ni, g_ptr_array_index(kids, i));
+    g_ptr_array_add(*_return, ni);
+  }
+  g_ptr_array_free(kids, TRUE);
+  return TRUE;
+}
+
+static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
+                        const GPtrArray *paths, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  if (paths->len > RENEW_MAX_PATHS) {
+    char why[128];
+    g_snprintf(why, sizeof why, "renew takes at most %d paths per call", RENEW_MAX_PATHS);
+    return fail(err, MAYFLY_ETOOBIG, why);
+  }
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  ns_record_t rec = {.type = NS_REC_RENEW,
+                     .paths = (const char *const *)paths->pdata,
+                     .npaths = paths->len};
+  dir_apply(d, &rec, &fx, NULL, 0);
+  (*_return)->lease_ms = d->cfg.lease_ms;
+  for (guint i = 0; i < fx.missing->len; i++) {
+    g_ptr_array_add((*_return)->missing, g_strdup(g_ptr_array_index(fx.missing, i)));
+  }
+  ns_effects_clear(&fx);
+  return TRUE;
+}
+
+static ns_node_t *data_node(dir_t *d, const gchar *path, MayflyError **err) {
+  ns_node_t *n = lookup(d, path, err);
+  if (n != NULL && n->kind == NS_KIND_DIRECTORY) {
+    fail_path(err, MAYFLY_EISDIR, path, "a directory has no blocks");
+    return NULL;
+  }
+  return n;
+}
+
+static gboolean h_get_layout(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
+                             MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
+                            const gint64 range_lo, const gint64 range_hi, MayflyError **err,
+                            GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  ns_partition_t part;
+  int rc = ns_tree_plan_append(d->tree, n, range_lo, range_hi, &part);
+  if (rc != 0) {
+    return fail_path(err, rc, path,
+                     rc == MAYFLY_ENOSPC       ? "cannot grow: block pool exhausted"
+                     : rc == MAYFLY_ENOSERVERS ? "cannot grow: no memory server is up"
+                                               : "invalid range");
+  }
+  char why[256] = "";
+  ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
+  rc = dir_apply(d, &rec, NULL, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
+                               const gchar *path, const gint32 partition, MayflyError **err,
+                               GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  char why[256] = "";
+  ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
+  int rc = dir_apply(d, &rec, NULL, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply **_return,
+                                  const gchar *address, const gint32 blocks,
+                                  const gint64 block_size, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char host[256], why[256] = "";
+  int port;
+  if (address == NULL || mf_parse_hostport(address, NULL, host, sizeof host, &port) != 0) {
+    return fail(err, MAYFLY_EINVAL, "server address must be HOST:PORT");
+  }
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  ns_record_t rec = {.type = NS_REC_SERVER_ADD,
+                     .address = address,
+                     .blocks = blocks,
+                     .block_size = block_size};
+  int rc = dir_apply(d, &rec, &fx, why, sizeof why);
+  int32_t id = fx.server_id;
+  ns_effects_clear(&fx);
+  if (rc != 0) return fail(err, rc, why);
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, id);
+  dir_server_rt_t *rt = dir_server_rt(d, id);
+  rt->last_heartbeat_ms = mf_now_ms();
+  /* The list of allocated blocks supersedes any release still queued. */
+  g_array_set_size(rt->pending_release, 0);
+  (*_return)->server_id = id;
+  (*_return)->heartbeat_ms = d->cfg.heartbeat_ms;
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    if (!s->in_use[i]) continue;
+    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
+    br->block_index = i;
+    br->generation = s->generation[i];
+    g_ptr_array_add((*_return)->allocated, br);
+  }
+  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes", address, id, blocks,
+          (long long)block_size);
+  return TRUE;
+}
+
+static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
+                            const gint32 server_id, const gint32 blocks_used, MayflyError **err,
+                            GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
+  if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  dir_server_rt_t *rt = dir_server_rt(d, server_id);
+  rt->last_heartbeat_ms = mf_now_ms();
+  rt->blocks_used_reported = blocks_used;
+  if (!s->up) {
+    ns_record_t rec = {.type = NS_REC_SERVER_STATE, .server_id = server_id, .up = 1};
+    dir_apply(d, &rec, NULL, NULL, 0);
+    MF_INFO("memory server %s (id %d): heartbeat again, marked up", s->address, server_id);
+  }
+  for (guint i = 0; i < rt->pending_release->len; i++) {
+    ns_block_t *b = &g_array_index(rt->pending_release, ns_block_t, i);
+    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
+    br->block_index = b->index;
+    br->generation = b->generation;
+    g_ptr_array_add((*_return)->release, br);
+  }
+  g_array_set_size(rt->pending_release, 0);
+  return TRUE;
+}
+
+static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
+                          GError **error) {
+  dir_t *d = DIR_OF(iface);
+  int64_t now = mf_now_ms();
+  ns_alloc_t *a = d->tree->alloc;
+  for (guint i = 0; i < a->servers->len; i++) {
+    ns_server_t *s = g_ptr_array_index(a->servers, i);
+    MayflyServerInfo *si = g_object_new(MAYFLY_TYPE_SERVER_INFO, NULL);
+    si->id = s->id;
+    si->address = g_strdup(s->address);
+    si->up = s->up != 0;
+    si->blocks_used = s->used;
+    si->blocks_total = s->nblocks;
+    si->block_size = s->block_size;
+    si->heartbeat_age_ms = now - dir_server_rt(d, s->id)->last_heartbeat_ms;
+    g_ptr_array_add(*_return, si);
+  }
+  return TRUE;
+}
+
+typedef struct {
+  dir_t *dir;
+  GPtrArray *out;
+  int64_t now;
+} lease_walk_t;
+
+static void add_lease(ns_node_t *n, void *ud) {
+  lease_walk_t *w = ud;
+  if (n->parent == NULL) return; /* the root has no lease */
+  MayflyLeaseInfo *li = g_object_new(MAYFLY_TYPE_LEASE_INFO, NULL);
+  li->path = ns_node_path(n);
+  li->kind = (MayflyNodeKind)n->kind;
+  li->lease_ms = ns_node_lease_ms(w->dir->tree, n);
+  li->remaining_ms = ns_node_remaining_ms(w->dir->tree, n, w->now);
+  li->pinned = (n->flags & NS_FLAG_PINNED) != 0;
+  g_ptr_array_add(w->out, li);
+}
+
+static gboolean h_leases(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
+                         MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = lookup(d, (path == NULL || path[0] == '\0') ? "/" : path, err);
+  if (n == NULL) return FALSE;
+  lease_walk_t w = {d, *_return, mf_now_ms()};
+  ns_tree_walk(n, add_lease, &w);
+  return TRUE;
+}
+
+static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyError **err,
+                        GError **error) {
+  dir_t *d = DIR_OF(iface);
+  MayflyStats *s = *_return;
+  ns_alloc_t *a = d->tree->alloc;
+  s->nodes = ns_tree_count(d->tree);
+  s->directories = d->tree->n_dirs;
+  s->namespaces = d->tree->n_leaves;
+  s->servers = (gint32)a->servers->len;
+  s->servers_up = 0;
+  for (guint i = 0; i < a->servers->len; i++) {
+    s->servers_up += ((ns_server_t *)g_ptr_array_index(a->servers, i))->up;
+  }
+  s->blocks_total = a->blocks_total;
+  s->blocks_used = a->blocks_used;
+  s->expired_total = d->tree->n_expired;
+  s->uptime_ms = mf_now_ms() - d->started_ms;
+  s->connections = (gint64)d->connections_open;
+  s->requests = (gint64)d->requests;
+  s->lease_ms = d->cfg.lease_ms;
+  s->grace_ms = d->cfg.grace_ms;
+  return TRUE;
+}
+
+static void dir_handler_class_init(DirHandlerClass *cls) {
+  MayflyDirectoryHandlerClass *h = MAYFLY_DIRECTORY_HANDLER_CLASS(cls);
+  h->mkdir = h_mkdir;
+  h->create_ns = h_create_ns;
+  h->open_ns = h_open_ns;
+  h->open_or_create = h_open_or_create;
+  h->remove = h_remove;
+  h->rename = h_rename;
+  h->exists = h_exists;
+  h->stat = h_stat;
+  h->list_children = h_list_children;
+  h->renew = h_renew;
+  h->get_layout = h_get_layout;
+  h->add_block = h_add_block;
+  h->remove_block = h_remove_block;
+  h->register_server = h_register_server;
+  h->heartbeat = h_heartbeat;
+  h->servers = h_servers;
+  h->leases = h_leases;
+  h->stats = h_stats;
+}
+
+static void dir_handler_init(DirHandler *self) {
+}
+
+MayflyDirectoryHandler *dir_handler_new(dir_t *d) {
+  DirHandler *h = g_object_new(dir_handler_get_type(), NULL);
+  h->dir = d;
+  return MAYFLY_DIRECTORY_HANDLER(h);
+}

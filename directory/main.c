@@ -1,0 +1,121 @@
+/*
+ * mayfly-directory: the control-plane daemon. Owns the namespace tree, serves
+ * the Thrift control API on a libuv loop, tracks memory servers by heartbeat
+ * and runs the lease reaper. Single-threaded: the loop owns all state.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "directory/directory.h"
+#include "directory/server.h"
+
+typedef struct {
+  uv_loop_t *loop;
+  dir_t dir;
+  dir_server_t *server;
+  uv_signal_t sigint, sigterm;
+} daemon_t;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  daemon_t *dm = h->data;
+  MF_INFO("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  dir_server_stop(dm->server);
+  dir_stop(&dm->dir);
+  uv_close((uv_handle_t *)&dm->sigint, NULL);
+  uv_close((uv_handle_t *)&dm->sigterm, NULL);
+}
+
+static int write_port_file(const char *path, int port) {
+  char *tmp = g_strdup_printf("%s.tmp", path);
+  char buf[16];
+  snprintf(buf, sizeof buf, "%d\n", port);
+  int ok = g_file_set_contents(tmp, buf, -1, NULL) && rename(tmp, path) == 0;
+  g_free(tmp);
+  return ok ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+  dir_config_t cfg = {0};
+  char *port_file = NULL;
+  mf_option_t opts[] = {
+      {"host", MF_OPT_STRING, &cfg.host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
+      {"port", MF_OPT_INT, &cfg.port, "9090", 0, 65535, "Port to listen on (0 picks a free one)",
+       "PORT"},
+      {"port-file", MF_OPT_STRING, &port_file, NULL, 0, 0,
+       "Write the port in use to FILE once listening", "FILE"},
+      {"lease-ms", MF_OPT_DURATION, &cfg.lease_ms, "10000", 1, NS_LEASE_MAX_MS,
+       "Default lease duration of a namespace", "DURATION"},
+      {"grace-ms", MF_OPT_DURATION, &cfg.grace_ms, "10000", 0, NS_LEASE_MAX_MS,
+       "Grace period after a lease runs out before the node expires", "DURATION"},
+      {"heartbeat-ms", MF_OPT_DURATION, &cfg.heartbeat_ms, "1000", 10, 600000,
+       "How often memory servers heartbeat", "DURATION"},
+      {"heartbeat-timeout-ms", MF_OPT_DURATION, &cfg.heartbeat_timeout_ms, "5000", 20, 3600000,
+       "Silence after which a memory server is marked down", "DURATION"},
+      {"reap-interval-ms", MF_OPT_DURATION, &cfg.reap_interval_ms, "0", 0, 600000,
+       "Lease reaper period (0: a tenth of lease + grace, within 20 ms..1 s)", "DURATION"},
+      {"max-frame", MF_OPT_SIZE, &cfg.max_frame, "4MiB", 1024, 64 << 20,
+       "Largest control-plane frame accepted", "SIZE"},
+      {"max-connections", MF_OPT_INT, &cfg.max_connections, "10000", 1, 1000000,
+       "Connections served at once", "N"},
+      {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
+       "debug, info, warn, error or off", "LEVEL"},
+      {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
+  char err[512];
+  if (mf_config_load("directory", "The Mayfly directory: namespaces, leases and block allocation.",
+                     opts, &argc, &argv, err, sizeof err) != 0) {
+    fprintf(stderr, "mayfly-directory: %s\n", err);
+    return 2;
+  }
+  if (argc > 1) {
+    fprintf(stderr, "mayfly-directory: unexpected argument '%s' (see --help)\n", argv[1]);
+    return 2;
+  }
+  mf_log_level_t level;
+  if (mf_log_parse_level(cfg.log_level, &level) != 0) {
+    fprintf(stderr, "mayfly-directory: --log-level: '%s' is not debug, info, warn, error or off\n",
+            cfg.log_level);
+    return 2;
+  }
+  mf_log_init("mayfly-directory", level);
+  signal(SIGPIPE, SIG_IGN);
+
+  daemon_t dm = {0};
+  dm.loop = uv_default_loop();
+  dir_init(&dm.dir, dm.loop, &cfg);
+  int port = 0;
+  int rc = dir_server_start(&dm.dir, cfg.host, (int)cfg.port, &dm.server, &port);
+  if (rc != 0) {
+    MF_ERROR("cannot listen on %s:%lld: %s", cfg.host, (long long)cfg.port, uv_strerror(rc));
+    dir_stop(&dm.dir);
+    uv_run(dm.loop, UV_RUN_DEFAULT);
+    dir_free(&dm.dir);
+    return 1;
+  }
+  MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
+          (long long)cfg.lease_ms, (long long)cfg.grace_ms);
+  if (port_file != NULL && write_port_file(port_file, port) != 0) {
+    MF_ERROR("cannot write port file %s", port_file);
+    return 1;
+  }
+  uv_signal_init(dm.loop, &dm.sigint);
+  uv_signal_init(dm.loop, &dm.sigterm);
+  dm.sigint.data = dm.sigterm.data = &dm;
+  uv_signal_start(&dm.sigint, on_signal, SIGINT);
+  uv_signal_start(&dm.sigterm, on_signal, SIGTERM);
+
+  uv_run(dm.loop, UV_RUN_DEFAULT);
+
+  dir_free(&dm.dir);
+  uv_loop_close(dm.loop);
+  g_free(cfg.host);
+  g_free(cfg.log_level);
+  g_free(port_file);
+  MF_INFO("stopped");
+  return 0;
+}

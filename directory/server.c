@@ -1,0 +1,287 @@
+/*
+ * Control-plane server on libuv (see server.h).
+ */
+#include "directory/server.h"
+
+#include <mayfly_directory.h>
+#include <string.h>
+#include <thrift/c_glib/protocol/thrift_compact_protocol.h>
+
+#include "common/compact_scan.h"
+#include "common/frame_transport.h"
+#include "common/log.h"
+#include "directory/handler.h"
+
+/* Reading stops while a connection has this much output queued, and resumes
+ * when it drains below the low mark: a client that pipelines without reading
+ * cannot make the daemon buffer without bound. */
+#define OUT_HIGH_WATER (8u << 20)
+#define OUT_LOW_WATER (1u << 20)
+#define READ_CHUNK (64u << 10)
+
+typedef struct conn conn_t;
+
+struct dir_server {
+  dir_t *dir;
+  uv_tcp_t listener;
+  MayflyDirectoryHandler *handler;
+  ThriftProcessor *processor;
+  MfFrameTransport *transport;
+  ThriftProtocol *in_proto;
+  ThriftProtocol *out_proto;
+  uint32_t max_frame;
+  GList *conns;
+  int stopping;
+};
+
+struct conn {
+  uv_tcp_t tcp;
+  dir_server_t *srv;
+  GList *link;
+  char peer[80];
+  uint8_t *buf;
+  size_t len, cap;
+  int reading;
+  int closing;
+};
+
+typedef struct {
+  uv_write_t req;
+  GByteArray *data;
+} write_req_t;
+
+static void conn_close_cb(uv_handle_t *h) {
+  conn_t *c = h->data;
+  g_free(c->buf);
+  g_free(c);
+}
+
+static void conn_close(conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  c->srv->dir->connections_open--;
+  c->srv->conns = g_list_delete_link(c->srv->conns, c->link);
+  uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  conn_t *c = h->data;
+  if (c->cap - c->len < READ_CHUNK) {
+    size_t cap = c->cap ? c->cap * 2 : READ_CHUNK * 2;
+    while (cap - c->len < READ_CHUNK) cap *= 2;
+    c->buf = g_realloc(c->buf, cap);
+    c->cap = cap;
+  }
+  *out = uv_buf_init((char *)c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void write_cb(uv_write_t *req, int status) {
+  write_req_t *w = (write_req_t *)req;
+  conn_t *c = req->handle->data;
+  g_byte_array_free(w->data, TRUE);
+  g_free(w);
+  if (status < 0) {
+    if (status != UV_ECANCELED) MF_DEBUG("peer %s: write failed: %s", c->peer, uv_strerror(status));
+    conn_close(c);
+    return;
+  }
+  if (!c->closing && !c->reading &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < OUT_LOW_WATER) {
+    c->reading = 1;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  }
+}
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Runs the processor on one frame's payload; appends the reply to out.
+ * Returns 0, or -1 when the connection can no longer be trusted. */
+static int serve_frame(conn_t *c, const uint8_t *msg, uint32_t len, GByteArray *out) {
+  dir_server_t *s = c->srv;
+  char why[128];
+  if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, why, sizeof why) != 0) {
+    MF_WARN("peer %s: malformed request (%s); closing the connection", c->peer, why);
+    return -1;
+  }
+  mf_frame_transport_set_input(s->transport, msg, len);
+  GError *err = NULL;
+  gboolean ok = thrift_processor_process(s->processor, s->in_proto, s->out_proto, &err);
+  s->dir->requests++;
+  size_t olen;
+  const uint8_t *reply = mf_frame_transport_output(s->transport, &olen);
+  if (!ok) {
+    MF_WARN("peer %s: request failed: %s%s", c->peer, err ? err->message : "unknown error",
+            reply ? "" : "; closing the connection");
+    g_clear_error(&err);
+    if (reply == NULL) return -1;
+  }
+  if (reply != NULL) g_byte_array_append(out, reply, (guint)olen);
+  return 0;
+}
+
+static void process_input(conn_t *c) {
+  dir_server_t *s = c->srv;
+  GByteArray *out = g_byte_array_new();
+  size_t pos = 0;
+  int bad = 0;
+  while (c->len - pos >= 4) {
+    uint32_t flen = be32(c->buf + pos);
+    if (flen > s->max_frame) {
+      MF_WARN("peer %s: frame of %u bytes exceeds the limit of %u; closing the connection",
+              c->peer, flen, s->max_frame);
+      bad = 1;
+      break;
+    }
+    if (c->len - pos - 4 < flen) break;
+    if (serve_frame(c, c->buf + pos + 4, flen, out) != 0) {
+      bad = 1;
+      break;
+    }
+    pos += 4 + (size_t)flen;
+  }
+  memmove(c->buf, c->buf + pos, c->len - pos);
+  c->len -= pos;
+  /* Give memory back after a large frame. */
+  if (c->cap > 4 * READ_CHUNK && c->len < READ_CHUNK) {
+    c->buf = g_realloc(c->buf, 2 * READ_CHUNK);
+    c->cap = 2 * READ_CHUNK;
+  }
+  if (out->len > 0 && !c->closing) {
+    write_req_t *w = g_new0(write_req_t, 1);
+    w->data = out;
+    uv_buf_t b = uv_buf_init((char *)out->data, out->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+    if (rc < 0) {
+      g_byte_array_free(out, TRUE);
+      g_free(w);
+      bad = 1;
+    }
+  } else {
+    g_byte_array_free(out, TRUE);
+  }
+  if (bad) {
+    conn_close(c);
+    return;
+  }
+  if (c->reading && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > OUT_HIGH_WATER) {
+    c->reading = 0;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  }
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = stream->data;
+  if (nread < 0) {
+    if (nread != UV_EOF) MF_DEBUG("peer %s: read failed: %s", c->peer, uv_strerror((int)nread));
+    conn_close(c);
+    return;
+  }
+  c->len += (size_t)nread;
+  process_input(c);
+}
+
+static void peer_name(uv_tcp_t *tcp, char *out, size_t outlen) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char ip[64] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+  }
+  snprintf(out, outlen, "%s:%d", ip, port);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  dir_server_t *s = listener->data;
+  if (status < 0) {
+    MF_WARN("accept failed: %s", uv_strerror(status));
+    return;
+  }
+  conn_t *c = g_new0(conn_t, 1);
+  c->srv = s;
+  uv_tcp_init(listener->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+    return;
+  }
+  s->dir->connections_open++;
+  s->dir->connections_total++;
+  c->link = s->conns = g_list_prepend(s->conns, c);
+  peer_name(&c->tcp, c->peer, sizeof c->peer);
+  if ((int64_t)s->dir->connections_open > s->dir->cfg.max_connections) {
+    MF_WARN("peer %s: refused, %lld connections already open", c->peer,
+            (long long)s->dir->cfg.max_connections);
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->reading = 1;
+  uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+static void free_unstarted(uv_handle_t *h) {
+  g_free(h->data);
+}
+
+int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out,
+                     int *bound_port) {
+  struct sockaddr_storage addr;
+  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+  if (rc != 0) return rc;
+
+  dir_server_t *s = g_new0(dir_server_t, 1);
+  s->dir = d;
+  s->max_frame = (uint32_t)d->cfg.max_frame;
+  uv_tcp_init(d->loop, &s->listener);
+  s->listener.data = s;
+  rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+  if (rc != 0) {
+    uv_close((uv_handle_t *)&s->listener, free_unstarted);
+    return rc;
+  }
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+  *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+
+  s->transport = mf_frame_transport_new(-1, 0, s->max_frame);
+  s->in_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", s->transport,
+                             "string_limit", (gint32)s->max_frame, "container_limit",
+                             (gint32)s->max_frame, NULL);
+  s->out_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", s->transport, NULL);
+  s->handler = dir_handler_new(d);
+  s->processor = g_object_new(MAYFLY_TYPE_DIRECTORY_PROCESSOR, "handler", s->handler, NULL);
+  *out = s;
+  return 0;
+}
+
+static void listener_closed(uv_handle_t *h) {
+  dir_server_t *s = h->data;
+  g_object_unref(s->processor);
+  g_object_unref(s->handler);
+  g_object_unref(s->in_proto);
+  g_object_unref(s->out_proto);
+  g_object_unref(s->transport);
+  g_free(s);
+}
+
+void dir_server_stop(dir_server_t *s) {
+  if (s == NULL || s->stopping) return;
+  s->stopping = 1;
+  while (s->conns != NULL) conn_close(s->conns->data);
+  uv_close((uv_handle_t *)&s->listener, listener_closed);
+}
