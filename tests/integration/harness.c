@@ -1,0 +1,212 @@
+/*
+ * Integration-test harness (see harness.h).
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static GPtrArray *running; /* mf_daemon_t * still alive */
+
+void mf_sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+const char *mf_bin(const char *rel) {
+  static char path[4096];
+  const char *base = getenv("MAYFLY_BIN_DIR");
+  snprintf(path, sizeof path, "%s/%s", base ? base : ".", rel);
+  return path;
+}
+
+static void kill_all(void) {
+  if (running == NULL) return;
+  for (guint i = 0; i < running->len; i++) {
+    mf_daemon_t *d = g_ptr_array_index(running, i);
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+  }
+  g_ptr_array_set_size(running, 0);
+}
+
+static void forget(mf_daemon_t *d) {
+  if (running != NULL) g_ptr_array_remove(running, d);
+}
+
+static void daemon_free(mf_daemon_t *d) {
+  if (d->dir != NULL) {
+    char *pf = g_build_filename(d->dir, "port", NULL);
+    unlink(pf);
+    g_free(pf);
+    /* Keep the log next to the test's output only when asked. */
+    if (getenv("MAYFLY_KEEP_LOGS") == NULL) {
+      unlink(d->log_path);
+      rmdir(d->dir);
+    }
+  }
+  g_free(d->dir);
+  g_free(d->log_path);
+  g_free(d);
+}
+
+static void dump_log(const mf_daemon_t *d) {
+  char *log = NULL;
+  if (g_file_get_contents(d->log_path, &log, NULL, NULL)) {
+    fprintf(stderr, "---- %s ----\n%s-----------\n", d->log_path, log);
+    g_free(log);
+  }
+}
+
+static mf_daemon_t *start(const char *binary, GPtrArray *args) {
+  if (running == NULL) {
+    running = g_ptr_array_new();
+    atexit(kill_all);
+  }
+  mf_daemon_t *d = g_new0(mf_daemon_t, 1);
+  d->dir = g_dir_make_tmp("mayfly-test-XXXXXX", NULL);
+  d->log_path = g_build_filename(d->dir, "daemon.log", NULL);
+  char *port_file = g_build_filename(d->dir, "port", NULL);
+  GPtrArray *argv = g_ptr_array_new();
+  g_ptr_array_add(argv, (gpointer)binary);
+  g_ptr_array_add(argv, "--host");
+  g_ptr_array_add(argv, "127.0.0.1");
+  g_ptr_array_add(argv, "--port");
+  g_ptr_array_add(argv, "0");
+  g_ptr_array_add(argv, "--port-file");
+  g_ptr_array_add(argv, port_file);
+  for (guint i = 0; i < args->len; i++) g_ptr_array_add(argv, g_ptr_array_index(args, i));
+  g_ptr_array_add(argv, NULL);
+
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    int fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDERR_FILENO);
+      dup2(fd, STDOUT_FILENO);
+      close(fd);
+    }
+    execv(binary, (char **)argv->pdata);
+    fprintf(stderr, "exec %s: %s\n", binary, strerror(errno));
+    _exit(127);
+  }
+  g_ptr_array_free(argv, TRUE);
+  d->pid = pid;
+  g_ptr_array_add(running, d);
+  /* Wait for the port file (written once the daemon listens). */
+  for (int waited = 0; waited < 10000; waited += 10) {
+    char *txt = NULL;
+    if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
+      d->port = atoi(txt);
+      g_free(txt);
+      break;
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      fprintf(stderr, "harness: %s exited during start-up (status %d)\n", binary, status);
+      dump_log(d);
+      forget(d);
+      daemon_free(d);
+      g_free(port_file);
+      return NULL;
+    }
+    mf_sleep_ms(10);
+  }
+  g_free(port_file);
+  if (d->port <= 0) {
+    fprintf(stderr, "harness: %s did not start listening within 10 s\n", binary);
+    dump_log(d);
+    mf_kill(d);
+    return NULL;
+  }
+  snprintf(d->address, sizeof d->address, "127.0.0.1:%d", d->port);
+  return d;
+}
+
+mf_daemon_t *mf_start_directory(const char *arg, ...) {
+  GPtrArray *args = g_ptr_array_new();
+  va_list ap;
+  va_start(ap, arg);
+  for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) g_ptr_array_add(args, (gpointer)a);
+  va_end(ap);
+  char *bin = g_strdup(mf_bin("directory/mayfly-directory"));
+  mf_daemon_t *d = start(bin, args);
+  g_free(bin);
+  g_ptr_array_free(args, TRUE);
+  return d;
+}
+
+int mf_alive(const mf_daemon_t *d) {
+  int status;
+  return waitpid(d->pid, &status, WNOHANG) == 0;
+}
+
+int mf_stop(mf_daemon_t *d) {
+  int status = -1;
+  kill(d->pid, SIGTERM);
+  for (int waited = 0; waited < 5000; waited += 10) {
+    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) dump_log(d);
+      forget(d);
+      daemon_free(d);
+      return status;
+    }
+    mf_sleep_ms(10);
+  }
+  fprintf(stderr, "harness: pid %d ignored SIGTERM for 5 s; killing it\n", (int)d->pid);
+  dump_log(d);
+  kill(d->pid, SIGKILL);
+  waitpid(d->pid, &status, 0);
+  forget(d);
+  daemon_free(d);
+  return status;
+}
+
+void mf_kill(mf_daemon_t *d) {
+  kill(d->pid, SIGKILL);
+  waitpid(d->pid, NULL, 0);
+  forget(d);
+  daemon_free(d);
+}
+
+int mf_cli(const mf_daemon_t *d, char **out, char **err, const char *arg, ...) {
+  GPtrArray *argv = g_ptr_array_new();
+  char *bin = g_strdup(mf_bin("client/mayfly"));
+  g_ptr_array_add(argv, bin);
+  g_ptr_array_add(argv, "--directory");
+  g_ptr_array_add(argv, (gpointer)d->address);
+  va_list ap;
+  va_start(ap, arg);
+  for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) g_ptr_array_add(argv, (gpointer)a);
+  va_end(ap);
+  g_ptr_array_add(argv, NULL);
+  char *o = NULL, *e = NULL;
+  int status = -1;
+  GError *gerr = NULL;
+  gboolean ok = g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL, &o,
+                             &e, &status, &gerr);
+  g_ptr_array_free(argv, TRUE);
+  g_free(bin);
+  if (!ok) {
+    fprintf(stderr, "harness: cannot run mayfly: %s\n", gerr->message);
+    g_error_free(gerr);
+    return -1;
+  }
+  if (out) *out = o; else g_free(o);
+  if (err) *err = e; else g_free(e);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

@@ -1,0 +1,46 @@
+/*
+ * Harness calls that speak the control API directly (see harness.h).
+ */
+#include "client/ctl.h"
+#include "common/error.h"
+#include "harness.h"
+
+int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
+                       long long block_size, int *id) {
+  mf_ctl_t *ctl;
+  int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
+  if (rc != 0) return rc;
+  MayflyDirectoryIf *i;
+  rc = mf_ctl_begin(ctl, &i);
+  if (rc == 0) {
+    MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
+    MayflyError *err = NULL;
+    GError *gerr = NULL;
+    gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size, &err,
+                                                      &gerr);
+    rc = mf_ctl_end(ctl, ok, err, gerr);
+    if (rc == 0) *id = r->server_id;
+    g_object_unref(r);
+  }
+  mf_ctl_close(ctl);
+  return rc;
+}
+
+int mf_heartbeat(const mf_daemon_t *dir, int id, int *released) {
+  mf_ctl_t *ctl;
+  int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
+  if (rc != 0) return rc;
+  MayflyDirectoryIf *i;
+  rc = mf_ctl_begin(ctl, &i);
+  if (rc == 0) {
+    MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
+    MayflyError *err = NULL;
+    GError *gerr = NULL;
+    gboolean ok = mayfly_directory_if_heartbeat(i, &r, id, 0, &err, &gerr);
+    rc = mf_ctl_end(ctl, ok, err, gerr);
+    if (rc == 0 && released != NULL) *released = (int)r->release->len;
+    g_object_unref(r);
+  }
+  mf_ctl_close(ctl);
+  return rc;
+}
