@@ -1,0 +1,223 @@
+/*
+ * mayfly-bench: benchmark driver. Subcommands:
+ *   control   create+remove pairs/s and batched renew of 10,000 paths
+ * (data, elastic and compare arrive with the data plane).
+ */
+#define _GNU_SOURCE
+#include "bench/bench.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+void bench_lat_init(bench_lat_t *l) {
+  l->us = g_array_new(FALSE, FALSE, sizeof(double));
+}
+
+void bench_lat_add(bench_lat_t *l, double us) {
+  g_array_append_val(l->us, us);
+}
+
+void bench_lat_merge(bench_lat_t *into, const bench_lat_t *from) {
+  g_array_append_vals(into->us, from->us->data, from->us->len);
+}
+
+static gint cmp_double(gconstpointer a, gconstpointer b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+double bench_lat_pct(bench_lat_t *l, double pct) {
+  if (l->us->len == 0) return 0;
+  g_array_sort(l->us, cmp_double);
+  guint i = (guint)(pct / 100.0 * (l->us->len - 1) + 0.5);
+  return g_array_index(l->us, double, i);
+}
+
+void bench_lat_free(bench_lat_t *l) {
+  g_array_free(l->us, TRUE);
+}
+
+double bench_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* The directory binary next to this one in the build tree. */
+static char *sibling_binary(const char *rel) {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return NULL;
+  self[n] = '\0';
+  char *bdir = g_path_get_dirname(self);
+  char *root = g_path_get_dirname(bdir);
+  char *path = g_build_filename(root, rel, NULL);
+  g_free(bdir);
+  g_free(root);
+  return path;
+}
+
+int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
+  memset(d, 0, sizeof *d);
+  if (o->directory != NULL) {
+    snprintf(d->address, sizeof d->address, "%s", o->directory);
+    return 0;
+  }
+  char *bin = sibling_binary("directory/mayfly-directory");
+  char *tmp = g_dir_make_tmp("mayfly-bench-XXXXXX", NULL);
+  char *port_file = g_build_filename(tmp, "port", NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    execl(bin, bin, "--port", "0", "--port-file", port_file, "--log-level", "warn",
+          "--heartbeat-timeout-ms", "3600000", (char *)NULL);
+    _exit(127);
+  }
+  int port = 0;
+  for (int i = 0; i < 500 && port == 0; i++) {
+    char *txt = NULL;
+    if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
+      port = atoi(txt);
+      g_free(txt);
+    } else {
+      g_usleep(10000);
+    }
+  }
+  unlink(port_file);
+  rmdir(tmp);
+  g_free(port_file);
+  g_free(tmp);
+  if (port == 0) {
+    fprintf(stderr, "mayfly-bench: could not start %s\n", bin);
+    g_free(bin);
+    kill(pid, SIGKILL);
+    return -1;
+  }
+  g_free(bin);
+  d->pid = pid;
+  snprintf(d->address, sizeof d->address, "127.0.0.1:%d", port);
+  if (o->pin) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    sched_setaffinity(pid, sizeof set, &set);
+  }
+  return 0;
+}
+
+void bench_dir_stop(bench_dir_t *d) {
+  if (d->pid > 0) {
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+  }
+}
+
+static void machine_line(char *out, size_t len) {
+  struct utsname u;
+  uname(&u);
+  char *model = NULL, *cpuinfo = NULL;
+  if (g_file_get_contents("/proc/cpuinfo", &cpuinfo, NULL, NULL)) {
+    char *m = strstr(cpuinfo, "model name");
+    if (m && (m = strchr(m, ':'))) model = g_strndup(m + 2, strcspn(m + 2, "\n"));
+  }
+  snprintf(out, len, "%s, %ld CPUs, %s %s", model ? model : "unknown CPU",
+           sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release);
+  g_free(model);
+  g_free(cpuinfo);
+}
+
+void bench_print(const bench_opts_t *o, const char *title, GArray *rows) {
+  char machine[256];
+  machine_line(machine, sizeof machine);
+  if (o->json) {
+    printf("{\"bench\": \"%s\", \"machine\": \"%s\", \"rows\": [\n", title, machine);
+    for (guint i = 0; i < rows->len; i++) {
+      bench_row_t *r = &g_array_index(rows, bench_row_t, i);
+      printf("  {\"name\": \"%s\", \"clients\": %d, \"ops\": %lld, \"unit\": \"%s\", "
+             "\"ops_per_s\": %.1f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f}%s\n",
+             r->name, r->clients, r->ops, r->unit, r->ops_per_s, r->p50_us, r->p99_us,
+             r->p999_us, i + 1 < rows->len ? "," : "");
+    }
+    printf("]}\n");
+    return;
+  }
+  if (o->csv) {
+    printf("bench,name,clients,ops,unit,ops_per_s,p50_us,p99_us,p999_us\n");
+    for (guint i = 0; i < rows->len; i++) {
+      bench_row_t *r = &g_array_index(rows, bench_row_t, i);
+      printf("%s,%s,%d,%lld,%s,%.1f,%.1f,%.1f,%.1f\n", title, r->name, r->clients, r->ops,
+             r->unit, r->ops_per_s, r->p50_us, r->p99_us, r->p999_us);
+    }
+    return;
+  }
+  printf("mayfly-bench %s — %s%s\n\n", title, machine, o->pin ? " (pinned to CPU 0)" : "");
+  printf("%-28s %7s %10s %12s %10s %10s %10s\n", "workload", "clients", "ops", "ops/s",
+         "p50", "p99", "p99.9");
+  for (guint i = 0; i < rows->len; i++) {
+    bench_row_t *r = &g_array_index(rows, bench_row_t, i);
+    printf("%-28s %7d %10lld %12.0f %8.0fus %8.0fus %8.0fus\n", r->name, r->clients, r->ops,
+           r->ops_per_s, r->p50_us, r->p99_us, r->p999_us);
+  }
+}
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: mayfly-bench SUBCOMMAND [options]\n"
+          "subcommands:\n"
+          "  control   create+remove pairs/s and batched renew of 10,000 paths\n"
+          "run 'mayfly-bench SUBCOMMAND --help' for options\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || argv[1][0] == '-') return usage();
+  const char *sub = argv[1];
+  bench_opts_t o = {.seconds = 3};
+  GOptionEntry e[] = {
+      {"directory", 'd', 0, G_OPTION_ARG_STRING, &o.directory,
+       "Directory to measure (default: start one)", "HOST:PORT"},
+      {"clients", 'c', 0, G_OPTION_ARG_INT, &o.clients, "Concurrent clients (default: 1 and 16)",
+       "N"},
+      {"seconds", 's', 0, G_OPTION_ARG_INT, &o.seconds, "Seconds per workload (default 3)", "T"},
+      {"ops", 'n', 0, G_OPTION_ARG_INT, &o.ops, "Operations per client instead of --seconds",
+       "N"},
+      {"pin", 0, 0, G_OPTION_ARG_NONE, &o.pin, "Pin the bench and the daemons to CPU 0", NULL},
+      {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print JSON", NULL},
+      {"csv", 0, 0, G_OPTION_ARG_NONE, &o.csv, "Print CSV", NULL},
+      {NULL}};
+  char *param = g_strdup_printf("%s [options]", sub);
+  GOptionContext *ctx = g_option_context_new(param);
+  g_option_context_add_main_entries(ctx, e, NULL);
+  GError *err = NULL;
+  argv[1] = argv[0];
+  argc--;
+  argv++;
+  if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
+    fprintf(stderr, "mayfly-bench: %s\n", err->message);
+    return 2;
+  }
+  g_option_context_free(ctx);
+  g_free(param);
+  if (o.seconds < 1) o.seconds = 1;
+  if (o.pin) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    sched_setaffinity(0, sizeof set, &set);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  if (strcmp(sub, "control") == 0) return bench_control(&o);
+  fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
+  return usage();
+}

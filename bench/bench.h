@@ -1,0 +1,58 @@
+/*
+ * mayfly-bench: shared pieces of the benchmark subcommands. Benchmarks report
+ * figures (ops/s, latency percentiles); they never pass or fail on timings.
+ */
+#ifndef MAYFLY_BENCH_H
+#define MAYFLY_BENCH_H
+
+#include <glib.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct bench_opts {
+  char *directory; /* NULL: start a throwaway directory */
+  int clients;     /* 0: the subcommand's default set (1 and 16) */
+  int seconds;
+  int ops;         /* 0: run for `seconds` */
+  int pin;         /* pin to CPU 0 */
+  int json, csv;
+} bench_opts_t;
+
+/* One measured row. */
+typedef struct bench_row {
+  char *name;
+  int clients;
+  double ops_per_s;
+  double p50_us, p99_us, p999_us;
+  long long ops;
+  char *unit; /* what one op is */
+} bench_row_t;
+
+/* Latency samples in microseconds. */
+typedef struct {
+  GArray *us; /* double */
+} bench_lat_t;
+
+void bench_lat_init(bench_lat_t *l);
+void bench_lat_add(bench_lat_t *l, double us);
+void bench_lat_merge(bench_lat_t *into, const bench_lat_t *from);
+double bench_lat_pct(bench_lat_t *l, double pct); /* sorts in place */
+void bench_lat_free(bench_lat_t *l);
+
+double bench_now_us(void);
+
+/* A directory started for the run, or the one given with --directory. */
+typedef struct {
+  pid_t pid; /* 0 when not ours */
+  char address[128];
+} bench_dir_t;
+
+int bench_dir_start(const bench_opts_t *o, bench_dir_t *d);
+void bench_dir_stop(bench_dir_t *d);
+
+/* Prints the machine line, then rows as a table, CSV or JSON. */
+void bench_print(const bench_opts_t *o, const char *title, GArray *rows /* bench_row_t */);
+
+int bench_control(bench_opts_t *o);
+
+#endif /* MAYFLY_BENCH_H */
