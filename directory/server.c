@@ -21,14 +21,19 @@
 
 typedef struct conn conn_t;
 
-struct dir_server {
+struct dir_rpc {
   dir_t *dir;
-  uv_tcp_t listener;
   MayflyDirectoryHandler *handler;
   ThriftProcessor *processor;
   MfFrameTransport *transport;
   ThriftProtocol *in_proto;
   ThriftProtocol *out_proto;
+};
+
+struct dir_server {
+  dir_t *dir;
+  uv_tcp_t listener;
+  dir_rpc_t *rpc;
   uint32_t max_frame;
   GList *conns;
   int stopping;
@@ -98,29 +103,44 @@ static uint32_t be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Runs the processor on one frame's payload; appends the reply to out.
- * Returns 0, or -1 when the connection can no longer be trusted. */
-static int serve_frame(conn_t *c, const uint8_t *msg, uint32_t len, GByteArray *out) {
-  dir_server_t *s = c->srv;
-  char why[128];
-  if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, why, sizeof why) != 0) {
-    MF_WARN("peer %s: malformed request (%s); closing the connection", c->peer, why);
-    return -1;
-  }
-  mf_frame_transport_set_input(s->transport, msg, len);
+dir_rpc_t *dir_rpc_new(dir_t *d) {
+  dir_rpc_t *r = g_new0(dir_rpc_t, 1);
+  uint32_t max_frame = (uint32_t)d->cfg.max_frame;
+  r->dir = d;
+  r->transport = mf_frame_transport_new(-1, 0, max_frame);
+  r->in_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", r->transport,
+                             "string_limit", (gint32)max_frame, "container_limit",
+                             (gint32)max_frame, NULL);
+  r->out_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", r->transport, NULL);
+  r->handler = dir_handler_new(d);
+  r->processor = g_object_new(MAYFLY_TYPE_DIRECTORY_PROCESSOR, "handler", r->handler, NULL);
+  return r;
+}
+
+void dir_rpc_free(dir_rpc_t *r) {
+  if (r == NULL) return;
+  g_object_unref(r->processor);
+  g_object_unref(r->handler);
+  g_object_unref(r->in_proto);
+  g_object_unref(r->out_proto);
+  g_object_unref(r->transport);
+  g_free(r);
+}
+
+int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out, char *why,
+                 size_t whylen) {
+  if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, why, whylen) != 0) return -1;
+  mf_frame_transport_set_input(r->transport, msg, len);
   GError *err = NULL;
-  gboolean ok = thrift_processor_process(s->processor, s->in_proto, s->out_proto, &err);
-  s->dir->requests++;
+  gboolean ok = thrift_processor_process(r->processor, r->in_proto, r->out_proto, &err);
+  r->dir->requests++;
   size_t olen;
-  const uint8_t *reply = mf_frame_transport_output(s->transport, &olen);
-  if (!ok) {
-    MF_WARN("peer %s: request failed: %s%s", c->peer, err ? err->message : "unknown error",
-            reply ? "" : "; closing the connection");
-    g_clear_error(&err);
-    if (reply == NULL) return -1;
-  }
+  const uint8_t *reply = mf_frame_transport_output(r->transport, &olen);
+  if (!ok) snprintf(why, whylen, "%s", err ? err->message : "unknown error");
+  g_clear_error(&err);
   if (reply != NULL) g_byte_array_append(out, reply, (guint)olen);
-  return 0;
+  /* A failed call that produced no reply leaves the stream untrustworthy. */
+  return ok || reply != NULL ? 0 : -1;
 }
 
 static void process_input(conn_t *c) {
@@ -137,10 +157,13 @@ static void process_input(conn_t *c) {
       break;
     }
     if (c->len - pos - 4 < flen) break;
-    if (serve_frame(c, c->buf + pos + 4, flen, out) != 0) {
+    char why[160] = "";
+    if (dir_rpc_call(s->rpc, c->buf + pos + 4, flen, out, why, sizeof why) != 0) {
+      MF_WARN("peer %s: malformed request (%s); closing the connection", c->peer, why);
       bad = 1;
       break;
     }
+    if (why[0] != '\0') MF_WARN("peer %s: request failed: %s", c->peer, why);
     pos += 4 + (size_t)flen;
   }
   memmove(c->buf, c->buf + pos, c->len - pos);
@@ -258,24 +281,14 @@ int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out,
   *bound_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
 
-  s->transport = mf_frame_transport_new(-1, 0, s->max_frame);
-  s->in_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", s->transport,
-                             "string_limit", (gint32)s->max_frame, "container_limit",
-                             (gint32)s->max_frame, NULL);
-  s->out_proto = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", s->transport, NULL);
-  s->handler = dir_handler_new(d);
-  s->processor = g_object_new(MAYFLY_TYPE_DIRECTORY_PROCESSOR, "handler", s->handler, NULL);
+  s->rpc = dir_rpc_new(d);
   *out = s;
   return 0;
 }
 
 static void listener_closed(uv_handle_t *h) {
   dir_server_t *s = h->data;
-  g_object_unref(s->processor);
-  g_object_unref(s->handler);
-  g_object_unref(s->in_proto);
-  g_object_unref(s->out_proto);
-  g_object_unref(s->transport);
+  dir_rpc_free(s->rpc);
   g_free(s);
 }
 

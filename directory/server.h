@@ -14,11 +14,28 @@
 #ifndef MAYFLY_DIR_SERVER_H
 #define MAYFLY_DIR_SERVER_H
 
+#include <glib.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "directory/directory.h"
 
 typedef struct dir_server dir_server_t;
+
+/* The request path without the sockets: one processor, its handler and an
+ * in-memory frame transport, shared by every connection of the loop (and
+ * driven directly by the fuzz target). */
+typedef struct dir_rpc dir_rpc_t;
+
+dir_rpc_t *dir_rpc_new(dir_t *d);
+void dir_rpc_free(dir_rpc_t *r); /* accepts NULL */
+
+/* Serves one frame's payload: checks it (compact_scan.h), runs the processor
+ * and appends the reply frame, if any, to out. Returns 0, with why[0] set
+ * when the call failed but a reply (an exception) was produced, or -1 when
+ * the request is malformed and the connection should be closed. */
+int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out, char *why,
+                 size_t whylen);
 
 /* Binds host:port (port 0 picks a free one) and starts accepting. On success
  * *out is the server and *bound_port the port in use. Returns 0 or a negative
