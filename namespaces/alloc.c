@@ -16,9 +16,15 @@ static void server_free(ns_server_t *s) {
   g_free(s);
 }
 
-/* Sets a server's geometry: every block free, generations starting at 1. The
- * free stack holds indices in reverse so block 0 is handed out first. */
+/* Sets a server's geometry: every block free. Generations continue above the
+ * highest one the server has used, so no reference taken under the old
+ * geometry names a block of the new one. The free stack holds indices in
+ * reverse so block 0 is handed out first. */
 static void server_reset(ns_server_t *s, int32_t nblocks, int64_t block_size) {
+  int64_t next_gen = 1;
+  for (int32_t i = 0; s->generation != NULL && i < s->nblocks; i++) {
+    if (s->generation[i] >= next_gen) next_gen = s->generation[i] + 1;
+  }
   g_free(s->generation);
   g_free(s->in_use);
   if (s->free_stack) g_array_free(s->free_stack, TRUE);
@@ -30,7 +36,7 @@ static void server_reset(ns_server_t *s, int32_t nblocks, int64_t block_size) {
   s->free_stack = g_array_sized_new(FALSE, FALSE, sizeof(int32_t), (guint)nblocks);
   for (int32_t i = 0; i < nblocks; i++) {
     int32_t idx = nblocks - 1 - i;
-    s->generation[i] = 1;
+    s->generation[i] = next_gen;
     g_array_append_val(s->free_stack, idx);
   }
 }
@@ -149,6 +155,18 @@ int ns_alloc_take(ns_alloc_t *a, const ns_block_t *b) {
   s->in_use[b->index] = 1;
   s->used++;
   a->blocks_used++;
+  return 0;
+}
+
+int ns__alloc_untake(ns_alloc_t *a, const ns_block_t *b) {
+  ns_server_t *s = ns_alloc_server(a, b->server);
+  if (s == NULL) return MAYFLY_ESERVER;
+  if (b->index < 0 || b->index >= s->nblocks) return MAYFLY_EINVAL;
+  if (!s->in_use[b->index] || s->generation[b->index] != b->generation) return MAYFLY_EMOVED;
+  s->in_use[b->index] = 0;
+  s->used--;
+  a->blocks_used--;
+  g_array_append_val(s->free_stack, b->index);
   return 0;
 }
 

@@ -79,4 +79,8 @@ int ns_alloc_take(ns_alloc_t *a, const ns_block_t *b);
  * MAYFLY_EINVAL or MAYFLY_EMOVED (not in use with that generation). */
 int ns_alloc_release(ns_alloc_t *a, const ns_block_t *b);
 
+/* Undoes ns_alloc_take() within one failed apply: the block is free again
+ * with its generation unchanged, as if never taken (internal to the tree). */
+int ns__alloc_untake(ns_alloc_t *a, const ns_block_t *b);
+
 #endif /* MAYFLY_NS_ALLOC_H */

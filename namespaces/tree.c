@@ -277,7 +277,8 @@ static int take_parts(ns_tree_t *t, const ns_partition_t *parts, size_t n, char 
   for (size_t i = 0; i < n; i++) {
     int rc = ns_alloc_take(t->alloc, &parts[i].block);
     if (rc != 0) {
-      for (size_t j = 0; j < i; j++) ns_alloc_release(t->alloc, &parts[j].block);
+      /* Undo in reverse so the free stacks end up exactly as they were. */
+      for (size_t j = i; j-- > 0;) ns__alloc_untake(t->alloc, &parts[j].block);
       WHY("block %d:%d (generation %lld) cannot be taken: %s", parts[i].block.server,
           parts[i].block.index, (long long)parts[i].block.generation, mayfly_strerror(rc));
       return rc;
@@ -452,7 +453,10 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
   int rc;
   ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
   if (n == NULL) return rc;
-  if (rec->nparts != 1) return MAYFLY_EINVAL;
+  if (rec->nparts != 1) {
+    WHY("a partition is added one at a time");
+    return MAYFLY_EINVAL;
+  }
   rc = take_parts(t, rec->parts, 1, why, whylen);
   if (rc != 0) return rc;
   g_array_append_vals(n->layout.parts, rec->parts, 1);
@@ -509,8 +513,11 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
       if (rc == 0 && fx != NULL) fx->server_id = id;
       return rc;
     }
-    case NS_REC_SERVER_STATE:
-      return ns_alloc_set_up(t->alloc, rec->server_id, rec->up);
+    case NS_REC_SERVER_STATE: {
+      int rc = ns_alloc_set_up(t->alloc, rec->server_id, rec->up);
+      if (rc != 0) WHY("no memory server with id %d", rec->server_id);
+      return rc;
+    }
   }
   WHY("unknown record type %d", (int)rec->type);
   return MAYFLY_EINVAL;
@@ -548,6 +555,7 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
 int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
                         ns_partition_t *out) {
   if (hi < lo || lo < 0) return MAYFLY_EINVAL;
+  if (n->layout.parts == NULL) return MAYFLY_EISDIR;
   int rc = ns_alloc_pick(t->alloc, 1, &out->block);
   if (rc != 0) return rc;
   if (lo != 0 || hi != 0) {

@@ -203,7 +203,7 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
  * Chooses one block to append to namespace `n`. When lo == hi == 0 the range
  * follows the last partition (the next byte range of a file, the next queue
  * segment); otherwise [lo, hi) is used as given. Returns 0, MAYFLY_EINVAL
- * (hi < lo), MAYFLY_ENOSERVERS or MAYFLY_ENOSPC.
+ * (hi < lo), MAYFLY_EISDIR (a directory), MAYFLY_ENOSERVERS or MAYFLY_ENOSPC.
  */
 int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
                         ns_partition_t *out);
