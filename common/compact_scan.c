@@ -69,7 +69,8 @@ static int skip_bytes(cursor_t *c, uint64_t n) {
     return MAYFLY_EPROTO;                                \
   } while (0)
 
-int mf_compact_scan(const uint8_t *buf, size_t len, int max_depth, char *why, size_t whylen) {
+int mf_compact_scan(const uint8_t *buf, size_t len, int max_depth, mf_compact_msg_t *msg,
+                    char *why, size_t whylen) {
   cursor_t c = {buf, buf + len};
   frame_t stack[MF_COMPACT_MAX_DEPTH + 1];
   uint64_t v;
@@ -78,7 +79,10 @@ int mf_compact_scan(const uint8_t *buf, size_t len, int max_depth, char *why, si
   if (len < 2 || buf[0] != 0x82 || (buf[1] & 0x1f) != 1) FAIL("not a compact-protocol message");
   c.p += 2;
   if (read_varint(&c, &v) != 0) FAIL("bad sequence id");
-  if (read_varint(&c, &v) != 0 || skip_bytes(&c, v) != 0) FAIL("bad method name");
+  if (read_varint(&c, &v) != 0) FAIL("bad method name");
+  const char *name = (const char *)c.p;
+  if (skip_bytes(&c, v) != 0) FAIL("bad method name");
+  if (msg != NULL) *msg = (mf_compact_msg_t){buf[1] >> 5, name, (size_t)v};
 
   int depth = 0;
   stack[0] = (frame_t){.is_struct = 1};
