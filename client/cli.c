@@ -53,6 +53,13 @@ static int usage_error(cli_t *cli, const char *msg) {
   return 2;
 }
 
+/* A usage error about one path: "mayfly: <command>: <path>: <reason>". */
+static int usage_error_path(cli_t *cli, const char *path, const char *msg) {
+  fprintf(stderr, "mayfly: %s: %s: %s (see mayfly %s --help)\n", cli->command, path, msg,
+          cli->command);
+  return 2;
+}
+
 static int connect_client(cli_t *cli, const char *path) {
   mayfly_options_t o = {.timeout_ms = cli->timeout_ms, .connect_timeout_ms = 2000};
   int rc = mayfly_connect(cli->directory, &o, &cli->client);
@@ -297,11 +304,11 @@ static int cmd_create(cli_t *cli, int argc, char **argv) {
   mayfly_create_options_t o = {.blocks = blocks, .pinned = pinned};
   mayfly_kind_t k;
   if (rc == 0 && (kind == NULL || mayfly_kind_parse(kind, &k) != 0 || k == MAYFLY_KIND_DIRECTORY)) {
-    rc = usage_error(cli, "--kind must be file, queue or kv");
+    rc = usage_error_path(cli, argv[1], "--kind must be file, queue or kv");
   }
-  if (rc == 0 && blocks < 0) rc = usage_error(cli, "--blocks must be positive");
+  if (rc == 0 && blocks < 0) rc = usage_error_path(cli, argv[1], "--blocks must be positive");
   if (rc == 0 && lease != NULL && mf_parse_duration_ms(lease, &o.lease_ms) != 0) {
-    rc = usage_error(cli, "--lease-ms takes a duration such as 5000, 500ms or 30s");
+    rc = usage_error_path(cli, argv[1], "--lease-ms takes a duration such as 5000, 500ms or 30s");
   }
   g_free(kind);
   g_free(lease);

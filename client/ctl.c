@@ -33,7 +33,9 @@ struct mf_ctl {
   MayflyDirectoryClient *client;
 };
 
-static __thread char last_error[512];
+/* Large enough for a reason that quotes two paths of the longest legal length
+ * (4096 bytes each). */
+static __thread char last_error[2 * 4096 + 512];
 
 void mf_set_last_error(const char *fmt, ...) {
   va_list ap;

@@ -27,6 +27,9 @@ G_DEFINE_TYPE(DirHandler, dir_handler, MAYFLY_TYPE_DIRECTORY_HANDLER)
 
 #define DIR_OF(iface) (((DirHandler *)(iface))->dir)
 
+/* Room for a reason that quotes two paths of the longest legal length. */
+#define WHY_MAX (2 * NS_PATH_MAX + 256)
+
 /* Largest batch a single renew may carry. */
 #define RENEW_MAX_PATHS 100000
 
@@ -37,10 +40,11 @@ static gboolean fail(MayflyError **err, int code, const char *why) {
 }
 
 static gboolean fail_path(MayflyError **err, int code, const char *path, const char *why) {
-  char msg[512];
-  g_snprintf(msg, sizeof msg, "%s: %s", path ? path : "(null)",
-             (why && why[0]) ? why : mayfly_strerror(code));
-  return fail(err, code, msg);
+  char *msg = g_strdup_printf("%s: %s", path ? path : "(null)",
+                              (why && why[0]) ? why : mayfly_strerror(code));
+  fail(err, code, msg);
+  g_free(msg);
+  return FALSE;
 }
 
 static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
@@ -85,7 +89,7 @@ static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
 }
 
 static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   int rc = ns_path_check(path, why, sizeof why);
   if (rc != 0) {
     fail_path(err, rc, path, why);
@@ -98,7 +102,7 @@ static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
 
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
                         MayflyError **err, GError **error) {
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   ns_record_t rec = {.type = NS_REC_MKDIR, .path = path, .flags = parents ? NS_REC_PARENTS : 0};
   int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
   return rc == 0 ? TRUE : fail_path(err, rc, path, why);
@@ -158,7 +162,7 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
                             const MayflyCreateOptions *opts, MayflyError **err,
                             GError **error) {
   dir_t *d = DIR_OF(iface);
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   int rc = create_node(d, path, kind, opts, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
   fill_node(d, *_return, ns_tree_lookup(d->tree, path));
@@ -179,7 +183,7 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
                                  const MayflyCreateOptions *opts, MayflyError **err,
                                  GError **error) {
   dir_t *d = DIR_OF(iface);
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   ns_node_t *n = ns_path_check(path, NULL, 0) == 0 ? ns_tree_lookup(d->tree, path) : NULL;
   if (n == NULL) {
     int rc = create_node(d, path, kind, opts, why, sizeof why);
@@ -196,7 +200,7 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
 
 static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
                          MayflyError **err, GError **error) {
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   ns_record_t rec = {
       .type = NS_REC_REMOVE, .path = path, .flags = recursive ? NS_REC_RECURSIVE : 0};
   int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
@@ -205,7 +209,7 @@ static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboo
 
 static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
                          MayflyError **err, GError **error) {
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   int rc = ns_path_check(new_path, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, new_path, why);
   ns_record_t rec = {.type = NS_REC_RENAME, .path = old_path, .path2 = new_path};
@@ -215,7 +219,7 @@ static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const 
 
 static gboolean h_exists(MayflyDirectoryIf *iface, gboolean *_return, const gchar *path,
                          MayflyError **err, GError **error) {
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   int rc = ns_path_check(path, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
   *_return = ns_tree_lookup(DIR_OF(iface)->tree, path) != NULL;
@@ -256,6 +260,13 @@ static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
     char why[128];
     g_snprintf(why, sizeof why, "renew takes at most %d paths per call", RENEW_MAX_PATHS);
     return fail(err, MAYFLY_ETOOBIG, why);
+  }
+  /* An invalid path in a batch is a caller's bug: refuse the batch, naming it. */
+  for (guint i = 0; i < paths->len; i++) {
+    const char *p = g_ptr_array_index(paths, i);
+    char why[WHY_MAX] = "";
+    int rc = ns_path_check(p, why, sizeof why);
+    if (rc != 0) return fail_path(err, rc, p, why);
   }
   ns_effects_t fx;
   ns_effects_init(&fx);
@@ -303,7 +314,7 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                      : rc == MAYFLY_ENOSERVERS ? "cannot grow: no memory server is up"
                                                : "invalid range");
   }
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
   rc = dir_apply(d, &rec, NULL, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
@@ -317,7 +328,7 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, path, err);
   if (n == NULL) return FALSE;
-  char why[256] = "";
+  char why[WHY_MAX] = "";
   ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
   int rc = dir_apply(d, &rec, NULL, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
