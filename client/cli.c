@@ -667,30 +667,31 @@ int main(int argc, char **argv) {
   /* Stop at the command: what follows belongs to it. */
   g_option_context_set_strict_posix(ctx, TRUE);
   GError *err = NULL;
+  int rc = 2;
   if (!g_option_context_parse(ctx, &argc, &argv, &err)) {
     fprintf(stderr, "mayfly: %s\n", err->message);
-    return 2;
-  }
-  if (argc < 2) {
+    g_error_free(err);
+  } else if (argc < 2) {
     char *h = g_option_context_get_help(ctx, TRUE, NULL);
     fputs(h, stderr);
     g_free(h);
-    return 2;
+  } else {
+    cli.directory = directory;
+    cli.json = json;
+    cli.timeout_ms = timeout > 0 ? timeout : 5000;
+    cli.command = argv[1];
+    const command_t *c;
+    for (c = commands; c->name && strcmp(c->name, argv[1]) != 0; c++) {
+    }
+    if (c->name != NULL) {
+      rc = c->run(&cli, argc - 1, argv + 1);
+      mayfly_disconnect(cli.client);
+    } else {
+      fprintf(stderr, "mayfly: unknown command '%s' (see mayfly --help)\n", argv[1]);
+    }
   }
   g_option_context_free(ctx);
   g_free(help);
-  cli.directory = directory;
-  cli.json = json;
-  cli.timeout_ms = timeout > 0 ? timeout : 5000;
-  cli.command = argv[1];
-  for (const command_t *c = commands; c->name; c++) {
-    if (strcmp(c->name, argv[1]) == 0) {
-      int rc = c->run(&cli, argc - 1, argv + 1);
-      mayfly_disconnect(cli.client);
-      g_free(directory);
-      return rc;
-    }
-  }
-  fprintf(stderr, "mayfly: unknown command '%s' (see mayfly --help)\n", argv[1]);
-  return 2;
+  g_free(directory);
+  return rc;
 }

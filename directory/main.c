@@ -67,19 +67,24 @@ int main(int argc, char **argv) {
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
   char err[512];
+  mf_log_level_t level = MF_LOG_INFO;
+  int bad = 0;
   if (mf_config_load("directory", "The Mayfly directory: namespaces, leases and block allocation.",
                      opts, &argc, &argv, err, sizeof err) != 0) {
     fprintf(stderr, "mayfly-directory: %s\n", err);
-    return 2;
-  }
-  if (argc > 1) {
+    bad = 1;
+  } else if (argc > 1) {
     fprintf(stderr, "mayfly-directory: unexpected argument '%s' (see --help)\n", argv[1]);
-    return 2;
-  }
-  mf_log_level_t level;
-  if (mf_log_parse_level(cfg.log_level, &level) != 0) {
+    bad = 1;
+  } else if (mf_log_parse_level(cfg.log_level, &level) != 0) {
     fprintf(stderr, "mayfly-directory: --log-level: '%s' is not debug, info, warn, error or off\n",
             cfg.log_level);
+    bad = 1;
+  }
+  if (bad) {
+    g_free(cfg.host);
+    g_free(cfg.log_level);
+    g_free(port_file);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
@@ -95,6 +100,9 @@ int main(int argc, char **argv) {
     dir_stop(&dm.dir);
     uv_run(dm.loop, UV_RUN_DEFAULT);
     dir_free(&dm.dir);
+    g_free(cfg.host);
+    g_free(cfg.log_level);
+    g_free(port_file);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
