@@ -89,7 +89,8 @@ static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
 }
 
 static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   int rc = ns_path_check(path, why, sizeof why);
   if (rc != 0) {
     fail_path(err, rc, path, why);
@@ -102,7 +103,8 @@ static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
 
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
                         MayflyError **err, GError **error) {
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_MKDIR, .path = path, .flags = parents ? NS_REC_PARENTS : 0};
   int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
   return rc == 0 ? TRUE : fail_path(err, rc, path, why);
@@ -162,7 +164,8 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
                             const MayflyCreateOptions *opts, MayflyError **err,
                             GError **error) {
   dir_t *d = DIR_OF(iface);
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   int rc = create_node(d, path, kind, opts, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
   fill_node(d, *_return, ns_tree_lookup(d->tree, path));
@@ -183,7 +186,8 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
                                  const MayflyCreateOptions *opts, MayflyError **err,
                                  GError **error) {
   dir_t *d = DIR_OF(iface);
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   ns_node_t *n = ns_path_check(path, NULL, 0) == 0 ? ns_tree_lookup(d->tree, path) : NULL;
   if (n == NULL) {
     int rc = create_node(d, path, kind, opts, why, sizeof why);
@@ -200,7 +204,8 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
 
 static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
                          MayflyError **err, GError **error) {
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   ns_record_t rec = {
       .type = NS_REC_REMOVE, .path = path, .flags = recursive ? NS_REC_RECURSIVE : 0};
   int rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
@@ -209,7 +214,8 @@ static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboo
 
 static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
                          MayflyError **err, GError **error) {
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   int rc = ns_path_check(new_path, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, new_path, why);
   ns_record_t rec = {.type = NS_REC_RENAME, .path = old_path, .path2 = new_path};
@@ -219,7 +225,8 @@ static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const 
 
 static gboolean h_exists(MayflyDirectoryIf *iface, gboolean *_return, const gchar *path,
                          MayflyError **err, GError **error) {
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   int rc = ns_path_check(path, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
   *_return = ns_tree_lookup(DIR_OF(iface)->tree, path) != NULL;
@@ -264,7 +271,8 @@ static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
   /* An invalid path in a batch is a caller's bug: refuse the batch, naming it. */
   for (guint i = 0; i < paths->len; i++) {
     const char *p = g_ptr_array_index(paths, i);
-    char why[WHY_MAX] = "";
+    char why[WHY_MAX];
+  why[0] = '\0';
     int rc = ns_path_check(p, why, sizeof why);
     if (rc != 0) return fail_path(err, rc, p, why);
   }
@@ -314,7 +322,8 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                      : rc == MAYFLY_ENOSERVERS ? "cannot grow: no memory server is up"
                                                : "invalid range");
   }
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
   rc = dir_apply(d, &rec, NULL, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
@@ -328,7 +337,8 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, path, err);
   if (n == NULL) return FALSE;
-  char why[WHY_MAX] = "";
+  char why[WHY_MAX];
+  why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
   int rc = dir_apply(d, &rec, NULL, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
