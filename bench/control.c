@@ -117,7 +117,7 @@ static int register_pool(const char *address) {
     MayflyError *err = NULL;
     GError *gerr = NULL;
     gboolean ok = mayfly_directory_if_register_server(i, &r, "127.0.0.1:1", 100000, 1 << 20,
-                                                      &err, &gerr);
+                                                      0, &err, &gerr);
     rc = mf_ctl_end(ctl, ok, err, gerr);
     g_object_unref(r);
   }

@@ -84,6 +84,16 @@ struct RegisterReply {
   3: list<BlockRef> allocated /* blocks the directory believes are in use there */
 }
 
+/* What the directory says of one block of a memory server. */
+struct BlockInfo {
+  1: bool allocated,
+  2: i64 generation,          /* the current (or next) owner's generation */
+  3: NodeKind kind,
+  4: i64 range_lo,
+  5: i64 range_hi,
+  6: string path
+}
+
 struct HeartbeatReply {
   1: list<BlockRef> release   /* blocks freed since the last heartbeat */
 }
@@ -128,8 +138,12 @@ service Directory {
   Layout add_block(1: string path, 2: i64 range_lo, 3: i64 range_hi)
       throws (1: Error err),
   Layout remove_block(1: string path, 2: i32 partition) throws (1: Error err),
-  RegisterReply register_server(1: string address, 2: i32 blocks, 3: i64 block_size)
-      throws (1: Error err),
+  /* gen_floor: the highest block generation the server has seen, so a
+     restarted directory never reuses a generation a stale client may hold. */
+  RegisterReply register_server(1: string address, 2: i32 blocks, 3: i64 block_size,
+                                4: i64 gen_floor) throws (1: Error err),
+  /* Lets a memory server check a block reference it has not seen yet. */
+  BlockInfo check_block(1: i32 server_id, 2: i32 block_index) throws (1: Error err),
   HeartbeatReply heartbeat(1: i32 server_id, 2: i32 blocks_used)
       throws (1: Error err),
   list<ServerInfo> servers() throws (1: Error err),

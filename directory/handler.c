@@ -314,6 +314,17 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, path, err);
   if (n == NULL) return FALSE;
+  /* Adding a given range is idempotent: when several clients see the same
+   * full segment and ask for the next one, only the first adds a block. */
+  if (range_lo != 0 || range_hi != 0) {
+    for (guint i = 0; i < n->layout.parts->len; i++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+      if (p->lo == range_lo && p->hi == range_hi) {
+        fill_layout(d, *_return, n);
+        return TRUE;
+      }
+    }
+  }
   ns_partition_t part;
   int rc = ns_tree_plan_append(d->tree, n, range_lo, range_hi, &part);
   if (rc != 0) {
@@ -348,7 +359,8 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
 
 static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply **_return,
                                   const gchar *address, const gint32 blocks,
-                                  const gint64 block_size, MayflyError **err, GError **error) {
+                                  const gint64 block_size, const gint64 gen_floor,
+                                  MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   char host[256], why[256] = "";
   int port;
@@ -360,7 +372,8 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   ns_record_t rec = {.type = NS_REC_SERVER_ADD,
                      .address = address,
                      .blocks = blocks,
-                     .block_size = block_size};
+                     .block_size = block_size,
+                     .gen_floor = gen_floor > 0 ? gen_floor : 0};
   int rc = dir_apply(d, &rec, &fx, why, sizeof why);
   int32_t id = fx.server_id;
   ns_effects_clear(&fx);
@@ -381,6 +394,34 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   }
   MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes", address, id, blocks,
           (long long)block_size);
+  return TRUE;
+}
+
+static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_return,
+                              const gint32 server_id, const gint32 block_index, MayflyError **err,
+                              GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
+  if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  if (block_index < 0 || block_index >= s->nblocks) {
+    return fail(err, MAYFLY_EINVAL, "no such block index on that server");
+  }
+  MayflyBlockInfo *bi = *_return;
+  bi->allocated = s->in_use[block_index] != 0;
+  bi->generation = s->generation[block_index];
+  const ns_node_t *n = s->owner[block_index];
+  if (bi->allocated && n != NULL) {
+    bi->kind = (MayflyNodeKind)n->kind;
+    g_free(bi->path);
+    bi->path = ns_node_path(n);
+    for (guint i = 0; i < n->layout.parts->len; i++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+      if (p->block.server == server_id && p->block.index == block_index) {
+        bi->range_lo = p->lo;
+        bi->range_hi = p->hi;
+      }
+    }
+  }
   return TRUE;
 }
 
@@ -498,6 +539,7 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->remove_block = h_remove_block;
   h->register_server = h_register_server;
   h->heartbeat = h_heartbeat;
+  h->check_block = h_check_block;
   h->servers = h_servers;
   h->leases = h_leases;
   h->stats = h_stats;

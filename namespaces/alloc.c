@@ -12,6 +12,7 @@ static void server_free(ns_server_t *s) {
   g_free(s->address);
   g_free(s->generation);
   g_free(s->in_use);
+  g_free(s->owner);
   if (s->free_stack) g_array_free(s->free_stack, TRUE);
   g_free(s);
 }
@@ -27,12 +28,14 @@ static void server_reset(ns_server_t *s, int32_t nblocks, int64_t block_size) {
   }
   g_free(s->generation);
   g_free(s->in_use);
+  g_free(s->owner);
   if (s->free_stack) g_array_free(s->free_stack, TRUE);
   s->nblocks = nblocks;
   s->block_size = block_size;
   s->used = 0;
   s->generation = g_new(int64_t, (gsize)nblocks);
   s->in_use = g_new0(uint8_t, (gsize)nblocks);
+  s->owner = g_new0(void *, (gsize)nblocks);
   s->free_stack = g_array_sized_new(FALSE, FALSE, sizeof(int32_t), (guint)nblocks);
   for (int32_t i = 0; i < nblocks; i++) {
     int32_t idx = nblocks - 1 - i;
@@ -158,12 +161,26 @@ int ns_alloc_take(ns_alloc_t *a, const ns_block_t *b) {
   return 0;
 }
 
+void ns_alloc_set_owner(ns_alloc_t *a, const ns_block_t *b, void *owner) {
+  ns_server_t *s = ns_alloc_server(a, b->server);
+  if (s != NULL && b->index >= 0 && b->index < s->nblocks) s->owner[b->index] = owner;
+}
+
+void ns_alloc_raise_generations(ns_alloc_t *a, int32_t id, int64_t floor) {
+  ns_server_t *s = ns_alloc_server(a, id);
+  if (s == NULL) return;
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    if (!s->in_use[i] && s->generation[i] <= floor) s->generation[i] = floor + 1;
+  }
+}
+
 int ns__alloc_untake(ns_alloc_t *a, const ns_block_t *b) {
   ns_server_t *s = ns_alloc_server(a, b->server);
   if (s == NULL) return MAYFLY_ESERVER;
   if (b->index < 0 || b->index >= s->nblocks) return MAYFLY_EINVAL;
   if (!s->in_use[b->index] || s->generation[b->index] != b->generation) return MAYFLY_EMOVED;
   s->in_use[b->index] = 0;
+  s->owner[b->index] = NULL;
   s->used--;
   a->blocks_used--;
   g_array_append_val(s->free_stack, b->index);
@@ -176,6 +193,7 @@ int ns_alloc_release(ns_alloc_t *a, const ns_block_t *b) {
   if (b->index < 0 || b->index >= s->nblocks) return MAYFLY_EINVAL;
   if (!s->in_use[b->index] || s->generation[b->index] != b->generation) return MAYFLY_EMOVED;
   s->in_use[b->index] = 0;
+  s->owner[b->index] = NULL;
   s->generation[b->index]++;
   s->used--;
   a->blocks_used--;

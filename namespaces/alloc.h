@@ -34,6 +34,7 @@ typedef struct ns_server {
   int32_t used;
   int64_t *generation; /* per block */
   uint8_t *in_use;     /* per block */
+  void **owner;        /* per block: the tree node holding it, NULL when free */
   GArray *free_stack;  /* int32 indices of free blocks; top = next handed out */
 } ns_server_t;
 
@@ -78,6 +79,14 @@ int ns_alloc_take(ns_alloc_t *a, const ns_block_t *b);
 /* Frees a used block and bumps its generation. Returns 0, MAYFLY_ESERVER,
  * MAYFLY_EINVAL or MAYFLY_EMOVED (not in use with that generation). */
 int ns_alloc_release(ns_alloc_t *a, const ns_block_t *b);
+
+/* Records which tree node holds a taken block (NULL to clear). */
+void ns_alloc_set_owner(ns_alloc_t *a, const ns_block_t *b, void *owner);
+
+/* Raises every generation of server `id` above `floor`, so that after a
+ * directory restart no block is handed out under a generation a stale client
+ * may still hold (the server reports the highest it has seen). */
+void ns_alloc_raise_generations(ns_alloc_t *a, int32_t id, int64_t floor);
 
 /* Undoes ns_alloc_take() within one failed apply: the block is free again
  * with its generation unchanged, as if never taken (internal to the tree). */

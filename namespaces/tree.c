@@ -348,6 +348,7 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     }
   }
   g_array_append_vals(n->layout.parts, rec->parts, (guint)rec->nparts);
+  for (size_t i = 0; i < rec->nparts; i++) ns_alloc_set_owner(t->alloc, &rec->parts[i].block, n);
   n->layout.version = 1;
   link_child(t, parent, n);
   return 0;
@@ -460,6 +461,7 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
   rc = take_parts(t, rec->parts, 1, why, whylen);
   if (rc != 0) return rc;
   g_array_append_vals(n->layout.parts, rec->parts, 1);
+  ns_alloc_set_owner(t->alloc, &rec->parts[0].block, n);
   n->layout.version++;
   return 0;
 }
@@ -510,6 +512,7 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
         WHY("a server needs an address, 1-%d blocks and a positive block size",
             NS_ALLOC_MAX_BLOCKS);
       }
+      if (rc == 0) ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
       if (rc == 0 && fx != NULL) fx->server_id = id;
       return rc;
     }

@@ -94,7 +94,7 @@ typedef enum {
   NS_REC_RENEW,         /* paths[npaths] */
   NS_REC_ADD_PART,      /* path, parts[0] appended to the layout */
   NS_REC_REMOVE_PART,   /* path, part_index */
-  NS_REC_SERVER_ADD,    /* address, blocks, block_size */
+  NS_REC_SERVER_ADD,    /* address, blocks, block_size, gen_floor */
   NS_REC_SERVER_STATE   /* server_id, up */
 } ns_rec_type_t;
 
@@ -124,6 +124,7 @@ typedef struct ns_record {
   int64_t block_size;
   int32_t server_id;
   int up;
+  int64_t gen_floor;
 } ns_record_t;
 
 /* What applying a record did, for the caller to act on: blocks to release on

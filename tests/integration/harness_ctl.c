@@ -16,7 +16,7 @@ int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
     MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
     MayflyError *err = NULL;
     GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size, &err,
+    gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size, 0, &err,
                                                       &gerr);
     rc = mf_ctl_end(ctl, ok, err, gerr);
     if (rc == 0) *id = r->server_id;

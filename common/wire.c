@@ -1,0 +1,91 @@
+/*
+ * Data-plane wire format (see wire.h).
+ */
+#include "common/wire.h"
+
+#include <string.h>
+
+#include "common/error.h"
+
+static void put16(uint8_t *p, uint16_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p) {
+  return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p) {
+  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* Layout: magic 0, version 2, opcode 3, payload_len 4, request_id 8,
+ * block_index 16, flags 20, cap_len 22, generation 24, arg0 32, arg1 40,
+ * status 48, arg2 52. */
+void wire_encode(const wire_hdr_t *h, uint8_t out[WIRE_HEADER_SIZE]) {
+  put16(out, WIRE_MAGIC);
+  out[2] = WIRE_VERSION;
+  out[3] = h->opcode;
+  put32(out + 4, h->payload_len);
+  put64(out + 8, h->request_id);
+  put32(out + 16, h->block_index);
+  put16(out + 20, h->flags);
+  put16(out + 22, h->cap_len);
+  put64(out + 24, h->generation);
+  put64(out + 32, h->arg0);
+  put64(out + 40, h->arg1);
+  put32(out + 48, (uint32_t)h->status);
+  put32(out + 52, h->arg2);
+}
+
+int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t *h,
+               size_t *frame_len) {
+  if (len < 4) {
+    /* Reject a bad magic as soon as its bytes are in. */
+    if ((len >= 1 && buf[0] != (WIRE_MAGIC & 0xff)) ||
+        (len >= 2 && buf[1] != (WIRE_MAGIC >> 8)) || (len >= 3 && buf[2] != WIRE_VERSION)) {
+      return MAYFLY_EPROTO;
+    }
+    return MAYFLY_EAGAIN;
+  }
+  if (get16(buf) != WIRE_MAGIC || buf[2] != WIRE_VERSION) return MAYFLY_EPROTO;
+  if (len < WIRE_HEADER_SIZE) return MAYFLY_EAGAIN;
+  h->opcode = buf[3];
+  h->payload_len = get32(buf + 4);
+  h->request_id = get64(buf + 8);
+  h->block_index = get32(buf + 16);
+  h->flags = get16(buf + 20);
+  h->cap_len = get16(buf + 22);
+  h->generation = get64(buf + 24);
+  h->arg0 = get64(buf + 32);
+  h->arg1 = get64(buf + 40);
+  h->status = (int32_t)get32(buf + 48);
+  h->arg2 = get32(buf + 52);
+  if (h->cap_len > WIRE_CAP_MAX || h->payload_len > max_payload) return MAYFLY_ETOOBIG;
+  size_t total = WIRE_HEADER_SIZE + (size_t)h->cap_len + h->payload_len;
+  *frame_len = total;
+  return len >= total ? 0 : MAYFLY_EAGAIN;
+}
+
+uint32_t wire_kv_slot(const void *key, size_t len) {
+  const uint8_t *p = key;
+  uint64_t x = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < len; i++) {
+    x ^= p[i];
+    x *= 0x100000001b3ULL;
+  }
+  return (uint32_t)(x % 65536u);
+}

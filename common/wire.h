@@ -1,0 +1,85 @@
+/*
+ * The data-plane wire format: Mayfly's own binary protocol between clients
+ * and memory servers (documented in docs/data-protocol.md).
+ *
+ * A frame is a fixed 56-byte header, then `cap_len` bytes of capability
+ * (reserved for signed capabilities; empty today), then `payload_len` bytes
+ * of payload. All integers are little-endian. Requests carry a request id;
+ * replies carry the same id, so many requests can be in flight on one
+ * connection and replies may come back in any order.
+ *
+ * wire_parse() is the decoder: given the bytes received so far it says
+ * "need more", "frame ready" (with its total length) or "error", checking
+ * magic, version and every length against the limits before the caller
+ * allocates anything. Pure functions, no allocation; fuzzed.
+ */
+#ifndef MAYFLY_WIRE_H
+#define MAYFLY_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_MAGIC 0x464d /* "MF" as little-endian bytes 'M','F' */
+#define WIRE_VERSION 1
+#define WIRE_HEADER_SIZE 56
+#define WIRE_CAP_MAX 1024
+
+typedef enum {
+  WIRE_OP_PING = 0x01,
+  WIRE_OP_BLOCK_STAT = 0x02, /* reply: arg0 = bytes used, arg1 = items/keys, arg2 = kind */
+
+  WIRE_OP_FILE_WRITE = 0x10, /* arg0 = offset in block; payload = data; reply arg0 = size */
+  WIRE_OP_FILE_READ = 0x11,  /* arg0 = offset, arg1 = length; reply payload = data */
+  WIRE_OP_FILE_SIZE = 0x12,  /* reply arg0 = bytes written up to (segment size) */
+
+  WIRE_OP_Q_PUSH = 0x20, /* payload = item; ENOSPC + WIRE_F_SEALED when full */
+  WIRE_OP_Q_POP = 0x21,  /* arg0 = wait ms; reply payload = item; EAGAIN empty;
+                            EMOVED + WIRE_F_SEALED when drained for good */
+  WIRE_OP_Q_PEEK = 0x22,
+  WIRE_OP_Q_LEN = 0x23, /* reply arg0 = items, flags WIRE_F_SEALED */
+
+  WIRE_OP_KV_PUT = 0x30,    /* arg1 = slot, arg2 = key length; payload = key, value */
+  WIRE_OP_KV_GET = 0x31,    /* arg1 = slot; payload = key; reply payload = value */
+  WIRE_OP_KV_DEL = 0x32,    /* arg1 = slot; payload = key */
+  WIRE_OP_KV_EXISTS = 0x33, /* arg1 = slot; payload = key; reply arg0 = 0 or 1 */
+} wire_op_t;
+
+/* Flags. */
+#define WIRE_F_REPLY 0x0001u
+#define WIRE_F_SEALED 0x0002u /* queue segment accepts no more pushes */
+
+/* Block kinds a request expects (in arg2 of the high byte for non-kv ops is
+ * not needed: the opcode says the kind). */
+
+typedef struct wire_hdr {
+  uint8_t opcode;
+  uint16_t flags;
+  uint16_t cap_len;
+  uint32_t payload_len;
+  uint64_t request_id;
+  uint32_t block_index;
+  uint64_t generation;
+  uint64_t arg0;
+  uint64_t arg1;
+  int32_t status; /* replies: 0 or a negative MAYFLY_E* code */
+  uint32_t arg2;
+} wire_hdr_t;
+
+/* Writes the 56-byte encoding of h into out (magic and version included). */
+void wire_encode(const wire_hdr_t *h, uint8_t out[WIRE_HEADER_SIZE]);
+
+/*
+ * Decodes the frame at the start of buf[0..len).
+ * Returns 0 when a whole frame is there (*h filled, *frame_len its size),
+ * MAYFLY_EAGAIN when more bytes are needed (*h is filled once the header is
+ * complete, so a server can see the opcode and the payload size early),
+ * MAYFLY_EPROTO for a bad magic or version, MAYFLY_ETOOBIG when the
+ * payload exceeds max_payload or the capability WIRE_CAP_MAX.
+ */
+int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t *h,
+               size_t *frame_len);
+
+/* The kv hash: FNV-1a 64 of the key, reduced to one of NS_KV_SLOTS slots. */
+uint32_t wire_kv_slot(const void *key, size_t len);
+
+#endif /* MAYFLY_WIRE_H */
