@@ -1,0 +1,229 @@
+/*
+ * The memory server's control thread (see control.h).
+ */
+#include "memserver/control.h"
+
+#include "client/ctl.h"
+#include "client/mayfly.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#define STOP_REQUEST (-1)
+
+struct ms_control {
+  uv_loop_t *loop;
+  uv_async_t async;
+  void *data;
+  char *directory;
+  char *advertise;
+  int32_t nblocks;
+  uint64_t block_size;
+  GThread *thread;
+  GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or STOP_REQUEST */
+  GMutex lock;
+  GQueue events;
+  gint blocks_used;
+  gint64 max_generation;
+  /* Owned by the thread. */
+  mf_ctl_t *ctl;
+  int32_t server_id;
+  int64_t heartbeat_ms;
+  int warned;
+};
+
+static void post(ms_control_t *c, ms_event_t *e) {
+  g_mutex_lock(&c->lock);
+  g_queue_push_tail(&c->events, e);
+  g_mutex_unlock(&c->lock);
+  uv_async_send(&c->async);
+}
+
+/* Connects and registers. Returns 0 or an error (logged once per outage). */
+static int do_register(ms_control_t *c) {
+  if (c->ctl == NULL) {
+    int rc = mf_ctl_open(c->directory, 3000, 2000, &c->ctl);
+    if (rc != 0) {
+      if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mayfly_last_error());
+      c->warned = 1;
+      return rc;
+    }
+  }
+  MayflyDirectoryIf *i;
+  int rc = mf_ctl_begin(c->ctl, &i);
+  if (rc != 0) return rc;
+  g_mutex_lock(&c->lock);
+  int64_t floor = c->max_generation;
+  g_mutex_unlock(&c->lock);
+  MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_register_server(i, &r, c->advertise, c->nblocks,
+                                                    (gint64)c->block_size, floor, &err, &gerr);
+  rc = mf_ctl_end(c->ctl, ok, err, gerr);
+  if (rc == 0) {
+    c->server_id = r->server_id;
+    c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
+    ms_event_t *e = g_new0(ms_event_t, 1);
+    e->type = MS_EV_RECONCILE;
+    e->blocks = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    for (guint k = 0; k < r->allocated->len; k++) {
+      MayflyBlockRef *b = g_ptr_array_index(r->allocated, k);
+      int64_t pair[2] = {b->block_index, b->generation};
+      g_array_append_vals(e->blocks, pair, 2);
+    }
+    post(c, e);
+    MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s)",
+            c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
+            c->advertise);
+    c->warned = 0;
+  } else if (!c->warned) {
+    MF_WARN("directory %s: register: %s; retrying", c->directory, mayfly_last_error());
+    c->warned = 1;
+  }
+  g_object_unref(r);
+  return rc;
+}
+
+static void do_heartbeat(ms_control_t *c) {
+  MayflyDirectoryIf *i;
+  if (mf_ctl_begin(c->ctl, &i) != 0) {
+    c->server_id = 0;
+    return;
+  }
+  MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_heartbeat(i, &r, c->server_id,
+                                              g_atomic_int_get(&c->blocks_used), &err, &gerr);
+  int rc = mf_ctl_end(c->ctl, ok, err, gerr);
+  if (rc == 0) {
+    for (guint k = 0; k < r->release->len; k++) {
+      MayflyBlockRef *b = g_ptr_array_index(r->release, k);
+      ms_event_t *e = g_new0(ms_event_t, 1);
+      e->type = MS_EV_RELEASE;
+      e->index = b->block_index;
+      e->generation = b->generation;
+      post(c, e);
+    }
+  } else {
+    /* Unknown to the directory (it restarted) or unreachable: register again. */
+    MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mayfly_last_error());
+    c->server_id = 0;
+  }
+  g_object_unref(r);
+}
+
+static void do_verify(ms_control_t *c, int32_t index) {
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_VERIFIED;
+  e->index = index;
+  MayflyDirectoryIf *i;
+  int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
+  if (rc == 0) {
+    MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
+    MayflyError *err = NULL;
+    GError *gerr = NULL;
+    gboolean ok = mayfly_directory_if_check_block(i, &bi, c->server_id, index, &err, &gerr);
+    rc = mf_ctl_end(c->ctl, ok, err, gerr);
+    if (rc == 0) {
+      e->allocated = bi->allocated;
+      e->generation = bi->generation;
+      e->kind = bi->kind;
+      e->lo = bi->range_lo;
+      e->hi = bi->range_hi;
+    }
+    g_object_unref(bi);
+  }
+  e->status = rc;
+  post(c, e);
+}
+
+static gpointer run(gpointer data) {
+  ms_control_t *c = data;
+  int64_t next_beat = 0;
+  for (;;) {
+    int64_t now = mf_now_ms();
+    if (c->server_id == 0) {
+      if (do_register(c) != 0) {
+        next_beat = now + 500; /* retry soon */
+      } else {
+        next_beat = now + c->heartbeat_ms;
+      }
+    } else if (now >= next_beat) {
+      do_heartbeat(c);
+      next_beat = now + c->heartbeat_ms;
+    }
+    int64_t wait = next_beat - mf_now_ms();
+    gpointer req = g_async_queue_timeout_pop(c->requests, (guint64)(wait > 0 ? wait : 1) * 1000);
+    if (req == GINT_TO_POINTER(STOP_REQUEST)) break;
+    if (req != NULL) do_verify(c, GPOINTER_TO_INT(req) - 1);
+  }
+  return NULL;
+}
+
+ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
+                               int32_t nblocks, uint64_t block_size, uv_async_cb on_event,
+                               void *data) {
+  ms_control_t *c = g_new0(ms_control_t, 1);
+  c->loop = loop;
+  c->data = data;
+  c->directory = g_strdup(directory);
+  c->advertise = g_strdup(advertise);
+  c->nblocks = nblocks;
+  c->block_size = block_size;
+  c->heartbeat_ms = 1000;
+  c->requests = g_async_queue_new();
+  g_mutex_init(&c->lock);
+  g_queue_init(&c->events);
+  uv_async_init(loop, &c->async, on_event);
+  c->async.data = c;
+  c->thread = g_thread_new("mayfly-control", run, c);
+  return c;
+}
+
+void *ms_control_data(ms_control_t *c) {
+  return c->data;
+}
+
+void ms_control_verify(ms_control_t *c, int32_t index) {
+  g_async_queue_push(c->requests, GINT_TO_POINTER(index + 1));
+}
+
+void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation) {
+  g_atomic_int_set(&c->blocks_used, blocks_used);
+  g_mutex_lock(&c->lock);
+  c->max_generation = max_generation;
+  g_mutex_unlock(&c->lock);
+}
+
+void ms_control_take(ms_control_t *c, GQueue *out) {
+  g_mutex_lock(&c->lock);
+  ms_event_t *e;
+  while ((e = g_queue_pop_head(&c->events)) != NULL) g_queue_push_tail(out, e);
+  g_mutex_unlock(&c->lock);
+}
+
+void ms_event_free(ms_event_t *e) {
+  if (e == NULL) return;
+  if (e->blocks) g_array_free(e->blocks, TRUE);
+  g_free(e);
+}
+
+static void async_closed(uv_handle_t *h) {
+  ms_control_t *c = h->data;
+  ms_event_t *e;
+  while ((e = g_queue_pop_head(&c->events)) != NULL) ms_event_free(e);
+  g_mutex_clear(&c->lock);
+  g_free(c);
+}
+
+void ms_control_stop(ms_control_t *c) {
+  g_async_queue_push(c->requests, GINT_TO_POINTER(STOP_REQUEST));
+  g_thread_join(c->thread);
+  mf_ctl_close(c->ctl);
+  g_async_queue_unref(c->requests);
+  g_free(c->directory);
+  g_free(c->advertise);
+  uv_close((uv_handle_t *)&c->async, async_closed);
+}

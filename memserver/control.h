@@ -1,0 +1,59 @@
+/*
+ * The memory server's link to the directory: a thread of its own that owns a
+ * blocking control connection, registers the server (again after a directory
+ * restart), heartbeats, and checks block references on request. The loop
+ * never blocks on the directory: it posts requests (ms_control_verify) and
+ * receives results through a locked queue and uv_async_send, drained whole
+ * on the loop (ms_control_take).
+ */
+#ifndef MAYFLY_MS_CONTROL_H
+#define MAYFLY_MS_CONTROL_H
+
+#include <glib.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum {
+  MS_EV_RECONCILE, /* registered: `blocks` lists every block the directory has allocated here */
+  MS_EV_RELEASE,   /* the directory freed (index, generation) */
+  MS_EV_VERIFIED,  /* answer to ms_control_verify */
+} ms_event_type_t;
+
+typedef struct ms_event {
+  ms_event_type_t type;
+  int32_t index;
+  int64_t generation;
+  int status;    /* VERIFIED: 0, or the error that prevented the check */
+  int allocated; /* VERIFIED */
+  int kind;      /* VERIFIED: 1 file, 2 queue, 3 kv */
+  int64_t lo, hi;
+  GArray *blocks; /* RECONCILE: int64 pairs (index, generation) */
+} ms_event_t;
+
+typedef struct ms_control ms_control_t;
+
+/* Starts the thread. `advertise` is the data-plane address clients use.
+ * on_event runs on the loop after uv_async_send; drain with ms_control_take. */
+ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
+                               int32_t nblocks, uint64_t block_size, uv_async_cb on_event,
+                               void *data);
+
+/* Asks the directory about block `index` (answer: an MS_EV_VERIFIED event). */
+void ms_control_verify(ms_control_t *c, int32_t index);
+
+/* Publishes what the next heartbeat reports (called on the loop). */
+void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation);
+
+/* Moves every pending event to `out` (a queue of ms_event_t *, caller frees
+ * each with ms_event_free). Called on the loop. */
+void ms_control_take(ms_control_t *c, GQueue *out);
+void ms_event_free(ms_event_t *e);
+
+/* The opaque pointer given at start. */
+void *ms_control_data(ms_control_t *c);
+
+/* Stops the thread and frees everything; the async handle is closed, so run
+ * the loop once more afterwards. */
+void ms_control_stop(ms_control_t *c);
+
+#endif /* MAYFLY_MS_CONTROL_H */

@@ -1,0 +1,25 @@
+/*
+ * File segments: a block holds bytes [0, block_size) of one partition of a
+ * file namespace; its size is the end of the furthest write.
+ */
+#include <string.h>
+
+#include "common/error.h"
+#include "memserver/store.h"
+
+int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len) {
+  if (off > s->block_size || len > s->block_size - off) return MAYFLY_ETOOBIG;
+  memcpy(b->mem + off, data, len);
+  if (off + len > b->size) {
+    b->size = off + len;
+    b->used = b->size;
+  }
+  return 0;
+}
+
+uint64_t store_file_read(store_block_t *b, uint64_t off, uint64_t len, const uint8_t **data) {
+  if (off >= b->size) return 0;
+  if (len > b->size - off) len = b->size - off;
+  *data = b->mem + off;
+  return len;
+}

@@ -1,0 +1,119 @@
+/*
+ * mayfly-memserver: a data-plane daemon. Owns a fixed pool of blocks, serves
+ * the data operations on them over Mayfly's wire protocol, registers with the
+ * directory and heartbeats, and releases the blocks the directory frees. One
+ * libuv loop owns the data; a control thread talks to the directory.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "memserver/server.h"
+#include "memserver/store.h"
+
+typedef struct {
+  ms_server_t *server;
+  uv_signal_t sigint, sigterm;
+} daemon_t;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  daemon_t *dm = h->data;
+  MF_INFO("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  ms_server_stop(dm->server);
+  uv_close((uv_handle_t *)&dm->sigint, NULL);
+  uv_close((uv_handle_t *)&dm->sigterm, NULL);
+}
+
+int main(int argc, char **argv) {
+  char *host = NULL, *directory = NULL, *advertise = NULL, *log_level = NULL, *port_file = NULL;
+  int64_t port = 0, blocks = 0, max_conns = 0;
+  uint64_t block_size = 0;
+  mf_option_t opts[] = {
+      {"host", MF_OPT_STRING, &host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
+      {"port", MF_OPT_INT, &port, "9100", 0, 65535, "Data-plane port (0 picks a free one)",
+       "PORT"},
+      {"port-file", MF_OPT_STRING, &port_file, NULL, 0, 0,
+       "Write the port in use to FILE once listening", "FILE"},
+      {"advertise", MF_OPT_STRING, &advertise, NULL, 0, 0,
+       "Address clients use to reach this server (default HOST:PORT)", "HOST:PORT"},
+      {"directory", MF_OPT_STRING, &directory, "127.0.0.1:9090", 0, 0, "The directory",
+       "HOST:PORT"},
+      {"blocks", MF_OPT_INT, &blocks, "64", 1, 1 << 24, "Blocks in the pool", "N"},
+      {"block-size", MF_OPT_SIZE, &block_size, "64MiB", 4096, 1LL << 32,
+       "Size of one block", "SIZE"},
+      {"max-connections", MF_OPT_INT, &max_conns, "10000", 1, 1000000,
+       "Connections served at once", "N"},
+      {"log-level", MF_OPT_STRING, &log_level, "info", 0, 0, "debug, info, warn, error or off",
+       "LEVEL"},
+      {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
+  char err[512];
+  mf_log_level_t level = MF_LOG_INFO;
+  int rc = 2;
+  store_t store = {0};
+  if (mf_config_load("memserver", "A Mayfly memory server: a pool of blocks serving data.", opts,
+                     &argc, &argv, err, sizeof err) != 0) {
+    fprintf(stderr, "mayfly-memserver: %s\n", err);
+  } else if (argc > 1) {
+    fprintf(stderr, "mayfly-memserver: unexpected argument '%s' (see --help)\n", argv[1]);
+  } else if (mf_log_parse_level(log_level, &level) != 0) {
+    fprintf(stderr, "mayfly-memserver: --log-level: '%s' is not debug, info, warn, error or off\n",
+            log_level);
+  } else if ((uint64_t)blocks * block_size / block_size != (uint64_t)blocks ||
+             store_init(&store, (int32_t)blocks, block_size) != 0) {
+    fprintf(stderr, "mayfly-memserver: cannot reserve %lld blocks of %llu bytes\n",
+            (long long)blocks, (unsigned long long)block_size);
+    rc = 1;
+  } else {
+    rc = 0;
+  }
+  if (rc != 0) goto out;
+  mf_log_init("mayfly-memserver", level);
+  signal(SIGPIPE, SIG_IGN);
+
+  uv_loop_t *loop = uv_default_loop();
+  daemon_t dm = {0};
+  ms_server_config_t cfg = {.host = host,
+                            .port = (int)port,
+                            .directory = directory,
+                            .advertise = advertise,
+                            .max_connections = max_conns};
+  int bound = 0;
+  int urc = ms_server_start(loop, &store, &cfg, &dm.server, &bound);
+  if (urc != 0) {
+    MF_ERROR("cannot listen on %s:%lld: %s", host, (long long)port, uv_strerror(urc));
+    rc = 1;
+    goto out;
+  }
+  MF_INFO("serving %lld blocks of %llu bytes on %s:%d (directory %s)", (long long)blocks,
+          (unsigned long long)block_size, host, bound, directory);
+  if (port_file != NULL) {
+    char *tmp = g_strdup_printf("%s.tmp", port_file);
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d\n", bound);
+    if (!g_file_set_contents(tmp, buf, -1, NULL) || rename(tmp, port_file) != 0) {
+      MF_ERROR("cannot write port file %s", port_file);
+    }
+    g_free(tmp);
+  }
+  uv_signal_init(loop, &dm.sigint);
+  uv_signal_init(loop, &dm.sigterm);
+  dm.sigint.data = dm.sigterm.data = &dm;
+  uv_signal_start(&dm.sigint, on_signal, SIGINT);
+  uv_signal_start(&dm.sigterm, on_signal, SIGTERM);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  MF_INFO("stopped");
+
+out:
+  store_free(&store);
+  g_free(host);
+  g_free(directory);
+  g_free(advertise);
+  g_free(log_level);
+  g_free(port_file);
+  return rc;
+}

@@ -1,0 +1,103 @@
+/*
+ * The block pool of a memory server: reservation, ownership by generation,
+ * release (see store.h). The kinds' operations are in file.c, queue.c, kv.c.
+ */
+#include "memserver/store.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/error.h"
+
+int store_init(store_t *s, int32_t nblocks, uint64_t block_size) {
+  memset(s, 0, sizeof *s);
+  size_t total = (size_t)nblocks * block_size;
+  void *r = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (r == MAP_FAILED) return MAYFLY_ENOMEM;
+  s->region = r;
+  s->nblocks = nblocks;
+  s->block_size = block_size;
+  s->blocks = g_new0(store_block_t, (gsize)nblocks);
+  for (int32_t i = 0; i < nblocks; i++) {
+    s->blocks[i].index = i;
+    s->blocks[i].mem = s->region + (size_t)i * block_size;
+  }
+  return 0;
+}
+
+/* Drops a block's contents and gives its pages back. */
+static void clear_block(store_t *s, store_block_t *b) {
+  if (b->kind == STORE_FILE && b->size > 0) {
+    madvise(b->mem, (size_t)s->block_size, MADV_DONTNEED);
+  }
+  if (b->items != NULL) {
+    g_queue_free_full(b->items, g_free);
+    b->items = NULL;
+  }
+  if (b->kv != NULL) {
+    g_hash_table_destroy(b->kv);
+    b->kv = NULL;
+  }
+  if (b->kind != STORE_FREE) s->blocks_in_use--;
+  b->kind = STORE_FREE;
+  b->used = 0;
+  b->size = 0;
+  b->sealed = 0;
+}
+
+void store_free(store_t *s) {
+  if (s->blocks == NULL) return;
+  for (int32_t i = 0; i < s->nblocks; i++) clear_block(s, &s->blocks[i]);
+  munmap(s->region, (size_t)s->nblocks * s->block_size);
+  g_free(s->blocks);
+  s->blocks = NULL;
+}
+
+int store_lookup(store_t *s, uint32_t index, uint64_t generation, store_kind_t kind,
+                 store_block_t **out) {
+  if (index >= (uint32_t)s->nblocks) return MAYFLY_EINVAL;
+  store_block_t *b = &s->blocks[index];
+  if ((int64_t)generation < b->generation) return MAYFLY_EMOVED;
+  if ((int64_t)generation > b->generation) return MAYFLY_EAGAIN;
+  if (b->kind == STORE_FREE) return MAYFLY_EMOVED; /* released */
+  if (kind != STORE_FREE && b->kind != kind) return MAYFLY_EKIND;
+  *out = b;
+  return 0;
+}
+
+static guint bytes_hash(gconstpointer k) {
+  return g_bytes_hash(k);
+}
+
+void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kind, int64_t lo,
+                 int64_t hi) {
+  if (index < 0 || index >= s->nblocks) return;
+  store_block_t *b = &s->blocks[index];
+  if (generation < b->generation || (generation == b->generation && b->kind != STORE_FREE)) {
+    return;
+  }
+  clear_block(s, b);
+  b->generation = generation;
+  b->kind = kind;
+  b->range_lo = lo;
+  b->range_hi = hi;
+  if (kind == STORE_QUEUE) b->items = g_queue_new();
+  if (kind == STORE_KV) {
+    b->kv = g_hash_table_new_full(bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,
+                                  (GDestroyNotify)g_bytes_unref);
+  }
+  if (kind != STORE_FREE) s->blocks_in_use++;
+  if (generation > s->max_generation) s->max_generation = generation;
+}
+
+int store_release(store_t *s, int32_t index, int64_t generation) {
+  if (index < 0 || index >= s->nblocks) return 0;
+  store_block_t *b = &s->blocks[index];
+  if (generation < b->generation) return 0;
+  int had = b->kind != STORE_FREE;
+  clear_block(s, b);
+  b->generation = generation;
+  if (generation > s->max_generation) s->max_generation = generation;
+  return had;
+}

@@ -1,0 +1,113 @@
+/*
+ * The block store of a memory server: a fixed pool of blocks and the data
+ * operations on them. No I/O: the server (server.c) decodes requests and
+ * calls these functions on its loop thread; unit tests call them directly.
+ *
+ * Backing. File blocks live in one anonymous mmap of N x B bytes reserved
+ * with MAP_NORESERVE: a block costs no memory until written, and freeing it
+ * hands its pages back with madvise(MADV_DONTNEED), so the resident size
+ * follows the data, never more than N x B. (A jemalloc arena would also
+ * return pages, but a fixed region makes each block's address and limit
+ * explicit and keeps file reads one memcpy.) Queue items and kv entries are
+ * individual allocations charged to their block with a fixed per-item
+ * overhead (STORE_QUEUE_ITEM_OVERHEAD, STORE_KV_ENTRY_OVERHEAD) that covers
+ * the allocator's and the container's bookkeeping, so a block's charge never
+ * exceeds B and the process stays within N x B plus the fixed costs stated in
+ * the README. A write that does not fit is refused (MAYFLY_EFULL).
+ *
+ * Ownership. Each block remembers the generation of its current owner.
+ * A request naming an older generation is stale (MAYFLY_EMOVED); one naming
+ * a newer generation than the store knows must be confirmed with the
+ * directory first (store_lookup says MAYFLY_EAGAIN), after which
+ * store_adopt() installs the new owner with empty contents.
+ */
+#ifndef MAYFLY_MS_STORE_H
+#define MAYFLY_MS_STORE_H
+
+#include <glib.h>
+#include <stdint.h>
+
+#define STORE_QUEUE_ITEM_OVERHEAD 32
+#define STORE_KV_ENTRY_OVERHEAD 64
+
+typedef enum { STORE_FREE = 0, STORE_FILE = 1, STORE_QUEUE = 2, STORE_KV = 3 } store_kind_t;
+
+typedef struct store_item {
+  uint32_t len;
+  uint8_t data[];
+} store_item_t;
+
+typedef struct store_block {
+  int32_t index;
+  int64_t generation; /* owner's generation; 0 = never used */
+  store_kind_t kind;  /* STORE_FREE when not owned (released or never used) */
+  uint64_t used;      /* bytes charged */
+  int64_t range_lo, range_hi;
+  /* file */
+  uint8_t *mem;
+  uint64_t size;
+  /* queue */
+  GQueue *items; /* store_item_t * */
+  int sealed;
+  /* kv */
+  GHashTable *kv; /* GBytes key -> GBytes value */
+  void *waiters;  /* the server's parked pops (opaque here) */
+} store_block_t;
+
+typedef struct store {
+  int32_t nblocks;
+  uint64_t block_size;
+  uint8_t *region;
+  store_block_t *blocks;
+  int64_t max_generation; /* highest generation seen, reported at registration */
+  int32_t blocks_in_use;
+} store_t;
+
+/* Reserves the pool. Returns 0 or MAYFLY_ENOMEM. */
+int store_init(store_t *s, int32_t nblocks, uint64_t block_size);
+void store_free(store_t *s);
+
+/*
+ * Finds the block a request names. Returns 0 and *out; MAYFLY_EINVAL for an
+ * index out of range; MAYFLY_EMOVED when the generation is older than the
+ * block's owner or was released; MAYFLY_EKIND when the owner is of another
+ * kind; MAYFLY_EAGAIN when the generation is newer than any the store knows
+ * (confirm with the directory, then store_adopt or answer EMOVED).
+ * kind STORE_FREE accepts a block of any kind.
+ */
+int store_lookup(store_t *s, uint32_t index, uint64_t generation, store_kind_t kind,
+                 store_block_t **out);
+
+/* Installs a confirmed owner: empties the block and sets its generation,
+ * kind and range. Ignored when the block already has a newer generation. */
+void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kind, int64_t lo,
+                 int64_t hi);
+
+/* Frees a block's contents once the directory released (index, generation);
+ * requests with that generation get MAYFLY_EMOVED from then on. Returns 1 if
+ * contents were dropped. */
+int store_release(store_t *s, int32_t index, int64_t generation);
+
+/* --- file segments: bytes [0, block_size) --- */
+int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len);
+/* Points *data at up to len bytes from off (fewer past the segment's size). */
+uint64_t store_file_read(store_block_t *b, uint64_t off, uint64_t len, const uint8_t **data);
+
+/* --- queue segments --- */
+/* Returns 0, MAYFLY_ETOOBIG (an item larger than a block) or MAYFLY_EFULL
+ * (the segment is now sealed: later items belong in the next segment). */
+int store_queue_push(store_t *s, store_block_t *b, const void *data, uint32_t len);
+/* Takes the head item (caller frees with g_free) or NULL when empty. */
+store_item_t *store_queue_pop(store_block_t *b);
+const store_item_t *store_queue_peek(const store_block_t *b);
+
+/* --- kv partitions --- */
+/* The slot of the key must lie in the block's range, else MAYFLY_EMOVED. */
+int store_kv_check_slot(const store_block_t *b, const void *key, uint32_t klen);
+int store_kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, const void *val,
+                 uint64_t vlen);
+/* Returns the value (borrowed, valid until the next change) or NULL. */
+GBytes *store_kv_get(store_block_t *b, const void *key, uint32_t klen);
+int store_kv_del(store_block_t *b, const void *key, uint32_t klen);
+
+#endif /* MAYFLY_MS_STORE_H */
