@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/mayfly.h"
 #include "common/config.h"
@@ -163,7 +164,8 @@ static char *fmt_size(int64_t b) {
   return g_strdup_printf("%lldB", (long long)b);
 }
 
-static void json_stat(JsonBuilder *b, const mayfly_stat_t *st) {
+/* use (may be NULL) adds each partition's bytes_used and their total. */
+static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usage_t *use) {
   json_builder_begin_object(b);
   json_builder_set_member_name(b, "path");
   json_builder_add_string_value(b, st->path);
@@ -200,9 +202,19 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st) {
     json_builder_add_int_value(b, p->range_lo);
     json_builder_set_member_name(b, "range_hi");
     json_builder_add_int_value(b, p->range_hi);
+    if (use != NULL) {
+      json_builder_set_member_name(b, "bytes_used");
+      json_builder_add_int_value(b, use[i].bytes_used);
+    }
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
+  if (use != NULL) {
+    int64_t total = 0;
+    for (size_t i = 0; i < st->npartitions; i++) total += use[i].bytes_used;
+    json_builder_set_member_name(b, "bytes_used");
+    json_builder_add_int_value(b, total);
+  }
   json_builder_set_member_name(b, "tags");
   json_builder_begin_object(b);
   for (size_t i = 0; i < st->ntags; i++) {
@@ -243,7 +255,11 @@ static int cmd_mkdir(cli_t *cli, int argc, char **argv) {
 static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
-    json_stat(b, st);
+    mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions + 1);
+    int have_use = st->kind != MAYFLY_KIND_DIRECTORY && cli->client != NULL &&
+                   mayfly_usage(cli->client, st, use) == 0;
+    json_stat(b, st, have_use ? use : NULL);
+    g_free(use);
     print_json(b);
     return;
   }
@@ -262,11 +278,17 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     int64_t bytes = 0;
     for (size_t i = 0; i < st->npartitions; i++) bytes += st->partitions[i].block_size;
     char *cap = fmt_size(bytes);
-    printf("layout version:  %lld\nblocks:          %zu (%s)\npartitions:\n",
-           (long long)st->layout_version, st->npartitions, cap);
+    mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions + 1);
+    int have_use = cli->client != NULL && mayfly_usage(cli->client, st, use) == 0;
+    int64_t used = 0;
+    for (size_t i = 0; have_use && i < st->npartitions; i++) used += use[i].bytes_used;
+    char *u = have_use ? g_strdup_printf("%lld", (long long)used) : g_strdup("unknown");
+    printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\npartitions:\n",
+           (long long)st->layout_version, st->npartitions, cap, u);
+    g_free(u);
     g_free(cap);
     table_t t;
-    table_init(&t, 6, "  #", "SERVER", "BLOCK", "GEN", "SIZE",
+    table_init(&t, 7, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED",
                st->kind == MAYFLY_KIND_KV      ? "SLOTS"
                : st->kind == MAYFLY_KIND_FILE ? "BYTES"
                                               : "SEGMENT");
@@ -275,11 +297,13 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
       table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
                 g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
                 fmt_size(p->block_size),
+                have_use ? g_strdup_printf("%lld", (long long)use[i].bytes_used) : g_strdup("?"),
                 st->kind == MAYFLY_KIND_QUEUE
                     ? g_strdup_printf("%lld", (long long)p->range_lo)
                     : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi));
     }
     table_print(&t);
+    g_free(use);
   }
   if (dt) g_date_time_unref(dt);
   g_free(created);
@@ -336,7 +360,7 @@ static int cmd_ls(cli_t *cli, int argc, char **argv) {
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_array(b);
-    for (size_t i = 0; i < n; i++) json_stat(b, list[i]);
+    for (size_t i = 0; i < n; i++) json_stat(b, list[i], NULL);
     json_builder_end_array(b);
     print_json(b);
   } else if (lng) {
@@ -623,6 +647,253 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
   return 0;
 }
 
+/* --- data commands --- */
+
+/* Reads all of a file or stdin; NULL (and a message) on error. */
+static GBytes *slurp(cli_t *cli, const char *file) {
+  GError *err = NULL;
+  char *data = NULL;
+  gsize len = 0;
+  if (file != NULL) {
+    if (!g_file_get_contents(file, &data, &len, &err)) {
+      fprintf(stderr, "mayfly: %s: %s\n", cli->command, err->message);
+      g_error_free(err);
+      return NULL;
+    }
+    return g_bytes_new_take(data, len);
+  }
+  GByteArray *a = g_byte_array_new();
+  uint8_t buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) g_byte_array_append(a, buf, (guint)n);
+  return g_byte_array_free_to_bytes(a);
+}
+
+static int mount_ns(cli_t *cli, const char *path, mayfly_kind_t kind, mayfly_ns_t **ns) {
+  int rc = connect_client(cli, path);
+  if (rc != 0) return rc;
+  /* Mount an existing namespace only: the CLI never creates one implicitly. */
+  mayfly_stat_t *st = NULL;
+  rc = mayfly_stat(cli->client, path, &st);
+  if (rc == 0 && st->kind != kind) {
+    fprintf(stderr, "mayfly: %s: %s: is a %s namespace, not %s\n", cli->command, path,
+            mayfly_kind_name(st->kind), mayfly_kind_name(kind));
+    mayfly_stat_free(st);
+    return 1;
+  }
+  mayfly_stat_free(st);
+  if (rc == 0) rc = mayfly_mount(cli->client, path, kind, NULL, ns);
+  return rc != 0 ? report(cli, path, rc) : 0;
+}
+
+static void print_value(cli_t *cli, const void *v, size_t len) {
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "value");
+    if (g_utf8_validate(v, (gssize)len, NULL) && memchr(v, 0, len) == NULL) {
+      char *s = g_strndup(v, len);
+      json_builder_add_string_value(b, s);
+      g_free(s);
+    } else {
+      char *b64 = g_base64_encode(v, len);
+      json_builder_add_string_value(b, b64);
+      json_builder_set_member_name(b, "encoding");
+      json_builder_add_string_value(b, "base64");
+      g_free(b64);
+    }
+    json_builder_end_object(b);
+    print_json(b);
+  } else {
+    fwrite(v, 1, len, stdout);
+    if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)v)[len - 1] != '\n')) putchar('\n');
+  }
+}
+
+static int cmd_put(cli_t *cli, int argc, char **argv) {
+  char *file = NULL;
+  GOptionEntry e[] = {{"file", 'f', 0, G_OPTION_ARG_FILENAME, &file,
+                       "Take the value from FILE ('-' for stdin)", "FILE"},
+                      {NULL}};
+  int rc = parse_flags(cli, "PATH KEY [VALUE]", "Store a value under a key of a kv namespace.", e,
+                       &argc, &argv, 2, 3);
+  if (rc == 0 && (argc == 4) == (file != NULL)) {
+    rc = usage_error_path(cli, argc > 1 ? argv[1] : "", "give VALUE or --file, not both");
+  }
+  mayfly_ns_t *ns = NULL;
+  GBytes *val = NULL;
+  if (rc == 0 && file != NULL) {
+    val = slurp(cli, strcmp(file, "-") == 0 ? NULL : file);
+    if (val == NULL) rc = 1;
+  } else if (rc == 0) {
+    val = g_bytes_new(argv[3], strlen(argv[3]));
+  }
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_KV, &ns);
+  if (rc == 0) {
+    gsize vlen;
+    const void *v = g_bytes_get_data(val, &vlen);
+    rc = mayfly_kv_put(ns, argv[2], strlen(argv[2]), v, vlen);
+    rc = rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "put", argv[2]);
+  }
+  mayfly_unmount(ns);
+  if (val) g_bytes_unref(val);
+  g_free(file);
+  return rc;
+}
+
+static int cmd_get(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH KEY", "Print the value of a key.", NULL, &argc, &argv, 2, 2);
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_KV, &ns);
+  if (rc == 0) {
+    void *v = NULL;
+    size_t vlen = 0;
+    rc = mayfly_kv_get(ns, argv[2], strlen(argv[2]), &v, &vlen);
+    if (rc == MAYFLY_ENOKEY) {
+      fprintf(stderr, "mayfly: get: %s: %s: no such key\n", argv[1], argv[2]);
+      rc = 1;
+    } else if (rc != 0) {
+      rc = report(cli, argv[1], rc);
+    } else {
+      print_value(cli, v, vlen);
+    }
+    mayfly_free(v);
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
+static int cmd_del(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH KEY", "Delete a key.", NULL, &argc, &argv, 2, 2);
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_KV, &ns);
+  if (rc == 0) {
+    rc = mayfly_kv_delete(ns, argv[2], strlen(argv[2]));
+    if (rc == MAYFLY_ENOKEY) {
+      fprintf(stderr, "mayfly: del: %s: %s: no such key\n", argv[1], argv[2]);
+      rc = 1;
+    } else {
+      rc = rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "deleted", argv[2]);
+    }
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
+static int cmd_push(cli_t *cli, int argc, char **argv) {
+  char *file = NULL;
+  GOptionEntry e[] = {{"file", 'f', 0, G_OPTION_ARG_FILENAME, &file,
+                       "Take the item from FILE ('-' for stdin)", "FILE"},
+                      {NULL}};
+  int rc = parse_flags(cli, "PATH [VALUE]", "Push an item onto a queue.", e, &argc, &argv, 1, 2);
+  if (rc == 0 && (argc == 3) == (file != NULL)) {
+    rc = usage_error_path(cli, argv[1], "give VALUE or --file, not both");
+  }
+  GBytes *val = NULL;
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0 && file != NULL) {
+    val = slurp(cli, strcmp(file, "-") == 0 ? NULL : file);
+    if (val == NULL) rc = 1;
+  } else if (rc == 0) {
+    val = g_bytes_new(argv[2], strlen(argv[2]));
+  }
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_QUEUE, &ns);
+  if (rc == 0) {
+    gsize vlen;
+    const void *v = g_bytes_get_data(val, &vlen);
+    rc = mayfly_queue_push(ns, v, vlen);
+    rc = rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "pushed", argv[1]);
+  }
+  mayfly_unmount(ns);
+  if (val) g_bytes_unref(val);
+  g_free(file);
+  return rc;
+}
+
+static int cmd_pop(cli_t *cli, int argc, char **argv) {
+  gint timeout = 0;
+  GOptionEntry e[] = {{"timeout", 't', 0, G_OPTION_ARG_INT, &timeout,
+                       "Wait up to MS for an item (default: do not wait)", "MS"},
+                      {NULL}};
+  int rc = parse_flags(cli, "PATH", "Take the item at the head of a queue.", e, &argc, &argv, 1, 1);
+  if (rc == 0 && timeout < 0) rc = usage_error_path(cli, argv[1], "--timeout must be positive");
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_QUEUE, &ns);
+  if (rc == 0) {
+    void *v = NULL;
+    size_t vlen = 0;
+    rc = mayfly_queue_pop(ns, &v, &vlen, timeout);
+    if (rc == MAYFLY_EAGAIN) {
+      fprintf(stderr, "mayfly: pop: %s: queue is empty\n", argv[1]);
+      rc = 1;
+    } else if (rc != 0) {
+      rc = report(cli, argv[1], rc);
+    } else {
+      print_value(cli, v, vlen);
+    }
+    mayfly_free(v);
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
+static int cmd_write(cli_t *cli, int argc, char **argv) {
+  char *file = NULL;
+  gint64 offset = 0;
+  gboolean append = FALSE;
+  GOptionEntry e[] = {
+      {"file", 'f', 0, G_OPTION_ARG_FILENAME, &file, "Read from FILE instead of stdin", "FILE"},
+      {"offset", 'o', 0, G_OPTION_ARG_INT64, &offset, "Write at this byte offset (default 0)",
+       "BYTES"},
+      {"append", 'a', 0, G_OPTION_ARG_NONE, &append, "Append at the end", NULL},
+      {NULL}};
+  int rc = parse_flags(cli, "PATH", "Write stdin (or --file) into a file namespace.", e, &argc,
+                       &argv, 1, 1);
+  if (rc == 0 && offset < 0) rc = usage_error_path(cli, argv[1], "--offset must be positive");
+  GBytes *val = NULL;
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) {
+    val = slurp(cli, file);
+    if (val == NULL) rc = 1;
+  }
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_FILE, &ns);
+  if (rc == 0) {
+    gsize vlen;
+    const void *v = g_bytes_get_data(val, &vlen);
+    rc = append ? mayfly_file_append(ns, v, vlen, NULL)
+                : mayfly_file_write(ns, (uint64_t)offset, v, vlen);
+    rc = rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "written", argv[1]);
+  }
+  mayfly_unmount(ns);
+  if (val) g_bytes_unref(val);
+  g_free(file);
+  return rc;
+}
+
+static int cmd_cat(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH", "Write a file namespace's bytes to stdout.", NULL, &argc,
+                       &argv, 1, 1);
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_FILE, &ns);
+  if (rc == 0) {
+    size_t chunk = 4u << 20;
+    void *buf = g_malloc(chunk);
+    for (uint64_t off = 0;;) {
+      int64_t n = mayfly_file_read(ns, off, buf, chunk);
+      if (n < 0) {
+        rc = report(cli, argv[1], (int)n);
+        break;
+      }
+      if (n == 0) break;
+      fwrite(buf, 1, (size_t)n, stdout);
+      off += (uint64_t)n;
+    }
+    g_free(buf);
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
 static const command_t commands[] = {
     {"mkdir", "[-p] PATH", "Create a directory", cmd_mkdir},
     {"create", "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned]",
@@ -635,13 +906,20 @@ static const command_t commands[] = {
     {"renew", "PATH...", "Renew leases", cmd_renew},
     {"leases", "[PATH]", "List leases and time left", cmd_leases},
     {"servers", "", "List memory servers", cmd_servers},
+    {"put", "PATH KEY [VALUE] [--file F]", "Store a value in a kv namespace", cmd_put},
+    {"get", "PATH KEY", "Print a value of a kv namespace", cmd_get},
+    {"del", "PATH KEY", "Delete a key of a kv namespace", cmd_del},
+    {"push", "PATH [VALUE] [--file F]", "Push an item onto a queue", cmd_push},
+    {"pop", "PATH [--timeout MS]", "Pop the head item of a queue", cmd_pop},
+    {"write", "PATH [--offset N] [--append]", "Write stdin into a file namespace", cmd_write},
+    {"cat", "PATH", "Print a file namespace", cmd_cat},
     {"stats", "", "Directory counters", cmd_stats},
     {NULL, NULL, NULL, NULL}};
 
 static char *commands_help(void) {
   GString *s = g_string_new("Commands (each takes --help):\n");
   for (const command_t *c = commands; c->name; c++) {
-    g_string_append_printf(s, "  %-8s %-28s %s\n", c->name, c->args, c->summary);
+    g_string_append_printf(s, "  %-8s %-36s %s\n", c->name, c->args, c->summary);
   }
   g_string_append(s,
                   "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.");

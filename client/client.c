@@ -6,12 +6,7 @@
  */
 #include <string.h>
 
-#include "client/ctl.h"
-#include "client/mayfly.h"
-
-struct mayfly_client {
-  mf_ctl_t *ctl;
-};
+#include "client/internal.h"
 
 #define DEFAULT_DIRECTORY "127.0.0.1:9090"
 
@@ -27,13 +22,28 @@ int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_c
     g_free(c);
     return rc;
   }
+  c->timeout_ms = timeout;
+  c->pool = mf_pool_new(ctimeout);
+  g_mutex_init(&c->lock);
+  g_cond_init(&c->renew_cond);
+  c->mounted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   *out = c;
   return 0;
 }
 
 void mayfly_disconnect(mayfly_client_t *c) {
   if (c == NULL) return;
+  g_mutex_lock(&c->lock);
+  c->stopping = 1;
+  g_cond_broadcast(&c->renew_cond);
+  GThread *t = c->renewer;
+  g_mutex_unlock(&c->lock);
+  if (t != NULL) g_thread_join(t);
+  mf_pool_free(c->pool);
   mf_ctl_close(c->ctl);
+  g_hash_table_destroy(c->mounted);
+  g_mutex_clear(&c->lock);
+  g_cond_clear(&c->renew_cond);
   g_free(c);
 }
 
@@ -163,7 +173,52 @@ int mayfly_open_or_create(mayfly_client_t *c, const char *path, mayfly_kind_t ki
 }
 
 int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
-  return CALL(c, remove, path, recursive != 0);
+  int rc = CALL(c, remove, path, recursive != 0);
+  if (rc == 0 || rc == MAYFLY_ENOENT) {
+    /* Stop renewing what is gone: the path and, if recursive, below it. */
+    g_mutex_lock(&c->lock);
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, c->mounted);
+    size_t n = strlen(path);
+    while (g_hash_table_iter_next(&it, &k, NULL)) {
+      const char *m = k;
+      if (strcmp(m, path) == 0 || (strncmp(m, path, n) == 0 && (m[n] == '/' || n == 1))) {
+        g_hash_table_iter_remove(&it);
+      }
+    }
+    g_mutex_unlock(&c->lock);
+  }
+  return rc;
+}
+
+int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
+int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
+                 mayfly_stat_t **out);
+
+/* Layout calls return the layout inside a mayfly_stat_t (partitions and
+ * layout_version only), so one conversion serves both. */
+static int layout_call(mayfly_client_t *c, const char *path, int add, int64_t lo, int64_t hi,
+                       mayfly_stat_t **out) {
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  MayflyLayout *l = ni->layout;
+  int rc = add ? CALL(c, add_block, &l, path, lo, hi) : CALL(c, get_layout, &l, path);
+  if (rc == 0) {
+    g_free(ni->path);
+    ni->path = g_strdup(path);
+    *out = stat_from(ni);
+  }
+  g_object_unref(ni);
+  return rc;
+}
+
+int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out) {
+  return layout_call(c, path, 0, 0, 0, out);
+}
+
+int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
+                 mayfly_stat_t **out) {
+  return layout_call(c, path, 1, lo, hi, out);
 }
 
 int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {

@@ -167,6 +167,63 @@ void mayfly_servers_free(mayfly_server_t *s, size_t n);
 
 int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
 
+/* --- data: mounted namespaces ---
+ *
+ * A mounted namespace is opened (or created with opts) and its lease renewed
+ * by the client's background thread, in one batched call per period for all
+ * mounted namespaces, until unmounted. Data operations go straight to the
+ * memory servers that hold the blocks; the layout is cached and refreshed
+ * when a server answers that a block moved. A handle may be used by several
+ * threads at once.
+ */
+typedef struct mayfly_ns mayfly_ns_t;
+
+int mayfly_mount(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                 const mayfly_create_options_t *opts, mayfly_ns_t **out);
+
+/* Stops renewing and frees the handle (the data expires after its lease
+ * unless removed or pinned). Accepts NULL. */
+void mayfly_unmount(mayfly_ns_t *ns);
+
+/* Frees memory returned by the data operations. */
+void mayfly_free(void *p);
+
+/* file: a byte array. Writing past the end grows the file block by block. */
+int mayfly_file_write(mayfly_ns_t *ns, uint64_t offset, const void *buf, size_t len);
+/* Appends at the current end; *offset (may be NULL) gets where. Appends from
+ * one client are serialised; concurrent appenders in several clients must
+ * coordinate (or write at offsets of their own). */
+int mayfly_file_append(mayfly_ns_t *ns, const void *buf, size_t len, uint64_t *offset);
+/* Reads up to len bytes at offset; returns the count (0 at or past the end)
+ * or a negative error. Unwritten gaps before the end read as zeros. */
+int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len);
+/* The file's size (end of the furthest write), or a negative error. */
+int64_t mayfly_file_size(mayfly_ns_t *ns);
+
+/* queue: FIFO items. The tail grows by a block when full. */
+int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len);
+/* Takes the head item into *out (free with mayfly_free), waiting up to
+ * timeout_ms for one (0: do not wait). MAYFLY_EAGAIN when none came. */
+int mayfly_queue_pop(mayfly_ns_t *ns, void **out, size_t *len, int timeout_ms);
+int mayfly_queue_peek(mayfly_ns_t *ns, void **out, size_t *len);
+int64_t mayfly_queue_length(mayfly_ns_t *ns);
+
+/* kv: binary keys (up to 64 KiB) and values. */
+int mayfly_kv_put(mayfly_ns_t *ns, const void *key, size_t klen, const void *val, size_t vlen);
+/* *val is freed with mayfly_free; MAYFLY_ENOKEY when the key is absent. */
+int mayfly_kv_get(mayfly_ns_t *ns, const void *key, size_t klen, void **val, size_t *vlen);
+int mayfly_kv_delete(mayfly_ns_t *ns, const void *key, size_t klen);
+/* 1 if present, 0 if not, or a negative error. */
+int mayfly_kv_exists(mayfly_ns_t *ns, const void *key, size_t klen);
+
+/* Usage of one partition as its memory server reports it. */
+typedef struct mayfly_usage {
+  int64_t bytes_used; /* bytes charged to the block */
+  int64_t items;      /* queue items, kv keys, or file segment bytes */
+} mayfly_usage_t;
+/* Fills usage[i] for each of the namespace's st->npartitions partitions. */
+int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage);
+
 #ifdef __cplusplus
 }
 #endif

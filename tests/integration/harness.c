@@ -150,6 +150,51 @@ mf_daemon_t *mf_start_directory(const char *arg, ...) {
   return d;
 }
 
+mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *block_size,
+                                const char *arg, ...) {
+  GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(args, g_strdup("--directory"));
+  g_ptr_array_add(args, g_strdup(dir->address));
+  g_ptr_array_add(args, g_strdup("--blocks"));
+  g_ptr_array_add(args, g_strdup_printf("%d", blocks));
+  g_ptr_array_add(args, g_strdup("--block-size"));
+  g_ptr_array_add(args, g_strdup(block_size));
+  va_list ap;
+  va_start(ap, arg);
+  for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) g_ptr_array_add(args, g_strdup(a));
+  va_end(ap);
+  char *bin = g_strdup(mf_bin("memserver/mayfly-memserver"));
+  mf_daemon_t *d = start(bin, args);
+  g_free(bin);
+  g_ptr_array_free(args, TRUE);
+  if (d == NULL) return NULL;
+  /* Registered when `mayfly servers` lists its address as up. */
+  for (int waited = 0; waited < 10000; waited += 20) {
+    char *out = NULL;
+    if (mf_cli(dir, &out, NULL, "servers", NULL) == 0 && out != NULL) {
+      char *line = strstr(out, d->address);
+      int up = line != NULL && strncmp(line + strlen(d->address), "  up", 4) == 0;
+      g_free(out);
+      if (up) return d;
+    } else {
+      g_free(out);
+    }
+    mf_sleep_ms(20);
+  }
+  fprintf(stderr, "harness: memory server %s did not register within 10 s\n", d->address);
+  dump_log(d);
+  mf_kill(d);
+  return NULL;
+}
+
+void mf_pause(const mf_daemon_t *d) {
+  kill(d->pid, SIGSTOP);
+}
+
+void mf_resume(const mf_daemon_t *d) {
+  kill(d->pid, SIGCONT);
+}
+
 int mf_alive(const mf_daemon_t *d) {
   int status;
   return waitpid(d->pid, &status, WNOHANG) == 0;

@@ -30,6 +30,16 @@ const char *mf_bin(const char *rel);
  * waits until it listens. Returns NULL (and prints why) on failure. */
 mf_daemon_t *mf_start_directory(const char *arg, ...);
 
+/* Starts mayfly-memserver registered with `dir`, with `blocks` blocks of
+ * `block_size` (e.g. "64KiB"), plus extra arguments (NULL-terminated), and
+ * waits until the directory lists it as up. */
+mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *block_size,
+                                const char *arg, ...);
+
+/* Sends SIGSTOP / SIGCONT (a server that hangs without closing its sockets). */
+void mf_pause(const mf_daemon_t *d);
+void mf_resume(const mf_daemon_t *d);
+
 /* Sends SIGTERM and waits up to 5 s (then SIGKILL). Returns the exit status
  * as waitpid reports it, and frees d. */
 int mf_stop(mf_daemon_t *d);

@@ -1,0 +1,78 @@
+/*
+ * kv namespaces in libmayfly: a key's hash slot picks the partition; the
+ * request goes to the memory server holding it. A "moved" answer refreshes
+ * the layout and retries, so repartitioning is invisible to the caller.
+ */
+#include <string.h>
+
+#include "client/internal.h"
+#include "common/wire.h"
+
+#define KEY_MAX (64u << 10)
+#define ATTEMPTS 8
+
+static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, const void *val,
+                   size_t vlen, mf_call_t *call) {
+  if (ns == NULL || (key == NULL && klen > 0)) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
+  if (klen > KEY_MAX) return MAYFLY_ETOOBIG;
+  int64_t slot = wire_kv_slot(key, klen);
+  int rc = MAYFLY_EMOVED;
+  for (int attempt = 0; attempt < ATTEMPTS && rc == MAYFLY_EMOVED; attempt++) {
+    mf_part_t p;
+    if (attempt > 0 || mf_ns_find(ns, slot, &p) != 0) {
+      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      if (mf_ns_find(ns, slot, &p) != 0) {
+        rc = MAYFLY_EMOVED;
+        g_usleep(1000 * attempt);
+        continue;
+      }
+    }
+    if (klen + vlen + 64 > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    mf_call_target(call, op, &p);
+    call->req.arg1 = (uint64_t)slot;
+    call->req.arg2 = (uint32_t)klen;
+    call->p1 = key;
+    call->l1 = klen;
+    call->p2 = val;
+    call->l2 = vlen;
+    call->into = NULL;
+    rc = mf_call_one(ns, &p, call, 0);
+    if (rc == MAYFLY_EMOVED) g_free(call->payload);
+  }
+  return rc;
+}
+
+int mayfly_kv_put(mayfly_ns_t *ns, const void *key, size_t klen, const void *val, size_t vlen) {
+  mf_call_t call = {0};
+  int rc = kv_call(ns, WIRE_OP_KV_PUT, key, klen, val, vlen, &call);
+  g_free(call.payload);
+  return rc;
+}
+
+int mayfly_kv_get(mayfly_ns_t *ns, const void *key, size_t klen, void **val, size_t *vlen) {
+  mf_call_t call = {0};
+  int rc = kv_call(ns, WIRE_OP_KV_GET, key, klen, NULL, 0, &call);
+  if (rc == 0) {
+    *vlen = call.plen;
+    /* An empty value still gets a distinct pointer, so NULL means absent. */
+    *val = call.payload != NULL ? call.payload : g_malloc(1);
+  } else {
+    g_free(call.payload);
+  }
+  return rc;
+}
+
+int mayfly_kv_delete(mayfly_ns_t *ns, const void *key, size_t klen) {
+  mf_call_t call = {0};
+  int rc = kv_call(ns, WIRE_OP_KV_DEL, key, klen, NULL, 0, &call);
+  g_free(call.payload);
+  return rc;
+}
+
+int mayfly_kv_exists(mayfly_ns_t *ns, const void *key, size_t klen) {
+  mf_call_t call = {0};
+  int rc = kv_call(ns, WIRE_OP_KV_EXISTS, key, klen, NULL, 0, &call);
+  g_free(call.payload);
+  return rc != 0 ? rc : (call.rep.arg0 ? 1 : 0);
+}

@@ -1,0 +1,200 @@
+/*
+ * Mounted namespaces: open-or-create, the cached layout, the lease renewal
+ * thread, and the helpers the data operations share (see internal.h).
+ */
+#include <string.h>
+
+#include "client/internal.h"
+#include "common/config.h"
+
+int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
+int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
+                 mayfly_stat_t **out);
+
+static int cmp_part(const void *a, const void *b) {
+  const mf_part_t *x = a, *y = b;
+  return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
+  mf_part_t *parts = g_new0(mf_part_t, st->npartitions ? st->npartitions : 1);
+  for (size_t i = 0; i < st->npartitions; i++) {
+    const mayfly_partition_t *p = &st->partitions[i];
+    g_strlcpy(parts[i].address, p->server_address, sizeof parts[i].address);
+    parts[i].index = p->block_index;
+    parts[i].generation = p->generation;
+    parts[i].block_size = p->block_size;
+    parts[i].lo = p->range_lo;
+    parts[i].hi = p->range_hi;
+  }
+  qsort(parts, st->npartitions, sizeof *parts, cmp_part);
+  g_rw_lock_writer_lock(&ns->lock);
+  /* Never go back to an older layout than one already seen. */
+  if (st->layout_version >= ns->version) {
+    g_free(ns->parts);
+    ns->parts = parts;
+    ns->nparts = st->npartitions;
+    ns->version = st->layout_version;
+    parts = NULL;
+  }
+  g_rw_lock_writer_unlock(&ns->lock);
+  g_free(parts);
+}
+
+int mf_ns_refresh(mayfly_ns_t *ns) {
+  mayfly_stat_t *st = NULL;
+  int rc = mf_get_layout(ns->client, ns->path, &st);
+  if (rc == 0) {
+    mf_ns_set_layout(ns, st);
+    mayfly_stat_free(st);
+  }
+  return rc;
+}
+
+int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi) {
+  mayfly_stat_t *st = NULL;
+  int rc = mf_add_block(ns->client, ns->path, lo, hi, &st);
+  if (rc == 0) {
+    mf_ns_set_layout(ns, st);
+    mayfly_stat_free(st);
+  }
+  return rc;
+}
+
+int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out) {
+  int rc = MAYFLY_EMOVED;
+  g_rw_lock_reader_lock(&ns->lock);
+  /* Binary search for the last partition with lo <= key. */
+  size_t lo = 0, hi = ns->nparts;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (ns->parts[mid].lo <= key) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo > 0 && key < ns->parts[lo - 1].hi) {
+    *out = ns->parts[lo - 1];
+    rc = 0;
+  }
+  g_rw_lock_reader_unlock(&ns->lock);
+  return rc;
+}
+
+void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p) {
+  memset(&call->req, 0, sizeof call->req);
+  call->req.opcode = opcode;
+  call->req.block_index = (uint32_t)p->index;
+  call->req.generation = (uint64_t)p->generation;
+}
+
+int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
+  return g_get_monotonic_time() + ((int64_t)c->timeout_ms + extra_ms) * 1000;
+}
+
+int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
+  if (mf_call_start(ns->client->pool, p->address, call) != 0) return call->status;
+  return mf_call_wait(call, mf_deadline(ns->client, extra_ms));
+}
+
+/* --- lease renewal --- */
+
+/* Renews every mounted namespace in one call per period: a third of the
+ * shortest lease among them, so two renewals can be lost before expiry. */
+static gpointer renewer(gpointer data) {
+  mayfly_client_t *c = data;
+  g_mutex_lock(&c->lock);
+  while (!c->stopping) {
+    int64_t period = 0;
+    GPtrArray *paths = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, c->mounted);
+    while (g_hash_table_iter_next(&it, &k, &v)) {
+      g_ptr_array_add(paths, g_strdup(k));
+      int64_t lease = GPOINTER_TO_INT(v);
+      if (period == 0 || lease / 3 < period) period = lease / 3;
+    }
+    g_mutex_unlock(&c->lock);
+    if (paths->len > 0) {
+      mayfly_renew(c, (const char *const *)paths->pdata, paths->len, NULL, NULL, NULL);
+    }
+    g_ptr_array_free(paths, TRUE);
+    if (period < 20) period = period > 0 ? 20 : 1000;
+    g_mutex_lock(&c->lock);
+    int64_t until = g_get_monotonic_time() + period * 1000;
+    while (!c->stopping && g_cond_wait_until(&c->renew_cond, &c->lock, until)) {
+    }
+  }
+  g_mutex_unlock(&c->lock);
+  return NULL;
+}
+
+int mayfly_mount(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
+                 const mayfly_create_options_t *opts, mayfly_ns_t **out) {
+  if (c == NULL || path == NULL || out == NULL || kind == MAYFLY_KIND_DIRECTORY) {
+    return MAYFLY_EINVAL;
+  }
+  mayfly_stat_t *st = NULL;
+  int rc = mayfly_open_or_create(c, path, kind, opts, &st);
+  if (rc != 0) return rc;
+  mayfly_ns_t *ns = g_new0(mayfly_ns_t, 1);
+  ns->client = c;
+  ns->path = g_strdup(path);
+  ns->kind = kind;
+  ns->lease_ms = st->lease_ms > 0 ? st->lease_ms : 10000;
+  ns->version = -1;
+  g_rw_lock_init(&ns->lock);
+  g_mutex_init(&ns->append_lock);
+  mf_ns_set_layout(ns, st);
+  ns->queue_head = ns->nparts > 0 ? ns->parts[0].lo : 0;
+  mayfly_stat_free(st);
+
+  g_mutex_lock(&c->lock);
+  g_hash_table_replace(c->mounted, g_strdup(path), GINT_TO_POINTER((int)ns->lease_ms));
+  if (c->renewer == NULL) c->renewer = g_thread_new("mayfly-renew", renewer, c);
+  g_cond_broadcast(&c->renew_cond); /* a shorter lease may shorten the period */
+  g_mutex_unlock(&c->lock);
+  *out = ns;
+  return 0;
+}
+
+void mayfly_unmount(mayfly_ns_t *ns) {
+  if (ns == NULL) return;
+  mayfly_client_t *c = ns->client;
+  g_mutex_lock(&c->lock);
+  g_hash_table_remove(c->mounted, ns->path);
+  g_mutex_unlock(&c->lock);
+  g_free(ns->parts);
+  g_free(ns->path);
+  g_rw_lock_clear(&ns->lock);
+  g_mutex_clear(&ns->append_lock);
+  g_free(ns);
+}
+
+void mayfly_free(void *p) {
+  g_free(p);
+}
+
+int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage) {
+  size_t n = st->npartitions;
+  mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  for (size_t i = 0; i < n; i++) {
+    const mayfly_partition_t *p = &st->partitions[i];
+    calls[i].req.opcode = WIRE_OP_BLOCK_STAT;
+    calls[i].req.block_index = (uint32_t)p->block_index;
+    calls[i].req.generation = (uint64_t)p->generation;
+    mf_call_start(c->pool, p->server_address, &calls[i]);
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    int r = mf_call_wait(&calls[i], g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000);
+    usage[i].bytes_used = r == 0 ? (int64_t)calls[i].rep.arg0 : -1;
+    usage[i].items = r == 0 ? (int64_t)calls[i].rep.arg1 : -1;
+    g_free(calls[i].payload);
+    if (r != 0 && rc == 0) rc = r;
+  }
+  g_free(calls);
+  return rc;
+}

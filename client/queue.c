@@ -1,0 +1,146 @@
+/*
+ * Queue namespaces in libmayfly. Items go to the tail segment (the partition
+ * with the highest number); when it is full the memory server seals it and
+ * the client asks the directory for the next segment (idempotently, so
+ * racing producers add one block). Pops take from the head segment; a sealed
+ * segment that is empty is drained for good and the head moves on.
+ */
+#include <string.h>
+
+#include "client/internal.h"
+#include "common/wire.h"
+
+#define ATTEMPTS 64
+
+/* The tail (last) or head (first live) segment. */
+static int segment(mayfly_ns_t *ns, int tail, mf_part_t *out) {
+  int rc = MAYFLY_EMOVED;
+  g_rw_lock_reader_lock(&ns->lock);
+  for (size_t i = 0; i < ns->nparts; i++) {
+    const mf_part_t *p = &ns->parts[tail ? ns->nparts - 1 - i : i];
+    if (!tail && p->lo < ns->queue_head) continue;
+    *out = *p;
+    rc = 0;
+    break;
+  }
+  g_rw_lock_reader_unlock(&ns->lock);
+  return rc;
+}
+
+/* Moves the head past a drained segment. */
+static void drained(mayfly_ns_t *ns, const mf_part_t *p) {
+  g_rw_lock_writer_lock(&ns->lock);
+  if (ns->queue_head < p->lo + 1) ns->queue_head = p->lo + 1;
+  g_rw_lock_writer_unlock(&ns->lock);
+}
+
+int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len) {
+  if (ns == NULL || (buf == NULL && len > 0)) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  int rc = MAYFLY_EMOVED;
+  for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+    mf_part_t p;
+    if (segment(ns, 1, &p) != 0) {
+      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      if (segment(ns, 1, &p) != 0) return MAYFLY_EMOVED;
+    }
+    if (len + 32 > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    mf_call_t call = {0};
+    mf_call_target(&call, WIRE_OP_Q_PUSH, &p);
+    call.p1 = buf;
+    call.l1 = len;
+    rc = mf_call_one(ns, &p, &call, 0);
+    g_free(call.payload);
+    if (rc == MAYFLY_EFULL) {
+      /* Sealed: make sure the next segment exists, then push there. */
+      if ((rc = mf_ns_grow(ns, p.lo + 1, p.lo + 2)) != 0) return rc;
+      continue;
+    }
+    if (rc == MAYFLY_EMOVED) {
+      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      continue;
+    }
+    return rc;
+  }
+  return rc;
+}
+
+static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeout_ms) {
+  if (ns == NULL || out == NULL || len == NULL || timeout_ms < 0) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  int64_t end = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
+  for (int attempt = 0;; attempt++) {
+    mf_part_t p;
+    if (segment(ns, 0, &p) != 0) {
+      int rc = mf_ns_refresh(ns);
+      if (rc != 0) return rc;
+      if (segment(ns, 0, &p) != 0) {
+        /* The next segment is being added by a producer: look again soon. */
+        if (g_get_monotonic_time() >= end && attempt > 0) return MAYFLY_EAGAIN;
+        g_usleep(1000);
+        continue;
+      }
+    }
+    int64_t left_ms = (end - g_get_monotonic_time()) / 1000;
+    if (left_ms < 0) left_ms = 0;
+    mf_call_t call = {0};
+    mf_call_target(&call, op, &p);
+    call.req.arg0 = op == WIRE_OP_Q_POP ? (uint64_t)left_ms : 0;
+    int rc = mf_call_one(ns, &p, &call, op == WIRE_OP_Q_POP ? left_ms : 0);
+    if (rc == 0) {
+      *len = call.plen;
+      *out = call.payload != NULL ? call.payload : g_malloc(1);
+      return 0;
+    }
+    g_free(call.payload);
+    if (rc == MAYFLY_EMOVED && (call.rep.flags & WIRE_F_SEALED)) {
+      drained(ns, &p);
+      continue;
+    }
+    if (rc == MAYFLY_EMOVED) {
+      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      continue;
+    }
+    return rc; /* MAYFLY_EAGAIN: nothing came within the timeout */
+  }
+}
+
+int mayfly_queue_pop(mayfly_ns_t *ns, void **out, size_t *len, int timeout_ms) {
+  return take(ns, WIRE_OP_Q_POP, out, len, timeout_ms);
+}
+
+int mayfly_queue_peek(mayfly_ns_t *ns, void **out, size_t *len) {
+  return take(ns, WIRE_OP_Q_PEEK, out, len, 0);
+}
+
+int64_t mayfly_queue_length(mayfly_ns_t *ns) {
+  if (ns == NULL) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  for (int attempt = 0; attempt < 8; attempt++) {
+    g_rw_lock_reader_lock(&ns->lock);
+    size_t n = ns->nparts;
+    mf_part_t *parts = g_memdup2(ns->parts, n * sizeof *parts + 1);
+    g_rw_lock_reader_unlock(&ns->lock);
+    mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+      mf_call_target(&calls[i], WIRE_OP_Q_LEN, &parts[i]);
+      mf_call_start(ns->client->pool, parts[i].address, &calls[i]);
+    }
+    int64_t total = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+      int r = mf_call_wait(&calls[i], mf_deadline(ns->client, 0));
+      g_free(calls[i].payload);
+      if (r == 0) total += (int64_t)calls[i].rep.arg0;
+      if (r != 0 && rc == 0) rc = r;
+    }
+    g_free(calls);
+    g_free(parts);
+    if (rc == MAYFLY_EMOVED) {
+      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      continue;
+    }
+    return rc != 0 ? rc : total;
+  }
+  return MAYFLY_EMOVED;
+}
