@@ -9,6 +9,7 @@
 
 int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len) {
   if (off > s->block_size || len > s->block_size - off) return MAYFLY_ETOOBIG;
+  if (len == 0) return 0; /* an empty write does not extend the segment */
   memcpy(b->mem + off, data, len);
   if (off + len > b->size) {
     b->size = off + len;

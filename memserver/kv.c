@@ -13,8 +13,10 @@ int store_kv_check_slot(const store_block_t *b, const void *key, uint32_t klen) 
 
 int store_kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, const void *val,
                  uint64_t vlen) {
+  if (vlen > s->block_size || (uint64_t)klen + vlen + STORE_KV_ENTRY_OVERHEAD > s->block_size) {
+    return MAYFLY_ETOOBIG; /* checked in two steps so a huge vlen cannot wrap the sum */
+  }
   uint64_t cost = (uint64_t)klen + vlen + STORE_KV_ENTRY_OVERHEAD;
-  if (cost > s->block_size) return MAYFLY_ETOOBIG;
   GBytes *k = g_bytes_new(key, klen);
   GBytes *old = g_hash_table_lookup(b->kv, k);
   uint64_t freed = old ? (uint64_t)klen + g_bytes_get_size(old) + STORE_KV_ENTRY_OVERHEAD : 0;

@@ -74,11 +74,13 @@ void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kin
                  int64_t hi) {
   if (index < 0 || index >= s->nblocks) return;
   store_block_t *b = &s->blocks[index];
-  if (generation < b->generation || (generation == b->generation && b->kind != STORE_FREE)) {
+  if (generation < b->generation ||
+      (generation == b->generation && (b->kind != STORE_FREE || b->released))) {
     return;
   }
   clear_block(s, b);
   b->generation = generation;
+  b->released = 0;
   b->kind = kind;
   b->range_lo = lo;
   b->range_hi = hi;
@@ -98,6 +100,7 @@ int store_release(store_t *s, int32_t index, int64_t generation) {
   int had = b->kind != STORE_FREE;
   clear_block(s, b);
   b->generation = generation;
+  b->released = 1;
   if (generation > s->max_generation) s->max_generation = generation;
   return had;
 }

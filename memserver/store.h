@@ -41,6 +41,7 @@ typedef struct store_block {
   int32_t index;
   int64_t generation; /* owner's generation; 0 = never used */
   store_kind_t kind;  /* STORE_FREE when not owned (released or never used) */
+  int released;       /* `generation` was released: it never comes back */
   uint64_t used;      /* bytes charged */
   int64_t range_lo, range_hi;
   /* file */

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds Mayfly and runs a local cluster in the
-# foreground until Ctrl-C: the directory on 127.0.0.1:${MAYFLY_PORT:-9090}.
-# (Memory servers join the local cluster with the data plane.)
+# foreground until Ctrl-C: the directory (127.0.0.1:9090, or a free port if
+# 9090 is taken; MAYFLY_PORT to choose) and three memory servers on free
+# ports. Once the cluster is up it runs the word-count example against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=build scripts/build.sh
 
-port=${MAYFLY_PORT:-9090}
 bin=$PWD/build
 logdir=$(mktemp -d /tmp/mayfly-cluster-XXXXXX)
 pids=()
@@ -20,26 +20,61 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$bin/directory/mayfly-directory" --host 127.0.0.1 --port "$port" \
-  --port-file "$logdir/directory.port" 2> >(tee "$logdir/directory.log" >&2) &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$logdir/directory.port" ] && break; sleep 0.05; done
-if [ ! -s "$logdir/directory.port" ]; then
-  echo "mayfly-directory did not start; see $logdir/directory.log" >&2
-  exit 1
+# start NAME PORTFILE COMMAND...: runs a daemon, waits for its port file.
+start() {
+  local name=$1 portfile=$2
+  shift 2
+  "$@" --port-file "$portfile" 2>"$logdir/$name.log" &
+  pids+=($!)
+  for _ in $(seq 200); do
+    [ -s "$portfile" ] && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$name did not start; see $logdir/$name.log:" >&2
+  tail -5 "$logdir/$name.log" >&2
+  return 1
+}
+
+port=${MAYFLY_PORT:-9090}
+if ! start directory "$logdir/directory.port" "$bin/directory/mayfly-directory" \
+      --host 127.0.0.1 --port "$port"; then
+  [ -n "${MAYFLY_PORT:-}" ] && exit 1
+  echo "port $port is taken; using a free port instead" >&2
+  start directory "$logdir/directory.port" "$bin/directory/mayfly-directory" \
+    --host 127.0.0.1 --port 0
 fi
+directory=127.0.0.1:$(cat "$logdir/directory.port")
+
+for i in 1 2 3; do
+  start "memserver$i" "$logdir/memserver$i.port" "$bin/memserver/mayfly-memserver" \
+    --host 127.0.0.1 --port 0 --directory "$directory" --blocks 32 --block-size 16MiB
+done
+# Wait until the directory lists all three servers as up.
+for _ in $(seq 100); do
+  [ "$("$bin/client/mayfly" --directory "$directory" servers | grep -c ' up ')" -ge 3 ] && break
+  sleep 0.05
+done
+"$bin/client/mayfly" --directory "$directory" servers
+
+echo
+echo "== Example: a serverless-style word count (4 mappers, 2 reducers) =="
+"$bin/bench/mayfly-wordcount" --directory "$directory" --mappers 4 --reducers 2
 
 cat <<TXT
 
-Mayfly is running: directory on 127.0.0.1:$port (logs in $logdir).
+Mayfly is running: directory on $directory, three memory servers (logs in $logdir).
 Talk to it from another shell:
 
-  export PATH=$bin/client:\$PATH MAYFLY_DIRECTORY=127.0.0.1:$port
-  mayfly mkdir -p /job42/stage1
-  mayfly tree /
-  mayfly leases
+  export PATH=$bin/client:\$PATH MAYFLY_DIRECTORY=$directory
   mayfly servers
+  mayfly create /job42/counts --kind kv --blocks 3
+  mayfly put /job42/counts apples 3 && mayfly get /job42/counts apples
+  mayfly create /job42/inbox --kind queue && mayfly push /job42/inbox hello && mayfly pop /job42/inbox
+  mayfly create /job42/blob --kind file && mayfly write /job42/blob < /etc/hostname && mayfly cat /job42/blob
+  mayfly tree / && mayfly leases
 
+Namespaces expire when nobody renews them (mayfly renew PATH; libmayfly renews what it mounts).
 Press Ctrl-C to stop the cluster.
 TXT
 wait "${pids[0]}"

@@ -1,0 +1,139 @@
+/*
+ * Fuzz target for the data-plane frame decoder (common/wire.c): arbitrary
+ * bytes are parsed as a connection's receive buffer is, frame after frame,
+ * advancing by each frame's length until the parser asks for more bytes or
+ * refuses the stream. Each answer is checked against the raw bytes:
+ *
+ *   - a ready frame (0) lies wholly inside the input, its length is
+ *     header + capability + payload within the limits, and its header
+ *     re-encodes (wire_encode) to the very bytes it was parsed from; no
+ *     shorter prefix of it is ready;
+ *   - "need more" (MAYFLY_EAGAIN) with a whole header reports a frame length
+ *     beyond the bytes present; with less than a header, every byte present
+ *     agrees with the magic and version;
+ *   - MAYFLY_EPROTO only for a wrong magic or version byte, MAYFLY_ETOOBIG
+ *     only for a complete header whose lengths exceed the limits.
+ *
+ * A failed check aborts, which libFuzzer and the replay driver both report.
+ * Each input is parsed twice: with a 1 MiB payload limit and with a 64-byte
+ * one, so that small inputs also reach the "too big" path.
+ *
+ * Built as a libFuzzer target with clang (-DMAYFLY_FUZZ=ON); with any
+ * compiler it is also linked with fuzz_wire_driver.c into a CTest that
+ * replays seeds and their deterministic mutations.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Outcomes seen, for the driver's report (a run that never reaches one of
+ * them tests less than it seems). */
+long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
+
+#define FUZZ_CHECK(cond)                                                               \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      fprintf(stderr, "fuzz_wire: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      abort();                                                                         \
+    }                                                                                  \
+  } while (0)
+
+/* The raw lengths, read independently of wire_parse. */
+static uint32_t raw_payload_len(const uint8_t *p) {
+  return (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+}
+
+static uint16_t raw_cap_len(const uint8_t *p) {
+  return (uint16_t)(p[22] | p[23] << 8);
+}
+
+/* Whether the first min(len, 3) bytes agree with magic and version. */
+static int prefix_ok(const uint8_t *p, size_t len) {
+  const uint8_t want[3] = {WIRE_MAGIC & 0xff, WIRE_MAGIC >> 8, WIRE_VERSION};
+  for (size_t i = 0; i < len && i < 3; i++) {
+    if (p[i] != want[i]) return 0;
+  }
+  return 1;
+}
+
+/* A header the parser filled re-encodes to the bytes it came from. */
+static void check_round_trip(const wire_hdr_t *h, const uint8_t *p) {
+  uint8_t again[WIRE_HEADER_SIZE];
+  wire_encode(h, again);
+  FUZZ_CHECK(memcmp(again, p, WIRE_HEADER_SIZE) == 0);
+}
+
+/* A ready frame of flen bytes is not ready one byte earlier (nor at a few
+ * shorter lengths), so a receiver never serves a frame before it is whole. */
+static void check_not_ready_earlier(const uint8_t *p, size_t flen, uint32_t max_payload) {
+  const size_t probes[] = {0, 1, 2, 3, 4, WIRE_HEADER_SIZE - 1, WIRE_HEADER_SIZE, flen - 1};
+  for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+    if (probes[i] >= flen) continue;
+    wire_hdr_t h;
+    size_t fl = 0;
+    FUZZ_CHECK(wire_parse(p, probes[i], max_payload, &h, &fl) == MAYFLY_EAGAIN);
+    if (probes[i] >= WIRE_HEADER_SIZE) FUZZ_CHECK(fl == flen);
+  }
+}
+
+static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload) {
+  size_t pos = 0;
+  for (;;) {
+    const uint8_t *p = data + pos;
+    size_t left = size - pos;
+    wire_hdr_t h;
+    memset(&h, 0, sizeof h);
+    size_t flen = SIZE_MAX;
+    int rc = wire_parse(p, left, max_payload, &h, &flen);
+    if (rc == 0) {
+      FUZZ_CHECK(left >= WIRE_HEADER_SIZE);
+      FUZZ_CHECK(flen >= WIRE_HEADER_SIZE && flen <= left);
+      FUZZ_CHECK(prefix_ok(p, 3));
+      FUZZ_CHECK(h.cap_len == raw_cap_len(p) && h.payload_len == raw_payload_len(p));
+      FUZZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
+      FUZZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
+      check_round_trip(&h, p);
+      check_not_ready_earlier(p, flen, max_payload);
+      fuzz_wire_frames++;
+      pos += flen;
+      FUZZ_CHECK(pos <= size);
+      continue;
+    }
+    if (rc == MAYFLY_EAGAIN) {
+      FUZZ_CHECK(prefix_ok(p, left));
+      if (left >= WIRE_HEADER_SIZE) {
+        FUZZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
+        FUZZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
+        FUZZ_CHECK(flen > left);
+        check_round_trip(&h, p);
+      }
+      fuzz_wire_again++;
+      return;
+    }
+    if (rc == MAYFLY_EPROTO) {
+      FUZZ_CHECK(left > 0 && !prefix_ok(p, left));
+      fuzz_wire_proto++;
+      return;
+    }
+    FUZZ_CHECK(rc == MAYFLY_ETOOBIG);
+    FUZZ_CHECK(left >= WIRE_HEADER_SIZE && prefix_ok(p, 3));
+    FUZZ_CHECK(raw_cap_len(p) > WIRE_CAP_MAX || raw_payload_len(p) > max_payload);
+    fuzz_wire_toobig++;
+    return;
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  static const uint8_t nothing[1];
+  if (data == NULL) data = nothing; /* no arithmetic on a null pointer */
+  parse_stream(data, size, 1u << 20);
+  parse_stream(data, size, 64);
+  return 0;
+}

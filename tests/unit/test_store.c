@@ -1,0 +1,1012 @@
+/*
+ * Unit tests for memserver/store.c, file.c, queue.c, kv.c: the block store
+ * of a memory server.
+ *
+ * What the server and its clients rely on. Ownership: a block serves exactly
+ * the generation the directory confirmed; an older one is stale (EMOVED), a
+ * newer one must be confirmed first (EAGAIN), a request for another kind is
+ * refused (EKIND), and after a release nothing of the old owner is served or
+ * shows through to the next one. File segments hold bytes [0, block_size)
+ * byte-exact and refuse, untouched, a write that would not fit. Queue
+ * segments are FIFO, and seal themselves once an item does not fit so that
+ * order holds across segments. kv partitions store binary keys and values
+ * and never charge more than the block holds: a put that does not fit is
+ * refused and the old value stays.
+ */
+#include <glib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/wire.h"
+#include "memserver/store.h"
+#include "mf_test.h"
+
+#define BS 4096u    /* block size of most tests */
+#define NBLOCKS 4   /* blocks in the test store */
+#define ALL_SLOTS 0, 65536
+
+static const store_kind_t kinds[] = {STORE_FILE, STORE_QUEUE, STORE_KV};
+
+/* A fresh store of NBLOCKS blocks of BS bytes. */
+static void fresh(store_t *s) {
+  MF_ASSERT_EQ(store_init(s, NBLOCKS, BS), 0);
+  MF_ASSERT_EQ(s->nblocks, NBLOCKS);
+  MF_ASSERT_EQ(s->block_size, BS);
+  MF_ASSERT_EQ(s->blocks_in_use, 0);
+}
+
+/* Adopts (index, generation) as kind over all kv slots and returns the block
+ * store_lookup finds for it. */
+static store_block_t *own(store_t *s, int32_t index, int64_t gen, store_kind_t kind) {
+  store_adopt(s, index, gen, kind, ALL_SLOTS);
+  store_block_t *b = NULL;
+  MF_ASSERT_EQ(store_lookup(s, (uint32_t)index, (uint64_t)gen, kind, &b), 0);
+  CU_ASSERT_PTR_EQUAL_FATAL(b, &s->blocks[index]);
+  return b;
+}
+
+static int lookup(store_t *s, uint32_t index, uint64_t gen, store_kind_t kind) {
+  store_block_t *b = NULL;
+  return store_lookup(s, index, gen, kind, &b);
+}
+
+/* Stores "hello" in a block of any kind, the way its kind stores data. */
+static void put_hello(store_t *s, store_block_t *b) {
+  switch (b->kind) {
+    case STORE_FILE:
+      MF_ASSERT_EQ(store_file_write(s, b, 0, "hello", 5), 0);
+      break;
+    case STORE_QUEUE:
+      MF_ASSERT_EQ(store_queue_push(s, b, "hello", 5), 0);
+      break;
+    case STORE_KV:
+      MF_ASSERT_EQ(store_kv_put(s, b, "k", 1, "hello", 5), 0);
+      break;
+    default:
+      CU_FAIL("no such kind");
+  }
+}
+
+/* Whether the block holds the "hello" put_hello stored (and nothing else). */
+static int has_hello(store_block_t *b) {
+  switch (b->kind) {
+    case STORE_FILE: {
+      const uint8_t *d = NULL;
+      return b->size == 5 && store_file_read(b, 0, 100, &d) == 5 && memcmp(d, "hello", 5) == 0;
+    }
+    case STORE_QUEUE: {
+      const store_item_t *it = store_queue_peek(b);
+      return it != NULL && g_queue_get_length(b->items) == 1 && it->len == 5 &&
+             memcmp(it->data, "hello", 5) == 0;
+    }
+    case STORE_KV: {
+      GBytes *v = store_kv_get(b, "k", 1);
+      gsize n = 0;
+      const void *d = v ? g_bytes_get_data(v, &n) : NULL;
+      return v != NULL && g_hash_table_size(b->kv) == 1 && n == 5 && memcmp(d, "hello", 5) == 0;
+    }
+    default:
+      return 0;
+  }
+}
+
+/* Whether the block is owned and holds nothing. */
+static int is_empty(store_block_t *b) {
+  if (b->used != 0) return 0;
+  switch (b->kind) {
+    case STORE_FILE: {
+      const uint8_t *d = NULL;
+      return b->size == 0 && store_file_read(b, 0, BS, &d) == 0;
+    }
+    case STORE_QUEUE:
+      return store_queue_peek(b) == NULL && g_queue_get_length(b->items) == 0 && !b->sealed;
+    case STORE_KV:
+      return g_hash_table_size(b->kv) == 0 && store_kv_get(b, "k", 1) == NULL;
+    default:
+      return 0;
+  }
+}
+
+/* --- ownership, for every kind --- */
+
+static void test_index_out_of_range_is_invalid(void) {
+  store_t s;
+  fresh(&s);
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    MF_ASSERT_EQ(lookup(&s, NBLOCKS, 1, kinds[k]), MAYFLY_EINVAL);
+    MF_ASSERT_EQ(lookup(&s, UINT32_MAX, 1, kinds[k]), MAYFLY_EINVAL);
+    MF_ASSERT_EQ(lookup(&s, 0x80000000u, 1, kinds[k]), MAYFLY_EINVAL);
+  }
+  MF_ASSERT_EQ(lookup(&s, NBLOCKS, 1, STORE_FREE), MAYFLY_EINVAL);
+  /* Adopting or releasing a block that does not exist changes nothing. */
+  store_adopt(&s, NBLOCKS, 1, STORE_FILE, ALL_SLOTS);
+  store_adopt(&s, -1, 1, STORE_FILE, ALL_SLOTS);
+  MF_ASSERT_EQ(store_release(&s, NBLOCKS, 1), 0);
+  MF_ASSERT_EQ(store_release(&s, -1, 1), 0);
+  MF_ASSERT_EQ(s.blocks_in_use, 0);
+  store_free(&s);
+}
+
+static void test_unconfirmed_generation_must_be_confirmed_first(void) {
+  store_t s;
+  fresh(&s);
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    MF_ASSERT_EQ(lookup(&s, 0, 1, kinds[k]), MAYFLY_EAGAIN);
+    MF_ASSERT_EQ(lookup(&s, NBLOCKS - 1, 1000, kinds[k]), MAYFLY_EAGAIN);
+    /* Generation 0 names no owner: nothing to serve. */
+    MF_ASSERT_EQ(lookup(&s, 0, 0, kinds[k]), MAYFLY_EMOVED);
+  }
+  store_free(&s);
+}
+
+static void test_adopted_generation_is_served_and_others_are_not(void) {
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 1, 5, kinds[k]);
+    MF_ASSERT_EQ(b->kind, kinds[k]);
+    MF_ASSERT_EQ(b->generation, 5);
+    MF_ASSERT_EQ(b->index, 1);
+    CU_ASSERT(is_empty(b));
+    MF_ASSERT_EQ(s.blocks_in_use, 1);
+    MF_ASSERT_EQ(s.max_generation, 5);
+
+    MF_ASSERT_EQ(lookup(&s, 1, 4, kinds[k]), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(lookup(&s, 1, 1, kinds[k]), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(lookup(&s, 1, 6, kinds[k]), MAYFLY_EAGAIN);
+    for (size_t o = 0; o < G_N_ELEMENTS(kinds); o++) {
+      if (o != k) MF_ASSERT_EQ(lookup(&s, 1, 5, kinds[o]), MAYFLY_EKIND);
+    }
+    /* STORE_FREE as the expected kind accepts whatever the block holds. */
+    store_block_t *any = NULL;
+    MF_ASSERT_EQ(store_lookup(&s, 1, 5, STORE_FREE, &any), 0);
+    CU_ASSERT_PTR_EQUAL(any, b);
+    /* The other blocks know nothing of generation 5. */
+    MF_ASSERT_EQ(lookup(&s, 0, 5, kinds[k]), MAYFLY_EAGAIN);
+    MF_ASSERT_EQ(lookup(&s, 2, 5, kinds[k]), MAYFLY_EAGAIN);
+
+    /* A generation above INT64_MAX read off the wire is not newer. */
+    MF_ASSERT_EQ(lookup(&s, 1, UINT64_MAX, kinds[k]), MAYFLY_EMOVED);
+    store_free(&s);
+  }
+}
+
+static void test_release_makes_the_generation_stale(void) {
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 2, 5, kinds[k]);
+    put_hello(&s, b);
+    CU_ASSERT(has_hello(b));
+
+    MF_ASSERT_EQ(store_release(&s, 2, 5), 1);
+    MF_ASSERT_EQ(s.blocks_in_use, 0);
+    MF_ASSERT_EQ(lookup(&s, 2, 5, kinds[k]), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(lookup(&s, 2, 5, STORE_FREE), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(lookup(&s, 2, 4, kinds[k]), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(lookup(&s, 2, 6, kinds[k]), MAYFLY_EAGAIN);
+    MF_ASSERT_EQ(b->used, 0);
+    /* Releasing again drops nothing more. */
+    MF_ASSERT_EQ(store_release(&s, 2, 5), 0);
+    MF_ASSERT_EQ(s.blocks_in_use, 0);
+
+    /* The next owner starts empty. */
+    b = own(&s, 2, 6, kinds[k]);
+    CU_ASSERT(is_empty(b));
+    MF_ASSERT_EQ(s.blocks_in_use, 1);
+    store_free(&s);
+  }
+}
+
+static void test_release_of_a_generation_never_adopted_makes_it_stale(void) {
+  /* The directory may release a generation this server never saw a request
+   * for: requests that arrive late for it are stale, not "confirm first". */
+  store_t s;
+  fresh(&s);
+  MF_ASSERT_EQ(store_release(&s, 0, 7), 0);
+  MF_ASSERT_EQ(lookup(&s, 0, 7, STORE_KV), MAYFLY_EMOVED);
+  MF_ASSERT_EQ(lookup(&s, 0, 6, STORE_KV), MAYFLY_EMOVED);
+  MF_ASSERT_EQ(lookup(&s, 0, 8, STORE_KV), MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(s.max_generation, 7);
+  store_free(&s);
+}
+
+static void test_release_of_an_older_generation_keeps_the_owner(void) {
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 0, 5, kinds[k]);
+    put_hello(&s, b);
+    MF_ASSERT_EQ(store_release(&s, 0, 4), 0);
+    MF_ASSERT_EQ(lookup(&s, 0, 5, kinds[k]), 0);
+    CU_ASSERT(has_hello(b));
+    MF_ASSERT_EQ(s.blocks_in_use, 1);
+    store_free(&s);
+  }
+}
+
+static void test_adopt_of_an_older_generation_is_ignored(void) {
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    store_kind_t other = kinds[(k + 1) % G_N_ELEMENTS(kinds)];
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 3, 5, kinds[k]);
+    put_hello(&s, b);
+
+    store_adopt(&s, 3, 4, other, ALL_SLOTS);
+    MF_ASSERT_EQ(b->kind, kinds[k]);
+    MF_ASSERT_EQ(b->generation, 5);
+    MF_ASSERT_EQ(lookup(&s, 3, 5, kinds[k]), 0);
+    MF_ASSERT_EQ(lookup(&s, 3, 4, other), MAYFLY_EMOVED);
+    CU_ASSERT(has_hello(b));
+
+    /* A second confirmation of the current owner (two requests raced to
+     * the directory) keeps its data. */
+    store_adopt(&s, 3, 5, kinds[k], ALL_SLOTS);
+    CU_ASSERT(has_hello(b));
+    MF_ASSERT_EQ(s.blocks_in_use, 1);
+
+    /* After a release, an older generation stays refused too. */
+    MF_ASSERT_EQ(store_release(&s, 3, 5), 1);
+    store_adopt(&s, 3, 4, kinds[k], ALL_SLOTS);
+    MF_ASSERT_EQ(lookup(&s, 3, 4, kinds[k]), MAYFLY_EMOVED);
+    MF_ASSERT_EQ(s.blocks_in_use, 0);
+    store_free(&s);
+  }
+}
+
+static void test_a_newer_owner_replaces_the_old_one_empty(void) {
+  /* Adopting a newer generation over a live owner (the directory freed and
+   * reallocated the block while this server missed the release) drops the
+   * old contents, whatever the old and the new kind. */
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    for (size_t n = 0; n < G_N_ELEMENTS(kinds); n++) {
+      store_t s;
+      fresh(&s);
+      store_block_t *b = own(&s, 1, 1, kinds[k]);
+      put_hello(&s, b);
+      b = own(&s, 1, 2, kinds[n]);
+      MF_ASSERT_EQ(b->kind, kinds[n]);
+      CU_ASSERT(is_empty(b));
+      MF_ASSERT_EQ(lookup(&s, 1, 1, kinds[k]), MAYFLY_EMOVED);
+      MF_ASSERT_EQ(s.blocks_in_use, 1);
+      store_free(&s);
+    }
+  }
+}
+
+static void test_counts_blocks_in_use_and_the_highest_generation(void) {
+  store_t s;
+  fresh(&s);
+  own(&s, 0, 3, STORE_FILE);
+  own(&s, 1, 9, STORE_QUEUE);
+  own(&s, 2, 4, STORE_KV);
+  MF_ASSERT_EQ(s.blocks_in_use, 3);
+  MF_ASSERT_EQ(s.max_generation, 9);
+  own(&s, 0, 5, STORE_KV); /* replaces an owner: still 3 in use */
+  MF_ASSERT_EQ(s.blocks_in_use, 3);
+  MF_ASSERT_EQ(store_release(&s, 1, 9), 1);
+  MF_ASSERT_EQ(s.blocks_in_use, 2);
+  MF_ASSERT_EQ(s.max_generation, 9);
+  MF_ASSERT_EQ(store_release(&s, 3, 12), 0);
+  MF_ASSERT_EQ(s.max_generation, 12);
+  MF_ASSERT_EQ(s.blocks_in_use, 2);
+  store_free(&s);
+  /* store_free twice (or on a zeroed store) is harmless. */
+  store_free(&s);
+  store_t zero = {0};
+  store_free(&zero);
+}
+
+/* --- file segments --- */
+
+/* Reads [off, off+len) and asserts the bytes equal want (len of them). */
+static void expect_read(store_block_t *b, uint64_t off, const void *want, uint64_t len) {
+  const uint8_t *d = NULL;
+  MF_ASSERT_EQ(store_file_read(b, off, len, &d), len);
+  if (len > 0) {
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT(memcmp(d, want, len) == 0);
+  }
+}
+
+static void test_file_reads_back_what_was_written_at_offsets(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_FILE);
+  const uint8_t bin[] = {0, 1, 2, 0, 0xff, 0x80, 0};
+  MF_ASSERT_EQ(store_file_write(&s, b, 100, bin, sizeof bin), 0);
+  MF_ASSERT_EQ(b->size, 100 + sizeof bin);
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, "head", 4), 0);
+  MF_ASSERT_EQ(b->size, 100 + sizeof bin); /* a write below the end keeps the size */
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 4, "tail", 4), 0);
+  MF_ASSERT_EQ(b->size, BS);
+  MF_ASSERT_EQ(b->used, BS);
+
+  expect_read(b, 100, bin, sizeof bin);
+  expect_read(b, 0, "head", 4);
+  expect_read(b, BS - 4, "tail", 4);
+  /* The gaps between writes read as zeros. */
+  uint8_t zeros[BS];
+  memset(zeros, 0, sizeof zeros);
+  expect_read(b, 4, zeros, 96);
+  expect_read(b, 100 + sizeof bin, zeros, BS - 4 - 100 - sizeof bin);
+
+  /* An overlapping write replaces exactly its bytes. */
+  MF_ASSERT_EQ(store_file_write(&s, b, 2, "XY", 2), 0);
+  expect_read(b, 0, "heXY", 4);
+  expect_read(b, 4, zeros, 96);
+  store_free(&s);
+}
+
+static void test_file_reads_past_the_size_are_short(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_FILE);
+  const uint8_t *d = NULL;
+  MF_ASSERT_EQ(store_file_read(b, 0, 10, &d), 0); /* empty segment */
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, "0123456789", 10), 0);
+  MF_ASSERT_EQ(store_file_read(b, 7, 100, &d), 3);
+  CU_ASSERT(memcmp(d, "789", 3) == 0);
+  MF_ASSERT_EQ(store_file_read(b, 10, 1, &d), 0);
+  MF_ASSERT_EQ(store_file_read(b, 11, 1, &d), 0);
+  MF_ASSERT_EQ(store_file_read(b, BS, 1, &d), 0);
+  MF_ASSERT_EQ(store_file_read(b, UINT64_MAX, UINT64_MAX, &d), 0);
+  MF_ASSERT_EQ(store_file_read(b, 3, 0, &d), 0);
+  MF_ASSERT_EQ(store_file_read(b, 3, UINT64_MAX, &d), 7);
+  CU_ASSERT(memcmp(d, "3456789", 7) == 0);
+  store_free(&s);
+}
+
+static void test_file_write_beyond_the_block_is_refused_and_changes_nothing(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 1, 1, STORE_FILE);
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, "abcdef", 6), 0);
+  uint8_t big[BS + 1];
+  memset(big, 0x5a, sizeof big);
+
+  const struct {
+    uint64_t off, len;
+  } bad[] = {{0, BS + 1}, {BS - 3, 4}, {BS, 1}, {BS + 1, 0}, {1, BS}, {UINT64_MAX, 1},
+             {UINT64_MAX - 2, 4}, {2, UINT64_MAX}};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    MF_ASSERT_EQ(store_file_write(&s, b, bad[i].off, big, bad[i].len), MAYFLY_ETOOBIG);
+    MF_ASSERT_EQ(b->size, 6);
+    MF_ASSERT_EQ(b->used, 6);
+    expect_read(b, 0, "abcdef", 6);
+  }
+  /* Nothing leaked into the next block either. */
+  store_block_t *next = own(&s, 2, 1, STORE_FILE);
+  MF_ASSERT_EQ(store_file_write(&s, next, 0, "", 0), 0);
+  MF_ASSERT_EQ(next->mem[0], 0);
+
+  /* The whole block, exactly, fits. */
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, big, BS), 0);
+  MF_ASSERT_EQ(b->size, BS);
+  expect_read(b, 0, big, BS);
+  MF_ASSERT_EQ(next->mem[0], 0);
+  store_free(&s);
+}
+
+static void test_file_blocks_do_not_overlap(void) {
+  store_t s;
+  fresh(&s);
+  uint8_t pat[NBLOCKS][BS];
+  for (int i = 0; i < NBLOCKS; i++) {
+    memset(pat[i], 0x10 + i, BS);
+    store_block_t *b = own(&s, i, 1, STORE_FILE);
+    MF_ASSERT_EQ(store_file_write(&s, b, 0, pat[i], BS), 0);
+  }
+  for (int i = 0; i < NBLOCKS; i++) expect_read(&s.blocks[i], 0, pat[i], BS);
+  store_free(&s);
+}
+
+static void test_file_data_of_an_old_generation_never_shows_through(void) {
+  store_t s;
+  fresh(&s);
+  uint8_t secret[BS], zeros[BS];
+  memset(secret, 0x77, sizeof secret);
+  memset(zeros, 0, sizeof zeros);
+
+  store_block_t *b = own(&s, 0, 1, STORE_FILE);
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, secret, BS), 0);
+  b = own(&s, 0, 2, STORE_FILE); /* new owner, without a release first */
+  const uint8_t *d = NULL;
+  MF_ASSERT_EQ(store_file_read(b, 0, BS, &d), 0);
+  /* Writing the last byte makes the whole block readable: all zeros. */
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
+  expect_read(b, 0, zeros, BS - 1);
+  expect_read(b, BS - 1, "z", 1);
+
+  /* The same through a release. */
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, secret, BS - 1), 0);
+  MF_ASSERT_EQ(store_release(&s, 0, 2), 1);
+  b = own(&s, 0, 3, STORE_FILE);
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
+  expect_read(b, 0, zeros, BS - 1);
+
+  /* And through an owner of another kind in between. */
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, secret, BS), 0);
+  b = own(&s, 0, 4, STORE_KV);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k", 1, "v", 1), 0);
+  b = own(&s, 0, 5, STORE_FILE);
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
+  expect_read(b, 0, zeros, BS - 1);
+  store_free(&s);
+}
+
+/* --- queue segments --- */
+
+static void test_queue_is_fifo_and_peek_does_not_take(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
+  CU_ASSERT_PTR_NULL(store_queue_peek(b));
+  CU_ASSERT_PTR_NULL(store_queue_pop(b));
+
+  /* Items of different lengths, binary, one of them empty. */
+  for (uint32_t i = 0; i < 20; i++) {
+    uint8_t item[32];
+    for (uint32_t j = 0; j < i; j++) item[j] = (uint8_t)(i * 7 + j) & (j % 3 ? 0xff : 0);
+    MF_ASSERT_EQ(store_queue_push(&s, b, item, i), 0);
+  }
+  for (uint32_t i = 0; i < 20; i++) {
+    const store_item_t *head = store_queue_peek(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(head);
+    CU_ASSERT_PTR_EQUAL(store_queue_peek(b), head); /* peeking twice: same item */
+    store_item_t *it = store_queue_pop(b);
+    CU_ASSERT_PTR_EQUAL(it, head);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    MF_ASSERT_EQ(it->len, i);
+    for (uint32_t j = 0; j < i; j++) {
+      MF_ASSERT_EQ(it->data[j], (uint8_t)(i * 7 + j) & (j % 3 ? 0xff : 0));
+    }
+    g_free(it);
+  }
+  CU_ASSERT_PTR_NULL(store_queue_pop(b));
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+static void test_queue_item_bigger_than_a_block_is_too_big(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
+  static uint8_t big[BS];
+  memset(big, 1, sizeof big);
+  const uint32_t max_item = BS - STORE_QUEUE_ITEM_OVERHEAD;
+  MF_ASSERT_EQ(store_queue_push(&s, b, big, max_item + 1), MAYFLY_ETOOBIG);
+  MF_ASSERT_EQ(store_queue_push(&s, b, big, UINT32_MAX), MAYFLY_ETOOBIG);
+  /* Too big for any segment is not "this segment is full": it stays open. */
+  MF_ASSERT_EQ(b->sealed, 0);
+  MF_ASSERT_EQ(b->used, 0);
+  CU_ASSERT_PTR_NULL(store_queue_peek(b));
+  /* The largest item fills an empty block exactly. */
+  MF_ASSERT_EQ(store_queue_push(&s, b, big, max_item), 0);
+  MF_ASSERT_EQ(b->used, BS);
+  store_item_t *it = store_queue_pop(b);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+  MF_ASSERT_EQ(it->len, max_item);
+  CU_ASSERT(memcmp(it->data, big, max_item) == 0);
+  g_free(it);
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+static void test_queue_full_segment_is_sealed(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
+  uint8_t item[100];
+  const uint64_t cost = sizeof item + STORE_QUEUE_ITEM_OVERHEAD;
+  const uint64_t fits = BS / cost; /* 31 items of 132 charged bytes */
+  for (uint64_t i = 0; i < fits; i++) {
+    memset(item, (int)i, sizeof item);
+    MF_ASSERT_EQ(store_queue_push(&s, b, item, sizeof item), 0);
+    MF_ASSERT_EQ(b->used, (i + 1) * cost);
+    MF_ASSERT_EQ(b->sealed, 0);
+  }
+  MF_ASSERT_EQ(store_queue_push(&s, b, item, sizeof item), MAYFLY_EFULL);
+  MF_ASSERT_EQ(b->sealed, 1);
+  MF_ASSERT_EQ(b->used, fits * cost);
+  MF_ASSERT_EQ(g_queue_get_length(b->items), fits);
+
+  /* Sealed for good: even an item that would fit now goes elsewhere, so
+   * nothing pushed after the refused item overtakes it. */
+  g_free(store_queue_pop(b));
+  MF_ASSERT_EQ(b->used, (fits - 1) * cost);
+  MF_ASSERT_EQ(store_queue_push(&s, b, "x", 1), MAYFLY_EFULL);
+  MF_ASSERT_EQ(store_queue_push(&s, b, "", 0), MAYFLY_EFULL);
+  MF_ASSERT_EQ(g_queue_get_length(b->items), fits - 1);
+
+  /* Draining gives back every item in order and the accounting returns to 0. */
+  for (uint64_t i = 1; i < fits; i++) {
+    store_item_t *it = store_queue_pop(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+    MF_ASSERT_EQ(it->len, sizeof item);
+    MF_ASSERT_EQ(it->data[0], (uint8_t)i);
+    MF_ASSERT_EQ(it->data[sizeof item - 1], (uint8_t)i);
+    g_free(it);
+  }
+  CU_ASSERT_PTR_NULL(store_queue_pop(b));
+  MF_ASSERT_EQ(b->used, 0);
+  MF_ASSERT_EQ(b->sealed, 1);
+  MF_ASSERT_EQ(store_queue_push(&s, b, "x", 1), MAYFLY_EFULL);
+
+  /* A new owner of the block starts unsealed. */
+  b = own(&s, 0, 2, STORE_QUEUE);
+  MF_ASSERT_EQ(b->sealed, 0);
+  MF_ASSERT_EQ(store_queue_push(&s, b, "x", 1), 0);
+  store_free(&s);
+}
+
+static void test_queue_accounting_follows_pushes_and_pops(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
+  GRand *r = g_rand_new_with_seed(32);
+  GQueue model = G_QUEUE_INIT; /* lengths, as pointers */
+  uint64_t charged = 0;
+  static uint8_t data[BS];
+  memset(data, 0xee, sizeof data);
+  for (int k = 0; k < 5000; k++) {
+    if (g_rand_boolean(r) && !b->sealed) {
+      uint32_t len = (uint32_t)g_rand_int_range(r, 0, 300);
+      int rc = store_queue_push(&s, b, data, len);
+      if (rc == 0) {
+        g_queue_push_tail(&model, GUINT_TO_POINTER(len));
+        charged += len + STORE_QUEUE_ITEM_OVERHEAD;
+      } else {
+        MF_ASSERT_EQ(rc, MAYFLY_EFULL);
+        CU_ASSERT(charged + len + STORE_QUEUE_ITEM_OVERHEAD > BS);
+        /* The test wants to keep pushing: give the block a new owner. */
+        g_queue_clear(&model);
+        charged = 0;
+        b = own(&s, 0, 2 + k, STORE_QUEUE);
+      }
+    } else {
+      store_item_t *it = store_queue_pop(b);
+      if (g_queue_is_empty(&model)) {
+        CU_ASSERT_PTR_NULL(it);
+      } else {
+        CU_ASSERT_PTR_NOT_NULL_FATAL(it);
+        uint32_t want = GPOINTER_TO_UINT(g_queue_pop_head(&model));
+        MF_ASSERT_EQ(it->len, want);
+        charged -= want + STORE_QUEUE_ITEM_OVERHEAD;
+      }
+      g_free(it);
+    }
+    MF_ASSERT_EQ(b->used, charged);
+    CU_ASSERT(b->used <= BS);
+  }
+  g_queue_clear(&model);
+  g_rand_free(r);
+  store_free(&s);
+}
+
+/* --- kv partitions --- */
+
+/* Asserts that key maps to exactly the value want[0..wlen). */
+static void expect_value(store_block_t *b, const void *key, uint32_t klen, const void *want,
+                         size_t wlen) {
+  GBytes *v = store_kv_get(b, key, klen);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+  gsize n = 0;
+  const void *d = g_bytes_get_data(v, &n);
+  MF_ASSERT_EQ(n, wlen);
+  if (n == wlen && wlen > 0) CU_ASSERT(memcmp(d, want, wlen) == 0);
+}
+
+static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  /* Keys that differ only after an embedded NUL, or by a trailing NUL. */
+  const char k1[] = "k\0a", k2[] = "k\0b", k3[] = "k";
+  const uint8_t v1[] = {0, 0, 1}, v2[] = {'x', 0, 'y', 0};
+  MF_ASSERT_EQ(store_kv_put(&s, b, k1, 3, v1, sizeof v1), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, k2, 3, v2, sizeof v2), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, k3, 1, "", 0), 0); /* an empty value is a value */
+  MF_ASSERT_EQ(store_kv_put(&s, b, k3, 2, "2", 1), 0); /* "k\0" is yet another key */
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
+  expect_value(b, k1, 3, v1, sizeof v1);
+  expect_value(b, k2, 3, v2, sizeof v2);
+  expect_value(b, k3, 1, "", 0);
+  expect_value(b, k3, 2, "2", 1);
+  /* exists is "get is not NULL"; a key extended by a NUL is not the key. */
+  CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0a\0", 4));
+  CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0c", 3));
+  CU_ASSERT_PTR_NULL(store_kv_get(b, "", 0));
+  MF_ASSERT_EQ(b->used, (3 + 3 + 64) + (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+
+  /* Overwrite replaces the value and its charge. */
+  MF_ASSERT_EQ(store_kv_put(&s, b, k1, 3, "longer value", 12), 0);
+  expect_value(b, k1, 3, "longer value", 12);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
+  MF_ASSERT_EQ(b->used, (3 + 12 + 64) + (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+  expect_value(b, k2, 3, v2, sizeof v2);
+
+  /* Delete removes exactly one key; a missing key is ENOKEY. */
+  MF_ASSERT_EQ(store_kv_del(b, k1, 3), 0);
+  CU_ASSERT_PTR_NULL(store_kv_get(b, k1, 3));
+  MF_ASSERT_EQ(store_kv_del(b, k1, 3), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(store_kv_del(b, "nope", 4), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(store_kv_del(b, "k\0a\0", 4), MAYFLY_ENOKEY);
+  expect_value(b, k2, 3, v2, sizeof v2);
+  expect_value(b, k3, 2, "2", 1);
+  MF_ASSERT_EQ(b->used, (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+
+  /* The empty key is a key. */
+  MF_ASSERT_EQ(store_kv_put(&s, b, "", 0, "e", 1), 0);
+  expect_value(b, "", 0, "e", 1);
+  MF_ASSERT_EQ(store_kv_del(b, "", 0), 0);
+
+  MF_ASSERT_EQ(store_kv_del(b, k2, 3), 0);
+  MF_ASSERT_EQ(store_kv_del(b, k3, 1), 0);
+  MF_ASSERT_EQ(store_kv_del(b, k3, 2), 0);
+  MF_ASSERT_EQ(b->used, 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 0);
+  store_free(&s);
+}
+
+static void test_kv_value_is_a_copy_of_the_callers_bytes(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  char key[8] = "key", val[8] = "value";
+  MF_ASSERT_EQ(store_kv_put(&s, b, key, 3, val, 5), 0);
+  memcpy(key, "xxx", 3);
+  memcpy(val, "XXXXX", 5);
+  expect_value(b, "key", 3, "value", 5);
+  store_free(&s);
+}
+
+/* Finds a key whose slot is not 0 or 65535 (so both neighbours exist). */
+static uint32_t inner_key(char *key, size_t size, uint32_t *klen) {
+  for (int i = 0;; i++) {
+    *klen = (uint32_t)g_snprintf(key, size, "key-%d", i);
+    uint32_t slot = wire_kv_slot(key, *klen);
+    if (slot > 0 && slot < 65535) return slot;
+  }
+}
+
+static void test_kv_slot_must_lie_in_the_blocks_range(void) {
+  store_t s;
+  fresh(&s);
+  char key[32];
+  uint32_t klen;
+  uint32_t slot = inner_key(key, sizeof key, &klen);
+  const struct {
+    int64_t lo, hi;
+    int want;
+  } cases[] = {
+      {slot, slot + 1, 0},              /* a range of one slot: its own */
+      {0, 65536, 0},                    /* all slots */
+      {slot, 65536, 0},                 /* lo is inclusive */
+      {0, slot + 1, 0},                 /* hi - 1 is inside */
+      {0, slot, MAYFLY_EMOVED},         /* hi is exclusive */
+      {slot + 1, 65536, MAYFLY_EMOVED}, /* above the range */
+      {slot - 1, slot, MAYFLY_EMOVED},  /* just below */
+      {slot, slot, MAYFLY_EMOVED},      /* an empty range holds nothing */
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    /* Each case is a new owner of block 0 with its own range. */
+    int64_t gen = (int64_t)i + 1;
+    store_adopt(&s, 0, gen, STORE_KV, cases[i].lo, cases[i].hi);
+    store_block_t *b = NULL;
+    MF_ASSERT_EQ(store_lookup(&s, 0, (uint64_t)gen, STORE_KV, &b), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    MF_ASSERT_EQ(b->range_lo, cases[i].lo);
+    MF_ASSERT_EQ(b->range_hi, cases[i].hi);
+    int rc = store_kv_check_slot(b, key, klen);
+    if (rc != cases[i].want) {
+      fprintf(stderr, "  slot %u in [%lld, %lld)\n", slot, (long long)cases[i].lo,
+              (long long)cases[i].hi);
+    }
+    MF_ASSERT_EQ(rc, cases[i].want);
+  }
+  store_free(&s);
+}
+
+static void test_kv_put_that_does_not_fit_is_full_and_keeps_the_old_value(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  /* Three entries of 1000 charged bytes each: 3000 of 4096. */
+  uint8_t val[BS];
+  memset(val, 0x61, sizeof val);
+  const uint32_t vlen = 1000 - 2 - STORE_KV_ENTRY_OVERHEAD;
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k1", 2, val, vlen), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k2", 2, val, vlen), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, "old", 3), 0);
+  const uint64_t used = 1000 + 1000 + 2 + 3 + STORE_KV_ENTRY_OVERHEAD;
+  MF_ASSERT_EQ(b->used, used);
+  const uint64_t room = BS - used;
+
+  /* A new key one byte too large for what is left. */
+  uint64_t too_much = room - 2 - STORE_KV_ENTRY_OVERHEAD + 1;
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k4", 2, val, too_much), MAYFLY_EFULL);
+  CU_ASSERT_PTR_NULL(store_kv_get(b, "k4", 2));
+  MF_ASSERT_EQ(b->used, used);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 3);
+
+  /* Overwriting with a value bigger than the old one plus what is left:
+   * refused, and the old value stays, byte for byte. */
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, 3 + room + 1), MAYFLY_EFULL);
+  expect_value(b, "k3", 2, "old", 3);
+  MF_ASSERT_EQ(b->used, used);
+
+  /* Exactly what is left fits, for an overwrite as for a new key. */
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, 3 + room), 0);
+  MF_ASSERT_EQ(b->used, BS);
+  expect_value(b, "k3", 2, val, 3 + room);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k5", 2, "", 0), MAYFLY_EFULL);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, "old", 3), 0);
+  MF_ASSERT_EQ(b->used, used);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k4", 2, val, too_much - 1), 0);
+  MF_ASSERT_EQ(b->used, BS);
+
+  /* Deleting makes room again. */
+  MF_ASSERT_EQ(store_kv_del(b, "k1", 2), 0);
+  MF_ASSERT_EQ(b->used, BS - 1000);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k6", 2, val, vlen), 0);
+  MF_ASSERT_EQ(b->used, BS);
+
+  /* An entry larger than a whole block can never fit anywhere. */
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k7", 2, val, BS), MAYFLY_ETOOBIG);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, (uint64_t)1 << 40), MAYFLY_ETOOBIG);
+  expect_value(b, "k3", 2, "old", 3);
+  MF_ASSERT_EQ(b->used, BS);
+  store_free(&s);
+}
+
+/* Runs fn in a child process, so that a crash fails the test instead of
+ * ending the whole run. Returns 1 when the child exited with status 0. */
+static int passes_in_child(void (*fn)(void)) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return 0;
+  if (pid == 0) {
+    fn();
+    _exit(0);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return 0;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "  child %s %d\n", WIFEXITED(status) ? "exited with" : "killed by signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return 0;
+  }
+  return 1;
+}
+
+/* In the child: a put whose value length is near UINT64_MAX must be refused
+ * as too big, not wrap the charge around and try to copy it. */
+static void put_value_of_length_near_uint64_max(void) {
+  store_t s;
+  if (store_init(&s, 1, BS) != 0) _exit(2);
+  store_adopt(&s, 0, 1, STORE_KV, ALL_SLOTS);
+  store_block_t *b = NULL;
+  if (store_lookup(&s, 0, 1, STORE_KV, &b) != 0) _exit(3);
+  int rc = store_kv_put(&s, b, "k", 1, "v", UINT64_MAX - 10);
+  _exit(rc == MAYFLY_ETOOBIG && b->used == 0 ? 0 : 1);
+}
+
+static void test_kv_value_length_near_uint64_max_is_too_big(void) {
+  /* klen + vlen + STORE_KV_ENTRY_OVERHEAD is computed in 64 bits; with vlen
+   * above UINT64_MAX - 65 it wraps to a small cost. The server caps vlen
+   * below 4 GiB, but store.h promises any uint64_t. */
+  CU_ASSERT(passes_in_child(put_value_of_length_near_uint64_max));
+}
+
+static void test_kv_budget_holds_over_random_operations(void) {
+  /* A model of the partition (key -> value) is kept beside it; after every
+   * operation the store must agree with it, and the charge must be exactly
+   * the sum of key + value + overhead, never above the block. */
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  GHashTable *model = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                            (GDestroyNotify)g_bytes_unref,
+                                            (GDestroyNotify)g_bytes_unref);
+  GRand *r = g_rand_new_with_seed(10000);
+  uint64_t charged = 0;
+  int fulls = 0, puts = 0, dels = 0;
+  for (int op = 0; op < 10000; op++) {
+    uint8_t key[6] = {'k', 0, 0, 0, 0, 0};
+    uint32_t klen = (uint32_t)g_rand_int_range(r, 1, 7);
+    key[klen - 1] = (uint8_t)g_rand_int_range(r, 0, 12); /* binary, NULs included */
+    GBytes *kb = g_bytes_new(key, klen);
+    GBytes *old = g_hash_table_lookup(model, kb);
+    uint64_t old_cost = old ? klen + g_bytes_get_size(old) + STORE_KV_ENTRY_OVERHEAD : 0;
+    int what = g_rand_int_range(r, 0, 10);
+    if (what < 6) {
+      uint32_t vlen = (uint32_t)g_rand_int_range(r, 0, 900);
+      uint8_t val[900];
+      for (uint32_t i = 0; i < vlen; i++) val[i] = (uint8_t)(op + i);
+      uint64_t cost = klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+      int rc = store_kv_put(&s, b, key, klen, val, vlen);
+      if (charged - old_cost + cost <= BS) {
+        MF_ASSERT_EQ(rc, 0);
+        g_hash_table_replace(model, g_bytes_ref(kb), g_bytes_new(val, vlen));
+        charged = charged - old_cost + cost;
+        puts++;
+      } else {
+        MF_ASSERT_EQ(rc, MAYFLY_EFULL);
+        fulls++;
+      }
+    } else if (what < 9) {
+      int rc = store_kv_del(b, key, klen);
+      MF_ASSERT_EQ(rc, old ? 0 : MAYFLY_ENOKEY);
+      if (old) {
+        charged -= old_cost;
+        g_hash_table_remove(model, kb);
+        dels++;
+      }
+    } else {
+      GBytes *v = store_kv_get(b, key, klen);
+      CU_ASSERT((v == NULL) == (old == NULL));
+      if (v != NULL && old != NULL) CU_ASSERT(g_bytes_equal(v, old));
+    }
+    g_bytes_unref(kb);
+    CU_ASSERT(b->used <= BS);
+    MF_ASSERT_EQ(b->used, charged);
+    MF_ASSERT_EQ(g_hash_table_size(b->kv), g_hash_table_size(model));
+  }
+  /* Every key the model holds has its latest value. */
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, model);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    gsize klen = 0;
+    const void *kd = g_bytes_get_data(k, &klen);
+    GBytes *got = store_kv_get(b, kd, (uint32_t)klen);
+    CU_ASSERT(got != NULL && g_bytes_equal(got, v));
+  }
+  /* The sequence exercised all three outcomes. */
+  CU_ASSERT(fulls > 100);
+  CU_ASSERT(puts > 1000);
+  CU_ASSERT(dels > 500);
+  g_rand_free(r);
+  g_hash_table_destroy(model);
+  store_free(&s);
+}
+
+static void test_release_drops_every_kinds_contents(void) {
+  for (size_t k = 0; k < G_N_ELEMENTS(kinds); k++) {
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 1, 1, kinds[k]);
+    put_hello(&s, b);
+    CU_ASSERT(b->used > 0);
+    MF_ASSERT_EQ(store_release(&s, 1, 1), 1);
+    MF_ASSERT_EQ(b->kind, STORE_FREE);
+    MF_ASSERT_EQ(b->used, 0);
+    MF_ASSERT_EQ(b->size, 0);
+    CU_ASSERT_PTR_NULL(b->items);
+    CU_ASSERT_PTR_NULL(b->kv);
+    /* Generation 2 of the same kind sees none of generation 1. */
+    b = own(&s, 1, 2, kinds[k]);
+    CU_ASSERT(is_empty(b));
+    store_free(&s);
+  }
+}
+
+static void test_kv_contents_of_an_old_generation_never_show_through(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "secret", 6, "1234", 4), 0);
+  b = own(&s, 0, 2, STORE_KV);
+  CU_ASSERT_PTR_NULL(store_kv_get(b, "secret", 6));
+  MF_ASSERT_EQ(store_kv_del(b, "secret", 6), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(b->used, 0);
+
+  store_block_t *q = own(&s, 1, 1, STORE_QUEUE);
+  MF_ASSERT_EQ(store_queue_push(&s, q, "secret", 6), 0);
+  q = own(&s, 1, 2, STORE_QUEUE);
+  CU_ASSERT_PTR_NULL(store_queue_pop(q));
+  MF_ASSERT_EQ(q->used, 0);
+  store_free(&s);
+}
+
+static void test_large_blocks_work_the_same(void) {
+  /* 64 KiB blocks: a file segment written end to end, a queue filled to
+   * its seal, a kv partition to EFULL. */
+  store_t s;
+  const uint64_t bs = 64 * 1024;
+  MF_ASSERT_EQ(store_init(&s, 3, bs), 0);
+  store_adopt(&s, 0, 1, STORE_FILE, ALL_SLOTS);
+  store_adopt(&s, 1, 1, STORE_QUEUE, ALL_SLOTS);
+  store_adopt(&s, 2, 1, STORE_KV, ALL_SLOTS);
+  store_block_t *f = NULL, *q = NULL, *kv = NULL;
+  MF_ASSERT_EQ(store_lookup(&s, 0, 1, STORE_FILE, &f), 0);
+  MF_ASSERT_EQ(store_lookup(&s, 1, 1, STORE_QUEUE, &q), 0);
+  MF_ASSERT_EQ(store_lookup(&s, 2, 1, STORE_KV, &kv), 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(kv);
+
+  uint8_t chunk[1000];
+  uint64_t off = 0;
+  for (int i = 0; off + sizeof chunk <= bs; i++, off += sizeof chunk) {
+    memset(chunk, i, sizeof chunk);
+    MF_ASSERT_EQ(store_file_write(&s, f, off, chunk, sizeof chunk), 0);
+  }
+  MF_ASSERT_EQ(store_file_write(&s, f, off, chunk, sizeof chunk), MAYFLY_ETOOBIG);
+  MF_ASSERT_EQ(f->size, off);
+  const uint8_t *d = NULL;
+  MF_ASSERT_EQ(store_file_read(f, 37 * sizeof chunk, 1, &d), 1);
+  MF_ASSERT_EQ(d[0], 37);
+
+  int pushed = 0;
+  while (store_queue_push(&s, q, chunk, sizeof chunk) == 0) pushed++;
+  MF_ASSERT_EQ(pushed, bs / (sizeof chunk + STORE_QUEUE_ITEM_OVERHEAD));
+  MF_ASSERT_EQ(q->sealed, 1);
+
+  int stored = 0;
+  for (;;) {
+    char key[16];
+    uint32_t klen = (uint32_t)g_snprintf(key, sizeof key, "%04d", stored);
+    int rc = store_kv_put(&s, kv, key, klen, chunk, sizeof chunk);
+    if (rc != 0) {
+      MF_ASSERT_EQ(rc, MAYFLY_EFULL);
+      break;
+    }
+    stored++;
+  }
+  MF_ASSERT_EQ(stored, bs / (4 + sizeof chunk + STORE_KV_ENTRY_OVERHEAD));
+  CU_ASSERT(kv->used <= bs);
+  MF_ASSERT_EQ(s.blocks_in_use, 3);
+  store_free(&s);
+}
+
+int main(void) {
+  static const mf_test_t tests[] = {
+      {"an index out of range is invalid", test_index_out_of_range_is_invalid},
+      {"an unconfirmed generation must be confirmed first",
+       test_unconfirmed_generation_must_be_confirmed_first},
+      {"the adopted generation is served and others are not",
+       test_adopted_generation_is_served_and_others_are_not},
+      {"release makes the generation stale", test_release_makes_the_generation_stale},
+      {"release of a generation never adopted makes it stale",
+       test_release_of_a_generation_never_adopted_makes_it_stale},
+      {"release of an older generation keeps the owner",
+       test_release_of_an_older_generation_keeps_the_owner},
+      {"adopt of an older generation is ignored", test_adopt_of_an_older_generation_is_ignored},
+      {"a newer owner replaces the old one, empty", test_a_newer_owner_replaces_the_old_one_empty},
+      {"counts blocks in use and the highest generation",
+       test_counts_blocks_in_use_and_the_highest_generation},
+      {"file: reads back what was written at offsets",
+       test_file_reads_back_what_was_written_at_offsets},
+      {"file: reads past the size are short", test_file_reads_past_the_size_are_short},
+      {"file: a write beyond the block is refused and changes nothing",
+       test_file_write_beyond_the_block_is_refused_and_changes_nothing},
+      {"file: blocks do not overlap", test_file_blocks_do_not_overlap},
+      {"file: data of an old generation never shows through",
+       test_file_data_of_an_old_generation_never_shows_through},
+      {"queue: FIFO, and peek does not take", test_queue_is_fifo_and_peek_does_not_take},
+      {"queue: an item bigger than a block is too big",
+       test_queue_item_bigger_than_a_block_is_too_big},
+      {"queue: a full segment is sealed", test_queue_full_segment_is_sealed},
+      {"queue: accounting follows pushes and pops", test_queue_accounting_follows_pushes_and_pops},
+      {"kv: put, get, overwrite, delete with binary keys",
+       test_kv_put_get_overwrite_delete_with_binary_keys},
+      {"kv: the value is a copy of the caller's bytes",
+       test_kv_value_is_a_copy_of_the_callers_bytes},
+      {"kv: the slot must lie in the block's range", test_kv_slot_must_lie_in_the_blocks_range},
+      {"kv: a put that does not fit is full and keeps the old value",
+       test_kv_put_that_does_not_fit_is_full_and_keeps_the_old_value},
+      {"kv: a value length near UINT64_MAX is too big",
+       test_kv_value_length_near_uint64_max_is_too_big},
+      {"kv: the budget holds over random operations", test_kv_budget_holds_over_random_operations},
+      {"release drops every kind's contents", test_release_drops_every_kinds_contents},
+      {"kv and queue contents of an old generation never show through",
+       test_kv_contents_of_an_old_generation_never_show_through},
+      {"64 KiB blocks work the same", test_large_blocks_work_the_same},
+      {NULL, NULL}};
+  return mf_test_run("store", NULL, NULL, tests);
+}
