@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "bench/bench.h"
+#include "client/mayfly.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -67,27 +68,33 @@ static char *sibling_binary(const char *rel) {
   return path;
 }
 
-int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
-  memset(d, 0, sizeof *d);
-  if (o->directory != NULL) {
-    snprintf(d->address, sizeof d->address, "%s", o->directory);
-    return 0;
-  }
-  char *bin = sibling_binary("directory/mayfly-directory");
+/* Spawns a daemon from the build tree with --port 0 --port-file and waits
+ * for the port; returns the pid or -1. */
+static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *args, int *port) {
+  char *bin = sibling_binary(rel);
   char *tmp = g_dir_make_tmp("mayfly-bench-XXXXXX", NULL);
   char *port_file = g_build_filename(tmp, "port", NULL);
+  GPtrArray *argv = g_ptr_array_new();
+  g_ptr_array_add(argv, bin);
+  g_ptr_array_add(argv, "--port");
+  g_ptr_array_add(argv, "0");
+  g_ptr_array_add(argv, "--port-file");
+  g_ptr_array_add(argv, port_file);
+  g_ptr_array_add(argv, "--log-level");
+  g_ptr_array_add(argv, "warn");
+  for (const char *const *a = args; *a; a++) g_ptr_array_add(argv, (gpointer)*a);
+  g_ptr_array_add(argv, NULL);
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execl(bin, bin, "--port", "0", "--port-file", port_file, "--log-level", "warn",
-          "--heartbeat-timeout-ms", "3600000", (char *)NULL);
+    execv(bin, (char **)argv->pdata);
     _exit(127);
   }
-  int port = 0;
-  for (int i = 0; i < 500 && port == 0; i++) {
+  *port = 0;
+  for (int i = 0; i < 500 && *port == 0; i++) {
     char *txt = NULL;
     if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
-      port = atoi(txt);
+      *port = atoi(txt);
       g_free(txt);
     } else {
       g_usleep(10000);
@@ -95,23 +102,65 @@ int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
   }
   unlink(port_file);
   rmdir(tmp);
-  g_free(port_file);
-  g_free(tmp);
-  if (port == 0) {
+  if (*port == 0) {
     fprintf(stderr, "mayfly-bench: could not start %s\n", bin);
-    g_free(bin);
     kill(pid, SIGKILL);
-    return -1;
-  }
-  g_free(bin);
-  d->pid = pid;
-  snprintf(d->address, sizeof d->address, "127.0.0.1:%d", port);
-  if (o->pin) {
+    waitpid(pid, NULL, 0);
+    pid = -1;
+  } else if (o->pin) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(0, &set);
     sched_setaffinity(pid, sizeof set, &set);
   }
+  g_ptr_array_free(argv, TRUE);
+  g_free(port_file);
+  g_free(tmp);
+  g_free(bin);
+  return pid;
+}
+
+pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blocks,
+                            const char *block_size) {
+  char nb[16];
+  snprintf(nb, sizeof nb, "%d", blocks);
+  const char *args[] = {"--directory", d->address, "--blocks", nb, "--block-size", block_size,
+                        NULL};
+  int port;
+  pid_t pid = spawn(o, "memserver/mayfly-memserver", args, &port);
+  if (pid < 0) return -1;
+  /* Registered once the directory counts it. */
+  mayfly_client_t *c = NULL;
+  if (mayfly_connect(d->address, NULL, &c) == 0) {
+    for (int i = 0; i < 500; i++) {
+      mayfly_dir_stats_t st;
+      if (mayfly_dir_stats(c, &st) == 0 && st.servers_up > 0) break;
+      g_usleep(10000);
+    }
+    mayfly_disconnect(c);
+  }
+  return pid;
+}
+
+void bench_proc_stop(pid_t pid) {
+  if (pid > 0) {
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+  }
+}
+
+int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
+  memset(d, 0, sizeof *d);
+  if (o->directory != NULL) {
+    snprintf(d->address, sizeof d->address, "%s", o->directory);
+    return 0;
+  }
+  const char *args[] = {"--heartbeat-timeout-ms", "3600000", NULL};
+  int port;
+  pid_t pid = spawn(o, "directory/mayfly-directory", args, &port);
+  if (pid < 0) return -1;
+  d->pid = pid;
+  snprintf(d->address, sizeof d->address, "127.0.0.1:%d", port);
   return 0;
 }
 
@@ -176,6 +225,7 @@ static int usage(void) {
           "usage: mayfly-bench SUBCOMMAND [options]\n"
           "subcommands:\n"
           "  control   create+remove pairs/s and batched renew of 10,000 paths\n"
+          "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
           "run 'mayfly-bench SUBCOMMAND --help' for options\n");
   return 2;
 }
@@ -195,6 +245,10 @@ int main(int argc, char **argv) {
       {"pin", 0, 0, G_OPTION_ARG_NONE, &o.pin, "Pin the bench and the daemons to CPU 0", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print JSON", NULL},
       {"csv", 0, 0, G_OPTION_ARG_NONE, &o.csv, "Print CSV", NULL},
+      {"value-size", 'v', 0, G_OPTION_ARG_INT, &o.value_size,
+       "Value size in bytes for kv and queue (default 64)", "BYTES"},
+      {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
+       "Requests in flight per client (data; default 1)", "D"},
       {NULL}};
   char *param = g_strdup_printf("%s [options]", sub);
   GOptionContext *ctx = g_option_context_new(param);
@@ -218,6 +272,7 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   if (strcmp(sub, "control") == 0) return bench_control(&o);
+  if (strcmp(sub, "data") == 0) return bench_data(&o);
   fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
   return usage();
 }

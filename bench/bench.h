@@ -16,6 +16,8 @@ typedef struct bench_opts {
   int ops;         /* 0: run for `seconds` */
   int pin;         /* pin to CPU 0 */
   int json, csv;
+  int value_size;   /* 0: the subcommand's default */
+  int pipeline;     /* requests in flight per client (data); default 1 */
 } bench_opts_t;
 
 /* One measured row. */
@@ -49,6 +51,15 @@ typedef struct {
 
 int bench_dir_start(const bench_opts_t *o, bench_dir_t *d);
 void bench_dir_stop(bench_dir_t *d);
+
+/* Starts a memory server registered with the directory `d` (n blocks of
+ * block_size bytes) and waits until the directory lists it. Returns its pid
+ * (stop with bench_proc_stop) or -1. */
+pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blocks,
+                            const char *block_size);
+void bench_proc_stop(pid_t pid);
+
+int bench_data(bench_opts_t *o);
 
 /* Prints the machine line, then rows as a table, CSV or JSON. */
 void bench_print(const bench_opts_t *o, const char *title, GArray *rows /* bench_row_t */);

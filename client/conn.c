@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "client/ctl.h"
@@ -27,11 +28,12 @@ struct mf_conn {
   gint refs;      /* the pool, the reader thread, each call in flight */
   int fd;
   char address[300];
-  GMutex lock;    /* pending, dead, and the socket's send side */
-  GCond cond;     /* broadcast when a call completes or the connection dies */
+  GMutex lock;    /* pending, dead, the calls' completion, and the socket's send side */
   GHashTable *pending; /* request id -> mf_call_t * */
   int dead;
-  GThread *reader;
+  int leader;     /* a waiting thread is reading replies for everyone */
+  uint8_t *rbuf;  /* bytes received and not yet dispatched (the leader's) */
+  size_t rlen;
 };
 
 struct mf_pool {
@@ -44,24 +46,12 @@ struct mf_pool {
 static void conn_unref(mf_conn_t *c) {
   if (!g_atomic_int_dec_and_test(&c->refs)) return;
   close(c->fd);
+  g_free(c->rbuf);
   g_hash_table_destroy(c->pending);
   g_mutex_clear(&c->lock);
-  g_cond_clear(&c->cond);
   g_free(c);
 }
 
-static int read_full(int fd, void *buf, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = recv(fd, (uint8_t *)buf + got, len - got, 0);
-    if (r > 0) {
-      got += (size_t)r;
-    } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-      return -1;
-    }
-  }
-  return 0;
-}
 
 /* Marks the connection dead and fails every call in flight. Lock held. */
 static void do_kill(mf_conn_t *c) {
@@ -75,22 +65,80 @@ static void do_kill(mf_conn_t *c) {
     mf_call_t *call = v;
     call->status = MAYFLY_EIO;
     call->done = 1;
+    g_cond_signal(&call->cond);
   }
   g_hash_table_remove_all(c->pending);
-  g_cond_broadcast(&c->cond);
 }
 
-static gpointer reader(gpointer data) {
-  mf_conn_t *c = data;
-  uint8_t hdr[WIRE_HEADER_SIZE];
-  uint8_t scratch[65536];
+/* Completes a call (lock held). */
+static void complete(mf_call_t *call, int status) {
+  call->status = status;
+  call->done = 1;
+  g_cond_signal(&call->cond);
+}
+
+#define READ_BUF (256u << 10)
+/* How long a payload already announced may take to arrive in full. */
+#define PAYLOAD_TIMEOUT_MS 30000
+
+/* Sockets have a short receive timeout (RECV_SLICE_MS), so a blocking recv
+ * returns now and then and the reader can check its deadline: one system
+ * call per receive instead of a poll before each. */
+#define RECV_SLICE_MS 50
+
+/* Receives into dst: >0 bytes, 0 when the deadline passed, -1 when the
+ * stream is closed or broken. */
+static ssize_t recv_by(int fd, uint8_t *dst, size_t len, int64_t deadline_us) {
+  for (;;) {
+    ssize_t r = recv(fd, dst, len, 0);
+    if (r > 0) return r;
+    if (r == 0) return -1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (g_get_monotonic_time() >= deadline_us) return 0;
+    } else if (errno != EINTR) {
+      return -1;
+    }
+  }
+}
+
+static int recv_until(int fd, uint8_t *dst, size_t len) {
+  int64_t deadline = g_get_monotonic_time() + (int64_t)PAYLOAD_TIMEOUT_MS * 1000;
+  for (size_t got = 0; got < len;) {
+    ssize_t r = recv_by(fd, dst + got, len - got, deadline);
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/*
+ * Reads and dispatches replies on behalf of every caller of the connection
+ * (leader/follower: the thread that waits is the one that reads, so a reply
+ * reaches its caller without a hop through another thread). Returns when
+ * `mine` is done (0), when the deadline passes (MAYFLY_ETIMEDOUT) or when the
+ * stream breaks (MAYFLY_EIO). Called without the lock; c->leader is ours.
+ * Replies already received for other calls stay buffered for the next leader.
+ */
+static int pump(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
   for (;;) {
     wire_hdr_t h;
-    size_t flen;
-    if (read_full(c->fd, hdr, sizeof hdr) != 0) break;
-    int rc = wire_parse(hdr, sizeof hdr, REPLY_PAYLOAD_MAX, &h, &flen);
-    if (rc != 0 && rc != MAYFLY_EAGAIN) break;
-    if (!(h.flags & WIRE_F_REPLY) || h.cap_len != 0) break;
+    size_t flen = 0;
+    int rc = c->rlen >= WIRE_HEADER_SIZE
+                 ? wire_parse(c->rbuf, c->rlen, REPLY_PAYLOAD_MAX, &h, &flen)
+                 : MAYFLY_EAGAIN;
+    if (rc != 0 && rc != MAYFLY_EAGAIN) return MAYFLY_EIO;
+    if (c->rlen < WIRE_HEADER_SIZE) {
+      g_mutex_lock(&c->lock);
+      int done = mine->done;
+      g_mutex_unlock(&c->lock);
+      if (done) return 0;
+      ssize_t r = recv_by(c->fd, c->rbuf + c->rlen, READ_BUF - c->rlen, deadline_us);
+      if (r == 0) return MAYFLY_ETIMEDOUT;
+      if (r < 0) return MAYFLY_EIO;
+      c->rlen += (size_t)r;
+      continue;
+    }
+    if (!(h.flags & WIRE_F_REPLY) || h.cap_len != 0) return MAYFLY_EIO;
     g_mutex_lock(&c->lock);
     mf_call_t *call = g_hash_table_lookup(c->pending, &h.request_id);
     if (call != NULL) {
@@ -98,19 +146,25 @@ static gpointer reader(gpointer data) {
       call->receiving = 1; /* its waiter keeps waiting until the payload is in */
     }
     g_mutex_unlock(&c->lock);
-    /* The payload goes straight to its destination, outside the lock. */
     uint8_t *dst = NULL;
     if (call != NULL && h.payload_len > 0) {
       dst = (call->into != NULL && h.payload_len <= call->into_cap) ? call->into
                                                                     : g_malloc(h.payload_len);
     }
+    /* Take what is buffered, then receive the rest directly. */
+    size_t inbuf = MIN(c->rlen - WIRE_HEADER_SIZE, (size_t)h.payload_len);
+    if (dst != NULL) memcpy(dst, c->rbuf + WIRE_HEADER_SIZE, inbuf);
+    size_t used = WIRE_HEADER_SIZE + inbuf;
+    memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+    c->rlen -= used;
     int broken = 0;
-    if (dst != NULL) {
-      broken = read_full(c->fd, dst, h.payload_len) != 0;
+    size_t left = h.payload_len - inbuf;
+    if (dst != NULL && left > 0) {
+      broken = recv_until(c->fd, dst + inbuf, left) != 0;
     } else {
-      for (uint32_t left = h.payload_len; left > 0 && !broken;) {
-        uint32_t n = left < sizeof scratch ? left : (uint32_t)sizeof scratch;
-        broken = read_full(c->fd, scratch, n) != 0;
+      while (left > 0 && !broken) { /* a reply nobody waits for any more */
+        size_t n = MIN(left, (size_t)READ_BUF);
+        broken = recv_until(c->fd, c->rbuf, n) != 0;
         left -= n;
       }
     }
@@ -119,18 +173,19 @@ static gpointer reader(gpointer data) {
       call->rep = h;
       call->plen = h.payload_len;
       call->payload = (dst != NULL && dst != call->into) ? dst : NULL;
-      call->status = broken ? MAYFLY_EIO : h.status;
-      call->done = 1;
-      g_cond_broadcast(&c->cond);
+      complete(call, broken ? MAYFLY_EIO : h.status);
       g_mutex_unlock(&c->lock);
     }
-    if (broken) break;
+    if (broken) return MAYFLY_EIO;
   }
-  g_mutex_lock(&c->lock);
-  do_kill(c);
-  g_mutex_unlock(&c->lock);
-  conn_unref(c);
-  return NULL;
+}
+
+/* Wakes one waiting call so that it takes over reading (lock held). */
+static void promote_one(mf_conn_t *c) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, c->pending);
+  if (g_hash_table_iter_next(&it, NULL, &v)) g_cond_signal(&((mf_call_t *)v)->cond);
 }
 
 static int dial(const char *address, int timeout_ms) {
@@ -166,6 +221,8 @@ static int dial(const char *address, int timeout_ms) {
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct timeval slice = {0, RECV_SLICE_MS * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof slice);
   return fd;
 }
 
@@ -187,8 +244,6 @@ void mf_pool_free(mf_pool_t *p) {
     g_mutex_lock(&c->lock);
     do_kill(c);
     g_mutex_unlock(&c->lock);
-    GThread *t = c->reader;
-    g_thread_join(t); /* the reader drops its ref on the way out */
     conn_unref(c);
   }
   g_hash_table_destroy(p->conns);
@@ -200,11 +255,15 @@ void mf_pool_free(mf_pool_t *p) {
 static int get_conn(mf_pool_t *p, const char *address, mf_conn_t **out) {
   g_mutex_lock(&p->lock);
   mf_conn_t *c = g_hash_table_lookup(p->conns, address);
-  if (c != NULL && g_atomic_int_get(&c->dead)) {
-    g_hash_table_remove(p->conns, address);
-    g_thread_join(c->reader);
-    conn_unref(c);
-    c = NULL;
+  if (c != NULL) {
+    g_mutex_lock(&c->lock);
+    int dead = c->dead;
+    g_mutex_unlock(&c->lock);
+    if (dead) {
+      g_hash_table_remove(p->conns, address);
+      conn_unref(c);
+      c = NULL;
+    }
   }
   if (c == NULL) {
     int fd = dial(address, p->connect_timeout_ms);
@@ -214,12 +273,11 @@ static int get_conn(mf_pool_t *p, const char *address, mf_conn_t **out) {
     }
     c = g_new0(mf_conn_t, 1);
     c->fd = fd;
-    c->refs = 2; /* the pool and the reader */
+    c->refs = 1; /* the pool */
+    c->rbuf = g_malloc(READ_BUF);
     snprintf(c->address, sizeof c->address, "%s", address);
     g_mutex_init(&c->lock);
-    g_cond_init(&c->cond);
     c->pending = g_hash_table_new(g_int64_hash, g_int64_equal);
-    c->reader = g_thread_new("mayfly-conn", reader, c);
     g_hash_table_insert(p->conns, g_strdup(address), c);
   }
   g_atomic_int_inc(&c->refs);
@@ -231,12 +289,14 @@ static int get_conn(mf_pool_t *p, const char *address, mf_conn_t **out) {
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call) {
   call->done = 0;
   call->receiving = 0;
+  g_cond_init(&call->cond);
   call->payload = NULL;
   call->plen = 0;
   call->conn = NULL;
   mf_conn_t *c;
   int rc = get_conn(p, address, &c);
   if (rc != 0) {
+    g_cond_clear(&call->cond);
     call->status = rc;
     call->done = 1;
     return rc;
@@ -285,6 +345,7 @@ int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call) {
   g_mutex_unlock(&c->lock);
   if (rc != 0) {
     mf_set_last_error("memory server %s: connection lost", address);
+    g_cond_clear(&call->cond);
     call->status = rc;
     call->done = 1;
     conn_unref(c);
@@ -299,20 +360,34 @@ int mf_call_wait(mf_call_t *call, int64_t deadline_us) {
   if (c == NULL) return call->status; /* failed at start */
   g_mutex_lock(&c->lock);
   while (!call->done) {
+    if (!c->leader && !c->dead) {
+      c->leader = 1;
+      g_mutex_unlock(&c->lock);
+      int rc = pump(c, call, deadline_us);
+      g_mutex_lock(&c->lock);
+      c->leader = 0;
+      if (rc == MAYFLY_EIO) do_kill(c); /* completes every pending call, ours too */
+      promote_one(c);
+      if (rc == MAYFLY_ETIMEDOUT && !call->done) {
+        g_hash_table_remove(c->pending, &call->req.request_id);
+        complete(call, MAYFLY_ETIMEDOUT);
+        mf_set_last_error("memory server %s: no reply in time", c->address);
+      }
+      continue;
+    }
     if (call->receiving) {
-      g_cond_wait(&c->cond, &c->lock);
-    } else if (!g_cond_wait_until(&c->cond, &c->lock, deadline_us)) {
+      g_cond_wait(&call->cond, &c->lock);
+    } else if (!g_cond_wait_until(&call->cond, &c->lock, deadline_us)) {
       if (call->done) break;
       if (call->receiving) continue;
       /* Too late: forget the call so a late reply is discarded. */
       g_hash_table_remove(c->pending, &call->req.request_id);
-      call->status = MAYFLY_ETIMEDOUT;
-      call->done = 1;
+      complete(call, MAYFLY_ETIMEDOUT);
       mf_set_last_error("memory server %s: no reply in time", c->address);
-      break;
     }
   }
   g_mutex_unlock(&c->lock);
+  g_cond_clear(&call->cond);
   if (call->status == MAYFLY_EIO) {
     mf_set_last_error("memory server %s: connection lost", c->address);
   }

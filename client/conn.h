@@ -3,8 +3,11 @@
  * shared by every namespace and thread of the client, with many requests in
  * flight (pipelined; replies matched by request id).
  *
- * Sending is serialised by a mutex; a reader thread per connection receives
- * replies and completes the waiting calls. A call is started (sent), then
+ * Sending is serialised by a mutex. Replies are read by whichever waiting
+ * thread holds the connection's "leader" role (leader/follower): it reads and
+ * dispatches every reply that arrives, and hands the role to another waiter
+ * when its own call completes, so a reply reaches its caller without a hop
+ * through a reader thread. A call is started (sent), then
  * waited for, so a caller can start several calls on several servers and
  * wait for all of them: that is how a read spanning blocks goes out in
  * parallel. Each wait has a deadline; a connection that breaks fails every
@@ -39,6 +42,7 @@ typedef struct mf_call {
   uint32_t plen;
   mf_conn_t *conn;
   int receiving; /* the reader is copying the payload: the call cannot time out now */
+  GCond cond;    /* signalled when the call completes */
 } mf_call_t;
 
 mf_pool_t *mf_pool_new(int connect_timeout_ms);

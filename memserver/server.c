@@ -16,6 +16,7 @@
 #define OUT_LOW_WATER (8u << 20)
 #define POP_WAIT_MAX_MS 600000
 #define KEY_MAX (64u << 10)
+#define ZERO_COPY_MIN (64u << 10)
 
 typedef struct conn conn_t;
 
@@ -130,6 +131,27 @@ static void reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, 
   uint8_t hdr[WIRE_HEADER_SIZE];
   wire_encode(&h, hdr);
   g_byte_array_append(c->out, hdr, WIRE_HEADER_SIZE);
+  if (plen >= ZERO_COPY_MIN && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+    /* A large payload (a file read) goes to the socket straight from block
+     * memory when the socket takes it now; only what it does not take is
+     * copied. Nothing is left pointing at the block after this returns, so
+     * a later write or release of the block cannot change what was sent. */
+    uv_buf_t bufs[2] = {uv_buf_init((char *)c->out->data, c->out->len),
+                        uv_buf_init((char *)payload, plen)};
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 2);
+    if (n > 0) {
+      size_t sent = (size_t)n, head = c->out->len;
+      if (sent < head) {
+        g_byte_array_remove_range(c->out, 0, (guint)sent);
+        g_byte_array_append(c->out, payload, plen);
+      } else {
+        g_byte_array_set_size(c->out, 0);
+        g_byte_array_append(c->out, (const uint8_t *)payload + (sent - head),
+                            (guint)(plen - (sent - head)));
+      }
+      return;
+    }
+  }
   if (plen > 0) g_byte_array_append(c->out, payload, plen);
 }
 

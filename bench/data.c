@@ -1,0 +1,236 @@
+/*
+ * mayfly-bench data: the data plane through libmayfly.
+ *
+ * Starts a throwaway directory and one memory server (or uses --directory),
+ * then measures, with 1 and 16 clients (each its own connection; with
+ * --pipeline D, D threads share each client's connection so D requests are
+ * in flight on it):
+ *   kv put / kv get     --value-size bytes (default 64) over 10,000 keys per client
+ *   queue push / pop    the same size, one shared queue
+ *   file write / read   1 MiB per operation, 1 and 4 clients, reported in GB/s too
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "client/mayfly.h"
+
+#define KEYS_PER_CLIENT 10000
+#define FILE_OP (1u << 20)
+#define FILE_SPAN_PER_CLIENT (16u << 20)
+
+typedef enum { W_KV_PUT, W_KV_GET, W_Q_PUSH, W_Q_POP, W_FILE_WRITE, W_FILE_READ } work_t;
+
+typedef struct {
+  const bench_opts_t *o;
+  pthread_barrier_t *ready; /* every worker set up before the clock starts */
+  mayfly_ns_t *ns;
+  work_t work;
+  int client, thread, threads;
+  long long ops;
+  int errors;
+  int last_error;
+  bench_lat_t lat;
+  double started, finished;
+} worker_t;
+
+static void *run_worker(void *arg) {
+  worker_t *w = arg;
+  size_t vsize = (size_t)w->o->value_size;
+  uint8_t *buf = g_malloc(MAX(vsize, (size_t)FILE_OP));
+  memset(buf, 'x', MAX(vsize, (size_t)FILE_OP));
+  char key[64];
+  if (w->work == W_KV_GET) {
+    /* Every key this thread will read exists before the clock starts. */
+    for (int k = w->thread; k < KEYS_PER_CLIENT; k += w->threads) {
+      int klen = snprintf(key, sizeof key, "key:%d:%d", w->client, k);
+      if (mayfly_kv_put(w->ns, key, (size_t)klen, buf, vsize) != 0) w->errors++;
+    }
+  }
+  pthread_barrier_wait(w->ready);
+  double deadline = bench_now_us() + w->o->seconds * 1e6;
+  w->started = bench_now_us();
+  for (long long i = 0; w->o->ops ? i < w->o->ops : bench_now_us() < deadline; i++) {
+    int k = (int)((i * w->threads + w->thread) % KEYS_PER_CLIENT);
+    int klen = snprintf(key, sizeof key, "key:%d:%d", w->client, k);
+    double t0 = bench_now_us();
+    int rc = 0;
+    switch (w->work) {
+      case W_KV_PUT:
+        rc = mayfly_kv_put(w->ns, key, (size_t)klen, buf, vsize);
+        break;
+      case W_KV_GET: {
+        void *v = NULL;
+        size_t vl = 0;
+        rc = mayfly_kv_get(w->ns, key, (size_t)klen, &v, &vl);
+        mayfly_free(v);
+        break;
+      }
+      case W_Q_PUSH:
+        rc = mayfly_queue_push(w->ns, buf, vsize);
+        break;
+      case W_Q_POP: {
+        void *v = NULL;
+        size_t vl = 0;
+        rc = mayfly_queue_pop(w->ns, &v, &vl, 0);
+        mayfly_free(v);
+        if (rc == MAYFLY_EAGAIN) goto done; /* drained */
+        break;
+      }
+      case W_FILE_WRITE:
+      case W_FILE_READ: {
+        uint64_t slot = (uint64_t)((i * w->threads + w->thread) % (FILE_SPAN_PER_CLIENT / FILE_OP));
+        uint64_t off = (uint64_t)w->client * FILE_SPAN_PER_CLIENT + slot * FILE_OP;
+        if (w->work == W_FILE_WRITE) {
+          rc = mayfly_file_write(w->ns, off, buf, FILE_OP);
+        } else {
+          int64_t n = mayfly_file_read(w->ns, off, buf, FILE_OP);
+          rc = n == FILE_OP ? 0 : (n < 0 ? (int)n : MAYFLY_EIO);
+        }
+        break;
+      }
+    }
+    if (rc != 0) {
+      w->errors++;
+      w->last_error = rc;
+      break;
+    }
+    bench_lat_add(&w->lat, bench_now_us() - t0);
+    w->ops++;
+  }
+done:
+  w->finished = bench_now_us();
+  g_free(buf);
+  return NULL;
+}
+
+/* Runs one workload with `clients` clients of `threads` threads each. */
+static int run(const bench_opts_t *o, const char *address, const char *path, mayfly_kind_t kind,
+               int blocks, work_t work, int clients, const char *name, GArray *rows) {
+  int threads = o->pipeline > 0 ? o->pipeline : 1;
+  int n = clients * threads;
+  mayfly_client_t **cl = g_new0(mayfly_client_t *, clients);
+  mayfly_ns_t **ns = g_new0(mayfly_ns_t *, clients);
+  worker_t *w = g_new0(worker_t, n);
+  pthread_t *th = g_new(pthread_t, n);
+  int failed = 0;
+  pthread_barrier_t ready;
+  pthread_barrier_init(&ready, NULL, (unsigned)n);
+  for (int c = 0; c < clients && !failed; c++) {
+    mayfly_create_options_t co = {.blocks = blocks};
+    failed = mayfly_connect(address, NULL, &cl[c]) != 0 ||
+             mayfly_mount(cl[c], path, kind, &co, &ns[c]) != 0;
+  }
+  if (failed) {
+    fprintf(stderr, "mayfly-bench: %s: %s\n", name, mayfly_last_error());
+  }
+  for (int i = 0; i < n && !failed; i++) {
+    w[i] = (worker_t){.o = o, .ready = &ready, .ns = ns[i / threads], .work = work, .client = i / threads,
+                      .thread = i % threads, .threads = threads};
+    bench_lat_init(&w[i].lat);
+    pthread_create(&th[i], NULL, run_worker, &w[i]);
+  }
+  bench_lat_t all;
+  bench_lat_init(&all);
+  long long ops = 0;
+  int errors = 0, last = 0;
+  double start = 1e300, end = 0;
+  for (int i = 0; i < n && !failed; i++) {
+    pthread_join(th[i], NULL);
+    ops += w[i].ops;
+    errors += w[i].errors;
+    if (w[i].errors) last = w[i].last_error;
+    bench_lat_merge(&all, &w[i].lat);
+    bench_lat_free(&w[i].lat);
+    start = MIN(start, w[i].started);
+    end = MAX(end, w[i].finished);
+  }
+  if (!failed) {
+    int file = work == W_FILE_READ || work == W_FILE_WRITE;
+    double secs = end > start ? (end - start) / 1e6 : 1;
+    bench_row_t r = {.name = g_strdup(name),
+                     .clients = clients,
+                     .ops = ops,
+                     .unit = g_strdup(file ? "1 MiB" : "op"),
+                     .ops_per_s = ops / secs,
+                     .p50_us = bench_lat_pct(&all, 50),
+                     .p99_us = bench_lat_pct(&all, 99),
+                     .p999_us = bench_lat_pct(&all, 99.9)};
+    if (file) {
+      char *n2 = g_strdup_printf("%s (%.2f GB/s)", name, ops * (double)FILE_OP / secs / 1e9);
+      g_free(r.name);
+      r.name = n2;
+    }
+    g_array_append_val(rows, r);
+  }
+  bench_lat_free(&all);
+  pthread_barrier_destroy(&ready);
+  for (int c = 0; c < clients; c++) {
+    mayfly_unmount(ns[c]);
+    mayfly_disconnect(cl[c]);
+  }
+  g_free(cl);
+  g_free(ns);
+  g_free(w);
+  g_free(th);
+  if (errors > 0) {
+    fprintf(stderr, "mayfly-bench: %s with %d clients: %d failed: %s\n", name, clients, errors,
+            mayfly_strerror(last));
+  }
+  return failed || errors ? -1 : 0;
+}
+
+int bench_data(bench_opts_t *o) {
+  if (o->value_size <= 0) o->value_size = 64;
+  bench_dir_t d;
+  if (bench_dir_start(o, &d) != 0) return 1;
+  pid_t ms = 0;
+  if (o->directory == NULL) {
+    ms = bench_memserver_start(o, &d, 64, "64MiB");
+    if (ms < 0) {
+      bench_dir_stop(&d);
+      return 1;
+    }
+  }
+  int sets[2] = {1, 16}, fsets[2] = {1, 4};
+  int nsets = 2;
+  if (o->clients > 0) {
+    sets[0] = fsets[0] = o->clients;
+    nsets = 1;
+  }
+  GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row_t));
+  int failed = 0;
+  char kvname[64], qname[64];
+  snprintf(kvname, sizeof kvname, "kv put %dB", o->value_size);
+  for (int s = 0; s < nsets; s++) {
+    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, W_KV_PUT, sets[s], kvname, rows);
+  }
+  snprintf(kvname, sizeof kvname, "kv get %dB", o->value_size);
+  for (int s = 0; s < nsets; s++) {
+    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, W_KV_GET, sets[s], kvname, rows);
+  }
+  for (int s = 0; s < nsets; s++) {
+    snprintf(qname, sizeof qname, "queue push %dB", o->value_size);
+    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, W_Q_PUSH, sets[s], qname, rows);
+    snprintf(qname, sizeof qname, "queue pop %dB", o->value_size);
+    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, W_Q_POP, sets[s], qname, rows);
+  }
+  for (int s = 0; s < nsets; s++) {
+    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, W_FILE_WRITE, fsets[s],
+                  "file write 1MiB", rows);
+  }
+  for (int s = 0; s < nsets; s++) {
+    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, W_FILE_READ, fsets[s],
+                  "file read 1MiB", rows);
+  }
+  bench_print(o, "data", rows);
+  for (guint i = 0; i < rows->len; i++) {
+    g_free(g_array_index(rows, bench_row_t, i).name);
+    g_free(g_array_index(rows, bench_row_t, i).unit);
+  }
+  g_array_free(rows, TRUE);
+  bench_proc_stop(ms);
+  bench_dir_stop(&d);
+  return failed ? 1 : 0;
+}
