@@ -28,7 +28,7 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
         continue;
       }
     }
-    if (klen + vlen + 64 > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    if (klen + vlen + WIRE_KV_ENTRY_OVERHEAD > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
     mf_call_target(call, op, &p);
     call->req.arg1 = (uint64_t)slot;
     call->req.arg2 = (uint32_t)klen;

@@ -44,7 +44,7 @@ int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len) {
       if ((rc = mf_ns_refresh(ns)) != 0) return rc;
       if (segment(ns, 1, &p) != 0) return MAYFLY_EMOVED;
     }
-    if (len + 32 > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    if (len + WIRE_QUEUE_ITEM_OVERHEAD > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
     mf_call_t call = {0};
     mf_call_target(&call, WIRE_OP_Q_PUSH, &p);
     call.p1 = buf;

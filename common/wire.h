@@ -51,6 +51,13 @@ typedef enum {
 /* Block kinds a request expects (in arg2 of the high byte for non-kv ops is
  * not needed: the opcode says the kind). */
 
+/* What a memory server charges to a block for each queue item and kv entry
+ * beyond its bytes: the allocator's and the containers' bookkeeping (item
+ * header and list link; two GBytes, a hash slot and size-class rounding).
+ * Clients use them to refuse a value that can never fit before sending it. */
+#define WIRE_QUEUE_ITEM_OVERHEAD 48
+#define WIRE_KV_ENTRY_OVERHEAD 128
+
 typedef struct wire_hdr {
   uint8_t opcode;
   uint16_t flags;

@@ -27,8 +27,10 @@
 #include <glib.h>
 #include <stdint.h>
 
-#define STORE_QUEUE_ITEM_OVERHEAD 32
-#define STORE_KV_ENTRY_OVERHEAD 64
+#include "common/wire.h"
+
+#define STORE_QUEUE_ITEM_OVERHEAD WIRE_QUEUE_ITEM_OVERHEAD
+#define STORE_KV_ENTRY_OVERHEAD WIRE_KV_ENTRY_OVERHEAD
 
 typedef enum { STORE_FREE = 0, STORE_FILE = 1, STORE_QUEUE = 2, STORE_KV = 3 } store_kind_t;
 

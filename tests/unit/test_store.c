@@ -620,13 +620,13 @@ static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
   CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0a\0", 4));
   CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0c", 3));
   CU_ASSERT_PTR_NULL(store_kv_get(b, "", 0));
-  MF_ASSERT_EQ(b->used, (3 + 3 + 64) + (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+  MF_ASSERT_EQ(b->used, (3 + 3 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
 
   /* Overwrite replaces the value and its charge. */
   MF_ASSERT_EQ(store_kv_put(&s, b, k1, 3, "longer value", 12), 0);
   expect_value(b, k1, 3, "longer value", 12);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
-  MF_ASSERT_EQ(b->used, (3 + 12 + 64) + (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+  MF_ASSERT_EQ(b->used, (3 + 12 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
   expect_value(b, k2, 3, v2, sizeof v2);
 
   /* Delete removes exactly one key; a missing key is ENOKEY. */
@@ -637,7 +637,7 @@ static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
   MF_ASSERT_EQ(store_kv_del(b, "k\0a\0", 4), MAYFLY_ENOKEY);
   expect_value(b, k2, 3, v2, sizeof v2);
   expect_value(b, k3, 2, "2", 1);
-  MF_ASSERT_EQ(b->used, (3 + 4 + 64) + (1 + 0 + 64) + (2 + 1 + 64));
+  MF_ASSERT_EQ(b->used, (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
 
   /* The empty key is a key. */
   MF_ASSERT_EQ(store_kv_put(&s, b, "", 0, "e", 1), 0);
@@ -868,7 +868,7 @@ static void test_kv_budget_holds_over_random_operations(void) {
   }
   /* The sequence exercised all three outcomes. */
   CU_ASSERT(fulls > 100);
-  CU_ASSERT(puts > 1000);
+  CU_ASSERT(puts > 500);
   CU_ASSERT(dels > 500);
   g_rand_free(r);
   g_hash_table_destroy(model);
