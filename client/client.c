@@ -26,7 +26,7 @@ int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_c
   c->pool = mf_pool_new(ctimeout);
   g_mutex_init(&c->lock);
   g_cond_init(&c->renew_cond);
-  c->mounted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  c->mounted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   *out = c;
   return 0;
 }

@@ -151,7 +151,6 @@ int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len
     /* Bytes are present up to the end of the last piece that is full; a
      * short piece may be a hole (zeros) if the file goes on after it. */
     int short_piece = 0;
-    uint64_t upto = offset;
     for (size_t i = 0; rc == 0 && i < n; i++) {
       uint64_t from = MAX(offset, (uint64_t)parts[i].lo);
       uint64_t want = MIN(offset + len, (uint64_t)parts[i].hi) - from;
@@ -159,7 +158,12 @@ int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len
         memset((uint8_t *)buf + (from - offset) + got[i], 0, want - got[i]);
         short_piece = 1;
       }
-      if (got[i] > 0) upto = MAX(upto, from + got[i]);
+    }
+    /* Past the last block nothing was read at all: that part is short too. */
+    uint64_t covered = n > 0 ? MIN(offset + len, (uint64_t)parts[n - 1].hi) : offset;
+    if (rc == 0 && covered < offset + len) {
+      memset((uint8_t *)buf + (covered - offset), 0, offset + len - covered);
+      short_piece = 1;
     }
     g_free(got);
     g_free(parts);

@@ -16,11 +16,17 @@ struct mayfly_client {
   mf_pool_t *pool;
   int timeout_ms;
   GMutex lock;          /* mounted, renewer state */
-  GHashTable *mounted;  /* path -> GINT_TO_POINTER(lease ms) of namespaces being renewed */
+  GHashTable *mounted;  /* path -> mf_mount_t: namespaces being renewed */
   GThread *renewer;
   GCond renew_cond;
   int stopping;
 };
+
+/* A path being renewed: how many handles have it mounted, and its lease. */
+typedef struct mf_mount {
+  int handles;
+  int64_t lease_ms;
+} mf_mount_t;
 
 /* A cached partition. */
 typedef struct mf_part {

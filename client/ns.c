@@ -113,7 +113,7 @@ static gpointer renewer(gpointer data) {
     g_hash_table_iter_init(&it, c->mounted);
     while (g_hash_table_iter_next(&it, &k, &v)) {
       g_ptr_array_add(paths, g_strdup(k));
-      int64_t lease = GPOINTER_TO_INT(v);
+      int64_t lease = ((mf_mount_t *)v)->lease_ms;
       if (period == 0 || lease / 3 < period) period = lease / 3;
     }
     g_mutex_unlock(&c->lock);
@@ -152,7 +152,13 @@ int mayfly_mount(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
   mayfly_stat_free(st);
 
   g_mutex_lock(&c->lock);
-  g_hash_table_replace(c->mounted, g_strdup(path), GINT_TO_POINTER((int)ns->lease_ms));
+  mf_mount_t *m = g_hash_table_lookup(c->mounted, path);
+  if (m == NULL) {
+    m = g_new0(mf_mount_t, 1);
+    g_hash_table_insert(c->mounted, g_strdup(path), m);
+  }
+  m->handles++;
+  m->lease_ms = ns->lease_ms;
   if (c->renewer == NULL) c->renewer = g_thread_new("mayfly-renew", renewer, c);
   g_cond_broadcast(&c->renew_cond); /* a shorter lease may shorten the period */
   g_mutex_unlock(&c->lock);
@@ -164,7 +170,8 @@ void mayfly_unmount(mayfly_ns_t *ns) {
   if (ns == NULL) return;
   mayfly_client_t *c = ns->client;
   g_mutex_lock(&c->lock);
-  g_hash_table_remove(c->mounted, ns->path);
+  mf_mount_t *m = g_hash_table_lookup(c->mounted, ns->path);
+  if (m != NULL && --m->handles <= 0) g_hash_table_remove(c->mounted, ns->path);
   g_mutex_unlock(&c->lock);
   g_free(ns->parts);
   g_free(ns->path);

@@ -119,7 +119,7 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
   for (int attempt = 0; attempt < 8; attempt++) {
     g_rw_lock_reader_lock(&ns->lock);
     size_t n = ns->nparts;
-    mf_part_t *parts = g_memdup2(ns->parts, n * sizeof *parts + 1);
+    mf_part_t *parts = g_memdup2(ns->parts, (n ? n : 1) * sizeof *parts);
     g_rw_lock_reader_unlock(&ns->lock);
     mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
     for (size_t i = 0; i < n; i++) {

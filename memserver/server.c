@@ -225,16 +225,27 @@ static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
   g_queue_push_tail(q, p);
 }
 
-static store_kind_t kind_of(uint8_t op) {
-  switch (op & 0xf0) {
-    case 0x10:
+/* The block kind an opcode works on; -1 for an opcode that does not exist. */
+static int kind_of(uint8_t op) {
+  switch (op) {
+    case WIRE_OP_BLOCK_STAT:
+      return STORE_FREE; /* any kind */
+    case WIRE_OP_FILE_WRITE:
+    case WIRE_OP_FILE_READ:
+    case WIRE_OP_FILE_SIZE:
       return STORE_FILE;
-    case 0x20:
+    case WIRE_OP_Q_PUSH:
+    case WIRE_OP_Q_POP:
+    case WIRE_OP_Q_PEEK:
+    case WIRE_OP_Q_LEN:
       return STORE_QUEUE;
-    case 0x30:
+    case WIRE_OP_KV_PUT:
+    case WIRE_OP_KV_GET:
+    case WIRE_OP_KV_DEL:
+    case WIRE_OP_KV_EXISTS:
       return STORE_KV;
     default:
-      return STORE_FREE;
+      return -1;
   }
 }
 
@@ -359,11 +370,12 @@ static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t 
     reply_status(c, h, 0);
     return;
   }
-  store_kind_t kind = kind_of(h->opcode);
-  if (kind == STORE_FREE && h->opcode != WIRE_OP_BLOCK_STAT) {
-    reply_status(c, h, MAYFLY_EPROTO);
+  int k = kind_of(h->opcode);
+  if (k < 0) {
+    reply_status(c, h, MAYFLY_EPROTO); /* checked before the block: nothing else is looked at */
     return;
   }
+  store_kind_t kind = (store_kind_t)k;
   store_block_t *b = NULL;
   int rc = store_lookup(c->srv->store, h->block_index, h->generation, kind, &b);
   if (rc == MAYFLY_EAGAIN) {
