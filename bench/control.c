@@ -110,17 +110,7 @@ static int register_pool(const char *address) {
   mf_ctl_t *ctl;
   int rc = mf_ctl_open(address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
-  MayflyDirectoryIf *i;
-  rc = mf_ctl_begin(ctl, &i);
-  if (rc == 0) {
-    MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
-    MayflyError *err = NULL;
-    GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_register_server(i, &r, "127.0.0.1:1", 100000, 1 << 20,
-                                                      0, &err, &gerr);
-    rc = mf_ctl_end(ctl, ok, err, gerr);
-    g_object_unref(r);
-  }
+  rc = mf_ctl_register(ctl, "127.0.0.1:1", 100000, 1 << 20, 0, NULL);
   mf_ctl_close(ctl);
   return rc;
 }

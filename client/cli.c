@@ -89,6 +89,22 @@ static int parse_flags(cli_t *cli, const char *args, const char *summary, GOptio
 
 /* --- output helpers --- */
 
+/* One member of the JSON object being built. */
+static void json_int(JsonBuilder *b, const char *name, gint64 v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_int_value(b, v);
+}
+
+static void json_str(JsonBuilder *b, const char *name, const char *v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_string_value(b, v);
+}
+
+static void json_bool(JsonBuilder *b, const char *name, gboolean v) {
+  json_builder_set_member_name(b, name);
+  json_builder_add_boolean_value(b, v);
+}
+
 static void print_json(JsonBuilder *b) {
   JsonGenerator *gen = json_generator_new();
   JsonNode *root = json_builder_get_root(b);
@@ -167,44 +183,28 @@ static char *fmt_size(int64_t b) {
 /* use (may be NULL) adds each partition's bytes_used and their total. */
 static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usage_t *use) {
   json_builder_begin_object(b);
-  json_builder_set_member_name(b, "path");
-  json_builder_add_string_value(b, st->path);
-  json_builder_set_member_name(b, "kind");
-  json_builder_add_string_value(b, mayfly_kind_name(st->kind));
-  json_builder_set_member_name(b, "created_ms");
-  json_builder_add_int_value(b, st->created_ms);
-  json_builder_set_member_name(b, "lease_ms");
-  json_builder_add_int_value(b, st->lease_ms);
-  json_builder_set_member_name(b, "remaining_ms");
-  json_builder_add_int_value(b, st->remaining_ms);
-  json_builder_set_member_name(b, "pinned");
-  json_builder_add_boolean_value(b, st->pinned);
-  json_builder_set_member_name(b, "children");
-  json_builder_add_int_value(b, st->children);
-  json_builder_set_member_name(b, "layout_version");
-  json_builder_add_int_value(b, st->layout_version);
+  json_str(b, "path", st->path);
+  json_str(b, "kind", mayfly_kind_name(st->kind));
+  json_int(b, "created_ms", st->created_ms);
+  json_int(b, "lease_ms", st->lease_ms);
+  json_int(b, "remaining_ms", st->remaining_ms);
+  json_bool(b, "pinned", st->pinned);
+  json_int(b, "children", st->children);
+  json_int(b, "layout_version", st->layout_version);
   json_builder_set_member_name(b, "partitions");
   json_builder_begin_array(b);
   for (size_t i = 0; i < st->npartitions; i++) {
     const mayfly_partition_t *p = &st->partitions[i];
     json_builder_begin_object(b);
-    json_builder_set_member_name(b, "server_id");
-    json_builder_add_int_value(b, p->server_id);
-    json_builder_set_member_name(b, "server");
-    json_builder_add_string_value(b, p->server_address);
-    json_builder_set_member_name(b, "block");
-    json_builder_add_int_value(b, p->block_index);
-    json_builder_set_member_name(b, "generation");
-    json_builder_add_int_value(b, p->generation);
-    json_builder_set_member_name(b, "block_size");
-    json_builder_add_int_value(b, p->block_size);
-    json_builder_set_member_name(b, "range_lo");
-    json_builder_add_int_value(b, p->range_lo);
-    json_builder_set_member_name(b, "range_hi");
-    json_builder_add_int_value(b, p->range_hi);
+    json_int(b, "server_id", p->server_id);
+    json_str(b, "server", p->server_address);
+    json_int(b, "block", p->block_index);
+    json_int(b, "generation", p->generation);
+    json_int(b, "block_size", p->block_size);
+    json_int(b, "range_lo", p->range_lo);
+    json_int(b, "range_hi", p->range_hi);
     if (use != NULL) {
-      json_builder_set_member_name(b, "bytes_used");
-      json_builder_add_int_value(b, use[i].bytes_used);
+      json_int(b, "bytes_used", use[i].bytes_used);
     }
     json_builder_end_object(b);
   }
@@ -212,14 +212,12 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
   if (use != NULL) {
     int64_t total = 0;
     for (size_t i = 0; i < st->npartitions; i++) total += use[i].bytes_used;
-    json_builder_set_member_name(b, "bytes_used");
-    json_builder_add_int_value(b, total);
+    json_int(b, "bytes_used", total);
   }
   json_builder_set_member_name(b, "tags");
   json_builder_begin_object(b);
   for (size_t i = 0; i < st->ntags; i++) {
-    json_builder_set_member_name(b, st->tag_keys[i]);
-    json_builder_add_string_value(b, st->tag_values[i]);
+    json_str(b, st->tag_keys[i], st->tag_values[i]);
   }
   json_builder_end_object(b);
   json_builder_end_object(b);
@@ -229,10 +227,8 @@ static int print_ok(cli_t *cli, const char *what, const char *path) {
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
-    json_builder_set_member_name(b, "ok");
-    json_builder_add_boolean_value(b, TRUE);
-    json_builder_set_member_name(b, what);
-    json_builder_add_string_value(b, path);
+    json_bool(b, "ok", TRUE);
+    json_str(b, what, path);
     json_builder_end_object(b);
     print_json(b);
   }
@@ -409,10 +405,8 @@ static int cmd_tree(cli_t *cli, int argc, char **argv) {
     int open = 0;
     if (strcmp(path, "/") == 0 || n == 0 || strcmp(l[0].path, path) != 0) {
       json_builder_begin_object(b);
-      json_builder_set_member_name(b, "path");
-      json_builder_add_string_value(b, path);
-      json_builder_set_member_name(b, "kind");
-      json_builder_add_string_value(b, "directory");
+      json_str(b, "path", path);
+      json_str(b, "kind", "directory");
       json_builder_set_member_name(b, "children");
       json_builder_begin_array(b);
       open = 1;
@@ -426,10 +420,8 @@ static int cmd_tree(cli_t *cli, int argc, char **argv) {
         json_builder_end_object(b);
       }
       json_builder_begin_object(b);
-      json_builder_set_member_name(b, "path");
-      json_builder_add_string_value(b, l[i].path);
-      json_builder_set_member_name(b, "kind");
-      json_builder_add_string_value(b, mayfly_kind_name(l[i].kind));
+      json_str(b, "path", l[i].path);
+      json_str(b, "kind", mayfly_kind_name(l[i].kind));
       json_builder_set_member_name(b, "children");
       json_builder_begin_array(b);
       depth = d;
@@ -507,8 +499,7 @@ static int cmd_renew(cli_t *cli, int argc, char **argv) {
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
-    json_builder_set_member_name(b, "renewed");
-    json_builder_add_int_value(b, (gint64)((size_t)argc - 1 - nmissing));
+    json_int(b, "renewed", (gint64)((size_t)argc - 1 - nmissing));
     json_builder_set_member_name(b, "missing");
     json_builder_begin_array(b);
     for (size_t i = 0; i < nmissing; i++) json_builder_add_string_value(b, missing[i]);
@@ -534,16 +525,11 @@ static int cmd_leases(cli_t *cli, int argc, char **argv) {
     json_builder_begin_array(b);
     for (size_t i = 0; i < n; i++) {
       json_builder_begin_object(b);
-      json_builder_set_member_name(b, "path");
-      json_builder_add_string_value(b, l[i].path);
-      json_builder_set_member_name(b, "kind");
-      json_builder_add_string_value(b, mayfly_kind_name(l[i].kind));
-      json_builder_set_member_name(b, "lease_ms");
-      json_builder_add_int_value(b, l[i].lease_ms);
-      json_builder_set_member_name(b, "remaining_ms");
-      json_builder_add_int_value(b, l[i].remaining_ms);
-      json_builder_set_member_name(b, "pinned");
-      json_builder_add_boolean_value(b, l[i].pinned);
+      json_str(b, "path", l[i].path);
+      json_str(b, "kind", mayfly_kind_name(l[i].kind));
+      json_int(b, "lease_ms", l[i].lease_ms);
+      json_int(b, "remaining_ms", l[i].remaining_ms);
+      json_bool(b, "pinned", l[i].pinned);
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -574,20 +560,13 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
     json_builder_begin_array(b);
     for (size_t i = 0; i < n; i++) {
       json_builder_begin_object(b);
-      json_builder_set_member_name(b, "id");
-      json_builder_add_int_value(b, s[i].id);
-      json_builder_set_member_name(b, "address");
-      json_builder_add_string_value(b, s[i].address);
-      json_builder_set_member_name(b, "state");
-      json_builder_add_string_value(b, s[i].up ? "up" : "down");
-      json_builder_set_member_name(b, "blocks_used");
-      json_builder_add_int_value(b, s[i].blocks_used);
-      json_builder_set_member_name(b, "blocks_total");
-      json_builder_add_int_value(b, s[i].blocks_total);
-      json_builder_set_member_name(b, "block_size");
-      json_builder_add_int_value(b, s[i].block_size);
-      json_builder_set_member_name(b, "heartbeat_age_ms");
-      json_builder_add_int_value(b, s[i].heartbeat_age_ms);
+      json_int(b, "id", s[i].id);
+      json_str(b, "address", s[i].address);
+      json_str(b, "state", s[i].up ? "up" : "down");
+      json_int(b, "blocks_used", s[i].blocks_used);
+      json_int(b, "blocks_total", s[i].blocks_total);
+      json_int(b, "block_size", s[i].block_size);
+      json_int(b, "heartbeat_age_ms", s[i].heartbeat_age_ms);
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
@@ -634,8 +613,7 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
   if (b) json_builder_begin_object(b);
   for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {
     if (b) {
-      json_builder_set_member_name(b, f[i].name);
-      json_builder_add_int_value(b, f[i].v);
+      json_int(b, f[i].name, f[i].v);
     } else {
       printf("%-14s %lld\n", f[i].name, (long long)f[i].v);
     }
@@ -669,6 +647,19 @@ static GBytes *slurp(cli_t *cli, const char *file) {
   return g_byte_array_free_to_bytes(a);
 }
 
+/* The value of put and push: the VALUE argument at argv[at], or the contents
+ * of --file (- for stdin); exactly one of the two. */
+static int value_arg(cli_t *cli, const char *path, const char *file, int argc, char **argv,
+                     int at, GBytes **out) {
+  if ((argc > at) == (file != NULL)) return usage_error_path(cli, path, "give VALUE or --file, not both");
+  if (file == NULL) {
+    *out = g_bytes_new(argv[at], strlen(argv[at]));
+    return 0;
+  }
+  *out = slurp(cli, strcmp(file, "-") == 0 ? NULL : file);
+  return *out != NULL ? 0 : 1;
+}
+
 static int mount_ns(cli_t *cli, const char *path, mayfly_kind_t kind, mayfly_ns_t **ns) {
   int rc = connect_client(cli, path);
   if (rc != 0) return rc;
@@ -698,8 +689,7 @@ static void print_value(cli_t *cli, const void *v, size_t len) {
     } else {
       char *b64 = g_base64_encode(v, len);
       json_builder_add_string_value(b, b64);
-      json_builder_set_member_name(b, "encoding");
-      json_builder_add_string_value(b, "base64");
+      json_str(b, "encoding", "base64");
       g_free(b64);
     }
     json_builder_end_object(b);
@@ -717,17 +707,9 @@ static int cmd_put(cli_t *cli, int argc, char **argv) {
                       {NULL}};
   int rc = parse_flags(cli, "PATH KEY [VALUE]", "Store a value under a key of a kv namespace.", e,
                        &argc, &argv, 2, 3);
-  if (rc == 0 && (argc == 4) == (file != NULL)) {
-    rc = usage_error_path(cli, argc > 1 ? argv[1] : "", "give VALUE or --file, not both");
-  }
   mayfly_ns_t *ns = NULL;
   GBytes *val = NULL;
-  if (rc == 0 && file != NULL) {
-    val = slurp(cli, strcmp(file, "-") == 0 ? NULL : file);
-    if (val == NULL) rc = 1;
-  } else if (rc == 0) {
-    val = g_bytes_new(argv[3], strlen(argv[3]));
-  }
+  if (rc == 0) rc = value_arg(cli, argv[1], file, argc, argv, 3, &val);
   if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_KV, &ns);
   if (rc == 0) {
     gsize vlen;
@@ -786,17 +768,9 @@ static int cmd_push(cli_t *cli, int argc, char **argv) {
                        "Take the item from FILE ('-' for stdin)", "FILE"},
                       {NULL}};
   int rc = parse_flags(cli, "PATH [VALUE]", "Push an item onto a queue.", e, &argc, &argv, 1, 2);
-  if (rc == 0 && (argc == 3) == (file != NULL)) {
-    rc = usage_error_path(cli, argv[1], "give VALUE or --file, not both");
-  }
   GBytes *val = NULL;
   mayfly_ns_t *ns = NULL;
-  if (rc == 0 && file != NULL) {
-    val = slurp(cli, strcmp(file, "-") == 0 ? NULL : file);
-    if (val == NULL) rc = 1;
-  } else if (rc == 0) {
-    val = g_bytes_new(argv[2], strlen(argv[2]));
-  }
+  if (rc == 0) rc = value_arg(cli, argv[1], file, argc, argv, 2, &val);
   if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_QUEUE, &ns);
   if (rc == 0) {
     gsize vlen;

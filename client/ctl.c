@@ -213,3 +213,22 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
   g_mutex_unlock(&ctl->lock);
   return rc;
 }
+
+int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
+                    int64_t gen_floor, MayflyRegisterReply **reply) {
+  MayflyDirectoryIf *i;
+  int rc = mf_ctl_begin(ctl, &i);
+  if (rc != 0) return rc;
+  MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size,
+                                                    gen_floor, &err, &gerr);
+  rc = mf_ctl_end(ctl, ok, err, gerr);
+  if (rc == 0 && reply != NULL) {
+    *reply = r;
+  } else {
+    g_object_unref(r);
+  }
+  return rc;
+}

@@ -27,6 +27,12 @@ void mf_ctl_close(mf_ctl_t *ctl);
 int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface);
 int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
 
+/* Registers a memory server's blocks (the call mayfly-memserver makes at
+ * start-up). *reply (may be NULL) receives the directory's answer; unref it.
+ * Returns 0 or a MAYFLY_E* code. */
+int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
+                    int64_t gen_floor, MayflyRegisterReply **reply);
+
 /* Records a message for mayfly_last_error() on this thread. */
 void mf_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -49,18 +49,11 @@ static int do_register(ms_control_t *c) {
       return rc;
     }
   }
-  MayflyDirectoryIf *i;
-  int rc = mf_ctl_begin(c->ctl, &i);
-  if (rc != 0) return rc;
   g_mutex_lock(&c->lock);
   int64_t floor = c->max_generation;
   g_mutex_unlock(&c->lock);
-  MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_register_server(i, &r, c->advertise, c->nblocks,
-                                                    (gint64)c->block_size, floor, &err, &gerr);
-  rc = mf_ctl_end(c->ctl, ok, err, gerr);
+  MayflyRegisterReply *r = NULL;
+  int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor, &r);
   if (rc == 0) {
     c->server_id = r->server_id;
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
@@ -77,11 +70,11 @@ static int do_register(ms_control_t *c) {
             c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
             c->advertise);
     c->warned = 0;
+    g_object_unref(r);
   } else if (!c->warned) {
     MF_WARN("directory %s: register: %s; retrying", c->directory, mayfly_last_error());
     c->warned = 1;
   }
-  g_object_unref(r);
   return rc;
 }
 

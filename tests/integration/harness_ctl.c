@@ -10,16 +10,10 @@ int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
   mf_ctl_t *ctl;
   int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
-  MayflyDirectoryIf *i;
-  rc = mf_ctl_begin(ctl, &i);
+  MayflyRegisterReply *r = NULL;
+  rc = mf_ctl_register(ctl, address, blocks, block_size, 0, &r);
   if (rc == 0) {
-    MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
-    MayflyError *err = NULL;
-    GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size, 0, &err,
-                                                      &gerr);
-    rc = mf_ctl_end(ctl, ok, err, gerr);
-    if (rc == 0) *id = r->server_id;
+    *id = r->server_id;
     g_object_unref(r);
   }
   mf_ctl_close(ctl);
