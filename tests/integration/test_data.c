@@ -1515,7 +1515,60 @@ out:
   cluster_stop(&cl);
 }
 
+/* A directory that restarts forgets its tree (it does not persist yet); the
+ * memory servers notice at their next heartbeat, register again with the new
+ * directory, drop the blocks it does not know, and serve new namespaces. */
+static void test_memory_servers_register_again_after_a_directory_restart(void) {
+  mf_daemon_t *d1 = mf_start_directory(NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d1);
+  mf_daemon_t *ms = mf_start_memserver(d1, 8, "64KiB", NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ms);
+  mayfly_client_t *c = NULL;
+  MF_ASSERT_EQ(mayfly_connect(d1->address, NULL, &c), 0);
+  mayfly_ns_t *old = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, "/before", MAYFLY_KIND_KV, NULL, &old), 0);
+  MF_ASSERT_EQ(mayfly_kv_put(old, "k", 1, "v", 1), 0);
+  mayfly_unmount(old);
+  mayfly_disconnect(c);
+
+  char port[16];
+  snprintf(port, sizeof port, "%d", d1->port);
+  MF_ASSERT_EQ(mf_stop(d1), 0);
+  mf_daemon_t *d2 = mf_start_directory("--port", port, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d2);
+  /* Registered again when the new directory lists the server as up. */
+  int up = 0;
+  for (int waited = 0; waited < 10000 && !up; waited += 50) {
+    char *out = NULL;
+    if (mf_cli(d2, &out, NULL, "servers", NULL) == 0 && out != NULL) {
+      char *line = strstr(out, ms->address);
+      up = line != NULL && strncmp(line + strlen(ms->address), "  up", 4) == 0;
+    }
+    g_free(out);
+    if (!up) mf_sleep_ms(50);
+  }
+  CU_ASSERT(up);
+  MF_ASSERT_EQ(mayfly_connect(d2->address, NULL, &c), 0);
+  MF_ASSERT_EQ(mayfly_exists(c, "/before"), 0);
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, "/after", MAYFLY_KIND_KV, NULL, &ns), 0);
+  /* The new namespace's block starts empty: nothing of the old one shows. */
+  void *v = NULL;
+  size_t vlen = 0;
+  MF_ASSERT_EQ(mayfly_kv_get(ns, "k", 1, &v, &vlen), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(mayfly_kv_put(ns, "k2", 2, "v2", 2), 0);
+  MF_ASSERT_EQ(mayfly_kv_get(ns, "k2", 2, &v, &vlen), 0);
+  MF_ASSERT_EQ(vlen, 2);
+  mayfly_free(v);
+  mayfly_unmount(ns);
+  mayfly_disconnect(c);
+  MF_ASSERT_EQ(mf_stop(ms), 0);
+  MF_ASSERT_EQ(mf_stop(d2), 0);
+}
+
 static const mf_test_t tests[] = {
+    {"memory servers register again after a directory restart",
+     test_memory_servers_register_again_after_a_directory_restart},
     {"a file larger than a block spans servers and reads back exactly",
      test_a_file_larger_than_a_block_spans_servers_and_reads_back_exactly},
     {"a queue shared by four producer and four consumer processes delivers each item once",
