@@ -700,6 +700,24 @@ static void print_value(cli_t *cli, const void *v, size_t len) {
   }
 }
 
+/* Prints a fetched value, or says why there is none: `absent` is the code
+ * meaning "nothing there" (reported as `what`, after `item` if given).
+ * Frees the value. Returns the exit status. */
+static int show_value(cli_t *cli, const char *path, int rc, int absent, const char *item,
+                      const char *what, void *v, size_t vlen) {
+  if (rc == absent) {
+    fprintf(stderr, "mayfly: %s: %s: %s%s%s\n", cli->command, path, item ? item : "",
+            item ? ": " : "", what);
+    rc = 1;
+  } else if (rc != 0) {
+    rc = report(cli, path, rc);
+  } else {
+    print_value(cli, v, vlen);
+  }
+  mayfly_free(v);
+  return rc;
+}
+
 static int cmd_put(cli_t *cli, int argc, char **argv) {
   char *file = NULL;
   GOptionEntry e[] = {{"file", 'f', 0, G_OPTION_ARG_FILENAME, &file,
@@ -731,15 +749,7 @@ static int cmd_get(cli_t *cli, int argc, char **argv) {
     void *v = NULL;
     size_t vlen = 0;
     rc = mayfly_kv_get(ns, argv[2], strlen(argv[2]), &v, &vlen);
-    if (rc == MAYFLY_ENOKEY) {
-      fprintf(stderr, "mayfly: get: %s: %s: no such key\n", argv[1], argv[2]);
-      rc = 1;
-    } else if (rc != 0) {
-      rc = report(cli, argv[1], rc);
-    } else {
-      print_value(cli, v, vlen);
-    }
-    mayfly_free(v);
+    rc = show_value(cli, argv[1], rc, MAYFLY_ENOKEY, argv[2], "no such key", v, vlen);
   }
   mayfly_unmount(ns);
   return rc;
@@ -797,15 +807,7 @@ static int cmd_pop(cli_t *cli, int argc, char **argv) {
     void *v = NULL;
     size_t vlen = 0;
     rc = mayfly_queue_pop(ns, &v, &vlen, timeout);
-    if (rc == MAYFLY_EAGAIN) {
-      fprintf(stderr, "mayfly: pop: %s: queue is empty\n", argv[1]);
-      rc = 1;
-    } else if (rc != 0) {
-      rc = report(cli, argv[1], rc);
-    } else {
-      print_value(cli, v, vlen);
-    }
-    mayfly_free(v);
+    rc = show_value(cli, argv[1], rc, MAYFLY_EAGAIN, NULL, "queue is empty", v, vlen);
   }
   mayfly_unmount(ns);
   return rc;

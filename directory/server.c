@@ -10,6 +10,7 @@
 #include "common/compact_scan.h"
 #include "common/frame_transport.h"
 #include "common/log.h"
+#include "common/uvnet.h"
 #include "directory/handler.h"
 
 /* Reading stops while a connection has this much output queued, and resumes
@@ -235,23 +236,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   process_input(c);
 }
 
-static void peer_name(uv_tcp_t *tcp, char *out, size_t outlen) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  char ip[64] = "?";
-  int port = 0;
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET) {
-      uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-      uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-  }
-  snprintf(out, outlen, "%s:%d", ip, port);
-}
-
 static void on_connection(uv_stream_t *listener, int status) {
   dir_server_t *s = listener->data;
   if (status < 0) {
@@ -269,7 +253,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   s->dir->connections_open++;
   s->dir->connections_total++;
   c->link = s->conns = g_list_prepend(s->conns, c);
-  peer_name(&c->tcp, c->peer, sizeof c->peer);
+  mf_peer_name(&c->tcp, c->peer, sizeof c->peer);
   if ((int64_t)s->dir->connections_open > s->dir->cfg.max_connections) {
     MF_WARN("peer %s: refused, %lld connections already open", c->peer,
             (long long)s->dir->cfg.max_connections);

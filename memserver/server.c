@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/uvnet.h"
 #include "common/wire.h"
 #include "memserver/control.h"
 
@@ -461,18 +462,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   process_input(c);
 }
 
-static void peer_name(uv_tcp_t *tcp, char *out, size_t outlen) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  char ip[64] = "?";
-  int port = 0;
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {
-    uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-    port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  }
-  snprintf(out, outlen, "%s:%d", ip, port);
-}
-
 static void on_connection(uv_stream_t *listener, int status) {
   ms_server_t *s = listener->data;
   if (status < 0) return;
@@ -489,7 +478,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   }
   s->conns_open++;
   c->link = s->conns = g_list_prepend(s->conns, c);
-  peer_name(&c->tcp, c->peer, sizeof c->peer);
+  mf_peer_name(&c->tcp, c->peer, sizeof c->peer);
   if (s->conns_open > s->max_connections) {
     MF_WARN("peer %s: refused, %lld connections already open", c->peer,
             (long long)s->max_connections);
