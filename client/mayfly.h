@@ -216,6 +216,21 @@ int mayfly_kv_delete(mayfly_ns_t *ns, const void *key, size_t klen);
 /* 1 if present, 0 if not, or a negative error. */
 int mayfly_kv_exists(mayfly_ns_t *ns, const void *key, size_t klen);
 
+/* Batches: n operations in flight at once (pipelined on the connections to
+ * their servers), one round trip for the batch. rcs[i] receives each result;
+ * the call returns 0 when all succeeded, else the first error. Gets fill
+ * vals[i]/vlens[i] (free each with mayfly_free; NULL on error). */
+int mayfly_kv_put_batch(mayfly_ns_t *ns, size_t n, const void *const *keys, const size_t *klens,
+                        const void *const *vals, const size_t *vlens, int *rcs);
+int mayfly_kv_get_batch(mayfly_ns_t *ns, size_t n, const void *const *keys, const size_t *klens,
+                        void **vals, size_t *vlens, int *rcs);
+/* Pushes n items in order, pipelined; rcs[i] gets each result. */
+int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
+                            const size_t *lens, int *rcs);
+/* Pops up to n items without waiting, pipelined; returns how many were
+ * popped (items[0..k), free each with mayfly_free) or a negative error. */
+int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *lens);
+
 /* Usage of one partition as its memory server reports it. */
 typedef struct mayfly_usage {
   int64_t bytes_used; /* bytes charged to the block */

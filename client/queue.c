@@ -144,3 +144,100 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
   }
   return MAYFLY_EMOVED;
 }
+
+int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
+                            const size_t *lens, int *rcs) {
+  if (ns == NULL || (n > 0 && (items == NULL || lens == NULL || rcs == NULL))) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  size_t next = 0;
+  int first = 0;
+  for (int attempt = 0; next < n && attempt < ATTEMPTS; attempt++) {
+    mf_part_t p;
+    int rc = segment(ns, 1, &p);
+    if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 1, &p);
+    if (rc != 0) break;
+    /* The rest of the batch goes to the tail in order, on one connection, so
+     * the server applies it in order: once one item seals the segment, every
+     * later one is refused too and is resent to the next segment. */
+    for (size_t i = next; i < n; i++) {
+      mf_call_target(&calls[i], WIRE_OP_Q_PUSH, &p);
+      calls[i].p1 = items[i];
+      calls[i].l1 = lens[i];
+      if (lens[i] + WIRE_QUEUE_ITEM_OVERHEAD > (uint64_t)p.block_size) {
+        calls[i].status = MAYFLY_ETOOBIG;
+        calls[i].conn = NULL;
+      } else {
+        mf_call_start(ns->client->pool, p.address, &calls[i]);
+      }
+    }
+    int64_t deadline = mf_deadline(ns->client, 0);
+    size_t redo = n;
+    int why = 0;
+    for (size_t i = next; i < n; i++) {
+      rc = mf_call_wait(&calls[i], deadline);
+      g_free(calls[i].payload);
+      if ((rc == MAYFLY_EFULL || rc == MAYFLY_EMOVED) && redo == n) {
+        redo = i;
+        why = rc;
+      }
+      if (redo == n) rcs[i] = rc;
+      if (redo == n && rc != 0 && first == 0) first = rc;
+    }
+    next = redo;
+    if (why == MAYFLY_EFULL && mf_ns_grow(ns, p.lo + 1, p.lo + 2) != 0) break;
+    if (why == MAYFLY_EMOVED && mf_ns_refresh(ns) != 0) break;
+  }
+  for (size_t i = next; i < n; i++) {
+    rcs[i] = MAYFLY_EMOVED;
+    if (first == 0) first = MAYFLY_EMOVED;
+  }
+  g_free(calls);
+  return first;
+}
+
+int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *lens) {
+  if (ns == NULL || (n > 0 && (items == NULL || lens == NULL))) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  size_t got = 0;
+  int err = 0;
+  for (int attempt = 0; got < n && attempt < ATTEMPTS && err == 0; attempt++) {
+    mf_part_t p;
+    int rc = segment(ns, 0, &p);
+    if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 0, &p);
+    if (rc != 0) break;
+    size_t want = n - got;
+    for (size_t i = 0; i < want; i++) {
+      mf_call_target(&calls[i], WIRE_OP_Q_POP, &p);
+      mf_call_start(ns->client->pool, p.address, &calls[i]);
+    }
+    int64_t deadline = mf_deadline(ns->client, 0);
+    int drained_seen = 0, empty = 0;
+    for (size_t i = 0; i < want; i++) {
+      rc = mf_call_wait(&calls[i], deadline);
+      if (rc == 0) {
+        items[got] = calls[i].payload ? calls[i].payload : g_malloc(1);
+        lens[got++] = calls[i].plen;
+        continue;
+      }
+      g_free(calls[i].payload);
+      if (rc == MAYFLY_EMOVED && (calls[i].rep.flags & WIRE_F_SEALED)) {
+        drained_seen = 1;
+      } else if (rc == MAYFLY_EAGAIN) {
+        empty = 1;
+      } else if (rc == MAYFLY_EMOVED) {
+        if (mf_ns_refresh(ns) != 0) err = rc;
+      } else {
+        err = rc;
+      }
+    }
+    if (drained_seen) {
+      drained(ns, &p);
+    } else if (empty) {
+      break; /* the queue is empty for now */
+    }
+  }
+  g_free(calls);
+  return got > 0 || err == 0 ? (int64_t)got : err;
+}
