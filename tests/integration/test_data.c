@@ -1566,7 +1566,106 @@ static void test_memory_servers_register_again_after_a_directory_restart(void) {
   MF_ASSERT_EQ(mf_stop(d2), 0);
 }
 
+/* Batches pipeline many operations in one round trip and keep their
+ * meaning: every put lands, every get returns its value, queue items keep
+ * their order across the segments the batch fills. */
+static void test_batches_pipeline_operations_and_keep_their_order(void) {
+  mf_daemon_t *d = mf_start_directory(NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  mf_daemon_t *ms[3];
+  for (int i = 0; i < 3; i++) {
+    ms[i] = mf_start_memserver(d, 16, "64KiB", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ms[i]);
+  }
+  mayfly_client_t *c = NULL;
+  MF_ASSERT_EQ(mayfly_connect(d->address, NULL, &c), 0);
+  mayfly_create_options_t three = {.blocks = 3};
+  mayfly_ns_t *kv = NULL, *q = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, "/batch/kv", MAYFLY_KIND_KV, &three, &kv), 0);
+  MF_ASSERT_EQ(mayfly_mount(c, "/batch/q", MAYFLY_KIND_QUEUE, NULL, &q), 0);
+
+  enum { N = 600 };
+  char *keys[N], *vals[N];
+  size_t klens[N], vlens[N];
+  int rcs[N];
+  for (int i = 0; i < N; i++) {
+    keys[i] = g_strdup_printf("key-%d", i);
+    vals[i] = g_strdup_printf("value-%d-%s", i, i % 2 ? "odd" : "even");
+    klens[i] = strlen(keys[i]);
+    vlens[i] = strlen(vals[i]);
+  }
+  MF_ASSERT_EQ(mayfly_kv_put_batch(kv, N, (const void *const *)keys, klens,
+                                   (const void *const *)vals, vlens, rcs), 0);
+  void *got[N];
+  size_t glens[N];
+  MF_ASSERT_EQ(mayfly_kv_get_batch(kv, N, (const void *const *)keys, klens, got, glens, rcs), 0);
+  int wrong = 0;
+  for (int i = 0; i < N; i++) {
+    wrong += rcs[i] != 0 || glens[i] != vlens[i] || memcmp(got[i], vals[i], vlens[i]) != 0;
+    mayfly_free(got[i]);
+  }
+  MF_ASSERT_EQ(wrong, 0);
+  /* A missing key in a batch is reported for that key only. */
+  const char *mixed[] = {"key-1", "absent", "key-2"};
+  size_t mlens[] = {5, 6, 5};
+  int mrcs[3];
+  void *mv[3];
+  size_t ml[3];
+  MF_ASSERT_EQ(mayfly_kv_get_batch(kv, 3, (const void *const *)mixed, mlens, mv, ml, mrcs),
+               MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(mrcs[0], 0);
+  MF_ASSERT_EQ(mrcs[1], MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(mrcs[2], 0);
+  CU_ASSERT_PTR_NULL(mv[1]);
+  mayfly_free(mv[0]);
+  mayfly_free(mv[2]);
+
+  /* 600 items of ~1 KiB fill several 64 KiB segments within one batch. */
+  char *items[N];
+  size_t ilens[N];
+  for (int i = 0; i < N; i++) {
+    items[i] = g_strnfill(1000, (char)('a' + i % 26));
+    g_snprintf(items[i], 12, "%08d", i);
+    ilens[i] = 1000;
+  }
+  MF_ASSERT_EQ(mayfly_queue_push_batch(q, N, (const void *const *)items, ilens, rcs), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(c, "/batch/q", &st), 0);
+  CU_ASSERT(st->npartitions > 5);
+  mayfly_stat_free(st);
+  MF_ASSERT_EQ(mayfly_queue_length(q), N);
+  int next = 0, disorder = 0;
+  for (int round = 0; round < 100 && next < N; round++) {
+    void *out[64];
+    size_t olens[64];
+    int64_t k = mayfly_queue_pop_batch(q, 64, out, olens);
+    CU_ASSERT(k >= 0);
+    for (int64_t j = 0; j < k; j++) {
+      disorder += olens[j] != 1000 || atoi((char *)out[j]) != next;
+      next++;
+      mayfly_free(out[j]);
+    }
+  }
+  MF_ASSERT_EQ(next, N);
+  MF_ASSERT_EQ(disorder, 0);
+  void *none[4];
+  size_t nl[4];
+  MF_ASSERT_EQ(mayfly_queue_pop_batch(q, 4, none, nl), 0);
+  for (int i = 0; i < N; i++) {
+    g_free(keys[i]);
+    g_free(vals[i]);
+    g_free(items[i]);
+  }
+  mayfly_unmount(kv);
+  mayfly_unmount(q);
+  mayfly_disconnect(c);
+  for (int i = 0; i < 3; i++) MF_ASSERT_EQ(mf_stop(ms[i]), 0);
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
 static const mf_test_t tests[] = {
+    {"batches pipeline operations and keep their order",
+     test_batches_pipeline_operations_and_keep_their_order},
     {"memory servers register again after a directory restart",
      test_memory_servers_register_again_after_a_directory_restart},
     {"a file larger than a block spans servers and reads back exactly",
