@@ -18,6 +18,7 @@ typedef struct bench_opts {
   int json, csv;
   int value_size;   /* 0: the subcommand's default */
   int pipeline;     /* requests in flight per client (data); default 1 */
+  int quick;        /* compare: a few rows only (smoke run) */
 } bench_opts_t;
 
 /* One measured row. */
@@ -60,6 +61,7 @@ pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blo
 void bench_proc_stop(pid_t pid);
 
 int bench_data(bench_opts_t *o);
+int bench_compare(bench_opts_t *o);
 
 /* Prints the machine line, then rows as a table, CSV or JSON. */
 void bench_print(const bench_opts_t *o, const char *title, GArray *rows /* bench_row_t */);

@@ -9,9 +9,10 @@ packages=(
   thrift-compiler libthrift-c-glib-dev
   libuv1-dev libglib2.0-dev libjson-glib-dev
   libjemalloc-dev libcunit1-dev
-  python3
+  python3 redis-server
 )
-# Extra packages callers may ask for (e.g. redis-server for benchmarks).
+# redis-server is the anchor of the benchmarks (and their smoke tests).
+# Extra packages callers may ask for (e.g. gnuplot-nox for the chart).
 packages+=("$@")
 
 missing=()
