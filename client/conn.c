@@ -78,6 +78,9 @@ static void complete(mf_call_t *call, int status) {
 }
 
 #define READ_BUF (256u << 10)
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* POSIX minimum is 16; Linux allows 1024 */
+#endif
 /* How long a payload already announced may take to arrive in full. */
 #define PAYLOAD_TIMEOUT_MS 30000
 
@@ -286,73 +289,101 @@ static int get_conn(mf_pool_t *p, const char *address, mf_conn_t **out) {
   return 0;
 }
 
-int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call) {
-  call->done = 0;
-  call->receiving = 0;
-  g_cond_init(&call->cond);
-  call->payload = NULL;
-  call->plen = 0;
+/* Sends iov[0..n) completely. Returns 0 or -1. */
+static int send_all(int fd, struct iovec *iov, size_t n) {
+  while (n > 0) {
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = MIN(n, (size_t)IOV_MAX)};
+    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    /* Advance past what was sent. */
+    while (n > 0 && (size_t)w >= iov->iov_len) {
+      w -= (ssize_t)iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + w;
+      iov->iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
+static void fail_call(mf_call_t *call, int rc) {
+  g_cond_clear(&call->cond);
+  call->status = rc;
+  call->done = 1;
   call->conn = NULL;
+}
+
+int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    mf_call_t *call = calls[i];
+    call->done = 0;
+    call->receiving = 0;
+    g_cond_init(&call->cond);
+    call->payload = NULL;
+    call->plen = 0;
+    call->conn = NULL;
+  }
+  if (n == 0) return 0;
   mf_conn_t *c;
   int rc = get_conn(p, address, &c);
   if (rc != 0) {
-    g_cond_clear(&call->cond);
-    call->status = rc;
-    call->done = 1;
+    for (size_t i = 0; i < n; i++) fail_call(calls[i], rc);
     return rc;
   }
-  call->req.request_id = (uint64_t)g_atomic_pointer_add(&p->next_id, 1) + 1;
-  call->req.payload_len = (uint32_t)(call->l1 + call->l2);
-  call->req.cap_len = 0;
-  uint8_t hdr[WIRE_HEADER_SIZE];
-  wire_encode(&call->req, hdr);
-  struct iovec iov[3] = {{hdr, sizeof hdr},
-                         {(void *)call->p1, call->l1},
-                         {(void *)call->p2, call->l2}};
+  /* One header and up to two payload pieces per call, all in one sendmsg. */
+  uint8_t stack_hdrs[16][WIRE_HEADER_SIZE];
+  struct iovec stack_iov[48];
+  uint8_t (*hdrs)[WIRE_HEADER_SIZE] = n <= 16 ? stack_hdrs : g_malloc(n * WIRE_HEADER_SIZE);
+  struct iovec *iov = n <= 16 ? stack_iov : g_new(struct iovec, 3 * n);
+  size_t niov = 0;
+  for (size_t i = 0; i < n; i++) {
+    mf_call_t *call = calls[i];
+    call->req.request_id = (uint64_t)g_atomic_pointer_add(&p->next_id, 1) + 1;
+    call->req.payload_len = (uint32_t)(call->l1 + call->l2);
+    call->req.cap_len = 0;
+    wire_encode(&call->req, hdrs[i]);
+    iov[niov++] = (struct iovec){hdrs[i], WIRE_HEADER_SIZE};
+    if (call->l1 > 0) iov[niov++] = (struct iovec){(void *)call->p1, call->l1};
+    if (call->l2 > 0) iov[niov++] = (struct iovec){(void *)call->p2, call->l2};
+  }
   g_mutex_lock(&c->lock);
   if (c->dead) {
     rc = MAYFLY_EIO;
   } else {
-    g_hash_table_insert(c->pending, &call->req.request_id, call);
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 3};
-    size_t left = sizeof hdr + call->l1 + call->l2;
-    while (left > 0) {
-      ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        rc = MAYFLY_EIO;
-        break;
-      }
-      left -= (size_t)w;
-      /* Advance the iovecs past what was sent. */
-      while (w > 0 && m.msg_iovlen > 0) {
-        if ((size_t)w >= m.msg_iov[0].iov_len) {
-          w -= (ssize_t)m.msg_iov[0].iov_len;
-          m.msg_iov++;
-          m.msg_iovlen--;
-        } else {
-          m.msg_iov[0].iov_base = (uint8_t *)m.msg_iov[0].iov_base + w;
-          m.msg_iov[0].iov_len -= (size_t)w;
-          w = 0;
-        }
-      }
+    for (size_t i = 0; i < n; i++) {
+      g_hash_table_insert(c->pending, &calls[i]->req.request_id, calls[i]);
     }
-    if (rc != 0) {
-      g_hash_table_remove(c->pending, &call->req.request_id);
+    if (send_all(c->fd, iov, niov) != 0) {
+      rc = MAYFLY_EIO;
+      for (size_t i = 0; i < n; i++) {
+        g_hash_table_remove(c->pending, &calls[i]->req.request_id);
+      }
       do_kill(c);
     }
   }
   g_mutex_unlock(&c->lock);
+  if (hdrs != stack_hdrs) g_free(hdrs);
+  if (iov != stack_iov) g_free(iov);
   if (rc != 0) {
     mf_set_last_error("memory server %s: connection lost", address);
-    g_cond_clear(&call->cond);
-    call->status = rc;
-    call->done = 1;
+    for (size_t i = 0; i < n; i++) fail_call(calls[i], rc);
     conn_unref(c);
     return rc;
   }
-  call->conn = c;
+  /* Each call holds a reference until its wait. */
+  for (size_t i = 1; i < n; i++) g_atomic_int_inc(&c->refs);
+  for (size_t i = 0; i < n; i++) calls[i]->conn = c;
   return 0;
+}
+
+int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call) {
+  return mf_calls_start(p, address, &call, 1);
 }
 
 int mf_call_wait(mf_call_t *call, int64_t deadline_us) {

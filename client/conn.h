@@ -54,6 +54,10 @@ void mf_pool_free(mf_pool_t *p);
  * with that status and needs no wait). */
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call);
 
+/* Sends n calls to one memory server with a single system call (a batch
+ * pipelined on one connection). Same contract as mf_call_start per call. */
+int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n);
+
 /* Waits until the call completes or the deadline (g_get_monotonic_time()
  * microseconds) passes. Returns call->status (MAYFLY_ETIMEDOUT on deadline).
  * Afterwards free call->payload with g_free. */

@@ -86,6 +86,9 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
   if (ns == NULL || (n > 0 && (keys == NULL || klens == NULL || rcs == NULL))) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  /* Calls for the same server go out together, in one system call. */
+  GHashTable *by_server = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                (GDestroyNotify)g_ptr_array_unref);
   for (size_t i = 0; i < n; i++) {
     mf_part_t p;
     size_t vlen = vals ? vlens[i] : 0;
@@ -102,8 +105,21 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     calls[i].l1 = klens[i];
     calls[i].p2 = vals ? vals[i] : NULL;
     calls[i].l2 = vlen;
-    mf_call_start(ns->client->pool, p.address, &calls[i]);
+    GPtrArray *group = g_hash_table_lookup(by_server, p.address);
+    if (group == NULL) {
+      group = g_ptr_array_new();
+      g_hash_table_insert(by_server, g_strdup(p.address), group);
+    }
+    g_ptr_array_add(group, &calls[i]);
   }
+  GHashTableIter it;
+  gpointer addr, group;
+  g_hash_table_iter_init(&it, by_server);
+  while (g_hash_table_iter_next(&it, &addr, &group)) {
+    GPtrArray *g = group;
+    mf_calls_start(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len);
+  }
+  g_hash_table_destroy(by_server);
   int64_t deadline = mf_deadline(ns->client, 0);
   int first = 0;
   for (size_t i = 0; i < n; i++) {

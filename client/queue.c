@@ -160,6 +160,7 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
     /* The rest of the batch goes to the tail in order, on one connection, so
      * the server applies it in order: once one item seals the segment, every
      * later one is refused too and is resent to the next segment. */
+    GPtrArray *send = g_ptr_array_new();
     for (size_t i = next; i < n; i++) {
       mf_call_target(&calls[i], WIRE_OP_Q_PUSH, &p);
       calls[i].p1 = items[i];
@@ -168,9 +169,11 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
         calls[i].status = MAYFLY_ETOOBIG;
         calls[i].conn = NULL;
       } else {
-        mf_call_start(ns->client->pool, p.address, &calls[i]);
+        g_ptr_array_add(send, &calls[i]);
       }
     }
+    mf_calls_start(ns->client->pool, p.address, (mf_call_t *const *)send->pdata, send->len);
+    g_ptr_array_free(send, TRUE);
     int64_t deadline = mf_deadline(ns->client, 0);
     size_t redo = n;
     int why = 0;
@@ -208,10 +211,13 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
     if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 0, &p);
     if (rc != 0) break;
     size_t want = n - got;
+    mf_call_t **send = g_new(mf_call_t *, want);
     for (size_t i = 0; i < want; i++) {
       mf_call_target(&calls[i], WIRE_OP_Q_POP, &p);
-      mf_call_start(ns->client->pool, p.address, &calls[i]);
+      send[i] = &calls[i];
     }
+    mf_calls_start(ns->client->pool, p.address, send, want);
+    g_free(send);
     int64_t deadline = mf_deadline(ns->client, 0);
     int drained_seen = 0, empty = 0;
     for (size_t i = 0; i < want; i++) {
