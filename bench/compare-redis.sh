@@ -44,6 +44,8 @@ set ylabel "ratio (1.0 = as fast as Redis)"
 set xtics rotate by -60 font "sans,8"
 set grid ytics
 set key off
+set rmargin 10
+set bmargin 9
 plot "$out/compare.dat" using 0:2:xtic(1) with boxes lc rgb "#3b7dd8", 1 with lines lc rgb "#d83b3b" lw 2
 GP
 rm -f "$out/compare.dat"
