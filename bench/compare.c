@@ -37,7 +37,7 @@ typedef struct {
 } spec_t;
 
 typedef struct {
-  double ops_per_s, p50, p99, gbps;
+  double ops_per_s, p50, p99, p999, gbps;
   int errors;
 } result_t;
 
@@ -266,6 +266,7 @@ static result_t run(const bench_opts_t *o, const spec_t *s, int redis, const cha
   result_t r = {.ops_per_s = ops / secs,
                 .p50 = bench_lat_pct(&all, 50),
                 .p99 = bench_lat_pct(&all, 99),
+                .p999 = bench_lat_pct(&all, 99.9),
                 .gbps = ops * (double)s->vsize / secs / 1e9,
                 .errors = errors};
   bench_lat_free(&all);
@@ -417,7 +418,10 @@ int bench_compare(bench_opts_t *o) {
 
   double loop = loopback_gbps(2);
   FILE *csv = o->csv ? stdout : NULL;
-  if (!o->csv) {
+  if (o->json) {
+    printf("{\"bench\": \"compare\", \"loopback_gbps\": %.3f, \"redis_client\": "
+           "\"mayfly-bench RESP client\", \"rows\": [\n", loop);
+  } else if (!o->csv) {
     printf("mayfly-bench compare: Mayfly (directory + 1 memory server) vs Redis (redis-server, "
            "no persistence), same clients/pipeline/value size, %d s each; the Redis side is "
            "driven by mayfly-bench's own RESP client.\n",
@@ -436,7 +440,14 @@ int bench_compare(bench_opts_t *o) {
     result_t r = run(o, s, 1, d.address, rport);
     failed |= m.errors || r.errors;
     double ratio = r.ops_per_s > 0 ? m.ops_per_s / r.ops_per_s : 0;
-    if (csv) {
+    if (o->json) {
+      printf("  {\"workload\": \"%s\", \"clients\": %d, \"pipeline\": %d, \"size\": %zu, "
+             "\"mayfly\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+             "\"p999_us\": %.1f}, \"redis\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p50_us\": %.1f, "
+             "\"p99_us\": %.1f, \"p999_us\": %.1f}, \"ratio\": %.3f}%s\n",
+             s->name, s->clients, s->pipeline, s->vsize, m.ops_per_s, m.gbps, m.p50, m.p99, m.p999,
+             r.ops_per_s, r.gbps, r.p50, r.p99, r.p999, ratio, i + 1 < specs->len ? "," : "");
+    } else if (csv) {
       printf("%s,%d,%d,%zu,%.0f,%.0f,%.3f,%.3f,%.3f,%.1f,%.1f,%.1f,%.1f,%.3f\n", s->name,
              s->clients, s->pipeline, s->vsize, m.ops_per_s, r.ops_per_s, ratio, m.gbps, r.gbps,
              m.p50, r.p50, m.p99, r.p99, loop);
@@ -451,6 +462,7 @@ int bench_compare(bench_opts_t *o) {
     }
     fflush(stdout);
   }
+  if (o->json) printf("]}\n");
   g_array_free(specs, TRUE);
   bench_proc_stop(ms);
   bench_dir_stop(&d);
