@@ -195,14 +195,17 @@ int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
 int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
 int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
                  mayfly_stat_t **out);
+int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out);
 
 /* Layout calls return the layout inside a mayfly_stat_t (partitions and
  * layout_version only), so one conversion serves both. */
-static int layout_call(mayfly_client_t *c, const char *path, int add, int64_t lo, int64_t hi,
+static int layout_call(mayfly_client_t *c, const char *path, int op, int64_t lo, int64_t hi,
                        mayfly_stat_t **out) {
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
   MayflyLayout *l = ni->layout;
-  int rc = add ? CALL(c, add_block, &l, path, lo, hi) : CALL(c, get_layout, &l, path);
+  int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi)
+           : op == 2 ? CALL(c, release_range, &l, path, lo)
+                     : CALL(c, get_layout, &l, path);
   if (rc == 0) {
     g_free(ni->path);
     ni->path = g_strdup(path);
@@ -219,6 +222,10 @@ int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out) {
 int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
                  mayfly_stat_t **out) {
   return layout_call(c, path, 1, lo, hi, out);
+}
+
+int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out) {
+  return layout_call(c, path, 2, lo, 0, out);
 }
 
 int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {

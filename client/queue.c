@@ -27,11 +27,20 @@ static int segment(mayfly_ns_t *ns, int tail, mf_part_t *out) {
   return rc;
 }
 
-/* Moves the head past a drained segment. */
+int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out);
+
+/* Moves the head past a drained segment and gives its block back to the
+ * pool: a sealed, empty segment never holds an item again. Releasing is
+ * idempotent at the directory, so consumers racing here release it once. */
 static void drained(mayfly_ns_t *ns, const mf_part_t *p) {
   g_rw_lock_writer_lock(&ns->lock);
   if (ns->queue_head < p->lo + 1) ns->queue_head = p->lo + 1;
   g_rw_lock_writer_unlock(&ns->lock);
+  mayfly_stat_t *st = NULL;
+  if (mf_release_range(ns->client, ns->path, p->lo, &st) == 0) {
+    mf_ns_set_layout(ns, st);
+    mayfly_stat_free(st);
+  }
 }
 
 int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len) {

@@ -138,6 +138,10 @@ service Directory {
   Layout add_block(1: string path, 2: i64 range_lo, 3: i64 range_hi)
       throws (1: Error err),
   Layout remove_block(1: string path, 2: i32 partition) throws (1: Error err),
+  /* Removes the partition whose range starts at range_lo, if it is still
+     there (idempotent: racing clients release it once), e.g. a drained queue
+     segment; its block returns to the pool. */
+  Layout release_range(1: string path, 2: i64 range_lo) throws (1: Error err),
   /* gen_floor: the highest block generation the server has seen, so a
      restarted directory never reuses a generation a stale client may hold. */
   RegisterReply register_server(1: string address, 2: i32 blocks, 3: i64 block_size,

@@ -11,4 +11,20 @@ infn && /^}$/ {
   print "  G_OBJECT_CLASS (g_type_class_peek_parent (g_type_class_peek (" fn "_get_type ())))->finalize (object);"
   infn = 0
 }
+
+# Reading a map<string, string>, the generated code returns on a failed
+# value read without freeing the key it has just read (a leak on every
+# malformed map, found by the fuzz replay). Free the key on that path.
+/gchar \* key[0-9]+ = NULL;/ {
+  mapkey = $3
+}
+/thrift_protocol_read_string \(protocol, &val[0-9]+, error\)\) < 0\)/ && mapkey != "" {
+  print
+  getline
+  if ($0 ~ /^ *return -1;$/) {
+    print "              { g_free (" mapkey "); return -1; }"
+    next
+  }
+}
+
 { print }

@@ -357,6 +357,27 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
   return TRUE;
 }
 
+static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return,
+                                const gchar *path, const gint64 range_lo, MayflyError **err,
+                                GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    if (g_array_index(n->layout.parts, ns_partition_t, i).lo != range_lo) continue;
+    if (n->layout.parts->len == 1) break; /* a namespace keeps at least one block */
+    char why[WHY_MAX];
+    why[0] = '\0';
+    ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = (int32_t)i};
+    int rc = dir_apply(d, &rec, NULL, why, sizeof why);
+    if (rc != 0) return fail_path(err, rc, path, why);
+    MF_DEBUG("namespace %s: released the partition at %lld", path, (long long)range_lo);
+    break;
+  }
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
 static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply **_return,
                                   const gchar *address, const gint32 blocks,
                                   const gint64 block_size, const gint64 gen_floor,
@@ -540,6 +561,7 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->register_server = h_register_server;
   h->heartbeat = h_heartbeat;
   h->check_block = h_check_block;
+  h->release_range = h_release_range;
   h->servers = h_servers;
   h->leases = h_leases;
   h->stats = h_stats;

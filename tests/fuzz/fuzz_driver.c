@@ -69,6 +69,8 @@ static void make_seeds(void) {
   take_seed();
   mayfly_directory_client_send_check_block(i, 1, 0, &e);
   take_seed();
+  mayfly_directory_client_send_release_range(i, "/a/r", 0, &e);
+  take_seed();
   mayfly_directory_client_send_leases(i, "/", &e);
   take_seed();
   mayfly_directory_client_send_servers(i, &e);
