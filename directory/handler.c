@@ -299,6 +299,18 @@ static ns_node_t *data_node(dir_t *d, const gchar *path, MayflyError **err) {
   return n;
 }
 
+/* Applies a change of a namespace's partitions and answers with the new
+ * layout, or with the error. */
+static gboolean change_layout(dir_t *d, ns_node_t *n, ns_record_t *rec, MayflyLayout *out,
+                              MayflyError **err) {
+  char why[WHY_MAX];
+  why[0] = '\0';
+  int rc = dir_apply(d, rec, NULL, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, rec->path, why);
+  fill_layout(d, out, n);
+  return TRUE;
+}
+
 static gboolean h_get_layout(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                              MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
@@ -333,13 +345,8 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                      : rc == MAYFLY_ENOSERVERS ? "cannot grow: no memory server is up"
                                                : "invalid range");
   }
-  char why[WHY_MAX];
-  why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
-  rc = dir_apply(d, &rec, NULL, why, sizeof why);
-  if (rc != 0) return fail_path(err, rc, path, why);
-  fill_layout(d, *_return, n);
-  return TRUE;
+  return change_layout(d, n, &rec, *_return, err);
 }
 
 static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
@@ -348,13 +355,8 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, path, err);
   if (n == NULL) return FALSE;
-  char why[WHY_MAX];
-  why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
-  int rc = dir_apply(d, &rec, NULL, why, sizeof why);
-  if (rc != 0) return fail_path(err, rc, path, why);
-  fill_layout(d, *_return, n);
-  return TRUE;
+  return change_layout(d, n, &rec, *_return, err);
 }
 
 static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return,
@@ -366,13 +368,8 @@ static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return
   for (guint i = 0; i < n->layout.parts->len; i++) {
     if (g_array_index(n->layout.parts, ns_partition_t, i).lo != range_lo) continue;
     if (n->layout.parts->len == 1) break; /* a namespace keeps at least one block */
-    char why[WHY_MAX];
-    why[0] = '\0';
     ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = (int32_t)i};
-    int rc = dir_apply(d, &rec, NULL, why, sizeof why);
-    if (rc != 0) return fail_path(err, rc, path, why);
-    MF_DEBUG("namespace %s: released the partition at %lld", path, (long long)range_lo);
-    break;
+    return change_layout(d, n, &rec, *_return, err);
   }
   fill_layout(d, *_return, n);
   return TRUE;
