@@ -45,14 +45,20 @@ struct NodeInfo {
   6: bool pinned,
   7: map<string, string> tags,
   8: Layout layout,
-  9: i32 children
+  9: i32 children,
+  10: i32 max_blocks,
+  11: i32 high_watermark,
+  12: i32 low_watermark
 }
 
 struct CreateOptions {
   1: i32 blocks,              /* initial blocks; 0 = one for data kinds */
   2: i64 lease_ms,            /* 0 = the directory's default */
   3: bool pinned,
-  4: map<string, string> tags
+  4: map<string, string> tags,
+  5: i32 max_blocks,          /* most blocks the namespace may hold; 0 = no limit */
+  6: i32 high_watermark,      /* kv: split a partition above this % of its block; 0 = 90 */
+  7: i32 low_watermark        /* kv: merge neighbours whose joint use is under this %; 0 = 25 */
 }
 
 struct LeaseInfo {
@@ -91,11 +97,65 @@ struct BlockInfo {
   3: NodeKind kind,
   4: i64 range_lo,
   5: i64 range_hi,
-  6: string path
+  6: string path,
+  7: i32 high_watermark,      /* kv: % of the block; see CreateOptions */
+  8: i32 low_watermark,
+  9: bool watched             /* data events of this block are wanted (publish them) */
 }
 
 struct HeartbeatReply {
-  1: list<BlockRef> release   /* blocks freed since the last heartbeat */
+  1: list<BlockRef> release,  /* blocks freed since the last heartbeat */
+  2: list<BlockRef> watched   /* every block of this server whose data events are wanted */
+}
+
+/* A repartition the directory agreed to: move the slots [lo, hi) of the
+   asking block to `target`. Split: target is a new block. Merge: target is
+   the neighbour that takes over the whole range of the asking block. */
+struct RepartPlan {
+  1: i64 op_id,
+  2: Partition target,
+  3: i64 lo,
+  4: i64 hi
+}
+
+enum EventKind {
+  PUT = 1,
+  DELETE = 2,
+  PUSH = 3,
+  POP = 4,
+  WRITE = 5,
+  CHILD_CREATED = 6,
+  CHILD_REMOVED = 7,
+  LEASE_EXPIRED = 8,
+  REMOVED = 9,
+  GAP = 10
+}
+
+/* One event of a namespace, numbered by the directory per namespace. */
+struct Event {
+  1: i64 seq,
+  2: string path,             /* the namespace the event is about */
+  3: EventKind kind,
+  4: string key,              /* PUT/DELETE: the key, base64 */
+  5: i64 offset,              /* WRITE: offset; GAP: first missing seq */
+  6: i64 length,              /* WRITE: bytes; PUSH/POP: item bytes; GAP: events missed */
+  7: i64 time_ms              /* wall clock when the directory sequenced it */
+}
+
+struct WatchReply {
+  1: i64 epoch,               /* changes when the directory restarts: sequences restart */
+  2: i64 last_seq,            /* pass as after_seq to the next watch() */
+  3: list<Event> events
+}
+
+/* A data event a memory server reports for one of its blocks. */
+struct DataEvent {
+  1: i32 block_index,
+  2: i64 generation,
+  3: EventKind kind,
+  4: string key,
+  5: i64 offset,
+  6: i64 length
 }
 
 struct RenewReply {
@@ -152,5 +212,23 @@ service Directory {
       throws (1: Error err),
   list<ServerInfo> servers() throws (1: Error err),
   list<LeaseInfo> leases(1: string path) throws (1: Error err),
-  Stats stats() throws (1: Error err)
+  Stats stats() throws (1: Error err),
+  /* Elasticity (memory servers): a kv block asks to split at slot split_at
+     (merge = false) or to merge into a neighbour (merge = true). EAGAIN while
+     another repartition holds the partitions, EQUOTA past max_blocks. */
+  RepartPlan repartition_begin(1: i32 server_id, 2: i32 block_index, 3: i64 generation,
+                               4: bool merge, 5: i64 split_at) throws (1: Error err),
+  /* Commits (the data is at the target) or rolls back a begun repartition. */
+  Layout repartition_end(1: i32 server_id, 2: i64 op_id, 3: bool commit, 4: i64 bytes_moved)
+      throws (1: Error err),
+  /* Files: drops the blocks wholly past `size`. */
+  Layout truncate(1: string path, 2: i64 size) throws (1: Error err),
+  /* Notifications: events of `path` (and of its children for a directory)
+     with seq > after_seq, waiting up to timeout_ms for the first one. mask:
+     bit (1 << EventKind) per kind wanted; 0 = all. epoch 0 or a stale epoch
+     starts from now (after_seq ignored). */
+  WatchReply watch(1: string path, 2: i32 mask, 3: i64 epoch, 4: i64 after_seq, 5: i32 max,
+                   6: i32 timeout_ms) throws (1: Error err),
+  /* Memory servers report data events of watched blocks. */
+  void publish(1: i32 server_id, 2: list<DataEvent> events) throws (1: Error err)
 }

@@ -125,6 +125,9 @@ static void do_verify(ms_control_t *c, int32_t index) {
       e->kind = bi->kind;
       e->lo = bi->range_lo;
       e->hi = bi->range_hi;
+      e->high_wm = bi->high_watermark;
+      e->low_wm = bi->low_watermark;
+      e->watched = bi->watched;
     }
     g_object_unref(bi);
   }

@@ -27,6 +27,8 @@ typedef struct ms_event {
   int allocated; /* VERIFIED */
   int kind;      /* VERIFIED: 1 file, 2 queue, 3 kv */
   int64_t lo, hi;
+  int high_wm, low_wm; /* VERIFIED: kv watermarks, % of the block */
+  int watched;         /* VERIFIED: data events of the block are wanted */
   GArray *blocks; /* RECONCILE: int64 pairs (index, generation) */
 } ms_event_t;
 

@@ -529,6 +529,11 @@ static void on_control_event(uv_async_t *a) {
           store_block_t *b = &st->blocks[e->index];
           if (e->generation > b->generation) wake_all(b, MAYFLY_EMOVED);
           store_adopt(st, e->index, e->generation, (store_kind_t)e->kind, e->lo, e->hi);
+          if (b->generation == e->generation) {
+            b->high_wm = e->high_wm > 0 ? e->high_wm : STORE_HIGH_WM_DEFAULT;
+            b->low_wm = e->low_wm > 0 ? e->low_wm : STORE_LOW_WM_DEFAULT;
+            b->watched = e->watched;
+          }
         }
         if (e->status != 0) {
           MF_WARN("block %d: cannot confirm its owner with the directory: %s", e->index,

@@ -84,6 +84,9 @@ void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kin
   b->kind = kind;
   b->range_lo = lo;
   b->range_hi = hi;
+  b->high_wm = STORE_HIGH_WM_DEFAULT;
+  b->low_wm = STORE_LOW_WM_DEFAULT;
+  b->watched = 0;
   if (kind == STORE_QUEUE) b->items = g_queue_new();
   if (kind == STORE_KV) {
     b->kv = g_hash_table_new_full(bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,

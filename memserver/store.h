@@ -32,6 +32,10 @@
 #define STORE_QUEUE_ITEM_OVERHEAD WIRE_QUEUE_ITEM_OVERHEAD
 #define STORE_KV_ENTRY_OVERHEAD WIRE_KV_ENTRY_OVERHEAD
 
+/* kv watermarks when the namespace sets none: % of the block. */
+#define STORE_HIGH_WM_DEFAULT 90
+#define STORE_LOW_WM_DEFAULT 25
+
 typedef enum { STORE_FREE = 0, STORE_FILE = 1, STORE_QUEUE = 2, STORE_KV = 3 } store_kind_t;
 
 typedef struct store_item {
@@ -46,6 +50,8 @@ typedef struct store_block {
   int released;       /* `generation` was released: it never comes back */
   uint64_t used;      /* bytes charged */
   int64_t range_lo, range_hi;
+  int high_wm, low_wm; /* kv: split above / merge under these % of the block */
+  int watched;         /* publish data events of this block */
   /* file */
   uint8_t *mem;
   uint64_t size;
