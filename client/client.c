@@ -87,6 +87,9 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
   st->remaining_ms = ni->remaining_ms;
   st->pinned = ni->pinned;
   st->children = ni->children;
+  st->max_blocks = ni->max_blocks;
+  st->high_watermark = ni->high_watermark;
+  st->low_watermark = ni->low_watermark;
   st->layout_version = ni->layout ? ni->layout->version : 0;
   GPtrArray *parts = ni->layout ? ni->layout->partitions : NULL;
   st->npartitions = parts ? parts->len : 0;
@@ -145,6 +148,9 @@ static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
     co->blocks = o->blocks;
     co->lease_ms = o->lease_ms;
     co->pinned = o->pinned != 0;
+    co->max_blocks = o->max_blocks;
+    co->high_watermark = o->high_watermark;
+    co->low_watermark = o->low_watermark;
   }
   return co;
 }

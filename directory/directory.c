@@ -2,6 +2,7 @@
  * The directory's state and its periodic work (see directory.h).
  */
 #include "directory/directory.h"
+#include "directory/repart.h"
 
 #include "common/config.h"
 #include "common/error.h"
@@ -88,6 +89,7 @@ static void health_cb(uv_timer_t *t) {
               s->id, (long long)(now - rt->last_heartbeat_ms));
     }
   }
+  dir_repart_expire(d, now);
 }
 
 int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
@@ -124,6 +126,8 @@ void dir_stop(dir_t *d) {
 void dir_free(dir_t *d) {
   ns_tree_free(d->tree);
   g_hash_table_destroy(d->servers_rt);
+  if (d->reparts != NULL) g_hash_table_destroy(d->reparts);
+  d->reparts = NULL;
   d->tree = NULL;
   d->servers_rt = NULL;
 }

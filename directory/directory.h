@@ -47,6 +47,7 @@ typedef struct dir {
   uint64_t connections_total;
   uint64_t connections_open;
   uint64_t requests;
+  GHashTable *reparts; /* op id -> begun repartition (repart.c) */
 } dir_t;
 
 /* Initialises the state and starts its timers on `loop`. Returns 0. */

@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/repart.h"
 #include "namespaces/path.h"
 
 typedef struct {
@@ -86,6 +87,9 @@ static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
   }
   fill_layout(d, out->layout, n);
   out->children = n->children ? (gint32)g_hash_table_size(n->children) : 0;
+  out->max_blocks = n->max_blocks;
+  out->high_watermark = n->kind == NS_KIND_KV ? (n->high_wm ? n->high_wm : NS_HIGH_WM_DEFAULT) : 0;
+  out->low_watermark = n->kind == NS_KIND_KV ? (n->low_wm ? n->low_wm : NS_LOW_WM_DEFAULT) : 0;
 }
 
 static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
@@ -147,6 +151,9 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
                        .lease_ms = opts->lease_ms,
                        .node_flags = opts->pinned ? NS_FLAG_PINNED : 0,
                        .tags = opts->tags,
+                       .max_blocks = opts->max_blocks,
+                       .high_wm = opts->high_watermark,
+                       .low_wm = opts->low_watermark,
                        .parts = parts,
                        .nparts = (size_t)nblocks};
     rc = dir_apply(d, &rec, NULL, why, whylen);
@@ -432,13 +439,22 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
     bi->kind = (MayflyNodeKind)n->kind;
     g_free(bi->path);
     bi->path = ns_node_path(n);
-    for (guint i = 0; i < n->layout.parts->len; i++) {
-      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-      if (p->block.server == server_id && p->block.index == block_index) {
-        bi->range_lo = p->lo;
-        bi->range_hi = p->hi;
+    int pi = ns_node_find_part(n, server_id, block_index);
+    if (pi >= 0) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, pi);
+      bi->range_lo = p->lo;
+      bi->range_hi = p->hi;
+    }
+    /* The new block of a split under way holds the slots being moved. */
+    for (guint i = 0; pi < 0 && n->reparts != NULL && i < n->reparts->len; i++) {
+      const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+      if (!r->merge && r->dst.server == server_id && r->dst.index == block_index) {
+        bi->range_lo = r->lo;
+        bi->range_hi = r->hi;
       }
     }
+    bi->high_watermark = n->high_wm;
+    bi->low_watermark = n->low_wm;
   }
   return TRUE;
 }
@@ -540,6 +556,71 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   return TRUE;
 }
 
+static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p) {
+  const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
+  mp->server_id = p->block.server;
+  g_free(mp->server_address);
+  mp->server_address = g_strdup(s ? s->address : "");
+  mp->block_index = p->block.index;
+  mp->generation = p->block.generation;
+  mp->block_size = s ? s->block_size : 0;
+  mp->range_lo = p->lo;
+  mp->range_hi = p->hi;
+}
+
+static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan **_return,
+                                    const gint32 server_id, const gint32 block_index,
+                                    const gint64 generation, const gboolean merge,
+                                    const gint64 split_at, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  dir_repart_plan_t plan;
+  int rc = dir_repart_begin(d, server_id, block_index, generation, merge, split_at, &plan, why,
+                            sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  (*_return)->op_id = plan.op_id;
+  (*_return)->lo = plan.lo;
+  (*_return)->hi = plan.hi;
+  fill_partition(d, (*_return)->target, &plan.target);
+  return TRUE;
+}
+
+static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
+                                  const gint32 server_id, const gint64 op_id,
+                                  const gboolean commit, const gint64 bytes_moved,
+                                  MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  ns_node_t *n = NULL;
+  int rc = dir_repart_end(d, server_id, op_id, commit, bytes_moved, &n, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
+                           const gint64 size, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_TRUNCATE, .path = path, .lo = size};
+  int rc = dir_apply(d, &rec, &fx, why, sizeof why);
+  if (rc == 0 && fx.freed->len > 0) {
+    MF_INFO("namespace %s: truncated to %lld bytes, %u blocks returned to the pool", path,
+            (long long)size, fx.freed->len);
+  }
+  ns_effects_clear(&fx);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
 static void dir_handler_class_init(DirHandlerClass *cls) {
   MayflyDirectoryHandlerClass *h = MAYFLY_DIRECTORY_HANDLER_CLASS(cls);
   h->mkdir = h_mkdir;
@@ -562,6 +643,9 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->servers = h_servers;
   h->leases = h_leases;
   h->stats = h_stats;
+  h->repartition_begin = h_repartition_begin;
+  h->repartition_end = h_repartition_end;
+  h->truncate = h_truncate;
 }
 
 static void dir_handler_init(DirHandler *self) {

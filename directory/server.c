@@ -123,7 +123,8 @@ dir_rpc_t *dir_rpc_new(dir_t *d) {
       "mkdir",         "create_ns",       "open_ns",   "open_or_create", "remove",
       "rename",        "exists",          "stat",      "list_children",  "renew",
       "get_layout",    "add_block",       "remove_block", "register_server", "heartbeat",
-      "servers",       "leases",          "stats",     "check_block",    "release_range"};
+      "servers",       "leases",          "stats",     "check_block",    "release_range",
+      "repartition_begin", "repartition_end", "truncate"};
   r->methods = g_hash_table_new(g_str_hash, g_str_equal);
   for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
     g_hash_table_add(r->methods, (gpointer)names[i]);

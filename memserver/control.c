@@ -25,6 +25,7 @@ struct ms_control {
   GQueue events;
   gint blocks_used;
   gint64 max_generation;
+  gint server_id_pub; /* server_id, for other threads */
   /* Owned by the thread. */
   mf_ctl_t *ctl;
   int32_t server_id;
@@ -150,6 +151,7 @@ static gpointer run(gpointer data) {
       do_heartbeat(c);
       next_beat = now + c->heartbeat_ms;
     }
+    g_atomic_int_set(&c->server_id_pub, c->server_id);
     int64_t wait = next_beat - mf_now_ms();
     gpointer req = g_async_queue_timeout_pop(c->requests, (guint64)(wait > 0 ? wait : 1) * 1000);
     if (req == GINT_TO_POINTER(STOP_REQUEST)) break;
@@ -176,6 +178,10 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   c->async.data = c;
   c->thread = g_thread_new("mayfly-control", run, c);
   return c;
+}
+
+int32_t ms_control_server_id(ms_control_t *c) {
+  return g_atomic_int_get(&c->server_id_pub);
 }
 
 void *ms_control_data(ms_control_t *c) {

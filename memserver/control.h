@@ -51,6 +51,9 @@ void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_gene
 void ms_control_take(ms_control_t *c, GQueue *out);
 void ms_event_free(ms_event_t *e);
 
+/* The id the directory gave this server; 0 while not registered. Any thread. */
+int32_t ms_control_server_id(ms_control_t *c);
+
 /* The opaque pointer given at start. */
 void *ms_control_data(ms_control_t *c);
 

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/uvnet.h"
 #include "common/wire.h"
 #include "memserver/control.h"
+#include "memserver/repart.h"
 
 #define READ_CHUNK (256u << 10)
 #define OUT_HIGH_WATER (64u << 20)
@@ -18,6 +20,8 @@
 #define POP_WAIT_MAX_MS 600000
 #define KEY_MAX (64u << 10)
 #define ZERO_COPY_MIN (64u << 10)
+#define KV_SLOTS 65536 /* the slots of a kv namespace (NS_KV_SLOTS) */
+#define RP_SCAN_MS 20  /* how often blocks waiting to retry a repartition are looked at */
 
 typedef struct conn conn_t;
 
@@ -32,6 +36,13 @@ struct ms_server {
   GList *conns;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   int stopping;
+  /* repartitions */
+  char *directory;
+  mf_pool_t *rp_pool;     /* connections to other memory servers */
+  GHashTable *rp_retry;   /* block indices to look at again */
+  uv_timer_t rp_timer;
+  int rp_jobs;            /* worker jobs not yet completed */
+  int closed;             /* the listener is closed: free once rp_jobs is 0 */
 };
 
 struct conn {
@@ -226,6 +237,46 @@ static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
   g_queue_push_tail(q, p);
 }
 
+/* Holds a request until the repartition of its block ends (replay_held). */
+static void hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
+  if (b->held == NULL) b->held = g_queue_new();
+  parked_t *p = g_new(parked_t, 1);
+  p->c = c;
+  p->frame = g_memdup2(frame, len);
+  p->len = len;
+  c->refs++;
+  g_queue_push_tail(b->held, p);
+}
+
+static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
+                   int can_park);
+static void rp_consider(ms_server_t *s, store_block_t *b, int full);
+
+/* Serves the held requests again (status 0), or answers them all with
+ * `status` (the block went away). */
+static void replay_held(store_block_t *b, int status) {
+  GQueue *q = b->held;
+  if (q == NULL) return;
+  b->held = NULL;
+  parked_t *p;
+  while ((p = g_queue_pop_head(q)) != NULL) {
+    wire_hdr_t h;
+    size_t flen;
+    if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
+      if (status != 0) {
+        reply_status(p->c, &h, status);
+      } else {
+        handle(p->c, &h, p->frame, p->len, 0);
+      }
+      flush(p->c);
+    }
+    conn_unref(p->c);
+    g_free(p->frame);
+    g_free(p);
+  }
+  g_queue_free(q);
+}
+
 /* The block kind an opcode works on; -1 for an opcode that does not exist. */
 static int kind_of(uint8_t op) {
   switch (op) {
@@ -244,14 +295,53 @@ static int kind_of(uint8_t op) {
     case WIRE_OP_KV_GET:
     case WIRE_OP_KV_DEL:
     case WIRE_OP_KV_EXISTS:
+    case WIRE_OP_KV_MIGRATE:
+    case WIRE_OP_KV_MIGRATE_ABORT:
       return STORE_KV;
     default:
       return -1;
   }
 }
 
-static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload) {
+/* Another memory server moves entries here (or takes them back). */
+static void handle_migrate(conn_t *c, store_block_t *b, const wire_hdr_t *h,
+                           const uint8_t *payload) {
+  int64_t lo = (int64_t)h->arg0, hi = (int64_t)h->arg1;
+  if (h->arg0 >= KV_SLOTS || h->arg1 > KV_SLOTS || lo >= hi || b->rp_state != STORE_RP_IDLE) {
+    reply_status(c, h, MAYFLY_EINVAL);
+    return;
+  }
+  if (h->opcode == WIRE_OP_KV_MIGRATE_ABORT) {
+    store_kv_drop_range(b, lo, hi);
+    if (b->range_hi == hi && b->range_lo < lo) b->range_hi = lo;
+    if (b->range_lo == lo && b->range_hi > hi) b->range_lo = hi;
+    reply_status(c, h, 0);
+    return;
+  }
+  if (lo < b->range_lo || hi > b->range_hi) {
+    /* A merge: the block takes over the adjacent slots of its neighbour. */
+    if (b->range_hi == lo) {
+      b->range_hi = hi;
+    } else if (b->range_lo == hi) {
+      b->range_lo = lo;
+    } else {
+      reply_status(c, h, MAYFLY_EINVAL);
+      return;
+    }
+  }
+  uint64_t count = 0;
+  int rc = store_kv_migrate_in(c->srv->store, b, payload, h->payload_len, lo, hi, &count);
+  reply(c, h, rc, 0, count, 0, 0, NULL, 0);
+  rp_consider(c->srv, b, 0);
+}
+
+static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload,
+                      const uint8_t *frame, size_t flen) {
   store_t *st = c->srv->store;
+  if (h->opcode == WIRE_OP_KV_MIGRATE || h->opcode == WIRE_OP_KV_MIGRATE_ABORT) {
+    handle_migrate(c, b, h, payload);
+    return;
+  }
   uint32_t klen = h->opcode == WIRE_OP_KV_PUT ? h->arg2 : h->payload_len;
   if (klen > h->payload_len || klen > KEY_MAX) {
     reply_status(c, h, MAYFLY_EINVAL);
@@ -262,12 +352,43 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     reply_status(c, h, rc);
     return;
   }
+  GHashTable *moving = NULL;
+  if (b->rp_state >= STORE_RP_MOVING) {
+    int64_t slot = wire_kv_slot(payload, klen);
+    if (slot >= b->rp_lo && slot < b->rp_hi) {
+      /* Being moved: reads are served from the set-aside copy while it is
+       * sent; writes wait, and so does everything once the commit is asked
+       * for (the target may be answering by then). */
+      int read = h->opcode == WIRE_OP_KV_GET || h->opcode == WIRE_OP_KV_EXISTS;
+      if (!read || b->rp_state == STORE_RP_COMMITTING) {
+        hold(c, b, frame, flen);
+        return;
+      }
+      moving = b->rp_moving;
+    }
+  }
   switch (h->opcode) {
     case WIRE_OP_KV_PUT:
-      reply_status(c, h, store_kv_put(st, b, payload, klen, payload + klen, h->payload_len - klen));
+      rc = store_kv_put(st, b, payload, klen, payload + klen, h->payload_len - klen);
+      if (rc == MAYFLY_EFULL) {
+        /* Room is made by a split, now or after a short wait (partitions
+         * busy); the put waits for it unless splitting was refused. */
+        rp_consider(c->srv, b, 1);
+        if (b->rp_state != STORE_RP_IDLE ||
+            (b->rp_refused == 0 && b->range_hi - b->range_lo >= 2 &&
+             g_hash_table_contains(c->srv->rp_retry, GINT_TO_POINTER(b->index)))) {
+          hold(c, b, frame, flen);
+          return;
+        }
+        if (b->rp_refused != 0) rc = b->rp_refused;
+      }
+      reply_status(c, h, rc);
+      if (rc == 0 && b->used * 100 > (uint64_t)b->high_wm * st->block_size) {
+        rp_consider(c->srv, b, 0);
+      }
       break;
     case WIRE_OP_KV_GET: {
-      GBytes *v = store_kv_get(b, payload, klen);
+      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
       if (v == NULL) {
         reply_status(c, h, MAYFLY_ENOKEY);
       } else {
@@ -278,11 +399,17 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
       break;
     }
     case WIRE_OP_KV_DEL:
-      reply_status(c, h, store_kv_del(b, payload, klen));
+      rc = store_kv_del(b, payload, klen);
+      reply_status(c, h, rc);
+      if (rc == 0 && b->used * 100 < (uint64_t)b->low_wm * st->block_size) {
+        rp_consider(c->srv, b, 0);
+      }
       break;
-    case WIRE_OP_KV_EXISTS:
-      reply(c, h, 0, 0, store_kv_get(b, payload, klen) != NULL, 0, 0, NULL, 0);
+    case WIRE_OP_KV_EXISTS: {
+      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
+      reply(c, h, 0, 0, v != NULL, 0, 0, NULL, 0);
       break;
+    }
     default:
       reply_status(c, h, MAYFLY_EPROTO);
   }
@@ -399,7 +526,7 @@ static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t 
       handle_queue(c, b, h, payload);
       break;
     case STORE_KV:
-      handle_kv(c, b, h, payload);
+      handle_kv(c, b, h, payload, frame, flen);
       break;
     default: {
       uint64_t items = b->kind == STORE_QUEUE ? g_queue_get_length(b->items)
@@ -408,6 +535,188 @@ static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t 
       reply(c, h, 0, b->sealed ? WIRE_F_SEALED : 0, b->used, items, (uint32_t)b->kind, NULL, 0);
     }
   }
+}
+
+/* --- repartitions (the blocking steps are in repart.c) --- */
+
+typedef struct {
+  uv_work_t req;
+  ms_server_t *srv;
+  ms_repart_job_t *job;
+  int step; /* STORE_RP_PLANNING, _MOVING (copy), _COMMITTING */
+} rp_work_t;
+
+static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step);
+
+/* The block a job works on, if it is still that block and that job. */
+static store_block_t *rp_block(ms_server_t *s, ms_repart_job_t *job) {
+  store_block_t *b = &s->store->blocks[job->index];
+  return (b->generation == job->generation && b->kind == STORE_KV && b->rp_job == job) ? b
+                                                                                      : NULL;
+}
+
+/* Frees the server once its listener is closed and no worker job is left. */
+static void server_free(ms_server_t *s) {
+  if (!s->closed || s->rp_jobs > 0) return;
+  g_hash_table_destroy(s->parked);
+  mf_pool_free(s->rp_pool);
+  g_free(s->directory);
+  g_hash_table_destroy(s->rp_retry);
+  g_free(s);
+}
+
+/* Looks at a kv block's fill and starts a split (above the high watermark,
+ * or a put that did not fit) or a merge (under the low watermark). */
+static void rp_consider(ms_server_t *s, store_block_t *b, int full) {
+  store_t *st = s->store;
+  if (b->kind != STORE_KV || b->rp_state != STORE_RP_IDLE || s->stopping) return;
+  int split = full || b->used * 100 > (uint64_t)b->high_wm * st->block_size;
+  int merge = !split && b->used * 100 < (uint64_t)b->low_wm * st->block_size &&
+              !(b->range_lo == 0 && b->range_hi == KV_SLOTS);
+  if (split && b->range_hi - b->range_lo < 2) {
+    replay_held(b, 0); /* one slot cannot split: what waited for room gets "full" */
+    return;
+  }
+  if (!split && !merge) return;
+  int32_t id = ms_control_server_id(s->ctl);
+  if (id == 0 || mf_now_ms() < b->rp_retry_ms) {
+    g_hash_table_add(s->rp_retry, GINT_TO_POINTER(b->index));
+    return;
+  }
+  b->rp_refused = 0;
+  ms_repart_job_t *job = g_new0(ms_repart_job_t, 1);
+  job->directory = s->directory;
+  job->pool = s->rp_pool;
+  job->server_id = id;
+  job->index = b->index;
+  job->generation = b->generation;
+  job->merge = !split;
+  job->split_at = b->range_lo + (b->range_hi - b->range_lo) / 2;
+  job->block_size = st->block_size;
+  job->used = b->used;
+  job->low_wm = b->low_wm;
+  job->started_us = g_get_monotonic_time();
+  b->rp_job = job;
+  b->rp_state = STORE_RP_PLANNING;
+  rp_queue(s, job, STORE_RP_PLANNING);
+}
+
+static void rp_work(uv_work_t *req) {
+  rp_work_t *w = req->data;
+  switch (w->step) {
+    case STORE_RP_PLANNING:
+      ms_repart_plan(w->job);
+      break;
+    case STORE_RP_MOVING:
+      ms_repart_copy(w->job);
+      break;
+    default:
+      ms_repart_commit(w->job);
+  }
+}
+
+/* The repartition is over (committed or not): the block serves again. */
+static void rp_finish(ms_server_t *s, store_block_t *b, ms_repart_job_t *job, int committed) {
+  if (b != NULL) {
+    if (b->rp_moving != NULL && !committed) store_kv_restore(b, b->rp_moving);
+    if (committed && job->merge) {
+      /* All of it went to the neighbour; the directory frees this block. */
+      store_release(s->store, b->index, b->generation);
+    } else if (committed) {
+      b->range_hi = job->lo;
+      store_kv_uncharge(b, b->rp_charge);
+    }
+    b->rp_state = STORE_RP_IDLE;
+    b->rp_moving = NULL;
+    b->rp_job = NULL;
+    b->rp_charge = 0;
+    replay_held(b, 0);
+    if (!committed || !job->merge) rp_consider(s, b, 0);
+  }
+  ms_repart_job_free(job);
+}
+
+static void rp_after(uv_work_t *req, int status) {
+  rp_work_t *w = req->data;
+  ms_server_t *s = w->srv;
+  ms_repart_job_t *job = w->job;
+  int step = w->step;
+  g_free(w);
+  s->rp_jobs--;
+  store_block_t *b = s->stopping ? NULL : rp_block(s, job);
+  const char *what = job->merge ? "merge" : "split";
+  if (b == NULL) {
+    /* The block went away (its namespace was removed) or the server stops:
+     * nothing to hand back; a repartition the directory still holds is
+     * rolled back there after its timeout. */
+    ms_repart_job_free(job);
+    if (s->stopping) server_free(s);
+    return;
+  }
+  if (job->status != 0) {
+    int rc = job->status;
+    if (step == STORE_RP_PLANNING) {
+      /* Refused: busy partitions (EAGAIN) are retried soon; no room or the
+       * quota (EQUOTA, ENOSPC) make full puts fail with that reason for a while. */
+      if (rc == MAYFLY_EQUOTA || rc == MAYFLY_ENOSPC || rc == MAYFLY_ENOSERVERS) {
+        b->rp_refused = rc;
+      }
+      MF_DEBUG("block %d: %s refused: %s", b->index, what, job->why);
+    } else {
+      MF_WARN("block %d: %s rolled back: %s", b->index, what, job->why);
+    }
+    b->rp_retry_ms = mf_now_ms() + (rc == MAYFLY_EAGAIN || rc == MAYFLY_EMOVED ? 20 : 1000);
+    rp_finish(s, b, job, 0);
+    return;
+  }
+  if (step == STORE_RP_PLANNING) {
+    b->rp_lo = job->lo;
+    b->rp_hi = job->hi;
+    job->moving = store_kv_take_range(b, job->lo, job->hi, &b->rp_charge);
+    b->rp_moving = job->moving;
+    b->rp_state = STORE_RP_MOVING;
+    rp_queue(s, job, STORE_RP_MOVING);
+  } else if (step == STORE_RP_MOVING) {
+    b->rp_state = STORE_RP_COMMITTING;
+    rp_queue(s, job, STORE_RP_COMMITTING);
+  } else {
+    double ms = (double)(g_get_monotonic_time() - job->started_us) / 1000.0;
+    MF_INFO("block %d: %s of slots [%lld, %lld) to %s block %d: %llu entries, %llu bytes in "
+            "%.1f ms (%.0f MB/s)",
+            b->index, what, (long long)job->lo, (long long)job->hi, job->target, job->t_index,
+            (unsigned long long)job->entries, (unsigned long long)job->bytes, ms,
+            ms > 0 ? (double)job->bytes / 1e3 / ms : 0.0);
+    rp_finish(s, b, job, 1);
+  }
+}
+
+static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step) {
+  rp_work_t *w = g_new0(rp_work_t, 1);
+  w->srv = s;
+  w->job = job;
+  w->step = step;
+  w->req.data = w;
+  s->rp_jobs++;
+  uv_queue_work(s->loop, &w->req, rp_work, rp_after);
+}
+
+/* Looks again at the blocks whose repartition had to wait. */
+static void rp_scan(uv_timer_t *t) {
+  ms_server_t *s = t->data;
+  if (g_hash_table_size(s->rp_retry) == 0) return;
+  GHashTable *due = s->rp_retry;
+  s->rp_retry = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GHashTableIter it;
+  gpointer k;
+  g_hash_table_iter_init(&it, due);
+  while (g_hash_table_iter_next(&it, &k, NULL)) {
+    store_block_t *b = &s->store->blocks[GPOINTER_TO_INT(k)];
+    if (b->kind == STORE_KV && b->rp_refused != 0 && mf_now_ms() >= b->rp_retry_ms) {
+      b->rp_refused = 0;
+    }
+    rp_consider(s, b, b->held != NULL);
+  }
+  g_hash_table_destroy(due);
 }
 
 /* --- connections --- */
@@ -544,6 +853,7 @@ static void on_control_event(uv_async_t *a) {
       case MS_EV_RELEASE:
         if (e->index >= 0 && e->index < st->nblocks) {
           wake_all(&st->blocks[e->index], MAYFLY_EMOVED);
+          replay_held(&st->blocks[e->index], MAYFLY_EMOVED);
           if (store_release(st, e->index, e->generation)) {
             MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
           }
@@ -564,6 +874,7 @@ static void on_control_event(uv_async_t *a) {
           store_block_t *b = &st->blocks[i];
           if (b->kind != STORE_FREE && !g_hash_table_contains(keep, GINT_TO_POINTER(i))) {
             wake_all(b, MAYFLY_EMOVED);
+            replay_held(b, MAYFLY_EMOVED);
             dropped += store_release(st, i, b->generation);
           }
         }
@@ -589,6 +900,9 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   /* A frame carries at most one block's worth of data plus a key. */
   s->max_payload = (uint32_t)MIN((uint64_t)store->block_size + KEY_MAX, UINT32_MAX - 4096);
   s->parked = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->directory = g_strdup(cfg->directory);
+  s->rp_pool = mf_pool_new(2000);
+  s->rp_retry = g_hash_table_new(g_direct_hash, g_direct_equal);
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
@@ -596,10 +910,13 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   if (rc != 0) {
     uv_close((uv_handle_t *)&s->listener, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
-    g_hash_table_destroy(s->parked);
-    g_free(s);
+    s->closed = 1;
+    server_free(s);
     return rc;
   }
+  uv_timer_init(loop, &s->rp_timer);
+  s->rp_timer.data = s;
+  uv_timer_start(&s->rp_timer, rp_scan, RP_SCAN_MS, RP_SCAN_MS);
   struct sockaddr_in bound;
   int blen = sizeof bound;
   uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
@@ -618,8 +935,8 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
 
 static void listener_closed(uv_handle_t *h) {
   ms_server_t *s = h->data;
-  g_hash_table_destroy(s->parked);
-  g_free(s);
+  s->closed = 1;
+  server_free(s);
 }
 
 void ms_server_stop(ms_server_t *s) {
@@ -634,9 +951,12 @@ void ms_server_stop(ms_server_t *s) {
   while (g_hash_table_iter_next(&it, &key, NULL)) keys = g_list_prepend(keys, key);
   for (GList *k = keys; k; k = k->next) replay_parked(s, GPOINTER_TO_INT(k->data), MAYFLY_EIO);
   g_list_free(keys);
+  uv_timer_stop(&s->rp_timer);
+  uv_close((uv_handle_t *)&s->rp_timer, NULL);
   for (int32_t i = 0; i < s->store->nblocks; i++) {
     store_block_t *b = &s->store->blocks[i];
     wake_all(b, MAYFLY_EIO);
+    replay_held(b, MAYFLY_EIO);
     if (b->waiters != NULL) g_queue_free(b->waiters);
     b->waiters = NULL;
   }
