@@ -902,9 +902,36 @@ static int cmd_cat(cli_t *cli, int argc, char **argv) {
   return rc;
 }
 
+static int cmd_truncate(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH SIZE",
+                       "Shrink a file namespace to SIZE bytes (e.g. 0, 1500, 4MiB); the blocks "
+                       "past it return to the pool.",
+                       NULL, &argc, &argv, 2, 2);
+  uint64_t size = 0;
+  if (rc == 0 && mf_parse_size(argv[2], &size) != 0) {
+    rc = usage_error_path(cli, argv[1], "SIZE takes a byte count such as 1500 or 4MiB");
+  }
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_FILE, &ns);
+  if (rc == 0) {
+    rc = mayfly_file_truncate(ns, size);
+    if (rc == MAYFLY_EINVAL) {
+      rc = usage_error_path(cli, argv[1], "SIZE lies past the end of the file");
+    } else if (rc != 0) {
+      rc = report(cli, argv[1], rc);
+    } else {
+      print_ok(cli, "truncated", argv[1]);
+    }
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
 static const command_t commands[] = {
     {"mkdir", "[-p] PATH", "Create a directory", cmd_mkdir},
-    {"create", "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned]",
+    {"create",
+     "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned] [--max-blocks N] "
+     "[--high-watermark PCT] [--low-watermark PCT]",
      "Create a data namespace", cmd_create},
     {"ls", "[-l] [PATH]", "List a directory", cmd_ls},
     {"tree", "[PATH]", "Show a subtree", cmd_tree},
@@ -921,6 +948,7 @@ static const command_t commands[] = {
     {"pop", "PATH [--timeout MS]", "Pop the head item of a queue", cmd_pop},
     {"write", "PATH [--offset N] [--append]", "Write stdin into a file namespace", cmd_write},
     {"cat", "PATH", "Print a file namespace", cmd_cat},
+    {"truncate", "PATH SIZE", "Shrink a file namespace", cmd_truncate},
     {"stats", "", "Directory counters", cmd_stats},
     {NULL, NULL, NULL, NULL}};
 

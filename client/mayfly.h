@@ -204,6 +204,9 @@ int mayfly_file_append(mayfly_ns_t *ns, const void *buf, size_t len, uint64_t *o
 int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len);
 /* The file's size (end of the furthest write), or a negative error. */
 int64_t mayfly_file_size(mayfly_ns_t *ns);
+/* Shrinks the file to `size` bytes; the blocks wholly past it return to the
+ * pool. A size beyond the end is MAYFLY_EINVAL (writing extends a file). */
+int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size);
 
 /* queue: FIFO items. The tail grows by a block when full. */
 int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len);

@@ -31,6 +31,7 @@ typedef enum {
   WIRE_OP_FILE_WRITE = 0x10, /* arg0 = offset in block; payload = data; reply arg0 = size */
   WIRE_OP_FILE_READ = 0x11,  /* arg0 = offset, arg1 = length; reply payload = data */
   WIRE_OP_FILE_SIZE = 0x12,  /* reply arg0 = bytes written up to (segment size) */
+  WIRE_OP_FILE_TRUNCATE = 0x13, /* arg0 = new segment size (only shrinks); reply arg0 = size */
 
   WIRE_OP_Q_PUSH = 0x20, /* payload = item; ENOSPC + WIRE_F_SEALED when full */
   WIRE_OP_Q_POP = 0x21,  /* arg0 = wait ms; reply payload = item; EAGAIN empty;

@@ -285,6 +285,7 @@ static int kind_of(uint8_t op) {
     case WIRE_OP_FILE_WRITE:
     case WIRE_OP_FILE_READ:
     case WIRE_OP_FILE_SIZE:
+    case WIRE_OP_FILE_TRUNCATE:
       return STORE_FILE;
     case WIRE_OP_Q_PUSH:
     case WIRE_OP_Q_POP:
@@ -482,6 +483,10 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       break;
     }
     case WIRE_OP_FILE_SIZE:
+      reply(c, h, 0, 0, b->size, 0, 0, NULL, 0);
+      break;
+    case WIRE_OP_FILE_TRUNCATE:
+      store_file_truncate(st, b, h->arg0);
       reply(c, h, 0, 0, b->size, 0, 0, NULL, 0);
       break;
     default:

@@ -112,6 +112,10 @@ int store_release(store_t *s, int32_t index, int64_t generation);
 int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len);
 /* Points *data at up to len bytes from off (fewer past the segment's size). */
 uint64_t store_file_read(store_block_t *b, uint64_t off, uint64_t len, const uint8_t **data);
+/* Cuts the segment to `size` bytes when it is longer; the bytes cut read as
+ * zeros if a later write extends the segment again, and whole pages go back
+ * to the system. */
+void store_file_truncate(store_t *s, store_block_t *b, uint64_t size);
 
 /* --- queue segments --- */
 /* Returns 0, MAYFLY_ETOOBIG (an item larger than a block) or MAYFLY_EFULL

@@ -160,12 +160,10 @@ static void test_kv_grows_and_shrinks_under_readers(void) {
   cluster_t cl;
   if (cluster_start(&cl, 3, 96, "256KiB", "5000") != 0) goto out;
   const char *path = "/job/elastic/kv";
-  mayfly_ns_t *ns = NULL;
-  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
-  if (ns == NULL) goto out;
-  MF_ASSERT_EQ(partitions(&cl, path, NULL), 1);
-  int base_blocks = blocks_used(&cl);
-
+  /* The readers are forked while this process runs no client threads (a
+   * child forked in the middle of another thread's GObject call can hang). */
+  mayfly_disconnect(cl.c);
+  cl.c = NULL;
   int gates[READERS][2], outs[READERS][2];
   pid_t pids[READERS];
   for (int i = 0; i < READERS; i++) {
@@ -183,6 +181,13 @@ static void test_kv_grows_and_shrinks_under_readers(void) {
     close(gates[i][0]);
     close(outs[i][1]);
   }
+  mayfly_options_t o = {.timeout_ms = 20000};
+  MF_ASSERT_EQ(mayfly_connect(cl.dir->address, &o, &cl.c), 0);
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
+  if (ns == NULL) goto out;
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 1);
+  int base_blocks = blocks_used(&cl);
 
   char key[32], val[VALUE_LEN];
   int put_errors = 0, del_errors = 0;
@@ -254,9 +259,224 @@ out:
   cluster_stop(&cl);
 }
 
+/* The memory server that holds the namespace's first partition. */
+static int holder(const cluster_t *cl, const char *path) {
+  mayfly_stat_t *st = NULL;
+  if (mayfly_stat(cl->c, path, &st) != 0) return -1;
+  int found = -1;
+  for (int i = 0; i < MAX_MS; i++) {
+    if (cl->ms[i] != NULL && strcmp(cl->ms[i]->address, st->partitions[0].server_address) == 0) {
+      found = i;
+    }
+  }
+  mayfly_stat_free(st);
+  return found;
+}
+
+/* Puts keys [from, to); returns how many failed. */
+static int put_range(mayfly_ns_t *ns, int from, int to) {
+  char key[32], val[VALUE_LEN];
+  int errors = 0;
+  for (int i = from; i < to; i++) {
+    key_of(i, key, sizeof key);
+    value_of(i, val);
+    int rc = mayfly_kv_put(ns, key, strlen(key), val, VALUE_LEN);
+    if (rc != 0 && errors++ < 5) fprintf(stderr, "  put %s: %s\n", key, mayfly_strerror(rc));
+  }
+  return errors;
+}
+
+/* Reads keys [from, to) back; returns how many are missing or wrong. */
+static int check_range(mayfly_ns_t *ns, int from, int to) {
+  char key[32], val[VALUE_LEN];
+  int bad = 0;
+  for (int i = from; i < to; i++) {
+    key_of(i, key, sizeof key);
+    value_of(i, val);
+    void *v = NULL;
+    size_t vlen = 0;
+    int rc = mayfly_kv_get(ns, key, strlen(key), &v, &vlen);
+    if (rc != 0 || vlen != VALUE_LEN || memcmp(v, val, VALUE_LEN) != 0) {
+      if (bad++ < 5) fprintf(stderr, "  get %s: %s\n", key, rc ? mayfly_strerror(rc) : "wrong value");
+    }
+    mayfly_free(v);
+  }
+  return bad;
+}
+
+/* A split whose target memory server dies while the data is on its way:
+ * the split rolls back, the namespace stays readable and writable with its
+ * old layout, and a later split onto a live server succeeds. */
+static void test_split_rolls_back_when_target_dies(void) {
+  cluster_t cl;
+  /* Servers are marked down 3 s after their last heartbeat. */
+  if (cluster_start(&cl, 3, 16, "256KiB", "3000") != 0) goto out;
+  const char *path = "/job/elastic/rollback";
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
+  if (ns == NULL) goto out;
+  int src = holder(&cl, path);
+  CU_ASSERT_FATAL(src >= 0);
+  /* Fill to 80 %: no split yet. */
+  int n80 = (int)(256 * 1024 * 0.80 / (VALUE_LEN + 10 + 128));
+  MF_ASSERT_EQ(put_range(ns, 0, n80), 0);
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 1);
+  /* Every other server hangs: the split's copy waits on one of them. */
+  for (int i = 0; i < cl.nms; i++) {
+    if (i != src) mf_pause(cl.ms[i]);
+  }
+  int n95 = (int)(256 * 1024 * 0.95 / (VALUE_LEN + 10 + 128));
+  MF_ASSERT_EQ(put_range(ns, n80, n95), 0); /* crosses 90 %: a split begins */
+  mf_sleep_ms(300);
+  /* Mid-move, the targets die. */
+  for (int i = 0; i < cl.nms; i++) {
+    if (i != src) {
+      mf_kill(cl.ms[i]);
+      cl.ms[i] = NULL;
+    }
+  }
+  int64_t version = 0;
+  MF_ASSERT_EQ(partitions(&cl, path, &version), 1);
+  MF_ASSERT_EQ(version, 1);
+  /* Readable and writable, with the old layout: reads of the slots that were
+   * being moved, a delete, a put that fits. */
+  MF_ASSERT_EQ(check_range(ns, 0, n95), 0);
+  char key[32];
+  key_of(0, key, sizeof key);
+  MF_ASSERT_EQ(mayfly_kv_delete(ns, key, strlen(key)), 0);
+  MF_ASSERT_EQ(mayfly_kv_put(ns, "small", 5, "v", 1), 0);
+  MF_ASSERT_EQ(put_range(ns, 0, 1), 0);
+  /* A live server joins: the split is retried and lands there. */
+  cl.ms[3] = mf_start_memserver(cl.dir, 16, "256KiB", NULL);
+  CU_ASSERT_FATAL(cl.ms[3] != NULL);
+  int parts = 0;
+  for (int64_t until = now_ms() + 15000; now_ms() < until; mf_sleep_ms(100)) {
+    parts = partitions(&cl, path, NULL);
+    if (parts >= 2) break;
+  }
+  MF_ASSERT_EQ(parts, 2);
+  MF_ASSERT_EQ(check_range(ns, 0, n95), 0);
+  mayfly_unmount(ns);
+out:
+  cluster_stop(&cl);
+}
+
+/* max_blocks: growth past it fails with "quota exceeded"; what is there can
+ * still be read and deleted, and deleting makes room again. */
+static void test_quota_stops_growth_not_use(void) {
+  cluster_t cl;
+  if (cluster_start(&cl, 2, 16, "128KiB", "5000") != 0) goto out;
+  const char *path = "/job/elastic/quota";
+  mayfly_create_options_t o = {.max_blocks = 2};
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, &o, &ns), 0);
+  if (ns == NULL) goto out;
+  char key[32], val[VALUE_LEN];
+  int i = 0, rc = 0;
+  for (; i < 1000 && rc == 0; i++) {
+    key_of(i, key, sizeof key);
+    value_of(i, val);
+    rc = mayfly_kv_put(ns, key, strlen(key), val, VALUE_LEN);
+  }
+  MF_ASSERT_EQ(rc, MAYFLY_EQUOTA);
+  int stored = i - 1;
+  CU_ASSERT(stored > 100); /* two blocks' worth */
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 2);
+  MF_ASSERT_EQ(check_range(ns, 0, stored), 0);
+  for (int k = 0; k < 20; k++) {
+    key_of(k, key, sizeof key);
+    MF_ASSERT_EQ(mayfly_kv_delete(ns, key, strlen(key)), 0);
+  }
+  /* Room again, once the refusal has worn off (one second). */
+  rc = -1;
+  for (int64_t until = now_ms() + 5000; rc != 0 && now_ms() < until; mf_sleep_ms(100)) {
+    key_of(0, key, sizeof key);
+    value_of(0, val);
+    rc = mayfly_kv_put(ns, key, strlen(key), val, VALUE_LEN);
+  }
+  MF_ASSERT_EQ(rc, 0);
+  /* The CLI says why. */
+  char *out = NULL, *err = NULL;
+  MF_ASSERT_EQ(mf_cli(cl.dir, &out, &err, "stat", path, NULL), 0);
+  CU_ASSERT(out != NULL && strstr(out, "max blocks:      2") != NULL);
+  g_free(out);
+  g_free(err);
+  mayfly_unmount(ns);
+
+  /* A queue stops growing at its quota too. */
+  mayfly_create_options_t q = {.max_blocks = 1};
+  MF_ASSERT_EQ(mayfly_mount(cl.c, "/job/elastic/q", MAYFLY_KIND_QUEUE, &q, &ns), 0);
+  rc = 0;
+  for (i = 0; i < 1000 && rc == 0; i++) rc = mayfly_queue_push(ns, val, VALUE_LEN);
+  MF_ASSERT_EQ(rc, MAYFLY_EQUOTA);
+  void *item = NULL;
+  size_t ilen = 0;
+  MF_ASSERT_EQ(mayfly_queue_pop(ns, &item, &ilen, 0), 0);
+  MF_ASSERT_EQ(ilen, VALUE_LEN);
+  mayfly_free(item);
+  mayfly_unmount(ns);
+out:
+  cluster_stop(&cl);
+}
+
+/* truncate shrinks a file and gives back the blocks past the new end. */
+static void test_truncate_returns_blocks(void) {
+  cluster_t cl;
+  if (cluster_start(&cl, 2, 16, "64KiB", "5000") != 0) goto out;
+  const char *path = "/job/elastic/file";
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_FILE, NULL, &ns), 0);
+  if (ns == NULL) goto out;
+  size_t len = 4 * 65536 + 1000;
+  uint8_t *data = g_malloc(len);
+  for (size_t i = 0; i < len; i++) data[i] = (uint8_t)(i * 31 + 7);
+  MF_ASSERT_EQ(mayfly_file_write(ns, 0, data, len), 0);
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 5);
+  int before = blocks_used(&cl);
+  size_t cut = 65536 + 500;
+  MF_ASSERT_EQ(mayfly_file_truncate(ns, cut), 0);
+  MF_ASSERT_EQ(mayfly_file_size(ns), (int64_t)cut);
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 2);
+  MF_ASSERT_EQ(blocks_used(&cl), before - 3);
+  uint8_t *back = g_malloc0(len);
+  MF_ASSERT_EQ(mayfly_file_read(ns, 0, back, len), (int64_t)cut);
+  CU_ASSERT(memcmp(back, data, cut) == 0);
+  /* Writing past the end again: the cut bytes read as zeros. */
+  MF_ASSERT_EQ(mayfly_file_write(ns, 65536 + 2000, "x", 1), 0);
+  MF_ASSERT_EQ(mayfly_file_read(ns, cut, back, 1500), 1500);
+  int zeros = 1;
+  for (size_t i = 0; i < 1500; i++) zeros &= back[i] == 0;
+  CU_ASSERT(zeros);
+  MF_ASSERT_EQ(mayfly_file_truncate(ns, 1 << 20), MAYFLY_EINVAL);
+  MF_ASSERT_EQ(mayfly_file_truncate(ns, 0), 0);
+  MF_ASSERT_EQ(mayfly_file_size(ns), 0);
+  MF_ASSERT_EQ(partitions(&cl, path, NULL), 1);
+  /* The CLI. */
+  MF_ASSERT_EQ(mayfly_file_write(ns, 0, data, 3 * 65536), 0);
+  char *out = NULL, *err = NULL;
+  MF_ASSERT_EQ(mf_cli(cl.dir, &out, &err, "truncate", path, "64KiB", NULL), 0);
+  MF_ASSERT_EQ(mayfly_file_size(ns), 65536);
+  g_free(out);
+  g_free(err);
+  MF_ASSERT_EQ(mf_cli(cl.dir, &out, &err, "truncate", path, "1MiB", NULL), 2);
+  CU_ASSERT(err != NULL && strstr(err, "past the end") != NULL);
+  g_free(out);
+  g_free(err);
+  g_free(back);
+  g_free(data);
+  mayfly_unmount(ns);
+out:
+  cluster_stop(&cl);
+}
+
 static const mf_test_t tests[] = {
     {"kv grows past 16 partitions and merges back while 4 readers check every value",
      test_kv_grows_and_shrinks_under_readers},
+    {"a split whose target dies mid-move rolls back; the namespace stays usable",
+     test_split_rolls_back_when_target_dies},
+    {"max_blocks stops growth with a quota error, reads and deletes go on",
+     test_quota_stops_growth_not_use},
+    {"truncate shrinks a file and returns its blocks", test_truncate_returns_blocks},
     {NULL, NULL}};
 
 int main(void) {
