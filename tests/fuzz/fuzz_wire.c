@@ -14,6 +14,14 @@
  *   - MAYFLY_EPROTO only for a wrong magic or version byte, MAYFLY_ETOOBIG
  *     only for a complete header whose lengths exceed the limits.
  *
+ * The payload of every ready frame, and the raw input itself, are also read
+ * as a sequence of kv migration records (wire_kv_entry_next, the payload of
+ * WIRE_OP_KV_MIGRATE), each from an exact-size copy: every record read lies
+ * inside the buffer with the lengths its header states and re-encodes to its
+ * bytes, pos only grows and never passes the end, the walk ends in 0 exactly
+ * at the end, and MAYFLY_EPROTO only where the header is cut short or its
+ * lengths claim more than follows.
+ *
  * A failed check aborts, which libFuzzer and the replay driver both report.
  * Each input is parsed twice: with a 1 MiB payload limit and with a 64-byte
  * one, so that small inputs also reach the "too big" path.
@@ -36,6 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Outcomes seen, for the driver's report (a run that never reaches one of
  * them tests less than it seems). */
 long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
+long fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto;
 
 #define FUZZ_CHECK(cond)                                                               \
   do {                                                                                 \
@@ -45,9 +54,13 @@ long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
     }                                                                                  \
   } while (0)
 
+static uint32_t raw32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 /* The raw lengths, read independently of wire_parse. */
 static uint32_t raw_payload_len(const uint8_t *p) {
-  return (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+  return raw32(p + 4);
 }
 
 static uint16_t raw_cap_len(const uint8_t *p) {
@@ -83,6 +96,57 @@ static void check_not_ready_earlier(const uint8_t *p, size_t flen, uint32_t max_
   }
 }
 
+/* Walks buf[0..len) as migration records, checking every answer of
+ * wire_kv_entry_next against the raw bytes. buf must be an exact-size
+ * allocation (at least one byte) so that ASan sees any overread. */
+static void walk_kv_entries(const uint8_t *buf, size_t len) {
+  size_t pos = 0;
+  for (;;) {
+    const uint8_t *key = NULL, *val = NULL;
+    uint32_t klen = 0, vlen = 0;
+    size_t before = pos;
+    int rc = wire_kv_entry_next(buf, len, &pos, &key, &klen, &val, &vlen);
+    if (rc == 1) {
+      FUZZ_CHECK(before < len && len - before >= WIRE_KV_ENTRY_HEADER);
+      const uint8_t *p = buf + before;
+      FUZZ_CHECK(klen == raw32(p) && vlen == raw32(p + 4));
+      FUZZ_CHECK(key == p + WIRE_KV_ENTRY_HEADER && val == key + klen);
+      FUZZ_CHECK(pos > before && pos <= len);
+      FUZZ_CHECK(pos - before == WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen);
+      /* The record re-encodes to the very bytes it was read from. */
+      uint8_t *again = malloc(pos - before);
+      FUZZ_CHECK(again != NULL);
+      wire_kv_entry_put(again, key, klen, val, vlen);
+      FUZZ_CHECK(memcmp(again, p, pos - before) == 0);
+      free(again);
+      fuzz_wire_kv_records++;
+      continue;
+    }
+    FUZZ_CHECK(pos == before); /* an end or an error does not move */
+    if (rc == 0) {
+      FUZZ_CHECK(pos == len);
+      fuzz_wire_kv_ends++;
+      return;
+    }
+    FUZZ_CHECK(rc == MAYFLY_EPROTO);
+    size_t left = len - pos;
+    FUZZ_CHECK(left > 0);
+    FUZZ_CHECK(left < WIRE_KV_ENTRY_HEADER ||
+               (uint64_t)raw32(buf + pos) + raw32(buf + pos + 4) > left - WIRE_KV_ENTRY_HEADER);
+    fuzz_wire_kv_proto++;
+    return;
+  }
+}
+
+/* Walks len bytes at p as migration records, from an exact-size copy. */
+static void walk_kv_entries_copy(const uint8_t *p, size_t len) {
+  uint8_t *copy = malloc(len > 0 ? len : 1);
+  FUZZ_CHECK(copy != NULL);
+  if (len > 0) memcpy(copy, p, len);
+  walk_kv_entries(copy, len);
+  free(copy);
+}
+
 static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload) {
   size_t pos = 0;
   for (;;) {
@@ -101,6 +165,7 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload)
       FUZZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
       check_round_trip(&h, p);
       check_not_ready_earlier(p, flen, max_payload);
+      walk_kv_entries_copy(p + WIRE_HEADER_SIZE + h.cap_len, h.payload_len);
       fuzz_wire_frames++;
       pos += flen;
       FUZZ_CHECK(pos <= size);
@@ -135,5 +200,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (data == NULL) data = nothing; /* no arithmetic on a null pointer */
   parse_stream(data, size, 1u << 20);
   parse_stream(data, size, 64);
+  walk_kv_entries_copy(data, size);
   return 0;
 }

@@ -1,14 +1,15 @@
 /*
  * Replays the wire-codec fuzz target without libFuzzer: encodes valid frames
- * of every kind of request and reply (the seeds: single frames and a stream
- * of several back to back), checks that each seed parses completely, runs
- * each through the target, then runs deterministic mutations of them (bit
- * flips, random bytes, truncations, duplicated and deleted ranges, splices
- * of two seeds, lengths rewritten to lie). Every input is handed over in a
- * heap buffer of exactly its size, so under AddressSanitizer a read past the
- * end is reported. The target aborts on any wrong answer; this program exits
- * 0 only when every input passed and every outcome (frame ready, need more,
- * protocol error, too big) was reached.
+ * of every kind of request and reply (the seeds: single frames, kv migrations
+ * carrying migration records, and a stream of several back to back), checks
+ * that each seed parses completely, runs each through the target, then runs
+ * deterministic mutations of them (bit flips, random bytes, truncations,
+ * duplicated and deleted ranges, splices of two seeds, frame and record
+ * lengths rewritten to lie). Every input is handed over in a heap buffer of
+ * exactly its size, so under AddressSanitizer a read past the end is
+ * reported. The target aborts on any wrong answer; this program exits 0 only
+ * when every input passed and every outcome (frame ready, need more, protocol
+ * error, too big; record read, records ended, record refused) was reached.
  */
 #include <glib.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
+extern long fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto;
 
 static GPtrArray *seeds; /* GByteArray * */
 
@@ -50,6 +52,22 @@ static void add_seed(wire_hdr_t h, const void *payload) {
   GByteArray *s = g_byte_array_new();
   append_frame(s, h, payload);
   g_ptr_array_add(seeds, s);
+}
+
+/* Appends one migration record to out. */
+static void append_record(GByteArray *out, const void *key, uint32_t klen, const void *val,
+                          uint32_t vlen) {
+  guint at = out->len;
+  g_byte_array_set_size(out, at + WIRE_KV_ENTRY_HEADER + klen + vlen);
+  wire_kv_entry_put(out->data + at, key, klen, val, vlen);
+}
+
+/* A migration of slots [lo, hi) carrying the records in `records`. */
+static wire_hdr_t migrate(const GByteArray *records, uint64_t lo, uint64_t hi) {
+  wire_hdr_t h = request(WIRE_OP_KV_MIGRATE, records->len);
+  h.arg0 = lo;
+  h.arg1 = hi;
+  return h;
 }
 
 static void make_seeds(void) {
@@ -93,6 +111,21 @@ static void make_seeds(void) {
   h.flags = WIRE_F_REPLY;
   h.arg0 = 300;
   add_seed(h, data);
+  /* kv migrations: records with binary and empty keys and values, none at
+   * all, and the abort of a merge. */
+  GByteArray *records = g_byte_array_new();
+  append_record(records, "alpha", 5, "one", 3);
+  append_record(records, "", 0, "empty key", 9);
+  append_record(records, "k\0x", 3, "", 0);
+  append_record(records, "bin", 3, data, 200);
+  append_record(records, "", 0, "", 0);
+  add_seed(migrate(records, 32768, 65536), records->data);
+  GByteArray *none = g_byte_array_new();
+  add_seed(migrate(none, 0, 100), NULL);
+  h = request(WIRE_OP_KV_MIGRATE_ABORT, 0);
+  h.arg0 = 100;
+  h.arg1 = 200;
+  add_seed(h, NULL);
   /* A frame with a capability. */
   h = request(WIRE_OP_KV_GET, 3);
   h.cap_len = 32;
@@ -104,9 +137,12 @@ static void make_seeds(void) {
   h = request(WIRE_OP_KV_PUT, 6);
   h.arg2 = 3;
   append_frame(s, h, "k\0vv\0v");
+  append_frame(s, migrate(records, 0, 1000), records->data);
   append_frame(s, request(WIRE_OP_FILE_WRITE, 50), data);
   g_byte_array_set_size(s, s->len - 20);
   g_ptr_array_add(seeds, s);
+  g_byte_array_free(records, TRUE);
+  g_byte_array_free(none, TRUE);
 }
 
 /* Each seed is whole valid frames, except the stream's deliberate tail. */
@@ -144,7 +180,7 @@ static void put_le(uint8_t *p, uint64_t v, int n) {
 /* Applies one random edit to m. */
 static void mutate(GRand *r, GByteArray *m) {
   guint at = m->len > 0 ? (guint)g_rand_int_range(r, 0, (gint32)m->len) : 0;
-  switch (g_rand_int_range(r, 0, 9)) {
+  switch (g_rand_int_range(r, 0, 10)) {
     case 0: /* flip a bit */
       if (m->len > 0) m->data[at] ^= (uint8_t)(1u << g_rand_int_range(r, 0, 8));
       break;
@@ -187,6 +223,17 @@ static void mutate(GRand *r, GByteArray *m) {
         put_le(m->data + 22, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 2);
       }
       break;
+    case 8: { /* a migration record length that lies, in the first frame's payload */
+      size_t payload = WIRE_HEADER_SIZE;
+      if (m->len >= 24) payload += (size_t)(m->data[22] | m->data[23] << 8);
+      size_t field = payload + 4 * (size_t)g_rand_int_range(r, 0, 2);
+      if (field + 4 <= m->len) {
+        const uint64_t lies[] = {g_rand_int_range(r, 0, 64), g_rand_int(r), UINT32_MAX,
+                                 UINT32_MAX - 7, 0x80000000u, 0x7fffffffu};
+        put_le(m->data + field, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
+      }
+      break;
+    }
     default: /* random bytes appended */
     {
       guint len = (guint)g_rand_int_range(r, 1, 64);
@@ -222,11 +269,13 @@ int main(int argc, char **argv) {
   g_rand_free(r);
 
   printf("fuzz_wire: %u seeds (%ld frames) and %ld mutations passed every check: "
-         "%ld frames ready, %ld need-more, %ld protocol errors, %ld too big\n",
+         "%ld frames ready, %ld need-more, %ld protocol errors, %ld too big; "
+         "%ld migration records read, %ld walks ended, %ld records refused\n",
          seeds->len, seed_frames, rounds, fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto,
-         fuzz_wire_toobig);
+         fuzz_wire_toobig, fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto);
   if (rounds > 0 && (fuzz_wire_frames == 0 || fuzz_wire_again == 0 || fuzz_wire_proto == 0 ||
-                     fuzz_wire_toobig == 0)) {
+                     fuzz_wire_toobig == 0 || fuzz_wire_kv_records == 0 ||
+                     fuzz_wire_kv_ends == 0 || fuzz_wire_kv_proto == 0)) {
     fprintf(stderr, "fuzz_wire: an outcome was never reached; the mutations test too little\n");
     ok = 0;
   }

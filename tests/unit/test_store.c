@@ -11,7 +11,10 @@
  * segments are FIFO, and seal themselves once an item does not fit so that
  * order holds across segments. kv partitions store binary keys and values
  * and never charge more than the block holds: a put that does not fit is
- * refused and the old value stays.
+ * refused and the old value stays. A kv repartition moves every entry of its
+ * slots to exactly one block and keeps them charged to the source until the
+ * commit; migrated records are all checked before any is stored. A file
+ * segment truncated and extended again reads zeros where the cut bytes were.
  */
 #include <glib.h>
 #include <string.h>
@@ -964,6 +967,492 @@ static void test_large_blocks_work_the_same(void) {
   store_free(&s);
 }
 
+/* --- kv repartitions: entries set aside, moved in, dropped --- */
+
+/* Writes into key (size bytes) the n-th key, counting from 0, whose slot lies
+ * in [lo, hi), and returns its length. */
+static uint32_t key_in(char *key, size_t size, int64_t lo, int64_t hi, int n) {
+  for (int i = 0;; i++) {
+    uint32_t klen = (uint32_t)g_snprintf(key, size, "key-%d", i);
+    int64_t slot = wire_kv_slot(key, klen);
+    if (slot >= lo && slot < hi && n-- == 0) return klen;
+  }
+}
+
+/* What a kv entry is charged. */
+static uint64_t charge(uint32_t klen, uint64_t vlen) {
+  return klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+}
+
+/* Puts `n` keys of slots [lo, hi) with values "v<key>", and returns their
+ * charge. */
+static uint64_t put_keys_in(store_t *s, store_block_t *b, int64_t lo, int64_t hi, int n) {
+  uint64_t total = 0;
+  for (int i = 0; i < n; i++) {
+    char key[32], val[40];
+    uint32_t klen = key_in(key, sizeof key, lo, hi, i);
+    uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
+    MF_ASSERT_EQ(store_kv_put(s, b, key, klen, val, vlen), 0);
+    total += charge(klen, vlen);
+  }
+  return total;
+}
+
+/* Whether the table holds the value put_keys_in stored for the i-th key of
+ * slots [lo, hi). */
+static int holds_key(GHashTable *kv, int64_t lo, int64_t hi, int i) {
+  char key[32], val[40];
+  uint32_t klen = key_in(key, sizeof key, lo, hi, i);
+  uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
+  GBytes *v = store_kv_get_in(kv, key, klen);
+  gsize n = 0;
+  const void *d = v ? g_bytes_get_data(v, &n) : NULL;
+  return v != NULL && n == vlen && memcmp(d, val, vlen) == 0;
+}
+
+/* The slots moved in these tests, and the ones around them. */
+#define MOVE_LO 20000
+#define MOVE_HI 45000
+
+static void test_kv_take_range_sets_the_slots_aside_still_charged(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint64_t below = put_keys_in(&s, b, 0, MOVE_LO, 5);
+  uint64_t inside = put_keys_in(&s, b, MOVE_LO, MOVE_HI, 6);
+  uint64_t above = put_keys_in(&s, b, MOVE_HI, 65536, 4);
+  MF_ASSERT_EQ(b->used, below + inside + above);
+
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(b, MOVE_LO, MOVE_HI, &moved);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(moving);
+  MF_ASSERT_EQ(moved, inside);
+  MF_ASSERT_EQ(b->used, below + inside + above); /* still charged until the commit */
+  MF_ASSERT_EQ(g_hash_table_size(moving), 6);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 9);
+  for (int i = 0; i < 6; i++) {
+    CU_ASSERT(holds_key(moving, MOVE_LO, MOVE_HI, i)); /* served from the copy */
+    CU_ASSERT(!holds_key(b->kv, MOVE_LO, MOVE_HI, i));
+  }
+  for (int i = 0; i < 5; i++) {
+    CU_ASSERT(holds_key(b->kv, 0, MOVE_LO, i));
+    CU_ASSERT(!holds_key(moving, 0, MOVE_LO, i));
+  }
+  for (int i = 0; i < 4; i++) CU_ASSERT(holds_key(b->kv, MOVE_HI, 65536, i));
+  /* store_kv_get on the block is store_kv_get_in on its table. */
+  char key[32];
+  uint32_t klen = key_in(key, sizeof key, 0, MOVE_LO, 0);
+  CU_ASSERT_PTR_EQUAL(store_kv_get(b, key, klen), store_kv_get_in(b->kv, key, klen));
+  CU_ASSERT_PTR_NULL(store_kv_get_in(moving, "no such key", 11));
+  g_hash_table_destroy(moving);
+
+  /* An empty range, or one without entries, sets nothing aside. */
+  moved = 12345;
+  moving = store_kv_take_range(b, 100, 100, &moved);
+  MF_ASSERT_EQ(moved, 0);
+  MF_ASSERT_EQ(g_hash_table_size(moving), 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 9);
+  g_hash_table_destroy(moving);
+  store_free(&s);
+}
+
+static void test_kv_take_range_is_inclusive_at_lo_and_exclusive_at_hi(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  char ka[32], kb[32];
+  uint32_t la = key_in(ka, sizeof ka, 0, 65536, 0), lb = 0;
+  int64_t sa = wire_kv_slot(ka, la);
+  for (int i = 1; lb == 0; i++) {
+    uint32_t l = key_in(kb, sizeof kb, 0, 65536, i);
+    if (wire_kv_slot(kb, l) > sa) lb = l;
+  }
+  int64_t sb = wire_kv_slot(kb, lb);
+  MF_ASSERT_EQ(store_kv_put(&s, b, ka, la, "a", 1), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, kb, lb, "b", 1), 0);
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(b, sa, sb, &moved);
+  MF_ASSERT_EQ(moved, charge(la, 1));
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get_in(moving, ka, la)); /* slot lo: taken */
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, kb, lb));        /* slot hi: stays */
+  CU_ASSERT_PTR_NULL(store_kv_get_in(moving, kb, lb));
+  g_hash_table_destroy(moving);
+  store_free(&s);
+}
+
+static void test_kv_restore_brings_the_entries_back(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint64_t total = put_keys_in(&s, b, 0, 65536, 12);
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(b, MOVE_LO, MOVE_HI, &moved);
+  guint n_moving = g_hash_table_size(moving);
+  CU_ASSERT(n_moving > 0 && n_moving < 12);
+  store_kv_restore(b, moving);
+  MF_ASSERT_EQ(g_hash_table_size(moving), 0); /* emptied */
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 12);
+  MF_ASSERT_EQ(b->used, total);
+  for (int i = 0; i < 12; i++) CU_ASSERT(holds_key(b->kv, 0, 65536, i));
+  g_hash_table_destroy(moving);
+  /* The entries are the block's again: deleting one uncharges it. */
+  char key[32], val[40];
+  uint32_t klen = key_in(key, sizeof key, MOVE_LO, MOVE_HI, 0);
+  uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
+  MF_ASSERT_EQ(store_kv_del(b, key, klen), 0);
+  MF_ASSERT_EQ(b->used, total - charge(klen, vlen));
+  store_free(&s);
+}
+
+static void test_kv_uncharge_after_a_commit_makes_room(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint64_t stays = put_keys_in(&s, b, 0, MOVE_LO, 3);
+  uint64_t goes = put_keys_in(&s, b, MOVE_LO, MOVE_HI, 4);
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(b, MOVE_LO, MOVE_HI, &moved);
+  MF_ASSERT_EQ(moved, goes);
+  g_hash_table_destroy(moving); /* the entries went to the new block */
+  store_kv_uncharge(b, moved);
+  MF_ASSERT_EQ(b->used, stays);
+  /* The room is really there: an entry of exactly what is left fits. */
+  uint8_t val[BS];
+  memset(val, 0x42, sizeof val);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "big", 3, val, BS - stays - charge(3, 0)), 0);
+  MF_ASSERT_EQ(b->used, BS);
+  /* Uncharging more than is charged stops at zero, never wraps. */
+  store_kv_uncharge(b, BS + 1);
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+/* Appends one migration record to buf. */
+static void append_record(GByteArray *buf, const void *key, uint32_t klen, const void *val,
+                          uint32_t vlen) {
+  guint at = buf->len;
+  g_byte_array_set_size(buf, at + WIRE_KV_ENTRY_HEADER + klen + vlen);
+  wire_kv_entry_put(buf->data + at, key, klen, val, vlen);
+}
+
+/* Migration records of the first n keys of slots [lo, hi), values "v<key>". */
+static GByteArray *records_in(int64_t lo, int64_t hi, int n) {
+  GByteArray *buf = g_byte_array_new();
+  for (int i = 0; i < n; i++) {
+    char key[32], val[40];
+    uint32_t klen = key_in(key, sizeof key, lo, hi, i);
+    uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
+    append_record(buf, key, klen, val, vlen);
+  }
+  return buf;
+}
+
+static void test_kv_migrate_in_stores_every_record(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  GByteArray *buf = records_in(MOVE_LO, MOVE_HI, 10);
+  uint64_t count = 99;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count), 0);
+  MF_ASSERT_EQ(count, 10);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 10);
+  uint64_t want = 0;
+  for (int i = 0; i < 10; i++) {
+    CU_ASSERT(holds_key(b->kv, MOVE_LO, MOVE_HI, i));
+    char key[32];
+    uint32_t klen = key_in(key, sizeof key, MOVE_LO, MOVE_HI, i);
+    want += charge(klen, 1 + klen);
+  }
+  MF_ASSERT_EQ(b->used, want);
+  /* The same records again (a batch sent twice) replace, not double. */
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count), 0);
+  MF_ASSERT_EQ(count, 10);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 10);
+  MF_ASSERT_EQ(b->used, want);
+  /* An empty batch stores nothing. */
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, NULL, 0, MOVE_LO, MOVE_HI, &count), 0);
+  MF_ASSERT_EQ(count, 0);
+  MF_ASSERT_EQ(b->used, want);
+  g_byte_array_free(buf, TRUE);
+
+  /* Binary keys and values, empty ones included. */
+  store_block_t *c = own(&s, 1, 1, STORE_KV);
+  buf = g_byte_array_new();
+  append_record(buf, "", 0, "empty key", 9);
+  append_record(buf, "k\0x", 3, "", 0);
+  append_record(buf, "k\0y", 3, "\0\1\0", 3);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, c, buf->data, buf->len, ALL_SLOTS, &count), 0);
+  MF_ASSERT_EQ(count, 3);
+  expect_value(c, "", 0, "empty key", 9);
+  expect_value(c, "k\0x", 3, "", 0);
+  expect_value(c, "k\0y", 3, "\0\1\0", 3);
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
+static void test_kv_migrate_in_checks_every_record_before_storing_any(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  MF_ASSERT_EQ(store_kv_put(&s, b, "mine", 4, "old", 3), 0);
+  const uint64_t used = b->used;
+  GByteArray *good = records_in(MOVE_LO, MOVE_HI, 5);
+  uint64_t count = 0;
+
+  /* Valid records followed by a record cut short, at every length short of
+   * whole: a header in part, a key in part, a value in part. */
+  GByteArray *cut = records_in(MOVE_LO, MOVE_HI, 1);
+  for (guint keep = 1; keep < cut->len; keep++) {
+    GByteArray *buf = g_byte_array_new();
+    g_byte_array_append(buf, good->data, good->len);
+    g_byte_array_append(buf, cut->data, keep);
+    count = 99;
+    MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count),
+                 MAYFLY_EPROTO);
+    MF_ASSERT_EQ(count, 0);
+    MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+    MF_ASSERT_EQ(b->used, used);
+    g_byte_array_free(buf, TRUE);
+  }
+  /* Lengths that claim more than the buffer holds, up to UINT32_MAX. */
+  const uint32_t lies[][2] = {{UINT32_MAX, 0}, {0, UINT32_MAX}, {UINT32_MAX, UINT32_MAX},
+                              {0x80000000u, 0x80000000u}, {4, 100}};
+  for (size_t i = 0; i < G_N_ELEMENTS(lies); i++) {
+    GByteArray *buf = g_byte_array_new();
+    g_byte_array_append(buf, good->data, good->len);
+    uint8_t hdr[WIRE_KV_ENTRY_HEADER];
+    for (int j = 0; j < 4; j++) {
+      hdr[j] = (uint8_t)(lies[i][0] >> (8 * j));
+      hdr[4 + j] = (uint8_t)(lies[i][1] >> (8 * j));
+    }
+    g_byte_array_append(buf, hdr, sizeof hdr);
+    g_byte_array_append(buf, (const uint8_t *)"keyvalue", 8);
+    MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count),
+                 MAYFLY_EPROTO);
+    MF_ASSERT_EQ(count, 0);
+    MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+    g_byte_array_free(buf, TRUE);
+  }
+
+  /* A last record whose key's slot lies below lo, or at or above hi. */
+  const int64_t outside[][2] = {{0, MOVE_LO}, {MOVE_HI, 65536}};
+  for (size_t i = 0; i < G_N_ELEMENTS(outside); i++) {
+    GByteArray *buf = g_byte_array_new();
+    g_byte_array_append(buf, good->data, good->len);
+    char key[32];
+    uint32_t klen = key_in(key, sizeof key, outside[i][0], outside[i][1], 0);
+    append_record(buf, key, klen, "x", 1);
+    MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count),
+                 MAYFLY_EINVAL);
+    MF_ASSERT_EQ(count, 0);
+    MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+    CU_ASSERT_PTR_NULL(store_kv_get(b, key, klen));
+    g_byte_array_free(buf, TRUE);
+  }
+  /* The range is exact: the good records themselves are refused for a range
+   * one slot short of theirs. */
+  char first[32];
+  uint32_t flen = key_in(first, sizeof first, MOVE_LO, MOVE_HI, 0);
+  int64_t fslot = wire_kv_slot(first, flen);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, good->data, good->len, fslot + 1, MOVE_HI, &count),
+               MAYFLY_EINVAL);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, good->data, good->len, MOVE_LO, fslot, &count),
+               MAYFLY_EINVAL);
+  /* One record alone: at hi it is outside, at lo inside. */
+  GByteArray *one = g_byte_array_new();
+  append_record(one, first, flen, "1", 1);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, one->data, one->len, fslot - 1, fslot, &count),
+               MAYFLY_EINVAL);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, one->data, one->len, fslot + 1, fslot + 2, &count),
+               MAYFLY_EINVAL);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, one->data, one->len, fslot, fslot + 1, &count), 0);
+  MF_ASSERT_EQ(count, 1);
+  expect_value(b, first, flen, "1", 1);
+  MF_ASSERT_EQ(store_kv_del(b, first, flen), 0);
+  g_byte_array_free(one, TRUE);
+  MF_ASSERT_EQ(b->used, used);
+  expect_value(b, "mine", 4, "old", 3);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  g_byte_array_free(cut, TRUE);
+  g_byte_array_free(good, TRUE);
+  store_free(&s);
+}
+
+static void test_kv_migrate_in_that_does_not_fit_is_full_and_keeps_the_ones_before(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  /* Five entries of about 1000 charged bytes: four fit in 4096, not five. */
+  uint8_t val[1000];
+  memset(val, 0x33, sizeof val);
+  GByteArray *buf = g_byte_array_new();
+  char keys[5][32];
+  uint32_t klens[5];
+  uint64_t charged = 0;
+  for (int i = 0; i < 5; i++) {
+    klens[i] = key_in(keys[i], sizeof keys[i], MOVE_LO, MOVE_HI, i);
+    uint32_t vlen = 1000 - klens[i] - STORE_KV_ENTRY_OVERHEAD;
+    append_record(buf, keys[i], klens[i], val, vlen);
+    if (i < 4) charged += charge(klens[i], vlen);
+  }
+  uint64_t count = 99;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count),
+               MAYFLY_EFULL);
+  MF_ASSERT_EQ(count, 4);
+  for (int i = 0; i < 4; i++) CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, keys[i], klens[i]));
+  CU_ASSERT_PTR_NULL(store_kv_get(b, keys[4], klens[4]));
+  MF_ASSERT_EQ(b->used, charged);
+  CU_ASSERT(b->used <= BS);
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
+static void test_kv_drop_range_drops_those_slots_and_uncharges_them(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint64_t below = put_keys_in(&s, b, 0, MOVE_LO, 4);
+  put_keys_in(&s, b, MOVE_LO, MOVE_HI, 5);
+  uint64_t above = put_keys_in(&s, b, MOVE_HI, 65536, 3);
+  store_kv_drop_range(b, MOVE_LO, MOVE_HI);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 7);
+  MF_ASSERT_EQ(b->used, below + above);
+  for (int i = 0; i < 5; i++) CU_ASSERT(!holds_key(b->kv, MOVE_LO, MOVE_HI, i));
+  for (int i = 0; i < 4; i++) CU_ASSERT(holds_key(b->kv, 0, MOVE_LO, i));
+  for (int i = 0; i < 3; i++) CU_ASSERT(holds_key(b->kv, MOVE_HI, 65536, i));
+  /* Again, or over slots without entries: nothing changes. */
+  store_kv_drop_range(b, MOVE_LO, MOVE_HI);
+  store_kv_drop_range(b, 7, 7);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 7);
+  MF_ASSERT_EQ(b->used, below + above);
+  /* Every slot: the block is empty. */
+  store_kv_drop_range(b, ALL_SLOTS);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 0);
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+/* A split as the server drives it, on the store's side: the source sets the
+ * upper slots aside, the records of its copy go into the new block, and the
+ * commit uncharges the source. Every entry ends up in exactly one block. */
+static void test_kv_split_moves_every_entry_to_exactly_one_block(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *src = own(&s, 0, 1, STORE_KV);
+  store_adopt(&s, 1, 1, STORE_KV, MOVE_LO, 65536);
+  store_block_t *dst = NULL;
+  MF_ASSERT_EQ(store_lookup(&s, 1, 1, STORE_KV, &dst), 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(dst);
+  uint64_t stays = put_keys_in(&s, src, 0, MOVE_LO, 8);
+  uint64_t goes = put_keys_in(&s, src, MOVE_LO, 65536, 9);
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(src, MOVE_LO, 65536, &moved);
+  MF_ASSERT_EQ(moved, goes);
+  GByteArray *buf = g_byte_array_new();
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, moving);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    gsize kl, vl;
+    const void *kd = g_bytes_get_data(k, &kl), *vd = g_bytes_get_data(v, &vl);
+    append_record(buf, kd, (uint32_t)kl, vd, (uint32_t)vl);
+  }
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, dst, buf->data, buf->len, MOVE_LO, 65536, &count), 0);
+  MF_ASSERT_EQ(count, 9);
+  g_hash_table_destroy(moving);
+  store_kv_uncharge(src, moved);
+  MF_ASSERT_EQ(src->used, stays);
+  MF_ASSERT_EQ(dst->used, goes);
+  for (int i = 0; i < 8; i++) CU_ASSERT(holds_key(src->kv, 0, MOVE_LO, i));
+  for (int i = 0; i < 9; i++) {
+    CU_ASSERT(holds_key(dst->kv, MOVE_LO, 65536, i));
+    CU_ASSERT(!holds_key(src->kv, MOVE_LO, 65536, i));
+    char key[32];
+    uint32_t klen = key_in(key, sizeof key, MOVE_LO, 65536, i);
+    MF_ASSERT_EQ(store_kv_check_slot(dst, key, klen), 0);
+  }
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
+/* --- file truncation --- */
+
+static void test_file_truncate_shrinks_and_the_cut_bytes_read_as_zeros(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_FILE);
+  uint8_t data[BS], zeros[BS];
+  for (size_t i = 0; i < BS; i++) data[i] = (uint8_t)(i * 7 + 1);
+  memset(zeros, 0, sizeof zeros);
+  MF_ASSERT_EQ(store_file_write(&s, b, 0, data, BS), 0);
+
+  store_file_truncate(&s, b, 100);
+  MF_ASSERT_EQ(b->size, 100);
+  MF_ASSERT_EQ(b->used, 100);
+  expect_read(b, 0, data, 100);
+  const uint8_t *d = NULL;
+  MF_ASSERT_EQ(store_file_read(b, 100, 1, &d), 0); /* nothing past the new size */
+  /* A later write that extends the segment again shows zeros in the gap. */
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
+  MF_ASSERT_EQ(b->size, BS);
+  expect_read(b, 0, data, 100);
+  expect_read(b, 100, zeros, BS - 101);
+  expect_read(b, BS - 1, "z", 1);
+
+  /* Only shrinks: a larger or equal size changes nothing. */
+  store_file_truncate(&s, b, BS);
+  store_file_truncate(&s, b, UINT64_MAX);
+  MF_ASSERT_EQ(b->size, BS);
+  expect_read(b, BS - 1, "z", 1);
+  store_file_truncate(&s, b, 50);
+  store_file_truncate(&s, b, 60);
+  MF_ASSERT_EQ(b->size, 50);
+  MF_ASSERT_EQ(b->used, 50);
+
+  /* To zero: empty, and nothing of it shows through a later write. */
+  store_file_truncate(&s, b, 0);
+  MF_ASSERT_EQ(b->size, 0);
+  MF_ASSERT_EQ(b->used, 0);
+  MF_ASSERT_EQ(store_file_read(b, 0, BS, &d), 0);
+  MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
+  expect_read(b, 0, zeros, BS - 1);
+  store_free(&s);
+}
+
+static void test_file_truncate_over_many_pages_touches_no_other_block(void) {
+  /* 64 KiB blocks span many pages: the cut is zeroed within its page and
+   * whole pages past it are given back, and nothing of the neighbours. */
+  store_t s;
+  const uint64_t bs = 64 * 1024;
+  MF_ASSERT_EQ(store_init(&s, 3, bs), 0);
+  uint8_t *pat = g_malloc(bs), *zeros = g_malloc0(bs);
+  store_block_t *blk[3];
+  for (int i = 0; i < 3; i++) {
+    store_adopt(&s, i, 1, STORE_FILE, ALL_SLOTS);
+    MF_ASSERT_EQ(store_lookup(&s, (uint32_t)i, 1, STORE_FILE, &blk[i]), 0);
+    memset(pat, 0x50 + i, bs);
+    MF_ASSERT_EQ(store_file_write(&s, blk[i], 0, pat, bs), 0);
+  }
+  const uint64_t sizes[] = {bs - 1, 40000, 8192, 5000, 1};
+  for (size_t k = 0; k < G_N_ELEMENTS(sizes); k++) {
+    store_file_truncate(&s, blk[1], sizes[k]);
+    MF_ASSERT_EQ(blk[1]->size, sizes[k]);
+    memset(pat, 0x51, bs);
+    expect_read(blk[1], 0, pat, sizes[k]);
+  }
+  MF_ASSERT_EQ(store_file_write(&s, blk[1], bs - 1, "z", 1), 0);
+  expect_read(blk[1], 1, zeros, bs - 2);
+  for (int i = 0; i < 3; i += 2) {
+    memset(pat, 0x50 + i, bs);
+    expect_read(blk[i], 0, pat, bs);
+  }
+  g_free(pat);
+  g_free(zeros);
+  store_free(&s);
+}
+
 int main(void) {
   static const mf_test_t tests[] = {
       {"an index out of range is invalid", test_index_out_of_range_is_invalid},
@@ -1007,6 +1496,25 @@ int main(void) {
       {"kv and queue contents of an old generation never show through",
        test_kv_contents_of_an_old_generation_never_show_through},
       {"64 KiB blocks work the same", test_large_blocks_work_the_same},
+      {"kv: take_range sets the slots aside, still charged",
+       test_kv_take_range_sets_the_slots_aside_still_charged},
+      {"kv: take_range is inclusive at lo and exclusive at hi",
+       test_kv_take_range_is_inclusive_at_lo_and_exclusive_at_hi},
+      {"kv: restore brings the entries back", test_kv_restore_brings_the_entries_back},
+      {"kv: uncharge after a commit makes room", test_kv_uncharge_after_a_commit_makes_room},
+      {"kv: migrate_in stores every record", test_kv_migrate_in_stores_every_record},
+      {"kv: migrate_in checks every record before storing any",
+       test_kv_migrate_in_checks_every_record_before_storing_any},
+      {"kv: migrate_in that does not fit is full and keeps the ones before",
+       test_kv_migrate_in_that_does_not_fit_is_full_and_keeps_the_ones_before},
+      {"kv: drop_range drops those slots and uncharges them",
+       test_kv_drop_range_drops_those_slots_and_uncharges_them},
+      {"kv: a split moves every entry to exactly one block",
+       test_kv_split_moves_every_entry_to_exactly_one_block},
+      {"file: truncate shrinks, and the cut bytes read as zeros",
+       test_file_truncate_shrinks_and_the_cut_bytes_read_as_zeros},
+      {"file: truncate over many pages touches no other block",
+       test_file_truncate_over_many_pages_touches_no_other_block},
       {NULL, NULL}};
   return mf_test_run("store", NULL, NULL, tests);
 }

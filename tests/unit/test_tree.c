@@ -4,9 +4,10 @@
  * planning of partitions.
  *
  * "Changes nothing" is checked against a snapshot of the whole state: every
- * node with its fields and layout, the counters, and every block's use and
- * generation. A failed record must leave that snapshot exactly as it was, or
- * replaying the successful records after a crash would not rebuild the tree.
+ * node with its fields, layout, quota, watermarks and repartitions under way,
+ * the counters, and every block's use and generation. A failed record must
+ * leave that snapshot exactly as it was, or replaying the successful records
+ * after a crash would not rebuild the tree.
  */
 #include <string.h>
 
@@ -130,6 +131,17 @@ static void snap_node(ns_node_t *n, void *ud) {
                              (long long)p->block.generation, (long long)p->lo, (long long)p->hi);
     }
   }
+  if (n->kind != NS_KIND_DIRECTORY) {
+    g_string_append_printf(s, " max=%d wm=%d/%d", n->max_blocks, n->high_wm, n->low_wm);
+  }
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld",
+                           r->merge ? "merge" : "split", (long long)r->id, r->src.server,
+                           r->src.index, (long long)r->src.generation, r->dst.server,
+                           r->dst.index, (long long)r->dst.generation, (long long)r->lo,
+                           (long long)r->hi, (long long)r->started_ms);
+  }
   if (n->tags != NULL) {
     GPtrArray *keys = g_ptr_array_new();
     GHashTableIter it;
@@ -150,9 +162,10 @@ static void snap_node(ns_node_t *n, void *ud) {
 static char *snapshot(ns_tree_t *t) {
   GString *s = g_string_new(NULL);
   ns_tree_walk(t->root, snap_node, s);
-  g_string_append_printf(s, "dirs=%lld leaves=%lld expired=%lld total=%lld used=%lld\n",
+  g_string_append_printf(s, "dirs=%lld leaves=%lld expired=%lld total=%lld used=%lld op=%lld\n",
                          (long long)t->n_dirs, (long long)t->n_leaves, (long long)t->n_expired,
-                         (long long)t->alloc->blocks_total, (long long)t->alloc->blocks_used);
+                         (long long)t->alloc->blocks_total, (long long)t->alloc->blocks_used,
+                         (long long)t->last_op_id);
   for (guint i = 0; i < t->alloc->servers->len; i++) {
     ns_server_t *sv = g_ptr_array_index(t->alloc->servers, i);
     g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld:", sv->id,
@@ -1084,6 +1097,736 @@ static void test_append_plan_continues_after_the_last_partition(void) {
   ns_tree_free(t);
 }
 
+/* ---- quotas, watermarks and kv repartitions -------------------------------- */
+
+/* Creates a namespace of `kind` with `nblocks` planned partitions and the
+ * given quota and watermarks. */
+static int do_create_limited(ns_tree_t *t, const char *path, ns_kind_t kind, int nblocks,
+                             int32_t max_blocks, int32_t high_wm, int32_t low_wm) {
+  ns_partition_t parts[16];
+  CU_ASSERT_FATAL(nblocks <= 16);
+  int rc = ns_tree_plan_parts(t, kind, nblocks, parts);
+  if (rc != 0) return rc;
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_CREATE,
+                     .now_ms = NOW,
+                     .wall_ms = WALL,
+                     .path = path,
+                     .kind = kind,
+                     .parts = parts,
+                     .nparts = (size_t)nblocks,
+                     .max_blocks = max_blocks,
+                     .high_wm = high_wm,
+                     .low_wm = low_wm};
+  return ns_tree_apply(t, &rec, NULL, why, sizeof why);
+}
+
+static int do_begin(ns_tree_t *t, const char *path, int64_t op_id, uint32_t flags,
+                    ns_block_t src, ns_block_t dst, int64_t lo, int64_t hi) {
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_REPART_BEGIN,
+                     .flags = flags,
+                     .now_ms = NOW,
+                     .path = path,
+                     .op_id = op_id,
+                     .block = src,
+                     .block2 = dst,
+                     .lo = lo,
+                     .hi = hi};
+  return ns_tree_apply(t, &rec, NULL, why, sizeof why);
+}
+
+/* Begins a split of partition `i` of path at `mid`: a new planned block takes
+ * [mid, hi). *dst receives that block. */
+static int do_split(ns_tree_t *t, const char *path, int64_t op_id, guint i, int64_t mid,
+                    ns_block_t *dst) {
+  ns_node_t *n = ns_tree_lookup(t, path);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+  ns_partition_t src = *part(n, i), p;
+  int rc = ns_tree_plan_append(t, n, mid, src.hi, &p);
+  if (rc != 0) return rc;
+  if (dst != NULL) *dst = p.block;
+  return do_begin(t, path, op_id, 0, src.block, p.block, mid, src.hi);
+}
+
+/* Begins a merge of partition `from` of path into its neighbour `into`. */
+static int do_merge(ns_tree_t *t, const char *path, int64_t op_id, guint from, guint into) {
+  ns_node_t *n = ns_tree_lookup(t, path);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+  ns_partition_t src = *part(n, from), dst = *part(n, into);
+  return do_begin(t, path, op_id, NS_REC_MERGE, src.block, dst.block, src.lo, src.hi);
+}
+
+static int do_end(ns_tree_t *t, const char *path, int64_t op_id, uint32_t flags,
+                  ns_effects_t *fx) {
+  why[0] = '\0';
+  ns_record_t rec = {
+      .type = NS_REC_REPART_END, .flags = flags, .now_ms = NOW, .path = path, .op_id = op_id};
+  return ns_tree_apply(t, &rec, fx, why, sizeof why);
+}
+
+static int do_truncate(ns_tree_t *t, const char *path, int64_t lo, ns_effects_t *fx) {
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_TRUNCATE, .now_ms = NOW, .path = path, .lo = lo};
+  return ns_tree_apply(t, &rec, fx, why, sizeof why);
+}
+
+static int same_block(ns_block_t a, ns_block_t b) {
+  return a.server == b.server && a.index == b.index && a.generation == b.generation;
+}
+
+/* Asserts that fx freed exactly the blocks want[0..n), in any order. */
+static void expect_freed(const ns_effects_t *fx, const ns_block_t *want, guint n) {
+  MF_ASSERT_EQ(fx->freed->len, n);
+  for (guint i = 0; i < n; i++) {
+    int found = 0;
+    for (guint j = 0; j < fx->freed->len; j++) {
+      found += same_block(g_array_index(fx->freed, ns_block_t, j), want[i]);
+    }
+    MF_ASSERT_EQ(found, 1);
+  }
+}
+
+/* The layout of a node as text, to compare before and after. */
+static char *layout_of(ns_node_t *n) {
+  GString *s = g_string_new(NULL);
+  g_string_append_printf(s, "v=%lld", (long long)n->layout.version);
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    ns_partition_t *p = part(n, i);
+    g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)", p->block.server, p->block.index,
+                           (long long)p->block.generation, (long long)p->lo, (long long)p->hi);
+  }
+  return g_string_free(s, FALSE);
+}
+
+static void test_create_keeps_the_quota_and_the_watermarks(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create_limited(t, "/kv", NS_KIND_KV, 2, 5, 80, 40), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+  MF_ASSERT_EQ(n->max_blocks, 5);
+  MF_ASSERT_EQ(n->high_wm, 80);
+  MF_ASSERT_EQ(n->low_wm, 40);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 2);
+  CU_ASSERT_PTR_NULL(n->reparts);
+  /* 0 means no limit and the defaults. */
+  MF_ASSERT_EQ(do_create(t, "/plain", NS_KIND_KV, 1), 0);
+  ns_node_t *plain = ns_tree_lookup(t, "/plain");
+  MF_ASSERT_EQ(plain->max_blocks, 0);
+  MF_ASSERT_EQ(plain->high_wm, 0);
+  MF_ASSERT_EQ(plain->low_wm, 0);
+  /* The limits themselves: max_blocks equal to the initial blocks, a high
+   * watermark of 100 with a low one of exactly half. */
+  MF_ASSERT_EQ(do_create_limited(t, "/edge", NS_KIND_KV, 3, 3, 100, 50), 0);
+  MF_ASSERT_EQ(ns_tree_lookup(t, "/edge")->max_blocks, 3);
+  MF_ASSERT_EQ(do_create_limited(t, "/low-only", NS_KIND_KV, 1, 0, 0, 30), 0);
+  MF_ASSERT_EQ(ns_tree_lookup(t, "/low-only")->low_wm, 30);
+  ns_tree_free(t);
+}
+
+static void test_create_refuses_bad_quotas_and_watermarks(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  char *before = snapshot(t);
+  const struct {
+    int blocks;
+    int32_t max, high, low;
+  } bad[] = {
+      {3, 2, 0, 0},    /* fewer blocks allowed than it starts with */
+      {1, -1, 0, 0},   /* a negative quota */
+      {1, 0, -1, 0},   /* watermarks are % of a block */
+      {1, 0, 101, 0},  /* ... at most 100 */
+      {1, 0, 0, -1},   /* ... not negative */
+      {1, 0, 0, 101},  /* ... at most 100 */
+      {1, 0, 80, 41},  /* the low one more than half the high one */
+      {1, 0, 100, 51}, /* ... at the top too */
+      {1, 0, 10, 100}, /* ... or above it */
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    int rc = do_create_limited(t, "/kv", NS_KIND_KV, bad[i].blocks, bad[i].max, bad[i].high,
+                               bad[i].low);
+    if (rc != MAYFLY_EINVAL) fprintf(stderr, "  case %zu\n", i);
+    MF_ASSERT_EQ(rc, MAYFLY_EINVAL);
+    EXPECT_WHY();
+  }
+  CU_ASSERT_PTR_NULL(ns_tree_lookup(t, "/kv"));
+  EXPECT_UNCHANGED(before, t); /* in particular, no block was taken */
+  ns_tree_free(t);
+}
+
+static void test_split_begin_takes_the_new_block_and_leaves_the_layout(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t first = *part(n, 0);
+  char *layout = layout_of(n);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 2);
+  ns_block_t dst;
+  MF_ASSERT_EQ(do_split(t, "/kv", 7, 0, 16384, &dst), 0);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 3);
+  CU_ASSERT(is_taken(t, dst));
+  CU_ASSERT(ns_alloc_server(t->alloc, dst.server)->owner[dst.index] == n);
+  /* The layout changes only when the split commits. */
+  char *now = layout_of(n);
+  CU_ASSERT_STRING_EQUAL(now, layout);
+  g_free(now);
+  ns_repart_t *r = ns_node_find_repart(n, 7);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+  MF_ASSERT_EQ(r->id, 7);
+  MF_ASSERT_EQ(r->merge, 0);
+  CU_ASSERT(same_block(r->src, first.block));
+  CU_ASSERT(same_block(r->dst, dst));
+  MF_ASSERT_EQ(r->lo, 16384);
+  MF_ASSERT_EQ(r->hi, first.hi);
+  MF_ASSERT_EQ(r->started_ms, NOW);
+  CU_ASSERT_PTR_NULL(ns_node_find_repart(n, 8));
+  MF_ASSERT_EQ(t->last_op_id, 7);
+  /* Both blocks are busy, the other partition is not; the new block counts
+   * against the quota already. */
+  MF_ASSERT_EQ(ns_node_block_busy(n, first.block.server, first.block.index), 1);
+  MF_ASSERT_EQ(ns_node_block_busy(n, dst.server, dst.index), 1);
+  MF_ASSERT_EQ(ns_node_block_busy(n, part(n, 1)->block.server, part(n, 1)->block.index), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 3);
+  MF_ASSERT_EQ(ns_node_find_part(n, first.block.server, first.block.index), 0);
+  MF_ASSERT_EQ(ns_node_find_part(n, part(n, 1)->block.server, part(n, 1)->block.index), 1);
+  MF_ASSERT_EQ(ns_node_find_part(n, dst.server, dst.index), -1); /* not a partition yet */
+  g_free(layout);
+  ns_tree_free(t);
+}
+
+static void test_split_commit_gives_two_partitions_sorted_by_lo(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t first = *part(n, 0), second = *part(n, 1);
+  MF_ASSERT_EQ(first.hi, 32768);
+  ns_block_t dst;
+  MF_ASSERT_EQ(do_split(t, "/kv", 1, 0, 16384, &dst), 0);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, &fx), 0);
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  MF_ASSERT_EQ(n->layout.version, 2);
+  MF_ASSERT_EQ(n->layout.parts->len, 3);
+  /* [lo, mid) stays with the source, [mid, hi) is the new block's, and the
+   * partitions are in slot order. */
+  CU_ASSERT(same_block(part(n, 0)->block, first.block));
+  MF_ASSERT_EQ(part(n, 0)->lo, 0);
+  MF_ASSERT_EQ(part(n, 0)->hi, 16384);
+  CU_ASSERT(same_block(part(n, 1)->block, dst));
+  MF_ASSERT_EQ(part(n, 1)->lo, 16384);
+  MF_ASSERT_EQ(part(n, 1)->hi, 32768);
+  CU_ASSERT(memcmp(part(n, 2), &second, sizeof second) == 0);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 3);
+  CU_ASSERT(is_taken(t, dst));
+  CU_ASSERT_PTR_NULL(ns_node_find_repart(n, 1));
+  MF_ASSERT_EQ(ns_node_block_busy(n, first.block.server, first.block.index), 0);
+  MF_ASSERT_EQ(ns_node_block_busy(n, dst.server, dst.index), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 3);
+
+  /* Splitting the last partition keeps the order too. */
+  MF_ASSERT_EQ(do_split(t, "/kv", 2, 2, 60000, &dst), 0);
+  MF_ASSERT_EQ(do_end(t, "/kv", 2, NS_REC_COMMIT, &fx), 0);
+  MF_ASSERT_EQ(n->layout.version, 3);
+  MF_ASSERT_EQ(n->layout.parts->len, 4);
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    MF_ASSERT_EQ(part(n, i)->lo, i == 0 ? 0 : part(n, i - 1)->hi); /* no gap, no overlap */
+  }
+  MF_ASSERT_EQ(part(n, 2)->hi, 60000);
+  CU_ASSERT(same_block(part(n, 3)->block, dst));
+  MF_ASSERT_EQ(part(n, 3)->hi, NS_KV_SLOTS);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_split_rollback_frees_the_new_block_and_keeps_the_layout(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  char *layout = layout_of(n);
+  ns_block_t dst;
+  MF_ASSERT_EQ(do_split(t, "/kv", 3, 1, 40000, &dst), 0);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 3);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_end(t, "/kv", 3, 0, &fx), 0);
+  expect_freed(&fx, &dst, 1);
+  CU_ASSERT(!is_taken(t, dst));
+  MF_ASSERT_EQ(t->alloc->blocks_used, 2);
+  char *now = layout_of(n);
+  CU_ASSERT_STRING_EQUAL(now, layout); /* version included */
+  g_free(now);
+  CU_ASSERT_PTR_NULL(ns_node_find_repart(n, 3));
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 2);
+  /* The partition is free to be split again, and the next commit is the
+   * layout's next version. */
+  MF_ASSERT_EQ(do_split(t, "/kv", 4, 1, 40000, &dst), 0);
+  MF_ASSERT_EQ(do_end(t, "/kv", 4, NS_REC_COMMIT, NULL), 0);
+  MF_ASSERT_EQ(n->layout.version, 2);
+  MF_ASSERT_EQ(n->layout.parts->len, 3);
+  g_free(layout);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_merge_commit_unions_the_ranges_and_frees_the_source(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 4), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t p[4];
+  for (guint i = 0; i < 4; i++) p[i] = *part(n, i);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+
+  /* Into the lower neighbour: partition 1 goes into partition 0. A merge
+   * takes no block. */
+  MF_ASSERT_EQ(do_merge(t, "/kv", 1, 1, 0), 0);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 4);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 4);
+  MF_ASSERT_EQ(ns_node_block_busy(n, p[0].block.server, p[0].block.index), 1);
+  MF_ASSERT_EQ(ns_node_block_busy(n, p[1].block.server, p[1].block.index), 1);
+  MF_ASSERT_EQ(n->layout.version, 1);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, &fx), 0);
+  expect_freed(&fx, &p[1].block, 1);
+  CU_ASSERT(!is_taken(t, p[1].block));
+  MF_ASSERT_EQ(t->alloc->blocks_used, 3);
+  MF_ASSERT_EQ(n->layout.version, 2);
+  MF_ASSERT_EQ(n->layout.parts->len, 3);
+  CU_ASSERT(same_block(part(n, 0)->block, p[0].block));
+  MF_ASSERT_EQ(part(n, 0)->lo, p[0].lo);
+  MF_ASSERT_EQ(part(n, 0)->hi, p[1].hi);
+  MF_ASSERT_EQ(ns_node_find_part(n, p[1].block.server, p[1].block.index), -1);
+
+  /* Into the upper neighbour: partition 2 (now at index 1) goes into 3. */
+  ns_effects_clear(&fx);
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 1, 2), 0);
+  MF_ASSERT_EQ(do_end(t, "/kv", 2, NS_REC_COMMIT, &fx), 0);
+  expect_freed(&fx, &p[2].block, 1);
+  MF_ASSERT_EQ(n->layout.version, 3);
+  MF_ASSERT_EQ(n->layout.parts->len, 2);
+  CU_ASSERT(same_block(part(n, 1)->block, p[3].block));
+  MF_ASSERT_EQ(part(n, 1)->lo, p[2].lo);
+  MF_ASSERT_EQ(part(n, 1)->hi, NS_KV_SLOTS);
+  MF_ASSERT_EQ(part(n, 0)->hi, part(n, 1)->lo);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 2);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_merge_rollback_keeps_both_partitions(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  char *before = snapshot(t);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 5, 0, 1), 0);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_end(t, "/kv", 5, 0, &fx), 0);
+  MF_ASSERT_EQ(fx.freed->len, 0); /* both blocks still hold their data */
+  MF_ASSERT_EQ(n->layout.version, 1);
+  CU_ASSERT(is_taken(t, part(n, 0)->block));
+  CU_ASSERT(is_taken(t, part(n, 1)->block));
+  /* Everything is as before, but for the id, which is never reused. */
+  MF_ASSERT_EQ(t->last_op_id, 5);
+  t->last_op_id = 0;
+  EXPECT_UNCHANGED(before, t);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_merge_of_non_adjacent_partitions_is_einval(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 3), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t p0 = *part(n, 0), p1 = *part(n, 1), p2 = *part(n, 2), fresh;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh), 0);
+  char *before = snapshot(t);
+  /* Partition 0 and partition 2 do not touch. */
+  MF_ASSERT_EQ(do_merge(t, "/kv", 1, 0, 2), MAYFLY_EINVAL);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_merge(t, "/kv", 1, 2, 0), MAYFLY_EINVAL);
+  /* Into itself. */
+  MF_ASSERT_EQ(do_merge(t, "/kv", 1, 1, 1), MAYFLY_EINVAL);
+  /* A part of a partition only: a merge moves the whole source. */
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, NS_REC_MERGE, p1.block, p0.block, p1.lo + 1, p1.hi),
+               MAYFLY_EINVAL);
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, NS_REC_MERGE, p1.block, p0.block, p1.lo, p1.hi - 1),
+               MAYFLY_EINVAL);
+  /* Into a block that is no partition of the namespace. */
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, NS_REC_MERGE, p1.block, fresh.block, p1.lo, p1.hi),
+               MAYFLY_EINVAL);
+  /* Into a stale generation of a neighbour. */
+  ns_block_t stale = p2.block;
+  stale.generation++;
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, NS_REC_MERGE, p1.block, stale, p1.lo, p1.hi),
+               MAYFLY_EINVAL);
+  EXPECT_UNCHANGED(before, t);
+  ns_tree_free(t);
+}
+
+static void test_split_begin_with_a_bad_range_or_id_is_refused(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 1), 0);
+  MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t p0 = *part(n, 0), p1 = *part(n, 1), fresh;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh), 0);
+  ns_block_t f = part(ns_tree_lookup(t, "/f"), 0)->block;
+  char *before = snapshot(t);
+  const struct {
+    int64_t lo, hi;
+  } bad[] = {
+      {p0.lo, p0.hi},         /* the whole partition: nothing would stay */
+      {p0.lo - 1, p0.hi},     /* below the partition */
+      {100, p0.hi - 1},       /* not up to the partition's end */
+      {100, p0.hi + 1},       /* past it */
+      {p0.hi, p0.hi},         /* an empty range */
+      {p0.hi + 5, p0.hi + 1}, /* a backwards one */
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    MF_ASSERT_EQ(do_begin(t, "/kv", 1, 0, p0.block, fresh.block, bad[i].lo, bad[i].hi),
+                 MAYFLY_EINVAL);
+    EXPECT_WHY();
+  }
+  /* Ids are positive. */
+  MF_ASSERT_EQ(do_begin(t, "/kv", 0, 0, p0.block, fresh.block, 100, p0.hi), MAYFLY_EINVAL);
+  MF_ASSERT_EQ(do_begin(t, "/kv", -3, 0, p0.block, fresh.block, 100, p0.hi), MAYFLY_EINVAL);
+  /* The source must be a partition of the namespace, at its generation. */
+  ns_block_t stale = p0.block;
+  stale.generation++;
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, 0, stale, fresh.block, 100, p0.hi), MAYFLY_EMOVED);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, 0, f, fresh.block, 100, p0.hi), MAYFLY_EMOVED);
+  /* The new block must be free: not one of the partitions. */
+  MF_ASSERT_EQ(do_begin(t, "/kv", 1, 0, p0.block, p1.block, 100, p0.hi), MAYFLY_EMOVED);
+  EXPECT_WHY();
+  /* Only kv namespaces are repartitioned. */
+  MF_ASSERT_EQ(do_begin(t, "/f", 1, 0, f, fresh.block, 100, 1024), MAYFLY_EKIND);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_begin(t, "/d", 1, 0, p0.block, fresh.block, 100, p0.hi), MAYFLY_EISDIR);
+  MF_ASSERT_EQ(do_begin(t, "/nope", 1, 0, p0.block, fresh.block, 100, p0.hi), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_begin(t, "bad", 1, 0, p0.block, fresh.block, 100, p0.hi), MAYFLY_EBADPATH);
+  EXPECT_UNCHANGED(before, t);
+
+  /* An id in use is refused too. */
+  MF_ASSERT_EQ(do_begin(t, "/kv", 9, 0, p0.block, fresh.block, 100, p0.hi), 0);
+  ns_partition_t fresh2;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh2), 0);
+  before = snapshot(t);
+  MF_ASSERT_EQ(do_begin(t, "/kv", 9, 0, p1.block, fresh2.block, p1.lo + 1, p1.hi),
+               MAYFLY_EINVAL);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(before, t);
+  ns_tree_free(t);
+}
+
+static void test_a_second_begin_on_a_busy_partition_is_eagain(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 3), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_block_t dst;
+  MF_ASSERT_EQ(do_split(t, "/kv", 1, 1, part(n, 1)->lo + 10, &dst), 0);
+  char *before = snapshot(t);
+  /* Its source again, with another new block. */
+  MF_ASSERT_EQ(do_split(t, "/kv", 2, 1, part(n, 1)->lo + 20, NULL), MAYFLY_EAGAIN);
+  EXPECT_WHY();
+  /* A merge into the busy partition, or of it. */
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 0, 1), MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 2, 1), MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 1, 0), MAYFLY_EAGAIN);
+  /* The split's new block cannot be the new block of another split. */
+  ns_partition_t p2 = *part(n, 2);
+  MF_ASSERT_EQ(do_begin(t, "/kv", 2, 0, p2.block, dst, p2.lo + 1, p2.hi), MAYFLY_EAGAIN);
+  /* The partition cannot be removed either. */
+  MF_ASSERT_EQ(do_remove_part(t, "/kv", 1, NULL), MAYFLY_EAGAIN);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(before, t);
+
+  /* A partition outside the repartition can be split at the same time. */
+  ns_block_t dst2;
+  MF_ASSERT_EQ(do_split(t, "/kv", 2, 2, p2.lo + 1, &dst2), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 5);
+  /* Once ended, the partition is free again. */
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, 0, NULL), 0);
+  MF_ASSERT_EQ(ns_node_block_busy(n, part(n, 1)->block.server, part(n, 1)->block.index), 0);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 3, 1, 0), 0);
+  ns_tree_free(t);
+}
+
+static void test_removing_a_busy_partition_is_eagain_and_allowed_once_ended(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  ns_partition_t p0 = *part(n, 0);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 1, 0, 1), 0);
+  char *before = snapshot(t);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_remove_part(t, "/kv", 0, &fx), MAYFLY_EAGAIN); /* the merge's source */
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_remove_part(t, "/kv", 1, &fx), MAYFLY_EAGAIN); /* its target */
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  EXPECT_UNCHANGED(before, t);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, 0, NULL), 0);
+  MF_ASSERT_EQ(do_remove_part(t, "/kv", 0, &fx), 0);
+  expect_freed(&fx, &p0.block, 1);
+  MF_ASSERT_EQ(n->layout.parts->len, 1);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_split_begin_past_max_blocks_is_equota_and_changes_nothing(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  /* At its quota from the start. */
+  MF_ASSERT_EQ(do_create_limited(t, "/full", NS_KIND_KV, 2, 2, 0, 0), 0);
+  char *before = snapshot(t);
+  MF_ASSERT_EQ(do_split(t, "/full", 1, 0, 100, NULL), MAYFLY_EQUOTA);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(before, t); /* no block taken, no repartition begun */
+
+  /* One block of room: the first split takes it, a second is refused, and
+   * so is an added partition, while a merge (which needs no block) is not. */
+  MF_ASSERT_EQ(do_create_limited(t, "/kv", NS_KIND_KV, 3, 4, 0, 0), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/kv");
+  MF_ASSERT_EQ(do_split(t, "/kv", 1, 0, 100, NULL), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 4);
+  ns_partition_t extra;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &extra), 0);
+  before = snapshot(t);
+  MF_ASSERT_EQ(do_split(t, "/kv", 2, 2, part(n, 2)->lo + 1, NULL), MAYFLY_EQUOTA);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_add_part(t, "/kv", &extra), MAYFLY_EQUOTA);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(before, t);
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 2, 1), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 4);
+  /* Rolling the split back gives its block back to the quota. */
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, 0, NULL), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 3);
+  MF_ASSERT_EQ(do_add_part(t, "/kv", &extra), 0);
+  MF_ASSERT_EQ(ns_node_blocks_committed(n), 4);
+  ns_tree_free(t);
+}
+
+static void test_adding_a_partition_past_max_blocks_is_equota(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create_limited(t, "/f", NS_KIND_FILE, 1, 2, 0, 0), 0);
+  ns_node_t *f = ns_tree_lookup(t, "/f");
+  ns_partition_t p;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &p), 0);
+  MF_ASSERT_EQ(do_add_part(t, "/f", &p), 0);
+  MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &p), 0);
+  char *before = snapshot(t);
+  MF_ASSERT_EQ(do_add_part(t, "/f", &p), MAYFLY_EQUOTA);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(before, t);
+  /* Removing a partition makes room again. */
+  MF_ASSERT_EQ(do_remove_part(t, "/f", 1, NULL), 0);
+  MF_ASSERT_EQ(do_add_part(t, "/f", &p), 0);
+  MF_ASSERT_EQ(f->layout.parts->len, 2);
+  ns_tree_free(t);
+}
+
+static void test_ending_an_unknown_repartition_is_enoent(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
+  char *before = snapshot(t);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, 0, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_end(t, "/missing", 1, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_end(t, "/d", 1, NS_REC_COMMIT, &fx), MAYFLY_EISDIR);
+  EXPECT_UNCHANGED(before, t);
+
+  MF_ASSERT_EQ(do_split(t, "/kv", 7, 0, 100, NULL), 0);
+  before = snapshot(t);
+  MF_ASSERT_EQ(do_end(t, "/kv", 8, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_end(t, "/kv", 6, 0, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  EXPECT_UNCHANGED(before, t);
+  /* An ended repartition cannot be ended again. */
+  MF_ASSERT_EQ(do_end(t, "/kv", 7, NS_REC_COMMIT, &fx), 0);
+  before = snapshot(t);
+  MF_ASSERT_EQ(do_end(t, "/kv", 7, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_end(t, "/kv", 7, 0, &fx), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  EXPECT_UNCHANGED(before, t);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_removing_a_namespace_mid_split_frees_the_new_block(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/job/kv", NS_KIND_KV, 2), 0);
+  ns_node_t *n = ns_tree_lookup(t, "/job/kv");
+  ns_block_t want[3] = {part(n, 0)->block, part(n, 1)->block};
+  MF_ASSERT_EQ(do_split(t, "/job/kv", 1, 0, 100, &want[2]), 0);
+  MF_ASSERT_EQ(do_merge(t, "/job/kv", 2, 1, 0), MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 3);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_remove(t, "/job", NS_REC_RECURSIVE, &fx), 0);
+  expect_freed(&fx, want, 3); /* each block once */
+  for (int i = 0; i < 3; i++) CU_ASSERT(!is_taken(t, want[i]));
+  MF_ASSERT_EQ(t->alloc->blocks_used, 0);
+  MF_ASSERT_EQ(t->n_leaves, 0);
+  ns_effects_clear(&fx);
+
+  /* A merge under way frees each block once too (its target is a partition). */
+  MF_ASSERT_EQ(do_create(t, "/kv2", NS_KIND_KV, 2), 0);
+  n = ns_tree_lookup(t, "/kv2");
+  ns_block_t both[2] = {part(n, 0)->block, part(n, 1)->block};
+  MF_ASSERT_EQ(do_merge(t, "/kv2", 1, 0, 1), 0);
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_remove(t, "/kv2", 0, &fx), 0);
+  expect_freed(&fx, both, 2);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 0);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_truncate_drops_the_partitions_from_lo_and_keeps_the_first(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 4), 0); /* [0,1K) [1K,2K) [2K,3K) [3K,4K) */
+  ns_node_t *f = ns_tree_lookup(t, "/f");
+  ns_partition_t p[4];
+  for (guint i = 0; i < 4; i++) p[i] = *part(f, i);
+  MF_ASSERT_EQ(p[2].lo, 2048);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+
+  /* Partitions that start at or past the new size go. */
+  MF_ASSERT_EQ(do_truncate(t, "/f", 2048, &fx), 0);
+  ns_block_t tail[2] = {p[2].block, p[3].block};
+  expect_freed(&fx, tail, 2);
+  MF_ASSERT_EQ(f->layout.version, 2);
+  MF_ASSERT_EQ(f->layout.parts->len, 2);
+  CU_ASSERT(memcmp(part(f, 0), &p[0], sizeof p[0]) == 0);
+  CU_ASSERT(memcmp(part(f, 1), &p[1], sizeof p[1]) == 0);
+  MF_ASSERT_EQ(t->alloc->blocks_used, 2);
+  CU_ASSERT(!is_taken(t, p[2].block));
+  CU_ASSERT(!is_taken(t, p[3].block));
+
+  /* A size inside a partition keeps it (its server cuts the bytes), and
+   * when nothing goes the version stays. */
+  ns_effects_clear(&fx);
+  ns_effects_init(&fx);
+  char *before = snapshot(t);
+  MF_ASSERT_EQ(do_truncate(t, "/f", 1500, &fx), 0);
+  MF_ASSERT_EQ(do_truncate(t, "/f", 1 << 20, &fx), 0); /* growing is not truncating */
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  EXPECT_UNCHANGED(before, t);
+
+  /* Truncating to 0 keeps the first block: a file always has one. */
+  MF_ASSERT_EQ(do_truncate(t, "/f", 0, &fx), 0);
+  expect_freed(&fx, &p[1].block, 1);
+  MF_ASSERT_EQ(f->layout.version, 3);
+  MF_ASSERT_EQ(f->layout.parts->len, 1);
+  CU_ASSERT(memcmp(part(f, 0), &p[0], sizeof p[0]) == 0);
+  before = snapshot(t);
+  MF_ASSERT_EQ(do_truncate(t, "/f", 0, NULL), 0);
+  EXPECT_UNCHANGED(before, t);
+
+  /* The file grows again after its last partition. */
+  ns_partition_t next;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &next), 0);
+  MF_ASSERT_EQ(next.lo, 1024);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_truncate_is_refused_for_other_kinds_and_negative_sizes(void) {
+  ns_tree_t *t = tree_with(2, 8);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  MF_ASSERT_EQ(do_create(t, "/q", NS_KIND_QUEUE, 2), 0);
+  MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 2), 0);
+  MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
+  char *before = snapshot(t);
+  MF_ASSERT_EQ(do_truncate(t, "/kv", 0, NULL), MAYFLY_EKIND);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_truncate(t, "/q", 1, NULL), MAYFLY_EKIND);
+  MF_ASSERT_EQ(do_truncate(t, "/d", 0, NULL), MAYFLY_EISDIR);
+  MF_ASSERT_EQ(do_truncate(t, "/missing", 0, NULL), MAYFLY_ENOENT);
+  MF_ASSERT_EQ(do_truncate(t, "/f", -1, NULL), MAYFLY_EINVAL);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_truncate(t, "/f", INT64_MIN, NULL), MAYFLY_EINVAL);
+  EXPECT_UNCHANGED(before, t);
+  ns_tree_free(t);
+}
+
+/* The records of repartitions and truncation replay like every other: the
+ * log of a live tree, applied to an empty one, gives the same state, with
+ * the repartition left under way still under way. */
+static void test_replaying_repartition_records_rebuilds_the_same_state(void) {
+  ns_tree_t *live = ns_tree_new(LEASE_MS, GRACE_MS);
+  GArray *log = g_array_new(FALSE, FALSE, sizeof(ns_record_t));
+  ns_partition_t kv_parts[2], file_parts[3], split1, split2, split3;
+
+#define APPLY(...)                                                    \
+  do {                                                                \
+    ns_record_t r_ = {__VA_ARGS__};                                   \
+    MF_ASSERT_EQ(ns_tree_apply(live, &r_, NULL, why, sizeof why), 0); \
+    g_array_append_val(log, r_);                                      \
+  } while (0)
+
+  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms1:1", .blocks = 6, .block_size = 1024);
+  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms2:1", .blocks = 6, .block_size = 1024);
+  MF_ASSERT_EQ(ns_tree_plan_parts(live, NS_KIND_KV, 2, kv_parts), 0);
+  APPLY(.type = NS_REC_CREATE, .now_ms = 1, .wall_ms = 11, .path = "/kv", .kind = NS_KIND_KV,
+        .parts = kv_parts, .nparts = 2, .max_blocks = 4, .high_wm = 70, .low_wm = 20);
+  ns_node_t *kv = ns_tree_lookup(live, "/kv");
+  /* A split that commits. */
+  MF_ASSERT_EQ(ns_tree_plan_append(live, kv, 10000, 32768, &split1), 0);
+  APPLY(.type = NS_REC_REPART_BEGIN, .now_ms = 2, .path = "/kv", .op_id = 1,
+        .block = kv_parts[0].block, .block2 = split1.block, .lo = 10000, .hi = 32768);
+  APPLY(.type = NS_REC_REPART_END, .now_ms = 3, .path = "/kv", .op_id = 1,
+        .flags = NS_REC_COMMIT);
+  /* A split that is rolled back. */
+  MF_ASSERT_EQ(ns_tree_plan_append(live, kv, 50000, 65536, &split2), 0);
+  APPLY(.type = NS_REC_REPART_BEGIN, .now_ms = 4, .path = "/kv", .op_id = 2,
+        .block = kv_parts[1].block, .block2 = split2.block, .lo = 50000, .hi = 65536);
+  APPLY(.type = NS_REC_REPART_END, .now_ms = 5, .path = "/kv", .op_id = 2);
+  /* A merge that commits: [10000, 32768) back into [0, 10000). */
+  APPLY(.type = NS_REC_REPART_BEGIN, .now_ms = 6, .path = "/kv", .op_id = 3,
+        .flags = NS_REC_MERGE, .block = split1.block, .block2 = kv_parts[0].block, .lo = 10000,
+        .hi = 32768);
+  APPLY(.type = NS_REC_REPART_END, .now_ms = 7, .path = "/kv", .op_id = 3,
+        .flags = NS_REC_COMMIT);
+  /* A split left under way. */
+  MF_ASSERT_EQ(ns_tree_plan_append(live, kv, 60000, 65536, &split3), 0);
+  APPLY(.type = NS_REC_REPART_BEGIN, .now_ms = 8, .path = "/kv", .op_id = 4,
+        .block = kv_parts[1].block, .block2 = split3.block, .lo = 60000, .hi = 65536);
+  /* A file truncated. */
+  MF_ASSERT_EQ(ns_tree_plan_parts(live, NS_KIND_FILE, 3, file_parts), 0);
+  APPLY(.type = NS_REC_CREATE, .now_ms = 9, .wall_ms = 19, .path = "/f", .kind = NS_KIND_FILE,
+        .parts = file_parts, .nparts = 3);
+  APPLY(.type = NS_REC_TRUNCATE, .now_ms = 10, .path = "/f", .lo = 1024);
+#undef APPLY
+
+  MF_ASSERT_EQ(kv->layout.version, 3);
+  MF_ASSERT_EQ(kv->layout.parts->len, 2);
+  MF_ASSERT_EQ(ns_tree_lookup(live, "/f")->layout.parts->len, 1);
+  ns_tree_t *replayed = ns_tree_new(LEASE_MS, GRACE_MS);
+  for (guint i = 0; i < log->len; i++) {
+    int rc = ns_tree_apply(replayed, &g_array_index(log, ns_record_t, i), NULL, why, sizeof why);
+    if (rc != 0) fprintf(stderr, "  replay of record %u failed: %s\n", i, why);
+    MF_ASSERT_EQ(rc, 0);
+  }
+  char *a = snapshot(live), *b = snapshot(replayed);
+  if (strcmp(a, b) != 0) fprintf(stderr, "  live:\n%s  replayed:\n%s", a, b);
+  CU_ASSERT_STRING_EQUAL(a, b);
+  CU_ASSERT_PTR_NOT_NULL(ns_node_find_repart(ns_tree_lookup(replayed, "/kv"), 4));
+  g_free(a);
+  g_free(b);
+  g_array_free(log, TRUE);
+  ns_tree_free(live);
+  ns_tree_free(replayed);
+}
+
 /* ---- servers and replay ---------------------------------------------------- */
 
 static void test_server_records_register_and_mark_servers(void) {
@@ -1228,6 +1971,40 @@ static const mf_test_t tests[] = {
      test_server_records_register_and_mark_servers},
     {"replaying the successful records rebuilds the same state",
      test_replaying_the_records_rebuilds_the_same_state},
+    {"create keeps the quota and the watermarks", test_create_keeps_the_quota_and_the_watermarks},
+    {"create refuses bad quotas and watermarks and takes no block",
+     test_create_refuses_bad_quotas_and_watermarks},
+    {"split begin takes the new block and leaves the layout",
+     test_split_begin_takes_the_new_block_and_leaves_the_layout},
+    {"split commit gives two partitions [lo, mid) and [mid, hi) sorted by lo",
+     test_split_commit_gives_two_partitions_sorted_by_lo},
+    {"split rollback frees the new block and keeps the layout and its version",
+     test_split_rollback_frees_the_new_block_and_keeps_the_layout},
+    {"merge commit unions the ranges and frees the source",
+     test_merge_commit_unions_the_ranges_and_frees_the_source},
+    {"merge rollback keeps both partitions", test_merge_rollback_keeps_both_partitions},
+    {"merge of non-adjacent partitions is EINVAL",
+     test_merge_of_non_adjacent_partitions_is_einval},
+    {"split begin with a bad range or id is refused and changes nothing",
+     test_split_begin_with_a_bad_range_or_id_is_refused},
+    {"a second begin on a busy partition is EAGAIN",
+     test_a_second_begin_on_a_busy_partition_is_eagain},
+    {"removing a busy partition is EAGAIN, and allowed once the repartition ended",
+     test_removing_a_busy_partition_is_eagain_and_allowed_once_ended},
+    {"split begin past max_blocks is EQUOTA and changes nothing",
+     test_split_begin_past_max_blocks_is_equota_and_changes_nothing},
+    {"adding a partition past max_blocks is EQUOTA",
+     test_adding_a_partition_past_max_blocks_is_equota},
+    {"ending an unknown repartition is ENOENT and changes nothing",
+     test_ending_an_unknown_repartition_is_enoent},
+    {"removing a namespace mid-split frees the split's new block",
+     test_removing_a_namespace_mid_split_frees_the_new_block},
+    {"truncate drops the partitions from lo and keeps the first",
+     test_truncate_drops_the_partitions_from_lo_and_keeps_the_first},
+    {"truncate is refused for other kinds and negative sizes",
+     test_truncate_is_refused_for_other_kinds_and_negative_sizes},
+    {"replaying repartition and truncate records rebuilds the same state",
+     test_replaying_repartition_records_rebuilds_the_same_state},
     {NULL, NULL}};
 
 int main(void) {

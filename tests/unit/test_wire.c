@@ -8,7 +8,10 @@
  * can, so that a server never allocates for, nor waits on, a frame it would
  * refuse; it never reads past the bytes it was given, whatever the lengths in
  * the header claim; and wire_kv_slot is the documented FNV-1a hash, the same
- * in every process, spreading keys evenly over the 65536 slots.
+ * in every process, spreading keys evenly over the 65536 slots. Migration
+ * records (wire_kv_entry_*) read back exactly as written, and a record whose
+ * lengths claim more than the buffer holds is a protocol error, never a read
+ * past the end.
  *
  * Every parse in this file goes through parse_exact(), which hands wire_parse
  * a heap copy of exactly `len` bytes, so that under AddressSanitizer any read
@@ -521,6 +524,247 @@ static void test_kv_slot_spreads_keys_over_ranges(void) {
   check_spread(100000, binary_key);
 }
 
+/* --- migration records --- */
+
+/* A heap copy of exactly len bytes (at least one byte is allocated), so that
+ * under AddressSanitizer a read past len is reported. Free with free(). */
+static uint8_t *exact_copy(const void *buf, size_t len) {
+  uint8_t *copy = malloc(len > 0 ? len : 1);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(copy);
+  if (len > 0) memcpy(copy, buf, len);
+  return copy;
+}
+
+/* Writes a record header claiming klen and vlen. */
+static void entry_header(uint8_t out[WIRE_KV_ENTRY_HEADER], uint32_t klen, uint32_t vlen) {
+  for (int i = 0; i < 4; i++) {
+    out[i] = (uint8_t)(klen >> (8 * i));
+    out[4 + i] = (uint8_t)(vlen >> (8 * i));
+  }
+}
+
+static void test_kv_entry_is_two_little_endian_lengths_then_key_then_value(void) {
+  uint8_t out[WIRE_KV_ENTRY_HEADER + 5];
+  wire_kv_entry_put(out, "ab", 2, "xyz", 3);
+  const uint8_t want[] = {2, 0, 0, 0, 3, 0, 0, 0, 'a', 'b', 'x', 'y', 'z'};
+  CU_ASSERT(memcmp(out, want, sizeof want) == 0);
+  /* Lengths of more than one byte, little-endian: 0x0102 and 0x010000. */
+  uint8_t *key = g_malloc0(0x0102), *val = g_malloc0(0x010000);
+  uint8_t *big = g_malloc(WIRE_KV_ENTRY_HEADER + 0x0102 + 0x010000);
+  key[0] = 'K';
+  val[0x010000 - 1] = 'V';
+  wire_kv_entry_put(big, key, 0x0102, val, 0x010000);
+  const uint8_t lens[] = {0x02, 0x01, 0, 0, 0, 0, 0x01, 0};
+  CU_ASSERT(memcmp(big, lens, sizeof lens) == 0);
+  MF_ASSERT_EQ(big[WIRE_KV_ENTRY_HEADER], 'K');
+  MF_ASSERT_EQ(big[WIRE_KV_ENTRY_HEADER + 0x0102 + 0x010000 - 1], 'V');
+  /* Empty key and value: the header alone. */
+  uint8_t empty[WIRE_KV_ENTRY_HEADER];
+  memset(empty, 0xee, sizeof empty);
+  wire_kv_entry_put(empty, NULL, 0, NULL, 0);
+  const uint8_t zeros[WIRE_KV_ENTRY_HEADER] = {0};
+  CU_ASSERT(memcmp(empty, zeros, sizeof zeros) == 0);
+  g_free(key);
+  g_free(val);
+  g_free(big);
+}
+
+static void test_kv_entries_read_back_in_order(void) {
+  const struct {
+    const char *key;
+    uint32_t klen;
+    const char *val;
+    uint32_t vlen;
+  } want[] = {{"alpha", 5, "one", 3},     {"", 0, "empty key", 9}, {"k\0x", 3, "", 0},
+              {"", 0, "", 0},             {"b\0", 2, "\0\1\2", 3}, {"last", 4, "z", 1}};
+  GByteArray *buf = g_byte_array_new();
+  size_t offsets[G_N_ELEMENTS(want)];
+  for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+    offsets[i] = buf->len;
+    g_byte_array_set_size(buf, buf->len + WIRE_KV_ENTRY_HEADER + want[i].klen + want[i].vlen);
+    wire_kv_entry_put(buf->data + offsets[i], want[i].key, want[i].klen, want[i].val,
+                      want[i].vlen);
+  }
+  uint8_t *b = exact_copy(buf->data, buf->len);
+  size_t pos = 0;
+  for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+    const uint8_t *key = NULL, *val = NULL;
+    uint32_t klen = 99, vlen = 99;
+    MF_ASSERT_EQ(pos, offsets[i]);
+    MF_ASSERT_EQ(wire_kv_entry_next(b, buf->len, &pos, &key, &klen, &val, &vlen), 1);
+    /* The key and the value point into the buffer, right after the header. */
+    CU_ASSERT_PTR_EQUAL(key, b + offsets[i] + WIRE_KV_ENTRY_HEADER);
+    CU_ASSERT_PTR_EQUAL(val, key + klen);
+    MF_ASSERT_EQ(klen, want[i].klen);
+    MF_ASSERT_EQ(vlen, want[i].vlen);
+    if (klen > 0) CU_ASSERT(memcmp(key, want[i].key, klen) == 0);
+    if (vlen > 0) CU_ASSERT(memcmp(val, want[i].val, vlen) == 0);
+    MF_ASSERT_EQ(pos, offsets[i] + WIRE_KV_ENTRY_HEADER + klen + vlen);
+  }
+  /* At the end: 0, and it stays there. */
+  const uint8_t *key, *val;
+  uint32_t klen, vlen;
+  MF_ASSERT_EQ(wire_kv_entry_next(b, buf->len, &pos, &key, &klen, &val, &vlen), 0);
+  MF_ASSERT_EQ(pos, buf->len);
+  MF_ASSERT_EQ(wire_kv_entry_next(b, buf->len, &pos, &key, &klen, &val, &vlen), 0);
+  MF_ASSERT_EQ(pos, buf->len);
+  free(b);
+  g_byte_array_free(buf, TRUE);
+
+  /* An empty buffer has no records. */
+  b = exact_copy(NULL, 0);
+  pos = 0;
+  MF_ASSERT_EQ(wire_kv_entry_next(b, 0, &pos, &key, &klen, &val, &vlen), 0);
+  MF_ASSERT_EQ(pos, 0);
+  free(b);
+}
+
+static void test_kv_entry_cut_short_is_a_protocol_error_at_every_length(void) {
+  /* A whole record first, then one cut at every length: in its header, in
+   * its key, in its value. The first still reads; the cut one is EPROTO and
+   * leaves pos where the record starts. */
+  uint8_t rec[2 * WIRE_KV_ENTRY_HEADER + 3 + 4 + 5 + 6];
+  wire_kv_entry_put(rec, "abc", 3, "defg", 4);
+  const size_t first = WIRE_KV_ENTRY_HEADER + 3 + 4;
+  wire_kv_entry_put(rec + first, "hijkl", 5, "mnopqr", 6);
+  for (size_t len = first + 1; len < sizeof rec; len++) {
+    uint8_t *b = exact_copy(rec, len);
+    size_t pos = 0;
+    const uint8_t *key, *val;
+    uint32_t klen, vlen;
+    MF_ASSERT_EQ(wire_kv_entry_next(b, len, &pos, &key, &klen, &val, &vlen), 1);
+    MF_ASSERT_EQ(pos, first);
+    MF_ASSERT_EQ(wire_kv_entry_next(b, len, &pos, &key, &klen, &val, &vlen), MAYFLY_EPROTO);
+    MF_ASSERT_EQ(pos, first);
+    free(b);
+  }
+  /* The whole of it reads to the end. */
+  uint8_t *b = exact_copy(rec, sizeof rec);
+  size_t pos = 0, n = 0;
+  const uint8_t *key, *val;
+  uint32_t klen, vlen;
+  int rc;
+  while ((rc = wire_kv_entry_next(b, sizeof rec, &pos, &key, &klen, &val, &vlen)) == 1) n++;
+  MF_ASSERT_EQ(rc, 0);
+  MF_ASSERT_EQ(n, 2);
+  MF_ASSERT_EQ(pos, sizeof rec);
+  free(b);
+}
+
+static void test_kv_entry_lengths_near_uint32_max_never_read_past_the_buffer(void) {
+  /* Lengths that claim more than follows, including ones whose 32-bit sum
+   * wraps around to something small, or to exactly what follows. Each is
+   * handed over in an exact-size copy: under ASan any overread is reported. */
+  const size_t follows = 16;
+  const struct {
+    uint32_t klen, vlen;
+  } lies[] = {
+      {UINT32_MAX, 0},
+      {0, UINT32_MAX},
+      {UINT32_MAX, UINT32_MAX},
+      {0x80000000u, 0x80000000u},             /* sums to 0 in 32 bits */
+      {UINT32_MAX, 1},                        /* sums to 0 in 32 bits */
+      {UINT32_MAX - 14, 31},                  /* sums to follows in 32 bits */
+      {2, UINT32_MAX},                        /* sums to 1 in 32 bits */
+      {(uint32_t)follows + 1, 0},             /* the key alone runs past the end */
+      {(uint32_t)follows, 1},                 /* the value runs one byte past */
+      {0, (uint32_t)follows + 1},
+      {8, 9},
+  };
+  uint8_t raw[WIRE_KV_ENTRY_HEADER + 16];
+  memset(raw + WIRE_KV_ENTRY_HEADER, 0x5a, follows);
+  for (size_t i = 0; i < G_N_ELEMENTS(lies); i++) {
+    entry_header(raw, lies[i].klen, lies[i].vlen);
+    for (size_t len = WIRE_KV_ENTRY_HEADER; len <= sizeof raw; len++) {
+      uint8_t *b = exact_copy(raw, len);
+      size_t pos = 0;
+      const uint8_t *key = NULL, *val = NULL;
+      uint32_t klen = 0, vlen = 0;
+      int rc = wire_kv_entry_next(b, len, &pos, &key, &klen, &val, &vlen);
+      if (rc != MAYFLY_EPROTO) fprintf(stderr, "  lie %zu at length %zu\n", i, len);
+      MF_ASSERT_EQ(rc, MAYFLY_EPROTO);
+      MF_ASSERT_EQ(pos, 0);
+      free(b);
+    }
+  }
+  /* The largest lengths that do fit are accepted, exactly. */
+  const struct {
+    uint32_t klen, vlen;
+  } fits[] = {{16, 0}, {0, 16}, {7, 9}, {15, 1}};
+  for (size_t i = 0; i < G_N_ELEMENTS(fits); i++) {
+    entry_header(raw, fits[i].klen, fits[i].vlen);
+    uint8_t *b = exact_copy(raw, sizeof raw);
+    size_t pos = 0;
+    const uint8_t *key = NULL, *val = NULL;
+    uint32_t klen = 0, vlen = 0;
+    MF_ASSERT_EQ(wire_kv_entry_next(b, sizeof raw, &pos, &key, &klen, &val, &vlen), 1);
+    MF_ASSERT_EQ(klen, fits[i].klen);
+    MF_ASSERT_EQ(vlen, fits[i].vlen);
+    MF_ASSERT_EQ(pos, sizeof raw);
+    CU_ASSERT(val + vlen == b + sizeof raw);
+    free(b);
+  }
+}
+
+static void test_kv_entry_walk_of_damaged_records_stays_inside_the_buffer(void) {
+  /* Valid records with one byte changed or the tail cut: every record read
+   * lies inside the buffer, pos only grows, and the walk ends in 0 exactly at
+   * the end or in EPROTO where the damage is. */
+  GRand *r = g_rand_new_with_seed(11);
+  int ends = 0, errors = 0;
+  for (int k = 0; k < 20000; k++) {
+    uint8_t raw[96];
+    size_t len = 0;
+    for (;;) {
+      uint32_t kl = (uint32_t)g_rand_int_range(r, 0, 10);
+      uint32_t vl = (uint32_t)g_rand_int_range(r, 0, 10);
+      if (len + WIRE_KV_ENTRY_HEADER + kl + vl > sizeof raw) break;
+      uint8_t data[20];
+      for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)g_rand_int(r);
+      wire_kv_entry_put(raw + len, data, kl, data + 10, vl);
+      len += WIRE_KV_ENTRY_HEADER + kl + vl;
+    }
+    switch (g_rand_int_range(r, 0, 3)) {
+      case 0:
+        raw[g_rand_int_range(r, 0, (gint32)len)] = (uint8_t)g_rand_int(r);
+        break;
+      case 1:
+        len = (size_t)g_rand_int_range(r, 0, (gint32)len + 1);
+        break;
+      default:
+        break; /* intact */
+    }
+    uint8_t *b = exact_copy(raw, len);
+    size_t pos = 0;
+    int rc;
+    for (;;) {
+      const uint8_t *key = NULL, *val = NULL;
+      uint32_t klen = 0, vlen = 0;
+      size_t before = pos;
+      rc = wire_kv_entry_next(b, len, &pos, &key, &klen, &val, &vlen);
+      if (rc != 1) {
+        MF_ASSERT_EQ(pos, before);
+        break;
+      }
+      MF_ASSERT_EQ(pos - before, WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen);
+      CU_ASSERT(key == b + before + WIRE_KV_ENTRY_HEADER && val == key + klen);
+      CU_ASSERT(pos <= len);
+    }
+    if (rc == 0) {
+      MF_ASSERT_EQ(pos, len);
+      ends++;
+    } else {
+      MF_ASSERT_EQ(rc, MAYFLY_EPROTO);
+      errors++;
+    }
+    free(b);
+  }
+  /* Both endings were reached many times. */
+  CU_ASSERT(ends > 5000);
+  CU_ASSERT(errors > 2000);
+  g_rand_free(r);
+}
+
 int main(void) {
   static const mf_test_t tests[] = {
       {"every header field round-trips", test_every_field_round_trips},
@@ -550,6 +794,15 @@ int main(void) {
       {"the kv slot is FNV-1a of the key", test_kv_slot_is_fnv1a_of_the_key},
       {"the kv slot is deterministic and in range", test_kv_slot_is_deterministic_and_in_range},
       {"the kv slot spreads keys over ranges", test_kv_slot_spreads_keys_over_ranges},
+      {"a migration record is two little-endian lengths, then key, then value",
+       test_kv_entry_is_two_little_endian_lengths_then_key_then_value},
+      {"migration records read back in order", test_kv_entries_read_back_in_order},
+      {"a migration record cut short is a protocol error at every length",
+       test_kv_entry_cut_short_is_a_protocol_error_at_every_length},
+      {"migration record lengths near UINT32_MAX never read past the buffer",
+       test_kv_entry_lengths_near_uint32_max_never_read_past_the_buffer},
+      {"a walk of damaged migration records stays inside the buffer",
+       test_kv_entry_walk_of_damaged_records_stays_inside_the_buffer},
       {NULL, NULL}};
   return mf_test_run("wire", NULL, NULL, tests);
 }
