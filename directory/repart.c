@@ -77,6 +77,11 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     if (to == NULL) {
       g_snprintf(why, whylen, "the namespace has a single partition: nothing to merge with");
       rc = MAYFLY_EINVAL;
+    } else if ((int32_t)n->layout.parts->len <= n->initial_blocks) {
+      /* The partitions asked for at creation stay: they spread the load. */
+      g_snprintf(why, whylen, "the namespace keeps the %d partitions it was created with",
+                 n->initial_blocks);
+      rc = MAYFLY_EINVAL;
     } else {
       plan->target = *to;
       rec.block2 = to->block;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common/config.h"
@@ -62,6 +63,11 @@ int main(int argc, char **argv) {
   } else if (mf_log_parse_level(log_level, &level) != 0) {
     fprintf(stderr, "mayfly-memserver: --log-level: '%s' is not debug, info, warn, error or off\n",
             log_level);
+  } else if (block_size % (uint64_t)sysconf(_SC_PAGESIZE) != 0) {
+    fprintf(stderr,
+            "mayfly-memserver: --block-size %llu is not a multiple of the page size (%ld bytes): "
+            "blocks give their pages back one by one\n",
+            (unsigned long long)block_size, sysconf(_SC_PAGESIZE));
   } else if ((uint64_t)blocks * block_size / block_size != (uint64_t)blocks ||
              store_init(&store, (int32_t)blocks, block_size) != 0) {
     fprintf(stderr, "mayfly-memserver: cannot reserve %lld blocks of %llu bytes\n",

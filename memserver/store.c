@@ -6,11 +6,15 @@
 
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/error.h"
 
 int store_init(store_t *s, int32_t nblocks, uint64_t block_size) {
   memset(s, 0, sizeof *s);
+  /* Blocks start on page boundaries, so giving a block's pages back never
+   * touches a neighbour. */
+  if (block_size == 0 || block_size % (uint64_t)sysconf(_SC_PAGESIZE) != 0) return MAYFLY_EINVAL;
   size_t total = (size_t)nblocks * block_size;
   void *r = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);

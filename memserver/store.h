@@ -83,7 +83,8 @@ typedef struct store {
   int32_t blocks_in_use;
 } store_t;
 
-/* Reserves the pool. Returns 0 or MAYFLY_ENOMEM. */
+/* Reserves the pool. Returns 0, MAYFLY_EINVAL (a block size that is not a
+ * multiple of the page size) or MAYFLY_ENOMEM. */
 int store_init(store_t *s, int32_t nblocks, uint64_t block_size);
 void store_free(store_t *s);
 

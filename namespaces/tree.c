@@ -307,8 +307,10 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     WHY("max_blocks must be 0 (no limit) or at least the initial blocks (%zu)", rec->nparts);
     return MAYFLY_EINVAL;
   }
+  int32_t high = rec->high_wm > 0 ? rec->high_wm : NS_HIGH_WM_DEFAULT;
+  int32_t low = rec->low_wm > 0 ? rec->low_wm : NS_LOW_WM_DEFAULT;
   if (rec->high_wm < 0 || rec->high_wm > 100 || rec->low_wm < 0 || rec->low_wm > 100 ||
-      (rec->high_wm > 0 && rec->low_wm > 0 && rec->low_wm * 2 > rec->high_wm)) {
+      low * 2 > high) {
     WHY("watermarks are %% of a block (1-100, 0 = default) and the low one at most half the high");
     return MAYFLY_EINVAL;
   }
@@ -349,6 +351,7 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
   n->lease_ms = rec->lease_ms;
   n->flags = rec->node_flags & NS_FLAG_PINNED;
   n->max_blocks = rec->max_blocks;
+  n->initial_blocks = (int32_t)rec->nparts;
   n->high_wm = rec->high_wm;
   n->low_wm = rec->low_wm;
   if (rec->tags != NULL && g_hash_table_size(rec->tags) > 0) {

@@ -91,6 +91,7 @@ struct ns_node {
   GHashTable *tags;     /* char * -> char *; NULL when there are none */
   ns_layout_t layout;
   int32_t max_blocks;  /* 0 = no limit */
+  int32_t initial_blocks; /* blocks at creation: merges never go below */
   int32_t high_wm, low_wm; /* kv: % of a block; 0 = the defaults */
   GArray *reparts;     /* ns_repart_t begun and not ended; NULL when none */
 };

@@ -771,20 +771,22 @@ static void test_a_kv_namespace_of_four_partitions_holds_a_hundred_thousand_keys
   MF_ASSERT_EQ(errors, 0);
   MF_ASSERT_EQ(wrong, 0);
 
-  /* The memory servers hold exactly the surviving keys, on four partitions
-   * that each got a share. */
+  /* The memory servers hold exactly the surviving keys, on the four
+   * partitions it was created with or more (the data outgrew 4 x 4 MiB at
+   * 90 %, so some split), each with a share. */
   mayfly_stat_t *st = NULL;
   MF_ASSERT_EQ(mayfly_stat(cl.c, "/job/index", &st), 0);
   if (st != NULL) {
-    MF_ASSERT_EQ(st->npartitions, 4);
-    mayfly_usage_t use[4];
+    CU_ASSERT(st->npartitions >= 4);
+    mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions);
     MF_ASSERT_EQ(mayfly_usage(cl.c, st, use), 0);
     int64_t keys = 0;
-    for (int i = 0; i < 4 && (size_t)i < st->npartitions; i++) {
+    for (size_t i = 0; i < st->npartitions; i++) {
       keys += use[i].items;
-      CU_ASSERT(use[i].items > KV_KEYS / 8);
+      CU_ASSERT(use[i].items > 0);
     }
     MF_ASSERT_EQ(keys, KV_KEYS - deleted + 3);
+    g_free(use);
     mayfly_stat_free(st);
   }
   mayfly_unmount(ns);

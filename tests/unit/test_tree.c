@@ -1240,6 +1240,9 @@ static void test_create_refuses_bad_quotas_and_watermarks(void) {
       {1, 0, 80, 41},  /* the low one more than half the high one */
       {1, 0, 100, 51}, /* ... at the top too */
       {1, 0, 10, 100}, /* ... or above it */
+      {1, 0, 0, 60},   /* the defaults count: low 60 against the default high 90 */
+      {1, 0, 0, 100},  /* ... a low above the default high */
+      {1, 0, 40, 0},   /* ... the default low 25 against a high of 40 */
   };
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
     int rc = do_create_limited(t, "/kv", NS_KIND_KV, bad[i].blocks, bad[i].max, bad[i].high,
