@@ -34,7 +34,11 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
   rec->now_ms = rec->now_ms ? rec->now_ms : mf_now_ms();
   rec->wall_ms = rec->wall_ms ? rec->wall_ms : mf_wall_ms();
   guint freed_before = e->freed->len, removed_before = e->removed->len;
+  dir_events_pre_t pre;
+  dir_events_before(d->events, d->tree, rec, &pre);
   int rc = ns_tree_apply(d->tree, rec, e, why, whylen);
+  if (rc == 0) dir_events_after(d->events, d->tree, rec, e, removed_before, &pre);
+  dir_events_pre_clear(&pre);
   if (rc == 0) {
     for (guint i = freed_before; i < e->freed->len; i++) {
       ns_block_t *b = &g_array_index(e->freed, ns_block_t, i);
@@ -54,6 +58,9 @@ int dir_reap(dir_t *d) {
   ns_effects_init(&fx);
   int64_t now = mf_now_ms();
   int n = ns_tree_reap(d->tree, now, &fx);
+  /* The reaper applies its records itself: number their events here. */
+  ns_record_t expired = {.type = NS_REC_REMOVE, .flags = NS_REC_EXPIRED, .wall_ms = mf_wall_ms()};
+  dir_events_after(d->events, d->tree, &expired, &fx, 0, NULL);
   for (guint i = 0; i < fx.freed->len; i++) {
     ns_block_t *b = &g_array_index(fx.freed, ns_block_t, i);
     g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
@@ -70,6 +77,24 @@ int dir_reap(dir_t *d) {
 
 static void reaper_cb(uv_timer_t *t) {
   dir_reap(t->data);
+}
+
+static void sweep_cb(uv_timer_t *t) {
+  dir_t *d = t->data;
+  dir_events_sweep(d->events, mf_now_ms());
+}
+
+int dir_data_armed(dir_t *d, dir_evlog_t *log, const ns_node_t *n) {
+  if (log->armed) return 1;
+  if (n->layout.parts == NULL) return 1;
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
+    if (s == NULL || !s->up) continue; /* a server that is down publishes nothing anyway */
+    if (dir_server_rt(d, s->id)->watch_acked < log->data_version) return 0;
+  }
+  log->armed = 1;
+  return 1;
 }
 
 /* Marks servers that stopped heartbeating as down (and up again when they
@@ -97,6 +122,7 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
   d->servers_rt = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                         (GDestroyNotify)server_rt_free);
   d->started_ms = mf_now_ms();
+  d->events = dir_events_new(mf_wall_ms());
   int64_t every = cfg->reap_interval_ms;
   if (every <= 0) {
     /* Often enough that expiry lands within a tenth of the shortest window. */
@@ -111,19 +137,26 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
   d->health.data = d;
   int64_t hc = cfg->heartbeat_timeout_ms / 4 > 10 ? cfg->heartbeat_timeout_ms / 4 : 10;
   uv_timer_start(&d->health, health_cb, (uint64_t)hc, (uint64_t)hc);
+  uv_timer_init(loop, &d->sweep);
+  d->sweep.data = d;
+  uv_timer_start(&d->sweep, sweep_cb, 1000, 1000);
   return 0;
 }
 
 void dir_stop(dir_t *d) {
   uv_timer_stop(&d->reaper);
   uv_timer_stop(&d->health);
+  uv_timer_stop(&d->sweep);
   uv_close((uv_handle_t *)&d->reaper, NULL);
   uv_close((uv_handle_t *)&d->health, NULL);
+  uv_close((uv_handle_t *)&d->sweep, NULL);
 }
 
 void dir_free(dir_t *d) {
   ns_tree_free(d->tree);
   g_hash_table_destroy(d->servers_rt);
+  dir_events_free(d->events);
+  d->events = NULL;
   d->tree = NULL;
   d->servers_rt = NULL;
 }
