@@ -69,6 +69,10 @@ static void register_types(void) {
     g_type_ensure(MAYFLY_TYPE_HEARTBEAT_REPLY);
     g_type_ensure(MAYFLY_TYPE_BLOCK_REF);
     g_type_ensure(MAYFLY_TYPE_CREATE_OPTIONS);
+    g_type_ensure(MAYFLY_TYPE_BLOCK_INFO);
+    g_type_ensure(MAYFLY_TYPE_DATA_EVENT);
+    g_type_ensure(MAYFLY_TYPE_EVENT);
+    g_type_ensure(MAYFLY_TYPE_WATCH_REPLY);
     g_type_ensure(THRIFT_TYPE_APPLICATION_EXCEPTION);
     g_once_init_leave(&done, 1);
   }
