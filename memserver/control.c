@@ -3,6 +3,7 @@
  */
 #include "memserver/control.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "client/ctl.h"
@@ -91,7 +92,8 @@ static int do_register(ms_control_t *c) {
   return rc;
 }
 
-static gint cmp_pair(gconstpointer a, gconstpointer b) {
+/* Orders (index, generation) pairs. */
+static int cmp_pair(const void *a, const void *b) {
   const int64_t *x = a, *y = b;
   return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] > y[1]) - (x[1] < y[1]);
 }
@@ -99,9 +101,10 @@ static gint cmp_pair(gconstpointer a, gconstpointer b) {
 /* Posts the blocks whose data events are wanted (int64 pairs) when they
  * changed, and waits (a bounded time) until the loop has applied them. */
 static void set_watched(ms_control_t *c, GArray *pairs) {
-  g_array_sort(pairs, cmp_pair);
+  if (pairs->len > 0) qsort(pairs->data, pairs->len / 2, 2 * sizeof(int64_t), cmp_pair);
   if (pairs->len == c->watched->len &&
-      memcmp(pairs->data, c->watched->data, pairs->len * sizeof(int64_t)) == 0) {
+      (pairs->len == 0 ||
+       memcmp(pairs->data, c->watched->data, pairs->len * sizeof(int64_t)) == 0)) {
     g_array_free(pairs, TRUE);
     return;
   }
@@ -110,11 +113,11 @@ static void set_watched(ms_control_t *c, GArray *pairs) {
   ms_event_t *e = g_new0(ms_event_t, 1);
   e->type = MS_EV_WATCHED;
   e->blocks = pairs;
-  e->ticket = ++c->tickets;
+  uint64_t ticket = e->ticket = ++c->tickets; /* e is the loop's once posted */
   post(c, e);
   int64_t until = g_get_monotonic_time() + G_TIME_SPAN_SECOND;
   g_mutex_lock(&c->lock);
-  while (c->applied < e->ticket && !c->stopping) {
+  while (c->applied < ticket && !c->stopping) {
     if (!g_cond_wait_until(&c->applied_cond, &c->lock, until)) break;
   }
   g_mutex_unlock(&c->lock);

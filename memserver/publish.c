@@ -131,7 +131,7 @@ uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, 
   if (key == NULL) klen = 0;
   if (klen > MS_PUB_KEY_MAX) klen = MS_PUB_KEY_MAX;
   ms_pub_event_t *e = g_malloc(sizeof *e + klen);
-  e->id = ++p->next_id;
+  uint64_t id = e->id = ++p->next_id; /* e is the thread's once queued */
   e->index = index;
   e->generation = generation;
   e->kind = kind;
@@ -143,7 +143,7 @@ uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, 
   g_queue_push_tail(&p->pending, e);
   g_cond_signal(&p->cond);
   g_mutex_unlock(&p->lock);
-  return e->id;
+  return id;
 }
 
 uint64_t ms_publisher_done(ms_publisher_t *p) {
