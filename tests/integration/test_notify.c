@@ -185,13 +185,21 @@ static void test_two_listeners_see_every_write_of_a_writer_once_and_in_order_acr
     MF_ASSERT_EQ(servers, NMS);
   }
   mayfly_stat_free(st);
+  writer_t w = {.expect = g_ptr_array_new_with_free_func(g_free)};
+  MF_ASSERT_EQ(mayfly_mount(cl.c, "/job/table", MAYFLY_KIND_KV, NULL, &w.ns), 0);
+  /* The memory servers serve the partitions before anyone listens: they
+   * learn of the listeners from their heartbeats, and mayfly_listen
+   * returns only once they have. */
+  for (int i = 0; i < 200 && w.ns != NULL; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "before-%d", i);
+    MF_ASSERT_EQ(mayfly_kv_put(w.ns, key, strlen(key), "v", 1), 0);
+  }
   mayfly_listener_t *l1 = NULL, *l2 = NULL;
   MF_ASSERT_EQ(mayfly_listen(cl.c, "/job/table", 0, &l1), 0);
   MF_ASSERT_EQ(mayfly_listen(cl.c, "/job/table",
                              MAYFLY_EV_BIT(MAYFLY_EV_PUT) | MAYFLY_EV_BIT(MAYFLY_EV_DELETE), &l2),
                0);
-  writer_t w = {.expect = g_ptr_array_new_with_free_func(g_free)};
-  MF_ASSERT_EQ(mayfly_mount(cl.c, "/job/table", MAYFLY_KIND_KV, NULL, &w.ns), 0);
   if (l1 == NULL || l2 == NULL || w.ns == NULL) goto done;
   int64_t t0 = now_ms();
   GThread *t = g_thread_new("writer", writer_run, &w);
