@@ -515,6 +515,59 @@ out:
   cluster_stop(&cl);
 }
 
+/* Growth and shrink change the layout under a listener: a queue filling
+ * three segments on several servers and draining again. */
+static void test_a_queue_that_grows_and_shrinks_under_a_listener_loses_no_event(void) {
+  cluster_t cl;
+  if (cluster_start(&cl, NMS, NULL) != 0) goto out;
+  mayfly_ns_t *q = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, "/grow/q", MAYFLY_KIND_QUEUE, NULL, &q), 0);
+  mayfly_listener_t *l = NULL;
+  MF_ASSERT_EQ(mayfly_listen(cl.c, "/grow/q", MAYFLY_EV_MASK_DATA, &l), 0);
+  if (q == NULL || l == NULL) goto done;
+  const int n = 150; /* items of about 1 KB: some 60 fit in a 64 KiB segment */
+  char item[1100];
+  for (int i = 0; i < n; i++) {
+    memset(item, 'a' + i % 26, sizeof item);
+    MF_ASSERT_EQ(mayfly_queue_push(q, item, 900 + (size_t)i), 0);
+  }
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(cl.c, "/grow/q", &st), 0);
+  size_t grown = st ? st->npartitions : 0;
+  mayfly_stat_free(st);
+  CU_ASSERT(grown >= 3);
+  for (int i = 0; i < n; i++) {
+    void *v = NULL;
+    size_t vlen = 0;
+    MF_ASSERT_EQ(mayfly_queue_pop(q, &v, &vlen, 0), 0);
+    MF_ASSERT_EQ(vlen, 900 + (size_t)i);
+    mayfly_free(v);
+  }
+  MF_ASSERT_EQ(mayfly_stat(cl.c, "/grow/q", &st), 0);
+  CU_ASSERT(st != NULL && st->npartitions < grown);
+  mayfly_stat_free(st);
+  GPtrArray *got = g_ptr_array_new_with_free_func((GDestroyNotify)mayfly_event_free);
+  take_events(l, 2 * (guint)n, 10000, got);
+  MF_ASSERT_EQ(got->len, 2 * n);
+  for (guint i = 0; i < got->len; i++) {
+    const mayfly_event_t *ev = ev_at(got, i);
+    int ok = ev->kind == (i < (guint)n ? MAYFLY_EV_PUSH : MAYFLY_EV_POP) &&
+             ev->length == 900 + (int64_t)(i % (guint)n) &&
+             (i == 0 || ev->seq == ev_at(got, i - 1)->seq + 1);
+    if (!ok) {
+      dump_events("an event out of place", got, i > 2 ? i - 2 : 0, 5);
+      CU_FAIL("the events are not every push then every pop, in order");
+      break;
+    }
+  }
+  g_ptr_array_free(got, TRUE);
+done:
+  mayfly_listener_close(l);
+  mayfly_unmount(q);
+out:
+  cluster_stop(&cl);
+}
+
 /* --- 4. gaps --- */
 
 static void test_a_slow_listener_whose_buffer_overflowed_gets_a_gap_with_the_right_count(void) {
@@ -1152,6 +1205,8 @@ static const mf_test_t tests[] = {
      test_children_created_and_removed_reach_a_directory_listener_and_removal_ends_it},
     {"queue and file events carry item sizes, offsets and lengths",
      test_queue_and_file_events_carry_item_sizes_offsets_and_lengths},
+    {"a queue that grows and shrinks under a listener loses no event",
+     test_a_queue_that_grows_and_shrinks_under_a_listener_loses_no_event},
     {"a slow listener whose buffer overflowed gets a GAP with the right count",
      test_a_slow_listener_whose_buffer_overflowed_gets_a_gap_with_the_right_count},
     {"a watcher that fell behind the directory's ring gets a GAP of what it missed",
