@@ -260,8 +260,10 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
  *
  * A listener has its own connection to the directory and a background
  * thread that long-polls it and reconnects after errors. mayfly_listen
- * returns once data events of the namespace are being published, so every
- * write made after it returns is delivered. When the node is removed the
+ * returns once data events of the namespace are being published (the memory
+ * servers learn of a new listener at their next heartbeat, so this takes up
+ * to two heartbeat periods), so every write made after it returns is
+ * delivered. When the node is removed the
  * listener delivers MAYFLY_EV_REMOVED (if its mask takes it) and then
  * mayfly_listener_next returns MAYFLY_ENOENT.
  */

@@ -1,11 +1,13 @@
 /*
  * The directory's state: the namespace tree (with its block allocator), what
  * it knows of each memory server at run time (last heartbeat, blocks waiting
- * to be released there), the lease reaper and the server health check.
+ * to be released there, the data watches it has applied), the event logs of
+ * watched nodes (events.h), the lease reaper and the server health check.
  *
  * Owned by one libuv loop; every function here runs on that loop's thread.
  * Mutations of the tree go through dir_apply(), which applies a record and
- * acts on its effects (queues block releases for the memory servers, logs).
+ * acts on its effects (queues block releases for the memory servers, numbers
+ * the namespace events, logs).
  */
 #ifndef MAYFLY_DIR_STATE_H
 #define MAYFLY_DIR_STATE_H
