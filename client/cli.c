@@ -192,6 +192,11 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
   json_bool(b, "pinned", st->pinned);
   json_int(b, "children", st->children);
   json_int(b, "layout_version", st->layout_version);
+  json_int(b, "max_blocks", st->max_blocks);
+  if (st->kind == MAYFLY_KIND_KV) {
+    json_int(b, "high_watermark", st->high_watermark);
+    json_int(b, "low_watermark", st->low_watermark);
+  }
   json_builder_set_member_name(b, "partitions");
   json_builder_begin_array(b);
   for (size_t i = 0; i < st->npartitions; i++) {
@@ -206,6 +211,7 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
     json_int(b, "range_hi", p->range_hi);
     if (use != NULL) {
       json_int(b, "bytes_used", use[i].bytes_used);
+      json_int(b, "fill_pct", p->block_size > 0 ? use[i].bytes_used * 100 / p->block_size : 0);
     }
     json_builder_end_object(b);
   }
@@ -280,12 +286,18 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     int64_t used = 0;
     for (size_t i = 0; have_use && i < st->npartitions; i++) used += use[i].bytes_used;
     char *u = have_use ? g_strdup_printf("%lld", (long long)used) : g_strdup("unknown");
-    printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\npartitions:\n",
+    printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\n",
            (long long)st->layout_version, st->npartitions, cap, u);
+    if (st->max_blocks > 0) printf("max blocks:      %d\n", st->max_blocks);
+    if (st->kind == MAYFLY_KIND_KV) {
+      printf("watermarks:      split above %d%%, merge under %d%%\n", st->high_watermark,
+             st->low_watermark);
+    }
+    printf("partitions:\n");
     g_free(u);
     g_free(cap);
     table_t t;
-    table_init(&t, 7, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED",
+    table_init(&t, 8, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED", "FILL",
                st->kind == MAYFLY_KIND_KV      ? "SLOTS"
                : st->kind == MAYFLY_KIND_FILE ? "BYTES"
                                               : "SEGMENT");
@@ -295,6 +307,10 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
                 g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
                 fmt_size(p->block_size),
                 have_use ? g_strdup_printf("%lld", (long long)use[i].bytes_used) : g_strdup("?"),
+                have_use && p->block_size > 0
+                    ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used /
+                                                    (double)p->block_size)
+                    : g_strdup("?"),
                 st->kind == MAYFLY_KIND_QUEUE
                     ? g_strdup_printf("%lld", (long long)p->range_lo)
                     : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi));
@@ -310,7 +326,7 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
 
 static int cmd_create(cli_t *cli, int argc, char **argv) {
   char *kind = NULL, *lease = NULL;
-  gint blocks = 0;
+  gint blocks = 0, max_blocks = 0, high_wm = 0, low_wm = 0;
   gboolean pinned = FALSE;
   GOptionEntry e[] = {
       {"kind", 'k', 0, G_OPTION_ARG_STRING, &kind, "file, queue or kv (required)", "KIND"},
@@ -318,16 +334,32 @@ static int cmd_create(cli_t *cli, int argc, char **argv) {
       {"lease-ms", 'l', 0, G_OPTION_ARG_STRING, &lease,
        "Lease duration (default: the directory's)", "DURATION"},
       {"pinned", 0, 0, G_OPTION_ARG_NONE, &pinned, "Never expire", NULL},
+      {"max-blocks", 0, 0, G_OPTION_ARG_INT, &max_blocks,
+       "Most blocks the namespace may grow to (default: no limit)", "N"},
+      {"high-watermark", 0, 0, G_OPTION_ARG_INT, &high_wm,
+       "kv: split a partition fuller than this % of its block (default 90)", "PCT"},
+      {"low-watermark", 0, 0, G_OPTION_ARG_INT, &low_wm,
+       "kv: merge neighbours together under this % (default 25)", "PCT"},
       {NULL}};
   int rc = parse_flags(cli, "PATH --kind file|queue|kv",
                        "Create a data namespace (missing parent directories are created).", e,
                        &argc, &argv, 1, 1);
-  mayfly_create_options_t o = {.blocks = blocks, .pinned = pinned};
+  mayfly_create_options_t o = {.blocks = blocks,
+                               .pinned = pinned,
+                               .max_blocks = max_blocks,
+                               .high_watermark = high_wm,
+                               .low_watermark = low_wm};
   mayfly_kind_t k;
   if (rc == 0 && (kind == NULL || mayfly_kind_parse(kind, &k) != 0 || k == MAYFLY_KIND_DIRECTORY)) {
     rc = usage_error_path(cli, argv[1], "--kind must be file, queue or kv");
   }
   if (rc == 0 && blocks < 0) rc = usage_error_path(cli, argv[1], "--blocks must be positive");
+  if (rc == 0 && max_blocks < 0) {
+    rc = usage_error_path(cli, argv[1], "--max-blocks must be positive");
+  }
+  if (rc == 0 && (high_wm < 0 || high_wm > 100 || low_wm < 0 || low_wm > 100)) {
+    rc = usage_error_path(cli, argv[1], "watermarks are percentages from 1 to 100");
+  }
   if (rc == 0 && lease != NULL && mf_parse_duration_ms(lease, &o.lease_ms) != 0) {
     rc = usage_error_path(cli, argv[1], "--lease-ms takes a duration such as 5000, 500ms or 30s");
   }
@@ -871,6 +903,31 @@ static int cmd_cat(cli_t *cli, int argc, char **argv) {
   return rc;
 }
 
+static int cmd_truncate(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "PATH SIZE",
+                       "Shrink a file namespace to SIZE bytes (e.g. 0, 1500, 4MiB); the blocks "
+                       "past it return to the pool.",
+                       NULL, &argc, &argv, 2, 2);
+  uint64_t size = 0;
+  if (rc == 0 && mf_parse_size(argv[2], &size) != 0) {
+    rc = usage_error_path(cli, argv[1], "SIZE takes a byte count such as 1500 or 4MiB");
+  }
+  mayfly_ns_t *ns = NULL;
+  if (rc == 0) rc = mount_ns(cli, argv[1], MAYFLY_KIND_FILE, &ns);
+  if (rc == 0) {
+    rc = mayfly_file_truncate(ns, size);
+    if (rc == MAYFLY_EINVAL) {
+      rc = usage_error_path(cli, argv[1], "SIZE lies past the end of the file");
+    } else if (rc != 0) {
+      rc = report(cli, argv[1], rc);
+    } else {
+      print_ok(cli, "truncated", argv[1]);
+    }
+  }
+  mayfly_unmount(ns);
+  return rc;
+}
+
 /* --- watch --- */
 
 static volatile sig_atomic_t watch_stop;
@@ -1054,7 +1111,9 @@ static int cmd_watch(cli_t *cli, int argc, char **argv) {
 
 static const command_t commands[] = {
     {"mkdir", "[-p] PATH", "Create a directory", cmd_mkdir},
-    {"create", "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned]",
+    {"create",
+     "PATH --kind file|queue|kv [--blocks N] [--lease-ms MS] [--pinned] [--max-blocks N] "
+     "[--high-watermark PCT] [--low-watermark PCT]",
      "Create a data namespace", cmd_create},
     {"ls", "[-l] [PATH]", "List a directory", cmd_ls},
     {"tree", "[PATH]", "Show a subtree", cmd_tree},
@@ -1071,6 +1130,7 @@ static const command_t commands[] = {
     {"pop", "PATH [--timeout MS]", "Pop the head item of a queue", cmd_pop},
     {"write", "PATH [--offset N] [--append]", "Write stdin into a file namespace", cmd_write},
     {"cat", "PATH", "Print a file namespace", cmd_cat},
+    {"truncate", "PATH SIZE", "Shrink a file namespace", cmd_truncate},
     {"watch", "PATH [--events LIST] [--count N]", "Print events as they happen", cmd_watch},
     {"stats", "", "Directory counters", cmd_stats},
     {NULL, NULL, NULL, NULL}};

@@ -87,6 +87,9 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
   st->remaining_ms = ni->remaining_ms;
   st->pinned = ni->pinned;
   st->children = ni->children;
+  st->max_blocks = ni->max_blocks;
+  st->high_watermark = ni->high_watermark;
+  st->low_watermark = ni->low_watermark;
   st->layout_version = ni->layout ? ni->layout->version : 0;
   GPtrArray *parts = ni->layout ? ni->layout->partitions : NULL;
   st->npartitions = parts ? parts->len : 0;
@@ -145,6 +148,9 @@ static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
     co->blocks = o->blocks;
     co->lease_ms = o->lease_ms;
     co->pinned = o->pinned != 0;
+    co->max_blocks = o->max_blocks;
+    co->high_watermark = o->high_watermark;
+    co->low_watermark = o->low_watermark;
   }
   return co;
 }
@@ -205,6 +211,7 @@ static int layout_call(mayfly_client_t *c, const char *path, int op, int64_t lo,
   MayflyLayout *l = ni->layout;
   int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi)
            : op == 2 ? CALL(c, release_range, &l, path, lo)
+           : op == 3 ? CALL(c, truncate, &l, path, lo)
                      : CALL(c, get_layout, &l, path);
   if (rc == 0) {
     g_free(ni->path);
@@ -226,6 +233,10 @@ int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
 
 int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out) {
   return layout_call(c, path, 2, lo, 0, out);
+}
+
+int mf_truncate(mayfly_client_t *c, const char *path, int64_t size, mayfly_stat_t **out) {
+  return layout_call(c, path, 3, size, 0, out);
 }
 
 int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {

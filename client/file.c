@@ -180,3 +180,46 @@ int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len
   }
   return MAYFLY_EMOVED;
 }
+
+int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
+  if (ns == NULL || size > INT64_MAX) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_FILE) return MAYFLY_EKIND;
+  int64_t cur = mayfly_file_size(ns);
+  if (cur < 0) return (int)cur;
+  if ((int64_t)size > cur) return MAYFLY_EINVAL; /* truncate shrinks; write extends */
+  /* Cut every segment past the new end (a reader with an older layout then
+   * sees the new size at once), then let the directory drop the blocks
+   * wholly past it: they return to the pool. */
+  int rc = MAYFLY_EMOVED;
+  for (int attempt = 0; attempt < ATTEMPTS && rc == MAYFLY_EMOVED; attempt++) {
+    if (attempt > 0 && (rc = mf_ns_refresh(ns)) != 0) return rc;
+    size_t n;
+    int64_t end;
+    mf_part_t *parts = snapshot(ns, 0, 0, &n, &end);
+    mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+      if (parts[i].hi <= (int64_t)size) continue;
+      mf_call_target(&calls[i], WIRE_OP_FILE_TRUNCATE, &parts[i]);
+      calls[i].req.arg0 = (int64_t)size > parts[i].lo ? size - (uint64_t)parts[i].lo : 0;
+      mf_call_start(ns->client->pool, parts[i].address, &calls[i]);
+    }
+    rc = 0;
+    int64_t deadline = mf_deadline(ns->client, 0);
+    for (size_t i = 0; i < n; i++) {
+      if (parts[i].hi <= (int64_t)size) continue;
+      int r = mf_call_wait(&calls[i], deadline);
+      g_free(calls[i].payload);
+      if (r != 0 && rc != MAYFLY_EMOVED) rc = r;
+    }
+    g_free(calls);
+    g_free(parts);
+  }
+  if (rc != 0) return rc;
+  mayfly_stat_t *st = NULL;
+  rc = mf_truncate(ns->client, ns->path, (int64_t)size, &st);
+  if (rc == 0) {
+    mf_ns_set_layout(ns, st);
+    mayfly_stat_free(st);
+  }
+  return rc;
+}

@@ -70,6 +70,9 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
 /* Starts and waits for one call. */
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
+/* Drops a file's blocks past `size` at the directory (layout in *out). */
+int mf_truncate(mayfly_client_t *c, const char *path, int64_t size, mayfly_stat_t **out);
+
 /* Sets the namespace's layout from a stat result. */
 void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st);
 

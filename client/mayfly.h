@@ -42,6 +42,9 @@ typedef struct mayfly_create_options {
   int blocks;       /* initial blocks; 0 means 1 */
   int64_t lease_ms; /* 0 means the directory's default */
   int pinned;       /* never expires when set */
+  int max_blocks;   /* most blocks it may grow to; 0 means no limit (growth past it: EQUOTA) */
+  int high_watermark; /* kv: a partition fuller than this % of its block splits; 0 means 90 */
+  int low_watermark;  /* kv: neighbours together under this % merge; 0 means 25 */
 } mayfly_create_options_t;
 
 /* One block-backed partition of a namespace. */
@@ -67,6 +70,8 @@ typedef struct mayfly_stat {
   mayfly_partition_t *partitions;
   size_t ntags;
   char **tag_keys, **tag_values;
+  int max_blocks;                    /* 0: no limit */
+  int high_watermark, low_watermark; /* kv: % of a block */
 } mayfly_stat_t;
 
 typedef struct mayfly_lease {
@@ -199,6 +204,9 @@ int mayfly_file_append(mayfly_ns_t *ns, const void *buf, size_t len, uint64_t *o
 int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len);
 /* The file's size (end of the furthest write), or a negative error. */
 int64_t mayfly_file_size(mayfly_ns_t *ns);
+/* Shrinks the file to `size` bytes; the blocks wholly past it return to the
+ * pool. A size beyond the end is MAYFLY_EINVAL (writing extends a file). */
+int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size);
 
 /* queue: FIFO items. The tail grows by a block when full. */
 int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len);

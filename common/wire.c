@@ -89,3 +89,27 @@ uint32_t wire_kv_slot(const void *key, size_t len) {
   }
   return (uint32_t)(x % 65536u);
 }
+
+void wire_kv_entry_put(uint8_t *out, const void *key, uint32_t klen, const void *val,
+                       uint32_t vlen) {
+  put32(out, klen);
+  put32(out + 4, vlen);
+  if (klen > 0) memcpy(out + WIRE_KV_ENTRY_HEADER, key, klen);
+  if (vlen > 0) memcpy(out + WIRE_KV_ENTRY_HEADER + klen, val, vlen);
+}
+
+int wire_kv_entry_next(const uint8_t *buf, size_t len, size_t *pos, const uint8_t **key,
+                       uint32_t *klen, const uint8_t **val, uint32_t *vlen) {
+  if (*pos >= len) return 0;
+  if (len - *pos < WIRE_KV_ENTRY_HEADER) return MAYFLY_EPROTO;
+  const uint8_t *p = buf + *pos;
+  uint32_t k = get32(p), v = get32(p + 4);
+  size_t left = len - *pos - WIRE_KV_ENTRY_HEADER;
+  if (k > left || v > left - k) return MAYFLY_EPROTO; /* no sum that could wrap */
+  *key = p + WIRE_KV_ENTRY_HEADER;
+  *klen = k;
+  *val = *key + k;
+  *vlen = v;
+  *pos += WIRE_KV_ENTRY_HEADER + (size_t)k + v;
+  return 1;
+}

@@ -31,6 +31,7 @@ typedef enum {
   WIRE_OP_FILE_WRITE = 0x10, /* arg0 = offset in block; payload = data; reply arg0 = size */
   WIRE_OP_FILE_READ = 0x11,  /* arg0 = offset, arg1 = length; reply payload = data */
   WIRE_OP_FILE_SIZE = 0x12,  /* reply arg0 = bytes written up to (segment size) */
+  WIRE_OP_FILE_TRUNCATE = 0x13, /* arg0 = new segment size (only shrinks); reply arg0 = size */
 
   WIRE_OP_Q_PUSH = 0x20, /* payload = item; ENOSPC + WIRE_F_SEALED when full */
   WIRE_OP_Q_POP = 0x21,  /* arg0 = wait ms; reply payload = item; EAGAIN empty;
@@ -42,6 +43,14 @@ typedef enum {
   WIRE_OP_KV_GET = 0x31,    /* arg1 = slot; payload = key; reply payload = value */
   WIRE_OP_KV_DEL = 0x32,    /* arg1 = slot; payload = key */
   WIRE_OP_KV_EXISTS = 0x33, /* arg1 = slot; payload = key; reply arg0 = 0 or 1 */
+  /* Server to server, during a repartition: entries of the slots [arg0, arg1)
+   * for the target block (payload: wire_kv_entry_* records; may be empty).
+   * A target whose range is adjacent to [arg0, arg1) extends it (a merge).
+   * Reply arg0 = entries stored. */
+  WIRE_OP_KV_MIGRATE = 0x34,
+  /* Rolls a merge back: the target drops the entries of [arg0, arg1) and
+   * gives the slots up again. */
+  WIRE_OP_KV_MIGRATE_ABORT = 0x35,
 } wire_op_t;
 
 /* Flags. */
@@ -88,5 +97,15 @@ int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t 
 
 /* The kv hash: FNV-1a 64 of the key, reduced to one of NS_KV_SLOTS slots. */
 uint32_t wire_kv_slot(const void *key, size_t len);
+
+/* Migration records: u32 key length, u32 value length (little-endian), key,
+ * value. */
+#define WIRE_KV_ENTRY_HEADER 8
+void wire_kv_entry_put(uint8_t *out, const void *key, uint32_t klen, const void *val,
+                       uint32_t vlen);
+/* Reads the record at *pos of buf[0..len): returns 1 (and advances *pos), 0
+ * at the end, MAYFLY_EPROTO when a length runs past the buffer. */
+int wire_kv_entry_next(const uint8_t *buf, size_t len, size_t *pos, const uint8_t **key,
+                       uint32_t *klen, const uint8_t **val, uint32_t *vlen);
 
 #endif /* MAYFLY_WIRE_H */

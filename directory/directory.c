@@ -2,6 +2,7 @@
  * The directory's state and its periodic work (see directory.h).
  */
 #include "directory/directory.h"
+#include "directory/repart.h"
 
 #include "common/config.h"
 #include "common/error.h"
@@ -84,13 +85,14 @@ static void sweep_cb(uv_timer_t *t) {
   dir_events_sweep(d->events, mf_now_ms());
 }
 
-int dir_data_armed(dir_t *d, dir_evlog_t *log, const ns_node_t *n) {
+int dir_data_armed(dir_t *d, dir_evlog_t *log) {
   if (log->armed) return 1;
-  if (n->layout.parts == NULL) return 1;
-  for (guint i = 0; i < n->layout.parts->len; i++) {
-    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-    const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
-    if (s == NULL || !s->up) continue; /* a server that is down publishes nothing anyway */
+  /* Every server that is up, not only those holding the namespace now: a
+   * split or growth may put a block of it on any of them at any time. */
+  ns_alloc_t *a = d->tree->alloc;
+  for (guint i = 0; i < a->servers->len; i++) {
+    const ns_server_t *s = g_ptr_array_index(a->servers, i);
+    if (!s->up) continue; /* a server that is down publishes nothing anyway */
     if (dir_server_rt(d, s->id)->watch_acked < log->data_version) return 0;
   }
   log->armed = 1;
@@ -113,6 +115,7 @@ static void health_cb(uv_timer_t *t) {
               s->id, (long long)(now - rt->last_heartbeat_ms));
     }
   }
+  dir_repart_expire(d, now);
 }
 
 int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
@@ -157,6 +160,8 @@ void dir_free(dir_t *d) {
   g_hash_table_destroy(d->servers_rt);
   dir_events_free(d->events);
   d->events = NULL;
+  if (d->reparts != NULL) g_hash_table_destroy(d->reparts);
+  d->reparts = NULL;
   d->tree = NULL;
   d->servers_rt = NULL;
 }

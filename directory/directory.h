@@ -69,6 +69,7 @@ typedef struct dir {
   uint64_t connections_total;
   uint64_t connections_open;
   uint64_t requests;
+  GHashTable *reparts; /* op id -> begun repartition (repart.c) */
 } dir_t;
 
 /* Initialises the state and starts its timers on `loop`. Returns 0. */
@@ -87,9 +88,11 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
 /* Runs the lease reaper once (the timer calls it). Returns nodes removed. */
 int dir_reap(dir_t *d);
 
-/* Whether every memory server (that is up) holding a block of `n` has
- * applied the data watch of `log`, so writes from now on publish events. */
-int dir_data_armed(dir_t *d, dir_evlog_t *log, const ns_node_t *n);
+/* Whether every memory server that is up has applied the data watch of
+ * `log` (it answered a heartbeat after the one whose reply carried it), so
+ * writes on the namespace from now on publish events, wherever its blocks
+ * are. */
+int dir_data_armed(dir_t *d, dir_evlog_t *log);
 
 /* Runtime record of a server, created on first use. */
 dir_server_rt_t *dir_server_rt(dir_t *d, int32_t id);

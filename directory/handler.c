@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/repart.h"
 #include "namespaces/path.h"
 
 typedef struct {
@@ -86,6 +87,9 @@ static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
   }
   fill_layout(d, out->layout, n);
   out->children = n->children ? (gint32)g_hash_table_size(n->children) : 0;
+  out->max_blocks = n->max_blocks;
+  out->high_watermark = n->kind == NS_KIND_KV ? (n->high_wm ? n->high_wm : NS_HIGH_WM_DEFAULT) : 0;
+  out->low_watermark = n->kind == NS_KIND_KV ? (n->low_wm ? n->low_wm : NS_LOW_WM_DEFAULT) : 0;
 }
 
 static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
@@ -147,6 +151,9 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
                        .lease_ms = opts->lease_ms,
                        .node_flags = opts->pinned ? NS_FLAG_PINNED : 0,
                        .tags = opts->tags,
+                       .max_blocks = opts->max_blocks,
+                       .high_wm = opts->high_watermark,
+                       .low_wm = opts->low_watermark,
                        .parts = parts,
                        .nparts = (size_t)nblocks};
     rc = dir_apply(d, &rec, NULL, why, whylen);
@@ -434,41 +441,55 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
     bi->kind = (MayflyNodeKind)n->kind;
     g_free(bi->path);
     bi->path = ns_node_path(n);
-    /* A block that a split or growth adds to a watched namespace publishes
-     * from its first request. */
+    /* A block owned by a watched namespace (a split's new block or growth
+     * included) publishes from its first request. */
     dir_evlog_t *log = dir_events_find(d->events, bi->path);
     bi->watched = log != NULL && dir_events_data_watched(log, mf_now_ms());
-    for (guint i = 0; i < n->layout.parts->len; i++) {
-      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-      if (p->block.server == server_id && p->block.index == block_index) {
-        bi->range_lo = p->lo;
-        bi->range_hi = p->hi;
+    int pi = ns_node_find_part(n, server_id, block_index);
+    if (pi >= 0) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, pi);
+      bi->range_lo = p->lo;
+      bi->range_hi = p->hi;
+    }
+    /* The new block of a split under way holds the slots being moved. */
+    for (guint i = 0; pi < 0 && n->reparts != NULL && i < n->reparts->len; i++) {
+      const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+      if (!r->merge && r->dst.server == server_id && r->dst.index == block_index) {
+        bi->range_lo = r->lo;
+        bi->range_hi = r->hi;
       }
     }
+    bi->high_watermark = n->high_wm;
+    bi->low_watermark = n->low_wm;
   }
   return TRUE;
 }
 
-/* Lists every block of server `server_id` whose namespace is data-watched. */
+/* Lists every block of server `server_id` owned by a data-watched
+ * namespace. Ownership, not the layout, decides: a block a split is filling
+ * belongs to its namespace before it joins the layout. */
 static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
+  if (g_hash_table_size(d->events->data) == 0) return;
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
   int64_t now = mf_now_ms();
+  GHashTable *nodes = g_hash_table_new(g_direct_hash, g_direct_equal);
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, d->events->data);
   while (g_hash_table_iter_next(&it, &v, NULL)) {
     dir_evlog_t *log = v;
     if (!dir_events_data_watched(log, now) || log->removed) continue;
-    const ns_node_t *n = ns_tree_lookup(d->tree, log->path);
-    if (n == NULL || n->layout.parts == NULL) continue;
-    for (guint i = 0; i < n->layout.parts->len; i++) {
-      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-      if (p->block.server != server_id) continue;
-      MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
-      br->block_index = p->block.index;
-      br->generation = p->block.generation;
-      g_ptr_array_add(out, br);
-    }
+    ns_node_t *n = ns_tree_lookup(d->tree, log->path);
+    if (n != NULL) g_hash_table_add(nodes, n);
   }
+  for (int32_t i = 0; s != NULL && g_hash_table_size(nodes) > 0 && i < s->nblocks; i++) {
+    if (!s->in_use[i] || !g_hash_table_contains(nodes, s->owner[i])) continue;
+    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
+    br->block_index = i;
+    br->generation = s->generation[i];
+    g_ptr_array_add(out, br);
+  }
+  g_hash_table_destroy(nodes);
 }
 
 /* Wakes the watches waiting for their data watch to be in force everywhere,
@@ -480,8 +501,7 @@ static void wake_armed(dir_t *d) {
   while (g_hash_table_iter_next(&it, &v, NULL)) {
     dir_evlog_t *log = v;
     if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
-    const ns_node_t *n = ns_tree_lookup(d->tree, log->path);
-    if (n != NULL && dir_data_armed(d, log, n)) dir_events_wake(log);
+    if (dir_data_armed(d, log)) dir_events_wake(log);
   }
 }
 
@@ -588,6 +608,71 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   return TRUE;
 }
 
+static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p) {
+  const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
+  mp->server_id = p->block.server;
+  g_free(mp->server_address);
+  mp->server_address = g_strdup(s ? s->address : "");
+  mp->block_index = p->block.index;
+  mp->generation = p->block.generation;
+  mp->block_size = s ? s->block_size : 0;
+  mp->range_lo = p->lo;
+  mp->range_hi = p->hi;
+}
+
+static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan **_return,
+                                    const gint32 server_id, const gint32 block_index,
+                                    const gint64 generation, const gboolean merge,
+                                    const gint64 split_at, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  dir_repart_plan_t plan;
+  int rc = dir_repart_begin(d, server_id, block_index, generation, merge, split_at, &plan, why,
+                            sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  (*_return)->op_id = plan.op_id;
+  (*_return)->lo = plan.lo;
+  (*_return)->hi = plan.hi;
+  fill_partition(d, (*_return)->target, &plan.target);
+  return TRUE;
+}
+
+static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
+                                  const gint32 server_id, const gint64 op_id,
+                                  const gboolean commit, const gint64 bytes_moved,
+                                  MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  ns_node_t *n = NULL;
+  int rc = dir_repart_end(d, server_id, op_id, commit, bytes_moved, &n, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
+static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
+                           const gint64 size, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_node_t *n = data_node(d, path, err);
+  if (n == NULL) return FALSE;
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_TRUNCATE, .path = path, .lo = size};
+  int rc = dir_apply(d, &rec, &fx, why, sizeof why);
+  if (rc == 0 && fx.freed->len > 0) {
+    MF_INFO("namespace %s: truncated to %lld bytes, %u blocks returned to the pool", path,
+            (long long)size, fx.freed->len);
+  }
+  ns_effects_clear(&fx);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
+}
+
 /* --- notifications (directory/events.h) --- */
 
 /* Most events in one watch reply, and about how many bytes: a reply stays
@@ -669,7 +754,7 @@ static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, co
      * of the log: start from now. Data events start once every memory
      * server holding the namespace publishes them, so wait for that: a
      * listener then sees every write made after its first watch returned. */
-    if (wants_data && !dir_data_armed(d, log, n) && defer(d, log, timeout_ms)) return TRUE;
+    if (wants_data && !dir_data_armed(d, log) && defer(d, log, timeout_ms)) return TRUE;
     r->last_seq = log->last_seq;
     if (epoch != 0) {
       dir_event_t gap = {.seq = log->last_seq,
@@ -790,6 +875,9 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->servers = h_servers;
   h->leases = h_leases;
   h->stats = h_stats;
+  h->repartition_begin = h_repartition_begin;
+  h->repartition_end = h_repartition_end;
+  h->truncate = h_truncate;
   h->watch = h_watch;
   h->publish = h_publish;
 }

@@ -150,7 +150,7 @@ dir_rpc_t *dir_rpc_new(dir_t *d) {
       "rename",        "exists",          "stat",      "list_children",  "renew",
       "get_layout",    "add_block",       "remove_block", "register_server", "heartbeat",
       "servers",       "leases",          "stats",     "check_block",    "release_range",
-      "watch",         "publish"};
+      "repartition_begin", "repartition_end", "truncate", "watch", "publish"};
   r->methods = g_hash_table_new(g_str_hash, g_str_equal);
   for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
     g_hash_table_add(r->methods, (gpointer)names[i]);

@@ -28,10 +28,10 @@ struct ms_control {
   GQueue events;
   gint blocks_used;
   gint64 max_generation;
+  gint server_id_pub;  /* server_id, for other threads */
   GCond applied_cond;  /* the loop applied a watched list (under lock) */
   uint64_t applied;    /* ticket of the last watched list applied (under lock) */
   int stopping;        /* (under lock) */
-  gint published_id;   /* server_id for other threads (atomic) */
   /* Owned by the thread. */
   mf_ctl_t *ctl;
   int32_t server_id;
@@ -50,7 +50,7 @@ static void post(ms_control_t *c, ms_event_t *e) {
 
 static void set_server_id(ms_control_t *c, int32_t id) {
   c->server_id = id;
-  g_atomic_int_set(&c->published_id, id);
+  g_atomic_int_set(&c->server_id_pub, id);
 }
 
 /* Connects and registers. Returns 0 or an error (logged once per outage). */
@@ -210,6 +210,7 @@ static gpointer run(gpointer data) {
       do_heartbeat(c);
       next_beat = now + c->heartbeat_ms;
     }
+    g_atomic_int_set(&c->server_id_pub, c->server_id);
     int64_t wait = next_beat - mf_now_ms();
     gpointer req = g_async_queue_timeout_pop(c->requests, (guint64)(wait > 0 ? wait : 1) * 1000);
     if (req == GINT_TO_POINTER(STOP_REQUEST)) break;
@@ -240,6 +241,10 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   return c;
 }
 
+int32_t ms_control_server_id(ms_control_t *c) {
+  return g_atomic_int_get(&c->server_id_pub);
+}
+
 void *ms_control_data(ms_control_t *c) {
   return c->data;
 }
@@ -260,10 +265,6 @@ void ms_control_applied(ms_control_t *c, uint64_t ticket) {
   if (ticket > c->applied) c->applied = ticket;
   g_cond_broadcast(&c->applied_cond);
   g_mutex_unlock(&c->lock);
-}
-
-int32_t ms_control_server_id(ms_control_t *c) {
-  return g_atomic_int_get(&c->published_id);
 }
 
 void ms_control_take(ms_control_t *c, GQueue *out) {

@@ -56,13 +56,14 @@ void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_gene
  * the next heartbeat comes (directory/events.h: armed). Called on the loop. */
 void ms_control_applied(ms_control_t *c, uint64_t ticket);
 
-/* The id the directory gave this server, 0 while not registered. Any thread. */
-int32_t ms_control_server_id(ms_control_t *c);
 
 /* Moves every pending event to `out` (a queue of ms_event_t *, caller frees
  * each with ms_event_free). Called on the loop. */
 void ms_control_take(ms_control_t *c, GQueue *out);
 void ms_event_free(ms_event_t *e);
+
+/* The id the directory gave this server; 0 while not registered. Any thread. */
+int32_t ms_control_server_id(ms_control_t *c);
 
 /* The opaque pointer given at start. */
 void *ms_control_data(ms_control_t *c);

@@ -3,6 +3,8 @@
  * file namespace; its size is the end of the furthest write.
  */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "memserver/store.h"
@@ -23,4 +25,15 @@ uint64_t store_file_read(store_block_t *b, uint64_t off, uint64_t len, const uin
   if (len > b->size - off) len = b->size - off;
   *data = b->mem + off;
   return len;
+}
+
+void store_file_truncate(store_t *s, store_block_t *b, uint64_t size) {
+  if (size >= b->size) return;
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint64_t keep = (size + page - 1) / page * page; /* first whole page past the end */
+  uint64_t end = (b->size + page - 1) / page * page;
+  if (keep > size) memset(b->mem + size, 0, MIN(keep, b->size) - size);
+  if (end > keep) madvise(b->mem + keep, (size_t)(MIN(end, s->block_size) - keep), MADV_DONTNEED);
+  b->size = size;
+  b->used = size;
 }

@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/uvnet.h"
 #include "common/wire.h"
 #include "memserver/control.h"
 #include "memserver/publish.h"
+#include "memserver/repart.h"
 
 #define READ_CHUNK (256u << 10)
 #define OUT_HIGH_WATER (64u << 20)
@@ -19,6 +21,8 @@
 #define POP_WAIT_MAX_MS 600000
 #define KEY_MAX (64u << 10)
 #define ZERO_COPY_MIN (64u << 10)
+#define KV_SLOTS 65536 /* the slots of a kv namespace (NS_KV_SLOTS) */
+#define RP_SCAN_MS 20  /* how often blocks waiting to retry a repartition are looked at */
 
 typedef struct conn conn_t;
 
@@ -33,8 +37,15 @@ struct ms_server {
   GList *conns;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   ms_publisher_t *pub;
-  GQueue held;        /* held_t *: replies waiting for their events to be published */
+  GQueue awaiting;    /* awaiting_t *: replies waiting for their events to be published */
   int stopping;
+  /* repartitions */
+  char *directory;
+  mf_pool_t *rp_pool;     /* connections to other memory servers */
+  GHashTable *rp_retry;   /* block indices to look at again */
+  uv_timer_t rp_timer;
+  int rp_jobs;            /* worker jobs not yet completed */
+  int closed;             /* the listener is closed: free once rp_jobs is 0 */
 };
 
 struct conn {
@@ -76,7 +87,7 @@ typedef struct {
   conn_t *c;
   GByteArray *bytes;
   uint64_t upto; /* the publisher's event id */
-} held_t;
+} awaiting_t;
 
 static void conn_unref(conn_t *c) {
   if (--c->refs > 0) return;
@@ -179,46 +190,45 @@ static void reply_status(conn_t *c, const wire_hdr_t *req, int status) {
 
 /* --- data events of watched blocks (publish.h) --- */
 
-/* Queues a data event of block b; returns its id for hold_reply. */
-static uint64_t publish_event(conn_t *c, const store_block_t *b, int kind, const void *key,
-                              size_t klen, int64_t offset, int64_t length) {
-  return ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset, length);
-}
-
-/* Like reply(), but the reply goes out once event `upto` is published. */
-static void hold_reply(conn_t *c, uint64_t upto, const wire_hdr_t *req, int status,
-                       uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
+/* A write on watched block b succeeded: queues its data event and answers
+ * `req` (status 0, the other fields as for reply()) once the event, and
+ * every one before it, is published. Holds a reference on the connection. */
+static void reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
+                            size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
+                            uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
+  uint64_t id = ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset,
+                                 length);
   if (c->closing) return;
-  held_t *hr = g_new(held_t, 1);
-  hr->c = c;
-  hr->upto = upto;
-  hr->bytes = g_byte_array_sized_new(WIRE_HEADER_SIZE + plen);
+  awaiting_t *aw = g_new(awaiting_t, 1);
+  aw->c = c;
+  aw->upto = id;
+  aw->bytes = g_byte_array_sized_new(WIRE_HEADER_SIZE + plen);
   uint8_t hdr[WIRE_HEADER_SIZE];
-  reply_header(req, status, flags, a0, 0, 0, plen, hdr);
-  g_byte_array_append(hr->bytes, hdr, WIRE_HEADER_SIZE);
-  if (plen > 0) g_byte_array_append(hr->bytes, payload, plen);
+  reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
+  g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
+  if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
   c->refs++;
-  g_queue_push_tail(&c->srv->held, hr);
+  g_queue_push_tail(&c->srv->awaiting, aw);
 }
 
-/* Sends the held replies whose events are published (all of them when
- * `all`), each connection's in one write. */
-static void release_held(ms_server_t *s, int all) {
+/* Sends the replies whose events are published (all of them when `all`),
+ * each connection's in one write. */
+static void release_published(ms_server_t *s, int all) {
   uint64_t done = all ? UINT64_MAX : ms_publisher_done(s->pub);
   GPtrArray *touched = g_ptr_array_new();
-  held_t *hr;
-  while ((hr = g_queue_peek_head(&s->held)) != NULL && hr->upto <= done) {
-    g_queue_pop_head(&s->held);
-    if (!hr->c->closing) {
-      g_byte_array_append(hr->c->out, hr->bytes->data, hr->bytes->len);
-      if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != hr->c) {
-        hr->c->refs++;
-        g_ptr_array_add(touched, hr->c);
+  awaiting_t *aw;
+  while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
+    g_queue_pop_head(&s->awaiting);
+    if (!aw->c->closing) {
+      g_byte_array_append(aw->c->out, aw->bytes->data, aw->bytes->len);
+      if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
+        aw->c->refs++;
+        g_ptr_array_add(touched, aw->c);
       }
     }
-    g_byte_array_free(hr->bytes, TRUE);
-    conn_unref(hr->c);
-    g_free(hr);
+    g_byte_array_free(aw->bytes, TRUE);
+    conn_unref(aw->c);
+    g_free(aw);
   }
   for (guint i = 0; i < touched->len; i++) {
     conn_t *c = g_ptr_array_index(touched, i);
@@ -229,7 +239,7 @@ static void release_held(ms_server_t *s, int all) {
 }
 
 static void on_published(uv_async_t *a) {
-  release_held(ms_publisher_data(a->data), 0);
+  release_published(ms_publisher_data(a->data), 0);
 }
 
 /* --- waiting pops --- */
@@ -298,6 +308,46 @@ static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
   g_queue_push_tail(q, p);
 }
 
+/* Holds a request until the repartition of its block ends (replay_held). */
+static void hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
+  if (b->held == NULL) b->held = g_queue_new();
+  parked_t *p = g_new(parked_t, 1);
+  p->c = c;
+  p->frame = g_memdup2(frame, len);
+  p->len = len;
+  c->refs++;
+  g_queue_push_tail(b->held, p);
+}
+
+static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
+                   int can_park);
+static void rp_consider(ms_server_t *s, store_block_t *b, int full);
+
+/* Serves the held requests again (status 0), or answers them all with
+ * `status` (the block went away). */
+static void replay_held(store_block_t *b, int status) {
+  GQueue *q = b->held;
+  if (q == NULL) return;
+  b->held = NULL;
+  parked_t *p;
+  while ((p = g_queue_pop_head(q)) != NULL) {
+    wire_hdr_t h;
+    size_t flen;
+    if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
+      if (status != 0) {
+        reply_status(p->c, &h, status);
+      } else {
+        handle(p->c, &h, p->frame, p->len, 0);
+      }
+      flush(p->c);
+    }
+    conn_unref(p->c);
+    g_free(p->frame);
+    g_free(p);
+  }
+  g_queue_free(q);
+}
+
 /* The block kind an opcode works on; -1 for an opcode that does not exist. */
 static int kind_of(uint8_t op) {
   switch (op) {
@@ -306,6 +356,7 @@ static int kind_of(uint8_t op) {
     case WIRE_OP_FILE_WRITE:
     case WIRE_OP_FILE_READ:
     case WIRE_OP_FILE_SIZE:
+    case WIRE_OP_FILE_TRUNCATE:
       return STORE_FILE;
     case WIRE_OP_Q_PUSH:
     case WIRE_OP_Q_POP:
@@ -316,14 +367,53 @@ static int kind_of(uint8_t op) {
     case WIRE_OP_KV_GET:
     case WIRE_OP_KV_DEL:
     case WIRE_OP_KV_EXISTS:
+    case WIRE_OP_KV_MIGRATE:
+    case WIRE_OP_KV_MIGRATE_ABORT:
       return STORE_KV;
     default:
       return -1;
   }
 }
 
-static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload) {
+/* Another memory server moves entries here (or takes them back). */
+static void handle_migrate(conn_t *c, store_block_t *b, const wire_hdr_t *h,
+                           const uint8_t *payload) {
+  int64_t lo = (int64_t)h->arg0, hi = (int64_t)h->arg1;
+  if (h->arg0 >= KV_SLOTS || h->arg1 > KV_SLOTS || lo >= hi || b->rp_state != STORE_RP_IDLE) {
+    reply_status(c, h, MAYFLY_EINVAL);
+    return;
+  }
+  if (h->opcode == WIRE_OP_KV_MIGRATE_ABORT) {
+    store_kv_drop_range(b, lo, hi);
+    if (b->range_hi == hi && b->range_lo < lo) b->range_hi = lo;
+    if (b->range_lo == lo && b->range_hi > hi) b->range_lo = hi;
+    reply_status(c, h, 0);
+    return;
+  }
+  if (lo < b->range_lo || hi > b->range_hi) {
+    /* A merge: the block takes over the adjacent slots of its neighbour. */
+    if (b->range_hi == lo) {
+      b->range_hi = hi;
+    } else if (b->range_lo == hi) {
+      b->range_lo = lo;
+    } else {
+      reply_status(c, h, MAYFLY_EINVAL);
+      return;
+    }
+  }
+  uint64_t count = 0;
+  int rc = store_kv_migrate_in(c->srv->store, b, payload, h->payload_len, lo, hi, &count);
+  reply(c, h, rc, 0, count, 0, 0, NULL, 0);
+  rp_consider(c->srv, b, 0);
+}
+
+static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload,
+                      const uint8_t *frame, size_t flen) {
   store_t *st = c->srv->store;
+  if (h->opcode == WIRE_OP_KV_MIGRATE || h->opcode == WIRE_OP_KV_MIGRATE_ABORT) {
+    handle_migrate(c, b, h, payload);
+    return;
+  }
   uint32_t klen = h->opcode == WIRE_OP_KV_PUT ? h->arg2 : h->payload_len;
   if (klen > h->payload_len || klen > KEY_MAX) {
     reply_status(c, h, MAYFLY_EINVAL);
@@ -334,19 +424,48 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     reply_status(c, h, rc);
     return;
   }
+  GHashTable *moving = NULL;
+  if (b->rp_state >= STORE_RP_MOVING) {
+    int64_t slot = wire_kv_slot(payload, klen);
+    if (slot >= b->rp_lo && slot < b->rp_hi) {
+      /* Being moved: reads are served from the set-aside copy while it is
+       * sent; writes wait, and so does everything once the commit is asked
+       * for (the target may be answering by then). */
+      int read = h->opcode == WIRE_OP_KV_GET || h->opcode == WIRE_OP_KV_EXISTS;
+      if (!read || b->rp_state == STORE_RP_COMMITTING) {
+        hold(c, b, frame, flen);
+        return;
+      }
+      moving = b->rp_moving;
+    }
+  }
   switch (h->opcode) {
     case WIRE_OP_KV_PUT: {
       rc = store_kv_put(st, b, payload, klen, payload + klen, h->payload_len - klen);
+      if (rc == MAYFLY_EFULL) {
+        /* Room is made by a split, now or after a short wait (partitions
+         * busy); the put waits for it unless splitting was refused. */
+        rp_consider(c->srv, b, 1);
+        if (b->rp_state != STORE_RP_IDLE ||
+            (b->rp_refused == 0 && b->range_hi - b->range_lo >= 2 &&
+             g_hash_table_contains(c->srv->rp_retry, GINT_TO_POINTER(b->index)))) {
+          hold(c, b, frame, flen);
+          return;
+        }
+        if (b->rp_refused != 0) rc = b->rp_refused;
+      }
       if (rc == 0 && b->watched) {
-        hold_reply(c, publish_event(c, b, MS_EV_KIND_PUT, payload, klen, 0, klen), h, 0, 0, 0,
-                   NULL, 0);
+        reply_published(c, b, MS_EV_KIND_PUT, payload, klen, 0, klen, h, 0, 0, NULL, 0);
       } else {
         reply_status(c, h, rc);
+      }
+      if (rc == 0 && b->used * 100 > (uint64_t)b->high_wm * st->block_size) {
+        rp_consider(c->srv, b, 0);
       }
       break;
     }
     case WIRE_OP_KV_GET: {
-      GBytes *v = store_kv_get(b, payload, klen);
+      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
       if (v == NULL) {
         reply_status(c, h, MAYFLY_ENOKEY);
       } else {
@@ -359,16 +478,20 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     case WIRE_OP_KV_DEL: {
       rc = store_kv_del(b, payload, klen);
       if (rc == 0 && b->watched) {
-        hold_reply(c, publish_event(c, b, MS_EV_KIND_DELETE, payload, klen, 0, klen), h, 0, 0, 0,
-                   NULL, 0);
+        reply_published(c, b, MS_EV_KIND_DELETE, payload, klen, 0, klen, h, 0, 0, NULL, 0);
       } else {
         reply_status(c, h, rc);
       }
+      if (rc == 0 && b->used * 100 < (uint64_t)b->low_wm * st->block_size) {
+        rp_consider(c->srv, b, 0);
+      }
       break;
     }
-    case WIRE_OP_KV_EXISTS:
-      reply(c, h, 0, 0, store_kv_get(b, payload, klen) != NULL, 0, 0, NULL, 0);
+    case WIRE_OP_KV_EXISTS: {
+      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
+      reply(c, h, 0, 0, v != NULL, 0, 0, NULL, 0);
       break;
+    }
     default:
       reply_status(c, h, MAYFLY_EPROTO);
   }
@@ -383,10 +506,9 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       waiter_t *w = b->waiters ? g_queue_peek_head(b->waiters) : NULL;
       if (w != NULL && !b->sealed && b->watched) {
         /* Handed over to a waiting pop: a push and a pop happened. */
-        uint64_t push = publish_event(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len);
-        uint64_t pop = publish_event(c, b, MS_EV_KIND_POP, NULL, 0, 0, h->payload_len);
-        hold_reply(c, push, h, 0, 0, 0, NULL, 0);
-        hold_reply(w->c, pop, &w->req, 0, 0, 0, payload, h->payload_len);
+        reply_published(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len, h, 0, 0, NULL, 0);
+        reply_published(w->c, b, MS_EV_KIND_POP, NULL, 0, 0, h->payload_len, &w->req, 0, 0,
+                        payload, h->payload_len);
         waiter_finish(w);
         break;
       }
@@ -400,8 +522,8 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       }
       int rc = store_queue_push(st, b, payload, h->payload_len);
       if (rc == 0 && b->watched) {
-        hold_reply(c, publish_event(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len), h, 0,
-                   b->sealed ? WIRE_F_SEALED : 0, 0, NULL, 0);
+        reply_published(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len, h,
+                        b->sealed ? WIRE_F_SEALED : 0, 0, NULL, 0);
         break;
       }
       reply(c, h, rc, b->sealed ? WIRE_F_SEALED : 0, 0, 0, 0, NULL, 0);
@@ -410,8 +532,8 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
     case WIRE_OP_Q_POP: {
       store_item_t *it = store_queue_pop(b);
       if (it != NULL && b->watched) {
-        hold_reply(c, publish_event(c, b, MS_EV_KIND_POP, NULL, 0, 0, it->len), h, 0, sealed, 0,
-                   it->data, it->len);
+        reply_published(c, b, MS_EV_KIND_POP, NULL, 0, 0, it->len, h, sealed, 0, it->data,
+                        it->len);
         g_free(it);
       } else if (it != NULL) {
         reply(c, h, 0, sealed, 0, 0, 0, it->data, it->len);
@@ -450,9 +572,8 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       int rc = store_file_write(st, b, h->arg0, payload, h->payload_len);
       if (rc == 0 && h->payload_len > 0 && b->watched) {
         /* The offset in the file: the segment starts at range_lo. */
-        uint64_t id = publish_event(c, b, MS_EV_KIND_WRITE, NULL, 0,
-                                    b->range_lo + (int64_t)h->arg0, h->payload_len);
-        hold_reply(c, id, h, 0, 0, b->size, NULL, 0);
+        reply_published(c, b, MS_EV_KIND_WRITE, NULL, 0, b->range_lo + (int64_t)h->arg0,
+                        h->payload_len, h, 0, b->size, NULL, 0);
         break;
       }
       reply(c, h, rc, 0, b->size, 0, 0, NULL, 0);
@@ -466,6 +587,10 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       break;
     }
     case WIRE_OP_FILE_SIZE:
+      reply(c, h, 0, 0, b->size, 0, 0, NULL, 0);
+      break;
+    case WIRE_OP_FILE_TRUNCATE:
+      store_file_truncate(st, b, h->arg0);
       reply(c, h, 0, 0, b->size, 0, 0, NULL, 0);
       break;
     default:
@@ -510,7 +635,7 @@ static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t 
       handle_queue(c, b, h, payload);
       break;
     case STORE_KV:
-      handle_kv(c, b, h, payload);
+      handle_kv(c, b, h, payload, frame, flen);
       break;
     default: {
       uint64_t items = b->kind == STORE_QUEUE ? g_queue_get_length(b->items)
@@ -519,6 +644,188 @@ static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t 
       reply(c, h, 0, b->sealed ? WIRE_F_SEALED : 0, b->used, items, (uint32_t)b->kind, NULL, 0);
     }
   }
+}
+
+/* --- repartitions (the blocking steps are in repart.c) --- */
+
+typedef struct {
+  uv_work_t req;
+  ms_server_t *srv;
+  ms_repart_job_t *job;
+  int step; /* STORE_RP_PLANNING, _MOVING (copy), _COMMITTING */
+} rp_work_t;
+
+static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step);
+
+/* The block a job works on, if it is still that block and that job. */
+static store_block_t *rp_block(ms_server_t *s, ms_repart_job_t *job) {
+  store_block_t *b = &s->store->blocks[job->index];
+  return (b->generation == job->generation && b->kind == STORE_KV && b->rp_job == job) ? b
+                                                                                      : NULL;
+}
+
+/* Frees the server once its listener is closed and no worker job is left. */
+static void server_free(ms_server_t *s) {
+  if (!s->closed || s->rp_jobs > 0) return;
+  g_hash_table_destroy(s->parked);
+  mf_pool_free(s->rp_pool);
+  g_free(s->directory);
+  g_hash_table_destroy(s->rp_retry);
+  g_free(s);
+}
+
+/* Looks at a kv block's fill and starts a split (above the high watermark,
+ * or a put that did not fit) or a merge (under the low watermark). */
+static void rp_consider(ms_server_t *s, store_block_t *b, int full) {
+  store_t *st = s->store;
+  if (b->kind != STORE_KV || b->rp_state != STORE_RP_IDLE || s->stopping) return;
+  int split = full || b->used * 100 > (uint64_t)b->high_wm * st->block_size;
+  int merge = !split && b->used * 100 < (uint64_t)b->low_wm * st->block_size &&
+              !(b->range_lo == 0 && b->range_hi == KV_SLOTS);
+  if (split && b->range_hi - b->range_lo < 2) {
+    replay_held(b, 0); /* one slot cannot split: what waited for room gets "full" */
+    return;
+  }
+  if (!split && !merge) return;
+  int32_t id = ms_control_server_id(s->ctl);
+  if (id == 0 || mf_now_ms() < b->rp_retry_ms) {
+    g_hash_table_add(s->rp_retry, GINT_TO_POINTER(b->index));
+    return;
+  }
+  b->rp_refused = 0;
+  ms_repart_job_t *job = g_new0(ms_repart_job_t, 1);
+  job->directory = s->directory;
+  job->pool = s->rp_pool;
+  job->server_id = id;
+  job->index = b->index;
+  job->generation = b->generation;
+  job->merge = !split;
+  job->split_at = b->range_lo + (b->range_hi - b->range_lo) / 2;
+  job->block_size = st->block_size;
+  job->used = b->used;
+  job->low_wm = b->low_wm;
+  job->started_us = g_get_monotonic_time();
+  b->rp_job = job;
+  b->rp_state = STORE_RP_PLANNING;
+  rp_queue(s, job, STORE_RP_PLANNING);
+}
+
+static void rp_work(uv_work_t *req) {
+  rp_work_t *w = req->data;
+  switch (w->step) {
+    case STORE_RP_PLANNING:
+      ms_repart_plan(w->job);
+      break;
+    case STORE_RP_MOVING:
+      ms_repart_copy(w->job);
+      break;
+    default:
+      ms_repart_commit(w->job);
+  }
+}
+
+/* The repartition is over (committed or not): the block serves again. */
+static void rp_finish(ms_server_t *s, store_block_t *b, ms_repart_job_t *job, int committed) {
+  if (b != NULL) {
+    if (b->rp_moving != NULL && !committed) store_kv_restore(b, b->rp_moving);
+    if (committed && job->merge) {
+      /* All of it went to the neighbour; the directory frees this block. */
+      store_release(s->store, b->index, b->generation);
+    } else if (committed) {
+      b->range_hi = job->lo;
+      store_kv_uncharge(b, b->rp_charge);
+    }
+    b->rp_state = STORE_RP_IDLE;
+    b->rp_moving = NULL;
+    b->rp_job = NULL;
+    b->rp_charge = 0;
+    replay_held(b, 0);
+    if (!committed || !job->merge) rp_consider(s, b, 0);
+  }
+  ms_repart_job_free(job);
+}
+
+static void rp_after(uv_work_t *req, int status) {
+  rp_work_t *w = req->data;
+  ms_server_t *s = w->srv;
+  ms_repart_job_t *job = w->job;
+  int step = w->step;
+  g_free(w);
+  s->rp_jobs--;
+  store_block_t *b = s->stopping ? NULL : rp_block(s, job);
+  const char *what = job->merge ? "merge" : "split";
+  if (b == NULL) {
+    /* The block went away (its namespace was removed) or the server stops:
+     * nothing to hand back; a repartition the directory still holds is
+     * rolled back there after its timeout. */
+    ms_repart_job_free(job);
+    if (s->stopping) server_free(s);
+    return;
+  }
+  if (job->status != 0) {
+    int rc = job->status;
+    if (step == STORE_RP_PLANNING) {
+      /* Refused: busy partitions (EAGAIN) are retried soon; no room or the
+       * quota (EQUOTA, ENOSPC) make full puts fail with that reason for a while. */
+      if (rc == MAYFLY_EQUOTA || rc == MAYFLY_ENOSPC || rc == MAYFLY_ENOSERVERS) {
+        b->rp_refused = rc;
+      }
+      MF_DEBUG("block %d: %s refused: %s", b->index, what, job->why);
+    } else {
+      MF_WARN("block %d: %s rolled back: %s", b->index, what, job->why);
+    }
+    b->rp_retry_ms = mf_now_ms() + (rc == MAYFLY_EAGAIN || rc == MAYFLY_EMOVED ? 20 : 1000);
+    rp_finish(s, b, job, 0);
+    return;
+  }
+  if (step == STORE_RP_PLANNING) {
+    b->rp_lo = job->lo;
+    b->rp_hi = job->hi;
+    job->moving = store_kv_take_range(b, job->lo, job->hi, &b->rp_charge);
+    b->rp_moving = job->moving;
+    b->rp_state = STORE_RP_MOVING;
+    rp_queue(s, job, STORE_RP_MOVING);
+  } else if (step == STORE_RP_MOVING) {
+    b->rp_state = STORE_RP_COMMITTING;
+    rp_queue(s, job, STORE_RP_COMMITTING);
+  } else {
+    double ms = (double)(g_get_monotonic_time() - job->started_us) / 1000.0;
+    MF_INFO("block %d: %s of slots [%lld, %lld) to %s block %d: %llu entries, %llu bytes in "
+            "%.1f ms (%.0f MB/s)",
+            b->index, what, (long long)job->lo, (long long)job->hi, job->target, job->t_index,
+            (unsigned long long)job->entries, (unsigned long long)job->bytes, ms,
+            ms > 0 ? (double)job->bytes / 1e3 / ms : 0.0);
+    rp_finish(s, b, job, 1);
+  }
+}
+
+static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step) {
+  rp_work_t *w = g_new0(rp_work_t, 1);
+  w->srv = s;
+  w->job = job;
+  w->step = step;
+  w->req.data = w;
+  s->rp_jobs++;
+  uv_queue_work(s->loop, &w->req, rp_work, rp_after);
+}
+
+/* Looks again at the blocks whose repartition had to wait. */
+static void rp_scan(uv_timer_t *t) {
+  ms_server_t *s = t->data;
+  if (g_hash_table_size(s->rp_retry) == 0) return;
+  GHashTable *due = s->rp_retry;
+  s->rp_retry = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GHashTableIter it;
+  gpointer k;
+  g_hash_table_iter_init(&it, due);
+  while (g_hash_table_iter_next(&it, &k, NULL)) {
+    store_block_t *b = &s->store->blocks[GPOINTER_TO_INT(k)];
+    if (b->kind == STORE_KV && b->rp_refused != 0 && mf_now_ms() >= b->rp_retry_ms) {
+      b->rp_refused = 0;
+    }
+    rp_consider(s, b, b->held != NULL);
+  }
+  g_hash_table_destroy(due);
 }
 
 /* --- connections --- */
@@ -655,6 +962,7 @@ static void on_control_event(uv_async_t *a) {
       case MS_EV_RELEASE:
         if (e->index >= 0 && e->index < st->nblocks) {
           wake_all(&st->blocks[e->index], MAYFLY_EMOVED);
+          replay_held(&st->blocks[e->index], MAYFLY_EMOVED);
           if (store_release(st, e->index, e->generation)) {
             MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
           }
@@ -692,6 +1000,7 @@ static void on_control_event(uv_async_t *a) {
           store_block_t *b = &st->blocks[i];
           if (b->kind != STORE_FREE && !g_hash_table_contains(keep, GINT_TO_POINTER(i))) {
             wake_all(b, MAYFLY_EMOVED);
+            replay_held(b, MAYFLY_EMOVED);
             dropped += store_release(st, i, b->generation);
           }
         }
@@ -717,6 +1026,9 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   /* A frame carries at most one block's worth of data plus a key. */
   s->max_payload = (uint32_t)MIN((uint64_t)store->block_size + KEY_MAX, UINT32_MAX - 4096);
   s->parked = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->directory = g_strdup(cfg->directory);
+  s->rp_pool = mf_pool_new(2000);
+  s->rp_retry = g_hash_table_new(g_direct_hash, g_direct_equal);
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
@@ -724,10 +1036,13 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   if (rc != 0) {
     uv_close((uv_handle_t *)&s->listener, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
-    g_hash_table_destroy(s->parked);
-    g_free(s);
+    s->closed = 1;
+    server_free(s);
     return rc;
   }
+  uv_timer_init(loop, &s->rp_timer);
+  s->rp_timer.data = s;
+  uv_timer_start(&s->rp_timer, rp_scan, RP_SCAN_MS, RP_SCAN_MS);
   struct sockaddr_in bound;
   int blen = sizeof bound;
   uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
@@ -740,7 +1055,7 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   }
   s->ctl = ms_control_start(loop, cfg->directory, adv, store->nblocks, store->block_size,
                             on_control_event, s);
-  g_queue_init(&s->held);
+  g_queue_init(&s->awaiting);
   s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, on_published, s);
   *out = s;
   return 0;
@@ -748,8 +1063,8 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
 
 static void listener_closed(uv_handle_t *h) {
   ms_server_t *s = h->data;
-  g_hash_table_destroy(s->parked);
-  g_free(s);
+  s->closed = 1;
+  server_free(s);
 }
 
 void ms_server_stop(ms_server_t *s) {
@@ -759,7 +1074,7 @@ void ms_server_stop(ms_server_t *s) {
   /* Replies held for events not yet published go out now: nobody will
    * publish them any more. */
   ms_publisher_stop(s->pub);
-  release_held(s, 1);
+  release_published(s, 1);
   /* Requests still waiting for the directory will not be answered now. */
   GHashTableIter it;
   gpointer key;
@@ -768,9 +1083,12 @@ void ms_server_stop(ms_server_t *s) {
   while (g_hash_table_iter_next(&it, &key, NULL)) keys = g_list_prepend(keys, key);
   for (GList *k = keys; k; k = k->next) replay_parked(s, GPOINTER_TO_INT(k->data), MAYFLY_EIO);
   g_list_free(keys);
+  uv_timer_stop(&s->rp_timer);
+  uv_close((uv_handle_t *)&s->rp_timer, NULL);
   for (int32_t i = 0; i < s->store->nblocks; i++) {
     store_block_t *b = &s->store->blocks[i];
     wake_all(b, MAYFLY_EIO);
+    replay_held(b, MAYFLY_EIO);
     if (b->waiters != NULL) g_queue_free(b->waiters);
     b->waiters = NULL;
   }

@@ -41,6 +41,13 @@ static void clear_block(store_t *s, store_block_t *b) {
   }
   if (b->kind != STORE_FREE) s->blocks_in_use--;
   b->kind = STORE_FREE;
+  /* A repartition under way belongs to the server, which finds the block
+   * changed when it ends; the held requests are the server's to answer. */
+  b->rp_state = STORE_RP_IDLE;
+  b->rp_moving = NULL;
+  b->rp_job = NULL;
+  b->rp_charge = 0;
+  b->rp_refused = 0;
   b->used = 0;
   b->size = 0;
   b->sealed = 0;

@@ -61,7 +61,18 @@ typedef struct store_block {
   /* kv */
   GHashTable *kv; /* GBytes key -> GBytes value */
   void *waiters;  /* the server's parked pops (opaque here) */
+  /* kv repartition, driven by the server (server.c, repart.h) */
+  int rp_state;          /* STORE_RP_* */
+  int64_t rp_lo, rp_hi;  /* the slots being moved */
+  GHashTable *rp_moving; /* their entries, set aside (owned by the job) */
+  uint64_t rp_charge;    /* what they are charged to this block */
+  void *rp_job;
+  void *held;            /* requests held until the repartition ends (server's) */
+  int64_t rp_retry_ms;   /* no new repartition before this (monotonic ms) */
+  int rp_refused;        /* why the last split was refused (EQUOTA, ENOSPC), until rp_retry_ms */
 } store_block_t;
+
+enum { STORE_RP_IDLE = 0, STORE_RP_PLANNING, STORE_RP_MOVING, STORE_RP_COMMITTING };
 
 typedef struct store {
   int32_t nblocks;
@@ -101,6 +112,10 @@ int store_release(store_t *s, int32_t index, int64_t generation);
 int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len);
 /* Points *data at up to len bytes from off (fewer past the segment's size). */
 uint64_t store_file_read(store_block_t *b, uint64_t off, uint64_t len, const uint8_t **data);
+/* Cuts the segment to `size` bytes when it is longer; the bytes cut read as
+ * zeros if a later write extends the segment again, and whole pages go back
+ * to the system. */
+void store_file_truncate(store_t *s, store_block_t *b, uint64_t size);
 
 /* --- queue segments --- */
 /* Returns 0, MAYFLY_ETOOBIG (an item larger than a block) or MAYFLY_EFULL
@@ -117,6 +132,24 @@ int store_kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, c
                  uint64_t vlen);
 /* Returns the value (borrowed, valid until the next change) or NULL. */
 GBytes *store_kv_get(store_block_t *b, const void *key, uint32_t klen);
+/* The same lookup in a table set aside by store_kv_take_range. */
+GBytes *store_kv_get_in(GHashTable *kv, const void *key, uint32_t klen);
 int store_kv_del(store_block_t *b, const void *key, uint32_t klen);
+
+/* Sets the entries of slots [lo, hi) aside in a new table (they stay charged
+ * to the block: *charge says how much) for a repartition to copy. */
+GHashTable *store_kv_take_range(store_block_t *b, int64_t lo, int64_t hi, uint64_t *charge);
+/* A repartition rolled back: the entries come back (the table is emptied). */
+void store_kv_restore(store_block_t *b, GHashTable *moving);
+/* A repartition committed: the entries went elsewhere; uncharge them. */
+void store_kv_uncharge(store_block_t *b, uint64_t charge);
+/* Stores migrated entries (wire_kv_entry_* records) of slots [lo, hi):
+ * checks every record first (MAYFLY_EPROTO, MAYFLY_EINVAL for a key outside
+ * [lo, hi)), then stores them (MAYFLY_EFULL when they do not fit; the ones
+ * before stay). *count receives the number stored. */
+int store_kv_migrate_in(store_t *s, store_block_t *b, const uint8_t *buf, size_t len, int64_t lo,
+                        int64_t hi, uint64_t *count);
+/* Drops the entries of slots [lo, hi) (a merge into this block rolled back). */
+void store_kv_drop_range(store_block_t *b, int64_t lo, int64_t hi);
 
 #endif /* MAYFLY_MS_STORE_H */

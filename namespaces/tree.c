@@ -71,6 +71,7 @@ static void node_free(ns_node_t *n) {
   if (n->children) g_hash_table_destroy(n->children);
   if (n->tags) g_hash_table_destroy(n->tags);
   if (n->layout.parts) g_array_free(n->layout.parts, TRUE);
+  if (n->reparts) g_array_free(n->reparts, TRUE);
   g_free(n->name);
   g_free(n);
 }
@@ -302,6 +303,15 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     WHY("at most %d blocks at creation", NS_CREATE_BLOCKS_MAX);
     return MAYFLY_EINVAL;
   }
+  if (rec->max_blocks < 0 || (rec->max_blocks > 0 && rec->nparts > (size_t)rec->max_blocks)) {
+    WHY("max_blocks must be 0 (no limit) or at least the initial blocks (%zu)", rec->nparts);
+    return MAYFLY_EINVAL;
+  }
+  if (rec->high_wm < 0 || rec->high_wm > 100 || rec->low_wm < 0 || rec->low_wm > 100 ||
+      (rec->high_wm > 0 && rec->low_wm > 0 && rec->low_wm * 2 > rec->high_wm)) {
+    WHY("watermarks are %% of a block (1-100, 0 = default) and the low one at most half the high");
+    return MAYFLY_EINVAL;
+  }
   rc = check_tags(rec->tags, why, whylen);
   if (rc != 0) return rc;
   if (ns_tree_lookup(t, rec->path) != NULL) {
@@ -338,6 +348,9 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
   ns_node_t *n = node_new(ns_path_basename(rec->path), rec->kind, rec->now_ms, rec->wall_ms);
   n->lease_ms = rec->lease_ms;
   n->flags = rec->node_flags & NS_FLAG_PINNED;
+  n->max_blocks = rec->max_blocks;
+  n->high_wm = rec->high_wm;
+  n->low_wm = rec->low_wm;
   if (rec->tags != NULL && g_hash_table_size(rec->tags) > 0) {
     n->tags = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     GHashTableIter it;
@@ -370,6 +383,14 @@ static void release_subtree(ns_tree_t *t, ns_node_t *n, ns_effects_t *fx) {
     }
     g_array_set_size(n->layout.parts, 0);
   }
+  /* A split begun and never ended holds its new block: free it too. */
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if (!r->merge && ns_alloc_release(t->alloc, &r->dst) == 0 && fx != NULL) {
+      g_array_append_val(fx->freed, r->dst);
+    }
+  }
+  if (n->reparts != NULL) g_array_set_size(n->reparts, 0);
   count_node(t, n, -1);
   if (fx != NULL) g_ptr_array_add(fx->removed, ns_node_path(n));
 }
@@ -458,6 +479,10 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
     WHY("a partition is added one at a time");
     return MAYFLY_EINVAL;
   }
+  if (n->max_blocks > 0 && ns_node_blocks_committed(n) >= n->max_blocks) {
+    WHY("quota: the namespace holds its max_blocks (%d)", n->max_blocks);
+    return MAYFLY_EQUOTA;
+  }
   rc = take_parts(t, rec->parts, 1, why, whylen);
   if (rc != 0) return rc;
   g_array_append_vals(n->layout.parts, rec->parts, 1);
@@ -477,11 +502,197 @@ static int apply_remove_part(ns_tree_t *t, const ns_record_t *rec, ns_effects_t 
     return MAYFLY_EINVAL;
   }
   ns_partition_t p = g_array_index(n->layout.parts, ns_partition_t, rec->part_index);
+  if (ns_node_block_busy(n, p.block.server, p.block.index)) {
+    WHY("partition %d is being repartitioned", rec->part_index);
+    return MAYFLY_EAGAIN;
+  }
   if (ns_alloc_release(t->alloc, &p.block) == 0 && fx != NULL) {
     g_array_append_val(fx->freed, p.block);
   }
   g_array_remove_index(n->layout.parts, (guint)rec->part_index);
   n->layout.version++;
+  return 0;
+}
+
+int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index) {
+  for (guint i = 0; n->layout.parts != NULL && i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    if (p->block.server == server && p->block.index == index) return (int)i;
+  }
+  return -1;
+}
+
+ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id) {
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if (r->id == op_id) return r;
+  }
+  return NULL;
+}
+
+int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index) {
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if ((r->src.server == server && r->src.index == index) ||
+        (r->dst.server == server && r->dst.index == index)) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int32_t ns_node_blocks_committed(const ns_node_t *n) {
+  int32_t count = n->layout.parts != NULL ? (int32_t)n->layout.parts->len : 0;
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    if (!g_array_index(n->reparts, ns_repart_t, i).merge) count++;
+  }
+  return count;
+}
+
+static int same_block(const ns_block_t *a, const ns_block_t *b) {
+  return a->server == b->server && a->index == b->index && a->generation == b->generation;
+}
+
+/* Begins a split (a new block takes the upper slots [lo, hi) of src) or a
+ * merge (the adjacent partition dst takes over the whole of src). */
+static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, size_t whylen) {
+  int rc;
+  ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
+  if (n == NULL) return rc;
+  int merge = (rec->flags & NS_REC_MERGE) != 0;
+  if (n->kind != NS_KIND_KV) {
+    WHY("only kv namespaces are repartitioned");
+    return MAYFLY_EKIND;
+  }
+  int si = ns_node_find_part(n, rec->block.server, rec->block.index);
+  const ns_partition_t *src = si < 0 ? NULL : &g_array_index(n->layout.parts, ns_partition_t, si);
+  if (src == NULL || !same_block(&src->block, &rec->block)) {
+    WHY("block %d:%d is not a partition of the namespace", rec->block.server, rec->block.index);
+    return MAYFLY_EMOVED;
+  }
+  if (rec->op_id <= 0 || ns_node_find_repart(n, rec->op_id) != NULL) {
+    WHY("repartition id %lld invalid or in use", (long long)rec->op_id);
+    return MAYFLY_EINVAL;
+  }
+  if (ns_node_block_busy(n, rec->block.server, rec->block.index) ||
+      ns_node_block_busy(n, rec->block2.server, rec->block2.index)) {
+    WHY("a repartition of these partitions is under way");
+    return MAYFLY_EAGAIN;
+  }
+  if (merge) {
+    int di = ns_node_find_part(n, rec->block2.server, rec->block2.index);
+    const ns_partition_t *dst =
+        di < 0 ? NULL : &g_array_index(n->layout.parts, ns_partition_t, di);
+    if (dst == NULL || di == si || !same_block(&dst->block, &rec->block2) ||
+        (dst->hi != src->lo && dst->lo != src->hi) || rec->lo != src->lo || rec->hi != src->hi) {
+      WHY("a merge moves a whole partition into an adjacent one");
+      return MAYFLY_EINVAL;
+    }
+  } else {
+    if (rec->lo <= src->lo || rec->hi != src->hi || rec->lo >= rec->hi) {
+      WHY("a split moves the upper part [lo, %lld) of a partition", (long long)src->hi);
+      return MAYFLY_EINVAL;
+    }
+    if (n->max_blocks > 0 && ns_node_blocks_committed(n) >= n->max_blocks) {
+      WHY("quota: the namespace holds its max_blocks (%d)", n->max_blocks);
+      return MAYFLY_EQUOTA;
+    }
+    ns_partition_t p = {.block = rec->block2, .lo = rec->lo, .hi = rec->hi};
+    rc = take_parts(t, &p, 1, why, whylen);
+    if (rc != 0) return rc;
+    ns_alloc_set_owner(t->alloc, &rec->block2, n);
+  }
+  if (n->reparts == NULL) n->reparts = g_array_new(FALSE, FALSE, sizeof(ns_repart_t));
+  ns_repart_t r = {.id = rec->op_id,
+                   .merge = merge,
+                   .src = rec->block,
+                   .dst = rec->block2,
+                   .lo = rec->lo,
+                   .hi = rec->hi,
+                   .started_ms = rec->now_ms};
+  g_array_append_val(n->reparts, r);
+  if (rec->op_id > t->last_op_id) t->last_op_id = rec->op_id;
+  return 0;
+}
+
+static int cmp_part_lo(gconstpointer a, gconstpointer b) {
+  const ns_partition_t *x = a, *y = b;
+  return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Ends a begun repartition: commit changes the layout (one new version),
+ * rollback leaves it as it was and frees a split's new block. */
+static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                            size_t whylen) {
+  int rc;
+  ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
+  if (n == NULL) return rc;
+  ns_repart_t *rp = ns_node_find_repart(n, rec->op_id);
+  if (rp == NULL) {
+    WHY("no repartition %lld under way", (long long)rec->op_id);
+    return MAYFLY_ENOENT;
+  }
+  ns_repart_t r = *rp;
+  int si = ns_node_find_part(n, r.src.server, r.src.index);
+  int di = r.merge ? ns_node_find_part(n, r.dst.server, r.dst.index) : 0;
+  if ((rec->flags & NS_REC_COMMIT) && (si < 0 || di < 0)) {
+    /* Busy partitions stay put, so this is a bug elsewhere: roll back instead. */
+    WHY("the partitions of repartition %lld changed; it can only be rolled back",
+        (long long)r.id);
+    return MAYFLY_EMOVED;
+  }
+  g_array_remove_index(n->reparts, (guint)(rp - &g_array_index(n->reparts, ns_repart_t, 0)));
+  if (!(rec->flags & NS_REC_COMMIT)) {
+    if (!r.merge && ns_alloc_release(t->alloc, &r.dst) == 0 && fx != NULL) {
+      g_array_append_val(fx->freed, r.dst);
+    }
+    return 0;
+  }
+  ns_partition_t *src = &g_array_index(n->layout.parts, ns_partition_t, si);
+  if (r.merge) {
+    ns_partition_t *dst = &g_array_index(n->layout.parts, ns_partition_t, di);
+    dst->lo = MIN(dst->lo, src->lo);
+    dst->hi = MAX(dst->hi, src->hi);
+    if (ns_alloc_release(t->alloc, &src->block) == 0 && fx != NULL) {
+      g_array_append_val(fx->freed, src->block);
+    }
+    g_array_remove_index(n->layout.parts, (guint)si);
+  } else {
+    src->hi = r.lo;
+    ns_partition_t p = {.block = r.dst, .lo = r.lo, .hi = r.hi};
+    g_array_append_val(n->layout.parts, p);
+  }
+  g_array_sort(n->layout.parts, cmp_part_lo);
+  n->layout.version++;
+  return 0;
+}
+
+/* Drops the partitions of a file that start at or past `lo` (keeping the
+ * first block: a file always has one). */
+static int apply_truncate(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                          size_t whylen) {
+  int rc;
+  ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
+  if (n == NULL) return rc;
+  if (n->kind != NS_KIND_FILE) {
+    WHY("only files are truncated");
+    return MAYFLY_EKIND;
+  }
+  if (rec->lo < 0) {
+    WHY("size must not be negative");
+    return MAYFLY_EINVAL;
+  }
+  int changed = 0;
+  for (guint i = n->layout.parts->len; i-- > 0;) {
+    ns_partition_t p = g_array_index(n->layout.parts, ns_partition_t, i);
+    if (p.lo < rec->lo || p.lo == 0) continue;
+    if (ns_alloc_release(t->alloc, &p.block) == 0 && fx != NULL) {
+      g_array_append_val(fx->freed, p.block);
+    }
+    g_array_remove_index(n->layout.parts, i);
+    changed = 1;
+  }
+  if (changed) n->layout.version++;
   return 0;
 }
 
@@ -516,6 +727,12 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
       if (rc == 0 && fx != NULL) fx->server_id = id;
       return rc;
     }
+    case NS_REC_REPART_BEGIN:
+      return apply_repart_begin(t, rec, why, whylen);
+    case NS_REC_REPART_END:
+      return apply_repart_end(t, rec, fx, why, whylen);
+    case NS_REC_TRUNCATE:
+      return apply_truncate(t, rec, fx, why, whylen);
     case NS_REC_SERVER_STATE: {
       int rc = ns_alloc_set_up(t->alloc, rec->server_id, rec->up);
       if (rc != 0) WHY("no memory server with id %d", rec->server_id);

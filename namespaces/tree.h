@@ -61,6 +61,22 @@ typedef struct ns_layout {
   GArray *parts;   /* ns_partition_t; NULL for a directory */
 } ns_layout_t;
 
+/* A repartition of a kv namespace that was begun and not yet ended: the
+ * slots [lo, hi) of block `src` are being copied to block `dst` (a split: dst
+ * is a new block, taken at begin; a merge: dst is the neighbour that takes
+ * over src's whole range). The layout changes only when it commits. */
+typedef struct ns_repart {
+  int64_t id;
+  int merge;
+  ns_block_t src, dst;
+  int64_t lo, hi;
+  int64_t started_ms;
+} ns_repart_t;
+
+/* Watermark defaults, % of a block. */
+#define NS_HIGH_WM_DEFAULT 90
+#define NS_LOW_WM_DEFAULT 25
+
 typedef struct ns_node ns_node_t;
 struct ns_node {
   char *name; /* last path component; "" for the root */
@@ -74,6 +90,9 @@ struct ns_node {
   GHashTable *children; /* name -> ns_node_t *; directories only */
   GHashTable *tags;     /* char * -> char *; NULL when there are none */
   ns_layout_t layout;
+  int32_t max_blocks;  /* 0 = no limit */
+  int32_t high_wm, low_wm; /* kv: % of a block; 0 = the defaults */
+  GArray *reparts;     /* ns_repart_t begun and not ended; NULL when none */
 };
 
 typedef struct ns_tree {
@@ -84,6 +103,7 @@ typedef struct ns_tree {
   int64_t n_dirs;     /* not counting the root */
   int64_t n_leaves;
   int64_t n_expired;  /* nodes removed by lease expiry since start */
+  int64_t last_op_id; /* of repartitions */
 } ns_tree_t;
 
 typedef enum {
@@ -95,12 +115,17 @@ typedef enum {
   NS_REC_ADD_PART,      /* path, parts[0] appended to the layout */
   NS_REC_REMOVE_PART,   /* path, part_index */
   NS_REC_SERVER_ADD,    /* address, blocks, block_size, gen_floor */
-  NS_REC_SERVER_STATE   /* server_id, up */
+  NS_REC_SERVER_STATE,  /* server_id, up */
+  NS_REC_REPART_BEGIN,  /* path, op_id, flags NS_REC_MERGE, block (src), block2 (dst), lo, hi */
+  NS_REC_REPART_END,    /* path, op_id, flags NS_REC_COMMIT */
+  NS_REC_TRUNCATE       /* path, lo: drop the file partitions starting at or past lo */
 } ns_rec_type_t;
 
 #define NS_REC_PARENTS 0x1u
 #define NS_REC_RECURSIVE 0x2u
 #define NS_REC_EXPIRED 0x4u
+#define NS_REC_MERGE 0x8u
+#define NS_REC_COMMIT 0x10u
 
 /* A mutation of the tree. Borrowed pointers: apply copies what it keeps. */
 typedef struct ns_record {
@@ -125,6 +150,10 @@ typedef struct ns_record {
   int32_t server_id;
   int up;
   int64_t gen_floor;
+  int32_t max_blocks, high_wm, low_wm; /* CREATE */
+  int64_t op_id;
+  ns_block_t block, block2;
+  int64_t lo, hi;
 } ns_record_t;
 
 /* What applying a record did, for the caller to act on: blocks to release on
@@ -208,6 +237,19 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
  */
 int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
                         ns_partition_t *out);
+
+/* The index of the partition held by block b (server and index; any
+ * generation check is the caller's), or -1. */
+int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index);
+
+/* The begun repartition with this id, or NULL. */
+ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id);
+
+/* 1 when block (server, index) takes part in a begun repartition of n. */
+int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index);
+
+/* Blocks n holds or is about to hold (splits begun), against max_blocks. */
+int32_t ns_node_blocks_committed(const ns_node_t *n);
 
 const char *ns_kind_name(ns_kind_t k);
 /* Parses "directory", "file", "queue" or "kv"; returns 0 or MAYFLY_EINVAL. */

@@ -1,0 +1,245 @@
+/*
+ * Repartitioning a kv block: the blocking steps (see repart.h).
+ */
+#include "memserver/repart.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "client/mayfly.h"
+#include "common/error.h"
+#include "common/wire.h"
+
+static int set(ms_repart_job_t *job, int rc, const char *what) {
+  job->status = rc;
+  if (rc != 0) {
+    snprintf(job->why, sizeof job->why, "%s: %s", what, mayfly_last_error());
+  }
+  return rc;
+}
+
+static int ctl(ms_repart_job_t *job, MayflyDirectoryIf **i) {
+  if (job->ctl == NULL) {
+    int rc = mf_ctl_open(job->directory, MS_REPART_TIMEOUT_MS, 2000, &job->ctl);
+    if (rc != 0) return rc;
+  }
+  return mf_ctl_begin(job->ctl, i);
+}
+
+int ms_repart_plan(ms_repart_job_t *job) {
+  MayflyDirectoryIf *i;
+  int rc = ctl(job, &i);
+  if (rc != 0) return set(job, rc, "directory");
+  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
+                                                      job->generation, job->merge,
+                                                      job->split_at, &err, &gerr);
+  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  if (rc == 0) {
+    job->op_id = plan->op_id;
+    g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
+    job->t_index = plan->target->block_index;
+    job->t_generation = plan->target->generation;
+    job->lo = plan->lo;
+    job->hi = plan->hi;
+  }
+  g_object_unref(plan);
+  return set(job, rc, "repartition_begin");
+}
+
+/* Ends the repartition at the directory. Returns the call's status. */
+static int end(ms_repart_job_t *job, int commit) {
+  MayflyDirectoryIf *i;
+  int rc = ctl(job, &i);
+  if (rc != 0) return rc;
+  MayflyLayout *layout = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_repartition_end(i, &layout, job->server_id, job->op_id,
+                                                    commit, (gint64)job->bytes, &err, &gerr);
+  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  g_object_unref(layout);
+  return rc;
+}
+
+/* One call to the target: MIGRATE (entries) or MIGRATE_ABORT. */
+static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const void *data,
+                        size_t len) {
+  memset(call, 0, sizeof *call);
+  call->req.opcode = op;
+  call->req.block_index = (uint32_t)job->t_index;
+  call->req.generation = (uint64_t)job->t_generation;
+  call->req.arg0 = (uint64_t)job->lo;
+  call->req.arg1 = (uint64_t)job->hi;
+  call->p1 = data;
+  call->l1 = len;
+  mf_call_start(job->pool, job->target, call);
+}
+
+static int64_t deadline(void) {
+  return g_get_monotonic_time() + (int64_t)MS_REPART_TIMEOUT_MS * 1000;
+}
+
+void ms_repart_abort(ms_repart_job_t *job) {
+  if (job->merge) {
+    /* The neighbour may have taken some entries and the slots: undo that. */
+    mf_call_t call;
+    target_call(job, &call, WIRE_OP_KV_MIGRATE_ABORT, NULL, 0);
+    mf_call_wait(&call, deadline());
+    g_free(call.payload);
+  }
+  end(job, 0);
+}
+
+/* The neighbour's fill, for a merge. */
+static int target_used(ms_repart_job_t *job, uint64_t *used) {
+  mf_call_t call;
+  memset(&call, 0, sizeof call);
+  call.req.opcode = WIRE_OP_BLOCK_STAT;
+  call.req.block_index = (uint32_t)job->t_index;
+  call.req.generation = (uint64_t)job->t_generation;
+  mf_call_start(job->pool, job->target, &call);
+  int rc = mf_call_wait(&call, deadline());
+  *used = call.rep.arg0;
+  g_free(call.payload);
+  return rc;
+}
+
+typedef struct {
+  mf_call_t call;
+  GByteArray *data;
+} chunk_t;
+
+/* Waits for the oldest chunk in flight and frees it. */
+static int finish(chunk_t *c) {
+  int rc = mf_call_wait(&c->call, deadline());
+  g_free(c->call.payload);
+  g_byte_array_free(c->data, TRUE);
+  c->data = NULL;
+  return rc;
+}
+
+int ms_repart_copy(ms_repart_job_t *job) {
+  if (job->merge) {
+    uint64_t used = 0;
+    int rc = target_used(job, &used);
+    if (rc == 0 && (used + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size) {
+      snprintf(job->why, sizeof job->why, "the neighbour holds %llu bytes: together over %d%%",
+               (unsigned long long)used, job->low_wm);
+      job->status = MAYFLY_EAGAIN;
+      ms_repart_abort(job);
+      return MAYFLY_EAGAIN;
+    }
+    if (rc != 0) {
+      set(job, rc, "neighbour");
+      ms_repart_abort(job);
+      return rc;
+    }
+  }
+  chunk_t window[MS_REPART_WINDOW];
+  memset(window, 0, sizeof window);
+  size_t sent = 0;
+  int rc = 0;
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, job->moving);
+  GByteArray *cur = g_byte_array_new();
+  int more = 1, any = 0;
+  while (rc == 0 && more) {
+    more = g_hash_table_iter_next(&it, &k, &v);
+    if (more) {
+      gsize klen, vlen;
+      const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
+      if (cur->len > 0 && cur->len + WIRE_KV_ENTRY_HEADER + klen + vlen > MS_REPART_CHUNK) {
+        more = 2; /* send what is there, then this entry */
+      } else {
+        guint at = cur->len;
+        g_byte_array_set_size(cur, at + WIRE_KV_ENTRY_HEADER + (guint)(klen + vlen));
+        wire_kv_entry_put(cur->data + at, kd, (uint32_t)klen, vd, (uint32_t)vlen);
+        job->bytes += klen + vlen;
+        job->entries++;
+        continue;
+      }
+    }
+    /* Send `cur`: always at least one frame, so a merge target takes the slots. */
+    if (cur->len > 0 || !any) {
+      chunk_t *c = &window[sent % MS_REPART_WINDOW];
+      if (c->data != NULL) rc = finish(c);
+      c->data = cur;
+      target_call(job, &c->call, WIRE_OP_KV_MIGRATE, cur->data, cur->len);
+      sent++;
+      any = 1;
+      cur = g_byte_array_new();
+    }
+    if (more == 2) {
+      gsize klen, vlen;
+      const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
+      g_byte_array_set_size(cur, WIRE_KV_ENTRY_HEADER + (guint)(klen + vlen));
+      wire_kv_entry_put(cur->data, kd, (uint32_t)klen, vd, (uint32_t)vlen);
+      job->bytes += klen + vlen;
+      job->entries++;
+    }
+  }
+  for (size_t i = 0; i < MS_REPART_WINDOW; i++) {
+    if (window[i].data != NULL) {
+      int r = finish(&window[i]);
+      if (rc == 0) rc = r;
+    }
+  }
+  g_byte_array_free(cur, TRUE);
+  if (rc != 0) {
+    snprintf(job->why, sizeof job->why, "copy to %s block %d: %s", job->target, job->t_index,
+             mayfly_strerror(rc));
+    job->status = rc;
+    ms_repart_abort(job);
+  }
+  return rc;
+}
+
+/* Whether the directory committed op, judging by the source block: a split
+ * shrank its range to lo; a merge freed it. -1 when it cannot be told. */
+static int committed(ms_repart_job_t *job) {
+  MayflyDirectoryIf *i;
+  if (ctl(job, &i) != 0) return -1;
+  MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok =
+      mayfly_directory_if_check_block(i, &bi, job->server_id, job->index, &err, &gerr);
+  int rc = mf_ctl_end(job->ctl, ok, err, gerr), yes = -1;
+  if (rc == 0) {
+    int mine = bi->allocated && bi->generation == job->generation;
+    yes = job->merge ? !mine : (mine && bi->range_hi == job->lo);
+  }
+  g_object_unref(bi);
+  return yes;
+}
+
+int ms_repart_commit(ms_repart_job_t *job) {
+  int rc = end(job, 1);
+  for (int attempt = 0; rc != 0 && attempt < 5; attempt++) {
+    int yes = committed(job);
+    if (yes == 1) {
+      rc = 0;
+    } else if (yes == 0) {
+      break;
+    } else {
+      g_usleep(200000); /* the directory is unreachable: ask again */
+    }
+  }
+  if (rc != 0) {
+    set(job, rc, "repartition_end");
+    ms_repart_abort(job);
+  }
+  job->status = rc;
+  return rc;
+}
+
+void ms_repart_job_free(ms_repart_job_t *job) {
+  if (job == NULL) return;
+  if (job->moving != NULL) g_hash_table_destroy(job->moving);
+  mf_ctl_close(job->ctl);
+  g_free(job);
+}

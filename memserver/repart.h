@@ -1,0 +1,71 @@
+/*
+ * Repartitioning a kv block, the memory server's side: the blocking steps a
+ * worker thread runs (uv_queue_work) while the loop keeps serving.
+ *
+ *   plan    repartition_begin at the directory: the target block and the
+ *           slots [lo, hi) to move (split: the upper half; merge: all of it).
+ *   copy    the entries of those slots, which the loop has set aside in
+ *           `moving` (read-only from then on), go to the target memory server
+ *           in bulk: WIRE_OP_KV_MIGRATE frames of up to MS_REPART_CHUNK bytes,
+ *           MS_REPART_WINDOW in flight. A merge first checks that the two
+ *           blocks together are under the low watermark.
+ *   commit  repartition_end(commit) at the directory. When the answer is lost,
+ *           the block's state at the directory (check_block) tells whether it
+ *           committed.
+ *   abort   repartition_end(rollback); a merge also tells the target to drop
+ *           what it received.
+ * The loop (server.c) holds writes to the moving slots from `copy` on, and
+ * every request for them during `commit`, and answers or replays them when
+ * the repartition ends.
+ */
+#ifndef MAYFLY_MS_REPART_H
+#define MAYFLY_MS_REPART_H
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "client/conn.h"
+#include "client/ctl.h"
+
+#define MS_REPART_CHUNK (1u << 20)
+#define MS_REPART_WINDOW 8
+#define MS_REPART_TIMEOUT_MS 5000
+
+typedef struct ms_repart_job {
+  /* in */
+  const char *directory;
+  mf_pool_t *pool;
+  int32_t server_id;
+  int32_t index;
+  int64_t generation;
+  int merge;
+  int64_t split_at;
+  uint64_t block_size;
+  uint64_t used; /* bytes the block held when the job was planned */
+  int low_wm;
+  /* the plan */
+  int64_t op_id;
+  char target[256];
+  int32_t t_index;
+  int64_t t_generation;
+  int64_t lo, hi;
+  /* the data: GBytes key -> GBytes value, owned by the job */
+  GHashTable *moving;
+  uint64_t bytes, entries;
+  /* the outcome of the last step */
+  int status;
+  char why[512];
+  int64_t started_us;
+  mf_ctl_t *ctl;
+} ms_repart_job_t;
+
+/* Each returns 0 or a MAYFLY_E* code (also in job->status, with job->why). */
+int ms_repart_plan(ms_repart_job_t *job);
+int ms_repart_copy(ms_repart_job_t *job); /* rolls back itself on failure */
+int ms_repart_commit(ms_repart_job_t *job); /* rolls back when not committed */
+void ms_repart_abort(ms_repart_job_t *job);
+
+/* Frees the job, its `moving` table and its directory connection. */
+void ms_repart_job_free(ms_repart_job_t *job);
+
+#endif /* MAYFLY_MS_REPART_H */
