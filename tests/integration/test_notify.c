@@ -568,6 +568,70 @@ out:
   cluster_stop(&cl);
 }
 
+static int kv_partitions(mayfly_client_t *c, const char *path) {
+  mayfly_stat_t *st = NULL;
+  if (mayfly_stat(c, path, &st) != 0) return -1;
+  int n = (int)st->npartitions;
+  mayfly_stat_free(st);
+  return n;
+}
+
+/* A kv namespace that splits from one partition into many as it fills, and
+ * merges back as it empties, under a listener: the listener sees every put
+ * and delete once, in the writer's order, numbered one after another. */
+static void test_a_kv_namespace_that_splits_and_merges_under_a_listener_loses_no_event(void) {
+  cluster_t cl;
+  if (cluster_start(&cl, NMS, NULL) != 0) goto out;
+  const char *path = "/split/kv";
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
+  mayfly_listener_t *l = NULL;
+  MF_ASSERT_EQ(mayfly_listen(cl.c, path, MAYFLY_EV_MASK_DATA, &l), 0);
+  if (ns == NULL || l == NULL) goto done;
+  MF_ASSERT_EQ(kv_partitions(cl.c, path), 1);
+  GPtrArray *expect = g_ptr_array_new_with_free_func(g_free);
+  char key[32], val[1000];
+  memset(val, 'v', sizeof val);
+  const int n = 800; /* 800 KB in 64 KiB blocks */
+  int errors = 0;
+  for (int i = 0; i < n && errors == 0; i++) {
+    snprintf(key, sizeof key, "key-%04d", i);
+    if (mayfly_kv_put(ns, key, strlen(key), val, sizeof val) != 0) errors++;
+    g_ptr_array_add(expect, g_strdup_printf("put:%s", key));
+  }
+  int grown = kv_partitions(cl.c, path);
+  for (int i = 0; i < n && errors == 0; i++) {
+    snprintf(key, sizeof key, "key-%04d", i);
+    if (mayfly_kv_delete(ns, key, strlen(key)) != 0) errors++;
+    g_ptr_array_add(expect, g_strdup_printf("delete:%s", key));
+  }
+  MF_ASSERT_EQ(errors, 0);
+  int shrunk = grown;
+  for (int64_t until = now_ms() + 30000; now_ms() < until && shrunk > 2; mf_sleep_ms(100)) {
+    shrunk = kv_partitions(cl.c, path);
+  }
+  /* And writes after the merges. */
+  for (int i = 0; i < 50 && errors == 0; i++) {
+    snprintf(key, sizeof key, "after-%02d", i);
+    if (mayfly_kv_put(ns, key, strlen(key), val, 10) != 0) errors++;
+    g_ptr_array_add(expect, g_strdup_printf("put:%s", key));
+  }
+  MF_ASSERT_EQ(errors, 0);
+  printf("\n    1 partition grew to %d and shrank to %d under a listener\n", grown, shrunk);
+  CU_ASSERT(grown >= 8);
+  CU_ASSERT(shrunk <= 2);
+  GPtrArray *got = g_ptr_array_new_with_free_func((GDestroyNotify)mayfly_event_free);
+  take_events(l, expect->len, 30000, got);
+  CU_ASSERT(matches_writer(got, expect));
+  g_ptr_array_free(got, TRUE);
+  g_ptr_array_free(expect, TRUE);
+done:
+  mayfly_listener_close(l);
+  mayfly_unmount(ns);
+out:
+  cluster_stop(&cl);
+}
+
 /* --- 4. gaps --- */
 
 static void test_a_slow_listener_whose_buffer_overflowed_gets_a_gap_with_the_right_count(void) {
@@ -1207,6 +1271,8 @@ static const mf_test_t tests[] = {
      test_queue_and_file_events_carry_item_sizes_offsets_and_lengths},
     {"a queue that grows and shrinks under a listener loses no event",
      test_a_queue_that_grows_and_shrinks_under_a_listener_loses_no_event},
+    {"a kv namespace that splits and merges under a listener loses no event",
+     test_a_kv_namespace_that_splits_and_merges_under_a_listener_loses_no_event},
     {"a slow listener whose buffer overflowed gets a GAP with the right count",
      test_a_slow_listener_whose_buffer_overflowed_gets_a_gap_with_the_right_count},
     {"a watcher that fell behind the directory's ring gets a GAP of what it missed",
