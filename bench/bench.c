@@ -1,7 +1,9 @@
 /*
  * mayfly-bench: benchmark driver. Subcommands:
  *   control   create+remove pairs/s and batched renew of 10,000 paths
- * (data, elastic and compare arrive with the data plane).
+ *   data      the data plane through libmayfly
+ *   elastic   kv splits under load
+ *   compare   Mayfly and Redis side by side
  */
 #define _GNU_SOURCE
 #include "bench/bench.h"
@@ -226,6 +228,7 @@ static int usage(void) {
           "subcommands:\n"
           "  control   create+remove pairs/s and batched renew of 10,000 paths\n"
           "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
+          "  elastic   kv splits under load: time, MB/s moved, get latency while splitting\n"
           "  compare   the same workloads against Mayfly and Redis side by side\n"
           "run 'mayfly-bench SUBCOMMAND --help' for options\n");
   return 2;
@@ -248,7 +251,8 @@ int main(int argc, char **argv) {
       {"csv", 0, 0, G_OPTION_ARG_NONE, &o.csv, "Print CSV", NULL},
       {"value-size", 'v', 0, G_OPTION_ARG_INT, &o.value_size,
        "Value size in bytes for kv and queue (default 64)", "BYTES"},
-      {"quick", 0, 0, G_OPTION_ARG_NONE, &o.quick, "compare: a few rows only (a smoke run)", NULL},
+      {"quick", 0, 0, G_OPTION_ARG_NONE, &o.quick,
+       "compare: a few rows only; elastic: 4 MiB blocks (smoke runs)", NULL},
       {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
        "Requests in flight per client (data; default 1)", "D"},
       {NULL}};
@@ -276,6 +280,7 @@ int main(int argc, char **argv) {
   if (strcmp(sub, "control") == 0) return bench_control(&o);
   if (strcmp(sub, "data") == 0) return bench_data(&o);
   if (strcmp(sub, "compare") == 0) return bench_compare(&o);
+  if (strcmp(sub, "elastic") == 0) return bench_elastic(&o);
   fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
   return usage();
 }

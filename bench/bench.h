@@ -62,6 +62,7 @@ void bench_proc_stop(pid_t pid);
 
 int bench_data(bench_opts_t *o);
 int bench_compare(bench_opts_t *o);
+int bench_elastic(bench_opts_t *o);
 
 /* Prints the machine line, then rows as a table, CSV or JSON. */
 void bench_print(const bench_opts_t *o, const char *title, GArray *rows /* bench_row_t */);

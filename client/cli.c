@@ -641,7 +641,13 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
            {"connections", s.connections},
            {"requests", s.requests},
            {"lease_ms", s.lease_ms},
-           {"grace_ms", s.grace_ms}};
+           {"grace_ms", s.grace_ms},
+           {"splits", s.splits},
+           {"merges", s.merges},
+           {"rollbacks", s.rollbacks},
+           {"bytes_moved", s.bytes_moved},
+           {"move_ms", s.move_ms},
+           {"move_ms_max", s.move_ms_max}};
   JsonBuilder *b = cli->json ? json_builder_new() : NULL;
   if (b) json_builder_begin_object(b);
   for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {

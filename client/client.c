@@ -342,7 +342,9 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
     *out = (mayfly_dir_stats_t){s->nodes,       s->directories,  s->namespaces, s->servers,
                                 s->servers_up,  s->blocks_total, s->blocks_used,
                                 s->expired_total, s->uptime_ms,  s->connections,
-                                s->requests,    s->lease_ms,     s->grace_ms};
+                                s->requests,    s->lease_ms,     s->grace_ms,
+                                s->splits,      s->merges,       s->rollbacks,
+                                s->bytes_moved, s->move_ms,      s->move_ms_max};
   }
   g_object_unref(s);
   return rc;

@@ -100,6 +100,9 @@ typedef struct mayfly_dir_stats {
   int64_t uptime_ms;
   int64_t connections, requests;
   int64_t lease_ms, grace_ms;
+  /* kv repartitions since the directory started: committed splits and
+   * merges, rollbacks, bytes the committed ones moved and their durations */
+  int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
 } mayfly_dir_stats_t;
 
 /* Connects to a directory at "host:port" (NULL: $MAYFLY_DIRECTORY, else

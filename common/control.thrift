@@ -176,7 +176,13 @@ struct Stats {
   10: i64 connections,
   11: i64 requests,
   12: i64 lease_ms,
-  13: i64 grace_ms
+  13: i64 grace_ms,
+  14: i64 splits,             /* kv repartitions committed since start */
+  15: i64 merges,
+  16: i64 rollbacks,
+  17: i64 bytes_moved,        /* by committed repartitions */
+  18: i64 move_ms,            /* their total duration, begin to commit */
+  19: i64 move_ms_max
 }
 
 service Directory {

@@ -70,6 +70,7 @@ typedef struct dir {
   uint64_t connections_open;
   uint64_t requests;
   GHashTable *reparts; /* op id -> begun repartition (repart.c) */
+  int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
 } dir_t;
 
 /* Initialises the state and starts its timers on `loop`. Returns 0. */

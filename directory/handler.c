@@ -605,6 +605,12 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   s->requests = (gint64)d->requests;
   s->lease_ms = d->cfg.lease_ms;
   s->grace_ms = d->cfg.grace_ms;
+  s->splits = d->splits;
+  s->merges = d->merges;
+  s->rollbacks = d->rollbacks;
+  s->bytes_moved = d->bytes_moved;
+  s->move_ms = d->move_ms;
+  s->move_ms_max = d->move_ms_max;
   return TRUE;
 }
 

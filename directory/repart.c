@@ -157,12 +157,17 @@ int dir_repart_end(dir_t *d, int32_t server_id, int64_t op_id, int commit, int64
     int64_t ms = mf_now_ms() - rt->started_ms;
     char *path = ns_node_path(n);
     if (rc == 0 && commit) {
+      *(rt->merge ? &d->merges : &d->splits) += 1;
+      d->bytes_moved += bytes_moved > 0 ? bytes_moved : 0;
+      d->move_ms += ms;
+      d->move_ms_max = MAX(d->move_ms_max, ms);
       double mbs = ms > 0 ? (double)bytes_moved / 1e3 / (double)ms : 0;
       MF_INFO("namespace %s: %s %lld committed in %lld ms, %lld bytes moved (%.0f MB/s); "
               "%u partitions, layout version %lld",
               path, rt->merge ? "merge" : "split", (long long)op_id, (long long)ms,
               (long long)bytes_moved, mbs, n->layout.parts->len, (long long)n->layout.version);
     } else {
+      d->rollbacks++;
       MF_INFO("namespace %s: %s %lld rolled back after %lld ms", path,
               rt->merge ? "merge" : "split", (long long)op_id, (long long)ms);
     }
@@ -185,6 +190,7 @@ void dir_repart_expire(dir_t *d, int64_t now_ms) {
     if (n != NULL && ns_node_find_repart(n, *(gint64 *)k) != NULL) {
       char why[256] = "";
       end_op(d, n, *(gint64 *)k, 0, why, sizeof why);
+      d->rollbacks++;
       char *path = ns_node_path(n);
       MF_WARN("namespace %s: %s %lld not ended by its memory server within %d ms: rolled back",
               path, rt->merge ? "merge" : "split", (long long)*(gint64 *)k,

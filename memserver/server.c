@@ -379,7 +379,9 @@ static int kind_of(uint8_t op) {
 static void handle_migrate(conn_t *c, store_block_t *b, const wire_hdr_t *h,
                            const uint8_t *payload) {
   int64_t lo = (int64_t)h->arg0, hi = (int64_t)h->arg1;
-  if (h->arg0 >= KV_SLOTS || h->arg1 > KV_SLOTS || lo >= hi || b->rp_state != STORE_RP_IDLE) {
+  /* A block moving data of its own does not take any (the directory never
+   * plans both at once; this guards against a confused peer). */
+  if (h->arg0 >= KV_SLOTS || h->arg1 > KV_SLOTS || lo >= hi || b->rp_state > STORE_RP_PLANNING) {
     reply_status(c, h, MAYFLY_EINVAL);
     return;
   }
@@ -404,7 +406,6 @@ static void handle_migrate(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   uint64_t count = 0;
   int rc = store_kv_migrate_in(c->srv->store, b, payload, h->payload_len, lo, hi, &count);
   reply(c, h, rc, 0, count, 0, 0, NULL, 0);
-  rp_consider(c->srv, b, 0);
 }
 
 static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload,
