@@ -44,6 +44,11 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
     for (guint i = freed_before; i < e->freed->len; i++) {
       ns_block_t *b = &g_array_index(e->freed, ns_block_t, i);
       g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
+      /* A layout change (the namespace lives on): events of the block may
+       * still be on their way from its memory server. */
+      if (rec->type != NS_REC_REMOVE && rec->path != NULL) {
+        dir_events_retire(d->events, b->server, b->index, b->generation, rec->path, rec->now_ms);
+      }
     }
     for (guint i = removed_before; i < e->removed->len; i++) {
       MF_DEBUG("namespace %s: %s", (char *)g_ptr_array_index(e->removed, i),

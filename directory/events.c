@@ -13,6 +13,16 @@ typedef struct {
   void *waiter;
 } dir_waiter_t;
 
+typedef struct {
+  char *path;
+  int64_t until; /* monotonic ms */
+} dir_retired_t;
+
+static void retired_free(dir_retired_t *r) {
+  g_free(r->path);
+  g_free(r);
+}
+
 static void event_clear(dir_event_t *e) {
   g_free(e->path);
   g_free(e->key);
@@ -43,6 +53,8 @@ dir_events_t *dir_events_new(int64_t epoch) {
   ev->logs = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, (GDestroyNotify)log_free);
   ev->hot = g_hash_table_new(g_direct_hash, g_direct_equal);
   ev->data = g_hash_table_new(g_direct_hash, g_direct_equal);
+  ev->retired =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)retired_free);
   return ev;
 }
 
@@ -50,6 +62,7 @@ void dir_events_free(dir_events_t *ev) {
   if (ev == NULL) return;
   g_hash_table_destroy(ev->hot);
   g_hash_table_destroy(ev->data);
+  g_hash_table_destroy(ev->retired);
   g_hash_table_destroy(ev->logs);
   g_free(ev);
 }
@@ -326,9 +339,35 @@ void dir_events_pre_clear(dir_events_pre_t *pre) {
   pre->missing = NULL;
 }
 
+static char *block_key(int32_t server, int32_t index, int64_t generation) {
+  return g_strdup_printf("%d:%d:%lld", server, index, (long long)generation);
+}
+
+void dir_events_retire(dir_events_t *ev, int32_t server, int32_t index, int64_t generation,
+                       const char *path, int64_t now) {
+  if (g_hash_table_lookup(ev->logs, path) == NULL) return; /* nobody ever watched it */
+  dir_retired_t *r = g_new(dir_retired_t, 1);
+  r->path = g_strdup(path);
+  r->until = now + DIR_RETIRED_MS;
+  g_hash_table_replace(ev->retired, block_key(server, index, generation), r);
+}
+
+const char *dir_events_retired_path(dir_events_t *ev, int32_t server, int32_t index,
+                                    int64_t generation) {
+  if (g_hash_table_size(ev->retired) == 0) return NULL;
+  char *k = block_key(server, index, generation);
+  dir_retired_t *r = g_hash_table_lookup(ev->retired, k);
+  g_free(k);
+  return r != NULL ? r->path : NULL;
+}
+
 void dir_events_sweep(dir_events_t *ev, int64_t now) {
   GHashTableIter it;
   gpointer v;
+  g_hash_table_iter_init(&it, ev->retired);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    if (((dir_retired_t *)v)->until <= now) g_hash_table_iter_remove(&it);
+  }
   g_hash_table_iter_init(&it, ev->data);
   while (g_hash_table_iter_next(&it, &v, NULL)) {
     if (((dir_evlog_t *)v)->data_until <= now) g_hash_table_iter_remove(&it);

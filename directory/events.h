@@ -101,6 +101,8 @@ typedef struct dir_evlog {
 
 typedef struct dir_events {
   int64_t epoch;         /* wall-clock ms at start: numbers are valid within it */
+  GHashTable *retired;   /* "server:index:generation" -> dir_retired_t *: blocks a layout
+                            change freed while their events may still be on their way */
   GHashTable *logs;      /* path -> dir_evlog_t * (owned) */
   GHashTable *hot;       /* logs the sweep looks at: a ring, a tombstone, a data watch */
   GHashTable *data;      /* logs whose data events are wanted now (a set) */
@@ -179,8 +181,25 @@ void dir_events_after(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *r
                       const ns_effects_t *fx, guint removed_from, dir_events_pre_t *pre);
 void dir_events_pre_clear(dir_events_pre_t *pre);
 
+/*
+ * Blocks freed by a change of layout (a merge, a drained queue segment, a
+ * truncate) while their namespace lives on: a memory server may still be
+ * publishing events of writes made there just before (its publisher runs
+ * apart from its repartitions), and those must not be lost because the
+ * block changed hands. retire() remembers that (server, index, generation)
+ * belonged to `path` for DIR_RETIRED_MS (longer than a publish call may
+ * take); retired_path() answers for a block the allocator no longer maps,
+ * or NULL. Only paths that have a log are remembered.
+ */
+#define DIR_RETIRED_MS 10000
+void dir_events_retire(dir_events_t *ev, int32_t server, int32_t index, int64_t generation,
+                       const char *path, int64_t now);
+const char *dir_events_retired_path(dir_events_t *ev, int32_t server, int32_t index,
+                                    int64_t generation);
+
 /* Forgets what is no longer watched at monotonic time now: empties rings,
- * drops tombstones nobody waits on, ends lapsed data watches. */
+ * drops tombstones nobody waits on, ends lapsed data watches, forgets
+ * retired blocks. */
 void dir_events_sweep(dir_events_t *ev, int64_t now);
 
 #endif /* MAYFLY_DIR_EVENTS_H */

@@ -830,16 +830,23 @@ static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
   guint dropped = 0;
   for (guint i = 0; i < events->len; i++) {
     const MayflyDataEvent *e = g_ptr_array_index(events, i);
-    /* The block's owner now, whatever the layout: a block released or
-     * handed to another namespace since the write numbers nothing. */
+    /* The block's owner now, whatever the layout. */
     const ns_node_t *n = s->in_use[e->block_index] && s->generation[e->block_index] == e->generation
                              ? s->owner[e->block_index]
                              : NULL;
     if (n == NULL) {
-      dropped++;
-      continue;
-    }
-    if (n != last) {
+      /* Freed by a layout change since the write (a merge, a drained
+       * segment): still its namespace's event. Else (the namespace went,
+       * or the block is unknown) nobody's. */
+      const char *p = dir_events_retired_path(d->events, server_id, e->block_index, e->generation);
+      dir_evlog_t *rl = p != NULL ? dir_events_find(d->events, p) : NULL;
+      if (rl == NULL || rl->removed) {
+        dropped++;
+        continue;
+      }
+      log = rl;
+      last = NULL;
+    } else if (n != last) {
       char *p = ns_node_path(n);
       log = dir_events_find(d->events, p);
       g_free(p);

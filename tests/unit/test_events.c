@@ -360,6 +360,23 @@ static void test_nothing_is_done_while_nobody_ever_watched(void) {
   teardown(&f);
 }
 
+static void test_a_retired_block_maps_to_its_namespace_for_a_while(void) {
+  fixture_t f;
+  setup(&f);
+  watch(&f, "/kv");
+  int64_t now = mf_now_ms();
+  dir_events_retire(f.ev, 2, 7, 41, "/kv", now);
+  dir_events_retire(f.ev, 2, 8, 41, "/never-watched", now);
+  CU_ASSERT_STRING_EQUAL(dir_events_retired_path(f.ev, 2, 7, 41), "/kv");
+  CU_ASSERT_PTR_NULL(dir_events_retired_path(f.ev, 2, 7, 42)); /* another generation */
+  CU_ASSERT_PTR_NULL(dir_events_retired_path(f.ev, 2, 8, 41));
+  dir_events_sweep(f.ev, now + DIR_RETIRED_MS - 1);
+  CU_ASSERT_PTR_NOT_NULL(dir_events_retired_path(f.ev, 2, 7, 41));
+  dir_events_sweep(f.ev, now + DIR_RETIRED_MS);
+  CU_ASSERT_PTR_NULL(dir_events_retired_path(f.ev, 2, 7, 41));
+  teardown(&f);
+}
+
 static const mf_test_t tests[] = {
     {"numbers start at 1 and a mask skips without losing the place",
      test_numbers_start_at_one_and_a_mask_skips_without_losing_the_place},
@@ -384,6 +401,8 @@ static const mf_test_t tests[] = {
     {"an expiry is LEASE_EXPIRED then the removal, on node and parent",
      test_an_expiry_is_lease_expired_then_the_removal_on_node_and_parent},
     {"nothing is done while nobody ever watched", test_nothing_is_done_while_nobody_ever_watched},
+    {"a retired block maps to its namespace for a while",
+     test_a_retired_block_maps_to_its_namespace_for_a_while},
     {NULL, NULL}};
 
 int main(void) {
