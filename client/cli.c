@@ -10,6 +10,7 @@
  */
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -933,6 +934,187 @@ static int cmd_truncate(cli_t *cli, int argc, char **argv) {
   return rc;
 }
 
+/* --- watch --- */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_watch_signal(int sig) {
+  watch_stop = 1;
+}
+
+/* A key for the one-line form: as it is when it is plain text, quoted with
+ * C escapes when it has spaces or quotes, base64 (key64=) when binary. */
+static char *fmt_key(const uint8_t *k, size_t len) {
+  int text = g_utf8_validate((const char *)k, (gssize)len, NULL);
+  int plain = text && len > 0;
+  for (size_t i = 0; text && i < len; i++) {
+    if (k[i] < 0x20 || k[i] == 0x7f) text = plain = 0;
+    if (k[i] == ' ' || k[i] == '"' || k[i] == '\\') plain = 0;
+  }
+  if (plain) return g_strdup_printf("key=%.*s", (int)len, (const char *)k);
+  if (text) {
+    char *raw = g_strndup((const char *)k, len), *esc = g_strescape(raw, NULL);
+    char *out = g_strdup_printf("key=\"%s\"", esc);
+    g_free(raw);
+    g_free(esc);
+    return out;
+  }
+  char *b64 = g_base64_encode(k, len);
+  char *out = g_strdup_printf("key64=%s", b64);
+  g_free(b64);
+  return out;
+}
+
+static void print_event(cli_t *cli, const mayfly_event_t *ev) {
+  int has_key = ev->kind == MAYFLY_EV_PUT || ev->kind == MAYFLY_EV_DELETE;
+  int has_offset = ev->kind == MAYFLY_EV_WRITE || ev->kind == MAYFLY_EV_GAP;
+  int has_length = ev->kind == MAYFLY_EV_WRITE || ev->kind == MAYFLY_EV_PUSH ||
+                   ev->kind == MAYFLY_EV_POP || ev->kind == MAYFLY_EV_GAP;
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_int(b, "seq", ev->seq);
+    json_str(b, "kind", mayfly_event_kind_name(ev->kind));
+    json_str(b, "path", ev->path);
+    if (has_key) {
+      const char *k = (const char *)ev->key;
+      if (ev->key_len == 0 || (g_utf8_validate(k, (gssize)ev->key_len, NULL) &&
+                               memchr(k, 0, ev->key_len) == NULL)) {
+        char *s = g_strndup(k ? k : "", ev->key_len);
+        json_str(b, "key", s);
+        g_free(s);
+      } else {
+        char *b64 = g_base64_encode(ev->key, ev->key_len);
+        json_str(b, "key", b64);
+        json_str(b, "encoding", "base64");
+        g_free(b64);
+      }
+    }
+    if (has_offset) json_int(b, "offset", ev->offset);
+    if (has_length) json_int(b, "length", ev->length);
+    json_int(b, "time_ms", ev->time_ms);
+    json_builder_end_object(b);
+    JsonGenerator *gen = json_generator_new();
+    JsonNode *root = json_builder_get_root(b);
+    json_generator_set_root(gen, root);
+    char *line = json_generator_to_data(gen, NULL);
+    printf("%s\n", line);
+    g_free(line);
+    json_node_unref(root);
+    g_object_unref(gen);
+    g_object_unref(b);
+  } else {
+    GString *line = g_string_new(NULL);
+    g_string_printf(line, "%lld %s %s", (long long)ev->seq, mayfly_event_kind_name(ev->kind),
+                    ev->path);
+    if (has_key) {
+      char *k = fmt_key(ev->key, ev->key_len);
+      g_string_append_printf(line, " %s", k);
+      g_free(k);
+    }
+    if (ev->kind == MAYFLY_EV_GAP) {
+      if (ev->length < 0) {
+        g_string_append(line, " missed=unknown");
+      } else {
+        g_string_append_printf(line, " first=%lld missed=%lld", (long long)ev->offset,
+                               (long long)ev->length);
+      }
+    } else {
+      if (has_offset) g_string_append_printf(line, " offset=%lld", (long long)ev->offset);
+      if (has_length) g_string_append_printf(line, " length=%lld", (long long)ev->length);
+    }
+    printf("%s\n", line->str);
+    g_string_free(line, TRUE);
+  }
+  fflush(stdout);
+}
+
+static int cmd_watch(cli_t *cli, int argc, char **argv) {
+  char *events = NULL, *timeout = NULL;
+  gint count = 0;
+  GOptionEntry e[] = {
+      {"events", 'e', 0, G_OPTION_ARG_STRING, &events,
+       "Kinds to print, comma-separated (default: all): put, delete, push, pop, write, "
+       "child-created, child-removed, lease-expired, removed; or the groups data, namespace, all",
+       "LIST"},
+      {"count", 'n', 0, G_OPTION_ARG_INT, &count, "Exit after N events", "N"},
+      {"timeout", 't', 0, G_OPTION_ARG_STRING, &timeout,
+       "Exit after DURATION (with --count, status 1 when fewer events came)", "DURATION"},
+      {NULL}};
+  int rc = parse_flags(
+      cli, "PATH [--events LIST] [--count N] [--timeout DURATION]",
+      "Print the events of a namespace as they happen, one per line: SEQ KIND PATH and the "
+      "details (key=K, or key64=BASE64 for a binary key; offset=N length=N; a gap says "
+      "first=SEQ missed=N). With --json, one JSON object per line. A directory reports its "
+      "children's namespace events. Runs until interrupted (SIGINT or SIGTERM: status 0), "
+      "--count events, --timeout, or the namespace's removal (status 0).",
+      e, &argc, &argv, 1, 1);
+  uint32_t mask = 0;
+  int64_t limit_ms = -1;
+  if (rc == 0 && count < 0) rc = usage_error_path(cli, argv[1], "--count must be positive");
+  if (rc == 0 && timeout != NULL &&
+      (mf_parse_duration_ms(timeout, &limit_ms) != 0 || limit_ms < 0)) {
+    rc = usage_error_path(cli, argv[1], "--timeout takes a duration such as 5000, 500ms or 30s");
+  }
+  if (rc == 0 && events != NULL && mayfly_event_mask_parse(events, &mask) != 0) {
+    char *msg = g_strdup_printf("--events: %s", mayfly_last_error());
+    rc = usage_error_path(cli, argv[1], msg);
+    g_free(msg);
+  }
+  g_free(events);
+  g_free(timeout);
+  if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
+  const char *path = argv[1];
+  mayfly_listener_t *l = NULL;
+  rc = mayfly_listen(cli->client, path, mask, &l);
+  if (rc != 0) return report(cli, path, rc);
+  /* Events from here on are printed: say so where scripts can wait for it. */
+  fprintf(stderr, "mayfly: watch: %s: watching\n", path);
+  struct sigaction sa = {0};
+  sa.sa_handler = on_watch_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  int64_t deadline = limit_ms >= 0 ? g_get_monotonic_time() / 1000 + limit_ms : -1;
+  int printed = 0;
+  rc = 0;
+  while (!watch_stop) {
+    int slice = 200;
+    if (deadline >= 0) {
+      int64_t left = deadline - g_get_monotonic_time() / 1000;
+      if (left <= 0) {
+        if (count > 0) {
+          fprintf(stderr, "mayfly: watch: %s: timed out after %d of %d events\n", path, printed,
+                  count);
+          rc = 1;
+        }
+        break;
+      }
+      if (left < slice) slice = (int)left;
+    }
+    mayfly_event_t *ev = NULL;
+    int nrc = mayfly_listener_next(l, &ev, slice);
+    if (nrc == MAYFLY_EAGAIN) continue;
+    if (nrc == MAYFLY_ENOENT) {
+      if (count > 0 && printed < count) {
+        fprintf(stderr, "mayfly: watch: %s: removed after %d of %d events\n", path, printed,
+                count);
+        rc = 1;
+      }
+      break;
+    }
+    if (nrc != 0) {
+      rc = report(cli, path, nrc);
+      break;
+    }
+    print_event(cli, ev);
+    mayfly_event_free(ev);
+    if (count > 0 && ++printed >= count) break;
+  }
+  mayfly_listener_close(l);
+  return rc;
+}
+
 static const command_t commands[] = {
     {"mkdir", "[-p] PATH", "Create a directory", cmd_mkdir},
     {"create",
@@ -955,6 +1137,7 @@ static const command_t commands[] = {
     {"write", "PATH [--offset N] [--append]", "Write stdin into a file namespace", cmd_write},
     {"cat", "PATH", "Print a file namespace", cmd_cat},
     {"truncate", "PATH SIZE", "Shrink a file namespace", cmd_truncate},
+    {"watch", "PATH [--events LIST] [--count N]", "Print events as they happen", cmd_watch},
     {"stats", "", "Directory counters", cmd_stats},
     {NULL, NULL, NULL, NULL}};
 

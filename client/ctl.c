@@ -27,6 +27,8 @@ struct mf_ctl {
   int port;
   int timeout_ms;
   int connect_timeout_ms;
+  GMutex fd_lock;  /* fd and interrupted, for mf_ctl_interrupt from another thread */
+  int interrupted;
   int fd;
   MfFrameTransport *transport;
   ThriftProtocol *protocol;
@@ -69,6 +71,10 @@ static void register_types(void) {
     g_type_ensure(MAYFLY_TYPE_HEARTBEAT_REPLY);
     g_type_ensure(MAYFLY_TYPE_BLOCK_REF);
     g_type_ensure(MAYFLY_TYPE_CREATE_OPTIONS);
+    g_type_ensure(MAYFLY_TYPE_BLOCK_INFO);
+    g_type_ensure(MAYFLY_TYPE_DATA_EVENT);
+    g_type_ensure(MAYFLY_TYPE_EVENT);
+    g_type_ensure(MAYFLY_TYPE_WATCH_REPLY);
     g_type_ensure(THRIFT_TYPE_APPLICATION_EXCEPTION);
     g_once_init_leave(&done, 1);
   }
@@ -128,18 +134,27 @@ static void disconnect(mf_ctl_t *ctl) {
   if (ctl->client) g_object_unref(ctl->client);
   if (ctl->protocol) g_object_unref(ctl->protocol);
   if (ctl->transport) g_object_unref(ctl->transport);
+  g_mutex_lock(&ctl->fd_lock);
   if (ctl->fd >= 0) close(ctl->fd);
+  ctl->fd = -1;
+  g_mutex_unlock(&ctl->fd_lock);
   ctl->client = NULL;
   ctl->protocol = NULL;
   ctl->transport = NULL;
-  ctl->fd = -1;
 }
 
 static int reconnect(mf_ctl_t *ctl) {
   disconnect(ctl);
+  if (g_atomic_int_get(&ctl->interrupted)) {
+    mf_set_last_error("directory %s:%d: connection closed", ctl->host, ctl->port);
+    return MAYFLY_EIO;
+  }
   int fd = dial(ctl->host, ctl->port, ctl->connect_timeout_ms);
   if (fd < 0) return fd;
+  g_mutex_lock(&ctl->fd_lock);
   ctl->fd = fd;
+  if (ctl->interrupted) shutdown(fd, SHUT_RDWR);
+  g_mutex_unlock(&ctl->fd_lock);
   ctl->transport = mf_frame_transport_new(fd, ctl->timeout_ms, MF_FRAME_MAX_DEFAULT * 16);
   ctl->protocol = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", ctl->transport, NULL);
   ctl->client = g_object_new(MAYFLY_TYPE_DIRECTORY_CLIENT, "input_protocol", ctl->protocol,
@@ -159,6 +174,7 @@ int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_
   ctl->timeout_ms = timeout_ms;
   ctl->connect_timeout_ms = connect_timeout_ms;
   g_mutex_init(&ctl->lock);
+  g_mutex_init(&ctl->fd_lock);
   int rc = reconnect(ctl);
   if (rc != 0) {
     mf_ctl_close(ctl);
@@ -172,7 +188,23 @@ void mf_ctl_close(mf_ctl_t *ctl) {
   if (ctl == NULL) return;
   disconnect(ctl);
   g_mutex_clear(&ctl->lock);
+  g_mutex_clear(&ctl->fd_lock);
   g_free(ctl);
+}
+
+void mf_ctl_interrupt(mf_ctl_t *ctl) {
+  g_mutex_lock(&ctl->fd_lock);
+  g_atomic_int_set(&ctl->interrupted, 1);
+  if (ctl->fd >= 0) shutdown(ctl->fd, SHUT_RDWR);
+  g_mutex_unlock(&ctl->fd_lock);
+}
+
+void mf_ctl_address(const mf_ctl_t *ctl, char *buf, size_t len) {
+  if (strchr(ctl->host, ':') != NULL) {
+    snprintf(buf, len, "[%s]:%d", ctl->host, ctl->port);
+  } else {
+    snprintf(buf, len, "%s:%d", ctl->host, ctl->port);
+  }
 }
 
 int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {

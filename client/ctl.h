@@ -24,6 +24,14 @@ typedef struct mf_ctl mf_ctl_t;
 int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out);
 void mf_ctl_close(mf_ctl_t *ctl);
 
+/* Breaks the connection from another thread: a call in progress fails (with
+ * MAYFLY_EIO) and every later call too. For a thread blocked in a long
+ * call (a watch) that must stop. */
+void mf_ctl_interrupt(mf_ctl_t *ctl);
+
+/* The directory's "host:port" (brackets around an IPv6 host), into buf. */
+void mf_ctl_address(const mf_ctl_t *ctl, char *buf, size_t len);
+
 int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface);
 int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
 

@@ -250,6 +250,120 @@ typedef struct mayfly_usage {
 /* Fills usage[i] for each of the namespace's st->npartitions partitions. */
 int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage);
 
+/* --- notifications ---
+ *
+ * A listener receives the events of one node: data events of a namespace
+ * (kv put and delete with the key, queue push and pop with the item's size,
+ * file write with offset and length) and namespace events (a child created
+ * or removed, a lease expired, the node removed). Listening on a directory
+ * delivers the namespace events of its children.
+ *
+ * The directory numbers the events of each node: `seq` goes up by one per
+ * event of that node, in the order they happened, whatever the layout
+ * (splits, merges, growth and shrink change nothing). A write is answered
+ * only once its event is numbered, so the events of one writer come in the
+ * writer's order even across partitions. Events are never lost silently: a
+ * listener that misses some (it fell more than 4096 events behind, its own
+ * buffer overflowed, it reconnected after a directory restart) receives a
+ * MAYFLY_EV_GAP event saying which seqs it missed (offset = first missing
+ * seq, length = how many; 0 and -1 when unknown, e.g. after a directory
+ * restart, when numbering starts again).
+ *
+ * A listener has its own connection to the directory and a background
+ * thread that long-polls it and reconnects after errors. mayfly_listen
+ * returns once data events of the namespace are being published (the memory
+ * servers learn of a new listener at their next heartbeat, so this takes up
+ * to two heartbeat periods), so every write made after it returns is
+ * delivered. When the node is removed the
+ * listener delivers MAYFLY_EV_REMOVED (if its mask takes it) and then
+ * mayfly_listener_next returns MAYFLY_ENOENT.
+ */
+typedef enum {
+  MAYFLY_EV_PUT = 1,           /* kv: key, length = key bytes */
+  MAYFLY_EV_DELETE = 2,        /* kv: key, length = key bytes */
+  MAYFLY_EV_PUSH = 3,          /* queue: length = item bytes */
+  MAYFLY_EV_POP = 4,           /* queue: length = item bytes */
+  MAYFLY_EV_WRITE = 5,         /* file: offset, length */
+  MAYFLY_EV_CHILD_CREATED = 6, /* directory: path = the child */
+  MAYFLY_EV_CHILD_REMOVED = 7, /* directory: path = the child */
+  MAYFLY_EV_LEASE_EXPIRED = 8, /* the node's lease ran out (path = the node, or its child) */
+  MAYFLY_EV_REMOVED = 9,       /* the node itself is gone */
+  MAYFLY_EV_GAP = 10           /* events missed: offset = first seq, length = count */
+} mayfly_event_kind_t;
+
+/* Event masks: one bit per kind; 0 means every kind. */
+#define MAYFLY_EV_BIT(kind) (1u << (kind))
+#define MAYFLY_EV_MASK_DATA                                                          \
+  (MAYFLY_EV_BIT(MAYFLY_EV_PUT) | MAYFLY_EV_BIT(MAYFLY_EV_DELETE) |                  \
+   MAYFLY_EV_BIT(MAYFLY_EV_PUSH) | MAYFLY_EV_BIT(MAYFLY_EV_POP) |                    \
+   MAYFLY_EV_BIT(MAYFLY_EV_WRITE))
+#define MAYFLY_EV_MASK_NAMESPACE                                                     \
+  (MAYFLY_EV_BIT(MAYFLY_EV_CHILD_CREATED) | MAYFLY_EV_BIT(MAYFLY_EV_CHILD_REMOVED) | \
+   MAYFLY_EV_BIT(MAYFLY_EV_LEASE_EXPIRED) | MAYFLY_EV_BIT(MAYFLY_EV_REMOVED))
+
+typedef struct mayfly_event {
+  int64_t seq;              /* per node, from 1; a GAP carries the last seq it covers */
+  mayfly_event_kind_t kind;
+  char *path;               /* the node the event is about (a child for CHILD_*) */
+  uint8_t *key;             /* PUT/DELETE: the key (its first 1024 bytes); else NULL */
+  size_t key_len;
+  int64_t offset;           /* WRITE: byte offset in the file; GAP: first missed seq */
+  int64_t length;           /* see mayfly_event_kind_t */
+  int64_t time_ms;          /* wall clock when the directory numbered it */
+} mayfly_event_t;
+
+typedef struct mayfly_listener mayfly_listener_t;
+
+/* Called on the listener's thread for each event, in order. `ev` is valid
+ * during the call only. The callback may close its own listener. */
+typedef void (*mayfly_event_cb)(mayfly_listener_t *l, const mayfly_event_t *ev,
+                                void *user_data);
+
+typedef struct mayfly_listen_options {
+  uint32_t mask;        /* MAYFLY_EV_BIT(kind) per kind wanted; 0 = all kinds */
+  size_t buffer;        /* events kept for mayfly_listener_next; 0 = 65536. Past it,
+                           new events are dropped and reported as one GAP */
+  mayfly_event_cb cb;   /* NULL: use mayfly_listener_next */
+  void *user_data;
+} mayfly_listen_options_t;
+
+/* Starts listening on `path` for the kinds in `mask` (0 = all), events read
+ * with mayfly_listener_next. Returns 0 and *out, MAYFLY_ENOENT, MAYFLY_EINVAL
+ * (a bad path or mask), or a connection error. */
+int mayfly_listen(mayfly_client_t *c, const char *path, uint32_t mask, mayfly_listener_t **out);
+
+/* The same, with every event handed to cb on the listener's thread. */
+int mayfly_listen_callback(mayfly_client_t *c, const char *path, uint32_t mask,
+                           mayfly_event_cb cb, void *user_data, mayfly_listener_t **out);
+
+/* The general form (opts may be NULL: every kind, next()). */
+int mayfly_listen_with(mayfly_client_t *c, const char *path, const mayfly_listen_options_t *opts,
+                       mayfly_listener_t **out);
+
+/* Waits up to timeout_ms (0: do not wait, < 0: forever) for the next event
+ * and stores it in *ev (free with mayfly_event_free). Returns 0,
+ * MAYFLY_EAGAIN when none came in time, MAYFLY_ENOENT once the node is gone
+ * and every event before that was delivered, MAYFLY_EINVAL for a callback
+ * listener. Reconnections are not errors: the listener keeps trying. Only
+ * one thread may call it at a time. */
+int mayfly_listener_next(mayfly_listener_t *l, mayfly_event_t **ev, int timeout_ms);
+
+/* Stops the listener and frees it (events not taken are dropped). Accepts
+ * NULL. The client may be disconnected before or after. */
+void mayfly_listener_close(mayfly_listener_t *l);
+
+void mayfly_event_free(mayfly_event_t *ev);
+
+/* Kind names: "put", "delete", "push", "pop", "write", "child-created",
+ * "child-removed", "lease-expired", "removed", "gap". */
+const char *mayfly_event_kind_name(mayfly_event_kind_t k);
+int mayfly_event_kind_parse(const char *s, mayfly_event_kind_t *out);
+/* Parses a comma-separated list of kind names, or the groups "data" (put,
+ * delete, push, pop, write), "namespace" (child-created, child-removed,
+ * lease-expired, removed) and "all", into a mask. Returns 0 or
+ * MAYFLY_EINVAL (mayfly_last_error names the word). */
+int mayfly_event_mask_parse(const char *list, uint32_t *mask);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,11 +35,20 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
   rec->now_ms = rec->now_ms ? rec->now_ms : mf_now_ms();
   rec->wall_ms = rec->wall_ms ? rec->wall_ms : mf_wall_ms();
   guint freed_before = e->freed->len, removed_before = e->removed->len;
+  dir_events_pre_t pre;
+  dir_events_before(d->events, d->tree, rec, &pre);
   int rc = ns_tree_apply(d->tree, rec, e, why, whylen);
+  if (rc == 0) dir_events_after(d->events, d->tree, rec, e, removed_before, &pre);
+  dir_events_pre_clear(&pre);
   if (rc == 0) {
     for (guint i = freed_before; i < e->freed->len; i++) {
       ns_block_t *b = &g_array_index(e->freed, ns_block_t, i);
       g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
+      /* A layout change (the namespace lives on): events of the block may
+       * still be on their way from its memory server. */
+      if (rec->type != NS_REC_REMOVE && rec->path != NULL) {
+        dir_events_retire(d->events, b->server, b->index, b->generation, rec->path, rec->now_ms);
+      }
     }
     for (guint i = removed_before; i < e->removed->len; i++) {
       MF_DEBUG("namespace %s: %s", (char *)g_ptr_array_index(e->removed, i),
@@ -55,6 +64,9 @@ int dir_reap(dir_t *d) {
   ns_effects_init(&fx);
   int64_t now = mf_now_ms();
   int n = ns_tree_reap(d->tree, now, &fx);
+  /* The reaper applies its records itself: number their events here. */
+  ns_record_t expired = {.type = NS_REC_REMOVE, .flags = NS_REC_EXPIRED, .wall_ms = mf_wall_ms()};
+  dir_events_after(d->events, d->tree, &expired, &fx, 0, NULL);
   for (guint i = 0; i < fx.freed->len; i++) {
     ns_block_t *b = &g_array_index(fx.freed, ns_block_t, i);
     g_array_append_val(dir_server_rt(d, b->server)->pending_release, *b);
@@ -71,6 +83,25 @@ int dir_reap(dir_t *d) {
 
 static void reaper_cb(uv_timer_t *t) {
   dir_reap(t->data);
+}
+
+static void sweep_cb(uv_timer_t *t) {
+  dir_t *d = t->data;
+  dir_events_sweep(d->events, mf_now_ms());
+}
+
+int dir_data_armed(dir_t *d, dir_evlog_t *log) {
+  if (log->armed) return 1;
+  /* Every server that is up, not only those holding the namespace now: a
+   * split or growth may put a block of it on any of them at any time. */
+  ns_alloc_t *a = d->tree->alloc;
+  for (guint i = 0; i < a->servers->len; i++) {
+    const ns_server_t *s = g_ptr_array_index(a->servers, i);
+    if (!s->up) continue; /* a server that is down publishes nothing anyway */
+    if (dir_server_rt(d, s->id)->watch_acked < log->data_version) return 0;
+  }
+  log->armed = 1;
+  return 1;
 }
 
 /* Marks servers that stopped heartbeating as down (and up again when they
@@ -99,6 +130,7 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
   d->servers_rt = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                         (GDestroyNotify)server_rt_free);
   d->started_ms = mf_now_ms();
+  d->events = dir_events_new(mf_wall_ms());
   int64_t every = cfg->reap_interval_ms;
   if (every <= 0) {
     /* Often enough that expiry lands within a tenth of the shortest window. */
@@ -113,19 +145,26 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
   d->health.data = d;
   int64_t hc = cfg->heartbeat_timeout_ms / 4 > 10 ? cfg->heartbeat_timeout_ms / 4 : 10;
   uv_timer_start(&d->health, health_cb, (uint64_t)hc, (uint64_t)hc);
+  uv_timer_init(loop, &d->sweep);
+  d->sweep.data = d;
+  uv_timer_start(&d->sweep, sweep_cb, 1000, 1000);
   return 0;
 }
 
 void dir_stop(dir_t *d) {
   uv_timer_stop(&d->reaper);
   uv_timer_stop(&d->health);
+  uv_timer_stop(&d->sweep);
   uv_close((uv_handle_t *)&d->reaper, NULL);
   uv_close((uv_handle_t *)&d->health, NULL);
+  uv_close((uv_handle_t *)&d->sweep, NULL);
 }
 
 void dir_free(dir_t *d) {
   ns_tree_free(d->tree);
   g_hash_table_destroy(d->servers_rt);
+  dir_events_free(d->events);
+  d->events = NULL;
   if (d->reparts != NULL) g_hash_table_destroy(d->reparts);
   d->reparts = NULL;
   d->tree = NULL;

@@ -1,11 +1,13 @@
 /*
  * The directory's state: the namespace tree (with its block allocator), what
  * it knows of each memory server at run time (last heartbeat, blocks waiting
- * to be released there), the lease reaper and the server health check.
+ * to be released there, the data watches it has applied), the event logs of
+ * watched nodes (events.h), the lease reaper and the server health check.
  *
  * Owned by one libuv loop; every function here runs on that loop's thread.
  * Mutations of the tree go through dir_apply(), which applies a record and
- * acts on its effects (queues block releases for the memory servers, logs).
+ * acts on its effects (queues block releases for the memory servers, numbers
+ * the namespace events, logs).
  */
 #ifndef MAYFLY_DIR_STATE_H
 #define MAYFLY_DIR_STATE_H
@@ -14,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "directory/events.h"
 #include "namespaces/tree.h"
 
 typedef struct dir_config {
@@ -34,7 +37,23 @@ typedef struct dir_server_rt {
   int64_t last_heartbeat_ms; /* monotonic */
   int32_t blocks_used_reported;
   GArray *pending_release;   /* ns_block_t freed here, not yet told to the server */
+  /* Data watches (events.h): the dir_events_t.data_version the last heartbeat
+   * reply covered, and the one the server had applied when it sent its
+   * latest heartbeat (it applies a reply before sending the next one). */
+  uint64_t watch_sent;
+  uint64_t watch_acked;
 } dir_server_rt_t;
+
+/* How the request being processed may be answered, and what its handler
+ * asked for: a watch with nothing to report yet is deferred (no reply now)
+ * until an event comes to `defer_log` or `defer_ms` pass. Set around each
+ * call by the server (directory/server.c). */
+typedef struct dir_call {
+  int can_defer;           /* the caller can hold the request and run it again */
+  int last_chance;         /* a deferred request whose time is up: answer now */
+  dir_evlog_t *defer_log;  /* set by a handler that defers */
+  int64_t defer_ms;
+} dir_call_t;
 
 typedef struct dir {
   dir_config_t cfg;
@@ -43,6 +62,9 @@ typedef struct dir {
   GHashTable *servers_rt; /* server id -> dir_server_rt_t * */
   uv_timer_t reaper;
   uv_timer_t health;
+  uv_timer_t sweep;      /* forgets event logs nobody watches (events.h) */
+  dir_events_t *events;
+  dir_call_t call;
   int64_t started_ms;
   uint64_t connections_total;
   uint64_t connections_open;
@@ -66,6 +88,12 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
 
 /* Runs the lease reaper once (the timer calls it). Returns nodes removed. */
 int dir_reap(dir_t *d);
+
+/* Whether every memory server that is up has applied the data watch of
+ * `log` (it answered a heartbeat after the one whose reply carried it), so
+ * writes on the namespace from now on publish events, wherever its blocks
+ * are. */
+int dir_data_armed(dir_t *d, dir_evlog_t *log);
 
 /* Runtime record of a server, created on first use. */
 dir_server_rt_t *dir_server_rt(dir_t *d, int32_t id);

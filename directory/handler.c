@@ -408,6 +408,8 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   rt->last_heartbeat_ms = mf_now_ms();
   /* The list of allocated blocks supersedes any release still queued. */
   g_array_set_size(rt->pending_release, 0);
+  /* A server that registers (again) knows of no data watch yet. */
+  rt->watch_sent = rt->watch_acked = 0;
   (*_return)->server_id = id;
   (*_return)->heartbeat_ms = d->cfg.heartbeat_ms;
   for (int32_t i = 0; i < s->nblocks; i++) {
@@ -439,6 +441,10 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
     bi->kind = (MayflyNodeKind)n->kind;
     g_free(bi->path);
     bi->path = ns_node_path(n);
+    /* A block owned by a watched namespace (a split's new block or growth
+     * included) publishes from its first request. */
+    dir_evlog_t *log = dir_events_find(d->events, bi->path);
+    bi->watched = log != NULL && dir_events_data_watched(log, mf_now_ms());
     int pi = ns_node_find_part(n, server_id, block_index);
     if (pi >= 0) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, pi);
@@ -457,6 +463,46 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
     bi->low_watermark = n->low_wm;
   }
   return TRUE;
+}
+
+/* Lists every block of server `server_id` owned by a data-watched
+ * namespace. Ownership, not the layout, decides: a block a split is filling
+ * belongs to its namespace before it joins the layout. */
+static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
+  if (g_hash_table_size(d->events->data) == 0) return;
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
+  int64_t now = mf_now_ms();
+  GHashTable *nodes = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, d->events->data);
+  while (g_hash_table_iter_next(&it, &v, NULL)) {
+    dir_evlog_t *log = v;
+    if (!dir_events_data_watched(log, now) || log->removed) continue;
+    ns_node_t *n = ns_tree_lookup(d->tree, log->path);
+    if (n != NULL) g_hash_table_add(nodes, n);
+  }
+  for (int32_t i = 0; s != NULL && g_hash_table_size(nodes) > 0 && i < s->nblocks; i++) {
+    if (!s->in_use[i] || !g_hash_table_contains(nodes, s->owner[i])) continue;
+    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
+    br->block_index = i;
+    br->generation = s->generation[i];
+    g_ptr_array_add(out, br);
+  }
+  g_hash_table_destroy(nodes);
+}
+
+/* Wakes the watches waiting for their data watch to be in force everywhere,
+ * once it is. */
+static void wake_armed(dir_t *d) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, d->events->data);
+  while (g_hash_table_iter_next(&it, &v, NULL)) {
+    dir_evlog_t *log = v;
+    if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
+    if (dir_data_armed(d, log)) dir_events_wake(log);
+  }
 }
 
 static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
@@ -481,6 +527,12 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
     g_ptr_array_add((*_return)->release, br);
   }
   g_array_set_size(rt->pending_release, 0);
+  add_watched_blocks(d, server_id, (*_return)->watched);
+  /* The server applied the previous reply before sending this heartbeat:
+   * data watches begun before that reply are now in force there. */
+  rt->watch_acked = rt->watch_sent;
+  rt->watch_sent = d->events->data_version;
+  wake_armed(d);
   return TRUE;
 }
 
@@ -627,6 +679,193 @@ static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, con
   return TRUE;
 }
 
+/* --- notifications (directory/events.h) --- */
+
+/* Most events in one watch reply, and about how many bytes: a reply stays
+ * small (Thrift decodes large frames slowly) and the caller asks again. */
+#define WATCH_MAX_EVENTS 1024
+#define WATCH_REPLY_BUDGET (256u << 10)
+/* Longest a watch waits for its first event. */
+#define WATCH_MAX_WAIT_MS 30000
+/* Most data events in one publish call. */
+#define PUBLISH_MAX_EVENTS 4096
+
+static void add_event(GPtrArray *out, const dir_event_t *e) {
+  MayflyEvent *me = g_object_new(MAYFLY_TYPE_EVENT, NULL);
+  me->seq = e->seq;
+  g_free(me->path);
+  me->path = g_strdup(e->path);
+  me->kind = (MayflyEventKind)e->kind;
+  if (e->key != NULL) {
+    g_free(me->key);
+    me->key = g_strdup(e->key);
+  }
+  me->offset = e->offset;
+  me->length = e->length;
+  me->time_ms = e->time_ms;
+  g_ptr_array_add(out, me);
+}
+
+/* Asks the server to hold the request until `log` has an event (or the
+ * wait is over), if it can; returns 1 when the request is deferred. */
+static int defer(dir_t *d, dir_evlog_t *log, int32_t timeout_ms) {
+  if (!d->call.can_defer || d->call.last_chance || timeout_ms <= 0) return 0;
+  d->call.defer_log = log;
+  d->call.defer_ms = timeout_ms > WATCH_MAX_WAIT_MS ? WATCH_MAX_WAIT_MS : timeout_ms;
+  return 1;
+}
+
+static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, const gchar *path,
+                        const gint32 mask, const gint64 epoch, const gint64 after_seq,
+                        const gint32 max, const gint32 timeout_ms, MayflyError **err,
+                        GError **error) {
+  dir_t *d = DIR_OF(iface);
+  dir_events_t *ev = d->events;
+  char why[WHY_MAX];
+  why[0] = '\0';
+  int rc = ns_path_check(path, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
+  if ((uint32_t)mask & ~(uint32_t)DIR_EV_ALL_MASK) {
+    return fail_path(err, MAYFLY_EINVAL, path,
+                     "mask has bits of no event kind (use 1 << kind for kinds 1 to 10, 0 for all)");
+  }
+  if (epoch < 0 || after_seq < 0) {
+    return fail_path(err, MAYFLY_EINVAL, path, "epoch and after_seq cannot be negative");
+  }
+  if (max < 0) return fail_path(err, MAYFLY_EINVAL, path, "max cannot be negative");
+  if (timeout_ms < 0) return fail_path(err, MAYFLY_EINVAL, path, "timeout_ms cannot be negative");
+  guint limit = max == 0 || max > WATCH_MAX_EVENTS ? WATCH_MAX_EVENTS : (guint)max;
+
+  ns_node_t *n = ns_tree_lookup(d->tree, path);
+  dir_evlog_t *log;
+  if (n != NULL) {
+    log = dir_events_open(ev, path);
+  } else {
+    /* A removed node's watcher still gets what it has not seen, REMOVED
+     * last; after that, and for anyone else, the path does not exist. */
+    log = dir_events_find(ev, path);
+    if (log == NULL || !log->removed || epoch != ev->epoch || after_seq >= log->last_seq) {
+      return fail_path(err, MAYFLY_ENOENT, path, NULL);
+    }
+  }
+  int64_t now = mf_now_ms();
+  int wants_data = n != NULL && n->kind != NS_KIND_DIRECTORY &&
+                   (mask == 0 || ((uint32_t)mask & DIR_EV_DATA_MASK) != 0);
+  dir_events_touch(ev, log, now, wants_data);
+
+  MayflyWatchReply *r = *_return;
+  r->epoch = ev->epoch;
+  if (epoch != ev->epoch || after_seq > log->last_seq) {
+    /* Starting (epoch 0), or numbers from another life of the directory or
+     * of the log: start from now. Data events start once every memory
+     * server holding the namespace publishes them, so wait for that: a
+     * listener then sees every write made after its first watch returned. */
+    if (wants_data && !dir_data_armed(d, log) && defer(d, log, timeout_ms)) return TRUE;
+    r->last_seq = log->last_seq;
+    if (epoch != 0) {
+      dir_event_t gap = {.seq = log->last_seq,
+                         .kind = DIR_EV_GAP,
+                         .path = log->path,
+                         .offset = 0,
+                         .length = -1,
+                         .time_ms = mf_wall_ms()};
+      add_event(r->events, &gap);
+    }
+    return TRUE;
+  }
+  GArray *got = g_array_new(FALSE, FALSE, sizeof(dir_event_t));
+  r->last_seq = dir_events_collect(log, after_seq, (uint32_t)mask, limit, WATCH_REPLY_BUDGET, got);
+  if (got->len == 0 && defer(d, log, timeout_ms)) {
+    g_array_free(got, TRUE);
+    return TRUE;
+  }
+  for (guint i = 0; i < got->len; i++) add_event(r->events, &g_array_index(got, dir_event_t, i));
+  g_array_free(got, TRUE);
+  return TRUE;
+}
+
+/* A key as an event carries it: base64 of at most DIR_EVENT_KEY_RAW_MAX
+ * bytes. */
+static int valid_event_key(const char *k) {
+  size_t n = 0;
+  for (; k[n] != '\0'; n++) {
+    char c = k[n];
+    if (n >= DIR_EVENT_KEY_MAX) return 0;
+    if (!g_ascii_isalnum(c) && c != '+' && c != '/' && c != '=') return 0;
+  }
+  return n % 4 == 0;
+}
+
+static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
+                          const GPtrArray *events, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
+  if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  if (events->len > PUBLISH_MAX_EVENTS) {
+    char why[128];
+    g_snprintf(why, sizeof why, "publish takes at most %d events per call", PUBLISH_MAX_EVENTS);
+    return fail(err, MAYFLY_ETOOBIG, why);
+  }
+  /* Check the whole batch first: a bad one numbers nothing. */
+  for (guint i = 0; i < events->len; i++) {
+    const MayflyDataEvent *e = g_ptr_array_index(events, i);
+    char why[160];
+    why[0] = '\0';
+    if (e->kind < MAYFLY_EVENT_KIND_PUT || e->kind > MAYFLY_EVENT_KIND_WRITE) {
+      g_snprintf(why, sizeof why, "event %u: kind %d is not a data event", i, (int)e->kind);
+    } else if (e->block_index < 0 || e->block_index >= s->nblocks) {
+      g_snprintf(why, sizeof why, "event %u: server %d has no block %d", i, server_id,
+                 e->block_index);
+    } else if (e->key != NULL && !valid_event_key(e->key)) {
+      g_snprintf(why, sizeof why, "event %u: key must be base64 of at most %d bytes", i,
+                 DIR_EVENT_KEY_RAW_MAX);
+    } else if (e->offset < 0 || e->length < 0) {
+      g_snprintf(why, sizeof why, "event %u: offset and length cannot be negative", i);
+    }
+    if (why[0] != '\0') return fail(err, MAYFLY_EINVAL, why);
+  }
+  int64_t wall = mf_wall_ms();
+  const ns_node_t *last = NULL;
+  dir_evlog_t *log = NULL;
+  guint dropped = 0;
+  for (guint i = 0; i < events->len; i++) {
+    const MayflyDataEvent *e = g_ptr_array_index(events, i);
+    /* The block's owner now, whatever the layout. */
+    const ns_node_t *n = s->in_use[e->block_index] && s->generation[e->block_index] == e->generation
+                             ? s->owner[e->block_index]
+                             : NULL;
+    if (n == NULL) {
+      /* Freed by a layout change since the write (a merge, a drained
+       * segment): still its namespace's event. Else (the namespace went,
+       * or the block is unknown) nobody's. */
+      const char *p = dir_events_retired_path(d->events, server_id, e->block_index, e->generation);
+      dir_evlog_t *rl = p != NULL ? dir_events_find(d->events, p) : NULL;
+      if (rl == NULL || rl->removed) {
+        dropped++;
+        continue;
+      }
+      log = rl;
+      last = NULL;
+    } else if (n != last) {
+      char *p = ns_node_path(n);
+      log = dir_events_find(d->events, p);
+      g_free(p);
+      last = n;
+    }
+    if (log == NULL) continue; /* never watched: nobody holds its numbers */
+    const char *key = (e->kind == MAYFLY_EVENT_KIND_PUT || e->kind == MAYFLY_EVENT_KIND_DELETE)
+                          ? (e->key ? e->key : "")
+                          : NULL;
+    dir_events_append(d->events, log, (dir_ev_kind_t)e->kind, NULL, key,
+                      e->kind == MAYFLY_EVENT_KIND_WRITE ? e->offset : 0, e->length, wall);
+  }
+  if (dropped > 0) {
+    MF_DEBUG("memory server %s (id %d): %u events of released blocks dropped", s->address,
+             server_id, dropped);
+  }
+  return TRUE;
+}
+
 static void dir_handler_class_init(DirHandlerClass *cls) {
   MayflyDirectoryHandlerClass *h = MAYFLY_DIRECTORY_HANDLER_CLASS(cls);
   h->mkdir = h_mkdir;
@@ -652,6 +891,8 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->repartition_begin = h_repartition_begin;
   h->repartition_end = h_repartition_end;
   h->truncate = h_truncate;
+  h->watch = h_watch;
+  h->publish = h_publish;
 }
 
 static void dir_handler_init(DirHandler *self) {

@@ -8,6 +8,7 @@
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 
 #include "common/compact_scan.h"
+#include "common/config.h"
 #include "common/frame_transport.h"
 #include "common/log.h"
 #include "common/uvnet.h"
@@ -41,6 +42,16 @@ struct dir_server {
   int stopping;
 };
 
+/* A request held until its watch has something to say (see server.h). */
+typedef struct deferred {
+  uv_timer_t timer; /* fires at the deadline, or at once when woken */
+  conn_t *c;
+  uint8_t *frame;   /* the request's payload, copied */
+  uint32_t len;
+  int64_t deadline; /* monotonic ms */
+  dir_evlog_t *log; /* the log it waits on, NULL while running */
+} deferred_t;
+
 struct conn {
   uv_tcp_t tcp;
   dir_server_t *srv;
@@ -50,6 +61,7 @@ struct conn {
   size_t len, cap;
   int reading;
   int closing;
+  deferred_t *deferred; /* at most one: later requests wait behind it */
 };
 
 typedef struct {
@@ -63,9 +75,26 @@ static void conn_close_cb(uv_handle_t *h) {
   g_free(c);
 }
 
+static void deferred_closed(uv_handle_t *h) {
+  deferred_t *df = h->data;
+  g_free(df->frame);
+  g_free(df);
+}
+
+/* Forgets a deferred request: no longer woken, its memory freed once the
+ * loop closed its timer. */
+static void deferred_drop(deferred_t *df) {
+  dir_events_unwait(df->log, df);
+  df->log = NULL;
+  df->c->deferred = NULL;
+  uv_timer_stop(&df->timer);
+  uv_close((uv_handle_t *)&df->timer, deferred_closed);
+}
+
 static void conn_close(conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
+  if (c->deferred != NULL) deferred_drop(c->deferred);
   c->srv->dir->connections_open--;
   c->srv->conns = g_list_delete_link(c->srv->conns, c->link);
   uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
@@ -83,6 +112,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void conn_update_reading(conn_t *c);
 
 static void write_cb(uv_write_t *req, int status) {
   write_req_t *w = (write_req_t *)req;
@@ -94,11 +124,7 @@ static void write_cb(uv_write_t *req, int status) {
     conn_close(c);
     return;
   }
-  if (!c->closing && !c->reading &&
-      uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < OUT_LOW_WATER) {
-    c->reading = 1;
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
-  }
+  conn_update_reading(c);
 }
 
 static uint32_t be32(const uint8_t *p) {
@@ -124,7 +150,7 @@ dir_rpc_t *dir_rpc_new(dir_t *d) {
       "rename",        "exists",          "stat",      "list_children",  "renew",
       "get_layout",    "add_block",       "remove_block", "register_server", "heartbeat",
       "servers",       "leases",          "stats",     "check_block",    "release_range",
-      "repartition_begin", "repartition_end", "truncate"};
+      "repartition_begin", "repartition_end", "truncate", "watch", "publish"};
   r->methods = g_hash_table_new(g_str_hash, g_str_equal);
   for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
     g_hash_table_add(r->methods, (gpointer)names[i]);
@@ -143,8 +169,8 @@ void dir_rpc_free(dir_rpc_t *r) {
   g_free(r);
 }
 
-int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out, char *why,
-                 size_t whylen) {
+int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
+                 dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen) {
   mf_compact_msg_t hdr;
   if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, &hdr, why, whylen) != 0) return -1;
   char name[32];
@@ -162,7 +188,20 @@ int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out
   }
   mf_frame_transport_set_input(r->transport, msg, len);
   GError *err = NULL;
+  dir_call_t *call = &r->dir->call;
+  *call = (dir_call_t){.can_defer = (flags & DIR_RPC_CAN_DEFER) != 0 && wait_log != NULL,
+                       .last_chance = (flags & DIR_RPC_LAST_CHANCE) != 0};
   gboolean ok = thrift_processor_process(r->processor, r->in_proto, r->out_proto, &err);
+  dir_evlog_t *defer_log = call->defer_log;
+  int64_t defer_ms = call->defer_ms;
+  *call = (dir_call_t){0};
+  if (ok && defer_log != NULL) {
+    /* The handler's empty answer is not sent: the request runs again. */
+    g_clear_error(&err);
+    *wait_log = defer_log;
+    *wait_ms = defer_ms;
+    return 1;
+  }
   r->dir->requests++;
   size_t olen;
   const uint8_t *reply = mf_frame_transport_output(r->transport, &olen);
@@ -173,12 +212,110 @@ int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out
   return ok || reply != NULL ? 0 : -1;
 }
 
+/* Hands replies to one uv_write (takes out). Returns 0, or -1 when the
+ * connection must close. */
+static int conn_send(conn_t *c, GByteArray *out) {
+  if (out->len == 0 || c->closing) {
+    g_byte_array_free(out, TRUE);
+    return 0;
+  }
+  write_req_t *w = g_new0(write_req_t, 1);
+  w->data = out;
+  uv_buf_t b = uv_buf_init((char *)out->data, out->len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) < 0) {
+    g_byte_array_free(out, TRUE);
+    g_free(w);
+    return -1;
+  }
+  return 0;
+}
+
+/* Reads while the peer's replies drain and nothing blocks the requests:
+ * stops above the high-water mark of queued output, and while a deferred
+ * request holds back a frame's worth of later requests. */
+static void conn_update_reading(conn_t *c) {
+  if (c->closing) return;
+  size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  int held_back = c->deferred != NULL && c->len >= c->srv->max_frame;
+  if (c->reading && (queued > OUT_HIGH_WATER || held_back)) {
+    c->reading = 0;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  } else if (!c->reading && queued < OUT_LOW_WATER && !held_back) {
+    c->reading = 1;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  }
+}
+
+static void deferred_fire(uv_timer_t *t);
+
+static void deferred_wake(void *waiter) {
+  deferred_t *df = waiter;
+  uv_timer_start(&df->timer, deferred_fire, 0, 0);
+}
+
+/* Holds a request the handler deferred: waits on `log` for at most ms. */
+static void deferred_start(conn_t *c, const uint8_t *msg, uint32_t len, dir_evlog_t *log,
+                           int64_t ms) {
+  deferred_t *df = g_new0(deferred_t, 1);
+  df->c = c;
+  df->frame = g_memdup2(msg, len);
+  df->len = len;
+  df->deadline = mf_now_ms() + ms;
+  df->log = log;
+  uv_timer_init(c->tcp.loop, &df->timer);
+  df->timer.data = df;
+  c->deferred = df;
+  dir_events_wait(log, deferred_wake, df);
+  uv_timer_start(&df->timer, deferred_fire, (uint64_t)ms, 0);
+}
+
+static void process_input(conn_t *c);
+
+/* Runs a deferred request again: woken by an event, or its time is up. */
+static void deferred_fire(uv_timer_t *t) {
+  deferred_t *df = t->data;
+  conn_t *c = df->c;
+  dir_server_t *s = c->srv;
+  dir_events_unwait(df->log, df);
+  df->log = NULL;
+  int64_t left = df->deadline - mf_now_ms();
+  int flags = DIR_RPC_CAN_DEFER | (left <= 0 ? DIR_RPC_LAST_CHANCE : 0);
+  GByteArray *out = g_byte_array_new();
+  dir_evlog_t *wait_log = NULL;
+  int64_t wait_ms = 0;
+  char why[160] = "";
+  int rc = dir_rpc_call(s->rpc, df->frame, df->len, flags, out, &wait_log, &wait_ms, why,
+                        sizeof why);
+  if (rc == 1) {
+    /* Woken by events the watch does not want: wait on, same deadline. */
+    g_byte_array_free(out, TRUE);
+    df->log = wait_log;
+    dir_events_wait(wait_log, deferred_wake, df);
+    uv_timer_start(&df->timer, deferred_fire, (uint64_t)(left > 0 ? left : 0), 0);
+    return;
+  }
+  deferred_drop(df);
+  if (rc < 0) {
+    MF_WARN("peer %s: malformed request (%s); closing the connection", c->peer, why);
+    g_byte_array_free(out, TRUE);
+    conn_close(c);
+    return;
+  }
+  if (why[0] != '\0') MF_WARN("peer %s: request failed: %s", c->peer, why);
+  if (conn_send(c, out) != 0) {
+    conn_close(c);
+    return;
+  }
+  /* The requests that waited behind it. */
+  process_input(c);
+}
+
 static void process_input(conn_t *c) {
   dir_server_t *s = c->srv;
   GByteArray *out = g_byte_array_new();
   size_t pos = 0;
   int bad = 0;
-  while (c->len - pos >= 4) {
+  while (c->deferred == NULL && c->len - pos >= 4) {
     uint32_t flen = be32(c->buf + pos);
     if (flen > s->max_frame) {
       MF_WARN("peer %s: frame of %u bytes exceeds the limit of %u; closing the connection",
@@ -188,11 +325,16 @@ static void process_input(conn_t *c) {
     }
     if (c->len - pos - 4 < flen) break;
     char why[160] = "";
-    if (dir_rpc_call(s->rpc, c->buf + pos + 4, flen, out, why, sizeof why) != 0) {
+    dir_evlog_t *wait_log = NULL;
+    int64_t wait_ms = 0;
+    int rc = dir_rpc_call(s->rpc, c->buf + pos + 4, flen, DIR_RPC_CAN_DEFER, out, &wait_log,
+                          &wait_ms, why, sizeof why);
+    if (rc < 0) {
       MF_WARN("peer %s: malformed request (%s); closing the connection", c->peer, why);
       bad = 1;
       break;
     }
+    if (rc == 1) deferred_start(c, c->buf + pos + 4, flen, wait_log, wait_ms);
     if (why[0] != '\0') MF_WARN("peer %s: request failed: %s", c->peer, why);
     pos += 4 + (size_t)flen;
   }
@@ -203,27 +345,12 @@ static void process_input(conn_t *c) {
     c->buf = g_realloc(c->buf, 2 * READ_CHUNK);
     c->cap = 2 * READ_CHUNK;
   }
-  if (out->len > 0 && !c->closing) {
-    write_req_t *w = g_new0(write_req_t, 1);
-    w->data = out;
-    uv_buf_t b = uv_buf_init((char *)out->data, out->len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
-    if (rc < 0) {
-      g_byte_array_free(out, TRUE);
-      g_free(w);
-      bad = 1;
-    }
-  } else {
-    g_byte_array_free(out, TRUE);
-  }
+  if (conn_send(c, out) != 0) bad = 1;
   if (bad) {
     conn_close(c);
     return;
   }
-  if (c->reading && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > OUT_HIGH_WATER) {
-    c->reading = 0;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-  }
+  conn_update_reading(c);
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {

@@ -10,6 +10,15 @@
  * read go out in one write, in request order (the generated client does not
  * match seqids). A frame over the limit or a message that does not parse
  * closes that connection only.
+ *
+ * Deferred requests. A watch with nothing to report yet is held without
+ * blocking the loop: the handler says "defer" (dir_t.call), the reply it
+ * produced is discarded, and the server keeps the request frame with a
+ * timer until an event is appended to the watched log (the log wakes it)
+ * or the wait is over, then runs the frame through the processor again
+ * (the last time with "answer now"). Meanwhile the connection's later
+ * requests stay buffered, unprocessed, so replies keep their order; reading
+ * goes on (to notice the peer closing) until two frames' worth is buffered.
  */
 #ifndef MAYFLY_DIR_SERVER_H
 #define MAYFLY_DIR_SERVER_H
@@ -30,12 +39,21 @@ typedef struct dir_rpc dir_rpc_t;
 dir_rpc_t *dir_rpc_new(dir_t *d);
 void dir_rpc_free(dir_rpc_t *r); /* accepts NULL */
 
+/* dir_rpc_call flags: the caller can hold a deferred request and run it
+ * again (DIR_RPC_CAN_DEFER); this run must answer (DIR_RPC_LAST_CHANCE). */
+#define DIR_RPC_CAN_DEFER 0x1
+#define DIR_RPC_LAST_CHANCE 0x2
+
 /* Serves one frame's payload: checks it (compact_scan.h), runs the processor
  * and appends the reply frame, if any, to out. Returns 0, with why[0] set
- * when the call failed but a reply (an exception) was produced, or -1 when
- * the request is malformed and the connection should be closed. */
-int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, GByteArray *out, char *why,
-                 size_t whylen);
+ * when the call failed but a reply (an exception) was produced; 1 when the
+ * handler deferred the call (only with DIR_RPC_CAN_DEFER): nothing was
+ * appended, and *wait_log / *wait_ms say what to wait for before running
+ * the same frame again; or -1 when the request is malformed and the
+ * connection should be closed. wait_log and wait_ms may be NULL when flags
+ * do not allow deferral. */
+int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
+                 dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen);
 
 /* Binds host:port (port 0 picks a free one) and starts accepting. On success
  * *out is the server and *bound_port the port in use. Returns 0 or a negative

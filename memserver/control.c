@@ -3,6 +3,9 @@
  */
 #include "memserver/control.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "client/ctl.h"
 #include "client/mayfly.h"
 #include "common/config.h"
@@ -25,10 +28,15 @@ struct ms_control {
   GQueue events;
   gint blocks_used;
   gint64 max_generation;
-  gint server_id_pub; /* server_id, for other threads */
+  gint server_id_pub;  /* server_id, for other threads */
+  GCond applied_cond;  /* the loop applied a watched list (under lock) */
+  uint64_t applied;    /* ticket of the last watched list applied (under lock) */
+  int stopping;        /* (under lock) */
   /* Owned by the thread. */
   mf_ctl_t *ctl;
   int32_t server_id;
+  GArray *watched;     /* int64 pairs (index, generation) of the last list posted */
+  uint64_t tickets;
   int64_t heartbeat_ms;
   int warned;
 };
@@ -38,6 +46,11 @@ static void post(ms_control_t *c, ms_event_t *e) {
   g_queue_push_tail(&c->events, e);
   g_mutex_unlock(&c->lock);
   uv_async_send(&c->async);
+}
+
+static void set_server_id(ms_control_t *c, int32_t id) {
+  c->server_id = id;
+  g_atomic_int_set(&c->server_id_pub, id);
 }
 
 /* Connects and registers. Returns 0 or an error (logged once per outage). */
@@ -56,7 +69,7 @@ static int do_register(ms_control_t *c) {
   MayflyRegisterReply *r = NULL;
   int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor, &r);
   if (rc == 0) {
-    c->server_id = r->server_id;
+    set_server_id(c, r->server_id);
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
     ms_event_t *e = g_new0(ms_event_t, 1);
     e->type = MS_EV_RECONCILE;
@@ -79,10 +92,48 @@ static int do_register(ms_control_t *c) {
   return rc;
 }
 
+/* Orders (index, generation) pairs. */
+static int cmp_pair(const void *a, const void *b) {
+  const int64_t *x = a, *y = b;
+  return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* Posts the blocks whose data events are wanted (int64 pairs) when they
+ * changed, and waits (a bounded time) until the loop has applied them. */
+static void set_watched(ms_control_t *c, GArray *pairs) {
+  if (pairs->len > 0) qsort(pairs->data, pairs->len / 2, 2 * sizeof(int64_t), cmp_pair);
+  if (pairs->len == c->watched->len &&
+      (pairs->len == 0 ||
+       memcmp(pairs->data, c->watched->data, pairs->len * sizeof(int64_t)) == 0)) {
+    g_array_free(pairs, TRUE);
+    return;
+  }
+  g_array_set_size(c->watched, 0);
+  g_array_append_vals(c->watched, pairs->data, pairs->len);
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_WATCHED;
+  e->blocks = pairs;
+  uint64_t ticket = e->ticket = ++c->tickets; /* e is the loop's once posted */
+  post(c, e);
+  int64_t until = g_get_monotonic_time() + G_TIME_SPAN_SECOND;
+  g_mutex_lock(&c->lock);
+  while (c->applied < ticket && !c->stopping) {
+    if (!g_cond_wait_until(&c->applied_cond, &c->lock, until)) break;
+  }
+  g_mutex_unlock(&c->lock);
+}
+
+/* Forgets the directory's watches (it went away or forgot this server). */
+static void clear_watched(ms_control_t *c) {
+  if (c->watched->len > 0) set_watched(c, g_array_new(FALSE, FALSE, sizeof(int64_t)));
+}
+
+
 static void do_heartbeat(ms_control_t *c) {
   MayflyDirectoryIf *i;
   if (mf_ctl_begin(c->ctl, &i) != 0) {
-    c->server_id = 0;
+    set_server_id(c, 0);
+    clear_watched(c);
     return;
   }
   MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
@@ -100,10 +151,18 @@ static void do_heartbeat(ms_control_t *c) {
       e->generation = b->generation;
       post(c, e);
     }
+    GArray *pairs = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    for (guint k = 0; k < r->watched->len; k++) {
+      MayflyBlockRef *b = g_ptr_array_index(r->watched, k);
+      int64_t pair[2] = {b->block_index, b->generation};
+      g_array_append_vals(pairs, pair, 2);
+    }
+    set_watched(c, pairs);
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
     MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mayfly_last_error());
-    c->server_id = 0;
+    set_server_id(c, 0);
+    clear_watched(c);
   }
   g_object_unref(r);
 }
@@ -173,6 +232,8 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   c->heartbeat_ms = 1000;
   c->requests = g_async_queue_new();
   g_mutex_init(&c->lock);
+  g_cond_init(&c->applied_cond);
+  c->watched = g_array_new(FALSE, FALSE, sizeof(int64_t));
   g_queue_init(&c->events);
   uv_async_init(loop, &c->async, on_event);
   c->async.data = c;
@@ -199,6 +260,13 @@ void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_gene
   g_mutex_unlock(&c->lock);
 }
 
+void ms_control_applied(ms_control_t *c, uint64_t ticket) {
+  g_mutex_lock(&c->lock);
+  if (ticket > c->applied) c->applied = ticket;
+  g_cond_broadcast(&c->applied_cond);
+  g_mutex_unlock(&c->lock);
+}
+
 void ms_control_take(ms_control_t *c, GQueue *out) {
   g_mutex_lock(&c->lock);
   ms_event_t *e;
@@ -217,13 +285,21 @@ static void async_closed(uv_handle_t *h) {
   ms_event_t *e;
   while ((e = g_queue_pop_head(&c->events)) != NULL) ms_event_free(e);
   g_mutex_clear(&c->lock);
+  g_cond_clear(&c->applied_cond);
   g_free(c);
 }
 
 void ms_control_stop(ms_control_t *c) {
+  /* The thread may be waiting for this (the loop's) thread to apply a
+   * watched list: let it go. */
+  g_mutex_lock(&c->lock);
+  c->stopping = 1;
+  g_cond_broadcast(&c->applied_cond);
+  g_mutex_unlock(&c->lock);
   g_async_queue_push(c->requests, GINT_TO_POINTER(STOP_REQUEST));
   g_thread_join(c->thread);
   mf_ctl_close(c->ctl);
+  g_array_free(c->watched, TRUE);
   g_async_queue_unref(c->requests);
   g_free(c->directory);
   g_free(c->advertise);

@@ -1,7 +1,8 @@
 /*
  * The memory server's link to the directory: a thread of its own that owns a
  * blocking control connection, registers the server (again after a directory
- * restart), heartbeats, and checks block references on request. The loop
+ * restart), heartbeats (passing on which blocks are watched: MS_EV_WATCHED),
+ * and checks block references on request. The loop
  * never blocks on the directory: it posts requests (ms_control_verify) and
  * receives results through a locked queue and uv_async_send, drained whole
  * on the loop (ms_control_take).
@@ -17,6 +18,8 @@ typedef enum {
   MS_EV_RECONCILE, /* registered: `blocks` lists every block the directory has allocated here */
   MS_EV_RELEASE,   /* the directory freed (index, generation) */
   MS_EV_VERIFIED,  /* answer to ms_control_verify */
+  MS_EV_WATCHED,   /* `blocks` lists every block whose data events are wanted; acknowledge
+                      with ms_control_applied(ticket) once the flags are set */
 } ms_event_type_t;
 
 typedef struct ms_event {
@@ -29,7 +32,8 @@ typedef struct ms_event {
   int64_t lo, hi;
   int high_wm, low_wm; /* VERIFIED: kv watermarks, % of the block */
   int watched;         /* VERIFIED: data events of the block are wanted */
-  GArray *blocks; /* RECONCILE: int64 pairs (index, generation) */
+  GArray *blocks; /* RECONCILE, WATCHED: int64 pairs (index, generation) */
+  uint64_t ticket; /* WATCHED */
 } ms_event_t;
 
 typedef struct ms_control ms_control_t;
@@ -45,6 +49,13 @@ void ms_control_verify(ms_control_t *c, int32_t index);
 
 /* Publishes what the next heartbeat reports (called on the loop). */
 void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation);
+
+/* Says the loop set the watched flags of MS_EV_WATCHED event `ticket`. The
+ * control thread waits for it before its next heartbeat, so the directory
+ * knows that a data watch its previous reply carried is in force here once
+ * the next heartbeat comes (directory/events.h: armed). Called on the loop. */
+void ms_control_applied(ms_control_t *c, uint64_t ticket);
+
 
 /* Moves every pending event to `out` (a queue of ms_event_t *, caller frees
  * each with ms_event_free). Called on the loop. */

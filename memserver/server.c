@@ -12,6 +12,7 @@
 #include "common/uvnet.h"
 #include "common/wire.h"
 #include "memserver/control.h"
+#include "memserver/publish.h"
 #include "memserver/repart.h"
 
 #define READ_CHUNK (256u << 10)
@@ -35,6 +36,8 @@ struct ms_server {
   int64_t conns_open;
   GList *conns;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
+  ms_publisher_t *pub;
+  GQueue awaiting;    /* awaiting_t *: replies waiting for their events to be published */
   int stopping;
   /* repartitions */
   char *directory;
@@ -76,6 +79,15 @@ typedef struct {
   uv_write_t req;
   GByteArray *data;
 } write_req_t;
+
+/* The reply to a write on a watched block, sent once its event (and every
+ * event before it) has been published (publish.h). Holds a reference on
+ * its connection. */
+typedef struct {
+  conn_t *c;
+  GByteArray *bytes;
+  uint64_t upto; /* the publisher's event id */
+} awaiting_t;
 
 static void conn_unref(conn_t *c) {
   if (--c->refs > 0) return;
@@ -127,9 +139,8 @@ static void flush(conn_t *c) {
   }
 }
 
-static void reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
-                  uint64_t a1, uint32_t a2, const void *payload, uint32_t plen) {
-  if (c->closing) return;
+static void reply_header(const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
+                         uint64_t a1, uint32_t a2, uint32_t plen, uint8_t out[WIRE_HEADER_SIZE]) {
   wire_hdr_t h = {.opcode = req->opcode,
                   .flags = (uint16_t)(flags | WIRE_F_REPLY),
                   .payload_len = plen,
@@ -140,8 +151,14 @@ static void reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, 
                   .arg1 = a1,
                   .status = status,
                   .arg2 = a2};
+  wire_encode(&h, out);
+}
+
+static void reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
+                  uint64_t a1, uint32_t a2, const void *payload, uint32_t plen) {
+  if (c->closing) return;
   uint8_t hdr[WIRE_HEADER_SIZE];
-  wire_encode(&h, hdr);
+  reply_header(req, status, flags, a0, a1, a2, plen, hdr);
   g_byte_array_append(c->out, hdr, WIRE_HEADER_SIZE);
   if (plen >= ZERO_COPY_MIN && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
     /* A large payload (a file read) goes to the socket straight from block
@@ -169,6 +186,60 @@ static void reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, 
 
 static void reply_status(conn_t *c, const wire_hdr_t *req, int status) {
   reply(c, req, status, 0, 0, 0, 0, NULL, 0);
+}
+
+/* --- data events of watched blocks (publish.h) --- */
+
+/* A write on watched block b succeeded: queues its data event and answers
+ * `req` (status 0, the other fields as for reply()) once the event, and
+ * every one before it, is published. Holds a reference on the connection. */
+static void reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
+                            size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
+                            uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
+  uint64_t id = ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset,
+                                 length);
+  if (c->closing) return;
+  awaiting_t *aw = g_new(awaiting_t, 1);
+  aw->c = c;
+  aw->upto = id;
+  aw->bytes = g_byte_array_sized_new(WIRE_HEADER_SIZE + plen);
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
+  g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
+  if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
+  c->refs++;
+  g_queue_push_tail(&c->srv->awaiting, aw);
+}
+
+/* Sends the replies whose events are published (all of them when `all`),
+ * each connection's in one write. */
+static void release_published(ms_server_t *s, int all) {
+  uint64_t done = all ? UINT64_MAX : ms_publisher_done(s->pub);
+  GPtrArray *touched = g_ptr_array_new();
+  awaiting_t *aw;
+  while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
+    g_queue_pop_head(&s->awaiting);
+    if (!aw->c->closing) {
+      g_byte_array_append(aw->c->out, aw->bytes->data, aw->bytes->len);
+      if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
+        aw->c->refs++;
+        g_ptr_array_add(touched, aw->c);
+      }
+    }
+    g_byte_array_free(aw->bytes, TRUE);
+    conn_unref(aw->c);
+    g_free(aw);
+  }
+  for (guint i = 0; i < touched->len; i++) {
+    conn_t *c = g_ptr_array_index(touched, i);
+    flush(c);
+    conn_unref(c);
+  }
+  g_ptr_array_free(touched, TRUE);
+}
+
+static void on_published(uv_async_t *a) {
+  release_published(ms_publisher_data(a->data), 0);
 }
 
 /* --- waiting pops --- */
@@ -370,7 +441,7 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     }
   }
   switch (h->opcode) {
-    case WIRE_OP_KV_PUT:
+    case WIRE_OP_KV_PUT: {
       rc = store_kv_put(st, b, payload, klen, payload + klen, h->payload_len - klen);
       if (rc == MAYFLY_EFULL) {
         /* Room is made by a split, now or after a short wait (partitions
@@ -384,11 +455,16 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
         }
         if (b->rp_refused != 0) rc = b->rp_refused;
       }
-      reply_status(c, h, rc);
+      if (rc == 0 && b->watched) {
+        reply_published(c, b, MS_EV_KIND_PUT, payload, klen, 0, klen, h, 0, 0, NULL, 0);
+      } else {
+        reply_status(c, h, rc);
+      }
       if (rc == 0 && b->used * 100 > (uint64_t)b->high_wm * st->block_size) {
         rp_consider(c->srv, b, 0);
       }
       break;
+    }
     case WIRE_OP_KV_GET: {
       GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
       if (v == NULL) {
@@ -400,13 +476,18 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
       }
       break;
     }
-    case WIRE_OP_KV_DEL:
+    case WIRE_OP_KV_DEL: {
       rc = store_kv_del(b, payload, klen);
-      reply_status(c, h, rc);
+      if (rc == 0 && b->watched) {
+        reply_published(c, b, MS_EV_KIND_DELETE, payload, klen, 0, klen, h, 0, 0, NULL, 0);
+      } else {
+        reply_status(c, h, rc);
+      }
       if (rc == 0 && b->used * 100 < (uint64_t)b->low_wm * st->block_size) {
         rp_consider(c->srv, b, 0);
       }
       break;
+    }
     case WIRE_OP_KV_EXISTS: {
       GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
       reply(c, h, 0, 0, v != NULL, 0, 0, NULL, 0);
@@ -424,6 +505,14 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   switch (h->opcode) {
     case WIRE_OP_Q_PUSH: {
       waiter_t *w = b->waiters ? g_queue_peek_head(b->waiters) : NULL;
+      if (w != NULL && !b->sealed && b->watched) {
+        /* Handed over to a waiting pop: a push and a pop happened. */
+        reply_published(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len, h, 0, 0, NULL, 0);
+        reply_published(w->c, b, MS_EV_KIND_POP, NULL, 0, 0, h->payload_len, &w->req, 0, 0,
+                        payload, h->payload_len);
+        waiter_finish(w);
+        break;
+      }
       if (w != NULL && !b->sealed) {
         /* Someone is waiting on an empty segment: hand the item over. */
         reply(w->c, &w->req, 0, 0, 0, 0, 0, payload, h->payload_len);
@@ -433,12 +522,21 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
         break;
       }
       int rc = store_queue_push(st, b, payload, h->payload_len);
+      if (rc == 0 && b->watched) {
+        reply_published(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len, h,
+                        b->sealed ? WIRE_F_SEALED : 0, 0, NULL, 0);
+        break;
+      }
       reply(c, h, rc, b->sealed ? WIRE_F_SEALED : 0, 0, 0, 0, NULL, 0);
       break;
     }
     case WIRE_OP_Q_POP: {
       store_item_t *it = store_queue_pop(b);
-      if (it != NULL) {
+      if (it != NULL && b->watched) {
+        reply_published(c, b, MS_EV_KIND_POP, NULL, 0, 0, it->len, h, sealed, 0, it->data,
+                        it->len);
+        g_free(it);
+      } else if (it != NULL) {
         reply(c, h, 0, sealed, 0, 0, 0, it->data, it->len);
         g_free(it);
       } else if (b->sealed) {
@@ -473,6 +571,12 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   switch (h->opcode) {
     case WIRE_OP_FILE_WRITE: {
       int rc = store_file_write(st, b, h->arg0, payload, h->payload_len);
+      if (rc == 0 && h->payload_len > 0 && b->watched) {
+        /* The offset in the file: the segment starts at range_lo. */
+        reply_published(c, b, MS_EV_KIND_WRITE, NULL, 0, b->range_lo + (int64_t)h->arg0,
+                        h->payload_len, h, 0, b->size, NULL, 0);
+        break;
+      }
       reply(c, h, rc, 0, b->size, 0, 0, NULL, 0);
       break;
     }
@@ -870,6 +974,23 @@ static void on_control_event(uv_async_t *a) {
           }
         }
         break;
+      case MS_EV_WATCHED: {
+        /* Exactly the listed blocks publish their data events. */
+        for (int32_t i = 0; i < st->nblocks; i++) st->blocks[i].watched = 0;
+        int n = 0;
+        for (guint k = 0; k + 1 < e->blocks->len; k += 2) {
+          int64_t idx = g_array_index(e->blocks, int64_t, k);
+          int64_t gen = g_array_index(e->blocks, int64_t, k + 1);
+          if (idx >= 0 && idx < st->nblocks && st->blocks[idx].generation == gen &&
+              st->blocks[idx].kind != STORE_FREE) {
+            st->blocks[idx].watched = 1;
+            n++;
+          }
+        }
+        MF_DEBUG("%d blocks publish their data events", n);
+        ms_control_applied(ctl, e->ticket);
+        break;
+      }
       case MS_EV_RECONCILE: {
         /* Keep exactly the blocks the directory says are allocated here. */
         GHashTable *keep = g_hash_table_new(g_direct_hash, g_direct_equal);
@@ -940,6 +1061,8 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   }
   s->ctl = ms_control_start(loop, cfg->directory, adv, store->nblocks, store->block_size,
                             on_control_event, s);
+  g_queue_init(&s->awaiting);
+  s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, on_published, s);
   *out = s;
   return 0;
 }
@@ -954,6 +1077,10 @@ void ms_server_stop(ms_server_t *s) {
   if (s == NULL || s->stopping) return;
   s->stopping = 1;
   ms_control_stop(s->ctl);
+  /* Replies held for events not yet published go out now: nobody will
+   * publish them any more. */
+  ms_publisher_stop(s->pub);
+  release_published(s, 1);
   /* Requests still waiting for the directory will not be answered now. */
   GHashTableIter it;
   gpointer key;

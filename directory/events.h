@@ -1,0 +1,205 @@
+/*
+ * Notifications: the directory numbers the events of every watched node.
+ *
+ * The directory is the sequencer. Each node that has ever been watched has a
+ * log keyed by its path: a counter (the seq of its newest event; the first
+ * event is 1) and, while someone watches it, a bounded ring of its most
+ * recent events (DIR_EVLOG_MAX). Namespace events come from the tree
+ * (dir_events_before/after around every applied record); data events come
+ * from the memory servers (the publish call), mapped from a block to its
+ * namespace through the allocator's owner pointers, whatever the layout. So
+ * order and gaps are real, and splits, merges, growth and shrink change
+ * nothing for a listener.
+ *
+ * A watcher asks for the events after the last seq it saw (dir_events_collect);
+ * when it fell behind the ring, or the counter moved while nobody watched
+ * (events are counted but not kept then), it gets a GAP event that says
+ * which seqs it missed. The log's numbers are valid within one `epoch` (the
+ * directory's start time); a restarted directory starts new logs.
+ *
+ * Lifetime. A log is created by the first watch of its path and lives as long
+ * as the node; when the node goes, its log becomes a tombstone (removed = 1)
+ * while a watcher may still want the REMOVED event (watched within the last
+ * DIR_WATCH_WINDOW_MS, or a watch waiting on it), and is dropped by the
+ * sweep after that. A node created again at a tombstone's path takes the log
+ * back, so numbers of a path never go backwards within an epoch.
+ *
+ * Memory bound: DIR_EVLOG_MAX events per watched node, each at most about
+ * 1.5 KiB (a path of up to 4 KiB only in CHILD_* events of directories, a
+ * key of at most DIR_EVENT_KEY_MAX base64 characters), so at most about
+ * 6 MiB per watched namespace and usually a few hundred KiB; a node nobody
+ * watches keeps only its counter (about 150 bytes).
+ *
+ * Owned by the directory's loop; nothing here locks. No GObject.
+ */
+#ifndef MAYFLY_DIR_EVENTS_H
+#define MAYFLY_DIR_EVENTS_H
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "namespaces/tree.h"
+
+/* Events a log keeps while watched. */
+#define DIR_EVLOG_MAX 4096
+/* A node counts as watched (and data-watched) this long after a watch call.
+ * Listeners long-poll with timeouts well under it. */
+#define DIR_WATCH_WINDOW_MS 30000
+/* Longest key of an event, base64: the first 1024 bytes of the key. */
+#define DIR_EVENT_KEY_RAW_MAX 1024
+#define DIR_EVENT_KEY_MAX (4 * ((DIR_EVENT_KEY_RAW_MAX + 2) / 3))
+
+/* The IDL's EventKind values (common/control.thrift). */
+typedef enum {
+  DIR_EV_PUT = 1,
+  DIR_EV_DELETE = 2,
+  DIR_EV_PUSH = 3,
+  DIR_EV_POP = 4,
+  DIR_EV_WRITE = 5,
+  DIR_EV_CHILD_CREATED = 6,
+  DIR_EV_CHILD_REMOVED = 7,
+  DIR_EV_LEASE_EXPIRED = 8,
+  DIR_EV_REMOVED = 9,
+  DIR_EV_GAP = 10
+} dir_ev_kind_t;
+
+#define DIR_EV_BIT(k) (1u << (k))
+#define DIR_EV_DATA_MASK                                                             \
+  (DIR_EV_BIT(DIR_EV_PUT) | DIR_EV_BIT(DIR_EV_DELETE) | DIR_EV_BIT(DIR_EV_PUSH) |   \
+   DIR_EV_BIT(DIR_EV_POP) | DIR_EV_BIT(DIR_EV_WRITE))
+#define DIR_EV_ALL_MASK (DIR_EV_DATA_MASK | 0x7c0u) /* bits 1..10 */
+
+typedef struct dir_event {
+  int64_t seq;
+  dir_ev_kind_t kind;
+  char *path;      /* the node concerned (a child's path for CHILD_*); NULL: the log's path */
+  char *key;       /* PUT/DELETE: the key, base64; else NULL */
+  int64_t offset;  /* WRITE: file offset; GAP: first missing seq (0: unknown) */
+  int64_t length;  /* WRITE: bytes; PUSH/POP: item bytes; PUT/DELETE: key bytes;
+                      GAP: events missed (-1: unknown) */
+  int64_t time_ms; /* wall clock when sequenced */
+} dir_event_t;
+
+/* Called when an event is appended to a log a watch waits on. It runs inside
+ * whatever appended the event (a request handler, the reaper), so it must
+ * only schedule work (the server restarts a timer), never re-enter the
+ * request path or change the log's waiters. */
+typedef void (*dir_wake_cb)(void *waiter);
+
+typedef struct dir_evlog {
+  char *path;
+  int64_t last_seq;      /* seq of the newest event, 0 before the first */
+  dir_event_t *ring;     /* the last `len` events, oldest at `head` */
+  guint cap, head, len;
+  int64_t watched_until; /* monotonic ms: events are kept until then */
+  int64_t data_until;    /* monotonic ms: data events are published until then */
+  uint64_t data_version; /* when this data watch began (dir_events_t.data_version) */
+  int armed;             /* every memory server holding the node knows of the data watch */
+  int removed;           /* tombstone: the node is gone */
+  GArray *waiters;       /* dir_waiter_t: watches deferred until an event comes */
+} dir_evlog_t;
+
+typedef struct dir_events {
+  int64_t epoch;         /* wall-clock ms at start: numbers are valid within it */
+  GHashTable *retired;   /* "server:index:generation" -> dir_retired_t *: blocks a layout
+                            change freed while their events may still be on their way */
+  GHashTable *logs;      /* path -> dir_evlog_t * (owned) */
+  GHashTable *hot;       /* logs the sweep looks at: a ring, a tombstone, a data watch */
+  GHashTable *data;      /* logs whose data events are wanted now (a set) */
+  uint64_t data_version; /* bumped each time a log starts being data-watched */
+  uint64_t sequenced;    /* events numbered since start */
+} dir_events_t;
+
+/* What dir_events_before() saw of the tree, for dir_events_after(). */
+typedef struct dir_events_pre {
+  GPtrArray *missing; /* MKDIR/CREATE: paths on the way that did not exist, top down */
+} dir_events_pre_t;
+
+dir_events_t *dir_events_new(int64_t epoch);
+void dir_events_free(dir_events_t *ev); /* accepts NULL; no waiter may remain */
+
+/* The log of `path`, or NULL when it was never watched. */
+dir_evlog_t *dir_events_find(dir_events_t *ev, const char *path);
+
+/* The log of `path`, created (last_seq 0) when absent. */
+dir_evlog_t *dir_events_open(dir_events_t *ev, const char *path);
+
+/*
+ * Numbers one event of `log` and keeps it if the log is watched (else the
+ * ring is emptied: numbers stay, contents go, and a returning watcher sees a
+ * GAP). Strings are copied. Wakes the log's waiters. Returns the seq.
+ */
+int64_t dir_events_append(dir_events_t *ev, dir_evlog_t *log, dir_ev_kind_t kind,
+                          const char *path, const char *key, int64_t offset, int64_t length,
+                          int64_t wall_ms);
+
+/*
+ * Records a watch of `log` at monotonic time now: keeps its events for the
+ * next DIR_WATCH_WINDOW_MS, and with `data` set its data events too. A data
+ * watch that had lapsed since the last one leaves a GAP (unknown count) in
+ * the log, since the memory servers stopped publishing meanwhile. Returns 1
+ * when a new data watch began (the memory servers must learn of it: the log
+ * is not armed), else 0.
+ */
+int dir_events_touch(dir_events_t *ev, dir_evlog_t *log, int64_t now, int data);
+
+/* Whether data events of `log` are wanted at monotonic time now. */
+int dir_events_data_watched(const dir_evlog_t *log, int64_t now);
+
+/*
+ * Collects what a watcher that saw everything up to after_seq gets next: a
+ * GAP first when seqs after after_seq are no longer kept, then the kept
+ * events matching mask (bit 1 << kind; 0 = all; GAP always passes), at most
+ * max of them and about `budget` bytes. Appends shallow copies (strings
+ * borrowed from the log, valid until it changes) to out, a GArray of
+ * dir_event_t, with `path` filled in. Returns the seq to continue after:
+ * past the events skipped by the mask, not past those left out by max or
+ * budget.
+ */
+int64_t dir_events_collect(const dir_evlog_t *log, int64_t after_seq, uint32_t mask, guint max,
+                           size_t budget, GArray *out);
+
+/* Adds a waiter to a log (woken through cb at the next append), and removes
+ * it. A waiter is removed exactly once, before its memory goes. */
+void dir_events_wake(dir_evlog_t *log); /* wakes the waiters without an event */
+void dir_events_wait(dir_evlog_t *log, dir_wake_cb cb, void *waiter);
+void dir_events_unwait(dir_evlog_t *log, void *waiter);
+
+/*
+ * Tree hooks, around ns_tree_apply(): before() notes what the record will
+ * create; after() (only when the record applied) numbers the namespace
+ * events it caused: CHILD_CREATED on the parent of each node created;
+ * REMOVED on each removed node (effects' `removed` from removed_from on) and
+ * CHILD_REMOVED on its parent, preceded by LEASE_EXPIRED on both when the
+ * record is flagged NS_REC_EXPIRED; a rename as the removal of the old path
+ * (and of everything under it) and the creation of the new one. Nothing is
+ * done for paths whose logs do not exist: nobody ever watched them.
+ */
+void dir_events_before(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
+                       dir_events_pre_t *pre);
+void dir_events_after(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
+                      const ns_effects_t *fx, guint removed_from, dir_events_pre_t *pre);
+void dir_events_pre_clear(dir_events_pre_t *pre);
+
+/*
+ * Blocks freed by a change of layout (a merge, a drained queue segment, a
+ * truncate) while their namespace lives on: a memory server may still be
+ * publishing events of writes made there just before (its publisher runs
+ * apart from its repartitions), and those must not be lost because the
+ * block changed hands. retire() remembers that (server, index, generation)
+ * belonged to `path` for DIR_RETIRED_MS (longer than a publish call may
+ * take); retired_path() answers for a block the allocator no longer maps,
+ * or NULL. Only paths that have a log are remembered.
+ */
+#define DIR_RETIRED_MS 10000
+void dir_events_retire(dir_events_t *ev, int32_t server, int32_t index, int64_t generation,
+                       const char *path, int64_t now);
+const char *dir_events_retired_path(dir_events_t *ev, int32_t server, int32_t index,
+                                    int64_t generation);
+
+/* Forgets what is no longer watched at monotonic time now: empties rings,
+ * drops tombstones nobody waits on, ends lapsed data watches, forgets
+ * retired blocks. */
+void dir_events_sweep(dir_events_t *ev, int64_t now);
+
+#endif /* MAYFLY_DIR_EVENTS_H */
