@@ -9,9 +9,12 @@
  *   growth     the same readers run while a writer puts new keys in batches
  *              until the namespace has split SPLITS times: every split moves
  *              half of a full partition to a block on the other server.
+ *   solo       one more split with nothing else running;
+ *   notify     a listener on a namespace while one writer does single puts.
  * It reports the splits (count, mean and longest duration, bytes moved and
- * MB/s, from the directory's counters: begin to commit) and the readers' p50
- * and p99 with and without splits running, and their ratio.
+ * MB/s, from the directory's counters: begin to commit), the readers' p50
+ * and p99 with and without splits running and their ratio, and the
+ * notification latency from each put's acknowledgement to the listener.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -158,6 +161,74 @@ static void reads(mayfly_ns_t **ns, int readers, int nkeys, int seconds, writer_
   g_free(t);
 }
 
+/* Notification latency: a listener on a kv namespace, one writer doing
+ * single puts; for each put, the time from the writer's acknowledgement to
+ * the listener's receipt (0 when the event arrived first). */
+#define NOTIFY_PUTS 2000
+
+typedef struct {
+  mayfly_listener_t *l;
+  int64_t *acked; /* per key, us, written by the writer (0 = not yet) */
+  int64_t *called; /* per key, us: when the put was called */
+  bench_lat_t lat, from_call;
+  int got, gaps;
+} notify_t;
+
+static void *run_listener(void *arg) {
+  notify_t *n = arg;
+  while (n->got < NOTIFY_PUTS) {
+    mayfly_event_t *ev = NULL;
+    if (mayfly_listener_next(n->l, &ev, 5000) != 0) break;
+    double now = bench_now_us();
+    if (ev->kind == MAYFLY_EV_GAP) n->gaps++;
+    int i = -1;
+    if (ev->kind == MAYFLY_EV_PUT && ev->key_len > 1 && sscanf((char *)ev->key + 1, "%d", &i) == 1 &&
+        i >= 0 && i < NOTIFY_PUTS) {
+      double acked = (double)__atomic_load_n(&n->acked[i], __ATOMIC_ACQUIRE);
+      bench_lat_add(&n->lat, acked > 0 && now > acked ? now - acked : 0);
+      bench_lat_add(&n->from_call,
+                    now - (double)__atomic_load_n(&n->called[i], __ATOMIC_ACQUIRE));
+      n->got++;
+    }
+    mayfly_event_free(ev);
+  }
+  return NULL;
+}
+
+static int notify_latency(mayfly_client_t *c, bench_lat_t *out, bench_lat_t *out_call,
+                          int *got) {
+  const char *path = "/bench/elastic-notify";
+  mayfly_ns_t *ns = NULL;
+  int rc = mayfly_mount(c, path, MAYFLY_KIND_KV, NULL, &ns);
+  notify_t n = {.acked = g_new0(int64_t, NOTIFY_PUTS), .called = g_new0(int64_t, NOTIFY_PUTS)};
+  bench_lat_init(&n.lat);
+  bench_lat_init(&n.from_call);
+  if (rc == 0) rc = mayfly_listen(c, path, MAYFLY_EV_BIT(MAYFLY_EV_PUT), &n.l);
+  if (rc == 0) {
+    pthread_t t;
+    pthread_create(&t, NULL, run_listener, &n);
+    char key[32];
+    for (int i = 0; i < NOTIFY_PUTS; i++) {
+      int klen = snprintf(key, sizeof key, "n%06d", i);
+      __atomic_store_n(&n.called[i], (int64_t)bench_now_us(), __ATOMIC_RELEASE);
+      if (mayfly_kv_put(ns, key, (size_t)klen, "v", 1) != 0) rc = MAYFLY_EIO;
+      __atomic_store_n(&n.acked[i], (int64_t)bench_now_us(), __ATOMIC_RELEASE);
+    }
+    pthread_join(t, NULL);
+    mayfly_listener_close(n.l);
+  }
+  *got = n.got;
+  bench_lat_merge(out, &n.lat);
+  bench_lat_merge(out_call, &n.from_call);
+  bench_lat_free(&n.lat);
+  bench_lat_free(&n.from_call);
+  g_free(n.acked);
+  g_free(n.called);
+  mayfly_unmount(ns);
+  mayfly_remove(c, path, 0);
+  return rc != 0 ? rc : (n.got == NOTIFY_PUTS && n.gaps == 0 ? 0 : MAYFLY_EIO);
+}
+
 int bench_elastic(bench_opts_t *o) {
   const char *block = o->quick ? "4MiB" : "64MiB";
   uint64_t block_size = o->quick ? (4u << 20) : (64u << 20);
@@ -236,6 +307,20 @@ int bench_elastic(bench_opts_t *o) {
     mayfly_unmount(sns);
     mayfly_remove(c, solo, 0);
   }
+  bench_lat_t nlat, ncall;
+  bench_lat_init(&nlat);
+  bench_lat_init(&ncall);
+  int notified = 0;
+  int nrc = notify_latency(c, &nlat, &ncall, &notified);
+  double np50 = bench_lat_pct(&nlat, 50), np99 = bench_lat_pct(&nlat, 99);
+  double cp50 = bench_lat_pct(&ncall, 50), cp99 = bench_lat_pct(&ncall, 99);
+  bench_lat_free(&nlat);
+  bench_lat_free(&ncall);
+  if (nrc != 0) {
+    fprintf(stderr, "mayfly-bench: notifications: %d of %d puts delivered (%s)\n", notified,
+            NOTIFY_PUTS, mayfly_strerror(nrc));
+    perr++;
+  }
   long long solo_moved = s3.bytes_moved - s2.bytes_moved, solo_ms = s3.move_ms - s2.move_ms;
   double solo_mbs = solo_ms > 0 ? (double)solo_moved / 1e3 / (double)solo_ms : 0;
   long long splits = s1.splits - s0.splits, moved = s1.bytes_moved - s0.bytes_moved;
@@ -252,19 +337,23 @@ int bench_elastic(bench_opts_t *o) {
            "\"get_quiet\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f},"
            "\"get_splitting\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f},"
            "\"p99_ratio\":%.2f,\"solo_split_ms\":%lld,\"solo_bytes_moved\":%lld,"
-           "\"solo_mb_per_s\":%.0f,\"errors\":%lld}\n",
+           "\"solo_mb_per_s\":%.0f,\"notify_p50_us\":%.1f,\"notify_p99_us\":%.1f,"
+           "\"notify_from_call_p50_us\":%.1f,\"notify_from_call_p99_us\":%.1f,"
+           "\"errors\":%lld}\n",
            (unsigned long long)block_size, vsize, readers, splits, rollbacks,
            moved, splits ? (double)mms / (double)splits : 0.0, longest, mbs,
            qops / qsecs, qp50, qp99, bops / bsecs, bp50, bp99, ratio, solo_ms, solo_moved,
-           solo_mbs, perr + qerr + berr);
+           solo_mbs, np50, np99, cp50, cp99, perr + qerr + berr);
   } else if (o->csv) {
     printf("bench,block_size,value_size,readers,splits,bytes_moved,split_ms_mean,split_ms_max,"
            "moved_mb_per_s,get_p50_quiet_us,get_p99_quiet_us,get_p50_splitting_us,"
-           "get_p99_splitting_us,p99_ratio,solo_split_ms,solo_mb_per_s,errors\n");
-    printf("elastic,%llu,%zu,%d,%lld,%lld,%.1f,%lld,%.0f,%.1f,%.1f,%.1f,%.1f,%.2f,%lld,%.0f,%lld\n",
+           "get_p99_splitting_us,p99_ratio,solo_split_ms,solo_mb_per_s,notify_p50_us,"
+           "notify_p99_us,errors\n");
+    printf("elastic,%llu,%zu,%d,%lld,%lld,%.1f,%lld,%.0f,%.1f,%.1f,%.1f,%.1f,%.2f,%lld,%.0f,%.1f,"
+           "%.1f,%lld\n",
            (unsigned long long)block_size, vsize, readers, splits, moved,
            splits ? (double)mms / (double)splits : 0.0, longest, mbs, qp50, qp99, bp50,
-           bp99, ratio, solo_ms, solo_mbs, perr + qerr + berr);
+           bp99, ratio, solo_ms, solo_mbs, np50, np99, perr + qerr + berr);
   } else {
     printf("mayfly-bench elastic — %s blocks, %zu-byte values, %d readers\n\n", block, vsize,
            readers);
@@ -278,7 +367,11 @@ int bench_elastic(bench_opts_t *o) {
     printf("%-28s %12s %10s %10s\n", "kv get", "ops/s", "p50", "p99");
     printf("%-28s %12.0f %8.0fus %8.0fus\n", "writer, no split", qops / qsecs, qp50, qp99);
     printf("%-28s %12.0f %8.0fus %8.0fus\n", "writer, splitting", bops / bsecs, bp50, bp99);
-    printf("p99 while splitting / quiet  %.2fx\n", ratio);
+    printf("p99 while splitting / quiet  %.2fx\n\n", ratio);
+    printf("notification (%d puts, one writer, one listener)\n", NOTIFY_PUTS);
+    printf("  from the put's ack           p50 %.0fus, p99 %.0fus (0: the event came first)\n",
+           np50, np99);
+    printf("  from the put's call          p50 %.0fus, p99 %.0fus\n", cp50, cp99);
     printf("errors                       %lld\n", perr + qerr + berr);
   }
   failed = (perr + qerr + berr) != 0 || splits < SPLITS;
