@@ -581,17 +581,18 @@ static int kv_partitions(mayfly_client_t *c, const char *path) {
 }
 
 /* A kv namespace that splits from one partition into many as it fills, and
- * merges back as it empties, under a listener: the listener sees every put
- * and delete once, in the writer's order, numbered one after another. */
+ * merges back as it empties, under two listeners: each sees every put and
+ * delete once, in the writer's order, numbered one after another. */
 static void test_a_kv_namespace_that_splits_and_merges_under_a_listener_loses_no_event(void) {
   cluster_t cl;
   if (cluster_start(&cl, NMS, NULL) != 0) goto out;
   const char *path = "/split/kv";
   mayfly_ns_t *ns = NULL;
   MF_ASSERT_EQ(mayfly_mount(cl.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
-  mayfly_listener_t *l = NULL;
+  mayfly_listener_t *l = NULL, *l2 = NULL;
   MF_ASSERT_EQ(mayfly_listen(cl.c, path, MAYFLY_EV_MASK_DATA, &l), 0);
-  if (ns == NULL || l == NULL) goto done;
+  MF_ASSERT_EQ(mayfly_listen(cl.c, path, MAYFLY_EV_MASK_DATA, &l2), 0);
+  if (ns == NULL || l == NULL || l2 == NULL) goto done;
   MF_ASSERT_EQ(kv_partitions(cl.c, path), 1);
   GPtrArray *expect = g_ptr_array_new_with_free_func(g_free);
   char key[32], val[1000];
@@ -624,13 +625,17 @@ static void test_a_kv_namespace_that_splits_and_merges_under_a_listener_loses_no
   printf("\n    1 partition grew to %d and shrank to %d under a listener\n", grown, shrunk);
   CU_ASSERT(grown >= 8);
   CU_ASSERT(shrunk <= 2);
-  GPtrArray *got = g_ptr_array_new_with_free_func((GDestroyNotify)mayfly_event_free);
-  take_events(l, expect->len, 30000, got);
-  CU_ASSERT(matches_writer(got, expect));
-  g_ptr_array_free(got, TRUE);
+  mayfly_listener_t *both[2] = {l, l2};
+  for (int k = 0; k < 2; k++) {
+    GPtrArray *got = g_ptr_array_new_with_free_func((GDestroyNotify)mayfly_event_free);
+    take_events(both[k], expect->len, 30000, got);
+    CU_ASSERT(matches_writer(got, expect));
+    g_ptr_array_free(got, TRUE);
+  }
   g_ptr_array_free(expect, TRUE);
 done:
   mayfly_listener_close(l);
+  mayfly_listener_close(l2);
   mayfly_unmount(ns);
 out:
   cluster_stop(&cl);
@@ -1345,7 +1350,7 @@ static const mf_test_t tests[] = {
      test_queue_and_file_events_carry_item_sizes_offsets_and_lengths},
     {"a queue that grows and shrinks under a listener loses no event",
      test_a_queue_that_grows_and_shrinks_under_a_listener_loses_no_event},
-    {"a kv namespace that splits and merges under a listener loses no event",
+    {"a kv namespace that splits and merges under two listeners loses no event",
      test_a_kv_namespace_that_splits_and_merges_under_a_listener_loses_no_event},
     {"a slow listener whose buffer overflowed gets a GAP with the right count",
      test_a_slow_listener_whose_buffer_overflowed_gets_a_gap_with_the_right_count},
