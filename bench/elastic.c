@@ -329,20 +329,23 @@ int bench_elastic(bench_opts_t *o) {
   double mbs = mms > 0 ? (double)moved / 1e3 / (double)mms : 0;
   double qp50 = bench_lat_pct(&quiet, 50), qp99 = bench_lat_pct(&quiet, 99);
   double bp50 = bench_lat_pct(&busy, 50), bp99 = bench_lat_pct(&busy, 99);
+  double qp999 = bench_lat_pct(&quiet, 99.9), bp999 = bench_lat_pct(&busy, 99.9);
   double ratio = qp99 > 0 ? bp99 / qp99 : 0;
   if (o->json) {
     printf("{\"bench\":\"elastic\",\"block_size\":%llu,\"value_size\":%zu,\"readers\":%d,"
            "\"splits\":%lld,\"rollbacks\":%lld,\"bytes_moved\":%lld,\"split_ms_mean\":%.1f,"
            "\"split_ms_max\":%lld,\"moved_mb_per_s\":%.0f,"
-           "\"get_quiet\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f},"
-           "\"get_splitting\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f},"
+           "\"get_quiet\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f},"
+           "\"get_splitting\":{\"ops_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+           "\"p999_us\":%.1f},"
            "\"p99_ratio\":%.2f,\"solo_split_ms\":%lld,\"solo_bytes_moved\":%lld,"
            "\"solo_mb_per_s\":%.0f,\"notify_p50_us\":%.1f,\"notify_p99_us\":%.1f,"
            "\"notify_from_call_p50_us\":%.1f,\"notify_from_call_p99_us\":%.1f,"
            "\"errors\":%lld}\n",
            (unsigned long long)block_size, vsize, readers, splits, rollbacks,
            moved, splits ? (double)mms / (double)splits : 0.0, longest, mbs,
-           qops / qsecs, qp50, qp99, bops / bsecs, bp50, bp99, ratio, solo_ms, solo_moved,
+           qops / qsecs, qp50, qp99, qp999, bops / bsecs, bp50, bp99, bp999, ratio, solo_ms,
+           solo_moved,
            solo_mbs, np50, np99, cp50, cp99, perr + qerr + berr);
   } else if (o->csv) {
     printf("bench,block_size,value_size,readers,splits,bytes_moved,split_ms_mean,split_ms_max,"
@@ -364,9 +367,11 @@ int bench_elastic(bench_opts_t *o) {
     printf("data moved between servers   %.0f MB/s (readers and writer running)\n", mbs);
     printf("one split, nothing else      %lld ms, %.1f MB moved, %.0f MB/s\n\n", solo_ms,
            (double)solo_moved / 1e6, solo_mbs);
-    printf("%-28s %12s %10s %10s\n", "kv get", "ops/s", "p50", "p99");
-    printf("%-28s %12.0f %8.0fus %8.0fus\n", "writer, no split", qops / qsecs, qp50, qp99);
-    printf("%-28s %12.0f %8.0fus %8.0fus\n", "writer, splitting", bops / bsecs, bp50, bp99);
+    printf("%-28s %12s %10s %10s %10s\n", "kv get", "ops/s", "p50", "p99", "p99.9");
+    printf("%-28s %12.0f %8.0fus %8.0fus %8.0fus\n", "writer, no split", qops / qsecs, qp50, qp99,
+           qp999);
+    printf("%-28s %12.0f %8.0fus %8.0fus %8.0fus\n", "writer, splitting", bops / bsecs, bp50,
+           bp99, bp999);
     printf("p99 while splitting / quiet  %.2fx\n\n", ratio);
     printf("notification (%d puts, one writer, one listener)\n", NOTIFY_PUTS);
     printf("  from the put's ack           p50 %.0fus, p99 %.0fus (0: the event came first)\n",
