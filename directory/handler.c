@@ -353,7 +353,13 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                                                : "invalid range");
   }
   ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
-  return change_layout(d, n, &rec, *_return, err);
+  gboolean ok = change_layout(d, n, &rec, *_return, err);
+  if (ok) {
+    MF_INFO("namespace %s: grew by block %d:%d for [%lld, %lld): %u blocks, layout version %lld",
+            path, part.block.server, part.block.index, (long long)part.lo, (long long)part.hi,
+            n->layout.parts->len, (long long)n->layout.version);
+  }
+  return ok;
 }
 
 static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
@@ -376,7 +382,13 @@ static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return
     if (g_array_index(n->layout.parts, ns_partition_t, i).lo != range_lo) continue;
     if (n->layout.parts->len == 1) break; /* a namespace keeps at least one block */
     ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = (int32_t)i};
-    return change_layout(d, n, &rec, *_return, err);
+    gboolean ok = change_layout(d, n, &rec, *_return, err);
+    if (ok) {
+      MF_INFO("namespace %s: shrank: the block of [%lld, ...) returned to the pool: %u blocks, "
+              "layout version %lld",
+              path, (long long)range_lo, n->layout.parts->len, (long long)n->layout.version);
+    }
+    return ok;
   }
   fill_layout(d, *_return, n);
   return TRUE;
