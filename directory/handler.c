@@ -48,21 +48,25 @@ static gboolean fail_path(MayflyError **err, int code, const char *path, const c
   return FALSE;
 }
 
+static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p) {
+  const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
+  mp->server_id = p->block.server;
+  g_free(mp->server_address);
+  mp->server_address = g_strdup(s ? s->address : "");
+  mp->block_index = p->block.index;
+  mp->generation = p->block.generation;
+  mp->block_size = s ? s->block_size : 0;
+  mp->range_lo = p->lo;
+  mp->range_hi = p->hi;
+}
+
 static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
   out->version = n->layout.version;
   g_ptr_array_set_size(out->partitions, 0);
   if (n->layout.parts == NULL) return;
   for (guint i = 0; i < n->layout.parts->len; i++) {
-    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-    const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
     MayflyPartition *mp = g_object_new(MAYFLY_TYPE_PARTITION, NULL);
-    mp->server_id = p->block.server;
-    mp->server_address = g_strdup(s ? s->address : "");
-    mp->block_index = p->block.index;
-    mp->generation = p->block.generation;
-    mp->block_size = s ? s->block_size : 0;
-    mp->range_lo = p->lo;
-    mp->range_hi = p->hi;
+    fill_partition(d, mp, &g_array_index(n->layout.parts, ns_partition_t, i));
     g_ptr_array_add(out->partitions, mp);
   }
 }
@@ -626,17 +630,6 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   return TRUE;
 }
 
-static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p) {
-  const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
-  mp->server_id = p->block.server;
-  g_free(mp->server_address);
-  mp->server_address = g_strdup(s ? s->address : "");
-  mp->block_index = p->block.index;
-  mp->generation = p->block.generation;
-  mp->block_size = s ? s->block_size : 0;
-  mp->range_lo = p->lo;
-  mp->range_hi = p->hi;
-}
 
 static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan **_return,
                                     const gint32 server_id, const gint32 block_index,

@@ -68,10 +68,13 @@ static guint bytes_hash(gconstpointer k) {
   return g_bytes_hash(k);
 }
 
+GHashTable *store_kv_table_new(void) {
+  return g_hash_table_new_full(bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,
+                               (GDestroyNotify)g_bytes_unref);
+}
+
 GHashTable *store_kv_take_range(store_block_t *b, int64_t lo, int64_t hi, uint64_t *charge) {
-  GHashTable *out = g_hash_table_new_full(bytes_hash, g_bytes_equal,
-                                          (GDestroyNotify)g_bytes_unref,
-                                          (GDestroyNotify)g_bytes_unref);
+  GHashTable *out = store_kv_table_new();
   uint64_t total = 0;
   GHashTableIter it;
   gpointer k, v;

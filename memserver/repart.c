@@ -112,12 +112,25 @@ typedef struct {
   GByteArray *data;
 } chunk_t;
 
-/* Waits for the oldest chunk in flight and frees it. */
+/* Waits for a chunk in flight, if any, and frees it. */
 static int finish(chunk_t *c) {
+  if (c->data == NULL) return 0;
   int rc = mf_call_wait(&c->call, deadline());
   g_free(c->call.payload);
   g_byte_array_free(c->data, TRUE);
   c->data = NULL;
+  return rc;
+}
+
+/* Sends *cur as the next chunk (waiting for the chunk that last used its
+ * window slot) and starts a new *cur. */
+static int send_chunk(ms_repart_job_t *job, chunk_t *window, size_t *sent, GByteArray **cur) {
+  chunk_t *c = &window[*sent % MS_REPART_WINDOW];
+  int rc = finish(c);
+  c->data = *cur;
+  target_call(job, &c->call, WIRE_OP_KV_MIGRATE, c->data->data, c->data->len);
+  (*sent)++;
+  *cur = g_byte_array_new();
   return rc;
 }
 
@@ -142,51 +155,28 @@ int ms_repart_copy(ms_repart_job_t *job) {
   memset(window, 0, sizeof window);
   size_t sent = 0;
   int rc = 0;
+  GByteArray *cur = g_byte_array_new();
   GHashTableIter it;
   gpointer k, v;
   g_hash_table_iter_init(&it, job->moving);
-  GByteArray *cur = g_byte_array_new();
-  int more = 1, any = 0;
-  while (rc == 0 && more) {
-    more = g_hash_table_iter_next(&it, &k, &v);
-    if (more) {
-      gsize klen, vlen;
-      const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
-      if (cur->len > 0 && cur->len + WIRE_KV_ENTRY_HEADER + klen + vlen > MS_REPART_CHUNK) {
-        more = 2; /* send what is there, then this entry */
-      } else {
-        guint at = cur->len;
-        g_byte_array_set_size(cur, at + WIRE_KV_ENTRY_HEADER + (guint)(klen + vlen));
-        wire_kv_entry_put(cur->data + at, kd, (uint32_t)klen, vd, (uint32_t)vlen);
-        job->bytes += klen + vlen;
-        job->entries++;
-        continue;
-      }
+  while (rc == 0 && g_hash_table_iter_next(&it, &k, &v)) {
+    gsize klen, vlen;
+    const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
+    size_t need = WIRE_KV_ENTRY_HEADER + klen + vlen;
+    if (cur->len > 0 && cur->len + need > MS_REPART_CHUNK) {
+      rc = send_chunk(job, window, &sent, &cur);
     }
-    /* Send `cur`: always at least one frame, so a merge target takes the slots. */
-    if (cur->len > 0 || !any) {
-      chunk_t *c = &window[sent % MS_REPART_WINDOW];
-      if (c->data != NULL) rc = finish(c);
-      c->data = cur;
-      target_call(job, &c->call, WIRE_OP_KV_MIGRATE, cur->data, cur->len);
-      sent++;
-      any = 1;
-      cur = g_byte_array_new();
-    }
-    if (more == 2) {
-      gsize klen, vlen;
-      const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
-      g_byte_array_set_size(cur, WIRE_KV_ENTRY_HEADER + (guint)(klen + vlen));
-      wire_kv_entry_put(cur->data, kd, (uint32_t)klen, vd, (uint32_t)vlen);
-      job->bytes += klen + vlen;
-      job->entries++;
-    }
+    guint at = cur->len;
+    g_byte_array_set_size(cur, at + (guint)need);
+    wire_kv_entry_put(cur->data + at, kd, (uint32_t)klen, vd, (uint32_t)vlen);
+    job->bytes += klen + vlen;
+    job->entries++;
   }
+  /* The rest; at least one frame, so a merge target takes the slots. */
+  if (rc == 0 && (cur->len > 0 || sent == 0)) rc = send_chunk(job, window, &sent, &cur);
   for (size_t i = 0; i < MS_REPART_WINDOW; i++) {
-    if (window[i].data != NULL) {
-      int r = finish(&window[i]);
-      if (rc == 0) rc = r;
-    }
+    int r = finish(&window[i]);
+    if (rc == 0) rc = r;
   }
   g_byte_array_free(cur, TRUE);
   if (rc != 0) {

@@ -292,14 +292,8 @@ static void add_waiter(conn_t *c, store_block_t *b, const wire_hdr_t *h) {
 
 /* --- request handling --- */
 
-static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
-  ms_server_t *s = c->srv;
-  GQueue *q = g_hash_table_lookup(s->parked, GUINT_TO_POINTER(index));
-  if (q == NULL) {
-    q = g_queue_new();
-    g_hash_table_insert(s->parked, GUINT_TO_POINTER(index), q);
-    ms_control_verify(s->ctl, (int32_t)index);
-  }
+/* Keeps a copy of a request frame, in order, to serve later (replay). */
+static void keep(GQueue *q, conn_t *c, const uint8_t *frame, size_t len) {
   parked_t *p = g_new(parked_t, 1);
   p->c = c;
   p->frame = g_memdup2(frame, len);
@@ -308,27 +302,32 @@ static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
   g_queue_push_tail(q, p);
 }
 
+/* Parks a request for a block generation the server has not seen until the
+ * directory says who owns it (replay_parked). */
+static void park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
+  ms_server_t *s = c->srv;
+  GQueue *q = g_hash_table_lookup(s->parked, GUINT_TO_POINTER(index));
+  if (q == NULL) {
+    q = g_queue_new();
+    g_hash_table_insert(s->parked, GUINT_TO_POINTER(index), q);
+    ms_control_verify(s->ctl, (int32_t)index);
+  }
+  keep(q, c, frame, len);
+}
+
 /* Holds a request until the repartition of its block ends (replay_held). */
 static void hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
   if (b->held == NULL) b->held = g_queue_new();
-  parked_t *p = g_new(parked_t, 1);
-  p->c = c;
-  p->frame = g_memdup2(frame, len);
-  p->len = len;
-  c->refs++;
-  g_queue_push_tail(b->held, p);
+  keep(b->held, c, frame, len);
 }
 
 static void handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
                    int can_park);
 static void rp_consider(ms_server_t *s, store_block_t *b, int full);
 
-/* Serves the held requests again (status 0), or answers them all with
- * `status` (the block went away). */
-static void replay_held(store_block_t *b, int status) {
-  GQueue *q = b->held;
-  if (q == NULL) return;
-  b->held = NULL;
+/* Serves kept requests again (status 0; what is still unknown then is
+ * stale), or answers them all with `status`; frees the queue. */
+static void replay(GQueue *q, int status) {
   parked_t *p;
   while ((p = g_queue_pop_head(q)) != NULL) {
     wire_hdr_t h;
@@ -346,6 +345,15 @@ static void replay_held(store_block_t *b, int status) {
     g_free(p);
   }
   g_queue_free(q);
+}
+
+/* Serves the held requests again (status 0), or answers them all with
+ * `status` (the block went away). */
+static void replay_held(store_block_t *b, int status) {
+  GQueue *q = b->held;
+  if (q == NULL) return;
+  b->held = NULL;
+  replay(q, status);
 }
 
 /* The block kind an opcode works on; -1 for an opcode that does not exist. */
@@ -824,11 +832,14 @@ static void rp_scan(uv_timer_t *t) {
   GHashTableIter it;
   gpointer k;
   g_hash_table_iter_init(&it, due);
+  int64_t now = mf_now_ms();
   while (g_hash_table_iter_next(&it, &k, NULL)) {
     store_block_t *b = &s->store->blocks[GPOINTER_TO_INT(k)];
-    if (b->kind == STORE_KV && b->rp_refused != 0 && mf_now_ms() >= b->rp_retry_ms) {
-      b->rp_refused = 0;
+    if (b->kind == STORE_KV && now < b->rp_retry_ms) {
+      g_hash_table_add(s->rp_retry, k); /* not yet */
+      continue;
     }
+    b->rp_refused = 0;
     rp_consider(s, b, b->held != NULL);
   }
   g_hash_table_destroy(due);
@@ -920,23 +931,7 @@ static void replay_parked(ms_server_t *s, int32_t index, int status) {
   GQueue *q = g_hash_table_lookup(s->parked, GINT_TO_POINTER(index));
   if (q == NULL) return;
   g_hash_table_steal(s->parked, GINT_TO_POINTER(index));
-  parked_t *p;
-  while ((p = g_queue_pop_head(q)) != NULL) {
-    wire_hdr_t h;
-    size_t flen;
-    if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
-      if (status != 0) {
-        reply_status(p->c, &h, status);
-      } else {
-        handle(p->c, &h, p->frame, p->len, 0);
-      }
-      flush(p->c);
-    }
-    conn_unref(p->c);
-    g_free(p->frame);
-    g_free(p);
-  }
-  g_queue_free(q);
+  replay(q, status);
 }
 
 static void on_control_event(uv_async_t *a) {

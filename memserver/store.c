@@ -77,10 +77,6 @@ int store_lookup(store_t *s, uint32_t index, uint64_t generation, store_kind_t k
   return 0;
 }
 
-static guint bytes_hash(gconstpointer k) {
-  return g_bytes_hash(k);
-}
-
 void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kind, int64_t lo,
                  int64_t hi) {
   if (index < 0 || index >= s->nblocks) return;
@@ -100,8 +96,7 @@ void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kin
   b->watched = 0;
   if (kind == STORE_QUEUE) b->items = g_queue_new();
   if (kind == STORE_KV) {
-    b->kv = g_hash_table_new_full(bytes_hash, g_bytes_equal, (GDestroyNotify)g_bytes_unref,
-                                  (GDestroyNotify)g_bytes_unref);
+    b->kv = store_kv_table_new();
   }
   if (kind != STORE_FREE) s->blocks_in_use++;
   if (generation > s->max_generation) s->max_generation = generation;

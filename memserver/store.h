@@ -127,6 +127,8 @@ store_item_t *store_queue_pop(store_block_t *b);
 const store_item_t *store_queue_peek(const store_block_t *b);
 
 /* --- kv partitions --- */
+/* An empty kv table: GBytes key -> GBytes value, both owned. */
+GHashTable *store_kv_table_new(void);
 /* The slot of the key must lie in the block's range, else MAYFLY_EMOVED. */
 int store_kv_check_slot(const store_block_t *b, const void *key, uint32_t klen);
 int store_kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, const void *val,
