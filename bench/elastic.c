@@ -18,6 +18,7 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench/bench.h"
@@ -182,8 +183,12 @@ static void *run_listener(void *arg) {
     double now = bench_now_us();
     if (ev->kind == MAYFLY_EV_GAP) n->gaps++;
     int i = -1;
-    if (ev->kind == MAYFLY_EV_PUT && ev->key_len > 1 && sscanf((char *)ev->key + 1, "%d", &i) == 1 &&
-        i >= 0 && i < NOTIFY_PUTS) {
+    char key[16] = ""; /* "n%06d"; the event's key is not NUL-terminated */
+    if (ev->kind == MAYFLY_EV_PUT && ev->key_len > 1 && ev->key_len < sizeof key) {
+      memcpy(key, ev->key, ev->key_len);
+      i = atoi(key + 1);
+    }
+    if (ev->kind == MAYFLY_EV_PUT && i >= 0 && i < NOTIFY_PUTS) {
       double acked = (double)__atomic_load_n(&n->acked[i], __ATOMIC_ACQUIRE);
       bench_lat_add(&n->lat, acked > 0 && now > acked ? now - acked : 0);
       bench_lat_add(&n->from_call,
