@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
-#include "client/ctl.h"
+#include "common/ctl.h"
 #include "client/mayfly.h"
 
 #define RENEW_PATHS 10000

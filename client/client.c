@@ -10,6 +10,10 @@
 
 #define DEFAULT_DIRECTORY "127.0.0.1:9090"
 
+const char *mayfly_last_error(void) {
+  return mf_last_error();
+}
+
 int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_client_t **out) {
   if (out == NULL) return MAYFLY_EINVAL;
   if (directory == NULL) directory = g_getenv("MAYFLY_DIRECTORY");

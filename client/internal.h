@@ -7,8 +7,8 @@
 
 #include <glib.h>
 
-#include "client/conn.h"
-#include "client/ctl.h"
+#include "common/conn.h"
+#include "common/ctl.h"
 #include "client/mayfly.h"
 
 struct mayfly_client {

@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/ctl.h"
-#include "client/mayfly.h"
+#include "common/ctl.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -58,7 +57,7 @@ static int do_register(ms_control_t *c) {
   if (c->ctl == NULL) {
     int rc = mf_ctl_open(c->directory, 3000, 2000, &c->ctl);
     if (rc != 0) {
-      if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mayfly_last_error());
+      if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mf_last_error());
       c->warned = 1;
       return rc;
     }
@@ -86,7 +85,7 @@ static int do_register(ms_control_t *c) {
     c->warned = 0;
     g_object_unref(r);
   } else if (!c->warned) {
-    MF_WARN("directory %s: register: %s; retrying", c->directory, mayfly_last_error());
+    MF_WARN("directory %s: register: %s; retrying", c->directory, mf_last_error());
     c->warned = 1;
   }
   return rc;
@@ -160,7 +159,7 @@ static void do_heartbeat(ms_control_t *c) {
     set_watched(c, pairs);
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
-    MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mayfly_last_error());
+    MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
     set_server_id(c, 0);
     clear_watched(c);
   }

@@ -5,8 +5,7 @@
 
 #include <string.h>
 
-#include "client/ctl.h"
-#include "client/mayfly.h"
+#include "common/ctl.h"
 #include "common/error.h"
 #include "common/log.h"
 
@@ -76,7 +75,7 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n) {
   if (rc != 0 && !p->failing) {
     MF_WARN("directory %s: cannot publish %u data events: %s; writes are answered anyway "
             "(watchers miss these events)",
-            p->directory, n, mayfly_last_error()[0] ? mayfly_last_error() : mayfly_strerror(rc));
+            p->directory, n, mf_last_error()[0] ? mf_last_error() : mayfly_strerror(rc));
   } else if (rc == 0 && p->failing) {
     MF_INFO("directory %s: publishing data events again", p->directory);
   }

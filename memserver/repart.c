@@ -6,14 +6,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "client/mayfly.h"
+#include "common/ctl.h"
 #include "common/error.h"
 #include "common/wire.h"
 
 static int set(ms_repart_job_t *job, int rc, const char *what) {
   job->status = rc;
   if (rc != 0) {
-    snprintf(job->why, sizeof job->why, "%s: %s", what, mayfly_last_error());
+    snprintf(job->why, sizeof job->why, "%s: %s", what, mf_last_error());
   }
   return rc;
 }

@@ -24,8 +24,8 @@
 #include <glib.h>
 #include <stdint.h>
 
-#include "client/conn.h"
-#include "client/ctl.h"
+#include "common/conn.h"
+#include "common/ctl.h"
 
 #define MS_REPART_CHUNK (1u << 20)
 #define MS_REPART_WINDOW 8

@@ -1,7 +1,7 @@
 /*
  * Harness calls that speak the control API directly (see harness.h).
  */
-#include "client/ctl.h"
+#include "common/ctl.h"
 #include "common/error.h"
 #include "harness.h"
 

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "client/ctl.h"
+#include "common/ctl.h"
 #include "client/mayfly.h"
 #include "harness.h"
 #include "mf_test.h"

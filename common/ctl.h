@@ -1,7 +1,7 @@
 /*
  * The control connection: one blocking Thrift client of the directory over
  * MfFrameTransport (compact protocol, TCP_NODELAY, MSG_NOSIGNAL, timeouts).
- * Internal to libmayfly and the memory server.
+ * Shared by libmayfly and the memory server (neither links the other).
  *
  * Calls are serialised by a mutex. A call brackets the generated client:
  *   MayflyDirectoryIf *i; int rc = mf_ctl_begin(ctl, &i); if (rc) return rc;
@@ -41,7 +41,11 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
 int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
                     int64_t gen_floor, MayflyRegisterReply **reply);
 
-/* Records a message for mayfly_last_error() on this thread. */
+/* Records a message for mf_last_error() (mayfly_last_error() in the public
+ * API) on this thread. */
 void mf_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The calling thread's message from the last failed call ("" if none). */
+const char *mf_last_error(void);
 
 #endif /* MAYFLY_CTL_H */

@@ -1,7 +1,7 @@
 /*
  * The control connection (see ctl.h).
  */
-#include "client/ctl.h"
+#include "common/ctl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +46,7 @@ void mf_set_last_error(const char *fmt, ...) {
   va_end(ap);
 }
 
-const char *mayfly_last_error(void);
-const char *mayfly_last_error(void) {
+const char *mf_last_error(void) {
   return last_error;
 }
 

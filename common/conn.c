@@ -1,7 +1,7 @@
 /*
  * Data-plane connections (see conn.h).
  */
-#include "client/conn.h"
+#include "common/conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +16,7 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include "client/ctl.h"
+#include "common/ctl.h"
 #include "common/config.h"
 #include "common/error.h"
 
