@@ -8,14 +8,13 @@
 #include "client/internal.h"
 #include "common/wire.h"
 
-#define KEY_MAX (64u << 10)
 #define ATTEMPTS 8
 
 static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, const void *val,
                    size_t vlen, mf_call_t *call) {
   if (ns == NULL || (key == NULL && klen > 0)) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
-  if (klen > KEY_MAX) return MAYFLY_ETOOBIG;
+  if (klen > WIRE_KEY_MAX) return MAYFLY_ETOOBIG;
   int64_t slot = wire_kv_slot(key, klen);
   int rc = MAYFLY_EMOVED;
   for (int attempt = 0; attempt < ATTEMPTS && rc == MAYFLY_EMOVED; attempt++) {
@@ -94,7 +93,7 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     size_t vlen = vals ? vlens[i] : 0;
     int64_t slot = wire_kv_slot(keys[i], klens[i]);
     calls[i].status = MAYFLY_EMOVED; /* redone below unless sent */
-    if (klens[i] > KEY_MAX || mf_ns_find(ns, slot, &p) != 0 ||
+    if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, &p) != 0 ||
         klens[i] + vlen + WIRE_KV_ENTRY_OVERHEAD > (uint64_t)p.block_size) {
       continue;
     }

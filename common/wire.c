@@ -87,7 +87,7 @@ uint32_t wire_kv_slot(const void *key, size_t len) {
     x ^= p[i];
     x *= 0x100000001b3ULL;
   }
-  return (uint32_t)(x % 65536u);
+  return (uint32_t)(x % WIRE_KV_SLOTS);
 }
 
 void wire_kv_entry_put(uint8_t *out, const void *key, uint32_t klen, const void *val,

@@ -23,6 +23,10 @@
 #define WIRE_VERSION 1
 #define WIRE_HEADER_SIZE 56
 #define WIRE_CAP_MAX 1024
+/* The slots of a kv namespace: keys hash to one of them (wire_kv_slot). */
+#define WIRE_KV_SLOTS 65536
+/* The longest kv key. */
+#define WIRE_KEY_MAX (64u << 10)
 
 typedef enum {
   WIRE_OP_PING = 0x01,
@@ -95,7 +99,7 @@ void wire_encode(const wire_hdr_t *h, uint8_t out[WIRE_HEADER_SIZE]);
 int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t *h,
                size_t *frame_len);
 
-/* The kv hash: FNV-1a 64 of the key, reduced to one of NS_KV_SLOTS slots. */
+/* The kv hash: FNV-1a 64 of the key, reduced to one of WIRE_KV_SLOTS slots. */
 uint32_t wire_kv_slot(const void *key, size_t len);
 
 /* Migration records: u32 key length, u32 value length (little-endian), key,

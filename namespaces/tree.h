@@ -27,6 +27,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "common/wire.h"
 #include "namespaces/alloc.h"
 
 typedef enum {
@@ -46,7 +47,7 @@ typedef enum {
 #define NS_LEASE_MAX_MS (30LL * 24 * 3600 * 1000)
 
 /* Number of hash slots of a kv namespace; partitions own ranges of slots. */
-#define NS_KV_SLOTS 65536
+#define NS_KV_SLOTS WIRE_KV_SLOTS
 
 /* One block-backed partition of a namespace and the part of the data it holds:
  * for kv a slot range [lo, hi), for a file a byte range, for a queue the

@@ -1,0 +1,110 @@
+/*
+ * Events from the control thread (control.h), applied on the loop: blocks
+ * confirmed or released by the directory, the set of watched blocks, and
+ * the reconciliation after (re-)registering.
+ */
+#include "common/error.h"
+#include "common/log.h"
+#include "memserver/internal.h"
+
+/* The directory answered ms_control_verify: adopt the block (a newer
+ * generation moves the pops waiting on the old one) and serve what was
+ * parked for it. */
+static void on_verified(ms_server_t *s, const ms_event_t *e) {
+  store_t *st = s->store;
+  if (e->status == 0 && e->allocated) {
+    store_block_t *b = &st->blocks[e->index];
+    if (e->generation > b->generation) ms__wake_all(b, MAYFLY_EMOVED);
+    store_adopt(st, e->index, e->generation, (store_kind_t)e->kind, e->lo, e->hi);
+    if (b->generation == e->generation) {
+      b->high_wm = e->high_wm > 0 ? e->high_wm : STORE_HIGH_WM_DEFAULT;
+      b->low_wm = e->low_wm > 0 ? e->low_wm : STORE_LOW_WM_DEFAULT;
+      b->watched = e->watched;
+    }
+  }
+  if (e->status != 0) {
+    MF_WARN("block %d: cannot confirm its owner with the directory: %s", e->index,
+            mayfly_strerror(e->status));
+  }
+  ms__replay_parked(s, e->index, e->status == 0 ? 0 : MAYFLY_EIO);
+}
+
+/* The directory freed (index, generation): everything waiting on it moves. */
+static void on_release(ms_server_t *s, const ms_event_t *e) {
+  store_t *st = s->store;
+  if (e->index < 0 || e->index >= st->nblocks) return;
+  ms__wake_all(&st->blocks[e->index], MAYFLY_EMOVED);
+  ms__replay_held(&st->blocks[e->index], MAYFLY_EMOVED);
+  if (store_release(st, e->index, e->generation)) {
+    MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
+  }
+}
+
+/* Exactly the listed blocks publish their data events. */
+static void on_watched(ms_server_t *s, const ms_event_t *e) {
+  store_t *st = s->store;
+  for (int32_t i = 0; i < st->nblocks; i++) st->blocks[i].watched = 0;
+  int n = 0;
+  for (guint k = 0; k + 1 < e->blocks->len; k += 2) {
+    int64_t idx = g_array_index(e->blocks, int64_t, k);
+    int64_t gen = g_array_index(e->blocks, int64_t, k + 1);
+    if (idx >= 0 && idx < st->nblocks && st->blocks[idx].generation == gen &&
+        st->blocks[idx].kind != STORE_FREE) {
+      st->blocks[idx].watched = 1;
+      n++;
+    }
+  }
+  MF_DEBUG("%d blocks publish their data events", n);
+  ms_control_applied(s->ctl, e->ticket);
+}
+
+/* Registered: keep exactly the blocks the directory says are allocated here. */
+static void on_reconcile(ms_server_t *s, const ms_event_t *e) {
+  store_t *st = s->store;
+  GHashTable *keep = g_hash_table_new(g_direct_hash, g_direct_equal);
+  for (guint k = 0; k + 1 < e->blocks->len; k += 2) {
+    int64_t idx = g_array_index(e->blocks, int64_t, k);
+    int64_t gen = g_array_index(e->blocks, int64_t, k + 1);
+    if (idx >= 0 && idx < st->nblocks && st->blocks[idx].generation == gen) {
+      g_hash_table_add(keep, GINT_TO_POINTER((int)idx));
+    }
+  }
+  int dropped = 0;
+  for (int32_t i = 0; i < st->nblocks; i++) {
+    store_block_t *b = &st->blocks[i];
+    if (b->kind != STORE_FREE && !g_hash_table_contains(keep, GINT_TO_POINTER(i))) {
+      ms__wake_all(b, MAYFLY_EMOVED);
+      ms__replay_held(b, MAYFLY_EMOVED);
+      dropped += store_release(st, i, b->generation);
+    }
+  }
+  if (dropped > 0) MF_INFO("dropped %d blocks the directory no longer knows", dropped);
+  g_hash_table_destroy(keep);
+}
+
+/* Drains the control thread's queue (uv_async_send coalesces). */
+void ms__on_control_event(uv_async_t *a) {
+  ms_control_t *ctl = a->data;
+  ms_server_t *s = ms_control_data(ctl);
+  GQueue events = G_QUEUE_INIT;
+  ms_control_take(ctl, &events);
+  ms_event_t *e;
+  while ((e = g_queue_pop_head(&events)) != NULL) {
+    switch (e->type) {
+      case MS_EV_VERIFIED:
+        on_verified(s, e);
+        break;
+      case MS_EV_RELEASE:
+        on_release(s, e);
+        break;
+      case MS_EV_WATCHED:
+        on_watched(s, e);
+        break;
+      case MS_EV_RECONCILE:
+        on_reconcile(s, e);
+        break;
+    }
+    ms_event_free(e);
+  }
+  ms_control_set_stats(ctl, s->store->blocks_in_use, s->store->max_generation);
+}

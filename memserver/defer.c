@@ -1,0 +1,133 @@
+/*
+ * Requests that cannot be answered yet, on the memory server's loop:
+ * replies held until their data event is published (awaiting), requests
+ * parked until the directory confirms a block's owner, and requests held
+ * while their block is being repartitioned. Each keeps a reference on its
+ * connection; a closed connection's requests are dropped when replayed.
+ */
+#include <string.h>
+
+#include "common/error.h"
+#include "common/wire.h"
+#include "memserver/internal.h"
+
+/* A write on watched block b succeeded: queues its data event and answers
+ * `req` (status 0, the other fields as for ms__reply()) once the event, and
+ * every one before it, is published. Holds a reference on the connection. */
+void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
+                            size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
+                            uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
+  uint64_t id = ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset,
+                                 length);
+  if (c->closing) return;
+  awaiting_t *aw = g_new(awaiting_t, 1);
+  aw->c = c;
+  aw->upto = id;
+  aw->bytes = g_byte_array_sized_new(WIRE_HEADER_SIZE + plen);
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  ms__reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
+  g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
+  if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
+  c->refs++;
+  g_queue_push_tail(&c->srv->awaiting, aw);
+}
+
+/* Sends the replies whose events are published (all of them when `all`),
+ * each connection's in one write. */
+void ms__release_published(ms_server_t *s, int all) {
+  uint64_t done = all ? UINT64_MAX : ms_publisher_done(s->pub);
+  GPtrArray *touched = g_ptr_array_new();
+  awaiting_t *aw;
+  while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
+    g_queue_pop_head(&s->awaiting);
+    if (!aw->c->closing) {
+      g_byte_array_append(aw->c->out, aw->bytes->data, aw->bytes->len);
+      if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
+        aw->c->refs++;
+        g_ptr_array_add(touched, aw->c);
+      }
+    }
+    g_byte_array_free(aw->bytes, TRUE);
+    ms__conn_unref(aw->c);
+    g_free(aw);
+  }
+  for (guint i = 0; i < touched->len; i++) {
+    conn_t *c = g_ptr_array_index(touched, i);
+    ms__flush(c);
+    ms__conn_unref(c);
+  }
+  g_ptr_array_free(touched, TRUE);
+}
+
+void ms__on_published(uv_async_t *a) {
+  ms__release_published(ms_publisher_data(a->data), 0);
+}
+
+/* Keeps a copy of a request frame, in order, to serve later (replay). */
+static void keep(GQueue *q, conn_t *c, const uint8_t *frame, size_t len) {
+  parked_t *p = g_new(parked_t, 1);
+  p->c = c;
+  p->frame = g_memdup2(frame, len);
+  p->len = len;
+  c->refs++;
+  g_queue_push_tail(q, p);
+}
+
+/* Parks a request for a block generation the server has not seen until the
+ * directory says who owns it (replay_parked). */
+void ms__park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
+  ms_server_t *s = c->srv;
+  GQueue *q = g_hash_table_lookup(s->parked, GUINT_TO_POINTER(index));
+  if (q == NULL) {
+    q = g_queue_new();
+    g_hash_table_insert(s->parked, GUINT_TO_POINTER(index), q);
+    ms_control_verify(s->ctl, (int32_t)index);
+  }
+  keep(q, c, frame, len);
+}
+
+/* Holds a request until the repartition of its block ends (replay_held). */
+void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
+  if (b->held == NULL) b->held = g_queue_new();
+  keep(b->held, c, frame, len);
+}
+
+
+/* Serves kept requests again (status 0; what is still unknown then is
+ * stale), or answers them all with `status`; frees the queue. */
+static void replay(GQueue *q, int status) {
+  parked_t *p;
+  while ((p = g_queue_pop_head(q)) != NULL) {
+    wire_hdr_t h;
+    size_t flen;
+    if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
+      if (status != 0) {
+        ms__reply_status(p->c, &h, status);
+      } else {
+        ms__handle(p->c, &h, p->frame, p->len, 0);
+      }
+      ms__flush(p->c);
+    }
+    ms__conn_unref(p->c);
+    g_free(p->frame);
+    g_free(p);
+  }
+  g_queue_free(q);
+}
+
+/* Serves the held requests again (status 0), or answers them all with
+ * `status` (the block went away). */
+void ms__replay_held(store_block_t *b, int status) {
+  GQueue *q = b->held;
+  if (q == NULL) return;
+  b->held = NULL;
+  replay(q, status);
+}
+
+void ms__replay_parked(ms_server_t *s, int32_t index, int status) {
+  GQueue *q = g_hash_table_lookup(s->parked, GINT_TO_POINTER(index));
+  if (q == NULL) return;
+  g_hash_table_steal(s->parked, GINT_TO_POINTER(index));
+  replay(q, status);
+}
+
