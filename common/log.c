@@ -6,11 +6,13 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/check.h"
 #include "common/error.h"
 
 mf_log_level_t mf_log_threshold = MF_LOG_INFO;
@@ -53,4 +55,10 @@ void mf_log_write(mf_log_level_t level, const char *fmt, ...) {
   line[len++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, len);
   (void)w;
+}
+
+void mf_check_failed(const char *cond, const char *file, int line, const char *func) {
+  mf_log_write(MF_LOG_ERROR, "invariant broken at %s:%d (%s): %s; aborting", file, line, func,
+               cond);
+  abort();
 }

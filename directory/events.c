@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "common/check.h"
 #include "common/config.h"
 #include "namespaces/path.h"
 
@@ -40,7 +41,7 @@ static void ring_clear(dir_evlog_t *log) {
 static void log_free(dir_evlog_t *log) {
   if (log == NULL) return;
   /* A waiter outliving its log would be woken through freed memory. */
-  g_assert(log->waiters == NULL || log->waiters->len == 0);
+  MF_CHECK(log->waiters == NULL || log->waiters->len == 0);
   ring_clear(log);
   if (log->waiters != NULL) g_array_free(log->waiters, TRUE);
   g_free(log->path);

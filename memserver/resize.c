@@ -3,6 +3,7 @@
  * merges, running the blocking steps (repart.c) on the work queue one after
  * another, and applying each step's outcome to the block.
  */
+#include "common/check.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -138,9 +139,11 @@ static void rp_after(uv_work_t *req, int status) {
     b->rp_hi = job->hi;
     job->moving = store_kv_take_range(b, job->lo, job->hi, &b->rp_charge);
     b->rp_moving = job->moving;
+    MF_CHECK(b->rp_state == STORE_RP_PLANNING);
     b->rp_state = STORE_RP_MOVING;
     rp_queue(s, job, STORE_RP_MOVING);
   } else if (step == STORE_RP_MOVING) {
+    MF_CHECK(b->rp_state == STORE_RP_MOVING);
     b->rp_state = STORE_RP_COMMITTING;
     rp_queue(s, job, STORE_RP_COMMITTING);
   } else {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/check.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -23,6 +24,7 @@
 #define RP_SCAN_MS 20 /* how often blocks waiting to retry a repartition are looked at */
 
 void ms__conn_unref(conn_t *c) {
+  MF_CHECK(c->refs > 0);
   if (--c->refs > 0) return;
   g_free(c->buf);
   g_byte_array_free(c->out, TRUE);
