@@ -376,12 +376,12 @@ void mayfly_listener_close(mayfly_listener_t *l);
 void mayfly_event_free(mayfly_event_t *ev);
 
 /* Kind names: "put", "delete", "push", "pop", "write", "child-created",
- * "child-removed", "lease-expired", "removed", "gap". */
+ * "child-removed", "lease-expired", "removed", "gap", "lost". */
 const char *mayfly_event_kind_name(mayfly_event_kind_t k);
 int mayfly_event_kind_parse(const char *s, mayfly_event_kind_t *out);
 /* Parses a comma-separated list of kind names, or the groups "data" (put,
  * delete, push, pop, write), "namespace" (child-created, child-removed,
- * lease-expired, removed) and "all", into a mask. Returns 0 or
+ * lease-expired, removed, lost) and "all", into a mask. Returns 0 or
  * MAYFLY_EINVAL (mayfly_last_error names the word). */
 int mayfly_event_mask_parse(const char *list, uint32_t *mask);
 
