@@ -630,13 +630,13 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
     print_json(b);
   } else {
     table_t t;
-    table_init(&t, 6, "ADDRESS", "STATE", "BLOCKS", "BLOCK SIZE", "HEARTBEAT", "LOST");
+    table_init(&t, 6, "ADDRESS", "STATE", "BLOCKS", "LOST", "BLOCK SIZE", "HEARTBEAT");
     for (size_t i = 0; i < n; i++) {
       char *age = fmt_ms(s[i].heartbeat_age_ms);
       table_row(&t, g_strdup(s[i].address), g_strdup(s[i].up ? "up" : "down"),
                 g_strdup_printf("%d/%d", s[i].blocks_used, s[i].blocks_total),
-                fmt_size(s[i].block_size), g_strdup_printf("%s ago", age),
-                g_strdup_printf("%d", s[i].blocks_lost));
+                g_strdup_printf("%d", s[i].blocks_lost), fmt_size(s[i].block_size),
+                g_strdup_printf("%s ago", age));
       g_free(age);
     }
     table_print(&t);
