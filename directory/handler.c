@@ -451,7 +451,8 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
     br->generation = s->generation[i];
     g_ptr_array_add((*_return)->allocated, br);
   }
-  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes, %d lost (%d just now)",
+  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes; %d of its blocks are "
+          "lost (%d partitions just now)",
           address, id, blocks, (long long)block_size, lost_blocks, lost_parts);
   return TRUE;
 }

@@ -568,8 +568,24 @@ int32_t ns_node_lost_parts(const ns_node_t *n) {
 
 int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
   const ns_server_t *s = ns_alloc_server(t->alloc, id);
+  if (s == NULL || s->used == 0) return 0;
+  /* Once per namespace holding blocks there, not once per block: a block
+   * by block lookup would scan a namespace's layout for each of its blocks. */
+  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
   int32_t count = 0;
-  for (int32_t i = 0; s != NULL && i < s->nblocks; i++) count += ns_tree_block_lost(t, id, i);
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    const ns_node_t *n = s->owner[i];
+    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    for (guint k = 0; k < n->layout.parts->len; k++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
+      count += p->block.server == id && p->state == NS_PART_LOST;
+    }
+    for (guint k = 0; n->reparts != NULL && k < n->reparts->len; k++) {
+      const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, k);
+      count += !r->merge && r->lost && r->dst.server == id;
+    }
+  }
+  g_hash_table_destroy(seen);
   return count;
 }
 
