@@ -181,6 +181,13 @@ static char *fmt_size(int64_t b) {
   return g_strdup_printf("%lldB", (long long)b);
 }
 
+/* How many partitions of st are lost (their memory server restarted). */
+static size_t lost_parts(const mayfly_stat_t *st) {
+  size_t n = 0;
+  for (size_t i = 0; i < st->npartitions; i++) n += st->partitions[i].lost != 0;
+  return n;
+}
+
 /* use (may be NULL) adds each partition's bytes_used and their total. */
 static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usage_t *use) {
   json_builder_begin_object(b);
@@ -209,7 +216,8 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
     json_int(b, "block_size", p->block_size);
     json_int(b, "range_lo", p->range_lo);
     json_int(b, "range_hi", p->range_hi);
-    if (use != NULL) {
+    json_str(b, "state", p->lost ? "lost" : "live");
+    if (use != NULL && !p->lost) {
       json_int(b, "bytes_used", use[i].bytes_used);
       json_int(b, "fill_pct", p->block_size > 0 ? use[i].bytes_used * 100 / p->block_size : 0);
     }
@@ -218,9 +226,12 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
   json_builder_end_array(b);
   if (use != NULL) {
     int64_t total = 0;
-    for (size_t i = 0; i < st->npartitions; i++) total += use[i].bytes_used;
+    for (size_t i = 0; i < st->npartitions; i++) {
+      if (!st->partitions[i].lost) total += use[i].bytes_used;
+    }
     json_int(b, "bytes_used", total);
   }
+  if (st->kind != MAYFLY_KIND_DIRECTORY) json_int(b, "lost_partitions", lost_parts(st));
   json_builder_set_member_name(b, "tags");
   json_builder_begin_object(b);
   for (size_t i = 0; i < st->ntags; i++) {
@@ -284,11 +295,19 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions + 1);
     int have_use = cli->client != NULL && mayfly_usage(cli->client, st, use) == 0;
     int64_t used = 0;
-    for (size_t i = 0; have_use && i < st->npartitions; i++) used += use[i].bytes_used;
+    for (size_t i = 0; have_use && i < st->npartitions; i++) {
+      if (!st->partitions[i].lost) used += use[i].bytes_used;
+    }
     char *u = have_use ? g_strdup_printf("%lld", (long long)used) : g_strdup("unknown");
     printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\n",
            (long long)st->layout_version, st->npartitions, cap, u);
     if (st->max_blocks > 0) printf("max blocks:      %d\n", st->max_blocks);
+    size_t nlost = lost_parts(st);
+    if (nlost > 0) {
+      printf("state:           lost (%zu of %zu partitions: a memory server restarted and "
+             "their data is gone; remove the namespace to free them)\n",
+             nlost, st->npartitions);
+    }
     if (st->kind == MAYFLY_KIND_KV) {
       printf("watermarks:      split above %d%%, merge under %d%%\n", st->high_watermark,
              st->low_watermark);
@@ -297,23 +316,27 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     g_free(u);
     g_free(cap);
     table_t t;
-    table_init(&t, 8, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED", "FILL",
+    table_init(&t, 9, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED", "FILL",
                st->kind == MAYFLY_KIND_KV      ? "SLOTS"
                : st->kind == MAYFLY_KIND_FILE ? "BYTES"
-                                              : "SEGMENT");
+                                              : "SEGMENT",
+               "STATE");
     for (size_t i = 0; i < st->npartitions; i++) {
       const mayfly_partition_t *p = &st->partitions[i];
       table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
                 g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
                 fmt_size(p->block_size),
-                have_use ? g_strdup_printf("%lld", (long long)use[i].bytes_used) : g_strdup("?"),
-                have_use && p->block_size > 0
+                p->lost   ? g_strdup("-")
+                : have_use ? g_strdup_printf("%lld", (long long)use[i].bytes_used)
+                           : g_strdup("?"),
+                !p->lost && have_use && p->block_size > 0
                     ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used /
                                                     (double)p->block_size)
-                    : g_strdup("?"),
+                    : g_strdup(p->lost ? "-" : "?"),
                 st->kind == MAYFLY_KIND_QUEUE
                     ? g_strdup_printf("%lld", (long long)p->range_lo)
-                    : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi));
+                    : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi),
+                g_strdup(p->lost ? "lost" : "live"));
     }
     table_print(&t);
     g_free(use);
@@ -600,18 +623,20 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
       json_int(b, "blocks_total", s[i].blocks_total);
       json_int(b, "block_size", s[i].block_size);
       json_int(b, "heartbeat_age_ms", s[i].heartbeat_age_ms);
+      json_int(b, "blocks_lost", s[i].blocks_lost);
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
     print_json(b);
   } else {
     table_t t;
-    table_init(&t, 5, "ADDRESS", "STATE", "BLOCKS", "BLOCK SIZE", "HEARTBEAT");
+    table_init(&t, 6, "ADDRESS", "STATE", "BLOCKS", "LOST", "BLOCK SIZE", "HEARTBEAT");
     for (size_t i = 0; i < n; i++) {
       char *age = fmt_ms(s[i].heartbeat_age_ms);
       table_row(&t, g_strdup(s[i].address), g_strdup(s[i].up ? "up" : "down"),
                 g_strdup_printf("%d/%d", s[i].blocks_used, s[i].blocks_total),
-                fmt_size(s[i].block_size), g_strdup_printf("%s ago", age));
+                g_strdup_printf("%d", s[i].blocks_lost), fmt_size(s[i].block_size),
+                g_strdup_printf("%s ago", age));
       g_free(age);
     }
     table_print(&t);
@@ -970,6 +995,7 @@ static void print_event(cli_t *cli, const mayfly_event_t *ev) {
   int has_offset = ev->kind == MAYFLY_EV_WRITE || ev->kind == MAYFLY_EV_GAP;
   int has_length = ev->kind == MAYFLY_EV_WRITE || ev->kind == MAYFLY_EV_PUSH ||
                    ev->kind == MAYFLY_EV_POP || ev->kind == MAYFLY_EV_GAP;
+  int has_lost = ev->kind == MAYFLY_EV_LOST;
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
     json_builder_begin_object(b);
@@ -992,6 +1018,7 @@ static void print_event(cli_t *cli, const mayfly_event_t *ev) {
     }
     if (has_offset) json_int(b, "offset", ev->offset);
     if (has_length) json_int(b, "length", ev->length);
+    if (has_lost) json_int(b, "lost_partitions", ev->length);
     json_int(b, "time_ms", ev->time_ms);
     json_builder_end_object(b);
     JsonGenerator *gen = json_generator_new();
@@ -1022,6 +1049,7 @@ static void print_event(cli_t *cli, const mayfly_event_t *ev) {
     } else {
       if (has_offset) g_string_append_printf(line, " offset=%lld", (long long)ev->offset);
       if (has_length) g_string_append_printf(line, " length=%lld", (long long)ev->length);
+      if (has_lost) g_string_append_printf(line, " partitions=%lld", (long long)ev->length);
     }
     printf("%s\n", line->str);
     g_string_free(line, TRUE);
@@ -1035,7 +1063,7 @@ static int cmd_watch(cli_t *cli, int argc, char **argv) {
   GOptionEntry e[] = {
       {"events", 'e', 0, G_OPTION_ARG_STRING, &events,
        "Kinds to print, comma-separated (default: all): put, delete, push, pop, write, "
-       "child-created, child-removed, lease-expired, removed; or the groups data, namespace, all",
+       "child-created, child-removed, lease-expired, removed, lost; or the groups data, namespace, all",
        "LIST"},
       {"count", 'n', 0, G_OPTION_ARG_INT, &count, "Exit after N events", "N"},
       {"timeout", 't', 0, G_OPTION_ARG_STRING, &timeout,

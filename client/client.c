@@ -103,7 +103,7 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
     st->partitions[i] = (mayfly_partition_t){p->server_id,  g_strdup(p->server_address),
                                              p->block_index, p->generation,
                                              p->block_size,  p->range_lo,
-                                             p->range_hi};
+                                             p->range_hi,    p->__isset_lost && p->lost};
   }
   st->ntags = ni->tags ? g_hash_table_size(ni->tags) : 0;
   st->tag_keys = g_new0(char *, st->ntags + 1);
@@ -326,7 +326,8 @@ int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n) {
       const MayflyServerInfo *si = g_ptr_array_index(arr, i);
       (*out)[i] = (mayfly_server_t){si->id,          g_strdup(si->address), si->up,
                                     si->blocks_used, si->blocks_total,      si->block_size,
-                                    si->heartbeat_age_ms};
+                                    si->heartbeat_age_ms,
+                                    si->__isset_blocks_lost ? si->blocks_lost : 0};
     }
   }
   g_ptr_array_unref(arr);

@@ -2,7 +2,8 @@
  * File namespaces in libmayfly: partitions hold consecutive byte ranges, one
  * block each. A write or read spanning blocks is split by range and the
  * pieces go out to their memory servers in parallel; a write past the end
- * first asks the directory for the blocks it needs (idempotently).
+ * first asks the directory for the blocks it needs (idempotently). A read or
+ * write touching a lost block fails with MAYFLY_ELOST.
  */
 #include <string.h>
 
@@ -68,7 +69,7 @@ static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data
       calls[i].into = into + (from - off);
       calls[i].into_cap = to - from;
     }
-    mf_call_start(ns->client->pool, p->address, &calls[i]);
+    mf_call_start_part(ns, p, &calls[i]); /* a lost block: MAYFLY_ELOST */
   }
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
@@ -201,7 +202,7 @@ int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
       if (parts[i].hi <= (int64_t)size) continue;
       mf_call_target(&calls[i], WIRE_OP_FILE_TRUNCATE, &parts[i]);
       calls[i].req.arg0 = (int64_t)size > parts[i].lo ? size - (uint64_t)parts[i].lo : 0;
-      mf_call_start(ns->client->pool, parts[i].address, &calls[i]);
+      mf_call_start_part(ns, &parts[i], &calls[i]);
     }
     rc = 0;
     int64_t deadline = mf_deadline(ns->client, 0);

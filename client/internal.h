@@ -35,6 +35,7 @@ typedef struct mf_part {
   int64_t generation;
   int64_t block_size;
   int64_t lo, hi;
+  int lost; /* the directory says its data is gone: MAYFLY_ELOST without asking */
 } mf_part_t;
 
 struct mayfly_ns {
@@ -67,7 +68,15 @@ void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p);
 /* Absolute deadline for a call started now, plus extra milliseconds. */
 int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
 
-/* Starts and waits for one call. */
+/* MAYFLY_ELOST (with a message for mayfly_last_error) when p is lost, else 0. */
+int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p);
+
+/* Starts a call for partition p, as mf_call_start does; a lost partition's
+ * call is done at once with MAYFLY_ELOST and nothing is sent. */
+int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call);
+
+/* Starts and waits for one call (MAYFLY_ELOST at once for a lost partition;
+ * when the server answers MAYFLY_ELOST the layout is refreshed). */
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
 /* Drops a file's blocks past `size` at the directory (layout in *out). */

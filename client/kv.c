@@ -1,7 +1,8 @@
 /*
  * kv namespaces in libmayfly: a key's hash slot picks the partition; the
  * request goes to the memory server holding it. A "moved" answer refreshes
- * the layout and retries, so repartitioning is invisible to the caller.
+ * the layout and retries, so repartitioning is invisible to the caller. A key
+ * whose partition is lost fails with MAYFLY_ELOST (mf_call_one).
  */
 #include <string.h>
 
@@ -93,7 +94,8 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     size_t vlen = vals ? vlens[i] : 0;
     int64_t slot = wire_kv_slot(keys[i], klens[i]);
     calls[i].status = MAYFLY_EMOVED; /* redone below unless sent */
-    if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, &p) != 0 ||
+    /* A lost partition's keys are redone one by one below (MAYFLY_ELOST). */
+    if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, &p) != 0 || p.lost ||
         klens[i] + vlen + WIRE_KV_ENTRY_OVERHEAD > (uint64_t)p.block_size) {
       continue;
     }

@@ -52,14 +52,14 @@ struct mayfly_listener {
 static const char *const kind_names[] = {NULL,           "put",           "delete",
                                          "push",         "pop",           "write",
                                          "child-created", "child-removed", "lease-expired",
-                                         "removed",      "gap"};
+                                         "removed",      "gap",           "lost"};
 
 const char *mayfly_event_kind_name(mayfly_event_kind_t k) {
-  return (k >= MAYFLY_EV_PUT && k <= MAYFLY_EV_GAP) ? kind_names[k] : "unknown";
+  return (k >= MAYFLY_EV_PUT && k <= MAYFLY_EV_LOST) ? kind_names[k] : "unknown";
 }
 
 int mayfly_event_kind_parse(const char *s, mayfly_event_kind_t *out) {
-  for (int k = MAYFLY_EV_PUT; s != NULL && k <= MAYFLY_EV_GAP; k++) {
+  for (int k = MAYFLY_EV_PUT; s != NULL && k <= MAYFLY_EV_LOST; k++) {
     if (strcmp(s, kind_names[k]) == 0) {
       *out = (mayfly_event_kind_t)k;
       return 0;
@@ -86,7 +86,7 @@ int mayfly_event_mask_parse(const char *list, uint32_t *mask) {
       m |= MAYFLY_EV_BIT(k);
     } else {
       mf_set_last_error("'%s' is not an event kind (put, delete, push, pop, write, "
-                        "child-created, child-removed, lease-expired, removed, gap, data, "
+                        "child-created, child-removed, lease-expired, removed, gap, lost, data, "
                         "namespace, all)",
                         word);
       rc = MAYFLY_EINVAL;

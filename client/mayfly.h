@@ -55,6 +55,8 @@ typedef struct mayfly_partition {
   int64_t generation;
   int64_t block_size;
   int64_t range_lo, range_hi; /* kv: slots; file: bytes; queue: segment number */
+  int lost; /* 1: its memory server restarted and the data is gone; every operation on
+               it fails with MAYFLY_ELOST until the namespace is removed */
 } mayfly_partition_t;
 
 typedef struct mayfly_stat {
@@ -90,6 +92,8 @@ typedef struct mayfly_server {
   int32_t blocks_total;
   int64_t block_size;
   int64_t heartbeat_age_ms;
+  int32_t blocks_lost; /* of blocks_used: held by lost partitions (freed when their
+                          namespaces are removed) */
 } mayfly_server_t;
 
 typedef struct mayfly_dir_stats {
@@ -183,6 +187,18 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
  * memory servers that hold the blocks; the layout is cached and refreshed
  * when a server answers that a block moved. A handle may be used by several
  * threads at once.
+ *
+ * Lost data. A memory server that restarts (a crash, kill -9) comes back
+ * empty. The directory then marks the partitions it held lost, and every
+ * operation that needs one fails with MAYFLY_ELOST, never with an empty
+ * read: kv operations on keys that hash into a lost partition (the other
+ * keys work), file reads and writes that touch a lost block (and the file's
+ * size), queue operations that reach a lost segment (push to a lost tail,
+ * pop or peek at a lost head, length when any segment is lost). The
+ * library knows from the layout and fails without asking the server; a
+ * layout cached before the restart gets MAYFLY_ELOST from the server and is
+ * refreshed. Listeners receive MAYFLY_EV_LOST. Removing the namespace gives
+ * its blocks back to the pool.
  */
 typedef struct mayfly_ns mayfly_ns_t;
 
@@ -247,7 +263,8 @@ typedef struct mayfly_usage {
   int64_t bytes_used; /* bytes charged to the block */
   int64_t items;      /* queue items, kv keys, or file segment bytes */
 } mayfly_usage_t;
-/* Fills usage[i] for each of the namespace's st->npartitions partitions. */
+/* Fills usage[i] for each of the namespace's st->npartitions partitions; a
+ * lost partition is not asked about and gets -1 in both fields. */
 int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage);
 
 /* --- notifications ---
@@ -255,7 +272,8 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
  * A listener receives the events of one node: data events of a namespace
  * (kv put and delete with the key, queue push and pop with the item's size,
  * file write with offset and length) and namespace events (a child created
- * or removed, a lease expired, the node removed). Listening on a directory
+ * or removed, a lease expired, the node removed, partitions of the node
+ * lost because their memory server restarted). Listening on a directory
  * delivers the namespace events of its children.
  *
  * The directory numbers the events of each node: `seq` goes up by one per
@@ -288,7 +306,9 @@ typedef enum {
   MAYFLY_EV_CHILD_REMOVED = 7, /* directory: path = the child */
   MAYFLY_EV_LEASE_EXPIRED = 8, /* the node's lease ran out (path = the node, or its child) */
   MAYFLY_EV_REMOVED = 9,       /* the node itself is gone */
-  MAYFLY_EV_GAP = 10           /* events missed: offset = first seq, length = count */
+  MAYFLY_EV_GAP = 10,          /* events missed: offset = first seq, length = count */
+  MAYFLY_EV_LOST = 11          /* partitions lost (their memory server restarted): length =
+                                  how many of the node's partitions are lost now */
 } mayfly_event_kind_t;
 
 /* Event masks: one bit per kind; 0 means every kind. */
@@ -299,7 +319,8 @@ typedef enum {
    MAYFLY_EV_BIT(MAYFLY_EV_WRITE))
 #define MAYFLY_EV_MASK_NAMESPACE                                                     \
   (MAYFLY_EV_BIT(MAYFLY_EV_CHILD_CREATED) | MAYFLY_EV_BIT(MAYFLY_EV_CHILD_REMOVED) | \
-   MAYFLY_EV_BIT(MAYFLY_EV_LEASE_EXPIRED) | MAYFLY_EV_BIT(MAYFLY_EV_REMOVED))
+   MAYFLY_EV_BIT(MAYFLY_EV_LEASE_EXPIRED) | MAYFLY_EV_BIT(MAYFLY_EV_REMOVED) |       \
+   MAYFLY_EV_BIT(MAYFLY_EV_LOST))
 
 typedef struct mayfly_event {
   int64_t seq;              /* per node, from 1; a GAP carries the last seq it covers */
@@ -355,12 +376,12 @@ void mayfly_listener_close(mayfly_listener_t *l);
 void mayfly_event_free(mayfly_event_t *ev);
 
 /* Kind names: "put", "delete", "push", "pop", "write", "child-created",
- * "child-removed", "lease-expired", "removed", "gap". */
+ * "child-removed", "lease-expired", "removed", "gap", "lost". */
 const char *mayfly_event_kind_name(mayfly_event_kind_t k);
 int mayfly_event_kind_parse(const char *s, mayfly_event_kind_t *out);
 /* Parses a comma-separated list of kind names, or the groups "data" (put,
  * delete, push, pop, write), "namespace" (child-created, child-removed,
- * lease-expired, removed) and "all", into a mask. Returns 0 or
+ * lease-expired, removed, lost) and "all", into a mask. Returns 0 or
  * MAYFLY_EINVAL (mayfly_last_error names the word). */
 int mayfly_event_mask_parse(const char *list, uint32_t *mask);
 

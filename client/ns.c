@@ -26,6 +26,7 @@ void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
     parts[i].block_size = p->block_size;
     parts[i].lo = p->range_lo;
     parts[i].hi = p->range_hi;
+    parts[i].lost = p->lost;
   }
   qsort(parts, st->npartitions, sizeof *parts, cmp_part);
   g_rw_lock_writer_lock(&ns->lock);
@@ -93,9 +94,33 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
   return g_get_monotonic_time() + ((int64_t)c->timeout_ms + extra_ms) * 1000;
 }
 
+int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p) {
+  if (!p->lost) return 0;
+  mf_set_last_error("%s: data lost: the memory server %s holding [%lld, %lld) restarted",
+                    ns->path, p->address, (long long)p->lo, (long long)p->hi);
+  return MAYFLY_ELOST;
+}
+
+int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call) {
+  if (p->lost) {
+    /* Done at once, as a call that failed to start is (common/conn.h). */
+    call->done = 1;
+    call->conn = NULL;
+    call->payload = NULL;
+    call->plen = 0;
+    call->status = mf_part_lost(ns, p);
+    return call->status;
+  }
+  return mf_call_start(ns->client->pool, p->address, call);
+}
+
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
-  if (mf_call_start(ns->client->pool, p->address, call) != 0) return call->status;
-  return mf_call_wait(call, mf_deadline(ns->client, extra_ms));
+  if (mf_call_start_part(ns, p, call) != 0) return call->status;
+  int rc = mf_call_wait(call, mf_deadline(ns->client, extra_ms));
+  /* The server knows the block is lost and our layout did not say so: take
+   * the directory's, so the next call fails without asking. */
+  if (rc == MAYFLY_ELOST) mf_ns_refresh(ns);
+  return rc;
 }
 
 /* --- lease renewal --- */
@@ -189,6 +214,7 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   for (size_t i = 0; i < n; i++) {
     const mayfly_partition_t *p = &st->partitions[i];
+    if (p->lost) continue; /* nothing there to ask about */
     calls[i].req.opcode = WIRE_OP_BLOCK_STAT;
     calls[i].req.block_index = (uint32_t)p->block_index;
     calls[i].req.generation = (uint64_t)p->generation;
@@ -196,6 +222,10 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
   }
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
+    if (st->partitions[i].lost) {
+      usage[i].bytes_used = usage[i].items = -1;
+      continue;
+    }
     int r = mf_call_wait(&calls[i], g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000);
     usage[i].bytes_used = r == 0 ? (int64_t)calls[i].rep.arg0 : -1;
     usage[i].items = r == 0 ? (int64_t)calls[i].rep.arg1 : -1;

@@ -3,7 +3,9 @@
  * with the highest number); when it is full the memory server seals it and
  * the client asks the directory for the next segment (idempotently, so
  * racing producers add one block). Pops take from the head segment; a sealed
- * segment that is empty is drained for good and the head moves on.
+ * segment that is empty is drained for good and the head moves on. A lost
+ * segment (its memory server restarted) is never drained: the operations
+ * that reach it fail with MAYFLY_ELOST.
  */
 #include <string.h>
 
@@ -133,7 +135,7 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
     mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
     for (size_t i = 0; i < n; i++) {
       mf_call_target(&calls[i], WIRE_OP_Q_LEN, &parts[i]);
-      mf_call_start(ns->client->pool, parts[i].address, &calls[i]);
+      mf_call_start_part(ns, &parts[i], &calls[i]); /* a lost segment: MAYFLY_ELOST */
     }
     int64_t total = 0;
     int rc = 0;
@@ -166,6 +168,11 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
     int rc = segment(ns, 1, &p);
     if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 1, &p);
     if (rc != 0) break;
+    if ((rc = mf_part_lost(ns, &p)) != 0) {
+      for (size_t i = next; i < n; i++) rcs[i] = rc;
+      g_free(calls);
+      return rc;
+    }
     /* The rest of the batch goes to the tail in order, on one connection, so
      * the server applies it in order: once one item seals the segment, every
      * later one is refused too and is resent to the next segment. */
@@ -219,6 +226,7 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
     int rc = segment(ns, 0, &p);
     if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 0, &p);
     if (rc != 0) break;
+    if ((err = mf_part_lost(ns, &p)) != 0) break;
     size_t want = n - got;
     mf_call_t **send = g_new(mf_call_t *, want);
     for (size_t i = 0; i < want; i++) {

@@ -28,7 +28,8 @@ struct Partition {
   4: i64 generation,
   5: i64 block_size,
   6: i64 range_lo,            /* kv: first slot; file: first byte; queue: sequence */
-  7: i64 range_hi             /* exclusive */
+  7: i64 range_hi,            /* exclusive */
+  8: optional bool lost       /* its memory server restarted: the data is gone (MAYFLY_ELOST) */
 }
 
 struct Layout {
@@ -76,7 +77,8 @@ struct ServerInfo {
   4: i32 blocks_used,
   5: i32 blocks_total,
   6: i64 block_size,
-  7: i64 heartbeat_age_ms
+  7: i64 heartbeat_age_ms,
+  8: optional i32 blocks_lost /* in use by partitions lost when the server restarted */
 }
 
 struct BlockRef {
@@ -100,7 +102,9 @@ struct BlockInfo {
   6: string path,
   7: i32 high_watermark,      /* kv: % of the block; see CreateOptions */
   8: i32 low_watermark,
-  9: bool watched             /* data events of this block are wanted (publish them) */
+  9: bool watched,            /* data events of this block are wanted (publish them) */
+  10: optional bool lost      /* its data died with a previous incarnation of the server:
+                                 do not adopt it, answer MAYFLY_ELOST */
 }
 
 struct HeartbeatReply {
@@ -128,7 +132,9 @@ enum EventKind {
   CHILD_REMOVED = 7,
   LEASE_EXPIRED = 8,
   REMOVED = 9,
-  GAP = 10
+  GAP = 10,
+  LOST = 11                   /* partitions of the namespace lost (memory server restarted);
+                                 length: how many of its partitions are lost now */
 }
 
 /* One event of a namespace, numbered by the directory per namespace. */
@@ -209,9 +215,13 @@ service Directory {
      segment; its block returns to the pool. */
   Layout release_range(1: string path, 2: i64 range_lo) throws (1: Error err),
   /* gen_floor: the highest block generation the server has seen, so a
-     restarted directory never reuses a generation a stale client may hold. */
+     restarted directory never reuses a generation a stale client may hold.
+     incarnation: a random id the server draws at every start (0 = none).
+     A known address that registers with another incarnation lost its blocks:
+     the directory marks their partitions lost and leaves them out of
+     `allocated`. */
   RegisterReply register_server(1: string address, 2: i32 blocks, 3: i64 block_size,
-                                4: i64 gen_floor) throws (1: Error err),
+                                4: i64 gen_floor, 5: i64 incarnation) throws (1: Error err),
   /* Lets a memory server check a block reference it has not seen yet. */
   BlockInfo check_block(1: i32 server_id, 2: i32 block_index) throws (1: Error err),
   HeartbeatReply heartbeat(1: i32 server_id, 2: i32 blocks_used)

@@ -15,6 +15,7 @@
 #define MAYFLY_CTL_H
 
 #include <glib.h>
+#include <stdint.h>
 #include <mayfly_directory.h>
 
 typedef struct mf_ctl mf_ctl_t;
@@ -36,10 +37,11 @@ int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface);
 int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
 
 /* Registers a memory server's blocks (the call mayfly-memserver makes at
- * start-up). *reply (may be NULL) receives the directory's answer; unref it.
- * Returns 0 or a MAYFLY_E* code. */
+ * start-up). `incarnation` is the server's id for this run of its process
+ * (0: none, nothing is ever marked lost). *reply (may be NULL) receives the
+ * directory's answer; unref it. Returns 0 or a MAYFLY_E* code. */
 int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
-                    int64_t gen_floor, MayflyRegisterReply **reply);
+                    int64_t gen_floor, uint64_t incarnation, MayflyRegisterReply **reply);
 
 /* Records a message for mf_last_error() (mayfly_last_error() in the public
  * API) on this thread. */

@@ -330,8 +330,22 @@ void dir_events_after(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *r
     case NS_REC_RENAME:
       node_renamed(ev, t, rec->path, rec->path2, wall);
       break;
+    case NS_REC_SERVER_ADD:
+      for (guint i = 0; fx != NULL && i < fx->lost->len; i++) {
+        const char *path = g_ptr_array_index(fx->lost, i);
+        const ns_node_t *n = ns_tree_lookup(t, path);
+        dir_events_lost(ev, path, n != NULL ? ns_node_lost_parts(n) : 0, wall);
+      }
+      break;
     default:
       break;
+  }
+}
+
+void dir_events_lost(dir_events_t *ev, const char *path, int32_t nlost, int64_t wall_ms) {
+  dir_evlog_t *log = g_hash_table_lookup(ev->logs, path);
+  if (log != NULL && !log->removed) {
+    dir_events_append(ev, log, DIR_EV_LOST, NULL, NULL, 0, nlost, wall_ms);
   }
 }
 

@@ -60,14 +60,15 @@ typedef enum {
   DIR_EV_CHILD_REMOVED = 7,
   DIR_EV_LEASE_EXPIRED = 8,
   DIR_EV_REMOVED = 9,
-  DIR_EV_GAP = 10
+  DIR_EV_GAP = 10,
+  DIR_EV_LOST = 11 /* length: partitions of the node lost now */
 } dir_ev_kind_t;
 
 #define DIR_EV_BIT(k) (1u << (k))
 #define DIR_EV_DATA_MASK                                                             \
   (DIR_EV_BIT(DIR_EV_PUT) | DIR_EV_BIT(DIR_EV_DELETE) | DIR_EV_BIT(DIR_EV_PUSH) |   \
    DIR_EV_BIT(DIR_EV_POP) | DIR_EV_BIT(DIR_EV_WRITE))
-#define DIR_EV_ALL_MASK (DIR_EV_DATA_MASK | 0x7c0u) /* bits 1..10 */
+#define DIR_EV_ALL_MASK (DIR_EV_DATA_MASK | 0xfc0u) /* bits 1..11 */
 
 typedef struct dir_event {
   int64_t seq;
@@ -172,14 +173,20 @@ void dir_events_unwait(dir_evlog_t *log, void *waiter);
  * REMOVED on each removed node (effects' `removed` from removed_from on) and
  * CHILD_REMOVED on its parent, preceded by LEASE_EXPIRED on both when the
  * record is flagged NS_REC_EXPIRED; a rename as the removal of the old path
- * (and of everything under it) and the creation of the new one. Nothing is
- * done for paths whose logs do not exist: nobody ever watched them.
+ * (and of everything under it) and the creation of the new one; LOST on each
+ * namespace whose partitions a memory server's restart lost (effects'
+ * `lost`, dir_events_lost). Nothing is done for paths whose logs do not
+ * exist: nobody ever watched them.
  */
 void dir_events_before(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
                        dir_events_pre_t *pre);
 void dir_events_after(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
                       const ns_effects_t *fx, guint removed_from, dir_events_pre_t *pre);
 void dir_events_pre_clear(dir_events_pre_t *pre);
+
+/* Appends a LOST event to the log of namespace `path` (if it has one): its
+ * memory server restarted and `nlost` of its partitions are lost now. */
+void dir_events_lost(dir_events_t *ev, const char *path, int32_t nlost, int64_t wall_ms);
 
 /*
  * Blocks freed by a change of layout (a merge, a drained queue segment, a

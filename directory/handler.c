@@ -58,6 +58,8 @@ static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *
   mp->block_size = s ? s->block_size : 0;
   mp->range_lo = p->lo;
   mp->range_hi = p->hi;
+  mp->lost = p->state == NS_PART_LOST;
+  mp->__isset_lost = mp->lost;
 }
 
 static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
@@ -401,7 +403,7 @@ static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return
 static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply **_return,
                                   const gchar *address, const gint32 blocks,
                                   const gint64 block_size, const gint64 gen_floor,
-                                  MayflyError **err, GError **error) {
+                                  const gint64 incarnation, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   char host[256], why[256] = "";
   int port;
@@ -414,9 +416,16 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
                      .address = address,
                      .blocks = blocks,
                      .block_size = block_size,
-                     .gen_floor = gen_floor > 0 ? gen_floor : 0};
+                     .gen_floor = gen_floor > 0 ? gen_floor : 0,
+                     .incarnation = (uint64_t)incarnation};
   int rc = dir_apply(d, &rec, &fx, why, sizeof why);
   int32_t id = fx.server_id;
+  for (guint i = 0; rc == 0 && i < fx.lost->len; i++) {
+    MF_WARN("namespace %s: memory server %s restarted (new incarnation %016llx): its partitions "
+            "there are lost",
+            (char *)g_ptr_array_index(fx.lost, i), address, (unsigned long long)incarnation);
+  }
+  int32_t lost_parts = fx.lost_parts;
   ns_effects_clear(&fx);
   if (rc != 0) return fail(err, rc, why);
   ns_server_t *s = ns_alloc_server(d->tree->alloc, id);
@@ -428,15 +437,23 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   rt->watch_sent = rt->watch_acked = 0;
   (*_return)->server_id = id;
   (*_return)->heartbeat_ms = d->cfg.heartbeat_ms;
+  /* A lost block is not the server's to keep: its data died with an earlier
+   * incarnation, and adopting it would serve it empty. */
+  int32_t lost_blocks = 0;
   for (int32_t i = 0; i < s->nblocks; i++) {
     if (!s->in_use[i]) continue;
+    if (ns_tree_block_lost(d->tree, id, i)) {
+      lost_blocks++;
+      continue;
+    }
     MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
     br->block_index = i;
     br->generation = s->generation[i];
     g_ptr_array_add((*_return)->allocated, br);
   }
-  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes", address, id, blocks,
-          (long long)block_size);
+  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes; %d of its blocks are "
+          "lost (%d partitions just now)",
+          address, id, blocks, (long long)block_size, lost_blocks, lost_parts);
   return TRUE;
 }
 
@@ -453,6 +470,9 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
   bi->allocated = s->in_use[block_index] != 0;
   bi->generation = s->generation[block_index];
   const ns_node_t *n = s->owner[block_index];
+  /* Lost: the server must answer MAYFLY_ELOST, never adopt it empty. */
+  bi->lost = bi->allocated && ns_tree_block_lost(d->tree, server_id, block_index);
+  bi->__isset_lost = bi->lost;
   if (bi->allocated && n != NULL) {
     bi->kind = (MayflyNodeKind)n->kind;
     g_free(bi->path);
@@ -500,6 +520,7 @@ static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
   }
   for (int32_t i = 0; s != NULL && g_hash_table_size(nodes) > 0 && i < s->nblocks; i++) {
     if (!s->in_use[i] || !g_hash_table_contains(nodes, s->owner[i])) continue;
+    if (ns_tree_block_lost(d->tree, server_id, i)) continue; /* nothing is written there */
     MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
     br->block_index = i;
     br->generation = s->generation[i];
@@ -567,6 +588,8 @@ static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyE
     si->blocks_total = s->nblocks;
     si->block_size = s->block_size;
     si->heartbeat_age_ms = now - dir_server_rt(d, s->id)->last_heartbeat_ms;
+    si->blocks_lost = ns_tree_server_lost_blocks(d->tree, s->id);
+    si->__isset_blocks_lost = TRUE;
     g_ptr_array_add(*_return, si);
   }
   return TRUE;

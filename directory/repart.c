@@ -58,6 +58,11 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     return MAYFLY_EKIND;
   }
   const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, pi);
+  if (p->state == NS_PART_LOST) {
+    g_snprintf(why, whylen, "block %d:%d is lost: a lost partition is never repartitioned",
+               server_id, index);
+    return MAYFLY_ELOST;
+  }
   char *path = ns_node_path(n);
   ns_record_t rec = {.type = NS_REC_REPART_BEGIN,
                      .path = path,
@@ -77,6 +82,11 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     if (to == NULL) {
       g_snprintf(why, whylen, "the namespace has a single partition: nothing to merge with");
       rc = MAYFLY_EINVAL;
+    } else if (to->state == NS_PART_LOST) {
+      /* Merging into a lost partition would hide the loss of its slots. */
+      g_snprintf(why, whylen, "the neighbour (block %d:%d) is lost: a lost partition is never "
+                 "merged", to->block.server, to->block.index);
+      rc = MAYFLY_ELOST;
     } else if ((int32_t)n->layout.parts->len <= n->initial_blocks) {
       /* The partitions asked for at creation stay: they spread the load. */
       g_snprintf(why, whylen, "the namespace keeps the %d partitions it was created with",

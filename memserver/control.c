@@ -21,6 +21,7 @@ struct ms_control {
   char *advertise;
   int32_t nblocks;
   uint64_t block_size;
+  uint64_t incarnation; /* drawn at start: this run of the process (never 0) */
   GThread *thread;
   GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or STOP_REQUEST */
   GMutex lock;
@@ -66,7 +67,10 @@ static int do_register(ms_control_t *c) {
   int64_t floor = c->max_generation;
   g_mutex_unlock(&c->lock);
   MayflyRegisterReply *r = NULL;
-  int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor, &r);
+  /* The same incarnation every time this process registers (after a
+   * directory restart, too): the directory then keeps the blocks. */
+  int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor,
+                           c->incarnation, &r);
   if (rc == 0) {
     set_server_id(c, r->server_id);
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
@@ -79,9 +83,10 @@ static int do_register(ms_control_t *c) {
       g_array_append_vals(e->blocks, pair, 2);
     }
     post(c, e);
-    MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s)",
+    MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s, "
+            "incarnation %016llx)",
             c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
-            c->advertise);
+            c->advertise, (unsigned long long)c->incarnation);
     c->warned = 0;
     g_object_unref(r);
   } else if (!c->warned) {
@@ -187,6 +192,7 @@ static void do_verify(ms_control_t *c, int32_t index) {
       e->high_wm = bi->high_watermark;
       e->low_wm = bi->low_watermark;
       e->watched = bi->watched;
+      e->lost = bi->__isset_lost && bi->lost;
     }
     g_object_unref(bi);
   }
@@ -228,6 +234,11 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   c->advertise = g_strdup(advertise);
   c->nblocks = nblocks;
   c->block_size = block_size;
+  /* A new incarnation at every start (GLib seeds from /dev/urandom): blocks
+   * the directory remembers from an earlier run are known to be lost. */
+  while (c->incarnation == 0) {
+    c->incarnation = ((uint64_t)g_random_int() << 32) | g_random_int();
+  }
   c->heartbeat_ms = 1000;
   c->requests = g_async_queue_new();
   g_mutex_init(&c->lock);

@@ -2,7 +2,10 @@
  * The memory server's link to the directory: a thread of its own that owns a
  * blocking control connection, registers the server (again after a directory
  * restart), heartbeats (passing on which blocks are watched: MS_EV_WATCHED),
- * and checks block references on request. The loop
+ * and checks block references on request. It registers with an incarnation
+ * id drawn at start, the same for every registration of this process, so the
+ * directory can tell a restart of the server (its old blocks are lost) from
+ * a restart of the directory (they are kept). The loop
  * never blocks on the directory: it posts requests (ms_control_verify) and
  * receives results through a locked queue and uv_async_send, drained whole
  * on the loop (ms_control_take).
@@ -32,6 +35,8 @@ typedef struct ms_event {
   int64_t lo, hi;
   int high_wm, low_wm; /* VERIFIED: kv watermarks, % of the block */
   int watched;         /* VERIFIED: data events of the block are wanted */
+  int lost;            /* VERIFIED: the block's data died with an earlier incarnation of
+                          this server: never adopt it, answer MAYFLY_ELOST */
   GArray *blocks; /* RECONCILE, WATCHED: int64 pairs (index, generation) */
   uint64_t ticket; /* WATCHED */
 } ms_event_t;

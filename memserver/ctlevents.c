@@ -9,9 +9,18 @@
 
 /* The directory answered ms_control_verify: adopt the block (a newer
  * generation moves the pops waiting on the old one) and serve what was
- * parked for it. */
+ * parked for it. A block the directory says is lost (its data died with an
+ * earlier incarnation of this server) is never adopted: what was parked for
+ * it is answered MAYFLY_ELOST, and so is every later request, each asking
+ * again, so an empty block is never served in its place. */
 static void on_verified(ms_server_t *s, const ms_event_t *e) {
   store_t *st = s->store;
+  if (e->status == 0 && e->allocated && e->lost) {
+    MF_DEBUG("block %d (generation %lld) is lost: answering MAYFLY_ELOST", e->index,
+             (long long)e->generation);
+    ms__replay_parked_lost(s, e->index, e->generation);
+    return;
+  }
   if (e->status == 0 && e->allocated) {
     store_block_t *b = &st->blocks[e->index];
     if (e->generation > b->generation) ms__wake_all(b, MAYFLY_EMOVED);

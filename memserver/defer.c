@@ -94,14 +94,19 @@ void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
 
 
 /* Serves kept requests again (status 0; what is still unknown then is
- * stale), or answers them all with `status`; frees the queue. */
-static void replay(GQueue *q, int status) {
+ * stale), or answers them all with `status`; frees the queue. With lost_gen
+ * set, the block's generation lost_gen is lost: requests naming it are
+ * answered MAYFLY_ELOST, the others (stale) MAYFLY_EMOVED. */
+static void replay(GQueue *q, int status, int64_t lost_gen) {
   parked_t *p;
   while ((p = g_queue_pop_head(q)) != NULL) {
     wire_hdr_t h;
     size_t flen;
     if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
-      if (status != 0) {
+      if (lost_gen != 0) {
+        ms__reply_status(p->c, &h,
+                         (int64_t)h.generation == lost_gen ? MAYFLY_ELOST : MAYFLY_EMOVED);
+      } else if (status != 0) {
         ms__reply_status(p->c, &h, status);
       } else {
         ms__handle(p->c, &h, p->frame, p->len, 0);
@@ -121,13 +126,20 @@ void ms__replay_held(store_block_t *b, int status) {
   GQueue *q = b->held;
   if (q == NULL) return;
   b->held = NULL;
-  replay(q, status);
+  replay(q, status, 0);
 }
 
 void ms__replay_parked(ms_server_t *s, int32_t index, int status) {
   GQueue *q = g_hash_table_lookup(s->parked, GINT_TO_POINTER(index));
   if (q == NULL) return;
   g_hash_table_steal(s->parked, GINT_TO_POINTER(index));
-  replay(q, status);
+  replay(q, status, 0);
+}
+
+void ms__replay_parked_lost(ms_server_t *s, int32_t index, int64_t generation) {
+  GQueue *q = g_hash_table_lookup(s->parked, GINT_TO_POINTER(index));
+  if (q == NULL) return;
+  g_hash_table_steal(s->parked, GINT_TO_POINTER(index));
+  replay(q, 0, generation);
 }
 

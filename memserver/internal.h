@@ -120,6 +120,10 @@ void ms__park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len);
 void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len);
 void ms__replay_held(store_block_t *b, int status);
 void ms__replay_parked(ms_server_t *s, int32_t index, int status);
+/* The directory says generation `generation` of block `index` is lost:
+ * answers the requests parked for it MAYFLY_ELOST (MAYFLY_EMOVED for those
+ * naming another, stale, generation). */
+void ms__replay_parked_lost(ms_server_t *s, int32_t index, int64_t generation);
 
 /* waiters.c */
 void ms__add_waiter(conn_t *c, store_block_t *b, const wire_hdr_t *h);

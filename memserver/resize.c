@@ -126,9 +126,10 @@ static void rp_after(uv_work_t *req, int status) {
       MF_WARN("block %d: %s rolled back: %s", b->index, what, job->why);
     }
     /* Busy partitions free up soon; a merge refused for good (EINVAL: no
-     * neighbour, the namespace's initial partitions) waits for long. */
+     * neighbour, the namespace's initial partitions; ELOST: the neighbour
+     * is lost) waits for long. */
     int64_t later = rc == MAYFLY_EAGAIN || rc == MAYFLY_EMOVED ? 20
-                    : rc == MAYFLY_EINVAL && job->merge   ? 10000
+                    : (rc == MAYFLY_EINVAL || rc == MAYFLY_ELOST) && job->merge ? 10000
                                                           : 1000;
     b->rp_retry_ms = mf_now_ms() + later;
     rp_finish(s, b, job, 0);

@@ -31,6 +31,7 @@ typedef struct ns_server {
   int32_t nblocks;
   int64_t block_size;
   int up;             /* 0 when marked down (missed heartbeats) */
+  uint64_t incarnation; /* of the last registration; 0 = unknown */
   int32_t used;
   int64_t *generation; /* per block */
   uint8_t *in_use;     /* per block */

@@ -35,7 +35,9 @@ void ns_effects_init(ns_effects_t *fx) {
   fx->freed = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
   fx->removed = g_ptr_array_new_with_free_func(g_free);
   fx->missing = g_ptr_array_new_with_free_func(g_free);
+  fx->lost = g_ptr_array_new_with_free_func(g_free);
   fx->server_id = 0;
+  fx->lost_parts = 0;
 }
 
 void ns_effects_clear(ns_effects_t *fx) {
@@ -43,9 +45,11 @@ void ns_effects_clear(ns_effects_t *fx) {
   if (fx->freed) g_array_free(fx->freed, TRUE);
   if (fx->removed) g_ptr_array_free(fx->removed, TRUE);
   if (fx->missing) g_ptr_array_free(fx->missing, TRUE);
+  if (fx->lost) g_ptr_array_free(fx->lost, TRUE);
   fx->freed = NULL;
   fx->removed = NULL;
   fx->missing = NULL;
+  fx->lost = NULL;
 }
 
 static void node_free(ns_node_t *n);
@@ -364,7 +368,11 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     }
   }
   g_array_append_vals(n->layout.parts, rec->parts, (guint)rec->nparts);
-  for (size_t i = 0; i < rec->nparts; i++) ns_alloc_set_owner(t->alloc, &rec->parts[i].block, n);
+  for (size_t i = 0; i < rec->nparts; i++) {
+    /* A new partition is live whatever the record's copy says. */
+    g_array_index(n->layout.parts, ns_partition_t, i).state = NS_PART_LIVE;
+    ns_alloc_set_owner(t->alloc, &rec->parts[i].block, n);
+  }
   n->layout.version = 1;
   link_child(t, parent, n);
   return 0;
@@ -489,6 +497,7 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
   rc = take_parts(t, rec->parts, 1, why, whylen);
   if (rc != 0) return rc;
   g_array_append_vals(n->layout.parts, rec->parts, 1);
+  g_array_index(n->layout.parts, ns_partition_t, n->layout.parts->len - 1).state = NS_PART_LIVE;
   ns_alloc_set_owner(t->alloc, &rec->parts[0].block, n);
   n->layout.version++;
   return 0;
@@ -505,6 +514,11 @@ static int apply_remove_part(ns_tree_t *t, const ns_record_t *rec, ns_effects_t 
     return MAYFLY_EINVAL;
   }
   ns_partition_t p = g_array_index(n->layout.parts, ns_partition_t, rec->part_index);
+  if (p.state == NS_PART_LOST) {
+    WHY("partition %d is lost: its block stays taken until the namespace is removed",
+        rec->part_index);
+    return MAYFLY_ELOST;
+  }
   if (ns_node_block_busy(n, p.block.server, p.block.index)) {
     WHY("partition %d is being repartitioned", rec->part_index);
     return MAYFLY_EAGAIN;
@@ -523,6 +537,56 @@ int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index) {
     if (p->block.server == server && p->block.index == index) return (int)i;
   }
   return -1;
+}
+
+const ns_partition_t *ns_node_part_of(const ns_node_t *n, int32_t server, int32_t index) {
+  int i = ns_node_find_part(n, server, index);
+  return i < 0 ? NULL : &g_array_index(n->layout.parts, ns_partition_t, i);
+}
+
+int ns_tree_block_lost(const ns_tree_t *t, int32_t server, int32_t index) {
+  const ns_server_t *s = ns_alloc_server(t->alloc, server);
+  if (s == NULL || index < 0 || index >= s->nblocks || !s->in_use[index]) return 0;
+  const ns_node_t *n = s->owner[index];
+  if (n == NULL) return 0;
+  const ns_partition_t *p = ns_node_part_of(n, server, index);
+  if (p != NULL) return p->state == NS_PART_LOST;
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if (!r->merge && r->lost && r->dst.server == server && r->dst.index == index) return 1;
+  }
+  return 0;
+}
+
+int32_t ns_node_lost_parts(const ns_node_t *n) {
+  int32_t count = 0;
+  for (guint i = 0; n->layout.parts != NULL && i < n->layout.parts->len; i++) {
+    if (g_array_index(n->layout.parts, ns_partition_t, i).state == NS_PART_LOST) count++;
+  }
+  return count;
+}
+
+int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
+  const ns_server_t *s = ns_alloc_server(t->alloc, id);
+  if (s == NULL || s->used == 0) return 0;
+  /* Once per namespace holding blocks there, not once per block: a block
+   * by block lookup would scan a namespace's layout for each of its blocks. */
+  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+  int32_t count = 0;
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    const ns_node_t *n = s->owner[i];
+    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    for (guint k = 0; k < n->layout.parts->len; k++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
+      count += p->block.server == id && p->state == NS_PART_LOST;
+    }
+    for (guint k = 0; n->reparts != NULL && k < n->reparts->len; k++) {
+      const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, k);
+      count += !r->merge && r->lost && r->dst.server == id;
+    }
+  }
+  g_hash_table_destroy(seen);
+  return count;
 }
 
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id) {
@@ -573,6 +637,11 @@ static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, s
     WHY("block %d:%d is not a partition of the namespace", rec->block.server, rec->block.index);
     return MAYFLY_EMOVED;
   }
+  if (src->state == NS_PART_LOST) {
+    WHY("partition of block %d:%d is lost: it is never repartitioned", rec->block.server,
+        rec->block.index);
+    return MAYFLY_ELOST;
+  }
   if (rec->op_id <= 0 || ns_node_find_repart(n, rec->op_id) != NULL) {
     WHY("repartition id %lld invalid or in use", (long long)rec->op_id);
     return MAYFLY_EINVAL;
@@ -590,6 +659,11 @@ static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, s
         (dst->hi != src->lo && dst->lo != src->hi) || rec->lo != src->lo || rec->hi != src->hi) {
       WHY("a merge moves a whole partition into an adjacent one");
       return MAYFLY_EINVAL;
+    }
+    if (dst->state == NS_PART_LOST) {
+      WHY("partition of block %d:%d is lost: nothing merges into it", rec->block2.server,
+          rec->block2.index);
+      return MAYFLY_ELOST;
     }
   } else {
     if (rec->lo <= src->lo || rec->hi != src->hi || rec->lo >= rec->hi) {
@@ -638,10 +712,12 @@ static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
   ns_repart_t r = *rp;
   int si = ns_node_find_part(n, r.src.server, r.src.index);
   int di = r.merge ? ns_node_find_part(n, r.dst.server, r.dst.index) : 0;
-  if ((rec->flags & NS_REC_COMMIT) && (si < 0 || di < 0)) {
-    /* Busy partitions stay put, so this is a bug elsewhere: roll back instead. */
-    WHY("the partitions of repartition %lld changed; it can only be rolled back",
-        (long long)r.id);
+  if ((rec->flags & NS_REC_COMMIT) && (si < 0 || di < 0 || r.lost)) {
+    /* Busy partitions stay put, so this is a bug elsewhere, or a memory
+     * server restarted under the repartition (what was copied to or from it
+     * is gone): roll back instead. */
+    WHY("the partitions of repartition %lld changed%s; it can only be rolled back",
+        (long long)r.id, r.lost ? " (a memory server restarted)" : "");
     return MAYFLY_EMOVED;
   }
   g_array_remove_index(n->reparts, (guint)(rp - &g_array_index(n->reparts, ns_repart_t, 0)));
@@ -685,6 +761,14 @@ static int apply_truncate(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx
     WHY("size must not be negative");
     return MAYFLY_EINVAL;
   }
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    if (p->lo >= rec->lo && p->lo != 0 && p->state == NS_PART_LOST) {
+      WHY("the block of bytes [%lld, %lld) is lost: it stays until the file is removed",
+          (long long)p->lo, (long long)p->hi);
+      return MAYFLY_ELOST;
+    }
+  }
   int changed = 0;
   for (guint i = n->layout.parts->len; i-- > 0;) {
     ns_partition_t p = g_array_index(n->layout.parts, ns_partition_t, i);
@@ -696,6 +780,63 @@ static int apply_truncate(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx
     changed = 1;
   }
   if (changed) n->layout.version++;
+  return 0;
+}
+
+/* Marks lost every partition of namespace n on server s, and every begun
+ * repartition of n that copies to or from s. Returns how many partitions
+ * changed state; the layout gets a new version when any did. */
+static int32_t mark_node_lost(ns_node_t *n, const ns_server_t *s) {
+  int32_t count = 0;
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    if (p->block.server == s->id && p->state == NS_PART_LIVE) {
+      p->state = NS_PART_LOST;
+      count++;
+    }
+  }
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if (r->src.server == s->id || r->dst.server == s->id) r->lost = 1;
+  }
+  if (count > 0) n->layout.version++;
+  return count;
+}
+
+/* Registers a memory server (or registers it again). A known address that
+ * comes back with another incarnation restarted and its blocks are empty:
+ * every partition on them becomes lost, in one step, so no request ever
+ * reads one as empty. The blocks stay taken (see ns_partition_t). */
+static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                            size_t whylen) {
+  int32_t id = 0;
+  int rc = ns_alloc_add_server(t->alloc, rec->address, rec->blocks, rec->block_size, &id);
+  if (rc == MAYFLY_EPERM) {
+    WHY("server %s re-registered with a different geometry while its blocks are in use",
+        rec->address);
+    return rc;
+  }
+  if (rc != 0) {
+    WHY("a server needs an address, 1-%d blocks and a positive block size", NS_ALLOC_MAX_BLOCKS);
+    return rc;
+  }
+  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
+  ns_server_t *s = ns_alloc_server(t->alloc, id);
+  if (rec->incarnation != 0 && s->incarnation != 0 && s->incarnation != rec->incarnation) {
+    GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+    for (int32_t i = 0; i < s->nblocks; i++) {
+      ns_node_t *n = s->owner[i];
+      if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, n)) continue;
+      int32_t count = mark_node_lost(n, s);
+      if (count > 0 && fx != NULL) {
+        fx->lost_parts += count;
+        g_ptr_array_add(fx->lost, ns_node_path(n));
+      }
+    }
+    g_hash_table_destroy(seen);
+  }
+  if (rec->incarnation != 0) s->incarnation = rec->incarnation;
+  if (fx != NULL) fx->server_id = id;
   return 0;
 }
 
@@ -716,20 +857,8 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
       return apply_add_part(t, rec, why, whylen);
     case NS_REC_REMOVE_PART:
       return apply_remove_part(t, rec, fx, why, whylen);
-    case NS_REC_SERVER_ADD: {
-      int32_t id = 0;
-      int rc = ns_alloc_add_server(t->alloc, rec->address, rec->blocks, rec->block_size, &id);
-      if (rc == MAYFLY_EPERM) {
-        WHY("server %s re-registered with a different geometry while its blocks are in use",
-            rec->address);
-      } else if (rc != 0) {
-        WHY("a server needs an address, 1-%d blocks and a positive block size",
-            NS_ALLOC_MAX_BLOCKS);
-      }
-      if (rc == 0) ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
-      if (rc == 0 && fx != NULL) fx->server_id = id;
-      return rc;
-    }
+    case NS_REC_SERVER_ADD:
+      return apply_server_add(t, rec, fx, why, whylen);
     case NS_REC_REPART_BEGIN:
       return apply_repart_begin(t, rec, why, whylen);
     case NS_REC_REPART_END:
@@ -754,6 +883,7 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
   for (int i = 0; rc == 0 && i < n; i++) {
     ns_partition_t *p = &out[i];
     p->block = blocks[i];
+    p->state = NS_PART_LIVE;
     switch (kind) {
       case NS_KIND_KV:
         p->lo = (int64_t)NS_KV_SLOTS * i / n;
@@ -781,6 +911,7 @@ int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int6
   if (n->layout.parts == NULL) return MAYFLY_EISDIR;
   int rc = ns_alloc_pick(t->alloc, 1, &out->block);
   if (rc != 0) return rc;
+  out->state = NS_PART_LIVE;
   if (lo != 0 || hi != 0) {
     out->lo = lo;
     out->hi = hi;

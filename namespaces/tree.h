@@ -51,10 +51,21 @@ typedef enum {
 
 /* One block-backed partition of a namespace and the part of the data it holds:
  * for kv a slot range [lo, hi), for a file a byte range, for a queue the
- * segment's sequence number in lo. */
+ * segment's sequence number in lo.
+ *
+ * State. A partition is live, or lost: its memory server registered again
+ * with a new incarnation (it restarted), so the data died with the old one.
+ * A lost partition keeps its block, taken, at the same generation, so that
+ * nothing else is ever handed that (index, generation) and every request
+ * naming it can be answered MAYFLY_ELOST; it is never split, merged,
+ * released or truncated away. Only removing its namespace frees the block
+ * (at a new generation). */
+typedef enum { NS_PART_LIVE = 0, NS_PART_LOST = 1 } ns_part_state_t;
+
 typedef struct ns_partition {
   ns_block_t block;
   int64_t lo, hi;
+  ns_part_state_t state;
 } ns_partition_t;
 
 typedef struct ns_layout {
@@ -72,6 +83,7 @@ typedef struct ns_repart {
   ns_block_t src, dst;
   int64_t lo, hi;
   int64_t started_ms;
+  int lost; /* src or dst lost with a server's incarnation: it can only roll back */
 } ns_repart_t;
 
 /* Watermark defaults, % of a block. */
@@ -116,7 +128,8 @@ typedef enum {
   NS_REC_RENEW,         /* paths[npaths] */
   NS_REC_ADD_PART,      /* path, parts[0] appended to the layout */
   NS_REC_REMOVE_PART,   /* path, part_index */
-  NS_REC_SERVER_ADD,    /* address, blocks, block_size, gen_floor */
+  NS_REC_SERVER_ADD,    /* address, blocks, block_size, gen_floor, incarnation: a known
+                           address with another incarnation loses its partitions */
   NS_REC_SERVER_STATE,  /* server_id, up */
   NS_REC_REPART_BEGIN,  /* path, op_id, flags NS_REC_MERGE, block (src), block2 (dst), lo, hi */
   NS_REC_REPART_END,    /* path, op_id, flags NS_REC_COMMIT */
@@ -152,6 +165,7 @@ typedef struct ns_record {
   int32_t server_id;
   int up;
   int64_t gen_floor;
+  uint64_t incarnation; /* SERVER_ADD: 0 = unknown (never marks anything lost) */
   int32_t max_blocks, high_wm, low_wm; /* CREATE */
   int64_t op_id;
   ns_block_t block, block2;
@@ -160,12 +174,16 @@ typedef struct ns_record {
 
 /* What applying a record did, for the caller to act on: blocks to release on
  * the memory servers, paths removed (events), paths not found (renew), the id
- * of a registered server. The caller owns it: init, apply, read, clear. */
+ * of a registered server, the namespaces whose partitions were just marked
+ * lost (events) and how many partitions that was. The caller owns it: init,
+ * apply, read, clear. */
 typedef struct ns_effects {
   GArray *freed;       /* ns_block_t */
   GPtrArray *removed;  /* char * (g_free), in removal order, children first */
   GPtrArray *missing;  /* char * (g_free) */
+  GPtrArray *lost;     /* char * (g_free): each namespace once, by its first block */
   int32_t server_id;
+  int32_t lost_parts;
 } ns_effects_t;
 
 void ns_effects_init(ns_effects_t *fx);
@@ -181,7 +199,8 @@ void ns_tree_free(ns_tree_t *t); /* accepts NULL */
  * may be NULL when the caller does not need the effects.
  * Errors: EBADPATH/ENAMETOOLONG (path rules), ENOENT, EEXIST, ENOTDIR,
  * EISDIR, ENOTEMPTY, EPERM (the root), ESUBTREE, EINVAL, EMOVED (blocks not
- * free any more), ESERVER.
+ * free any more), ESERVER, ELOST (the record would split, merge, release or
+ * truncate away a lost partition).
  */
 int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                   size_t whylen);
@@ -243,6 +262,23 @@ int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int6
 /* The index of the partition held by block b (server and index; any
  * generation check is the caller's), or -1. */
 int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index);
+
+/* The partition of n held by block (server, index), with generation check
+ * left to the caller, or NULL; the new block of a split under way is not a
+ * partition yet. */
+const ns_partition_t *ns_node_part_of(const ns_node_t *n, int32_t server, int32_t index);
+
+/* 1 when block (server, index) is taken by a lost partition, or is the new
+ * block of a split that was lost, else 0 (free blocks included). The
+ * directory leaves such blocks out of a memory server's reconcile list and
+ * answers "lost" when the server asks about one. */
+int ns_tree_block_lost(const ns_tree_t *t, int32_t server, int32_t index);
+
+/* How many partitions of n are lost. */
+int32_t ns_node_lost_parts(const ns_node_t *n);
+
+/* How many blocks of server `id` are taken by lost partitions or splits. */
+int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id);
 
 /* The begun repartition with this id, or NULL. */
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id);

@@ -168,7 +168,13 @@ mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *
   g_free(bin);
   g_ptr_array_free(args, TRUE);
   if (d == NULL) return NULL;
-  /* Registered when `mayfly servers` lists its address as up. */
+  /* Registered when it says so (a server restarted on the address of one
+   * the directory still lists as up must not pass for registered) and
+   * `mayfly servers` lists its address as up. */
+  for (int waited = 0; waited < 10000 && mf_log_count(d, "registered with the directory") == 0;
+       waited += 20) {
+    mf_sleep_ms(20);
+  }
   for (int waited = 0; waited < 10000; waited += 20) {
     char *out = NULL;
     if (mf_cli(dir, &out, NULL, "servers", NULL) == 0 && out != NULL) {
@@ -185,6 +191,15 @@ mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *
   dump_log(d);
   mf_kill(d);
   return NULL;
+}
+
+int mf_log_count(const mf_daemon_t *d, const char *needle) {
+  char *log = NULL;
+  if (!g_file_get_contents(d->log_path, &log, NULL, NULL)) return 0;
+  int n = 0;
+  for (const char *p = log; (p = strstr(p, needle)) != NULL; p += strlen(needle)) n++;
+  g_free(log);
+  return n;
 }
 
 void mf_pause(const mf_daemon_t *d) {

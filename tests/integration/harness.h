@@ -32,7 +32,8 @@ mf_daemon_t *mf_start_directory(const char *arg, ...);
 
 /* Starts mayfly-memserver registered with `dir`, with `blocks` blocks of
  * `block_size` (e.g. "64KiB"), plus extra arguments (NULL-terminated), and
- * waits until the directory lists it as up. */
+ * waits until it says it registered and the directory lists it as up. Pass
+ * "--port", "N" to restart a killed server on its old address. */
 mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *block_size,
                                 const char *arg, ...);
 
@@ -46,6 +47,9 @@ int mf_stop(mf_daemon_t *d);
 
 /* Kills with SIGKILL without waiting for a clean exit; frees d. */
 void mf_kill(mf_daemon_t *d);
+
+/* How many lines of the daemon's log so far contain `needle`. */
+int mf_log_count(const mf_daemon_t *d, const char *needle);
 
 /* Returns 1 if the daemon process is still running. */
 int mf_alive(const mf_daemon_t *d);

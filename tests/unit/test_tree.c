@@ -127,8 +127,9 @@ static void snap_node(ns_node_t *n, void *ud) {
   if (n->layout.parts != NULL) {
     for (guint i = 0; i < n->layout.parts->len; i++) {
       ns_partition_t *p = part(n, i);
-      g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)", p->block.server, p->block.index,
-                             (long long)p->block.generation, (long long)p->lo, (long long)p->hi);
+      g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)%s", p->block.server, p->block.index,
+                             (long long)p->block.generation, (long long)p->lo, (long long)p->hi,
+                             p->state == NS_PART_LOST ? "lost" : "");
     }
   }
   if (n->kind != NS_KIND_DIRECTORY) {
@@ -136,11 +137,11 @@ static void snap_node(ns_node_t *n, void *ud) {
   }
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld",
+    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld%s",
                            r->merge ? "merge" : "split", (long long)r->id, r->src.server,
                            r->src.index, (long long)r->src.generation, r->dst.server,
                            r->dst.index, (long long)r->dst.generation, (long long)r->lo,
-                           (long long)r->hi, (long long)r->started_ms);
+                           (long long)r->hi, (long long)r->started_ms, r->lost ? "lost" : "");
   }
   if (n->tags != NULL) {
     GPtrArray *keys = g_ptr_array_new();
@@ -168,9 +169,9 @@ static char *snapshot(ns_tree_t *t) {
                          (long long)t->last_op_id);
   for (guint i = 0; i < t->alloc->servers->len; i++) {
     ns_server_t *sv = g_ptr_array_index(t->alloc->servers, i);
-    g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld:", sv->id,
+    g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld inc=%llx:", sv->id,
                            sv->address, sv->up, sv->used, sv->nblocks,
-                           (long long)sv->block_size);
+                           (long long)sv->block_size, (unsigned long long)sv->incarnation);
     for (int32_t b = 0; b < sv->nblocks; b++) {
       g_string_append_printf(s, " %d/%lld%s", b, (long long)sv->generation[b],
                              sv->in_use[b] ? "*" : "");
@@ -1872,8 +1873,10 @@ static void test_replaying_the_records_rebuilds_the_same_state(void) {
     g_array_append_val(log, r_);                                       \
   } while (0)
 
-  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms1:1", .blocks = 4, .block_size = 1024);
-  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms2:1", .blocks = 4, .block_size = 2048);
+  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms1:1", .blocks = 4, .block_size = 1024,
+        .incarnation = 5);
+  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms2:1", .blocks = 4, .block_size = 2048,
+        .incarnation = 6);
   APPLY(.type = NS_REC_MKDIR, .flags = NS_REC_PARENTS, .now_ms = 1, .wall_ms = 11,
         .path = "/job/tmp");
   MF_ASSERT_EQ(ns_tree_plan_parts(live, NS_KIND_KV, 3, kv_parts), 0);
@@ -1887,8 +1890,12 @@ static void test_replaying_the_records_rebuilds_the_same_state(void) {
   APPLY(.type = NS_REC_ADD_PART, .now_ms = 5, .path = "/job/tmp/f", .parts = &extra, .nparts = 1);
   APPLY(.type = NS_REC_RENAME, .now_ms = 6, .path = "/job/tmp", .path2 = "/done");
   APPLY(.type = NS_REC_RENEW, .now_ms = 7, .paths = renew_paths, .npaths = 1);
+  /* ms1 restarted: its partitions are lost, in the replayed tree too. */
+  APPLY(.type = NS_REC_SERVER_ADD, .address = "ms1:1", .blocks = 4, .block_size = 1024,
+        .incarnation = 7);
   APPLY(.type = NS_REC_SERVER_STATE, .server_id = 2, .up = 0);
 #undef APPLY
+  MF_ASSERT_EQ(ns_tree_server_lost_blocks(live, 1) > 0, 1);
 
   ns_tree_t *replayed = ns_tree_new(LEASE_MS, GRACE_MS);
   for (guint i = 0; i < log->len; i++) {
@@ -1904,6 +1911,208 @@ static void test_replaying_the_records_rebuilds_the_same_state(void) {
   g_array_free(log, TRUE);
   ns_tree_free(live);
   ns_tree_free(replayed);
+}
+
+
+/* ---- lost partitions (a memory server's new incarnation) ------------------ */
+
+/* Registers `address` (8 blocks of 1 KiB) with an incarnation; fx may be NULL. */
+static int do_register(ns_tree_t *t, const char *address, uint64_t incarnation,
+                       ns_effects_t *fx) {
+  why[0] = '\0';
+  ns_record_t rec = {.type = NS_REC_SERVER_ADD,
+                     .address = address,
+                     .blocks = 8,
+                     .block_size = 1024,
+                     .incarnation = incarnation};
+  return ns_tree_apply(t, &rec, fx, why, sizeof why);
+}
+
+/* Two servers (ids 1 and 2, incarnations 11 and 22), a kv namespace of four
+ * partitions (on 1, 2, 1, 2) and a file of two blocks (on 1, 2). */
+static ns_tree_t *tree_with_incarnations(void) {
+  ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 11, NULL), 0);
+  MF_ASSERT_EQ(do_register(t, "ms2:7000", 22, NULL), 0);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 4), 0);
+  MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 2), 0);
+  ns_node_t *kv = ns_tree_lookup(t, "/kv");
+  for (guint i = 0; i < 4; i++) MF_ASSERT_EQ(part(kv, i)->block.server, i % 2 ? 2 : 1);
+  return t;
+}
+
+static void test_a_new_incarnation_marks_the_servers_partitions_lost_in_one_record(void) {
+  ns_tree_t *t = tree_with_incarnations();
+  ns_node_t *kv = ns_tree_lookup(t, "/kv"), *f = ns_tree_lookup(t, "/f");
+  ns_partition_t before[4];
+  for (guint i = 0; i < 4; i++) before[i] = *part(kv, i);
+  int64_t used = t->alloc->blocks_used;
+
+  /* The same incarnation again (a directory or network hiccup): nothing is lost. */
+  char *snap = snapshot(t);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 11, &fx), 0);
+  MF_ASSERT_EQ(fx.lost->len, 0);
+  MF_ASSERT_EQ(fx.lost_parts, 0);
+  EXPECT_UNCHANGED(snap, t);
+
+  /* A new one: every partition on ms1 is lost, the others are not. */
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, &fx), 0);
+  MF_ASSERT_EQ(fx.server_id, 1);
+  MF_ASSERT_EQ(fx.lost_parts, 3); /* two of the kv, one of the file */
+  MF_ASSERT_EQ(fx.lost->len, 2);
+  CU_ASSERT_STRING_EQUAL(g_ptr_array_index(fx.lost, 0), "/kv"); /* its block 0 comes first */
+  CU_ASSERT_STRING_EQUAL(g_ptr_array_index(fx.lost, 1), "/f");
+  MF_ASSERT_EQ(fx.freed->len, 0);
+  for (guint i = 0; i < 4; i++) {
+    MF_ASSERT_EQ(part(kv, i)->state, i % 2 ? NS_PART_LIVE : NS_PART_LOST);
+    /* Same block, same generation, same range: only the state changed. */
+    CU_ASSERT(same_block(part(kv, i)->block, before[i].block));
+    MF_ASSERT_EQ(part(kv, i)->lo, before[i].lo);
+    MF_ASSERT_EQ(part(kv, i)->hi, before[i].hi);
+    MF_ASSERT_EQ(ns_tree_block_lost(t, before[i].block.server, before[i].block.index),
+                 i % 2 ? 0 : 1);
+  }
+  MF_ASSERT_EQ(part(f, 0)->state, NS_PART_LOST);
+  MF_ASSERT_EQ(part(f, 1)->state, NS_PART_LIVE);
+  /* One new layout version per namespace; the blocks stay taken. */
+  MF_ASSERT_EQ(kv->layout.version, 2);
+  MF_ASSERT_EQ(f->layout.version, 2);
+  MF_ASSERT_EQ(ns_node_lost_parts(kv), 2);
+  MF_ASSERT_EQ(ns_node_lost_parts(f), 1);
+  MF_ASSERT_EQ(t->alloc->blocks_used, used);
+  MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 1), 3);
+  MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 2), 0);
+  MF_ASSERT_EQ(ns_alloc_server(t->alloc, 1)->incarnation, 99);
+  MF_ASSERT_EQ(ns_tree_block_lost(t, 1, 7), 0); /* a free block is not lost */
+  ns_effects_clear(&fx);
+
+  /* Registering again as the new incarnation loses nothing more. */
+  ns_effects_init(&fx);
+  snap = snapshot(t);
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, &fx), 0);
+  MF_ASSERT_EQ(fx.lost->len, 0);
+  EXPECT_UNCHANGED(snap, t);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_an_unknown_incarnation_never_loses_anything(void) {
+  ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
+  /* Registered without an incarnation (an older memory server): a later
+   * registration with one cannot tell a restart, and keeps the blocks. */
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 0, NULL), 0);
+  MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 5, &fx), 0);
+  MF_ASSERT_EQ(fx.lost->len, 0);
+  MF_ASSERT_EQ(ns_node_lost_parts(ns_tree_lookup(t, "/kv")), 0);
+  /* And a registration without one says nothing about the one on record. */
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 0, &fx), 0);
+  MF_ASSERT_EQ(fx.lost->len, 0);
+  MF_ASSERT_EQ(ns_alloc_server(t->alloc, 1)->incarnation, 5);
+  MF_ASSERT_EQ(ns_node_lost_parts(ns_tree_lookup(t, "/kv")), 0);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_lost_partitions_are_never_released_split_merged_or_truncated(void) {
+  ns_tree_t *t = tree_with_incarnations();
+  MF_ASSERT_EQ(do_create(t, "/q", NS_KIND_QUEUE, 2), 0); /* on ms1 and ms2 */
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, NULL), 0);
+  ns_node_t *kv = ns_tree_lookup(t, "/kv");
+  char *snap = snapshot(t);
+  /* Release: a drained queue segment or a removed block must not free it. */
+  ns_node_t *q = ns_tree_lookup(t, "/q");
+  MF_ASSERT_EQ(part(q, 0)->state, NS_PART_LOST);
+  MF_ASSERT_EQ(do_remove_part(t, "/q", 0, NULL), MAYFLY_ELOST);
+  EXPECT_WHY();
+  /* Split of a lost partition, merge of a live one into a lost one, and a
+   * merge of a lost one into a live one. */
+  MF_ASSERT_EQ(do_split(t, "/kv", 1, 0, 4096, NULL), MAYFLY_ELOST);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_merge(t, "/kv", 2, 1, 0), MAYFLY_ELOST);
+  EXPECT_WHY();
+  MF_ASSERT_EQ(do_merge(t, "/kv", 3, 0, 1), MAYFLY_ELOST);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(snap, t);
+  MF_ASSERT_EQ(part(kv, 1)->state, NS_PART_LIVE);
+  /* The live partitions still split. */
+  MF_ASSERT_EQ(do_split(t, "/kv", 4, 1, part(kv, 1)->lo + 10, NULL), 0);
+  ns_tree_free(t);
+
+  /* Truncating a file must not drop a lost block either. */
+  t = tree_with_incarnations();
+  MF_ASSERT_EQ(do_register(t, "ms2:7000", 77, NULL), 0); /* the file's second block goes */
+  ns_node_t *f = ns_tree_lookup(t, "/f");
+  MF_ASSERT_EQ(part(f, 1)->state, NS_PART_LOST);
+  snap = snapshot(t);
+  MF_ASSERT_EQ(do_truncate(t, "/f", 1024, NULL), MAYFLY_ELOST);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(snap, t);
+  ns_tree_free(t);
+}
+
+static void test_removing_a_namespace_frees_its_lost_blocks_at_a_new_generation(void) {
+  ns_tree_t *t = tree_with_incarnations();
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, NULL), 0);
+  ns_node_t *kv = ns_tree_lookup(t, "/kv");
+  ns_block_t lost[2] = {part(kv, 0)->block, part(kv, 2)->block};
+  ns_block_t all[4];
+  for (guint i = 0; i < 4; i++) all[i] = part(kv, i)->block;
+  int64_t used = t->alloc->blocks_used;
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_remove(t, "/kv", 0, &fx), 0);
+  expect_freed(&fx, all, 4);
+  MF_ASSERT_EQ(t->alloc->blocks_used, used - 4);
+  MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 1), 1); /* the file's block is still lost */
+  for (guint i = 0; i < 2; i++) {
+    CU_ASSERT(!is_taken(t, lost[i]));
+    MF_ASSERT_EQ(ns_tree_block_lost(t, lost[i].server, lost[i].index), 0);
+    /* Free again, under a generation no stale reference names. */
+    MF_ASSERT_EQ(ns_alloc_server(t->alloc, 1)->generation[lost[i].index],
+                 lost[i].generation + 1);
+  }
+  /* A new namespace can have them, live. */
+  MF_ASSERT_EQ(do_create(t, "/again", NS_KIND_KV, 4), 0);
+  ns_node_t *again = ns_tree_lookup(t, "/again");
+  int on_ms1 = 0;
+  for (guint i = 0; i < 4; i++) {
+    MF_ASSERT_EQ(part(again, i)->state, NS_PART_LIVE);
+    on_ms1 += part(again, i)->block.server == 1;
+  }
+  MF_ASSERT_EQ(on_ms1, 2);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
+}
+
+static void test_a_repartition_under_way_when_its_server_restarts_only_rolls_back(void) {
+  ns_tree_t *t = tree_with_incarnations();
+  ns_node_t *kv = ns_tree_lookup(t, "/kv");
+  /* A split of the partition on ms2 whose new block is on ms1. */
+  ns_block_t dst;
+  MF_ASSERT_EQ(do_split(t, "/kv", 1, 1, part(kv, 1)->lo + 100, &dst), 0);
+  MF_ASSERT_EQ(dst.server, 1);
+  MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, NULL), 0);
+  CU_ASSERT(ns_node_find_repart(kv, 1)->lost);
+  MF_ASSERT_EQ(ns_tree_block_lost(t, dst.server, dst.index), 1);
+  MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 1), 4); /* two kv, the file's, the split's */
+  /* What was copied there is gone: a commit is refused, a rollback frees it. */
+  char *snap = snapshot(t);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, NULL), MAYFLY_EMOVED);
+  EXPECT_WHY();
+  EXPECT_UNCHANGED(snap, t);
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  MF_ASSERT_EQ(do_end(t, "/kv", 1, 0, &fx), 0);
+  expect_freed(&fx, &dst, 1);
+  MF_ASSERT_EQ(kv->layout.parts->len, 4);
+  MF_ASSERT_EQ(part(kv, 1)->state, NS_PART_LIVE);
+  ns_effects_clear(&fx);
+  ns_tree_free(t);
 }
 
 static const mf_test_t tests[] = {
@@ -2008,6 +2217,16 @@ static const mf_test_t tests[] = {
      test_truncate_is_refused_for_other_kinds_and_negative_sizes},
     {"replaying repartition and truncate records rebuilds the same state",
      test_replaying_repartition_records_rebuilds_the_same_state},
+    {"a new incarnation marks the server's partitions lost in one record",
+     test_a_new_incarnation_marks_the_servers_partitions_lost_in_one_record},
+    {"an unknown incarnation never loses anything",
+     test_an_unknown_incarnation_never_loses_anything},
+    {"lost partitions are never released, split, merged or truncated",
+     test_lost_partitions_are_never_released_split_merged_or_truncated},
+    {"removing a namespace frees its lost blocks at a new generation",
+     test_removing_a_namespace_frees_its_lost_blocks_at_a_new_generation},
+    {"a repartition under way when its server restarts only rolls back",
+     test_a_repartition_under_way_when_its_server_restarts_only_rolls_back},
     {NULL, NULL}};
 
 int main(void) {
