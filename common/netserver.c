@@ -395,7 +395,9 @@ static void ready_cb(uv_idle_t *h) {
 }
 
 /* Closes connections whose partial frame or idleness outlasted its limit.
- * Idle means no byte either way and no reference but the socket's. */
+ * Idle means no byte read, none taken by the socket, and no reference but
+ * the socket's (no request waiting in the protocol): a peer that stopped
+ * reading its replies is idle too, and its backlog goes with it. */
 static void sweep_cb(uv_timer_t *t) {
   mf_net_server_t *s = t->data;
   int64_t now = (int64_t)uv_now(s->loop);
@@ -408,7 +410,7 @@ static void sweep_cb(uv_timer_t *t) {
   }
   while (s->cfg.idle_timeout_ms > 0 && (c = g_queue_peek_head(&s->idle)) != NULL &&
          now - c->active_ms >= s->cfg.idle_timeout_ms) {
-    if (c->refs > 1 || c->held || c->backlog > 0) {
+    if (c->refs > 1 || c->held) {
       touch(c); /* waiting for the server, not idle */
       continue;
     }

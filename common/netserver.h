@@ -25,9 +25,10 @@
  *     all connections; past it a connection that needs to grow stops
  *     reading until some buffer shrinks;
  *   - a frame whose first bytes arrived must be complete within
- *     frame_timeout_ms, and a connection with nothing outstanding (no bytes
- *     received or written, no reference but its own) is closed after
- *     idle_timeout_ms.
+ *     frame_timeout_ms, and a connection with nothing outstanding (no byte
+ *     received or taken by the socket, no reference but its own) is closed
+ *     after idle_timeout_ms; a peer that stops reading its replies is idle
+ *     too, so its backlog is given back then.
  * So the layer's memory is at most
  *   max_connections x read_buffer + input_total
  *   + min(max_connections x (reply_backlog + R), reply_backlog_total + max_connections x R)

@@ -50,7 +50,8 @@ struct ms_server {
   GHashTable *rp_retry;   /* block indices to look at again */
   uv_timer_t rp_timer;
   int rp_jobs;            /* worker jobs not yet completed */
-  int closed;             /* the listener is closed: free once rp_jobs is 0 */
+  int closed;             /* the connections are closed: free once rp_jobs is 0 */
+  int rp_timer_closed;
 };
 
 /* A data connection: the layer's part first (sockets, buffers, refs; the

@@ -64,9 +64,10 @@ void ms__reply_status(conn_t *c, const wire_hdr_t *req, int status) {
   ms__reply(c, req, status, 0, 0, 0, 0, NULL, 0);
 }
 
-/* Frees the server once its listener is closed and no worker job is left. */
+/* Frees the server once its connections and timer are closed and no worker
+ * job is left. */
 void ms__server_free(ms_server_t *s) {
-  if (!s->closed || s->rp_jobs > 0) return;
+  if (!s->closed || !s->rp_timer_closed || s->rp_jobs > 0) return;
   g_hash_table_destroy(s->parked);
   mf_pool_free(s->rp_pool);
   g_free(s->directory);
@@ -190,6 +191,12 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   return 0;
 }
 
+static void rp_timer_closed(uv_handle_t *h) {
+  ms_server_t *s = h->data;
+  s->rp_timer_closed = 1;
+  ms__server_free(s);
+}
+
 void ms_server_stop(ms_server_t *s) {
   if (s == NULL || s->stopping) return;
   s->stopping = 1;
@@ -207,7 +214,7 @@ void ms_server_stop(ms_server_t *s) {
   for (GList *k = keys; k; k = k->next) ms__replay_parked(s, GPOINTER_TO_INT(k->data), MAYFLY_EIO);
   g_list_free(keys);
   uv_timer_stop(&s->rp_timer);
-  uv_close((uv_handle_t *)&s->rp_timer, NULL);
+  uv_close((uv_handle_t *)&s->rp_timer, rp_timer_closed);
   for (int32_t i = 0; i < s->store->nblocks; i++) {
     store_block_t *b = &s->store->blocks[i];
     ms__wake_all(b, MAYFLY_EIO);

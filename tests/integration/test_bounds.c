@@ -212,7 +212,7 @@ static long long ms_bound_growth(const ms_opts_t *o) {
   long long total = o->backlog_total + o->max_conns * R;
   return o->max_conns * (o->read_buffer + CONN_OVERHEAD) + o->input_total +
          (per_conn < total ? per_conn : total) + o->deferred_total + F +
-         o->pops_total * (long long)(sizeof(void *) * 16 + 256) /* a waiter and its timer */;
+         o->pops_total * 400 /* W: a waiter and its timer */;
 }
 
 typedef struct {
