@@ -102,8 +102,9 @@ void mf_net_conn_unref(mf_net_conn_t *c) {
   if (s->proto->on_free != NULL) s->proto->on_free(c);
   s->backlog_total -= c->out->len;
   g_byte_array_free(c->out, TRUE);
+  uint8_t *buf = c->buf;
   set_cap(c, NULL, 0);
-  g_free(c->buf);
+  g_free(buf);
   g_free(c);
   s->live--;
   server_maybe_free(s);
@@ -175,7 +176,12 @@ void mf_net_send_zc(mf_net_conn_t *c, const void *head, size_t hlen, const void 
         account_sent(c, sent);
         mf_net_send(c, payload, plen);
       } else {
-        g_byte_array_set_size(c->out, 0);
+        if (head_len > ZERO_COPY_MIN) {
+          g_byte_array_free(c->out, TRUE);
+          c->out = g_byte_array_new();
+        } else {
+          g_byte_array_set_size(c->out, 0);
+        }
         account_sent(c, head_len);
         mf_net_send(c, (const uint8_t *)payload + (sent - head_len), plen - (sent - head_len));
       }
@@ -211,10 +217,20 @@ void mf_net_flush(mf_net_conn_t *c) {
   if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
     uv_buf_t b = uv_buf_init((char *)c->out->data, c->out->len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n > 0 && (size_t)n == c->out->len) {
+      account_sent(c, (size_t)n);
+      if (c->out->len > ZERO_COPY_MIN) {
+        /* Give a large reply's memory back rather than keep it per connection. */
+        g_byte_array_free(c->out, TRUE);
+        c->out = g_byte_array_new();
+      } else {
+        g_byte_array_set_size(c->out, 0);
+      }
+      return;
+    }
     if (n > 0) {
       g_byte_array_remove_range(c->out, 0, (guint)n);
       account_sent(c, (size_t)n);
-      if (c->out->len == 0) return;
     }
   }
   write_req_t *w = g_new0(write_req_t, 1);
