@@ -38,6 +38,8 @@ struct mf_net_server {
   GQueue idle;       /* open connections, least recently active first */
   GQueue partial;    /* connections receiving a frame, oldest first */
   GQueue stalled;    /* connections waiting for input_total to allow growth */
+  GQueue big;        /* connections whose read buffer is past read_buffer */
+  int64_t sweep_ms;  /* the sweep timer's period */
   GQueue ready;      /* released connections to serve */
   int handles;       /* listener, sweep, ready_h not yet closed */
   int stopping;
@@ -80,6 +82,8 @@ static void set_cap(mf_net_conn_t *c, uint8_t *buf, size_t cap) {
   s->input_extra = s->input_extra - old_extra + new_extra;
   c->buf = buf;
   c->cap = cap;
+  if (old_extra == 0 && new_extra > 0) g_queue_push_tail_link(&s->big, &c->big_link);
+  if (old_extra > 0 && new_extra == 0) g_queue_unlink(&s->big, &c->big_link);
   if (new_extra < old_extra) {
     mf_net_conn_t *w;
     while ((w = g_queue_peek_head(&s->stalled)) != NULL) {
@@ -127,6 +131,12 @@ void mf_net_conn_close(mf_net_conn_t *c) {
   c->stalled = 0;
   if (s->proto->on_close != NULL) s->proto->on_close(c);
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+/* Gives a read buffer's growth back when what it holds fits the base size. */
+static void shrink(mf_net_conn_t *c) {
+  size_t base = c->srv->cfg.read_buffer;
+  if (c->cap > base && c->len <= base / 2) set_cap(c, g_realloc(c->buf, base), base);
 }
 
 /* Whether c must wait for its writes before another frame is served. */
@@ -348,8 +358,10 @@ static void conn_process(mf_net_conn_t *c) {
       memmove(c->buf, c->buf + pos, c->len - pos);
       c->len -= pos;
     }
-    size_t base = s->cfg.read_buffer;
-    if (c->cap > base && c->len <= base / 2) set_cap(c, g_realloc(c->buf, base), base);
+    /* A large buffer is kept while the peer keeps sending large frames and
+     * given back when it goes quiet (sweep_cb), or at once when another
+     * connection waits for input_total. */
+    if (s->stalled.length > 0) shrink(c);
     if (c->partial_ms >= 0 && (pos > 0 || !front_partial)) {
       g_queue_unlink(&s->partial, &c->partial_link);
       c->partial_ms = -1;
@@ -418,6 +430,12 @@ static void sweep_cb(uv_timer_t *t) {
   mf_net_server_t *s = t->data;
   int64_t now = (int64_t)uv_now(s->loop);
   mf_net_conn_t *c;
+  /* Large read buffers of connections that went quiet. */
+  for (GList *l = s->big.head, *next; l != NULL; l = next) {
+    next = l->next;
+    c = l->data;
+    if (now - c->active_ms >= s->sweep_ms && !c->processing) shrink(c);
+  }
   while (s->cfg.frame_timeout_ms > 0 && (c = g_queue_peek_head(&s->partial)) != NULL &&
          now - c->partial_ms >= s->cfg.frame_timeout_ms) {
     MF_WARN("peer %s: frame not complete after %lld ms (%zu of %zu bytes); closing the connection",
@@ -449,7 +467,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->partial_ms = -1;
   c->out = g_byte_array_new();
   c->conn_link.data = c->idle_link.data = c->partial_link.data = c->stall_link.data =
-      c->ready_link.data = c;
+      c->ready_link.data = c->big_link.data = c;
   s->live++;
   uv_tcp_init(s->loop, &c->tcp);
   c->tcp.data = c;
@@ -522,6 +540,7 @@ int mf_net_server_start(uv_loop_t *loop, const mf_net_config_t *cfg, const mf_ne
   if (cfg->frame_timeout_ms > 0) period = MIN(period, cfg->frame_timeout_ms / 4);
   if (cfg->idle_timeout_ms > 0) period = MIN(period, cfg->idle_timeout_ms / 4);
   if (period < 10) period = 10;
+  s->sweep_ms = period;
   uv_timer_start(&s->sweep, sweep_cb, (uint64_t)period, (uint64_t)period);
   uv_idle_init(loop, &s->ready_h);
   s->ready_h.data = s;

@@ -20,8 +20,9 @@
  *     at most reply_backlog + one largest reply;
  *   - read buffers start at read_buffer bytes, grow only as bytes arrive (at
  *     most doubling, never past the frame being received, whatever its
- *     header announces) and shrink back to read_buffer once the large frame
- *     is served. Growth beyond read_buffer counts against input_total, over
+ *     header announces) and shrink back to read_buffer once the connection
+ *     goes quiet for a sweep period (at once when another connection waits
+ *     for input_total). Growth beyond read_buffer counts against input_total, over
  *     all connections; past it a connection that needs to grow stops
  *     reading until some buffer shrinks;
  *   - a frame whose first bytes arrived must be complete within
@@ -73,7 +74,7 @@ struct mf_net_conn {
   GByteArray *out;      /* replies not yet handed to the socket */
   int reading, processing, wait_backlog, stalled, scheduled;
   int64_t active_ms, partial_ms;
-  GList conn_link, idle_link, partial_link, stall_link, ready_link;
+  GList conn_link, idle_link, partial_link, stall_link, ready_link, big_link;
 };
 
 typedef struct mf_net_proto {

@@ -1,5 +1,7 @@
 /*
- * Control-plane server on libuv (see server.h).
+ * Control-plane server on libuv (see server.h): the Thrift protocol and the
+ * deferred watches on the shared connection layer (common/netserver.h),
+ * which owns the sockets, buffers, back-pressure and timeouts.
  */
 #include "directory/server.h"
 
