@@ -193,10 +193,15 @@ int mf_config_load(const char *section, const char *summary, mf_option_t *opts, 
   gboolean *flag_bool = g_new0(gboolean, n);
   char *config_path = NULL;
   GOptionEntry *entries = g_new0(GOptionEntry, n + 2);
+  /* --help shows each option's default. */
+  char **helps = g_new0(char *, n);
   for (size_t i = 0; i < n; i++) {
     GOptionEntry *e = &entries[i];
     e->long_name = opts[i].name;
-    e->description = opts[i].help;
+    if (opts[i].defval != NULL && opts[i].type != MF_OPT_BOOL) {
+      helps[i] = g_strdup_printf("%s (default %s)", opts[i].help, opts[i].defval);
+    }
+    e->description = helps[i] != NULL ? helps[i] : opts[i].help;
     e->arg_description = opts[i].arg;
     if (opts[i].type == MF_OPT_BOOL) {
       e->arg = G_OPTION_ARG_NONE;
@@ -274,7 +279,11 @@ out:
   if (kf) g_key_file_free(kf);
   g_option_context_free(ctx);
   g_free(desc);
-  for (size_t i = 0; i < n; i++) g_free(flag_str[i]);
+  for (size_t i = 0; i < n; i++) {
+    g_free(flag_str[i]);
+    g_free(helps[i]);
+  }
+  g_free(helps);
   g_free(flag_str);
   g_free(flag_bool);
   g_free(entries);

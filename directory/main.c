@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/netserver.h"
 #include "directory/directory.h"
 #include "directory/server.h"
 
@@ -63,6 +64,19 @@ int main(int argc, char **argv) {
        "Largest control-plane frame accepted", "SIZE"},
       {"max-connections", MF_OPT_INT, &cfg.max_connections, "10000", 1, 1000000,
        "Connections served at once", "N"},
+      {"read-buffer", MF_OPT_SIZE, &cfg.read_buffer, "16KiB", 8192, 64 << 20,
+       "Read buffer of a connection to start with and when idle", "SIZE"},
+      {"max-input-total", MF_OPT_SIZE, &cfg.input_total, "64MiB", 1 << 20, 1LL << 40,
+       "Read buffer growth past --read-buffer, all connections (at least --max-frame)", "SIZE"},
+      {"max-reply-backlog", MF_OPT_SIZE, &cfg.reply_backlog, "1MiB", 4096, 1LL << 40,
+       "Replies a connection may have unsent before its requests wait", "SIZE"},
+      {"max-reply-backlog-total", MF_OPT_SIZE, &cfg.reply_backlog_total, "64MiB", 4096,
+       1LL << 40, "Unsent replies, all connections (a connection with none always gets one)",
+       "SIZE"},
+      {"frame-timeout", MF_OPT_DURATION, &cfg.frame_timeout_ms, "10s", 0, 3600000,
+       "A frame that has started must complete within this (0: no limit)", "DURATION"},
+      {"idle-timeout", MF_OPT_DURATION, &cfg.idle_timeout_ms, "600s", 0, 86400000,
+       "Closes connections idle this long (0: never)", "DURATION"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -80,6 +94,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mayfly-directory: --log-level: '%s' is not debug, info, warn, error or off\n",
             cfg.log_level);
     bad = 1;
+  } else if (cfg.input_total < cfg.max_frame + 4) {
+    fprintf(stderr, "mayfly-directory: --max-input-total is smaller than --max-frame\n");
+    bad = 1;
   }
   if (bad) {
     g_free(cfg.host);
@@ -93,10 +110,12 @@ int main(int argc, char **argv) {
   daemon_t dm = {0};
   dm.loop = uv_default_loop();
   dir_init(&dm.dir, dm.loop, &cfg);
+  mf_net_raise_nofile(cfg.max_connections, 64);
   int port = 0;
-  int rc = dir_server_start(&dm.dir, cfg.host, (int)cfg.port, &dm.server, &port);
+  char why[256];
+  int rc = dir_server_start(&dm.dir, cfg.host, (int)cfg.port, &dm.server, &port, why, sizeof why);
   if (rc != 0) {
-    MF_ERROR("cannot listen on %s:%lld: %s", cfg.host, (long long)cfg.port, uv_strerror(rc));
+    MF_ERROR("%s", why);
     dir_stop(&dm.dir);
     uv_run(dm.loop, UV_RUN_DEFAULT);
     dir_free(&dm.dir);

@@ -2,23 +2,26 @@
  * The directory's control-plane server: a libuv TCP listener that serves many
  * connections at once by driving the generated Thrift processor itself.
  *
- * Per connection, bytes accumulate in a read buffer; each complete frame
+ * Connections, buffers, back-pressure and timeouts are the shared layer's
+ * (common/netserver.h); this file is the protocol on it. Each complete frame
  * (4-byte big-endian length + compact-protocol message) is size-checked
  * against the limit before any allocation, depth-checked (compact_scan.h),
  * handed to the processor through an in-memory frame transport, and its
- * reply appended to the connection's output. All replies produced by one
- * read go out in one write, in request order (the generated client does not
+ * reply appended to the connection's output. The reply backlog is checked
+ * before each frame (a reply is at most --max-frame). All replies produced by
+ * one read go out together, in request order (the generated client does not
  * match seqids). A frame over the limit or a message that does not parse
  * closes that connection only.
  *
  * Deferred requests. A watch with nothing to report yet is held without
  * blocking the loop: the handler says "defer" (dir_t.call), the reply it
- * produced is discarded, and the server keeps the request frame with a
- * timer until an event is appended to the watched log (the log wakes it)
- * or the wait is over, then runs the frame through the processor again
- * (the last time with "answer now"). Meanwhile the connection's later
- * requests stay buffered, unprocessed, so replies keep their order; reading
- * goes on (to notice the peer closing) until two frames' worth is buffered.
+ * produced is discarded, and the request's frame stays first in the
+ * connection's input buffer (no copy) with a timer until an event is
+ * appended to the watched log (the log wakes it) or the wait is over; then
+ * the frame runs through the processor again (the last time with "answer
+ * now"). Meanwhile the connection's later requests stay buffered,
+ * unprocessed, so replies keep their order; reading goes on into the
+ * buffer's free space only (to notice the peer closing).
  */
 #ifndef MAYFLY_DIR_SERVER_H
 #define MAYFLY_DIR_SERVER_H
@@ -55,11 +58,12 @@ void dir_rpc_free(dir_rpc_t *r); /* accepts NULL */
 int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
                  dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen);
 
-/* Binds host:port (port 0 picks a free one) and starts accepting. On success
- * *out is the server and *bound_port the port in use. Returns 0 or a negative
- * libuv error code. */
-int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out,
-                     int *bound_port);
+/* Binds host:port (IPv4 or IPv6; port 0 picks a free one) and starts
+ * accepting, with the bounds of d->cfg. On success *out is the server and
+ * *bound_port the port in use. Returns 0, or a MAYFLY_E* code with a message
+ * in why (as mf_net_server_start). */
+int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, int *bound_port,
+                     char *why, size_t whylen);
 
 /* Stops accepting, closes every connection and frees the server once the
  * loop has run the close callbacks. */

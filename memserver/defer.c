@@ -19,7 +19,7 @@ void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void
                             uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
   uint64_t id = ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset,
                                  length);
-  if (c->closing) return;
+  if (c->net.closing) return;
   awaiting_t *aw = g_new(awaiting_t, 1);
   aw->c = c;
   aw->upto = id;
@@ -28,7 +28,7 @@ void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void
   ms__reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
   g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
   if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
-  c->refs++;
+  mf_net_conn_ref(&c->net);
   g_queue_push_tail(&c->srv->awaiting, aw);
 }
 
@@ -40,10 +40,10 @@ void ms__release_published(ms_server_t *s, int all) {
   awaiting_t *aw;
   while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
     g_queue_pop_head(&s->awaiting);
-    if (!aw->c->closing) {
-      g_byte_array_append(aw->c->out, aw->bytes->data, aw->bytes->len);
+    if (!aw->c->net.closing) {
+      mf_net_send(&aw->c->net, aw->bytes->data, aw->bytes->len);
       if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
-        aw->c->refs++;
+        mf_net_conn_ref(&aw->c->net);
         g_ptr_array_add(touched, aw->c);
       }
     }
@@ -63,13 +63,17 @@ void ms__on_published(uv_async_t *a) {
   ms__release_published(ms_publisher_data(a->data), 0);
 }
 
-/* Keeps a copy of a request frame, in order, to serve later (replay). */
+/* Keeps a copy of a request frame, in order, to serve later (replay). The
+ * copy counts against the connection's and the server's deferred caps,
+ * which server.c checks before serving each frame. */
 static void keep(GQueue *q, conn_t *c, const uint8_t *frame, size_t len) {
   parked_t *p = g_new(parked_t, 1);
   p->c = c;
   p->frame = g_memdup2(frame, len);
   p->len = len;
-  c->refs++;
+  c->deferred += len;
+  c->srv->deferred_total += len;
+  mf_net_conn_ref(&c->net);
   g_queue_push_tail(q, p);
 }
 
@@ -99,10 +103,14 @@ void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
  * answered MAYFLY_ELOST, the others (stale) MAYFLY_EMOVED. */
 static void replay(GQueue *q, int status, int64_t lost_gen) {
   parked_t *p;
+  ms_server_t *s = NULL;
   while ((p = g_queue_pop_head(q)) != NULL) {
     wire_hdr_t h;
     size_t flen;
-    if (!p->c->closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
+    s = p->c->srv;
+    p->c->deferred -= p->len;
+    s->deferred_total -= p->len;
+    if (!p->c->net.closing && wire_parse(p->frame, p->len, UINT32_MAX, &h, &flen) == 0) {
       if (lost_gen != 0) {
         ms__reply_status(p->c, &h,
                          (int64_t)h.generation == lost_gen ? MAYFLY_ELOST : MAYFLY_EMOVED);
@@ -118,6 +126,7 @@ static void replay(GQueue *q, int status, int64_t lost_gen) {
     g_free(p);
   }
   g_queue_free(q);
+  if (s != NULL) ms__deferred_released(s);
 }
 
 /* Serves the held requests again (status 0), or answers them all with

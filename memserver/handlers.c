@@ -127,6 +127,7 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     }
     case WIRE_OP_KV_GET: {
       GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
+      if (v != NULL && !ms__reply_fits(c, g_bytes_get_size(v))) break; /* waits for the backlog */
       if (v == NULL) {
         ms__reply_status(c, h, MAYFLY_ENOKEY);
       } else {
@@ -191,6 +192,8 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       break;
     }
     case WIRE_OP_Q_POP: {
+      const store_item_t *head = store_queue_peek(b);
+      if (head != NULL && !ms__reply_fits(c, head->len)) break; /* waits for the backlog */
       store_item_t *it = store_queue_pop(b);
       if (it != NULL && b->watched) {
         ms__reply_published(c, b, MS_EV_KIND_POP, NULL, 0, 0, it->len, h, sealed, 0, it->data,
@@ -210,6 +213,7 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
     }
     case WIRE_OP_Q_PEEK: {
       const store_item_t *it = store_queue_peek(b);
+      if (it != NULL && !ms__reply_fits(c, it->len)) break; /* waits for the backlog */
       if (it != NULL) {
         ms__reply(c, h, 0, sealed, 0, 0, 0, it->data, it->len);
       } else {
@@ -244,6 +248,7 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
       const uint8_t *data = NULL;
       uint64_t want = h->arg1 > c->srv->max_payload ? c->srv->max_payload : h->arg1;
       uint64_t n = store_file_read(b, h->arg0, want, &data);
+      if (!ms__reply_fits(c, n)) break; /* waits for the backlog */
       ms__reply(c, h, 0, 0, b->size, 0, 0, data, (uint32_t)n);
       break;
     }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/netserver.h"
 #include "common/wire.h"
 #include "memserver/control.h"
 #include "memserver/publish.h"
@@ -29,38 +30,43 @@ typedef struct conn conn_t;
 
 struct ms_server {
   uv_loop_t *loop;
-  uv_tcp_t listener;
+  mf_net_server_t *net; /* sockets, buffers, back-pressure, timeouts (common/netserver.h) */
   store_t *store;
   ms_control_t *ctl;
   uint32_t max_payload;
-  int64_t max_connections;
-  int64_t conns_open;
-  GList *conns;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   ms_publisher_t *pub;
   GQueue awaiting;    /* awaiting_t *: replies waiting for their events to be published */
   int stopping;
+  /* Bounds on requests that wait (ms_server_config_t). */
+  uint64_t deferred_max, deferred_total_max; /* parked and held copies, bytes */
+  uint64_t deferred_total;
+  int64_t pops_max, pops_total_max;          /* waiting pops */
+  int64_t pops_total;
+  GQueue deferred_blocked; /* conn_t * not served until parked or held requests are released */
   /* repartitions */
   char *directory;
   mf_pool_t *rp_pool;     /* connections to other memory servers */
   GHashTable *rp_retry;   /* block indices to look at again */
   uv_timer_t rp_timer;
   int rp_jobs;            /* worker jobs not yet completed */
-  int closed;             /* the listener is closed: free once rp_jobs is 0 */
+  int closed;             /* the connections are closed: free once rp_jobs is 0 */
+  int rp_timer_closed;
 };
 
+/* A data connection: the layer's part first (sockets, buffers, refs; the
+ * open connection and each parked, held, awaiting or waiting request hold a
+ * reference), then the memory server's. */
 struct conn {
-  uv_tcp_t tcp;
+  mf_net_conn_t net;
   ms_server_t *srv;
-  GList *link;
-  char peer[80];
-  uint8_t *buf;
-  size_t len, cap;
-  int reading;
-  int closing;
-  int refs;          /* the open connection + each parked request */
-  GByteArray *out;   /* replies not yet handed to uv_write */
-  GList *waiters;    /* waiter_t * of this connection's waiting pops */
+  GQueue waiters;        /* waiter_t * of this connection's waiting pops */
+  uint64_t deferred;     /* bytes of this connection's parked and held copies */
+  GList blocked_link;    /* in srv->deferred_blocked while blocked there */
+  int blocked;
+  int serving;           /* a frame from the input buffer is being served (can wait) */
+  int retry;             /* its reply did not fit: keep the frame (ms__reply_fits) */
+  wire_hdr_t hdr;        /* the header of the frame the layer is serving */
 };
 
 typedef struct {
@@ -69,17 +75,16 @@ typedef struct {
   size_t len;
 } parked_t;
 
+/* A waiting pop, linked from its block's queue (b->waiters) and its
+ * connection's (c->waiters) through its own links, so it leaves both in O(1). */
 typedef struct {
   uv_timer_t timer;
   conn_t *c;
   store_block_t *b;
   wire_hdr_t req;
+  GList block_link, conn_link;
+  int done;
 } waiter_t;
-
-typedef struct {
-  uv_write_t req;
-  GByteArray *data;
-} write_req_t;
 
 /* The reply to a write on a watched block, sent once its event (and every
  * event before it) has been published (publish.h). Holds a reference on
@@ -94,8 +99,16 @@ typedef struct {
 /* server.c */
 /* Drops one reference; the last frees the connection. */
 void ms__conn_unref(conn_t *c);
-/* Hands the replies gathered so far to one write. */
+/* Hands the replies gathered so far to the socket (mf_net_flush). */
 void ms__flush(conn_t *c);
+/* Whether a reply of n payload bytes fits c's reply backlog now. Called by
+ * the handlers of reads (no side effect until served) before serving: when
+ * it returns 0 the handler returns without replying and the layer keeps the
+ * frame buffered until the backlog drains. Always 1 outside the serving of
+ * a buffered frame (a replayed request must be answered). */
+int ms__reply_fits(conn_t *c, uint64_t n);
+/* Wakes the connections blocked on the parked/held caps (some were released). */
+void ms__deferred_released(ms_server_t *s);
 void ms__reply_header(const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
                       uint64_t a1, uint32_t a2, uint32_t plen, uint8_t out[WIRE_HEADER_SIZE]);
 /* Queues a reply to req (payload copied, or sent from block memory at once). */
@@ -126,6 +139,8 @@ void ms__replay_parked(ms_server_t *s, int32_t index, int status);
 void ms__replay_parked_lost(ms_server_t *s, int32_t index, int64_t generation);
 
 /* waiters.c */
+/* Makes a pop wait on b up to h->arg0 ms; answers MAYFLY_EAGAIN at once when
+ * the connection or the server already has its cap of waiting pops. */
 void ms__add_waiter(conn_t *c, store_block_t *b, const wire_hdr_t *h);
 void ms__waiter_finish(waiter_t *w);
 void ms__wake_all(store_block_t *b, int status);

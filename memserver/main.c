@@ -13,6 +13,8 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/netserver.h"
+#include "common/wire.h"
 #include "memserver/server.h"
 #include "memserver/store.h"
 
@@ -31,10 +33,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 int main(int argc, char **argv) {
   char *host = NULL, *directory = NULL, *advertise = NULL, *log_level = NULL, *port_file = NULL;
-  int64_t port = 0, blocks = 0, max_conns = 0;
+  int64_t port = 0, blocks = 0;
   uint64_t block_size = 0;
+  ms_server_config_t cfg = {0};
+  mf_net_config_t *net = &cfg.net;
   mf_option_t opts[] = {
-      {"host", MF_OPT_STRING, &host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
+      {"host", MF_OPT_STRING, &host, "127.0.0.1", 0, 0, "Address to listen on (IPv4 or IPv6)",
+       "HOST"},
       {"port", MF_OPT_INT, &port, "9100", 0, 65535, "Data-plane port (0 picks a free one)",
        "PORT"},
       {"port-file", MF_OPT_STRING, &port_file, NULL, 0, 0,
@@ -46,8 +51,30 @@ int main(int argc, char **argv) {
       {"blocks", MF_OPT_INT, &blocks, "64", 1, 1 << 24, "Blocks in the pool", "N"},
       {"block-size", MF_OPT_SIZE, &block_size, "64MiB", 4096, 1LL << 32,
        "Size of one block", "SIZE"},
-      {"max-connections", MF_OPT_INT, &max_conns, "10000", 1, 1000000,
+      {"max-connections", MF_OPT_INT, &net->max_connections, "10000", 1, 1000000,
        "Connections served at once", "N"},
+      {"read-buffer", MF_OPT_SIZE, &net->read_buffer, "16KiB", 8192, 64 << 20,
+       "Read buffer of a connection to start with and when idle", "SIZE"},
+      {"max-input-total", MF_OPT_SIZE, &net->input_total, "256MiB", 1 << 20, 1LL << 40,
+       "Read buffer growth past --read-buffer, all connections (at least one largest frame)",
+       "SIZE"},
+      {"max-reply-backlog", MF_OPT_SIZE, &net->reply_backlog, "8MiB", 4096, 1LL << 40,
+       "Replies a connection may have unsent before its requests wait", "SIZE"},
+      {"max-reply-backlog-total", MF_OPT_SIZE, &net->reply_backlog_total, "256MiB", 4096,
+       1LL << 40, "Unsent replies, all connections (a connection with none always gets one)",
+       "SIZE"},
+      {"frame-timeout", MF_OPT_DURATION, &net->frame_timeout_ms, "10s", 0, 3600000,
+       "A frame that has started must complete within this (0: no limit)", "DURATION"},
+      {"idle-timeout", MF_OPT_DURATION, &net->idle_timeout_ms, "600s", 0, 86400000,
+       "Closes connections idle this long (0: never)", "DURATION"},
+      {"max-deferred", MF_OPT_SIZE, &cfg.deferred_max, "8MiB", 1, 1LL << 40,
+       "Parked and held request bytes of a connection before its requests wait", "SIZE"},
+      {"max-deferred-total", MF_OPT_SIZE, &cfg.deferred_total_max, "256MiB", 1, 1LL << 40,
+       "Parked and held request bytes, all connections", "SIZE"},
+      {"max-waiting-pops", MF_OPT_INT, &cfg.pops_max, "1024", 0, 1 << 30,
+       "Waiting pops of a connection; past it a pop answers 'try again' at once", "N"},
+      {"max-waiting-pops-total", MF_OPT_INT, &cfg.pops_total_max, "65536", 0, 1 << 30,
+       "Waiting pops, all connections", "N"},
       {"log-level", MF_OPT_STRING, &log_level, "info", 0, 0, "debug, info, warn, error or off",
        "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -68,6 +95,11 @@ int main(int argc, char **argv) {
             "mayfly-memserver: --block-size %llu is not a multiple of the page size (%ld bytes): "
             "blocks give their pages back one by one\n",
             (unsigned long long)block_size, sysconf(_SC_PAGESIZE));
+  } else if (net->input_total < block_size + WIRE_KEY_MAX + WIRE_HEADER_SIZE + WIRE_CAP_MAX) {
+    fprintf(stderr,
+            "mayfly-memserver: --max-input-total %llu is smaller than one largest frame (a block "
+            "and a key)\n",
+            (unsigned long long)net->input_total);
   } else if ((uint64_t)blocks * block_size / block_size != (uint64_t)blocks ||
              store_init(&store, (int32_t)blocks, block_size) != 0) {
     fprintf(stderr, "mayfly-memserver: cannot reserve %lld blocks of %llu bytes\n",
@@ -82,15 +114,17 @@ int main(int argc, char **argv) {
 
   uv_loop_t *loop = uv_default_loop();
   daemon_t dm = {0};
-  ms_server_config_t cfg = {.host = host,
-                            .port = (int)port,
-                            .directory = directory,
-                            .advertise = advertise,
-                            .max_connections = max_conns};
+  net->host = host;
+  net->port = (int)port;
+  cfg.directory = directory;
+  cfg.advertise = advertise;
+  /* Connections, the control and publisher threads' sockets, the pool to
+   * other memory servers, the loop's own descriptors. */
+  mf_net_raise_nofile(net->max_connections, 64);
   int bound = 0;
-  int urc = ms_server_start(loop, &store, &cfg, &dm.server, &bound);
-  if (urc != 0) {
-    MF_ERROR("cannot listen on %s:%lld: %s", host, (long long)port, uv_strerror(urc));
+  char why[256];
+  if (ms_server_start(loop, &store, &cfg, &dm.server, &bound, why, sizeof why) != 0) {
+    MF_ERROR("%s", why);
     rc = 1;
     goto out;
   }

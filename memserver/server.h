@@ -5,7 +5,8 @@
  * Requests are pipelined: a connection may have many in flight, and each
  * reply carries its request's id. Frames are decoded as they arrive; every
  * length is checked before the frame is buffered. All replies produced by one
- * read go out in one write. A request naming a block generation the store
+ * read go out in one write. A read whose reply does not fit the connection's
+ * reply backlog waits in the input buffer until the backlog drains. A request naming a block generation the store
  * has not seen is parked (in order, per block) until the directory confirms
  * the owner; a queue pop that finds nothing waits up to its timeout for a
  * push. A bad magic or version, or a frame over the size limit, closes that
@@ -16,22 +17,29 @@
 
 #include <uv.h>
 
+#include "common/netserver.h"
 #include "memserver/store.h"
 
 typedef struct ms_server ms_server_t;
 
 typedef struct ms_server_config {
-  const char *host;
-  int port;
+  mf_net_config_t net;   /* host, port and the connection layer's bounds */
   const char *directory;
   const char *advertise; /* NULL: host:port */
-  int64_t max_connections;
+  /* Bytes of parked and held request copies a connection, and the server,
+   * may have before the connection's frames stay buffered, unserved, until
+   * some are released (KV_MIGRATE frames are never held back). */
+  uint64_t deferred_max, deferred_total_max;
+  /* Waiting pops per connection and in total; past them a pop that would
+   * wait answers MAYFLY_EAGAIN at once. */
+  int64_t pops_max, pops_total_max;
 } ms_server_config_t;
 
-/* Binds, starts serving and starts the control thread. Returns 0 or a
- * negative libuv error code; *bound_port is the port in use. */
+/* Binds (IPv4 or IPv6), starts serving and starts the control thread.
+ * Returns 0, or a MAYFLY_E* code with a message in why (as
+ * mf_net_server_start); *bound_port is the port in use. */
 int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *cfg,
-                    ms_server_t **out, int *bound_port);
+                    ms_server_t **out, int *bound_port, char *why, size_t whylen);
 
 /* Closes the listener and every connection and stops the control thread;
  * run the loop afterwards so close callbacks free the rest. */

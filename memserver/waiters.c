@@ -1,8 +1,14 @@
 /*
  * Queue pops that wait for a push (up to their timeout), on the memory
  * server's loop. A waiter is linked from its block (FIFO: the oldest pop
- * gets the next item) and from its connection (dropped when it closes).
+ * gets the next item) and from its connection (dropped when it closes),
+ * through links of its own, so it leaves both in O(1) whether it is served,
+ * times out or its connection closes. Waiting pops are capped per
+ * connection and in total; past a cap a pop answers MAYFLY_EAGAIN at once
+ * (a connection is never blocked behind its pops: the push that would wake
+ * them may come on the same connection).
  */
+#include "common/check.h"
 #include "common/error.h"
 #include "memserver/internal.h"
 
@@ -16,8 +22,11 @@ static void waiter_closed(uv_handle_t *h) {
 
 /* Detaches a waiter from its block and connection and frees it. */
 void ms__waiter_finish(waiter_t *w) {
-  if (w->b->waiters != NULL) g_queue_remove(w->b->waiters, w);
-  w->c->waiters = g_list_remove(w->c->waiters, w);
+  MF_CHECK(!w->done);
+  w->done = 1;
+  if (w->b->waiters != NULL) g_queue_unlink(w->b->waiters, &w->block_link);
+  g_queue_unlink(&w->c->waiters, &w->conn_link);
+  w->c->srv->pops_total--;
   uv_timer_stop(&w->timer);
   uv_close((uv_handle_t *)&w->timer, waiter_closed);
 }
@@ -40,17 +49,23 @@ void ms__wake_all(store_block_t *b, int status) {
 }
 
 void ms__add_waiter(conn_t *c, store_block_t *b, const wire_hdr_t *h) {
+  ms_server_t *s = c->srv;
+  if ((int64_t)c->waiters.length >= s->pops_max || s->pops_total >= s->pops_total_max) {
+    ms__reply_status(c, h, MAYFLY_EAGAIN);
+    return;
+  }
   waiter_t *w = g_new0(waiter_t, 1);
   w->c = c;
   w->b = b;
   w->req = *h;
-  c->refs++;
-  uv_timer_init(c->srv->loop, &w->timer);
+  w->block_link.data = w->conn_link.data = w;
+  mf_net_conn_ref(&c->net);
+  s->pops_total++;
+  uv_timer_init(s->loop, &w->timer);
   w->timer.data = w;
   if (b->waiters == NULL) b->waiters = g_queue_new();
-  g_queue_push_tail(b->waiters, w);
-  c->waiters = g_list_prepend(c->waiters, w);
+  g_queue_push_tail_link(b->waiters, &w->block_link);
+  g_queue_push_tail_link(&c->waiters, &w->conn_link);
   uint64_t ms = h->arg0 > POP_WAIT_MAX_MS ? POP_WAIT_MAX_MS : h->arg0;
   uv_timer_start(&w->timer, waiter_timeout, ms, 0);
 }
-

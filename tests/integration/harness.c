@@ -133,7 +133,12 @@ static mf_daemon_t *start(const char *binary, GPtrArray *args) {
     mf_kill(d);
     return NULL;
   }
-  snprintf(d->address, sizeof d->address, "127.0.0.1:%d", d->port);
+  /* The address it listens on: the last --host given (IPv6 in brackets). */
+  const char *host = "127.0.0.1";
+  for (guint i = 0; i + 1 < args->len; i++) {
+    if (strcmp(g_ptr_array_index(args, i), "--host") == 0) host = g_ptr_array_index(args, i + 1);
+  }
+  snprintf(d->address, sizeof d->address, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, d->port);
   return d;
 }
 

@@ -17,7 +17,7 @@
 typedef struct mf_daemon {
   pid_t pid;
   int port;
-  char address[64]; /* "127.0.0.1:PORT" */
+  char address[64]; /* "127.0.0.1:PORT", or "HOST:PORT" of the last --host given ("[::1]:PORT") */
   char *dir;        /* scratch directory (port file, log) */
   char *log_path;   /* the daemon's stderr */
 } mf_daemon_t;

@@ -1,0 +1,823 @@
+/*
+ * Integration tests of the daemons' memory bounds (docs/memory-bound.md):
+ * real daemons attacked through raw sockets the way an attacker found they
+ * could be, each test asserting that the daemon's resident memory (VmRSS of
+ * its process) stays within the bound computed from the options it was
+ * started with, and that it keeps serving a well-behaved client meanwhile
+ * and afterwards.
+ *
+ * The bound is the formula of docs/memory-bound.md with the daemon's options;
+ * its fixed base is the RSS measured once the daemon is up and loaded with
+ * the test's data (the tree, the blocks in use), plus an allowance for the
+ * allocator's own overhead (ALLOC_SLACK). A regression of any bound shows as
+ * hundreds of megabytes, far past it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client/mayfly.h"
+#include "common/error.h"
+#include "common/wire.h"
+#include "harness.h"
+#include "mf_test.h"
+
+#define MiB (1024LL * 1024)
+#define KiB 1024LL
+/* What the allocator keeps beyond what the code holds (arenas, free lists). */
+#define ALLOC_SLACK (16 * MiB)
+/* Per connection, besides its read buffer: the connection structs, the libuv
+ * handle, GLib's list links (docs/memory-bound.md, "per connection"). */
+#define CONN_OVERHEAD (2 * KiB)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static int64_t now_ms(void) {
+  return g_get_monotonic_time() / 1000;
+}
+
+/* VmRSS of a process in bytes, -1 if unknown. */
+static long long rss_of(pid_t pid) {
+  char path[64], *text = NULL;
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  if (!g_file_get_contents(path, &text, NULL, NULL)) return -1;
+  long long kb = -1;
+  const char *p = strstr(text, "VmRSS:");
+  if (p != NULL) kb = strtoll(p + 6, NULL, 10);
+  g_free(text);
+  return kb < 0 ? -1 : kb * KiB;
+}
+
+/* Under ASan freed memory sits in a quarantine and every allocation has a
+ * shadow: the daemons get a small quarantine (set before they start) and the
+ * bound an allowance for both. */
+static long long sanitizer_slack(long long bound) {
+  return UNDER_ASAN ? 64 * MiB + bound / 4 : 0;
+}
+
+static void sanitizer_env(void) {
+  if (!UNDER_ASAN) return;
+  const char *old = getenv("ASAN_OPTIONS");
+  char *v = g_strdup_printf("%s%squarantine_size_mb=16", old ? old : "", old && *old ? ":" : "");
+  setenv("ASAN_OPTIONS", v, 1);
+  g_free(v);
+}
+
+static void raise_nofile(rlim_t want) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur >= want) return;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static int tcp_connect(int port, int nonblocking) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  if (nonblocking) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+/* Sends what the socket takes within ms; returns bytes sent. */
+static size_t send_some(int fd, const uint8_t *p, size_t len, int ms) {
+  size_t sent = 0;
+  int64_t end = now_ms() + ms;
+  while (sent < len && now_ms() < end) {
+    ssize_t w = send(fd, p + sent, len - sent, MSG_NOSIGNAL);
+    if (w > 0) {
+      sent += (size_t)w;
+      continue;
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    poll(&pfd, 1, 50);
+  }
+  return sent;
+}
+
+static int recv_all(int fd, void *buf, size_t len, int ms) {
+  uint8_t *p = buf;
+  int64_t end = now_ms() + ms;
+  while (len > 0) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int left = (int)(end - now_ms());
+    if (left <= 0 || poll(&pfd, 1, left) <= 0) return -1;
+    ssize_t r = recv(fd, p, len, 0);
+    if (r <= 0) {
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      return -1;
+    }
+    p += r;
+    len -= (size_t)r;
+  }
+  return 0;
+}
+
+/* Receives one data-plane reply (payload discarded); 0 or -1. */
+static int recv_reply(int fd, wire_hdr_t *h, int ms) {
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  if (recv_all(fd, hdr, sizeof hdr, ms) != 0) return -1;
+  size_t flen;
+  int rc = wire_parse(hdr, sizeof hdr, UINT32_MAX, h, &flen);
+  if (rc != 0 && rc != MAYFLY_EAGAIN) return -1;
+  if (h->payload_len > 0) {
+    uint8_t *p = g_malloc(h->payload_len);
+    rc = recv_all(fd, p, h->payload_len, ms);
+    g_free(p);
+    if (rc != 0) return -1;
+  }
+  return 0;
+}
+
+/* Whether the peer closed fd (EOF or reset) within ms, reading and
+ * dropping whatever it sent before. */
+static int closed_within(int fd, int ms) {
+  int64_t end = now_ms() + ms;
+  uint8_t tmp[4096];
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int left = (int)(end - now_ms());
+    if (left <= 0 || poll(&pfd, 1, left) <= 0) return 0;
+    ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return 1;
+  }
+}
+
+/* --- a well-behaved client, running in a thread while the attack goes on --- */
+
+typedef struct {
+  mayfly_ns_t *ns; /* kv */
+  volatile int stop;
+  int ok, failed;
+} loop_t;
+
+static void *kv_loop(void *arg) {
+  loop_t *l = arg;
+  for (int i = 0; !l->stop; i++) {
+    char key[32], val[32];
+    snprintf(key, sizeof key, "k%d", i % 500);
+    snprintf(val, sizeof val, "v%d", i);
+    void *got = NULL;
+    size_t glen = 0;
+    if (mayfly_kv_put(l->ns, key, strlen(key), val, strlen(val)) == 0 &&
+        mayfly_kv_get(l->ns, key, strlen(key), &got, &glen) == 0 && glen == strlen(val) &&
+        memcmp(got, val, glen) == 0) {
+      l->ok++;
+    } else {
+      l->failed++;
+    }
+    mayfly_free(got);
+    mf_sleep_ms(2);
+  }
+  return NULL;
+}
+
+/* --- the memory server's bound --- */
+
+typedef struct {
+  long long blocks, block_size, max_conns, read_buffer, input_total, backlog, backlog_total,
+      deferred_total, pops_total;
+} ms_opts_t;
+
+/* docs/memory-bound.md, memory server: what may grow past the base. */
+static long long ms_bound_growth(const ms_opts_t *o) {
+  long long R = WIRE_HEADER_SIZE + o->block_size + WIRE_KEY_MAX; /* largest reply */
+  long long F = R + WIRE_CAP_MAX;                                 /* largest frame */
+  long long per_conn = o->max_conns * (o->backlog + R);
+  long long total = o->backlog_total + o->max_conns * R;
+  return o->max_conns * (o->read_buffer + CONN_OVERHEAD) + o->input_total +
+         (per_conn < total ? per_conn : total) + o->deferred_total + F +
+         o->pops_total * 400 /* W: a waiter and its timer */;
+}
+
+typedef struct {
+  mf_daemon_t *dir, *ms;
+  mayfly_client_t *c;
+  ms_opts_t o;
+} ms_env_t;
+
+static char *num(long long v) {
+  return g_strdup_printf("%lld", v);
+}
+
+/* Starts a directory and one memory server with the options in e->o. */
+static int ms_env_start(ms_env_t *e, const char *frame_timeout, const char *idle_timeout,
+                        const char *host) {
+  sanitizer_env();
+  e->dir = mf_start_directory("--heartbeat-ms", "200", NULL);
+  if (e->dir == NULL) return -1;
+  char *bs = num(e->o.block_size), *mc = num(e->o.max_conns), *rb = num(e->o.read_buffer),
+       *it = num(e->o.input_total), *bl = num(e->o.backlog), *bt = num(e->o.backlog_total),
+       *dt = num(e->o.deferred_total), *pt = num(e->o.pops_total);
+  e->ms = mf_start_memserver(e->dir, (int)e->o.blocks, bs, "--max-connections", mc,
+                             "--read-buffer", rb, "--max-input-total", it, "--max-reply-backlog",
+                             bl, "--max-reply-backlog-total", bt, "--max-deferred", dt,
+                             "--max-deferred-total", dt, "--max-waiting-pops", pt,
+                             "--max-waiting-pops-total", pt, "--frame-timeout", frame_timeout,
+                             "--idle-timeout", idle_timeout, "--host", host, NULL);
+  g_free(bs), g_free(mc), g_free(rb), g_free(it), g_free(bl), g_free(bt), g_free(dt), g_free(pt);
+  if (e->ms == NULL) return -1;
+  return mayfly_connect(e->dir->address, NULL, &e->c);
+}
+
+static void ms_env_stop(ms_env_t *e) {
+  mayfly_disconnect(e->c);
+  if (e->ms != NULL) MF_ASSERT_EQ(mf_stop(e->ms), 0);
+  if (e->dir != NULL) MF_ASSERT_EQ(mf_stop(e->dir), 0);
+}
+
+static const ms_opts_t ms_small = {.blocks = 16,
+                                   .block_size = 1 * MiB,
+                                   .max_conns = 32,
+                                   .read_buffer = 16 * KiB,
+                                   .input_total = 4 * MiB,
+                                   .backlog = 2 * MiB,
+                                   .backlog_total = 8 * MiB,
+                                   .deferred_total = 2 * MiB,
+                                   .pops_total = 1000};
+
+/* A client that sends 100,000 reads of a whole block and never reads a
+ * reply: the memory server stops serving it once its reply backlog is full
+ * (before, it served every buffered request and grew by a block per
+ * request), and serves another client meanwhile and afterwards. */
+static void test_ms_reader_that_never_reads(void) {
+  ms_env_t e = {.o = ms_small};
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *file = NULL, *kv = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/bounds/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/bounds/kv", MAYFLY_KIND_KV, NULL, &kv), 0);
+  uint8_t *block = g_malloc(e.o.block_size);
+  memset(block, 'x', e.o.block_size);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, block, e.o.block_size), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/bounds/file", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+
+  loop_t l = {.ns = kv};
+  pthread_t th;
+  pthread_create(&th, NULL, kv_loop, &l);
+  mf_sleep_ms(300);
+  long long base = rss_of(e.ms->pid) + ALLOC_SLACK;
+  long long bound = base + ms_bound_growth(&e.o);
+  bound += sanitizer_slack(bound);
+
+  /* 100,000 FILE_READs of the whole first block, 5.6 MB of requests asking
+   * for 100 GB of replies. */
+  const int n = 100000;
+  uint8_t *reqs = g_malloc((size_t)n * WIRE_HEADER_SIZE);
+  for (int i = 0; i < n; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg0 = 0,
+                    .arg1 = (uint64_t)e.o.block_size};
+    wire_encode(&h, reqs + (size_t)i * WIRE_HEADER_SIZE);
+  }
+  int fd = tcp_connect(e.ms->port, 1);
+  CU_ASSERT_FATAL(fd >= 0);
+  size_t total = (size_t)n * WIRE_HEADER_SIZE, sent = 0;
+  long long peak = 0;
+  int64_t end = now_ms() + 4000;
+  while (sent < total && now_ms() < end) {
+    sent += send_some(fd, reqs + sent, total - sent, 200);
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+  }
+  for (int i = 0; i < 10; i++) { /* the server has what it will take: let it settle */
+    mf_sleep_ms(100);
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+  }
+  fprintf(stderr, "  memserver: base %lld MiB (with slack), peak %lld MiB, bound %lld MiB, "
+          "%zu of %zu request bytes taken\n", (base - ALLOC_SLACK) / MiB, peak / MiB,
+          bound / MiB, sent, total);
+  CU_ASSERT(peak > 0 && peak <= bound);
+  int ok_during = l.ok;
+  CU_ASSERT(ok_during > 0);
+
+  /* Another client reads the same block meanwhile. */
+  uint8_t *back = g_malloc(e.o.block_size);
+  MF_ASSERT_EQ(mayfly_file_read(file, 0, back, e.o.block_size), e.o.block_size);
+  CU_ASSERT(memcmp(back, block, e.o.block_size) == 0);
+
+  /* The attacker goes away; everything still works. */
+  close(fd);
+  mf_sleep_ms(300);
+  l.stop = 1;
+  pthread_join(th, NULL);
+  MF_ASSERT_EQ(l.failed, 0);
+  CU_ASSERT(l.ok > ok_during);
+  MF_ASSERT_EQ(mayfly_file_read(file, 0, back, e.o.block_size), e.o.block_size);
+  CU_ASSERT(rss_of(e.ms->pid) <= bound);
+  g_free(back);
+  g_free(block);
+  g_free(reqs);
+  mayfly_stat_free(st);
+  mayfly_unmount(file);
+  mayfly_unmount(kv);
+  ms_env_stop(&e);
+}
+
+/* 2,000 connections each holding the start of a large frame: each costs
+ * its small read buffer (the header's announced size is never allocated),
+ * all are closed by the partial-frame timeout, and a put/get loop succeeds
+ * throughout. */
+static void test_ms_partial_frames_time_out(void) {
+  const int nconn = 2000;
+  raise_nofile(nconn + 500);
+  ms_env_t e = {.o = ms_small};
+  e.o.max_conns = nconn + 50;
+  if (ms_env_start(&e, "2s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *kv = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/partial/kv", MAYFLY_KIND_KV, NULL, &kv), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/partial/kv", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  loop_t l = {.ns = kv};
+  pthread_t th;
+  pthread_create(&th, NULL, kv_loop, &l);
+  mf_sleep_ms(300);
+  long long base = rss_of(e.ms->pid) + ALLOC_SLACK;
+  long long bound = base + ms_bound_growth(&e.o);
+  bound += sanitizer_slack(bound);
+
+  /* A KV_PUT announcing a whole block of payload, of which 1,000 bytes come. */
+  uint8_t frame[WIRE_HEADER_SIZE + 1000];
+  memset(frame, 'p', sizeof frame);
+  wire_hdr_t h = {.opcode = WIRE_OP_KV_PUT,
+                  .payload_len = (uint32_t)e.o.block_size,
+                  .block_index = (uint32_t)st->partitions[0].block_index,
+                  .generation = (uint64_t)st->partitions[0].generation,
+                  .arg2 = 8};
+  wire_encode(&h, frame);
+  int *fds = g_new(int, nconn);
+  int opened = 0;
+  int64_t started = now_ms();
+  for (int i = 0; i < nconn; i++) {
+    fds[i] = tcp_connect(e.ms->port, 0);
+    if (fds[i] < 0) break;
+    opened++;
+    if (send_some(fds[i], frame, sizeof frame, 1000) != sizeof frame) break;
+  }
+  MF_ASSERT_EQ(opened, nconn);
+  long long peak = rss_of(e.ms->pid);
+  int ok_during = l.ok;
+  /* Every connection is closed by the server, within the timeout plus a
+   * generous margin counted from when the last one was opened. */
+  int closed = 0;
+  for (int i = 0; i < opened; i++) {
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+    int left = (int)(started + 2000 + 15000 - now_ms());
+    closed += closed_within(fds[i], left > 0 ? left : 1);
+    close(fds[i]);
+  }
+  fprintf(stderr, "  memserver, %d partial frames: base %lld MiB, peak %lld MiB, bound %lld MiB, "
+          "%d closed by the server after %lld ms\n", opened, (base - ALLOC_SLACK) / MiB,
+          peak / MiB, bound / MiB, closed, (long long)(now_ms() - started));
+  MF_ASSERT_EQ(closed, opened);
+  CU_ASSERT(peak <= bound);
+  /* Nothing is served, so only the input terms of the bound apply: each
+   * connection costs its small read buffer, never the announced frame. */
+  CU_ASSERT(peak <= base + sanitizer_slack(base) + e.o.max_conns * (e.o.read_buffer + CONN_OVERHEAD) +
+                        e.o.input_total);
+  mf_sleep_ms(200);
+  l.stop = 1;
+  pthread_join(th, NULL);
+  MF_ASSERT_EQ(l.failed, 0);
+  CU_ASSERT(l.ok > ok_during && ok_during > 0);
+  g_free(fds);
+  mayfly_stat_free(st);
+  mayfly_unmount(kv);
+  ms_env_stop(&e);
+}
+
+/* Many pops waiting on one connection, which then closes: past the cap a
+ * pop answers "try again" at once, waiting pops are served by pushes in
+ * order, and after the close the queue and the server behave as if the
+ * closed connection's pops had never been there. */
+static void test_ms_waiting_pops_capped_and_dropped(void) {
+  ms_env_t e = {.o = ms_small};
+  e.o.pops_total = 20000;
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *q = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/pops/q", MAYFLY_KIND_QUEUE, NULL, &q), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/pops/q", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+
+  const int waiting = 20000, over = 500, served = 10;
+  const int n = waiting + over;
+  uint8_t *reqs = g_malloc((size_t)n * WIRE_HEADER_SIZE);
+  for (int i = 0; i < n; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_Q_POP,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg0 = 60000};
+    wire_encode(&h, reqs + (size_t)i * WIRE_HEADER_SIZE);
+  }
+  int fd = tcp_connect(e.ms->port, 0);
+  CU_ASSERT_FATAL(fd >= 0);
+  MF_ASSERT_EQ(send_some(fd, reqs, (size_t)n * WIRE_HEADER_SIZE, 10000),
+               (size_t)n * WIRE_HEADER_SIZE);
+  /* The pops past the cap answer EAGAIN at once, the later ones of the batch. */
+  int eagain = 0, first_eagain = 0;
+  for (int i = 0; i < over; i++) {
+    wire_hdr_t r;
+    if (recv_reply(fd, &r, 10000) != 0) break;
+    if (r.status == MAYFLY_EAGAIN) eagain++;
+    if (i == 0) first_eagain = (int)r.request_id;
+  }
+  MF_ASSERT_EQ(eagain, over);
+  MF_ASSERT_EQ(first_eagain, waiting + 1);
+  /* Pushes from another client are handed to the oldest waiting pops. */
+  for (int i = 0; i < served; i++) {
+    char item[16];
+    snprintf(item, sizeof item, "item%d", i);
+    MF_ASSERT_EQ(mayfly_queue_push(q, item, strlen(item)), 0);
+  }
+  int got = 0;
+  for (int i = 0; i < served; i++) {
+    wire_hdr_t r;
+    if (recv_reply(fd, &r, 10000) != 0) break;
+    if (r.status == 0 && r.request_id == (uint64_t)i + 1) got++;
+  }
+  MF_ASSERT_EQ(got, served);
+  /* The connection with 19,990 waiting pops closes; the server drops them. */
+  close(fd);
+  mf_sleep_ms(300);
+  for (int i = 0; i < 100; i++) {
+    char item[16];
+    snprintf(item, sizeof item, "after%d", i);
+    MF_ASSERT_EQ(mayfly_queue_push(q, item, strlen(item)), 0);
+  }
+  /* Nothing went to a closed connection's pop: all 100 are in the queue. */
+  MF_ASSERT_EQ(mayfly_queue_length(q), 100);
+  int popped = 0;
+  for (int i = 0; i < 100; i++) {
+    void *it = NULL;
+    size_t len = 0;
+    char want[16];
+    snprintf(want, sizeof want, "after%d", i);
+    if (mayfly_queue_pop(q, &it, &len, 1000) == 0 && len == strlen(want) &&
+        memcmp(it, want, len) == 0) {
+      popped++;
+    }
+    mayfly_free(it);
+  }
+  MF_ASSERT_EQ(popped, 100);
+  /* A pop waits again (the caps count only live waiters). */
+  void *it = NULL;
+  size_t len = 0;
+  MF_ASSERT_EQ(mayfly_queue_pop(q, &it, &len, 200), MAYFLY_EAGAIN);
+  g_free(reqs);
+  mayfly_stat_free(st);
+  mayfly_unmount(q);
+  ms_env_stop(&e);
+}
+
+/* A connection that sends nothing is closed after the idle timeout; one
+ * whose pop is waiting is not idle: it gets its answer when the pop's own
+ * time is up. */
+static void test_ms_idle_connections_close(void) {
+  ms_env_t e = {.o = ms_small};
+  if (ms_env_start(&e, "10s", "1s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_create(e.c, "/idle/q", MAYFLY_KIND_QUEUE, NULL, &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  int idle = tcp_connect(e.ms->port, 0), busy = tcp_connect(e.ms->port, 0);
+  CU_ASSERT_FATAL(idle >= 0 && busy >= 0);
+  wire_hdr_t h = {.opcode = WIRE_OP_Q_POP,
+                  .request_id = 7,
+                  .block_index = (uint32_t)st->partitions[0].block_index,
+                  .generation = (uint64_t)st->partitions[0].generation,
+                  .arg0 = 3000};
+  uint8_t frame[WIRE_HEADER_SIZE];
+  wire_encode(&h, frame);
+  MF_ASSERT_EQ(send_some(busy, frame, sizeof frame, 1000), sizeof frame);
+  int64_t t0 = now_ms();
+  MF_ASSERT_EQ(closed_within(idle, 1000 + 5000), 1);
+  wire_hdr_t r;
+  MF_ASSERT_EQ(recv_reply(busy, &r, 3000 + 5000), 0);
+  MF_ASSERT_EQ(r.status, MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(r.request_id, 7);
+  CU_ASSERT(now_ms() - t0 >= 2900); /* answered by its own timeout, not closed as idle */
+  MF_ASSERT_EQ(closed_within(busy, 1000 + 5000), 1);
+  close(idle);
+  close(busy);
+  mayfly_stat_free(st);
+  ms_env_stop(&e);
+}
+
+/* The memory server listens on IPv6 too (the shared layer binds either). */
+static void test_ms_serves_ipv6(void) {
+  ms_env_t e = {.o = ms_small};
+  if (ms_env_start(&e, "10s", "600s", "::1") != 0) {
+    CU_FAIL("the cluster did not start on ::1");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *kv = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/v6/kv", MAYFLY_KIND_KV, NULL, &kv), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/v6/kv", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  CU_ASSERT(g_str_has_prefix(st->partitions[0].server_address, "[::1]:"));
+  MF_ASSERT_EQ(mayfly_kv_put(kv, "k", 1, "v6", 2), 0);
+  void *v = NULL;
+  size_t vlen = 0;
+  MF_ASSERT_EQ(mayfly_kv_get(kv, "k", 1, &v, &vlen), 0);
+  CU_ASSERT(vlen == 2 && memcmp(v, "v6", 2) == 0);
+  mayfly_free(v);
+  mayfly_stat_free(st);
+  mayfly_unmount(kv);
+  ms_env_stop(&e);
+}
+
+/* --- the directory --- */
+
+typedef struct {
+  long long max_conns, read_buffer, input_total, backlog, backlog_total, max_frame;
+} dir_opts_t;
+
+/* docs/memory-bound.md, directory: what may grow past the base. */
+static long long dir_bound_growth(const dir_opts_t *o) {
+  long long per_conn = o->max_conns * (o->backlog + o->max_frame);
+  long long total = o->backlog_total + o->max_conns * o->max_frame;
+  return o->max_conns * (o->read_buffer + CONN_OVERHEAD) + o->input_total +
+         (per_conn < total ? per_conn : total) + 2 * o->max_frame;
+}
+
+static mf_daemon_t *dir_start(const dir_opts_t *o, const char *frame_timeout) {
+  sanitizer_env();
+  char *mc = num(o->max_conns), *rb = num(o->read_buffer), *it = num(o->input_total),
+       *bl = num(o->backlog), *bt = num(o->backlog_total), *mf = num(o->max_frame);
+  mf_daemon_t *d = mf_start_directory("--max-connections", mc, "--read-buffer", rb,
+                                      "--max-input-total", it, "--max-reply-backlog", bl,
+                                      "--max-reply-backlog-total", bt, "--max-frame", mf,
+                                      "--frame-timeout", frame_timeout, NULL);
+  g_free(mc), g_free(rb), g_free(it), g_free(bl), g_free(bt), g_free(mf);
+  return d;
+}
+
+static const dir_opts_t dir_small = {.max_conns = 32,
+                                     .read_buffer = 16 * KiB,
+                                     .input_total = 8 * MiB,
+                                     .backlog = 1 * MiB,
+                                     .backlog_total = 8 * MiB,
+                                     .max_frame = 1 * MiB};
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* A framed compact-protocol call list_children(path). */
+static size_t list_children_frame(uint8_t *out, int32_t seqid, const char *path) {
+  uint8_t *p = out + 4;
+  *p++ = 0x82;
+  *p++ = 0x21; /* version 1, type CALL */
+  p += put_varint(p, (uint32_t)seqid); /* compact: a plain varint */
+  const char *name = "list_children";
+  p += put_varint(p, strlen(name));
+  memcpy(p, name, strlen(name));
+  p += strlen(name);
+  *p++ = 0x18; /* field 1, binary */
+  p += put_varint(p, strlen(path));
+  memcpy(p, path, strlen(path));
+  p += strlen(path);
+  *p++ = 0x00; /* stop */
+  size_t len = (size_t)(p - out - 4);
+  out[0] = (uint8_t)(len >> 24), out[1] = (uint8_t)(len >> 16), out[2] = (uint8_t)(len >> 8),
+  out[3] = (uint8_t)len;
+  return len + 4;
+}
+
+typedef struct {
+  mayfly_client_t *c;
+  volatile int stop;
+  int ok, failed;
+} dir_loop_t;
+
+static void *dir_loop(void *arg) {
+  dir_loop_t *l = arg;
+  for (int i = 0; !l->stop; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/alive/n%d", i);
+    mayfly_stat_t *st = NULL;
+    if (mayfly_mkdir(l->c, path, 1) == 0 && mayfly_stat(l->c, path, &st) == 0) {
+      l->ok++;
+    } else {
+      l->failed++;
+    }
+    mayfly_stat_free(st);
+    mf_sleep_ms(2);
+  }
+  return NULL;
+}
+
+/* A client that asks for a large listing 20,000 times and never reads the
+ * replies: the directory stops serving it at its reply backlog (before, it
+ * queued every reply) and serves another client meanwhile and afterwards. */
+static void test_dir_lister_that_never_reads(void) {
+  dir_opts_t o = dir_small;
+  mf_daemon_t *d = dir_start(&o, "10s");
+  CU_ASSERT_FATAL(d != NULL);
+  mayfly_client_t *c = NULL, *c2 = NULL;
+  MF_ASSERT_EQ(mayfly_connect(d->address, NULL, &c), 0);
+  MF_ASSERT_EQ(mayfly_connect(d->address, NULL, &c2), 0);
+  /* A directory whose listing is about 100 KB. */
+  for (int i = 0; i < 1500; i++) {
+    char path[96];
+    snprintf(path, sizeof path, "/wide/child-with-a-longish-name-%05d", i);
+    if (mayfly_mkdir(c, path, 1) != 0) {
+      CU_FAIL("mkdir failed");
+      break;
+    }
+  }
+  dir_loop_t l = {.c = c2};
+  pthread_t th;
+  pthread_create(&th, NULL, dir_loop, &l);
+  mf_sleep_ms(300);
+  long long base = rss_of(d->pid) + ALLOC_SLACK;
+  long long bound = base + dir_bound_growth(&o);
+  bound += sanitizer_slack(bound);
+
+  const int n = 20000;
+  uint8_t *reqs = g_malloc((size_t)n * 64);
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += list_children_frame(reqs + total, i + 1, "/wide");
+  int fd = tcp_connect(d->port, 1);
+  CU_ASSERT_FATAL(fd >= 0);
+  size_t sent = 0;
+  long long peak = 0;
+  int64_t end = now_ms() + 4000;
+  while (sent < total && now_ms() < end) {
+    sent += send_some(fd, reqs + sent, total - sent, 200);
+    long long r = rss_of(d->pid);
+    if (r > peak) peak = r;
+  }
+  for (int i = 0; i < 10; i++) {
+    mf_sleep_ms(100);
+    long long r = rss_of(d->pid);
+    if (r > peak) peak = r;
+  }
+  fprintf(stderr, "  directory: base %lld MiB (with slack), peak %lld MiB, bound %lld MiB, "
+          "%zu of %zu request bytes taken\n", (base - ALLOC_SLACK) / MiB, peak / MiB,
+          bound / MiB, sent, total);
+  CU_ASSERT(peak > 0 && peak <= bound);
+  int ok_during = l.ok;
+  CU_ASSERT(ok_during > 0);
+  /* The attacker's first replies are real listings. */
+  uint8_t len4[4];
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  MF_ASSERT_EQ(recv_all(fd, len4, 4, 5000), 0);
+  uint32_t flen = (uint32_t)len4[0] << 24 | (uint32_t)len4[1] << 16 | (uint32_t)len4[2] << 8 | len4[3];
+  CU_ASSERT(flen > 50000 && flen <= o.max_frame);
+  close(fd);
+  mf_sleep_ms(300);
+  l.stop = 1;
+  pthread_join(th, NULL);
+  MF_ASSERT_EQ(l.failed, 0);
+  CU_ASSERT(l.ok > ok_during);
+  mayfly_stat_t **list = NULL;
+  size_t nl = 0;
+  MF_ASSERT_EQ(mayfly_list(c, "/wide", &list, &nl), 0);
+  MF_ASSERT_EQ(nl, 1500);
+  mayfly_stat_list_free(list, nl);
+  g_free(reqs);
+  mayfly_disconnect(c);
+  mayfly_disconnect(c2);
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
+/* The directory too: 2,000 connections each holding the start of a frame
+ * are closed by the partial-frame timeout, within the memory bound, while
+ * another client is served. */
+static void test_dir_partial_frames_time_out(void) {
+  const int nconn = 2000;
+  raise_nofile(nconn + 500);
+  dir_opts_t o = dir_small;
+  o.max_conns = nconn + 50;
+  mf_daemon_t *d = dir_start(&o, "2s");
+  CU_ASSERT_FATAL(d != NULL);
+  mayfly_client_t *c = NULL;
+  MF_ASSERT_EQ(mayfly_connect(d->address, NULL, &c), 0);
+  dir_loop_t l = {.c = c};
+  pthread_t th;
+  pthread_create(&th, NULL, dir_loop, &l);
+  mf_sleep_ms(300);
+  long long base = rss_of(d->pid) + ALLOC_SLACK;
+  long long bound = base + dir_bound_growth(&o);
+  bound += sanitizer_slack(bound);
+  /* A frame announcing the largest size, of which 1,000 bytes come. */
+  uint8_t frame[1004];
+  memset(frame, 0, sizeof frame);
+  uint32_t announced = (uint32_t)o.max_frame;
+  frame[0] = (uint8_t)(announced >> 24), frame[1] = (uint8_t)(announced >> 16),
+  frame[2] = (uint8_t)(announced >> 8), frame[3] = (uint8_t)announced;
+  int *fds = g_new(int, nconn);
+  int opened = 0;
+  int64_t started = now_ms();
+  for (int i = 0; i < nconn; i++) {
+    fds[i] = tcp_connect(d->port, 0);
+    if (fds[i] < 0) break;
+    opened++;
+    if (send_some(fds[i], frame, sizeof frame, 1000) != sizeof frame) break;
+  }
+  MF_ASSERT_EQ(opened, nconn);
+  long long peak = rss_of(d->pid);
+  int ok_during = l.ok;
+  int closed = 0;
+  for (int i = 0; i < opened; i++) {
+    long long r = rss_of(d->pid);
+    if (r > peak) peak = r;
+    int left = (int)(started + 2000 + 15000 - now_ms());
+    closed += closed_within(fds[i], left > 0 ? left : 1);
+    close(fds[i]);
+  }
+  fprintf(stderr, "  directory, %d partial frames: base %lld MiB, peak %lld MiB, bound %lld MiB, "
+          "%d closed by the server after %lld ms\n", opened, (base - ALLOC_SLACK) / MiB,
+          peak / MiB, bound / MiB, closed, (long long)(now_ms() - started));
+  MF_ASSERT_EQ(closed, opened);
+  CU_ASSERT(peak <= bound);
+  /* Only the input terms apply (nothing is served). */
+  CU_ASSERT(peak <= base + sanitizer_slack(base) + o.max_conns * (o.read_buffer + CONN_OVERHEAD) +
+                        o.input_total);
+  mf_sleep_ms(200);
+  l.stop = 1;
+  pthread_join(th, NULL);
+  MF_ASSERT_EQ(l.failed, 0);
+  CU_ASSERT(l.ok > ok_during && ok_during > 0);
+  g_free(fds);
+  mayfly_disconnect(c);
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
+static const mf_test_t tests[] = {
+    {"a memory server client that never reads replies stays within the bound",
+     test_ms_reader_that_never_reads},
+    {"memory server: 2,000 partial frames stay within the bound and time out",
+     test_ms_partial_frames_time_out},
+    {"memory server: waiting pops are capped, served in order, dropped with their connection",
+     test_ms_waiting_pops_capped_and_dropped},
+    {"memory server: idle connections close, a connection waiting for a pop is not idle",
+     test_ms_idle_connections_close},
+    {"memory server: serves on IPv6", test_ms_serves_ipv6},
+    {"a directory client that never reads replies stays within the bound",
+     test_dir_lister_that_never_reads},
+    {"directory: 2,000 partial frames stay within the bound and time out",
+     test_dir_partial_frames_time_out},
+    {NULL, NULL}};
+
+int main(void) {
+  return mf_test_run("bounds", NULL, NULL, tests);
+}
