@@ -157,6 +157,11 @@ int mf_compact_scan(const uint8_t *buf, size_t len, int max_depth,
       }
       f->last_id = id;
       const mf_compact_field_t *fd = find_field(f->spec, id);
+      if (f->spec != NULL && fd == NULL) {
+        frame_t at = {.arg = arg};
+        if (depth == 0) FAIL("%s: argument %d is not declared", mname, id);
+        FAIL("%s: %s%s%s: field %d is not declared", WHERE(&at, leaf), id);
+      }
       if (fd != NULL) {
         if (depth == 0) arg = fd->name;
         leaf = fd->name;
