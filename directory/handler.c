@@ -564,15 +564,16 @@ typedef struct {
   int64_t now;
 } lease_walk_t;
 
+/* One row per node of the subtree, its root included. The tree's root
+ * never expires: it reads as pinned, with no time left to count (-1). */
 static void add_lease(ns_node_t *n, void *ud) {
   lease_walk_t *w = ud;
-  if (n->parent == NULL) return; /* the root has no lease */
   MayflyLeaseInfo *li = g_object_new(MAYFLY_TYPE_LEASE_INFO, NULL);
   li->path = ns_node_path(n);
   li->kind = (MayflyNodeKind)n->kind;
   li->lease_ms = ns_node_lease_ms(w->dir->tree, n);
   li->remaining_ms = ns_node_remaining_ms(w->dir->tree, n, w->now);
-  li->pinned = (n->flags & NS_FLAG_PINNED) != 0;
+  li->pinned = n->parent == NULL || (n->flags & NS_FLAG_PINNED) != 0;
   g_ptr_array_add(w->out, li);
 }
 

@@ -15,14 +15,24 @@
 #define MAP(n, k, v) {.type = MF_CT_MAP, .max = (n), .key = (k), .elem = (v)}
 #define STRUCT(f) {.type = MF_CT_STRUCT, .fields = (f)}
 
+/* What a person types (a path, tags) is capped at DIR_TYPED_MARGIN times
+ * what the handlers accept: a value a little too long still reaches its
+ * handler, whose error names the rule ("path is longer than 4096 bytes"),
+ * while one that can only be an attack is refused unread. The cost of such
+ * a margin is a few kilobytes; what memory servers and the library compose
+ * (addresses, event keys, the number of events or paths in a batch) is
+ * capped at the handlers' own limits. */
+#define DIR_TYPED_MARGIN 2
+
 static const mf_compact_type_t t_bool = SCALAR(MF_CT_BOOL);
 static const mf_compact_type_t t_i32 = SCALAR(MF_CT_I32);
 static const mf_compact_type_t t_i64 = SCALAR(MF_CT_I64);
-static const mf_compact_type_t t_path = STRING(NS_PATH_MAX);
+static const mf_compact_type_t t_path = STRING(DIR_TYPED_MARGIN * NS_PATH_MAX);
 static const mf_compact_type_t t_address = STRING(DIR_ADDRESS_MAX);
-static const mf_compact_type_t t_tag_key = STRING(NS_TAG_KEY_MAX);
-static const mf_compact_type_t t_tag_value = STRING(NS_TAG_VALUE_MAX);
-static const mf_compact_type_t t_tags = MAP(NS_TAGS_MAX, &t_tag_key, &t_tag_value);
+static const mf_compact_type_t t_tag_key = STRING(DIR_TYPED_MARGIN * NS_TAG_KEY_MAX);
+static const mf_compact_type_t t_tag_value = STRING(DIR_TYPED_MARGIN * NS_TAG_VALUE_MAX);
+static const mf_compact_type_t t_tags =
+    MAP(DIR_TYPED_MARGIN * NS_TAGS_MAX, &t_tag_key, &t_tag_value);
 static const mf_compact_type_t t_paths = LIST(DIR_RENEW_MAX_PATHS, &t_path);
 static const mf_compact_type_t t_event_key = STRING(DIR_EVENT_KEY_MAX);
 

@@ -9,10 +9,11 @@
  * frame over a method's caps closes the connection, so no handler ever sees
  * more than the table allows, and what a request costs decoded stays a
  * small multiple of its size. The caps are the limits the handlers and the
- * namespace tree enforce (a path of NS_PATH_MAX bytes, NS_TAGS_MAX tags,
- * DIR_EVENT_KEY_MAX key characters, DIR_PUBLISH_MAX_EVENTS events, ...):
- * a request within them is decoded and judged by its handler, which answers
- * with an error when a value is wrong.
+ * namespace tree enforce (DIR_EVENT_KEY_MAX key characters,
+ * DIR_PUBLISH_MAX_EVENTS events, DIR_RENEW_MAX_PATHS paths, ...), and twice
+ * those for what a person types (paths, tags: see limits.c), so that a
+ * value a little too long still gets its handler's error naming the rule.
+ * A request within the caps is decoded and judged by its handler.
  */
 #ifndef MAYFLY_DIR_LIMITS_H
 #define MAYFLY_DIR_LIMITS_H

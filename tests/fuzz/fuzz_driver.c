@@ -105,15 +105,16 @@ static void make_seeds(void) {
   mayfly_directory_client_send_publish(i, 1, evs, &e);
   take_seed();
   g_ptr_array_free(evs, TRUE);
-  /* Calls at the caps of directory/limits.h: the longest path, every tag at
-   * its longest, a full publish batch with the longest key. */
-  char *longest = g_strnfill(NS_PATH_MAX, 'x');
+  /* Calls at the caps of directory/limits.h: the longest path and tags the
+   * scan lets through (twice the tree's limits, so the handler refuses
+   * them), a full publish batch with the longest key. */
+  char *longest = g_strnfill(2 * NS_PATH_MAX, 'x');
   memcpy(longest, "/a/", 3);
   MayflyCreateOptions *full = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
-  for (int t = 0; t < NS_TAGS_MAX; t++) {
-    char k[NS_TAG_KEY_MAX + 1];
-    g_snprintf(k, sizeof k, "%0*d", NS_TAG_KEY_MAX, t);
-    g_hash_table_insert(full->tags, g_strdup(k), g_strnfill(NS_TAG_VALUE_MAX, 'v'));
+  for (int t = 0; t < 2 * NS_TAGS_MAX; t++) {
+    char k[2 * NS_TAG_KEY_MAX + 1];
+    g_snprintf(k, sizeof k, "%0*d", 2 * NS_TAG_KEY_MAX, t);
+    g_hash_table_insert(full->tags, g_strdup(k), g_strnfill(2 * NS_TAG_VALUE_MAX, 'v'));
   }
   mayfly_directory_client_send_create_ns(i, longest, MAYFLY_NODE_KIND_KV, full, &e);
   take_seed();
