@@ -4,8 +4,8 @@
  *
  * Per connection, bytes accumulate in a read buffer; each complete frame
  * (4-byte big-endian length + compact-protocol message) is size-checked
- * against the limit before any allocation, depth-checked (compact_scan.h),
- * handed to the processor through an in-memory frame transport, and its
+ * against the limit before any allocation, depth-checked and held to its
+ * method's caps (compact_scan.h, limits.h), handed to the processor through an in-memory frame transport, and its
  * reply appended to the connection's output. All replies produced by one
  * read go out in one write, in request order (the generated client does not
  * match seqids). A frame over the limit or a message that does not parse
