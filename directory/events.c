@@ -583,3 +583,14 @@ void dir_events_watched_blocks(dir_events_t *ev, const ns_tree_t *t, int32_t ser
   }
   g_hash_table_destroy(nodes);
 }
+
+void dir_events_wake_armed(dir_events_t *ev, dir_armed_cb armed, void *ud) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, ev->data);
+  while (g_hash_table_iter_next(&it, &v, NULL)) {
+    dir_evlog_t *log = v;
+    if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
+    if (armed(ud, log)) dir_events_wake(log);
+  }
+}

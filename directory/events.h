@@ -285,6 +285,10 @@ int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
                        const dir_data_event_t *events, size_t n, int64_t wall_ms, char *why,
                        size_t whylen);
 
+/* Wakes the watches waiting for their data watch to be in force on every
+ * memory server, once `armed` says it is (after a heartbeat). */
+void dir_events_wake_armed(dir_events_t *ev, dir_armed_cb armed, void *ud);
+
 /* Appends to out (a GArray of ns_block_t) every block of server
  * `server_id` owned by a namespace whose data events are wanted at
  * monotonic time now. Ownership, not the layout, decides: a block a split

@@ -479,6 +479,11 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
   return TRUE;
 }
 
+/* The data-watch check of the event-log module (events.h). */
+static int armed(void *ud, dir_evlog_t *log) {
+  return dir_data_armed(ud, log);
+}
+
 /* Every block of server `server_id` whose data events are wanted, as the
  * heartbeat reply lists them. */
 static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
@@ -492,19 +497,6 @@ static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
     g_ptr_array_add(out, br);
   }
   g_array_free(blocks, TRUE);
-}
-
-/* Wakes the watches waiting for their data watch to be in force everywhere,
- * once it is. */
-static void wake_armed(dir_t *d) {
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, d->events->data);
-  while (g_hash_table_iter_next(&it, &v, NULL)) {
-    dir_evlog_t *log = v;
-    if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
-    if (dir_data_armed(d, log)) dir_events_wake(log);
-  }
 }
 
 static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
@@ -534,7 +526,7 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
    * data watches begun before that reply are now in force there. */
   rt->watch_acked = rt->watch_sent;
   rt->watch_sent = d->events->data_version;
-  wake_armed(d);
+  dir_events_wake_armed(d->events, armed, d);
   return TRUE;
 }
 
@@ -687,10 +679,6 @@ static void add_event(GPtrArray *out, const dir_event_t *e) {
   me->length = e->length;
   me->time_ms = e->time_ms;
   g_ptr_array_add(out, me);
-}
-
-static int armed(void *ud, dir_evlog_t *log) {
-  return dir_data_armed(ud, log);
 }
 
 static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, const gchar *path,
