@@ -12,6 +12,7 @@
  * first test, which uses the generated client.
  */
 #include <glib.h>
+#include <malloc.h>
 #include <mayfly_directory.h>
 #include <string.h>
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
@@ -438,8 +439,69 @@ static void test_without_a_table_only_the_structure_is_checked(void) {
   g_byte_array_free(b, TRUE);
 }
 
+/* --- what a maximal legal frame costs decoded --- */
+
+static size_t heap_in_use(void) {
+  struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
+/* Decodes the arguments of the call in b (of type args_type) as the
+ * processor would, and checks that what they hold in memory stays within
+ * the scan's estimate, itself within the cost bound. Frees b. */
+static void check_decoded_cost(const char *what, GType args_type, GByteArray *b) {
+  mf_compact_msg_t m;
+  why[0] = '\0';
+  int rc = mf_compact_scan(b->data, b->len, MF_COMPACT_MAX_DEPTH, dir_limits, &m, why, sizeof why);
+  if (rc != 0) fprintf(stderr, "  %s refused: %s\n", what, why);
+  MF_ASSERT_EQ(rc, 0);
+  MfFrameTransport *t = mf_frame_transport_new(-1, 0, 16 << 20);
+  ThriftProtocol *p = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", t, "string_limit",
+                                   16 << 20, "container_limit", 16 << 20, NULL);
+  mf_frame_transport_set_input(t, b->data, b->len);
+  gchar *name = NULL;
+  ThriftMessageType mt;
+  gint32 seq;
+  GError *e = NULL;
+  MF_ASSERT_EQ(thrift_protocol_read_message_begin(p, &name, &mt, &seq, &e) > 0, 1);
+  GObject *args = g_object_new(args_type, NULL);
+  size_t before = heap_in_use();
+  MF_ASSERT_EQ(thrift_struct_read(THRIFT_STRUCT(args), p, &e) > 0, 1);
+  size_t decoded = heap_in_use() - before;
+  fprintf(stderr, "  %s: %u-byte frame decodes to %zu bytes (%.2fx), estimated %zu\n", what,
+          b->len, decoded, (double)decoded / b->len, m.cost);
+  /* mallinfo2 says nothing under a sanitizer's allocator. */
+  if (before > 0) CU_ASSERT(decoded > 0 && decoded <= m.cost);
+  CU_ASSERT(m.cost <= (size_t)MF_COMPACT_COST_RATIO * b->len + MF_COMPACT_COST_FLOOR);
+  g_clear_error(&e);
+  g_object_unref(args);
+  g_free(name);
+  g_object_unref(p);
+  g_object_unref(t);
+  g_byte_array_free(b, TRUE);
+}
+
+static void test_a_maximal_legal_frame_decodes_within_the_estimate_and_the_bound(void) {
+  /* The most events, the smallest real ones; and events with the longest
+   * key, as many as fit in a 4 MiB frame. */
+  check_decoded_cost("publish, 4096 events, empty keys", MAYFLY_TYPE_DIRECTORY_PUBLISH_ARGS,
+                     publish(DIR_PUBLISH_MAX_EVENTS, 0));
+  check_decoded_cost("publish, 2990 events, 1368-byte keys", MAYFLY_TYPE_DIRECTORY_PUBLISH_ARGS,
+                     publish(2990, DIR_EVENT_KEY_MAX));
+  check_decoded_cost("renew, 100000 paths of 4 bytes", MAYFLY_TYPE_DIRECTORY_RENEW_ARGS,
+                     renew(DIR_RENEW_MAX_PATHS));
+  check_decoded_cost("create_ns, 64 tags, a value of 512 bytes", MAYFLY_TYPE_DIRECTORY_CREATE_NS_ARGS,
+                     create_with_tags(2 * NS_TAGS_MAX, 2 * NS_TAG_VALUE_MAX));
+}
+
 int main(void) {
+  /* Every object straight from malloc, so that mallinfo2 sees what a
+   * decoded frame holds (GLib 2.74 would otherwise serve GObjects from
+   * slice magazines filled by earlier tests). */
+  g_setenv("G_SLICE", "always-malloc", TRUE);
   static const mf_test_t tests[] = {
+      {"a maximal legal frame decodes within the estimate and the bound",
+       test_a_maximal_legal_frame_decodes_within_the_estimate_and_the_bound},
       {"every call the generated client writes passes the table",
        test_every_call_the_generated_client_writes_passes_the_table},
       {"publish takes 4096 events and refuses 4097", test_publish_takes_4096_events_and_refuses_4097},
