@@ -272,6 +272,8 @@ static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, c
 static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
                         const GPtrArray *paths, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  /* The caps (limits.h) refuse a longer list before it is decoded; the
+   * check stays for callers that do not go through the scan. */
   if (paths->len > DIR_RENEW_MAX_PATHS) {
     char why[128];
     g_snprintf(why, sizeof why, "renew takes at most %d paths per call", DIR_RENEW_MAX_PATHS);
