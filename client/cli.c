@@ -188,7 +188,9 @@ static size_t lost_parts(const mayfly_stat_t *st) {
   return n;
 }
 
-/* use (may be NULL) adds each partition's bytes_used and their total. */
+/* use (may be NULL) adds each partition's bytes_used where its server
+ * answered (bytes_used >= 0), and their total when every live partition's
+ * server did (lost partitions hold nothing and count for nothing). */
 static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usage_t *use) {
   json_builder_begin_object(b);
   json_str(b, "path", st->path);
@@ -217,7 +219,7 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
     json_int(b, "range_lo", p->range_lo);
     json_int(b, "range_hi", p->range_hi);
     json_str(b, "state", p->lost ? "lost" : "live");
-    if (use != NULL && !p->lost) {
+    if (use != NULL && !p->lost && use[i].bytes_used >= 0) {
       json_int(b, "bytes_used", use[i].bytes_used);
       json_int(b, "fill_pct", p->block_size > 0 ? use[i].bytes_used * 100 / p->block_size : 0);
     }
@@ -226,10 +228,16 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
   json_builder_end_array(b);
   if (use != NULL) {
     int64_t total = 0;
+    size_t unknown = 0;
     for (size_t i = 0; i < st->npartitions; i++) {
-      if (!st->partitions[i].lost) total += use[i].bytes_used;
+      if (st->partitions[i].lost) continue;
+      if (use[i].bytes_used >= 0) {
+        total += use[i].bytes_used;
+      } else {
+        unknown++;
+      }
     }
-    json_int(b, "bytes_used", total);
+    if (unknown == 0) json_int(b, "bytes_used", total);
   }
   if (st->kind != MAYFLY_KIND_DIRECTORY) json_int(b, "lost_partitions", lost_parts(st));
   json_builder_set_member_name(b, "tags");
@@ -270,8 +278,10 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
     mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions + 1);
-    int have_use = st->kind != MAYFLY_KIND_DIRECTORY && cli->client != NULL &&
-                   mayfly_usage(cli->client, st, use) == 0;
+    /* Each partition on its own: a server that is down leaves only its
+     * partitions unknown. */
+    int have_use = st->kind != MAYFLY_KIND_DIRECTORY && cli->client != NULL;
+    if (have_use) mayfly_usage(cli->client, st, use);
     json_stat(b, st, have_use ? use : NULL);
     g_free(use);
     print_json(b);
@@ -293,12 +303,23 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     for (size_t i = 0; i < st->npartitions; i++) bytes += st->partitions[i].block_size;
     char *cap = fmt_size(bytes);
     mayfly_usage_t *use = g_new0(mayfly_usage_t, st->npartitions + 1);
-    int have_use = cli->client != NULL && mayfly_usage(cli->client, st, use) == 0;
+    for (size_t i = 0; i < st->npartitions; i++) use[i].bytes_used = -1;
+    if (cli->client != NULL) mayfly_usage(cli->client, st, use);
     int64_t used = 0;
-    for (size_t i = 0; have_use && i < st->npartitions; i++) {
-      if (!st->partitions[i].lost) used += use[i].bytes_used;
+    size_t unknown = 0, live = st->npartitions - lost_parts(st);
+    for (size_t i = 0; i < st->npartitions; i++) {
+      if (st->partitions[i].lost) continue;
+      if (use[i].bytes_used >= 0) {
+        used += use[i].bytes_used;
+      } else {
+        unknown++;
+      }
     }
-    char *u = have_use ? g_strdup_printf("%lld", (long long)used) : g_strdup("unknown");
+    char *u = unknown == 0 ? g_strdup_printf("%lld", (long long)used)
+              : unknown == live
+                  ? g_strdup("unknown")
+                  : g_strdup_printf("at least %lld (%zu of %zu partitions unknown)",
+                                    (long long)used, unknown, st->npartitions);
     printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\n",
            (long long)st->layout_version, st->npartitions, cap, u);
     if (st->max_blocks > 0) printf("max blocks:      %d\n", st->max_blocks);
@@ -326,10 +347,10 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
       table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
                 g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
                 fmt_size(p->block_size),
-                p->lost   ? g_strdup("-")
-                : have_use ? g_strdup_printf("%lld", (long long)use[i].bytes_used)
-                           : g_strdup("?"),
-                !p->lost && have_use && p->block_size > 0
+                p->lost                  ? g_strdup("-")
+                : use[i].bytes_used >= 0 ? g_strdup_printf("%lld", (long long)use[i].bytes_used)
+                                         : g_strdup("?"),
+                !p->lost && use[i].bytes_used >= 0 && p->block_size > 0
                     ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used /
                                                     (double)p->block_size)
                     : g_strdup(p->lost ? "-" : "?"),
@@ -455,6 +476,9 @@ static int cmd_tree(cli_t *cli, int argc, char **argv) {
   rc = mayfly_leases(cli->client, path, &l, &n);
   if (rc != 0) return report(cli, path, rc);
   int base = depth_of(path);
+  /* The listing starts with the subtree's root; the tree's root "/" is
+   * printed as the heading, its children at depth 0. */
+  size_t from = n > 0 && strcmp(l[0].path, "/") == 0 ? 1 : 0;
   if (cli->json) {
     /* Nested objects: {"path", "kind", "children": [...]}. */
     JsonBuilder *b = json_builder_new();
@@ -469,7 +493,7 @@ static int cmd_tree(cli_t *cli, int argc, char **argv) {
       base++;
     }
     int depth = base - 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = from; i < n; i++) {
       int d = depth_of(l[i].path);
       for (; depth >= d; depth--) {
         json_builder_end_array(b);
@@ -492,11 +516,11 @@ static int cmd_tree(cli_t *cli, int argc, char **argv) {
     }
     print_json(b);
   } else {
-    if (n == 0 || strcmp(l[0].path, path) != 0) {
+    if (from == 1 || n == 0 || strcmp(l[0].path, path) != 0) {
       printf("%s\n", path);
       base++;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = from; i < n; i++) {
       int d = depth_of(l[i].path) - base;
       const char *name = d == 0 ? l[i].path : strrchr(l[i].path, '/') + 1;
       printf("%*s%s%s", 2 * d, "", name, l[i].kind == MAYFLY_KIND_DIRECTORY ? "/" : "");

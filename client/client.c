@@ -202,11 +202,6 @@ int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
   return rc;
 }
 
-int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
-int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
-                 mayfly_stat_t **out);
-int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out);
-
 /* Layout calls return the layout inside a mayfly_stat_t (partitions and
  * layout_version only), so one conversion serves both. */
 static int layout_call(mayfly_client_t *c, const char *path, int op, int64_t lo, int64_t hi,

@@ -79,6 +79,16 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call);
  * when the server answers MAYFLY_ELOST the layout is refreshed). */
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
+/* Layout calls of the directory (client.c): each answers with the
+ * namespace's layout in *out (partitions and layout_version only; free with
+ * mayfly_stat_free). get_layout reads it; add_block grows the namespace by
+ * a block for [lo, hi) (idempotent for a given range); release_range gives
+ * back the block of the partition starting at lo, if it is still there. */
+int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
+int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
+                 mayfly_stat_t **out);
+int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out);
+
 /* Drops a file's blocks past `size` at the directory (layout in *out). */
 int mf_truncate(mayfly_client_t *c, const char *path, int64_t size, mayfly_stat_t **out);
 

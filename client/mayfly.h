@@ -169,7 +169,8 @@ void mayfly_strv_free(char **v, size_t n);
 
 /* --- administration --- */
 
-/* Every node at or under path (NULL or "/" for all), in tree order. */
+/* Every node at or under path (NULL or "/" for all), path itself first, in
+ * tree order. The root "/" never expires: its row is pinned, remaining_ms -1. */
 int mayfly_leases(mayfly_client_t *c, const char *path, mayfly_lease_t **out, size_t *n);
 void mayfly_leases_free(mayfly_lease_t *l, size_t n);
 
@@ -263,8 +264,12 @@ typedef struct mayfly_usage {
   int64_t bytes_used; /* bytes charged to the block */
   int64_t items;      /* queue items, kv keys, or file segment bytes */
 } mayfly_usage_t;
-/* Fills usage[i] for each of the namespace's st->npartitions partitions; a
- * lost partition is not asked about and gets -1 in both fields. */
+/* Fills usage[i] for each of the namespace's st->npartitions partitions,
+ * asking their memory servers at once and waiting at most one timeout in
+ * all. A lost partition is not asked about; it and a partition whose server
+ * did not answer (down, unreachable, or the block moved) get bytes_used and
+ * items -1; the others are filled anyway. Returns 0 when every partition
+ * was filled, else the first error. */
 int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage);
 
 /* --- notifications ---

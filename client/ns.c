@@ -7,10 +7,6 @@
 #include "client/internal.h"
 #include "common/config.h"
 
-int mf_get_layout(mayfly_client_t *c, const char *path, mayfly_stat_t **out);
-int mf_add_block(mayfly_client_t *c, const char *path, int64_t lo, int64_t hi,
-                 mayfly_stat_t **out);
-
 static int cmp_part(const void *a, const void *b) {
   const mf_part_t *x = a, *y = b;
   return x->lo < y->lo ? -1 : x->lo > y->lo;
@@ -221,12 +217,15 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
     mf_call_start(c->pool, p->server_address, &calls[i]);
   }
   int rc = 0;
+  /* One deadline for all: a server that does not answer costs one timeout,
+   * however many partitions it holds. */
+  int64_t deadline = g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000;
   for (size_t i = 0; i < n; i++) {
     if (st->partitions[i].lost) {
       usage[i].bytes_used = usage[i].items = -1;
       continue;
     }
-    int r = mf_call_wait(&calls[i], g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000);
+    int r = mf_call_wait(&calls[i], deadline);
     usage[i].bytes_used = r == 0 ? (int64_t)calls[i].rep.arg0 : -1;
     usage[i].items = r == 0 ? (int64_t)calls[i].rep.arg1 : -1;
     g_free(calls[i].payload);

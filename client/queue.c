@@ -29,8 +29,6 @@ static int segment(mayfly_ns_t *ns, int tail, mf_part_t *out) {
   return rc;
 }
 
-int mf_release_range(mayfly_client_t *c, const char *path, int64_t lo, mayfly_stat_t **out);
-
 /* Moves the head past a drained segment and gives its block back to the
  * pool: a sealed, empty segment never holds an item again. Releasing is
  * idempotent at the directory, so consumers racing here release it once. */

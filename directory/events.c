@@ -7,6 +7,8 @@
 
 #include "common/check.h"
 #include "common/config.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "namespaces/path.h"
 
 typedef struct {
@@ -406,4 +408,204 @@ void dir_events_sweep(dir_events_t *ev, int64_t now) {
     g_hash_table_remove(ev->logs, log->path);
   }
   g_ptr_array_free(drop, TRUE);
+}
+
+/* --- the watch and publish calls --- */
+
+/* Holds the request until `log` has an event (or the wait is over), if the
+ * caller can; returns 1 when it does. */
+static int defer(const dir_watch_req_t *req, dir_evlog_t *log, dir_watch_res_t *res) {
+  if (!req->can_defer || req->timeout_ms <= 0) return 0;
+  res->defer_log = log;
+  res->defer_ms =
+      req->timeout_ms > DIR_WATCH_MAX_WAIT_MS ? DIR_WATCH_MAX_WAIT_MS : req->timeout_ms;
+  return 1;
+}
+
+int dir_events_watch(dir_events_t *ev, const ns_tree_t *t, const dir_watch_req_t *req,
+                     int64_t now, dir_watch_res_t *res, char *why, size_t whylen) {
+  int rc = ns_path_check(req->path, why, whylen);
+  if (rc != 0) return rc;
+  const char *bad = NULL;
+  if (req->mask & ~(uint32_t)DIR_EV_ALL_MASK) {
+    bad = "mask has bits of no event kind (use 1 << kind for kinds 1 to 10, 0 for all)";
+  } else if (req->epoch < 0 || req->after_seq < 0) {
+    bad = "epoch and after_seq cannot be negative";
+  } else if (req->max < 0) {
+    bad = "max cannot be negative";
+  } else if (req->timeout_ms < 0) {
+    bad = "timeout_ms cannot be negative";
+  }
+  if (bad != NULL) {
+    g_snprintf(why, whylen, "%s", bad);
+    return MAYFLY_EINVAL;
+  }
+  guint limit = req->max == 0 || req->max > DIR_WATCH_MAX_EVENTS ? DIR_WATCH_MAX_EVENTS
+                                                                 : (guint)req->max;
+  res->defer_log = NULL;
+  res->epoch = ev->epoch;
+
+  const ns_node_t *n = ns_tree_lookup(t, req->path);
+  dir_evlog_t *log;
+  if (n != NULL) {
+    log = dir_events_open(ev, req->path);
+  } else {
+    /* A removed node's watcher still gets what it has not seen, REMOVED
+     * last; after that, and for anyone else, the path does not exist. */
+    log = dir_events_find(ev, req->path);
+    if (log == NULL || !log->removed || req->epoch != ev->epoch ||
+        req->after_seq >= log->last_seq) {
+      return MAYFLY_ENOENT;
+    }
+  }
+  int wants_data = n != NULL && n->kind != NS_KIND_DIRECTORY &&
+                   (req->mask == 0 || (req->mask & DIR_EV_DATA_MASK) != 0);
+  dir_events_touch(ev, log, now, wants_data);
+
+  if (req->epoch != ev->epoch || req->after_seq > log->last_seq) {
+    /* Starting (epoch 0), or numbers from another life of the directory or
+     * of the log: start from now. Data events start once every memory
+     * server holding the namespace publishes them, so wait for that: a
+     * listener then sees every write made after its first watch returned. */
+    if (wants_data && !req->armed(req->armed_ud, log) && defer(req, log, res)) return 0;
+    res->last_seq = log->last_seq;
+    if (req->epoch != 0) {
+      dir_event_t gap = {.seq = log->last_seq,
+                         .kind = DIR_EV_GAP,
+                         .path = log->path,
+                         .offset = 0,
+                         .length = -1,
+                         .time_ms = mf_wall_ms()};
+      g_array_append_val(res->events, gap);
+    }
+    return 0;
+  }
+  guint before = res->events->len;
+  res->last_seq = dir_events_collect(log, req->after_seq, req->mask, limit,
+                                     DIR_WATCH_REPLY_BUDGET, res->events);
+  if (res->events->len == before && defer(req, log, res)) return 0;
+  return 0;
+}
+
+/* A key as an event carries it: base64 of at most DIR_EVENT_KEY_RAW_MAX
+ * bytes. */
+static int valid_event_key(const char *k) {
+  size_t n = 0;
+  for (; k[n] != '\0'; n++) {
+    char c = k[n];
+    if (n >= DIR_EVENT_KEY_MAX) return 0;
+    if (!g_ascii_isalnum(c) && c != '+' && c != '/' && c != '=') return 0;
+  }
+  return n % 4 == 0;
+}
+
+/* Checks one event of server s; fills why when it cannot be. */
+static int check_data_event(const ns_server_t *s, size_t i, const dir_data_event_t *e, char *why,
+                            size_t whylen) {
+  if (e->kind < DIR_EV_PUT || e->kind > DIR_EV_WRITE) {
+    g_snprintf(why, whylen, "event %zu: kind %d is not a data event", i, e->kind);
+  } else if (e->block_index < 0 || e->block_index >= s->nblocks) {
+    g_snprintf(why, whylen, "event %zu: server %d has no block %d", i, s->id, e->block_index);
+  } else if (e->key != NULL && !valid_event_key(e->key)) {
+    g_snprintf(why, whylen, "event %zu: key must be base64 of at most %d bytes", i,
+               DIR_EVENT_KEY_RAW_MAX);
+  } else if (e->offset < 0 || e->length < 0) {
+    g_snprintf(why, whylen, "event %zu: offset and length cannot be negative", i);
+  } else {
+    return 0;
+  }
+  return MAYFLY_EINVAL;
+}
+
+int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
+                       const dir_data_event_t *events, size_t n, int64_t wall_ms, char *why,
+                       size_t whylen) {
+  const ns_server_t *s = ns_alloc_server(alloc, server_id);
+  if (s == NULL) {
+    g_snprintf(why, whylen, "unknown memory server: register again");
+    return MAYFLY_ESERVER;
+  }
+  if (n > DIR_PUBLISH_MAX_EVENTS) {
+    g_snprintf(why, whylen, "publish takes at most %d events per call", DIR_PUBLISH_MAX_EVENTS);
+    return MAYFLY_ETOOBIG;
+  }
+  /* Check the whole batch first: a bad one numbers nothing. */
+  for (size_t i = 0; i < n; i++) {
+    int rc = check_data_event(s, i, &events[i], why, whylen);
+    if (rc != 0) return rc;
+  }
+  const ns_node_t *last = NULL;
+  dir_evlog_t *log = NULL;
+  guint dropped = 0;
+  for (size_t i = 0; i < n; i++) {
+    const dir_data_event_t *e = &events[i];
+    /* The block's owner now, whatever the layout. */
+    const ns_node_t *owner = s->in_use[e->block_index] &&
+                                     s->generation[e->block_index] == e->generation
+                                 ? s->owner[e->block_index]
+                                 : NULL;
+    if (owner == NULL) {
+      /* Freed by a layout change since the write (a merge, a drained
+       * segment): still its namespace's event. Else (the namespace went,
+       * or the block is unknown) nobody's. */
+      const char *p = dir_events_retired_path(ev, server_id, e->block_index, e->generation);
+      dir_evlog_t *rl = p != NULL ? dir_events_find(ev, p) : NULL;
+      if (rl == NULL || rl->removed) {
+        dropped++;
+        continue;
+      }
+      log = rl;
+      last = NULL;
+    } else if (owner != last) {
+      char *p = ns_node_path(owner);
+      log = dir_events_find(ev, p);
+      g_free(p);
+      last = owner;
+    }
+    if (log == NULL) continue; /* never watched: nobody holds its numbers */
+    const char *key = (e->kind == DIR_EV_PUT || e->kind == DIR_EV_DELETE)
+                          ? (e->key != NULL ? e->key : "")
+                          : NULL;
+    dir_events_append(ev, log, (dir_ev_kind_t)e->kind, NULL, key,
+                      e->kind == DIR_EV_WRITE ? e->offset : 0, e->length, wall_ms);
+  }
+  if (dropped > 0) {
+    MF_DEBUG("memory server %s (id %d): %u events of released blocks dropped", s->address,
+             server_id, dropped);
+  }
+  return 0;
+}
+
+void dir_events_watched_blocks(dir_events_t *ev, const ns_tree_t *t, int32_t server_id,
+                               int64_t now, GArray *out) {
+  if (g_hash_table_size(ev->data) == 0) return;
+  const ns_server_t *s = ns_alloc_server(t->alloc, server_id);
+  GHashTable *nodes = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, ev->data);
+  while (g_hash_table_iter_next(&it, &v, NULL)) {
+    dir_evlog_t *log = v;
+    if (!dir_events_data_watched(log, now) || log->removed) continue;
+    ns_node_t *n = ns_tree_lookup(t, log->path);
+    if (n != NULL) g_hash_table_add(nodes, n);
+  }
+  for (int32_t i = 0; s != NULL && g_hash_table_size(nodes) > 0 && i < s->nblocks; i++) {
+    if (!s->in_use[i] || !g_hash_table_contains(nodes, s->owner[i])) continue;
+    if (ns_tree_block_lost(t, server_id, i)) continue; /* nothing is written there */
+    ns_block_t b = {.server = server_id, .index = i, .generation = s->generation[i]};
+    g_array_append_val(out, b);
+  }
+  g_hash_table_destroy(nodes);
+}
+
+void dir_events_wake_armed(dir_events_t *ev, dir_armed_cb armed, void *ud) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, ev->data);
+  while (g_hash_table_iter_next(&it, &v, NULL)) {
+    dir_evlog_t *log = v;
+    if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
+    if (armed(ud, log)) dir_events_wake(log);
+  }
 }

@@ -209,4 +209,98 @@ const char *dir_events_retired_path(dir_events_t *ev, int32_t server, int32_t in
  * retired blocks. */
 void dir_events_sweep(dir_events_t *ev, int64_t now);
 
+/* --- the watch and publish calls (the handlers convert, these decide) --- */
+
+/* Most events in one watch reply, and about how many bytes: a reply stays
+ * small (Thrift decodes large frames slowly) and the caller asks again. */
+#define DIR_WATCH_MAX_EVENTS 1024
+#define DIR_WATCH_REPLY_BUDGET (256u << 10)
+/* Longest a watch waits for its first event. */
+#define DIR_WATCH_MAX_WAIT_MS 30000
+/* Most data events in one publish call (memory servers send at most
+ * MS_PUB_BATCH_MAX, 1024). */
+#define DIR_PUBLISH_MAX_EVENTS 4096
+
+/* Whether every memory server that is up publishes the data events of `log`
+ * (dir_data_armed, directory.h); a callback, since this module does not
+ * know the servers. */
+typedef int (*dir_armed_cb)(void *ud, dir_evlog_t *log);
+
+/* A watch call as the handler received it. */
+typedef struct dir_watch_req {
+  const char *path;
+  uint32_t mask;       /* 1 << kind per kind wanted; 0 = all */
+  int64_t epoch;       /* 0 or another epoch: start from now */
+  int64_t after_seq;
+  int32_t max;         /* 0 = DIR_WATCH_MAX_EVENTS; more is capped */
+  int32_t timeout_ms;  /* longest wait for a first event (capped at DIR_WATCH_MAX_WAIT_MS) */
+  int can_defer;       /* the caller can hold the request and run it again later */
+  dir_armed_cb armed;
+  void *armed_ud;
+} dir_watch_req_t;
+
+/* Its answer: either defer_log is set (no answer now: run the request again
+ * after an event comes to that log or defer_ms pass), or epoch, last_seq
+ * and events are. `events` is a GArray of dir_event_t the caller created;
+ * what is appended is a shallow copy, its strings borrowed from the log
+ * (valid until the log changes). */
+typedef struct dir_watch_res {
+  int64_t epoch;
+  int64_t last_seq;    /* the after_seq of the next watch */
+  GArray *events;
+  dir_evlog_t *defer_log;
+  int64_t defer_ms;
+} dir_watch_res_t;
+
+/*
+ * Serves a watch at monotonic time now: checks the request, opens the log
+ * of an existing node (a removed node's watcher still gets what it has not
+ * seen, REMOVED last), records the watch (dir_events_touch), and collects
+ * the events after after_seq. Starting afresh (epoch 0 or stale, or a seq
+ * from another life of the log) answers last_seq only, with a GAP unless
+ * epoch was 0, and waits first, when it can, until the data watch is in
+ * force on every memory server. A watch with nothing to report defers when
+ * it can. Returns 0, MAYFLY_EBADPATH or another ns_path_check error,
+ * MAYFLY_EINVAL (mask, epoch, after_seq, max or timeout_ms out of range:
+ * `why` says which) or MAYFLY_ENOENT.
+ */
+int dir_events_watch(dir_events_t *ev, const ns_tree_t *t, const dir_watch_req_t *req,
+                     int64_t now, dir_watch_res_t *res, char *why, size_t whylen);
+
+/* A data event a memory server reports (the publish call). */
+typedef struct dir_data_event {
+  int32_t block_index;
+  int64_t generation;
+  int kind;         /* dir_ev_kind_t, data kinds only */
+  const char *key;  /* PUT/DELETE: base64 (borrowed); may be NULL */
+  int64_t offset;
+  int64_t length;
+} dir_data_event_t;
+
+/*
+ * Numbers a batch of data events of server `server_id`: each goes to the
+ * log of the namespace owning its block now (whatever the layout), or, for
+ * a block a layout change freed a moment ago, of the namespace it belonged
+ * to (dir_events_retire); events of blocks nobody owns, or of namespaces
+ * never watched, are dropped. The whole batch is checked first, so a bad
+ * one numbers nothing. Returns 0, MAYFLY_ESERVER (no such server),
+ * MAYFLY_ETOOBIG (more than DIR_PUBLISH_MAX_EVENTS) or MAYFLY_EINVAL (a
+ * kind, block, key, offset or length that cannot be: `why` names the
+ * event).
+ */
+int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
+                       const dir_data_event_t *events, size_t n, int64_t wall_ms, char *why,
+                       size_t whylen);
+
+/* Wakes the watches waiting for their data watch to be in force on every
+ * memory server, once `armed` says it is (after a heartbeat). */
+void dir_events_wake_armed(dir_events_t *ev, dir_armed_cb armed, void *ud);
+
+/* Appends to out (a GArray of ns_block_t) every block of server
+ * `server_id` owned by a namespace whose data events are wanted at
+ * monotonic time now. Ownership, not the layout, decides: a block a split
+ * is filling belongs to its namespace before it joins the layout. */
+void dir_events_watched_blocks(dir_events_t *ev, const ns_tree_t *t, int32_t server_id,
+                               int64_t now, GArray *out);
+
 #endif /* MAYFLY_DIR_EVENTS_H */

@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/limits.h"
 #include "directory/repart.h"
 #include "namespaces/path.h"
 
@@ -30,9 +31,6 @@ G_DEFINE_TYPE(DirHandler, dir_handler, MAYFLY_TYPE_DIRECTORY_HANDLER)
 
 /* Room for a reason that quotes two paths of the longest legal length. */
 #define WHY_MAX (2 * NS_PATH_MAX + 256)
-
-/* Largest batch a single renew may carry. */
-#define RENEW_MAX_PATHS 100000
 
 static gboolean fail(MayflyError **err, int code, const char *why) {
   *err = g_object_new(MAYFLY_TYPE_ERROR, "code", code, "message",
@@ -276,16 +274,18 @@ static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, c
 static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
                         const GPtrArray *paths, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  if (paths->len > RENEW_MAX_PATHS) {
+  /* The caps (limits.h) refuse a longer list before it is decoded; the
+   * check stays for callers that do not go through the scan. */
+  if (paths->len > DIR_RENEW_MAX_PATHS) {
     char why[128];
-    g_snprintf(why, sizeof why, "renew takes at most %d paths per call", RENEW_MAX_PATHS);
+    g_snprintf(why, sizeof why, "renew takes at most %d paths per call", DIR_RENEW_MAX_PATHS);
     return fail(err, MAYFLY_ETOOBIG, why);
   }
   /* An invalid path in a batch is a caller's bug: refuse the batch, naming it. */
   for (guint i = 0; i < paths->len; i++) {
     const char *p = g_ptr_array_index(paths, i);
     char why[WHY_MAX];
-  why[0] = '\0';
+    why[0] = '\0';
     int rc = ns_path_check(p, why, sizeof why);
     if (rc != 0) return fail_path(err, rc, p, why);
   }
@@ -405,7 +405,7 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
                                   const gint64 block_size, const gint64 gen_floor,
                                   const gint64 incarnation, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  char host[256], why[256] = "";
+  char host[DIR_HOST_MAX + 1], why[256] = "";
   int port;
   if (address == NULL || mf_parse_hostport(address, NULL, host, sizeof host, &port) != 0) {
     return fail(err, MAYFLY_EINVAL, "server address must be HOST:PORT");
@@ -501,45 +501,24 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
   return TRUE;
 }
 
-/* Lists every block of server `server_id` owned by a data-watched
- * namespace. Ownership, not the layout, decides: a block a split is filling
- * belongs to its namespace before it joins the layout. */
-static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
-  if (g_hash_table_size(d->events->data) == 0) return;
-  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
-  int64_t now = mf_now_ms();
-  GHashTable *nodes = g_hash_table_new(g_direct_hash, g_direct_equal);
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, d->events->data);
-  while (g_hash_table_iter_next(&it, &v, NULL)) {
-    dir_evlog_t *log = v;
-    if (!dir_events_data_watched(log, now) || log->removed) continue;
-    ns_node_t *n = ns_tree_lookup(d->tree, log->path);
-    if (n != NULL) g_hash_table_add(nodes, n);
-  }
-  for (int32_t i = 0; s != NULL && g_hash_table_size(nodes) > 0 && i < s->nblocks; i++) {
-    if (!s->in_use[i] || !g_hash_table_contains(nodes, s->owner[i])) continue;
-    if (ns_tree_block_lost(d->tree, server_id, i)) continue; /* nothing is written there */
-    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
-    br->block_index = i;
-    br->generation = s->generation[i];
-    g_ptr_array_add(out, br);
-  }
-  g_hash_table_destroy(nodes);
+/* The data-watch check of the event-log module (events.h). */
+static int armed(void *ud, dir_evlog_t *log) {
+  return dir_data_armed(ud, log);
 }
 
-/* Wakes the watches waiting for their data watch to be in force everywhere,
- * once it is. */
-static void wake_armed(dir_t *d) {
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, d->events->data);
-  while (g_hash_table_iter_next(&it, &v, NULL)) {
-    dir_evlog_t *log = v;
-    if (log->armed || log->waiters == NULL || log->waiters->len == 0) continue;
-    if (dir_data_armed(d, log)) dir_events_wake(log);
+/* Every block of server `server_id` whose data events are wanted, as the
+ * heartbeat reply lists them. */
+static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
+  GArray *blocks = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
+  dir_events_watched_blocks(d->events, d->tree, server_id, mf_now_ms(), blocks);
+  for (guint i = 0; i < blocks->len; i++) {
+    const ns_block_t *b = &g_array_index(blocks, ns_block_t, i);
+    MayflyBlockRef *br = g_object_new(MAYFLY_TYPE_BLOCK_REF, NULL);
+    br->block_index = b->index;
+    br->generation = b->generation;
+    g_ptr_array_add(out, br);
   }
+  g_array_free(blocks, TRUE);
 }
 
 static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
@@ -569,7 +548,7 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
    * data watches begun before that reply are now in force there. */
   rt->watch_acked = rt->watch_sent;
   rt->watch_sent = d->events->data_version;
-  wake_armed(d);
+  dir_events_wake_armed(d->events, armed, d);
   return TRUE;
 }
 
@@ -601,15 +580,16 @@ typedef struct {
   int64_t now;
 } lease_walk_t;
 
+/* One row per node of the subtree, its root included. The tree's root
+ * never expires: it reads as pinned, with no time left to count (-1). */
 static void add_lease(ns_node_t *n, void *ud) {
   lease_walk_t *w = ud;
-  if (n->parent == NULL) return; /* the root has no lease */
   MayflyLeaseInfo *li = g_object_new(MAYFLY_TYPE_LEASE_INFO, NULL);
   li->path = ns_node_path(n);
   li->kind = (MayflyNodeKind)n->kind;
   li->lease_ms = ns_node_lease_ms(w->dir->tree, n);
   li->remaining_ms = ns_node_remaining_ms(w->dir->tree, n, w->now);
-  li->pinned = (n->flags & NS_FLAG_PINNED) != 0;
+  li->pinned = n->parent == NULL || (n->flags & NS_FLAG_PINNED) != 0;
   g_ptr_array_add(w->out, li);
 }
 
@@ -707,16 +687,7 @@ static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, con
   return TRUE;
 }
 
-/* --- notifications (directory/events.h) --- */
-
-/* Most events in one watch reply, and about how many bytes: a reply stays
- * small (Thrift decodes large frames slowly) and the caller asks again. */
-#define WATCH_MAX_EVENTS 1024
-#define WATCH_REPLY_BUDGET (256u << 10)
-/* Longest a watch waits for its first event. */
-#define WATCH_MAX_WAIT_MS 30000
-/* Most data events in one publish call. */
-#define PUBLISH_MAX_EVENTS 4096
+/* --- notifications: the event-log module (directory/events.h) decides --- */
 
 static void add_event(GPtrArray *out, const dir_event_t *e) {
   MayflyEvent *me = g_object_new(MAYFLY_TYPE_EVENT, NULL);
@@ -734,164 +705,58 @@ static void add_event(GPtrArray *out, const dir_event_t *e) {
   g_ptr_array_add(out, me);
 }
 
-/* Asks the server to hold the request until `log` has an event (or the
- * wait is over), if it can; returns 1 when the request is deferred. */
-static int defer(dir_t *d, dir_evlog_t *log, int32_t timeout_ms) {
-  if (!d->call.can_defer || d->call.last_chance || timeout_ms <= 0) return 0;
-  d->call.defer_log = log;
-  d->call.defer_ms = timeout_ms > WATCH_MAX_WAIT_MS ? WATCH_MAX_WAIT_MS : timeout_ms;
-  return 1;
-}
-
 static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, const gchar *path,
                         const gint32 mask, const gint64 epoch, const gint64 after_seq,
                         const gint32 max, const gint32 timeout_ms, MayflyError **err,
                         GError **error) {
   dir_t *d = DIR_OF(iface);
-  dir_events_t *ev = d->events;
   char why[WHY_MAX];
   why[0] = '\0';
-  int rc = ns_path_check(path, why, sizeof why);
-  if (rc != 0) return fail_path(err, rc, path, why);
-  if ((uint32_t)mask & ~(uint32_t)DIR_EV_ALL_MASK) {
-    return fail_path(err, MAYFLY_EINVAL, path,
-                     "mask has bits of no event kind (use 1 << kind for kinds 1 to 10, 0 for all)");
-  }
-  if (epoch < 0 || after_seq < 0) {
-    return fail_path(err, MAYFLY_EINVAL, path, "epoch and after_seq cannot be negative");
-  }
-  if (max < 0) return fail_path(err, MAYFLY_EINVAL, path, "max cannot be negative");
-  if (timeout_ms < 0) return fail_path(err, MAYFLY_EINVAL, path, "timeout_ms cannot be negative");
-  guint limit = max == 0 || max > WATCH_MAX_EVENTS ? WATCH_MAX_EVENTS : (guint)max;
-
-  ns_node_t *n = ns_tree_lookup(d->tree, path);
-  dir_evlog_t *log;
-  if (n != NULL) {
-    log = dir_events_open(ev, path);
-  } else {
-    /* A removed node's watcher still gets what it has not seen, REMOVED
-     * last; after that, and for anyone else, the path does not exist. */
-    log = dir_events_find(ev, path);
-    if (log == NULL || !log->removed || epoch != ev->epoch || after_seq >= log->last_seq) {
-      return fail_path(err, MAYFLY_ENOENT, path, NULL);
+  dir_watch_req_t req = {.path = path,
+                         .mask = (uint32_t)mask,
+                         .epoch = epoch,
+                         .after_seq = after_seq,
+                         .max = max,
+                         .timeout_ms = timeout_ms,
+                         .can_defer = d->call.can_defer && !d->call.last_chance,
+                         .armed = armed,
+                         .armed_ud = d};
+  dir_watch_res_t res = {.events = g_array_new(FALSE, FALSE, sizeof(dir_event_t))};
+  int rc = dir_events_watch(d->events, d->tree, &req, mf_now_ms(), &res, why, sizeof why);
+  if (rc == 0 && res.defer_log != NULL) {
+    /* No answer now: the server runs the request again (dir_call_t). */
+    d->call.defer_log = res.defer_log;
+    d->call.defer_ms = res.defer_ms;
+  } else if (rc == 0) {
+    (*_return)->epoch = res.epoch;
+    (*_return)->last_seq = res.last_seq;
+    for (guint i = 0; i < res.events->len; i++) {
+      add_event((*_return)->events, &g_array_index(res.events, dir_event_t, i));
     }
   }
-  int64_t now = mf_now_ms();
-  int wants_data = n != NULL && n->kind != NS_KIND_DIRECTORY &&
-                   (mask == 0 || ((uint32_t)mask & DIR_EV_DATA_MASK) != 0);
-  dir_events_touch(ev, log, now, wants_data);
-
-  MayflyWatchReply *r = *_return;
-  r->epoch = ev->epoch;
-  if (epoch != ev->epoch || after_seq > log->last_seq) {
-    /* Starting (epoch 0), or numbers from another life of the directory or
-     * of the log: start from now. Data events start once every memory
-     * server holding the namespace publishes them, so wait for that: a
-     * listener then sees every write made after its first watch returned. */
-    if (wants_data && !dir_data_armed(d, log) && defer(d, log, timeout_ms)) return TRUE;
-    r->last_seq = log->last_seq;
-    if (epoch != 0) {
-      dir_event_t gap = {.seq = log->last_seq,
-                         .kind = DIR_EV_GAP,
-                         .path = log->path,
-                         .offset = 0,
-                         .length = -1,
-                         .time_ms = mf_wall_ms()};
-      add_event(r->events, &gap);
-    }
-    return TRUE;
-  }
-  GArray *got = g_array_new(FALSE, FALSE, sizeof(dir_event_t));
-  r->last_seq = dir_events_collect(log, after_seq, (uint32_t)mask, limit, WATCH_REPLY_BUDGET, got);
-  if (got->len == 0 && defer(d, log, timeout_ms)) {
-    g_array_free(got, TRUE);
-    return TRUE;
-  }
-  for (guint i = 0; i < got->len; i++) add_event(r->events, &g_array_index(got, dir_event_t, i));
-  g_array_free(got, TRUE);
-  return TRUE;
-}
-
-/* A key as an event carries it: base64 of at most DIR_EVENT_KEY_RAW_MAX
- * bytes. */
-static int valid_event_key(const char *k) {
-  size_t n = 0;
-  for (; k[n] != '\0'; n++) {
-    char c = k[n];
-    if (n >= DIR_EVENT_KEY_MAX) return 0;
-    if (!g_ascii_isalnum(c) && c != '+' && c != '/' && c != '=') return 0;
-  }
-  return n % 4 == 0;
+  g_array_free(res.events, TRUE);
+  return rc == 0 ? TRUE : fail_path(err, rc, path, why);
 }
 
 static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
                           const GPtrArray *events, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
-  if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
-  if (events->len > PUBLISH_MAX_EVENTS) {
-    char why[128];
-    g_snprintf(why, sizeof why, "publish takes at most %d events per call", PUBLISH_MAX_EVENTS);
-    return fail(err, MAYFLY_ETOOBIG, why);
-  }
-  /* Check the whole batch first: a bad one numbers nothing. */
+  char why[160];
+  why[0] = '\0';
+  dir_data_event_t *evs = g_new(dir_data_event_t, events->len ? events->len : 1);
   for (guint i = 0; i < events->len; i++) {
     const MayflyDataEvent *e = g_ptr_array_index(events, i);
-    char why[160];
-    why[0] = '\0';
-    if (e->kind < MAYFLY_EVENT_KIND_PUT || e->kind > MAYFLY_EVENT_KIND_WRITE) {
-      g_snprintf(why, sizeof why, "event %u: kind %d is not a data event", i, (int)e->kind);
-    } else if (e->block_index < 0 || e->block_index >= s->nblocks) {
-      g_snprintf(why, sizeof why, "event %u: server %d has no block %d", i, server_id,
-                 e->block_index);
-    } else if (e->key != NULL && !valid_event_key(e->key)) {
-      g_snprintf(why, sizeof why, "event %u: key must be base64 of at most %d bytes", i,
-                 DIR_EVENT_KEY_RAW_MAX);
-    } else if (e->offset < 0 || e->length < 0) {
-      g_snprintf(why, sizeof why, "event %u: offset and length cannot be negative", i);
-    }
-    if (why[0] != '\0') return fail(err, MAYFLY_EINVAL, why);
+    evs[i] = (dir_data_event_t){.block_index = e->block_index,
+                                .generation = e->generation,
+                                .kind = (int)e->kind,
+                                .key = e->key,
+                                .offset = e->offset,
+                                .length = e->length};
   }
-  int64_t wall = mf_wall_ms();
-  const ns_node_t *last = NULL;
-  dir_evlog_t *log = NULL;
-  guint dropped = 0;
-  for (guint i = 0; i < events->len; i++) {
-    const MayflyDataEvent *e = g_ptr_array_index(events, i);
-    /* The block's owner now, whatever the layout. */
-    const ns_node_t *n = s->in_use[e->block_index] && s->generation[e->block_index] == e->generation
-                             ? s->owner[e->block_index]
-                             : NULL;
-    if (n == NULL) {
-      /* Freed by a layout change since the write (a merge, a drained
-       * segment): still its namespace's event. Else (the namespace went,
-       * or the block is unknown) nobody's. */
-      const char *p = dir_events_retired_path(d->events, server_id, e->block_index, e->generation);
-      dir_evlog_t *rl = p != NULL ? dir_events_find(d->events, p) : NULL;
-      if (rl == NULL || rl->removed) {
-        dropped++;
-        continue;
-      }
-      log = rl;
-      last = NULL;
-    } else if (n != last) {
-      char *p = ns_node_path(n);
-      log = dir_events_find(d->events, p);
-      g_free(p);
-      last = n;
-    }
-    if (log == NULL) continue; /* never watched: nobody holds its numbers */
-    const char *key = (e->kind == MAYFLY_EVENT_KIND_PUT || e->kind == MAYFLY_EVENT_KIND_DELETE)
-                          ? (e->key ? e->key : "")
-                          : NULL;
-    dir_events_append(d->events, log, (dir_ev_kind_t)e->kind, NULL, key,
-                      e->kind == MAYFLY_EVENT_KIND_WRITE ? e->offset : 0, e->length, wall);
-  }
-  if (dropped > 0) {
-    MF_DEBUG("memory server %s (id %d): %u events of released blocks dropped", s->address,
-             server_id, dropped);
-  }
-  return TRUE;
+  int rc = dir_events_publish(d->events, d->tree->alloc, server_id, evs, events->len,
+                              mf_wall_ms(), why, sizeof why);
+  g_free(evs);
+  return rc == 0 ? TRUE : fail(err, rc, why);
 }
 
 static void dir_handler_class_init(DirHandlerClass *cls) {

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/netserver.h"
 #include "directory/handler.h"
+#include "directory/limits.h"
 
 typedef struct conn conn_t;
 
@@ -115,7 +116,10 @@ void dir_rpc_free(dir_rpc_t *r) {
 int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
                  dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen) {
   mf_compact_msg_t hdr;
-  if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, &hdr, why, whylen) != 0) return -1;
+  /* The caps of the method (limits.h), before Thrift decodes anything. */
+  if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, dir_limits, &hdr, why, whylen) != 0) {
+    return -1;
+  }
   char name[32];
   if (hdr.type != MF_COMPACT_CALL || hdr.name_len >= sizeof name) {
     snprintf(why, whylen, "not a call of a known method");

@@ -5,11 +5,12 @@
  * Connections, buffers, back-pressure and timeouts are the shared layer's
  * (common/netserver.h); this file is the protocol on it. Each complete frame
  * (4-byte big-endian length + compact-protocol message) is size-checked
- * against the limit before any allocation, depth-checked (compact_scan.h),
- * handed to the processor through an in-memory frame transport, and its
- * reply appended to the connection's output. The reply backlog is checked
- * before each frame (a reply is at most --max-frame). All replies produced by
- * one read go out together, in request order (the generated client does not
+ * against the limit before any allocation, depth-checked and held to its
+ * method's caps (compact_scan.h, limits.h), handed to the processor through
+ * an in-memory frame transport, and its reply appended to the connection's
+ * output. The reply backlog is checked before each frame (a reply is at most
+ * --max-frame). All replies produced by one read go out together, in request
+ * order (the generated client does not
  * match seqids). A frame over the limit or a message that does not parse
  * closes that connection only.
  *

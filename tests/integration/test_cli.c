@@ -1054,12 +1054,13 @@ static void test_leases_lists_every_node_under_a_path_in_tree_order_with_time_le
   CU_ASSERT(jint(b, "remaining_ms") > 10000 && jint(b, "remaining_ms") <= 14000);
   json_array_unref(l);
 
-  /* Without a path: every node, the root excluded (it has no lease). */
+  /* Without a path: every node, the root first (pinned: it never expires). */
   RUN(&r, d, "--json", "leases");
   EXPECT_SUCCESS(&r);
   l = PARSE_ARRAY(r.out);
-  MF_ASSERT_EQ(jlen(l), 4);
-  EXPECT_STR(jstr(jat(l, 3), "path"), "/other");
+  MF_ASSERT_EQ(jlen(l), 5);
+  EXPECT_STR(jstr(jat(l, 0), "path"), "/");
+  EXPECT_STR(jstr(jat(l, 4), "path"), "/other");
   json_array_unref(l);
 
   RUN(&r, d, "leases", "/job");
@@ -1081,6 +1082,121 @@ static void test_leases_lists_every_node_under_a_path_in_tree_order_with_time_le
   g_free(bl);
 
   run_clear(&r);
+  finish(d);
+}
+
+/* Regression: `mayfly leases /` had no row for / while `mayfly tree /`
+ * showed it. The leases of a subtree start with its root, whatever it is. */
+static void test_leases_of_a_subtree_include_its_root_the_tree_root_too(void) {
+  mf_daemon_t *d = start_dir_with_servers(1, NULL);
+  if (d == NULL) return;
+  run_t r = {0};
+  RUN(&r, d, "create", "/j/q", "--kind", "queue");
+  EXPECT_SUCCESS(&r);
+
+  RUN(&r, d, "leases", "/");
+  EXPECT_SUCCESS(&r);
+  MF_ASSERT_EQ(count_lines(r.out), 4); /* the heading, /, /j, /j/q */
+  char *root = line_starting(r.out, "/ ");
+  EXPECT_CONTAINS(root, "directory");
+  CU_ASSERT(root != NULL && g_str_has_suffix(root, "yes"));
+  g_free(root);
+
+  JsonArray *l = LEASES_JSON(d, "/");
+  MF_ASSERT_EQ(jlen(l), 3);
+  JsonObject *o = jat(l, 0);
+  EXPECT_STR(jstr(o, "path"), "/");
+  EXPECT_STR(jstr(o, "kind"), "directory");
+  MF_ASSERT_EQ(jbool(o, "pinned"), 1);
+  MF_ASSERT_EQ(jint(o, "remaining_ms"), -1);
+  json_array_unref(l);
+
+  /* A directory below the root and a leaf: their own row comes first. */
+  l = LEASES_JSON(d, "/j");
+  MF_ASSERT_EQ(jlen(l), 2);
+  EXPECT_STR(jstr(jat(l, 0), "path"), "/j");
+  EXPECT_STR(jstr(jat(l, 1), "path"), "/j/q");
+  json_array_unref(l);
+  l = LEASES_JSON(d, "/j/q");
+  MF_ASSERT_EQ(jlen(l), 1);
+  EXPECT_STR(jstr(jat(l, 0), "path"), "/j/q");
+  EXPECT_STR(jstr(jat(l, 0), "kind"), "queue");
+  json_array_unref(l);
+
+  /* The tree shows the root once, as before. */
+  RUN(&r, d, "tree", "/");
+  EXPECT_SUCCESS(&r);
+  EXPECT_STR(r.out, "/\n/j/\n  q  [queue]\n");
+
+  run_clear(&r);
+  finish(d);
+}
+
+/* Regression: with one memory server down, `mayfly stat` showed usage
+ * unknown for every partition, those on live servers included. */
+static void test_stat_with_one_memory_server_down_leaves_only_its_partitions_unknown(void) {
+  mf_daemon_t *d = start_dir();
+  if (d == NULL) return;
+  mf_daemon_t *a = mf_start_memserver(d, 4, "64KiB", NULL);
+  mf_daemon_t *b = mf_start_memserver(d, 4, "64KiB", NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+  run_t r = {0};
+  RUN(&r, d, "create", "/kv", "--kind", "kv", "--blocks", "2");
+  EXPECT_SUCCESS(&r);
+  for (int i = 0; i < 20; i++) {
+    char key[16];
+    g_snprintf(key, sizeof key, "key-%d", i);
+    RUN(&r, d, "put", "/kv", key, "some value");
+    EXPECT_SUCCESS(&r);
+  }
+  JsonObject *st = STAT_JSON(d, "/kv");
+  JsonArray *parts = jarr(st, "partitions");
+  MF_ASSERT_EQ(jlen(parts), 2);
+  /* Both servers answer: every partition and the total are known. */
+  CU_ASSERT(json_object_has_member(st, "bytes_used") && jint(st, "bytes_used") > 0);
+  for (guint i = 0; i < jlen(parts); i++) {
+    CU_ASSERT(json_object_has_member(jat(parts, i), "bytes_used"));
+  }
+  int on_b = row_where(parts, "server", b->address) != NULL;
+  CU_ASSERT(on_b && row_where(parts, "server", a->address) != NULL);
+  json_object_unref(st);
+
+  char *b_address = g_strdup(b->address);
+  mf_kill(b);
+  st = STAT_JSON(d, "/kv");
+  parts = jarr(st, "partitions");
+  JsonObject *pa = row_where(parts, "server", a->address);
+  JsonObject *pb = row_where(parts, "server", b_address);
+  CU_ASSERT_FATAL(pa != NULL && pb != NULL);
+  CU_ASSERT(json_object_has_member(pa, "bytes_used") && jint(pa, "bytes_used") > 0);
+  CU_ASSERT(json_object_has_member(pa, "fill_pct"));
+  CU_ASSERT_FALSE(json_object_has_member(pb, "bytes_used"));
+  CU_ASSERT_FALSE(json_object_has_member(st, "bytes_used")); /* the total is not known */
+  json_object_unref(st);
+
+  RUN(&r, d, "stat", "/kv");
+  EXPECT_SUCCESS(&r);
+  char *line = line_starting(r.out, "bytes used:");
+  EXPECT_CONTAINS(line, "at least ");
+  EXPECT_CONTAINS(line, "(1 of 2 partitions unknown)");
+  g_free(line);
+  /* The live server's row has figures, the dead one's question marks. */
+  char *row_b = NULL, *row_a = NULL;
+  gchar **lines = g_strsplit(r.out, "\n", -1);
+  for (int i = 0; lines[i] != NULL; i++) {
+    if (strstr(lines[i], b_address) != NULL) row_b = g_strdup(lines[i]);
+    if (strstr(lines[i], a->address) != NULL) row_a = g_strdup(lines[i]);
+  }
+  g_strfreev(lines);
+  EXPECT_CONTAINS(row_b, " ? ");
+  CU_ASSERT(row_a != NULL && strstr(row_a, "?") == NULL && strstr(row_a, "%") != NULL);
+  g_free(row_a);
+  g_free(row_b);
+  g_free(b_address);
+
+  run_clear(&r);
+  mf_stop(a);
   finish(d);
 }
 
@@ -1867,6 +1983,10 @@ int main(void) {
        test_a_namespace_that_is_not_renewed_expires_and_its_blocks_return},
       {"leases lists every node under a path in tree order with time left",
        test_leases_lists_every_node_under_a_path_in_tree_order_with_time_left},
+      {"leases of a subtree include its root, the tree's root too",
+       test_leases_of_a_subtree_include_its_root_the_tree_root_too},
+      {"stat with one memory server down leaves only its partitions unknown",
+       test_stat_with_one_memory_server_down_leaves_only_its_partitions_unknown},
       {"servers reports each memory server with the stable JSON fields",
        test_servers_reports_each_memory_server_with_the_stable_json_fields},
       {"stats reports directory-wide counters", test_stats_reports_directory_wide_counters},

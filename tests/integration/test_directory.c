@@ -303,6 +303,113 @@ static void test_garbage_on_the_socket_closes_that_connection_only(void) {
   MF_ASSERT_EQ(mf_stop(d), 0);
 }
 
+/* VmRSS or VmHWM (peak) of a process, in KiB; -1 when unreadable. */
+static long proc_kib(pid_t pid, const char *field) {
+  char path[64], *text = NULL;
+  g_snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  if (!g_file_get_contents(path, &text, NULL, NULL)) return -1;
+  long kib = -1;
+  char *at = strstr(text, field);
+  if (at != NULL) kib = strtol(at + strlen(field) + 1, NULL, 10);
+  g_free(text);
+  return kib;
+}
+
+/* How much the directory's peak RSS may grow over three 4 MiB frames: a
+ * few times the frame (its read buffer doubles past 4 MiB). AddressSanitizer
+ * keeps freed blocks in quarantine and pads every allocation, so each
+ * doubling of that buffer stays resident there. Decoding the frame would
+ * take over 500 MB either way. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_GROWTH_MAX_KIB (16 * 4096)
+#else
+#define RSS_GROWTH_MAX_KIB (4 * 4096)
+#endif
+
+/* A publish call whose events list holds empty structs up to `payload`
+ * bytes, as one frame (length prefix included). */
+static GByteArray *empty_publish_frame(size_t payload) {
+  GByteArray *b = g_byte_array_new();
+  const uint8_t hdr[] = {0, 0, 0, 0, 0x82, 0x21, 0x00, 0x07, 'p', 'u', 'b', 'l', 'i', 's', 'h',
+                         0x15, 0x02,  /* server_id = 1 */
+                         0x19, 0xfc}; /* events: list<struct>, count as a varint */
+  g_byte_array_append(b, hdr, sizeof hdr);
+  size_t n = payload - (sizeof hdr - 4) - 4 - 1; /* a 4-byte varint count, the final stop */
+  uint64_t v = n;
+  while (v >= 0x80) {
+    uint8_t byte = (uint8_t)(v | 0x80);
+    g_byte_array_append(b, &byte, 1);
+    v >>= 7;
+  }
+  uint8_t last = (uint8_t)v;
+  g_byte_array_append(b, &last, 1);
+  guint at = b->len;
+  g_byte_array_set_size(b, at + (guint)n + 1); /* n empty structs and the stop */
+  memset(b->data + at, 0, n + 1);
+  uint32_t len = htonl(b->len - 4);
+  memcpy(b->data, &len, 4);
+  return b;
+}
+
+/* The attack that stalled the directory for 1.85 s and grew it by 520 MB:
+ * 4 MiB of empty publish structs, which Thrift decoded into four million
+ * objects before the handler could refuse the count. */
+static void test_a_4_mib_frame_of_empty_publish_structs_is_refused_without_decoding_it(void) {
+  mf_daemon_t *d = mf_start_directory("--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000",
+                                      NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  mf_daemon_t *ms = mf_start_memserver(d, 4, "64KiB", NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ms);
+  mayfly_client_t *c = client_of(d);
+  MF_ASSERT_EQ(mayfly_mkdir(c, "/before", 0), 0);
+  long rss_before = proc_kib(d->pid, "VmRSS:");
+  CU_ASSERT(rss_before > 0);
+
+  GByteArray *frame = empty_publish_frame(4u << 20);
+  MF_ASSERT_EQ(frame->len, (4u << 20) + 4);
+  for (int k = 0; k < 3; k++) {
+    /* Closed within the helper's 3 s, and the directory serves the next
+     * call at once. */
+    MF_ASSERT_EQ(closed_after(d, frame->data, frame->len), 1);
+    char path[32];
+    g_snprintf(path, sizeof path, "/after-%d", k);
+    MF_ASSERT_EQ(mayfly_mkdir(c, path, 0), 0);
+    mayfly_server_t *sv = NULL;
+    size_t nsv = 0;
+    MF_ASSERT_EQ(mayfly_servers(c, &sv, &nsv), 0);
+    MF_ASSERT_EQ(nsv, 1);
+    if (nsv == 1) MF_ASSERT_EQ(sv[0].up, 1);
+    mayfly_servers_free(sv, nsv);
+  }
+  g_byte_array_free(frame, TRUE);
+
+  /* At its peak the directory held the frame being read (its read buffer
+   * doubles past 4 MiB), never its decoding: four million objects would be
+   * over 500 MB. */
+  long peak = proc_kib(d->pid, "VmHWM:");
+  fprintf(stderr, "  directory RSS before %ld KiB, peak after three frames %ld KiB\n",
+          rss_before, peak);
+  CU_ASSERT(peak > 0 && peak - rss_before <= RSS_GROWTH_MAX_KIB);
+
+  /* A heartbeat timeout later the memory server is still up: no heartbeat
+   * was missed while the frames were refused. */
+  mf_sleep_ms(1500);
+  mayfly_server_t *sv = NULL;
+  size_t nsv = 0;
+  MF_ASSERT_EQ(mayfly_servers(c, &sv, &nsv), 0);
+  if (nsv == 1) MF_ASSERT_EQ(sv[0].up, 1);
+  mayfly_servers_free(sv, nsv);
+
+  gchar *log = NULL;
+  CU_ASSERT(g_file_get_contents(d->log_path, &log, NULL, NULL));
+  CU_ASSERT(log != NULL && strstr(log, "peer 127.0.0.1:") != NULL &&
+            strstr(log, "publish: events: 4194284 elements, at most 4096") != NULL);
+  g_free(log);
+  mayfly_disconnect(c);
+  MF_ASSERT_EQ(mf_stop(ms), 0);
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
 static void test_renew_of_ten_thousand_paths_reports_the_missing_ones(void) {
   mf_daemon_t *d = mf_start_directory(NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(d);
@@ -363,6 +470,8 @@ static const mf_test_t tests[] = {
     {"a pinned namespace outlives its lease and keeps its parents", test_pinned_namespace_outlives_its_lease_and_keeps_its_parents},
     {"fifty concurrent clients lose and duplicate nothing", test_fifty_concurrent_clients_lose_and_duplicate_nothing},
     {"garbage on the socket closes that connection only", test_garbage_on_the_socket_closes_that_connection_only},
+    {"a 4 MiB frame of empty publish structs is refused without decoding it",
+     test_a_4_mib_frame_of_empty_publish_structs_is_refused_without_decoding_it},
     {"renew of ten thousand paths reports the missing ones", test_renew_of_ten_thousand_paths_reports_the_missing_ones},
     {"open-or-create returns the existing namespace of the same kind", test_open_or_create_returns_the_existing_namespace_of_the_same_kind},
     {NULL, NULL}};

@@ -1,7 +1,9 @@
 /*
  * Unit tests for directory/events.c: how the directory numbers the events of
  * each node, what a watcher gets back (GAPs included), and which namespace
- * events each change of the tree causes, in-process over a real ns_tree_t.
+ * events each change of the tree causes, in-process over a real ns_tree_t;
+ * and the publish and watch calls' policy (which log a data event goes to,
+ * what a watch answers and when it defers) that the handlers only adapt.
  *
  * Records are applied the way dir_apply() does: dir_events_before(), then
  * ns_tree_apply(), then dir_events_after() when the record applied.
@@ -377,6 +379,167 @@ static void test_a_retired_block_maps_to_its_namespace_for_a_while(void) {
   teardown(&f);
 }
 
+/* ---- the publish and watch calls ------------------------------------------ */
+
+/* Registers a server of 4 blocks and creates a kv namespace of 2 blocks
+ * on it; returns the server id. */
+static int32_t server_and_kv(fixture_t *f, const char *path) {
+  ns_effects_t fx;
+  ns_effects_init(&fx);
+  ns_record_t srv = {.type = NS_REC_SERVER_ADD, .address = "127.0.0.1:7001", .blocks = 4,
+                     .block_size = 4096};
+  MF_ASSERT_EQ(ns_tree_apply(f->t, &srv, &fx, NULL, 0), 0);
+  int32_t id = fx.server_id;
+  ns_effects_clear(&fx);
+  ns_partition_t parts[2];
+  MF_ASSERT_EQ(ns_tree_plan_parts(f->t, NS_KIND_KV, 2, parts), 0);
+  MF_ASSERT_EQ(apply(f, (ns_record_t){.type = NS_REC_CREATE, .path = path, .kind = NS_KIND_KV,
+                                      .parts = parts, .nparts = 2}),
+               0);
+  return id;
+}
+
+static void test_publish_numbers_events_on_the_owner_of_each_block_and_checks_the_batch_first(
+    void) {
+  fixture_t f;
+  setup(&f);
+  int32_t sid = server_and_kv(&f, "/kv");
+  const ns_node_t *n = ns_tree_lookup(f.t, "/kv");
+  const ns_partition_t *p0 = &g_array_index(n->layout.parts, ns_partition_t, 0);
+  const ns_partition_t *p1 = &g_array_index(n->layout.parts, ns_partition_t, 1);
+  dir_evlog_t *log = watch(&f, "/kv");
+  char why[160] = "";
+  dir_data_event_t evs[] = {
+      {.block_index = p0->block.index, .generation = p0->block.generation, .kind = DIR_EV_PUT,
+       .key = "YQ==", .length = 1},
+      {.block_index = p1->block.index, .generation = p1->block.generation, .kind = DIR_EV_WRITE,
+       .offset = 9, .length = 4},
+      /* A stale generation: nobody's event, dropped. */
+      {.block_index = p1->block.index, .generation = p1->block.generation + 5,
+       .kind = DIR_EV_DELETE, .key = "Yg=="}};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, evs, 3, WALL, why, sizeof why), 0);
+  MF_ASSERT_EQ(log->last_seq, 2);
+  int64_t last;
+  GArray *got = collect(log, 0, 0, 10, &last);
+  MF_ASSERT_EQ(got->len, 2);
+  MF_ASSERT_EQ(at(got, 0)->kind, DIR_EV_PUT);
+  CU_ASSERT_STRING_EQUAL(at(got, 0)->key, "YQ==");
+  MF_ASSERT_EQ(at(got, 1)->kind, DIR_EV_WRITE);
+  MF_ASSERT_EQ(at(got, 1)->offset, 9);
+  CU_ASSERT_PTR_NULL(at(got, 1)->key);
+  g_array_free(got, TRUE);
+
+  /* A bad event refuses the whole batch, naming it; nothing is numbered. */
+  dir_data_event_t bad[] = {evs[0], {.block_index = 99, .kind = DIR_EV_PUT}};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, bad, 2, WALL, why, sizeof why),
+               MAYFLY_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "event 1: server"));
+  bad[1] = (dir_data_event_t){.block_index = 0, .kind = DIR_EV_CHILD_CREATED};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, bad, 2, WALL, why, sizeof why),
+               MAYFLY_EINVAL);
+  bad[1] = (dir_data_event_t){.block_index = 0, .kind = DIR_EV_PUT, .key = "not base64!"};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, bad, 2, WALL, why, sizeof why),
+               MAYFLY_EINVAL);
+  bad[1] = (dir_data_event_t){.block_index = 0, .kind = DIR_EV_POP, .length = -1};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, bad, 2, WALL, why, sizeof why),
+               MAYFLY_EINVAL);
+  MF_ASSERT_EQ(log->last_seq, 2);
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid + 1, evs, 1, WALL, why, sizeof why),
+               MAYFLY_ESERVER);
+  dir_data_event_t *many = g_new0(dir_data_event_t, DIR_PUBLISH_MAX_EVENTS + 1);
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, many, DIR_PUBLISH_MAX_EVENTS + 1, WALL,
+                                  why, sizeof why),
+               MAYFLY_ETOOBIG);
+  g_free(many);
+
+  /* A block a layout change just freed still counts as its namespace's. */
+  dir_events_retire(f.ev, sid, 3, 77, "/kv", mf_now_ms());
+  dir_data_event_t late = {.block_index = 3, .generation = 77, .kind = DIR_EV_PUSH, .length = 8};
+  MF_ASSERT_EQ(dir_events_publish(f.ev, f.t->alloc, sid, &late, 1, WALL, why, sizeof why), 0);
+  MF_ASSERT_EQ(log->last_seq, 3);
+  teardown(&f);
+}
+
+static int always_armed(void *ud, dir_evlog_t *log) {
+  return 1;
+}
+
+static int never_armed(void *ud, dir_evlog_t *log) {
+  return 0;
+}
+
+static void test_watch_starts_from_now_collects_after_seq_and_defers_only_when_it_may(void) {
+  fixture_t f;
+  setup(&f);
+  server_and_kv(&f, "/kv");
+  char why[160] = "";
+  dir_watch_req_t req = {.path = "/kv", .max = 10, .armed = always_armed};
+  dir_watch_res_t res = {.events = g_array_new(FALSE, FALSE, sizeof(dir_event_t))};
+  int64_t now = mf_now_ms();
+  /* Epoch 0: the place to start from, no events. */
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.epoch, 42);
+  MF_ASSERT_EQ(res.last_seq, 0);
+  MF_ASSERT_EQ(res.events->len, 0);
+  CU_ASSERT_PTR_NULL(res.defer_log);
+  dir_evlog_t *log = dir_events_find(f.ev, "/kv");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+  put(&f, log, "YQ==");
+  put(&f, log, "Yg==");
+  req.epoch = 42;
+  req.after_seq = 1;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.events->len, 1);
+  MF_ASSERT_EQ(g_array_index(res.events, dir_event_t, 0).seq, 2);
+  MF_ASSERT_EQ(res.last_seq, 2);
+  g_array_set_size(res.events, 0);
+
+  /* Nothing new: defers when the caller can hold it, else answers empty. */
+  req.after_seq = 2;
+  req.timeout_ms = 500;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  CU_ASSERT_PTR_NULL(res.defer_log);
+  req.can_defer = 1;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  CU_ASSERT(res.defer_log == log);
+  MF_ASSERT_EQ(res.defer_ms, 500);
+  req.timeout_ms = 1 << 30; /* capped */
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.defer_ms, DIR_WATCH_MAX_WAIT_MS);
+
+  /* A fresh data watch waits until every memory server publishes. */
+  dir_watch_req_t fresh = {.path = "/kv", .can_defer = 1, .timeout_ms = 100,
+                           .armed = never_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &fresh, now, &res, why, sizeof why), 0);
+  CU_ASSERT(res.defer_log == log);
+
+  /* A stale epoch starts from now with a GAP of unknown size. */
+  dir_watch_req_t stale = {.path = "/kv", .epoch = 7, .armed = always_armed};
+  g_array_set_size(res.events, 0);
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &stale, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.events->len, 1);
+  MF_ASSERT_EQ(g_array_index(res.events, dir_event_t, 0).kind, DIR_EV_GAP);
+  MF_ASSERT_EQ(g_array_index(res.events, dir_event_t, 0).length, -1);
+  MF_ASSERT_EQ(res.last_seq, 2);
+
+  /* Refusals: each names what is wrong. */
+  dir_watch_req_t r2 = req;
+  r2.mask = 1u << 20;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &r2, now, &res, why, sizeof why), MAYFLY_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "mask"));
+  r2 = req;
+  r2.timeout_ms = -1;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &r2, now, &res, why, sizeof why), MAYFLY_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "timeout_ms"));
+  r2 = req;
+  r2.path = "/absent";
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &r2, now, &res, why, sizeof why), MAYFLY_ENOENT);
+  r2.path = "no/slash";
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &r2, now, &res, why, sizeof why), MAYFLY_EBADPATH);
+  g_array_free(res.events, TRUE);
+  teardown(&f);
+}
+
 static const mf_test_t tests[] = {
     {"numbers start at 1 and a mask skips without losing the place",
      test_numbers_start_at_one_and_a_mask_skips_without_losing_the_place},
@@ -403,6 +566,10 @@ static const mf_test_t tests[] = {
     {"nothing is done while nobody ever watched", test_nothing_is_done_while_nobody_ever_watched},
     {"a retired block maps to its namespace for a while",
      test_a_retired_block_maps_to_its_namespace_for_a_while},
+    {"publish numbers events on the owner of each block and checks the batch first",
+     test_publish_numbers_events_on_the_owner_of_each_block_and_checks_the_batch_first},
+    {"watch starts from now, collects after after_seq and defers only when it may",
+     test_watch_starts_from_now_collects_after_seq_and_defers_only_when_it_may},
     {NULL, NULL}};
 
 int main(void) {
