@@ -9,6 +9,7 @@
 #include "common/ctl.h"
 #include "common/error.h"
 #include "common/wire.h"
+#include "memserver/store.h"
 
 static int set(ms_repart_job_t *job, int rc, const char *what) {
   job->status = rc;
@@ -157,19 +158,19 @@ int ms_repart_copy(ms_repart_job_t *job) {
   int rc = 0;
   GByteArray *cur = g_byte_array_new();
   GHashTableIter it;
-  gpointer k, v;
+  gpointer p;
   g_hash_table_iter_init(&it, job->moving);
-  while (rc == 0 && g_hash_table_iter_next(&it, &k, &v)) {
-    gsize klen, vlen;
-    const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
-    size_t need = WIRE_KV_ENTRY_HEADER + klen + vlen;
+  while (rc == 0 && g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    uint32_t klen = e->h.klen, vlen = e->h.vlen;
+    size_t need = WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen;
     if (cur->len > 0 && cur->len + need > MS_REPART_CHUNK) {
       rc = send_chunk(job, window, &sent, &cur);
     }
     guint at = cur->len;
     g_byte_array_set_size(cur, at + (guint)need);
-    wire_kv_entry_put(cur->data + at, kd, (uint32_t)klen, vd, (uint32_t)vlen);
-    job->bytes += klen + vlen;
+    wire_kv_entry_put(cur->data + at, store_kv_entry_key(e), klen, store_kv_entry_value(e), vlen);
+    job->bytes += (uint64_t)klen + vlen;
     job->entries++;
   }
   /* The rest; at least one frame, so a merge target takes the slots. */

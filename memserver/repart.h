@@ -49,7 +49,7 @@ typedef struct ms_repart_job {
   int32_t t_index;
   int64_t t_generation;
   int64_t lo, hi;
-  /* the data: GBytes key -> GBytes value, owned by the job */
+  /* the data: a table of store_kv_entry_t * (store.h), owned by the job */
   GHashTable *moving;
   uint64_t bytes, entries;
   /* the outcome of the last step */

@@ -113,3 +113,13 @@ int store_release(store_t *s, int32_t index, int64_t generation) {
   if (generation > s->max_generation) s->max_generation = generation;
   return had;
 }
+
+void store_totals(const store_t *s, uint64_t *charged, uint64_t *kv_entries) {
+  *charged = *kv_entries = 0;
+  for (int32_t i = 0; s->blocks != NULL && i < s->nblocks; i++) {
+    const store_block_t *b = &s->blocks[i];
+    if (b->kind == STORE_FREE) continue;
+    *charged += b->used;
+    if (b->kind == STORE_KV) *kv_entries += store_kv_count(b);
+  }
+}
