@@ -27,29 +27,6 @@ static int ctl(ms_repart_job_t *job, MayflyDirectoryIf **i) {
   return mf_ctl_begin(job->ctl, i);
 }
 
-int ms_repart_plan(ms_repart_job_t *job) {
-  MayflyDirectoryIf *i;
-  int rc = ctl(job, &i);
-  if (rc != 0) return set(job, rc, "directory");
-  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
-                                                      job->generation, job->merge,
-                                                      job->split_at, &err, &gerr);
-  rc = mf_ctl_end(job->ctl, ok, err, gerr);
-  if (rc == 0) {
-    job->op_id = plan->op_id;
-    g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
-    job->t_index = plan->target->block_index;
-    job->t_generation = plan->target->generation;
-    job->lo = plan->lo;
-    job->hi = plan->hi;
-  }
-  g_object_unref(plan);
-  return set(job, rc, "repartition_begin");
-}
-
 /* Ends the repartition at the directory. Returns the call's status. */
 static int end(ms_repart_job_t *job, int commit) {
   MayflyDirectoryIf *i;
@@ -94,18 +71,68 @@ void ms_repart_abort(ms_repart_job_t *job) {
   end(job, 0);
 }
 
-/* The neighbour's fill, for a merge. */
-static int target_used(ms_repart_job_t *job, uint64_t *used) {
+/* A block's fill (BLOCK_STAT). */
+static int block_used(ms_repart_job_t *job, const char *address, int32_t index,
+                      int64_t generation, uint64_t *used) {
   mf_call_t call;
   memset(&call, 0, sizeof call);
   call.req.opcode = WIRE_OP_BLOCK_STAT;
-  call.req.block_index = (uint32_t)job->t_index;
-  call.req.generation = (uint64_t)job->t_generation;
-  mf_call_start(job->pool, job->target, &call);
+  call.req.block_index = (uint32_t)index;
+  call.req.generation = (uint64_t)generation;
+  mf_call_start(job->pool, address, &call);
   int rc = mf_call_wait(&call, deadline());
   *used = call.rep.arg0;
   g_free(call.payload);
   return rc;
+}
+
+/* The neighbour's fill, for a merge. */
+static int target_used(ms_repart_job_t *job, uint64_t *used) {
+  return block_used(job, job->target, job->t_index, job->t_generation, used);
+}
+
+/* Whether the two blocks of a merge together reach the low watermark. */
+static int too_full(const ms_repart_job_t *job, uint64_t neighbour) {
+  return (neighbour + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size;
+}
+
+int ms_repart_plan(ms_repart_job_t *job) {
+  if (job->merge && job->pre_target[0] != '\0') {
+    /* The pair of the last try: when the neighbour is still too full there
+     * is nothing to begin. When it cannot be asked (it moved, its server is
+     * gone), the directory names the neighbour afresh. */
+    uint64_t used = 0;
+    if (block_used(job, job->pre_target, job->pre_index, job->pre_generation, &used) == 0 &&
+        too_full(job, used)) {
+      job->t_used = used;
+      job->t_used_known = 1;
+      job->not_begun = 1;
+      snprintf(job->why, sizeof job->why, "the neighbour still holds %llu bytes",
+               (unsigned long long)used);
+      job->status = MAYFLY_EAGAIN;
+      return MAYFLY_EAGAIN;
+    }
+  }
+  MayflyDirectoryIf *i;
+  int rc = ctl(job, &i);
+  if (rc != 0) return set(job, rc, "directory");
+  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
+                                                      job->generation, job->merge,
+                                                      job->split_at, &err, &gerr);
+  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  if (rc == 0) {
+    job->op_id = plan->op_id;
+    g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
+    job->t_index = plan->target->block_index;
+    job->t_generation = plan->target->generation;
+    job->lo = plan->lo;
+    job->hi = plan->hi;
+  }
+  g_object_unref(plan);
+  return set(job, rc, "repartition_begin");
 }
 
 typedef struct {
@@ -139,7 +166,9 @@ int ms_repart_copy(ms_repart_job_t *job) {
   if (job->merge) {
     uint64_t used = 0;
     int rc = target_used(job, &used);
-    if (rc == 0 && (used + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size) {
+    job->t_used = used;
+    job->t_used_known = rc == 0;
+    if (rc == 0 && too_full(job, used)) {
       snprintf(job->why, sizeof job->why, "the neighbour holds %llu bytes: together over %d%%",
                (unsigned long long)used, job->low_wm);
       job->status = MAYFLY_EAGAIN;

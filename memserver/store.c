@@ -52,6 +52,11 @@ static void clear_block(store_t *s, store_block_t *b) {
   b->rp_job = NULL;
   b->rp_charge = 0;
   b->rp_refused = 0;
+  b->mb_delay_ms = b->mb_until_ms = 0;
+  b->mb_fit_below = 0;
+  b->mb_rollbacks = 0;
+  g_free(b->mb_target);
+  b->mb_target = NULL;
   b->used = 0;
   b->size = 0;
   b->sealed = 0;

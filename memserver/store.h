@@ -70,6 +70,18 @@ typedef struct store_block {
   void *held;            /* requests held until the repartition ends (server's) */
   int64_t rp_retry_ms;   /* no new repartition before this (monotonic ms) */
   int rp_refused;        /* why the last split was refused (EQUOTA, ENOSPC), until rp_retry_ms */
+  /* Merge backoff (resize.c): after a merge of this block into a neighbour
+   * rolled back, no merge is tried again before mb_until_ms unless the fill
+   * fell under mb_fit_below (the fill at which the pair fits, as the
+   * neighbour's last fill says; 0 when not known). mb_delay_ms doubles with
+   * each rollback of the same pair, up to a cap; mb_delay_ms == 0 means no
+   * backoff. */
+  int64_t mb_delay_ms, mb_until_ms;
+  uint64_t mb_fit_below;
+  char *mb_target;     /* the pair's neighbour: server address (owned), block, generation */
+  int32_t mb_target_index;
+  int64_t mb_target_gen;
+  uint32_t mb_rollbacks; /* rollbacks of this pair so far */
 } store_block_t;
 
 enum { STORE_RP_IDLE = 0, STORE_RP_PLANNING, STORE_RP_MOVING, STORE_RP_COMMITTING };
