@@ -77,7 +77,7 @@ typedef enum {
  * docs/data-protocol.md for the figures this is at least.
  * Clients use them to refuse a value that can never fit before sending it. */
 #define WIRE_QUEUE_ITEM_OVERHEAD 48
-#define WIRE_KV_ENTRY_OVERHEAD 48
+#define WIRE_KV_ENTRY_OVERHEAD 64
 
 typedef struct wire_hdr {
   uint8_t opcode;

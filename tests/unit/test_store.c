@@ -1478,6 +1478,229 @@ static void test_file_truncate_over_many_pages_touches_no_other_block(void) {
   store_free(&s);
 }
 
+/* --- kv entry layout --- */
+
+/* The only entry of a block's table. */
+static const store_kv_entry_t *only_entry(store_block_t *b) {
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  GHashTableIter it;
+  gpointer e = NULL;
+  g_hash_table_iter_init(&it, b->kv);
+  CU_ASSERT_FATAL(g_hash_table_iter_next(&it, &e, NULL));
+  return e;
+}
+
+static void test_kv_entry_is_one_allocation_of_head_key_and_value(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  const char key[] = "a\0key\0";
+  const uint8_t val[] = {0, 'v', 0, 'w', 0};
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, val, sizeof val), 0);
+  const store_kv_entry_t *e = only_entry(b);
+  /* The head: the hash of the key as wire_kv_hash computes it, the lengths;
+   * then the key and the value, back to back, in the same allocation. */
+  MF_ASSERT_EQ(sizeof(store_kv_head_t), 16);
+  MF_ASSERT_EQ(e->h.hash, wire_kv_hash(key, 6));
+  MF_ASSERT_EQ(e->h.klen, 6);
+  MF_ASSERT_EQ(e->h.vlen, sizeof val);
+  CU_ASSERT(memcmp(e->data, key, 6) == 0);
+  CU_ASSERT(memcmp(e->data + 6, val, sizeof val) == 0);
+  CU_ASSERT_PTR_EQUAL(store_kv_entry_key(e), e->data);
+  CU_ASSERT_PTR_EQUAL(store_kv_entry_value(e), e->data + 6);
+  /* A get borrows the entry's bytes: no copy. */
+  uint32_t vlen = 0;
+  CU_ASSERT_PTR_EQUAL(kv_get(b, key, 6, &vlen), store_kv_entry_value(e));
+  MF_ASSERT_EQ(vlen, sizeof val);
+  /* An overwrite is a new entry in place of the old one (the old one is
+   * freed: the sanitizer build checks that nothing leaks). */
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, "new", 3), 0);
+  e = only_entry(b);
+  MF_ASSERT_EQ(e->h.vlen, 3);
+  CU_ASSERT(memcmp(store_kv_entry_value(e), "new", 3) == 0);
+  CU_ASSERT_PTR_EQUAL(kv_get(b, key, 6, &vlen), store_kv_entry_value(e));
+  /* An empty value still has a (non-NULL) place: it is present. */
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, "", 0), 0);
+  CU_ASSERT_PTR_NOT_NULL(kv_get(b, key, 6, &vlen));
+  MF_ASSERT_EQ(vlen, 0);
+  MF_ASSERT_EQ(kv_del(b, key, 6), 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 0);
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+static void test_kv_lookups_use_the_callers_hash_and_compare_the_key(void) {
+  /* The store never hashes a key itself: it finds entries by the hash it is
+   * given, then compares length and bytes. Keys made to share a hash (the
+   * caller says so) stay apart; the right key with another hash is not
+   * found. */
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  const uint64_t h = 0x123456789abcdef0ULL;
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ab", 2, "1", 1), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ab\0", 3, "2", 1), 0); /* a prefix of another length */
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ac", 2, "3", 1), 0);   /* same length, other bytes */
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 3);
+  const char *want[] = {"1", "2", "3"};
+  const char *keys[] = {"ab", "ab\0", "ac"};
+  const uint32_t klens[] = {2, 3, 2};
+  for (int i = 0; i < 3; i++) {
+    uint32_t vlen = 0;
+    const uint8_t *v = store_kv_get(b, h, keys[i], klens[i], &vlen);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    MF_ASSERT_EQ(vlen, 1);
+    MF_ASSERT_EQ(v[0], want[i][0]);
+  }
+  uint32_t vlen = 0;
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h, "a", 1, &vlen));
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h + 1, "ab", 2, &vlen));
+  /* Only the upper half of the hash differs from h: another table bucket. */
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h ^ (1ULL << 40), "ab", 2, &vlen));
+  MF_ASSERT_EQ(store_kv_del(b, h + 1, "ab", 2), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(store_kv_del(b, h, "ab", 2), 0);
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, h, "ab\0", 3, &vlen));
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, h, "ac", 2, &vlen));
+  /* The slot check works from the hash too. */
+  store_adopt(&s, 1, 1, STORE_KV, wire_kv_slot_of(h), wire_kv_slot_of(h) + 1);
+  store_block_t *one = NULL;
+  MF_ASSERT_EQ(store_lookup(&s, 1, 1, STORE_KV, &one), 0);
+  MF_ASSERT_EQ(store_kv_check_slot(one, h), 0);
+  MF_ASSERT_EQ(store_kv_check_slot(one, h + 1), MAYFLY_EMOVED);
+  store_free(&s);
+}
+
+static void test_kv_key_longer_than_the_limit_is_invalid(void) {
+  store_t s;
+  MF_ASSERT_EQ(store_init(&s, 1, 256u << 10), 0);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint8_t *key = g_malloc0(WIRE_KEY_MAX + 1);
+  MF_ASSERT_EQ(kv_put(&s, b, key, WIRE_KEY_MAX + 1, "v", 1), MAYFLY_EINVAL);
+  MF_ASSERT_EQ(kv_put(&s, b, key, WIRE_KEY_MAX, "v", 1), 0);
+  MF_ASSERT_EQ(b->used, store_kv_charge(WIRE_KEY_MAX, 1));
+  /* A migration record with such a key is a protocol error; none is stored. */
+  GByteArray *buf = g_byte_array_new();
+  append_record(buf, "k", 1, "v", 1);
+  append_record(buf, key, WIRE_KEY_MAX + 1, "v", 1);
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count),
+               MAYFLY_EPROTO);
+  MF_ASSERT_EQ(count, 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  g_byte_array_free(buf, TRUE);
+  g_free(key);
+  store_free(&s);
+}
+
+static void test_kv_migrated_records_become_entries_with_their_hash(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  GByteArray *buf = g_byte_array_new();
+  append_record(buf, "x\0y", 3, "1\0", 2);
+  append_record(buf, "", 0, "empty key", 9);
+  append_record(buf, "z", 1, "", 0);
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count), 0);
+  MF_ASSERT_EQ(count, 3);
+  GHashTableIter it;
+  gpointer p;
+  g_hash_table_iter_init(&it, b->kv);
+  int n = 0;
+  while (g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    MF_ASSERT_EQ(e->h.hash, wire_kv_hash(store_kv_entry_key(e), e->h.klen));
+    n++;
+  }
+  MF_ASSERT_EQ(n, 3);
+  expect_value(b, "x\0y", 3, "1\0", 2);
+  expect_value(b, "", 0, "empty key", 9);
+  expect_value(b, "z", 1, "", 0);
+  MF_ASSERT_EQ(b->used, store_kv_charge(3, 2) + store_kv_charge(0, 9) + store_kv_charge(1, 0));
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
+static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
+  /* What a client reckons an entry costs (key + value +
+   * WIRE_KV_ENTRY_OVERHEAD) is exactly what the block is charged, for every
+   * way an entry arrives or leaves; store_totals adds up what the blocks hold. */
+  store_t s;
+  MF_ASSERT_EQ(store_init(&s, 3, 64u << 10), 0);
+  store_adopt(&s, 0, 1, STORE_KV, ALL_SLOTS);
+  store_adopt(&s, 1, 1, STORE_KV, ALL_SLOTS);
+  store_adopt(&s, 2, 1, STORE_QUEUE, 0, 0);
+  store_block_t *a = &s.blocks[0], *b = &s.blocks[1];
+  MF_ASSERT_EQ(STORE_KV_ENTRY_OVERHEAD, WIRE_KV_ENTRY_OVERHEAD);
+  const uint32_t klens[] = {0, 1, 16, 100, 1000};
+  const uint32_t vlens[] = {0, 1, 64, 1000, 20000};
+  uint64_t total = 0;
+  int entries = 0;
+  for (size_t i = 0; i < G_N_ELEMENTS(klens); i++) {
+    for (size_t j = 0; j < G_N_ELEMENTS(vlens); j++) {
+      char key[1024];
+      uint32_t klen = klens[i];
+      if (klen == 0 && j > 0) continue; /* there is one empty key */
+      memset(key, 'k', klen);
+      if (klen >= 4) g_snprintf(key, 4, "%zu%zu", i, j); /* distinct keys */
+      if (klen > 0 && klen < 4) key[0] = (char)('a' + j);
+      uint8_t *val = g_malloc0(vlens[j] + 1);
+      uint64_t before = a->used;
+      int rc = kv_put(&s, a, key, klen, val, vlens[j]);
+      if (rc == MAYFLY_EFULL) {
+        g_free(val);
+        continue;
+      }
+      MF_ASSERT_EQ(rc, 0);
+      uint64_t charge = store_kv_charge(klen, vlens[j]);
+      MF_ASSERT_EQ(charge, (uint64_t)klen + vlens[j] + WIRE_KV_ENTRY_OVERHEAD);
+      MF_ASSERT_EQ(a->used - before, charge);
+      total += charge;
+      entries++;
+      g_free(val);
+    }
+  }
+  MF_ASSERT_EQ(a->used, total);
+  uint64_t charged = 0, kv_entries = 0;
+  MF_ASSERT_EQ(store_queue_push(&s, &s.blocks[2], "item", 4), 0);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(charged, total + 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(kv_entries, (uint64_t)entries);
+  /* Set aside for a repartition, the entries stay charged and counted. */
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(a, ALL_SLOTS, &moved);
+  a->rp_moving = moving;
+  MF_ASSERT_EQ(moved, total);
+  MF_ASSERT_EQ(store_kv_count(a), (uint64_t)entries);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(kv_entries, (uint64_t)entries);
+  /* Migrated to the other block, they are charged there the same. */
+  GByteArray *buf = g_byte_array_new();
+  GHashTableIter it;
+  gpointer p;
+  g_hash_table_iter_init(&it, moving);
+  while (g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    append_record(buf, store_kv_entry_key(e), e->h.klen, store_kv_entry_value(e), e->h.vlen);
+  }
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count), 0);
+  MF_ASSERT_EQ(count, (uint64_t)entries);
+  MF_ASSERT_EQ(b->used, total);
+  a->rp_moving = NULL;
+  g_hash_table_destroy(moving);
+  store_kv_uncharge(a, moved);
+  MF_ASSERT_EQ(a->used, 0);
+  /* Dropped, they are uncharged to zero. */
+  store_kv_drop_range(b, ALL_SLOTS);
+  MF_ASSERT_EQ(b->used, 0);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(charged, 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(kv_entries, 0);
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
 int main(void) {
   static const mf_test_t tests[] = {
       {"an index out of range is invalid", test_index_out_of_range_is_invalid},
@@ -1536,6 +1759,15 @@ int main(void) {
        test_kv_drop_range_drops_those_slots_and_uncharges_them},
       {"kv: a split moves every entry to exactly one block",
        test_kv_split_moves_every_entry_to_exactly_one_block},
+      {"kv: an entry is one allocation of head, key and value",
+       test_kv_entry_is_one_allocation_of_head_key_and_value},
+      {"kv: lookups use the caller's hash and compare the key",
+       test_kv_lookups_use_the_callers_hash_and_compare_the_key},
+      {"kv: a key longer than the limit is invalid", test_kv_key_longer_than_the_limit_is_invalid},
+      {"kv: migrated records become entries with their hash",
+       test_kv_migrated_records_become_entries_with_their_hash},
+      {"kv: the charge per entry is what the store accounts",
+       test_kv_charge_per_entry_is_what_the_store_accounts},
       {"file: truncate shrinks, and the cut bytes read as zeros",
        test_file_truncate_shrinks_and_the_cut_bytes_read_as_zeros},
       {"file: truncate over many pages touches no other block",
