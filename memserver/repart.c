@@ -96,7 +96,60 @@ static int too_full(const ms_repart_job_t *job, uint64_t neighbour) {
   return (neighbour + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size;
 }
 
+/* Picks the neighbour of slots [lo, hi) in a layout the way the directory
+ * does for a merge (dir_repart_begin: the left one, else the right one).
+ * Returns 1 and fills the job's pre_* when there is one. */
+static int pick_neighbour(ms_repart_job_t *job, const MayflyLayout *layout, int64_t lo,
+                          int64_t hi) {
+  const MayflyPartition *left = NULL, *right = NULL;
+  for (guint k = 0; layout != NULL && layout->partitions != NULL && k < layout->partitions->len;
+       k++) {
+    const MayflyPartition *p = g_ptr_array_index(layout->partitions, k);
+    if (p->range_hi == lo) left = p;
+    if (p->range_lo == hi) right = p;
+  }
+  const MayflyPartition *to = left != NULL ? left : right;
+  if (to == NULL || to->server_address == NULL) return 0;
+  g_strlcpy(job->pre_target, to->server_address, sizeof job->pre_target);
+  job->pre_index = to->block_index;
+  job->pre_generation = to->generation;
+  return 1;
+}
+
+/* A first merge try knows no neighbour yet: it looks the block's namespace
+ * up (check_block gives its path, stat its layout) to find the one the
+ * directory would name, so that a pair that does not fit is found out before
+ * anything is begun (and rolled back). Any failure leaves pre_target empty:
+ * the directory then names the neighbour as usual. */
+static void find_neighbour(ms_repart_job_t *job) {
+  MayflyDirectoryIf *i;
+  if (ctl(job, &i) != 0) return;
+  MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_check_block(i, &bi, job->server_id, job->index, &err, &gerr);
+  int rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  char *path = NULL;
+  if (rc == 0 && bi->allocated && bi->generation == job->generation && bi->path != NULL) {
+    path = g_strdup(bi->path);
+  }
+  int64_t lo = bi->range_lo, hi = bi->range_hi;
+  g_object_unref(bi);
+  if (path == NULL || ctl(job, &i) != 0) {
+    g_free(path);
+    return;
+  }
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  err = NULL;
+  gerr = NULL;
+  ok = mayfly_directory_if_stat(i, &ni, path, &err, &gerr);
+  if (mf_ctl_end(job->ctl, ok, err, gerr) == 0) pick_neighbour(job, ni->layout, lo, hi);
+  g_object_unref(ni);
+  g_free(path);
+}
+
 int ms_repart_plan(ms_repart_job_t *job) {
+  if (job->merge && job->pre_target[0] == '\0') find_neighbour(job);
   if (job->merge && job->pre_target[0] != '\0') {
     /* The pair of the last try: when the neighbour is still too full there
      * is nothing to begin. When it cannot be asked (it moved, its server is
@@ -107,8 +160,8 @@ int ms_repart_plan(ms_repart_job_t *job) {
       job->t_used = used;
       job->t_used_known = 1;
       job->not_begun = 1;
-      snprintf(job->why, sizeof job->why, "the neighbour still holds %llu bytes",
-               (unsigned long long)used);
+      snprintf(job->why, sizeof job->why, "the neighbour holds %llu bytes: together over %d%%",
+               (unsigned long long)used, job->low_wm);
       job->status = MAYFLY_EAGAIN;
       return MAYFLY_EAGAIN;
     }

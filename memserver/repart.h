@@ -43,9 +43,9 @@ typedef struct ms_repart_job {
   uint64_t block_size;
   uint64_t used; /* bytes the block held when the job was planned */
   int low_wm;
-  /* A merge retried after a rollback: the neighbour of the last try, asked
-   * for its fill before anything is begun at the directory (pre_target ""
-   * when unknown). When the pair still does not fit, plan fails with
+  /* A merge: the neighbour of the last try, or (first try, pre_target "")
+   * the one the namespace's layout shows, asked for its fill before anything
+   * is begun at the directory. When the pair does not fit, plan fails with
    * MAYFLY_EAGAIN and sets not_begun: nothing was locked or rolled back. */
   char pre_target[256];
   int32_t pre_index;

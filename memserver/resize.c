@@ -25,10 +25,11 @@ static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step);
  * first rollback, doubling with each try up to 10 s, or sooner once the
  * block's fill has dropped under what would let the pair fit given the
  * neighbour's fill at the last try. Retrying at once, with the same fill,
- * only rolls back again (and locks both partitions each time). A retry on
- * a known pair first asks the neighbour for its fill and begins nothing
- * while the two would not fit (repart.h, pre_target), so a pair rolls back
- * about once however long it waits. */
+ * only rolls back again (and locks both partitions each time). Every try
+ * first asks the neighbour (the last try's, or the one the layout shows)
+ * for its fill and begins nothing while the two would not fit (repart.h,
+ * pre_target), so a merge rolls back only when something changed between
+ * that look and the copy. */
 #define MS_MERGE_BACKOFF_MIN_MS 100
 #define MS_MERGE_BACKOFF_MAX_MS 10000
 
@@ -76,11 +77,13 @@ static void merge_rolled_back(ms_server_t *s, store_block_t *b, const ms_repart_
   uint64_t room = (uint64_t)b->low_wm * s->store->block_size / 100;
   b->mb_fit_below = job->t_used_known && job->t_used < room ? room - job->t_used : 0;
   if (!same) {
-    MF_WARN("block %d: merge into %s block %d %s: %s; not tried again for %d ms "
-            "(doubling up to %d s) unless its fill drops under %llu bytes",
-            b->index, target, t_index, job->not_begun ? "not begun" : "rolled back", job->why,
-            MS_MERGE_BACKOFF_MIN_MS, MS_MERGE_BACKOFF_MAX_MS / 1000,
-            (unsigned long long)b->mb_fit_below);
+    /* Once per pair; a merge found not to fit before it began is no fault. */
+    MF_LOG(job->not_begun ? MF_LOG_INFO : MF_LOG_WARN,
+           "block %d: merge into %s block %d %s: %s; not tried again for %d ms (doubling up to "
+           "%d s) unless its fill drops under %llu bytes",
+           b->index, target, t_index, job->not_begun ? "waits" : "rolled back", job->why,
+           MS_MERGE_BACKOFF_MIN_MS, MS_MERGE_BACKOFF_MAX_MS / 1000,
+           (unsigned long long)b->mb_fit_below);
   } else {
     MF_DEBUG("block %d: merge into %s block %d %s (%u rollbacks): %s; next try in %lld ms",
              b->index, target, t_index, job->not_begun ? "waits" : "rolled back again",

@@ -473,10 +473,12 @@ out:
 
 /* Regression: under heavy deletes a merge that rolled back (the neighbour
  * too full to take the block) was retried at once on the same pair with the
- * same fill, thousands of rollbacks for a hundred merges. A kv namespace
- * split into many partitions is emptied as fast as one client can delete;
- * it merges back to one partition, and the rollbacks the directory counted
- * stay within the merges plus a few. */
+ * same fill, thousands of rollbacks for a hundred merges (here: 144 for 30).
+ * A kv namespace split into many partitions is emptied as fast as one client
+ * can delete; it merges back to one partition, and the rollbacks the
+ * directory counted stay a small fraction of the merges (a merge now rolls
+ * back only when the layout or the neighbour changed between its look at
+ * the neighbour's fill and its copy). */
 #define DRAIN_KEYS 5000
 
 static void test_heavy_deletes_merge_without_a_rollback_storm(void) {
@@ -512,7 +514,7 @@ static void test_heavy_deletes_merge_without_a_rollback_storm(void) {
   fprintf(stderr, "  %d partitions merged back to 1: %lld merges, %lld rollbacks\n", grown,
           (long long)merges, (long long)rollbacks);
   MF_ASSERT_EQ(merges, grown - 1);
-  CU_ASSERT(rollbacks <= merges + 8);
+  CU_ASSERT(rollbacks <= merges / 4);
   mayfly_unmount(ns);
 out:
   cluster_stop(&cl);
