@@ -149,14 +149,16 @@ static void find_neighbour(ms_repart_job_t *job) {
 }
 
 int ms_repart_plan(ms_repart_job_t *job) {
-  if (job->merge && job->pre_target[0] == '\0') find_neighbour(job);
-  if (job->merge && job->pre_target[0] != '\0') {
-    /* The pair of the last try: when the neighbour is still too full there
-     * is nothing to begin. When it cannot be asked (it moved, its server is
-     * gone), the directory names the neighbour afresh. */
+  /* A merge looks at its neighbour first: the last try's, or the one the
+   * layout shows. When the neighbour is too full there is nothing to begin.
+   * When it cannot be asked (it merged away, its server is gone), the layout
+   * is read again once; after that the directory names the neighbour. */
+  for (int look = 0; job->merge && look < 2; look++) {
+    if (job->pre_target[0] == '\0') find_neighbour(job);
+    if (job->pre_target[0] == '\0') break;
     uint64_t used = 0;
-    if (block_used(job, job->pre_target, job->pre_index, job->pre_generation, &used) == 0 &&
-        too_full(job, used)) {
+    if (block_used(job, job->pre_target, job->pre_index, job->pre_generation, &used) == 0) {
+      if (!too_full(job, used)) break;
       job->t_used = used;
       job->t_used_known = 1;
       job->not_begun = 1;
@@ -165,6 +167,7 @@ int ms_repart_plan(ms_repart_job_t *job) {
       job->status = MAYFLY_EAGAIN;
       return MAYFLY_EAGAIN;
     }
+    job->pre_target[0] = '\0';
   }
   MayflyDirectoryIf *i;
   int rc = ctl(job, &i);
