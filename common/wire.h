@@ -73,8 +73,10 @@ typedef enum {
  * header, then key and value) and one slot of its partition's hash table
  * (12 bytes at a load between 47 % and 94 %), plus size-class rounding.
  * Measured with `mayfly-bench memory` (1M entries of a 16-byte key and a
- * 64-byte value, jemalloc, 2026-12-01): see KV_ENTRY_OVERHEAD in
- * docs/data-protocol.md for the figures this is at least.
+ * 64-byte value, jemalloc, 2026-12-01): 121.5 bytes allocated per entry, so
+ * 41.5 beyond key and value; 64 covers that at the table's emptiest and the
+ * rounding of any entry up to 128 bytes (docs/data-protocol.md). Entries
+ * above 128 bytes may be rounded up by a quarter, which this does not cover.
  * Clients use them to refuse a value that can never fit before sending it. */
 #define WIRE_QUEUE_ITEM_OVERHEAD 48
 #define WIRE_KV_ENTRY_OVERHEAD 64
