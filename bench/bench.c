@@ -4,6 +4,7 @@
  *   data      the data plane through libmayfly
  *   elastic   kv splits under load
  *   compare   Mayfly and Redis side by side
+ *   memory    bytes per kv entry, Mayfly and Redis in the same run
  */
 #define _GNU_SOURCE
 #include "bench/bench.h"
@@ -174,7 +175,7 @@ void bench_dir_stop(bench_dir_t *d) {
   }
 }
 
-static void machine_line(char *out, size_t len) {
+void bench_machine(char *out, size_t len) {
   struct utsname u;
   uname(&u);
   char *model = NULL, *cpuinfo = NULL;
@@ -190,7 +191,7 @@ static void machine_line(char *out, size_t len) {
 
 void bench_print(const bench_opts_t *o, const char *title, GArray *rows) {
   char machine[256];
-  machine_line(machine, sizeof machine);
+  bench_machine(machine, sizeof machine);
   if (o->json) {
     printf("{\"bench\": \"%s\", \"machine\": \"%s\", \"rows\": [\n", title, machine);
     for (guint i = 0; i < rows->len; i++) {
@@ -230,6 +231,7 @@ static int usage(void) {
           "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
           "  elastic   kv splits under load: time, MB/s moved, get latency while splitting\n"
           "  compare   the same workloads against Mayfly and Redis side by side\n"
+          "  memory    bytes per kv entry (allocator and RSS), Mayfly and Redis\n"
           "run 'mayfly-bench SUBCOMMAND --help' for options\n");
   return 2;
 }
@@ -244,7 +246,8 @@ int main(int argc, char **argv) {
       {"clients", 'c', 0, G_OPTION_ARG_INT, &o.clients, "Concurrent clients (default: 1 and 16)",
        "N"},
       {"seconds", 's', 0, G_OPTION_ARG_INT, &o.seconds, "Seconds per workload (default 3)", "T"},
-      {"ops", 'n', 0, G_OPTION_ARG_INT, &o.ops, "Operations per client instead of --seconds",
+      {"ops", 'n', 0, G_OPTION_ARG_INT, &o.ops,
+       "Operations per client instead of --seconds (memory: entries to load)",
        "N"},
       {"pin", 0, 0, G_OPTION_ARG_NONE, &o.pin, "Pin the bench and the daemons to CPU 0", NULL},
       {"json", 0, 0, G_OPTION_ARG_NONE, &o.json, "Print JSON", NULL},
@@ -252,7 +255,7 @@ int main(int argc, char **argv) {
       {"value-size", 'v', 0, G_OPTION_ARG_INT, &o.value_size,
        "Value size in bytes for kv and queue (default 64)", "BYTES"},
       {"quick", 0, 0, G_OPTION_ARG_NONE, &o.quick,
-       "compare: a few rows only; elastic: 4 MiB blocks (smoke runs)", NULL},
+       "compare: a few rows only; elastic: 4 MiB blocks; memory: 20,000 entries (smoke runs)", NULL},
       {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
        "Requests in flight per client (data; default 1)", "D"},
       {NULL}};
@@ -281,6 +284,7 @@ int main(int argc, char **argv) {
   if (strcmp(sub, "data") == 0) return bench_data(&o);
   if (strcmp(sub, "compare") == 0) return bench_compare(&o);
   if (strcmp(sub, "elastic") == 0) return bench_elastic(&o);
+  if (strcmp(sub, "memory") == 0) return bench_memory(&o);
   fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
   return usage();
 }

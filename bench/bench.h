@@ -60,9 +60,20 @@ pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blo
                             const char *block_size);
 void bench_proc_stop(pid_t pid);
 
+/* A free TCP port on 127.0.0.1 (compare.c). */
+int bench_free_port(void);
+/* Starts a throwaway redis-server on 127.0.0.1:port (no persistence) and
+ * waits until it answers PING. Returns its pid (stop with kill + waitpid)
+ * or -1 (compare.c). */
+pid_t bench_redis_start(int port);
+
 int bench_data(bench_opts_t *o);
+int bench_memory(bench_opts_t *o);
 int bench_compare(bench_opts_t *o);
 int bench_elastic(bench_opts_t *o);
+
+/* The machine line: CPU model, CPU count, kernel. */
+void bench_machine(char *out, size_t len);
 
 /* Prints the machine line, then rows as a table, CSV or JSON. */
 void bench_print(const bench_opts_t *o, const char *title, GArray *rows /* bench_row_t */);

@@ -275,7 +275,7 @@ static result_t run(const bench_opts_t *o, const spec_t *s, int redis, const cha
   return r;
 }
 
-static int free_port(void) {
+int bench_free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
@@ -286,7 +286,7 @@ static int free_port(void) {
   return ntohs(a.sin_port);
 }
 
-static pid_t start_redis(int port) {
+pid_t bench_redis_start(int port) {
   char ps[16];
   snprintf(ps, sizeof ps, "%d", port);
   pid_t pid = fork();
@@ -365,8 +365,8 @@ static double loopback_gbps(int seconds) {
 }
 
 int bench_compare(bench_opts_t *o) {
-  int rport = free_port();
-  pid_t redis = start_redis(rport);
+  int rport = bench_free_port();
+  pid_t redis = bench_redis_start(rport);
   if (redis < 0) {
     fprintf(stderr, "mayfly-bench: cannot start redis-server (install the Debian package "
                     "redis-server, or run bench/compare-redis.sh)\n");

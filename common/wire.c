@@ -80,14 +80,38 @@ int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t 
   return len >= total ? 0 : MAYFLY_EAGAIN;
 }
 
-uint32_t wire_kv_slot(const void *key, size_t len) {
+uint64_t wire_kv_hash(const void *key, size_t len) {
   const uint8_t *p = key;
   uint64_t x = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < len; i++) {
     x ^= p[i];
     x *= 0x100000001b3ULL;
   }
-  return (uint32_t)(x % WIRE_KV_SLOTS);
+  return x;
+}
+
+uint32_t wire_kv_slot(const void *key, size_t len) {
+  return wire_kv_slot_of(wire_kv_hash(key, len));
+}
+
+void wire_server_stat_put(uint8_t out[WIRE_SERVER_STAT_SIZE], const wire_server_stat_t *st) {
+  put64(out, st->source);
+  put64(out + 8, st->allocated);
+  put64(out + 16, st->resident);
+  put64(out + 24, st->charged);
+  put64(out + 32, st->kv_entries);
+  put64(out + 40, st->blocks_in_use);
+}
+
+int wire_server_stat_get(const uint8_t *buf, size_t len, wire_server_stat_t *st) {
+  if (len < WIRE_SERVER_STAT_SIZE) return MAYFLY_EPROTO;
+  st->source = get64(buf);
+  st->allocated = get64(buf + 8);
+  st->resident = get64(buf + 16);
+  st->charged = get64(buf + 24);
+  st->kv_entries = get64(buf + 32);
+  st->blocks_in_use = get64(buf + 40);
+  return 0;
 }
 
 void wire_kv_entry_put(uint8_t *out, const void *key, uint32_t klen, const void *val,

@@ -183,7 +183,10 @@ int dir_repart_end(dir_t *d, int32_t server_id, int64_t op_id, int commit, int64
               (long long)bytes_moved, mbs, n->layout.parts->len, (long long)n->layout.version);
     } else {
       d->rollbacks++;
-      MF_INFO("namespace %s: %s %lld rolled back after %lld ms", path,
+      /* Counted in the stats; the memory server that drives the repartition
+       * logs a pair's rollbacks once (a merge backs off and may roll back
+       * again), so a line per attempt here would only repeat it. */
+      MF_DEBUG("namespace %s: %s %lld rolled back after %lld ms", path,
               rt->merge ? "merge" : "split", (long long)op_id, (long long)ms);
     }
     g_free(path);

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/wire.h"
+#include "memserver/allocstats.h"
 #include "memserver/internal.h"
 
 /* The block kind an opcode works on; -1 for an opcode that does not exist. */
@@ -80,14 +81,16 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
     ms__reply_status(c, h, MAYFLY_EINVAL);
     return;
   }
-  int rc = store_kv_check_slot(b, payload, klen);
+  /* The key is hashed once: the hash gives the slot and finds the entry. */
+  uint64_t hash = wire_kv_hash(payload, klen);
+  int rc = store_kv_check_slot(b, hash);
   if (rc != 0) {
     ms__reply_status(c, h, rc);
     return;
   }
   GHashTable *moving = NULL;
   if (b->rp_state >= STORE_RP_MOVING) {
-    int64_t slot = wire_kv_slot(payload, klen);
+    int64_t slot = wire_kv_slot_of(hash);
     if (slot >= b->rp_lo && slot < b->rp_hi) {
       /* Being moved: reads are served from the set-aside copy while it is
        * sent; writes wait, and so does everything once the commit is asked
@@ -102,7 +105,7 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
   }
   switch (h->opcode) {
     case WIRE_OP_KV_PUT: {
-      rc = store_kv_put(st, b, payload, klen, payload + klen, h->payload_len - klen);
+      rc = store_kv_put(st, b, hash, payload, klen, payload + klen, h->payload_len - klen);
       if (rc == MAYFLY_EFULL) {
         /* Room is made by a split, now or after a short wait (partitions
          * busy); the put waits for it unless splitting was refused. */
@@ -126,19 +129,21 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
       break;
     }
     case WIRE_OP_KV_GET: {
-      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
-      if (v != NULL && !ms__reply_fits(c, g_bytes_get_size(v))) break; /* waits for the backlog */
+      /* The value is borrowed from its entry; ms__reply copies or sends it
+       * before returning. */
+      uint32_t vlen = 0;
+      const uint8_t *v = moving ? store_kv_get_in(moving, hash, payload, klen, &vlen)
+                                : store_kv_get(b, hash, payload, klen, &vlen);
+      if (v != NULL && !ms__reply_fits(c, vlen)) break; /* waits for the backlog */
       if (v == NULL) {
         ms__reply_status(c, h, MAYFLY_ENOKEY);
       } else {
-        gsize vlen;
-        const void *vd = g_bytes_get_data(v, &vlen);
-        ms__reply(c, h, 0, 0, 0, 0, 0, vd, (uint32_t)vlen);
+        ms__reply(c, h, 0, 0, 0, 0, 0, v, vlen);
       }
       break;
     }
     case WIRE_OP_KV_DEL: {
-      rc = store_kv_del(b, payload, klen);
+      rc = store_kv_del(b, hash, payload, klen);
       if (rc == 0 && b->watched) {
         ms__reply_published(c, b, MS_EV_KIND_DELETE, payload, klen, 0, klen, h, 0, 0, NULL, 0);
       } else {
@@ -150,7 +155,9 @@ static void handle_kv(conn_t *c, store_block_t *b, const wire_hdr_t *h, const ui
       break;
     }
     case WIRE_OP_KV_EXISTS: {
-      GBytes *v = moving ? store_kv_get_in(moving, payload, klen) : store_kv_get(b, payload, klen);
+      uint32_t vlen = 0;
+      const uint8_t *v = moving ? store_kv_get_in(moving, hash, payload, klen, &vlen)
+                                : store_kv_get(b, hash, payload, klen, &vlen);
       ms__reply(c, h, 0, 0, v != NULL, 0, 0, NULL, 0);
       break;
     }
@@ -264,6 +271,17 @@ static void handle_file(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   }
 }
 
+/* The server as a whole: its allocator's figures and the store's. */
+static void handle_server_stat(conn_t *c, const wire_hdr_t *h) {
+  wire_server_stat_t st = {0};
+  st.source = (uint64_t)ms_alloc_stats(&st.allocated, &st.resident);
+  store_totals(c->srv->store, &st.charged, &st.kv_entries);
+  st.blocks_in_use = (uint64_t)c->srv->store->blocks_in_use;
+  uint8_t out[WIRE_SERVER_STAT_SIZE];
+  wire_server_stat_put(out, &st);
+  ms__reply(c, h, 0, 0, 0, 0, 0, out, sizeof out);
+}
+
 /* Serves one complete frame. can_park is 0 when replaying parked requests
  * after the directory answered: what is still unknown then is stale. */
 void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
@@ -271,6 +289,10 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
   const uint8_t *payload = frame + WIRE_HEADER_SIZE + h->cap_len;
   if (h->opcode == WIRE_OP_PING) {
     ms__reply_status(c, h, 0);
+    return;
+  }
+  if (h->opcode == WIRE_OP_SERVER_STAT) {
+    handle_server_stat(c, h);
     return;
   }
   int k = kind_of(h->opcode);

@@ -9,6 +9,7 @@
 #include "common/ctl.h"
 #include "common/error.h"
 #include "common/wire.h"
+#include "memserver/store.h"
 
 static int set(ms_repart_job_t *job, int rc, const char *what) {
   job->status = rc;
@@ -24,29 +25,6 @@ static int ctl(ms_repart_job_t *job, MayflyDirectoryIf **i) {
     if (rc != 0) return rc;
   }
   return mf_ctl_begin(job->ctl, i);
-}
-
-int ms_repart_plan(ms_repart_job_t *job) {
-  MayflyDirectoryIf *i;
-  int rc = ctl(job, &i);
-  if (rc != 0) return set(job, rc, "directory");
-  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
-                                                      job->generation, job->merge,
-                                                      job->split_at, &err, &gerr);
-  rc = mf_ctl_end(job->ctl, ok, err, gerr);
-  if (rc == 0) {
-    job->op_id = plan->op_id;
-    g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
-    job->t_index = plan->target->block_index;
-    job->t_generation = plan->target->generation;
-    job->lo = plan->lo;
-    job->hi = plan->hi;
-  }
-  g_object_unref(plan);
-  return set(job, rc, "repartition_begin");
 }
 
 /* Ends the repartition at the directory. Returns the call's status. */
@@ -93,18 +71,124 @@ void ms_repart_abort(ms_repart_job_t *job) {
   end(job, 0);
 }
 
-/* The neighbour's fill, for a merge. */
-static int target_used(ms_repart_job_t *job, uint64_t *used) {
+/* A block's fill (BLOCK_STAT). */
+static int block_used(ms_repart_job_t *job, const char *address, int32_t index,
+                      int64_t generation, uint64_t *used) {
   mf_call_t call;
   memset(&call, 0, sizeof call);
   call.req.opcode = WIRE_OP_BLOCK_STAT;
-  call.req.block_index = (uint32_t)job->t_index;
-  call.req.generation = (uint64_t)job->t_generation;
-  mf_call_start(job->pool, job->target, &call);
+  call.req.block_index = (uint32_t)index;
+  call.req.generation = (uint64_t)generation;
+  mf_call_start(job->pool, address, &call);
   int rc = mf_call_wait(&call, deadline());
   *used = call.rep.arg0;
   g_free(call.payload);
   return rc;
+}
+
+/* The neighbour's fill, for a merge. */
+static int target_used(ms_repart_job_t *job, uint64_t *used) {
+  return block_used(job, job->target, job->t_index, job->t_generation, used);
+}
+
+/* Whether the two blocks of a merge together reach the low watermark. */
+static int too_full(const ms_repart_job_t *job, uint64_t neighbour) {
+  return (neighbour + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size;
+}
+
+/* Picks the neighbour of slots [lo, hi) in a layout the way the directory
+ * does for a merge (dir_repart_begin: the left one, else the right one).
+ * Returns 1 and fills the job's pre_* when there is one. */
+static int pick_neighbour(ms_repart_job_t *job, const MayflyLayout *layout, int64_t lo,
+                          int64_t hi) {
+  const MayflyPartition *left = NULL, *right = NULL;
+  for (guint k = 0; layout != NULL && layout->partitions != NULL && k < layout->partitions->len;
+       k++) {
+    const MayflyPartition *p = g_ptr_array_index(layout->partitions, k);
+    if (p->range_hi == lo) left = p;
+    if (p->range_lo == hi) right = p;
+  }
+  const MayflyPartition *to = left != NULL ? left : right;
+  if (to == NULL || to->server_address == NULL) return 0;
+  g_strlcpy(job->pre_target, to->server_address, sizeof job->pre_target);
+  job->pre_index = to->block_index;
+  job->pre_generation = to->generation;
+  return 1;
+}
+
+/* A first merge try knows no neighbour yet: it looks the block's namespace
+ * up (check_block gives its path, stat its layout) to find the one the
+ * directory would name, so that a pair that does not fit is found out before
+ * anything is begun (and rolled back). Any failure leaves pre_target empty:
+ * the directory then names the neighbour as usual. */
+static void find_neighbour(ms_repart_job_t *job) {
+  MayflyDirectoryIf *i;
+  if (ctl(job, &i) != 0) return;
+  MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_check_block(i, &bi, job->server_id, job->index, &err, &gerr);
+  int rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  char *path = NULL;
+  if (rc == 0 && bi->allocated && bi->generation == job->generation && bi->path != NULL) {
+    path = g_strdup(bi->path);
+  }
+  int64_t lo = bi->range_lo, hi = bi->range_hi;
+  g_object_unref(bi);
+  if (path == NULL || ctl(job, &i) != 0) {
+    g_free(path);
+    return;
+  }
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  err = NULL;
+  gerr = NULL;
+  ok = mayfly_directory_if_stat(i, &ni, path, &err, &gerr);
+  if (mf_ctl_end(job->ctl, ok, err, gerr) == 0) pick_neighbour(job, ni->layout, lo, hi);
+  g_object_unref(ni);
+  g_free(path);
+}
+
+int ms_repart_plan(ms_repart_job_t *job) {
+  /* A merge looks at its neighbour first: the last try's, or the one the
+   * layout shows. When the neighbour is too full there is nothing to begin.
+   * When it cannot be asked (it merged away, its server is gone), the layout
+   * is read again once; after that the directory names the neighbour. */
+  for (int look = 0; job->merge && look < 2; look++) {
+    if (job->pre_target[0] == '\0') find_neighbour(job);
+    if (job->pre_target[0] == '\0') break;
+    uint64_t used = 0;
+    if (block_used(job, job->pre_target, job->pre_index, job->pre_generation, &used) == 0) {
+      if (!too_full(job, used)) break;
+      job->t_used = used;
+      job->t_used_known = 1;
+      job->not_begun = 1;
+      snprintf(job->why, sizeof job->why, "the neighbour holds %llu bytes: together over %d%%",
+               (unsigned long long)used, job->low_wm);
+      job->status = MAYFLY_EAGAIN;
+      return MAYFLY_EAGAIN;
+    }
+    job->pre_target[0] = '\0';
+  }
+  MayflyDirectoryIf *i;
+  int rc = ctl(job, &i);
+  if (rc != 0) return set(job, rc, "directory");
+  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
+                                                      job->generation, job->merge,
+                                                      job->split_at, &err, &gerr);
+  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  if (rc == 0) {
+    job->op_id = plan->op_id;
+    g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
+    job->t_index = plan->target->block_index;
+    job->t_generation = plan->target->generation;
+    job->lo = plan->lo;
+    job->hi = plan->hi;
+  }
+  g_object_unref(plan);
+  return set(job, rc, "repartition_begin");
 }
 
 typedef struct {
@@ -138,7 +222,9 @@ int ms_repart_copy(ms_repart_job_t *job) {
   if (job->merge) {
     uint64_t used = 0;
     int rc = target_used(job, &used);
-    if (rc == 0 && (used + job->used) * 100 >= (uint64_t)job->low_wm * job->block_size) {
+    job->t_used = used;
+    job->t_used_known = rc == 0;
+    if (rc == 0 && too_full(job, used)) {
       snprintf(job->why, sizeof job->why, "the neighbour holds %llu bytes: together over %d%%",
                (unsigned long long)used, job->low_wm);
       job->status = MAYFLY_EAGAIN;
@@ -157,19 +243,19 @@ int ms_repart_copy(ms_repart_job_t *job) {
   int rc = 0;
   GByteArray *cur = g_byte_array_new();
   GHashTableIter it;
-  gpointer k, v;
+  gpointer p;
   g_hash_table_iter_init(&it, job->moving);
-  while (rc == 0 && g_hash_table_iter_next(&it, &k, &v)) {
-    gsize klen, vlen;
-    const void *kd = g_bytes_get_data(k, &klen), *vd = g_bytes_get_data(v, &vlen);
-    size_t need = WIRE_KV_ENTRY_HEADER + klen + vlen;
+  while (rc == 0 && g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    uint32_t klen = e->h.klen, vlen = e->h.vlen;
+    size_t need = WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen;
     if (cur->len > 0 && cur->len + need > MS_REPART_CHUNK) {
       rc = send_chunk(job, window, &sent, &cur);
     }
     guint at = cur->len;
     g_byte_array_set_size(cur, at + (guint)need);
-    wire_kv_entry_put(cur->data + at, kd, (uint32_t)klen, vd, (uint32_t)vlen);
-    job->bytes += klen + vlen;
+    wire_kv_entry_put(cur->data + at, store_kv_entry_key(e), klen, store_kv_entry_value(e), vlen);
+    job->bytes += (uint64_t)klen + vlen;
     job->entries++;
   }
   /* The rest; at least one frame, so a merge target takes the slots. */

@@ -43,13 +43,24 @@ typedef struct ms_repart_job {
   uint64_t block_size;
   uint64_t used; /* bytes the block held when the job was planned */
   int low_wm;
+  /* A merge: the neighbour of the last try, or (first try, pre_target "")
+   * the one the namespace's layout shows, asked for its fill before anything
+   * is begun at the directory. When the pair does not fit, plan fails with
+   * MAYFLY_EAGAIN and sets not_begun: nothing was locked or rolled back. */
+  char pre_target[256];
+  int32_t pre_index;
+  int64_t pre_generation;
+  int not_begun;
   /* the plan */
   int64_t op_id;
   char target[256];
   int32_t t_index;
   int64_t t_generation;
   int64_t lo, hi;
-  /* the data: GBytes key -> GBytes value, owned by the job */
+  /* a merge: the neighbour's fill as its BLOCK_STAT said (t_used_known) */
+  uint64_t t_used;
+  int t_used_known;
+  /* the data: a table of store_kv_entry_t * (store.h), owned by the job */
   GHashTable *moving;
   uint64_t bytes, entries;
   /* the outcome of the last step */

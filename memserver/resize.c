@@ -3,6 +3,8 @@
  * merges, running the blocking steps (repart.c) on the work queue one after
  * another, and applying each step's outcome to the block.
  */
+#include <string.h>
+
 #include "common/check.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -17,6 +19,77 @@ typedef struct {
 } rp_work_t;
 
 static void rp_queue(ms_server_t *s, ms_repart_job_t *job, int step);
+
+/* A merge that rolled back (most often: the neighbour is too full to take the
+ * block) is not tried again on the same pair for a while: 100 ms after the
+ * first rollback, doubling with each try up to 10 s, or sooner once the
+ * block's fill has dropped under what would let the pair fit given the
+ * neighbour's fill at the last try. Retrying at once, with the same fill,
+ * only rolls back again (and locks both partitions each time). Every try
+ * first asks the neighbour (the last try's, or the one the layout shows)
+ * for its fill and begins nothing while the two would not fit (repart.h,
+ * pre_target), so a merge rolls back only when something changed between
+ * that look and the copy. */
+#define MS_MERGE_BACKOFF_MIN_MS 100
+#define MS_MERGE_BACKOFF_MAX_MS 10000
+
+/* Ends a block's merge backoff (the block merged or split, or its neighbour
+ * changed). The pair's first rollback was logged on its own; the later ones
+ * are summed up here. */
+static void merge_backoff_end(store_block_t *b, const char *why) {
+  if (b->mb_delay_ms == 0) return;
+  if (b->mb_rollbacks > 1) {
+    MF_INFO("block %d: merge into %s block %d rolled back %u times in all; %s", b->index,
+            b->mb_target, b->mb_target_index, b->mb_rollbacks, why);
+  }
+  b->mb_delay_ms = b->mb_until_ms = 0;
+  b->mb_fit_below = 0;
+  b->mb_rollbacks = 0;
+  g_free(b->mb_target);
+  b->mb_target = NULL;
+}
+
+/* Whether a merge of b has to wait for its backoff. */
+static int merge_waits(const store_block_t *b, int64_t now) {
+  if (b->mb_delay_ms == 0 || now >= b->mb_until_ms) return 0;
+  return !(b->mb_fit_below > 0 && b->used < b->mb_fit_below);
+}
+
+/* A merge of b rolled back (or, not_begun, was found not to fit before it
+ * began): starts or lengthens the pair's backoff. */
+static void merge_rolled_back(ms_server_t *s, store_block_t *b, const ms_repart_job_t *job) {
+  const char *target = job->not_begun ? job->pre_target : job->target;
+  int32_t t_index = job->not_begun ? job->pre_index : job->t_index;
+  int64_t t_gen = job->not_begun ? job->pre_generation : job->t_generation;
+  int same = b->mb_delay_ms > 0 && b->mb_target != NULL && strcmp(b->mb_target, target) == 0 &&
+             b->mb_target_index == t_index && b->mb_target_gen == t_gen;
+  if (!same) {
+    merge_backoff_end(b, "the neighbour changed");
+    b->mb_target = g_strdup(target);
+    b->mb_target_index = t_index;
+    b->mb_target_gen = t_gen;
+    b->mb_delay_ms = MS_MERGE_BACKOFF_MIN_MS;
+  } else {
+    b->mb_delay_ms = MIN(b->mb_delay_ms * 2, MS_MERGE_BACKOFF_MAX_MS);
+  }
+  if (!job->not_begun) b->mb_rollbacks++;
+  b->mb_until_ms = mf_now_ms() + b->mb_delay_ms;
+  uint64_t room = (uint64_t)b->low_wm * s->store->block_size / 100;
+  b->mb_fit_below = job->t_used_known && job->t_used < room ? room - job->t_used : 0;
+  if (!same) {
+    /* Once per pair; a merge found not to fit before it began is no fault. */
+    MF_LOG(job->not_begun ? MF_LOG_INFO : MF_LOG_WARN,
+           "block %d: merge into %s block %d %s: %s; not tried again for %d ms (doubling up to "
+           "%d s) unless its fill drops under %llu bytes",
+           b->index, target, t_index, job->not_begun ? "waits" : "rolled back", job->why,
+           MS_MERGE_BACKOFF_MIN_MS, MS_MERGE_BACKOFF_MAX_MS / 1000,
+           (unsigned long long)b->mb_fit_below);
+  } else {
+    MF_DEBUG("block %d: merge into %s block %d %s (%u rollbacks): %s; next try in %lld ms",
+             b->index, target, t_index, job->not_begun ? "waits" : "rolled back again",
+             b->mb_rollbacks, job->why, (long long)b->mb_delay_ms);
+  }
+}
 
 /* The block a job works on, if it is still that block and that job. */
 static store_block_t *rp_block(ms_server_t *s, ms_repart_job_t *job) {
@@ -39,12 +112,18 @@ void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
   }
   if (!split && !merge) return;
   int32_t id = ms_control_server_id(s->ctl);
-  if (id == 0 || mf_now_ms() < b->rp_retry_ms) {
+  int64_t now = mf_now_ms();
+  if (id == 0 || now < b->rp_retry_ms || (merge && merge_waits(b, now))) {
     g_hash_table_add(s->rp_retry, GINT_TO_POINTER(b->index));
     return;
   }
   b->rp_refused = 0;
   ms_repart_job_t *job = g_new0(ms_repart_job_t, 1);
+  if (merge && b->mb_target != NULL) {
+    g_strlcpy(job->pre_target, b->mb_target, sizeof job->pre_target);
+    job->pre_index = b->mb_target_index;
+    job->pre_generation = b->mb_target_gen;
+  }
   job->directory = s->directory;
   job->pool = s->rp_pool;
   job->server_id = id;
@@ -79,6 +158,7 @@ static void rp_work(uv_work_t *req) {
 static void rp_finish(ms_server_t *s, store_block_t *b, ms_repart_job_t *job, int committed) {
   if (b != NULL) {
     if (b->rp_moving != NULL && !committed) store_kv_restore(b, b->rp_moving);
+    if (committed) merge_backoff_end(b, job->merge ? "then it merged" : "then it split");
     if (committed && job->merge) {
       /* All of it went to the neighbour; the directory frees this block. */
       store_release(s->store, b->index, b->generation);
@@ -121,7 +201,13 @@ static void rp_after(uv_work_t *req, int status) {
       if (rc == MAYFLY_EQUOTA || rc == MAYFLY_ENOSPC || rc == MAYFLY_ENOSERVERS) {
         b->rp_refused = rc;
       }
-      MF_DEBUG("block %d: %s refused: %s", b->index, what, job->why);
+      if (job->not_begun) {
+        merge_rolled_back(s, b, job);
+      } else {
+        MF_DEBUG("block %d: %s refused: %s", b->index, what, job->why);
+      }
+    } else if (job->merge) {
+      merge_rolled_back(s, b, job);
     } else {
       MF_WARN("block %d: %s rolled back: %s", b->index, what, job->why);
     }

@@ -52,6 +52,11 @@ static void clear_block(store_t *s, store_block_t *b) {
   b->rp_job = NULL;
   b->rp_charge = 0;
   b->rp_refused = 0;
+  b->mb_delay_ms = b->mb_until_ms = 0;
+  b->mb_fit_below = 0;
+  b->mb_rollbacks = 0;
+  g_free(b->mb_target);
+  b->mb_target = NULL;
   b->used = 0;
   b->size = 0;
   b->sealed = 0;
@@ -112,4 +117,14 @@ int store_release(store_t *s, int32_t index, int64_t generation) {
   b->released = 1;
   if (generation > s->max_generation) s->max_generation = generation;
   return had;
+}
+
+void store_totals(const store_t *s, uint64_t *charged, uint64_t *kv_entries) {
+  *charged = *kv_entries = 0;
+  for (int32_t i = 0; s->blocks != NULL && i < s->nblocks; i++) {
+    const store_block_t *b = &s->blocks[i];
+    if (b->kind == STORE_FREE) continue;
+    *charged += b->used;
+    if (b->kind == STORE_KV) *kv_entries += store_kv_count(b);
+  }
 }

@@ -59,17 +59,29 @@ typedef struct store_block {
   GQueue *items; /* store_item_t * */
   int sealed;
   /* kv */
-  GHashTable *kv; /* GBytes key -> GBytes value */
+  GHashTable *kv; /* a set of store_kv_entry_t * (store_kv_table_new) */
   void *waiters;  /* the server's parked pops (opaque here) */
   /* kv repartition, driven by the server (server.c, repart.h) */
   int rp_state;          /* STORE_RP_* */
   int64_t rp_lo, rp_hi;  /* the slots being moved */
-  GHashTable *rp_moving; /* their entries, set aside (owned by the job) */
+  GHashTable *rp_moving; /* their entries, set aside (owned by the job); same kind of table */
   uint64_t rp_charge;    /* what they are charged to this block */
   void *rp_job;
   void *held;            /* requests held until the repartition ends (server's) */
   int64_t rp_retry_ms;   /* no new repartition before this (monotonic ms) */
   int rp_refused;        /* why the last split was refused (EQUOTA, ENOSPC), until rp_retry_ms */
+  /* Merge backoff (resize.c): after a merge of this block into a neighbour
+   * rolled back, no merge is tried again before mb_until_ms unless the fill
+   * fell under mb_fit_below (the fill at which the pair fits, as the
+   * neighbour's last fill says; 0 when not known). mb_delay_ms doubles with
+   * each rollback of the same pair, up to a cap; mb_delay_ms == 0 means no
+   * backoff. */
+  int64_t mb_delay_ms, mb_until_ms;
+  uint64_t mb_fit_below;
+  char *mb_target;     /* the pair's neighbour: server address (owned), block, generation */
+  int32_t mb_target_index;
+  int64_t mb_target_gen;
+  uint32_t mb_rollbacks; /* rollbacks of this pair so far */
 } store_block_t;
 
 enum { STORE_RP_IDLE = 0, STORE_RP_PLANNING, STORE_RP_MOVING, STORE_RP_COMMITTING };
@@ -109,6 +121,10 @@ void store_adopt(store_t *s, int32_t index, int64_t generation, store_kind_t kin
  * contents were dropped. */
 int store_release(store_t *s, int32_t index, int64_t generation);
 
+/* The bytes charged to every block (their `used`, set-aside entries of a
+ * repartition included) and the kv entries they hold. */
+void store_totals(const store_t *s, uint64_t *charged, uint64_t *kv_entries);
+
 /* --- file segments: bytes [0, block_size) --- */
 int store_file_write(store_t *s, store_block_t *b, uint64_t off, const void *data, uint64_t len);
 /* Points *data at up to len bytes from off (fewer past the segment's size). */
@@ -126,30 +142,83 @@ int store_queue_push(store_t *s, store_block_t *b, const void *data, uint32_t le
 store_item_t *store_queue_pop(store_block_t *b);
 const store_item_t *store_queue_peek(const store_block_t *b);
 
-/* --- kv partitions --- */
-/* An empty kv table: GBytes key -> GBytes value, both owned. */
+/* --- kv partitions ---
+ *
+ * An entry is one allocation: a 16-byte header (the key's 64-bit hash, the
+ * key and value lengths), then the key bytes, then the value bytes. A block's
+ * table is a GHashTable in set mode (each entry is its own key, so the table
+ * keeps one array of pointers and one of 32-bit hashes) whose hash function
+ * takes the stored hash and whose equality function also accepts a lookup
+ * probe built on the stack (hash, key pointer, length): a lookup allocates
+ * nothing and never hashes the key again. Every kv function takes the key's
+ * hash from the caller, who computes it once per request with
+ * wire_kv_hash() and uses it for the slot check too; a hash that is not
+ * wire_kv_hash(key, klen) finds nothing and stores the entry where no lookup
+ * finds it.
+ */
+typedef struct store_kv_head {
+  uint64_t hash; /* wire_kv_hash of the key */
+  uint32_t klen; /* at most WIRE_KEY_MAX; the top bit marks a probe (kv.c) */
+  uint32_t vlen;
+} store_kv_head_t;
+
+typedef struct store_kv_entry {
+  store_kv_head_t h;
+  uint8_t data[]; /* h.klen key bytes, then h.vlen value bytes */
+} store_kv_entry_t;
+
+static inline const uint8_t *store_kv_entry_key(const store_kv_entry_t *e) {
+  return e->data;
+}
+static inline const uint8_t *store_kv_entry_value(const store_kv_entry_t *e) {
+  return e->data + e->h.klen;
+}
+
+/* What an entry of klen + vlen bytes is charged to its block. */
+static inline uint64_t store_kv_charge(uint64_t klen, uint64_t vlen) {
+  return klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+}
+
+/* An empty kv table: a set of store_kv_entry_t *, owned (freed with g_free
+ * when removed or when the table is destroyed). */
 GHashTable *store_kv_table_new(void);
-/* The slot of the key must lie in the block's range, else MAYFLY_EMOVED. */
-int store_kv_check_slot(const store_block_t *b, const void *key, uint32_t klen);
-int store_kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, const void *val,
-                 uint64_t vlen);
-/* Returns the value (borrowed, valid until the next change) or NULL. */
-GBytes *store_kv_get(store_block_t *b, const void *key, uint32_t klen);
-/* The same lookup in a table set aside by store_kv_take_range. */
-GBytes *store_kv_get_in(GHashTable *kv, const void *key, uint32_t klen);
-int store_kv_del(store_block_t *b, const void *key, uint32_t klen);
+/* The slot of the key (wire_kv_slot_of(hash)) must lie in the block's range,
+ * else MAYFLY_EMOVED. */
+int store_kv_check_slot(const store_block_t *b, uint64_t hash);
+/* Stores or replaces the value of a key. Returns 0, MAYFLY_EINVAL (a key
+ * longer than WIRE_KEY_MAX), MAYFLY_ETOOBIG (an entry larger than a block)
+ * or MAYFLY_EFULL (the block's charge would pass its size; nothing changes). */
+int store_kv_put(store_t *s, store_block_t *b, uint64_t hash, const void *key, uint32_t klen,
+                 const void *val, uint64_t vlen);
+/* Points at the value of a key and sets *vlen, or returns NULL when the key
+ * is absent. The pointer is borrowed from the entry: it stays valid until
+ * the next write to the block (put, delete, migrate, drop, release), so a
+ * caller copies the bytes (as a reply does) before anything else runs on
+ * the loop. Allocates nothing. */
+const uint8_t *store_kv_get(const store_block_t *b, uint64_t hash, const void *key,
+                            uint32_t klen, uint32_t *vlen);
+/* The same lookup in a table set aside by store_kv_take_range (valid while
+ * the repartition that set it aside runs). */
+const uint8_t *store_kv_get_in(GHashTable *kv, uint64_t hash, const void *key, uint32_t klen,
+                               uint32_t *vlen);
+/* Deletes a key: 0, or MAYFLY_ENOKEY when it is absent. */
+int store_kv_del(store_block_t *b, uint64_t hash, const void *key, uint32_t klen);
+/* The kv entries the block holds (set-aside ones included). */
+uint64_t store_kv_count(const store_block_t *b);
 
 /* Sets the entries of slots [lo, hi) aside in a new table (they stay charged
- * to the block: *charge says how much) for a repartition to copy. */
+ * to the block: *charge says how much) for a repartition to copy. Moves
+ * pointers only: no entry is copied or hashed again. */
 GHashTable *store_kv_take_range(store_block_t *b, int64_t lo, int64_t hi, uint64_t *charge);
 /* A repartition rolled back: the entries come back (the table is emptied). */
 void store_kv_restore(store_block_t *b, GHashTable *moving);
 /* A repartition committed: the entries went elsewhere; uncharge them. */
 void store_kv_uncharge(store_block_t *b, uint64_t charge);
 /* Stores migrated entries (wire_kv_entry_* records) of slots [lo, hi):
- * checks every record first (MAYFLY_EPROTO, MAYFLY_EINVAL for a key outside
- * [lo, hi)), then stores them (MAYFLY_EFULL when they do not fit; the ones
- * before stay). *count receives the number stored. */
+ * checks every record first (MAYFLY_EPROTO for a truncated record or a key
+ * longer than WIRE_KEY_MAX, MAYFLY_EINVAL for a key outside [lo, hi)), then
+ * stores them (MAYFLY_EFULL when they do not fit; the ones before stay).
+ * Each key is hashed once. *count receives the number stored. */
 int store_kv_migrate_in(store_t *s, store_block_t *b, const uint8_t *buf, size_t len, int64_t lo,
                         int64_t hi, uint64_t *count);
 /* Drops the entries of slots [lo, hi) (a merge into this block rolled back). */

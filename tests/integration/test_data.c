@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "client/mayfly.h"
+#include "common/wire.h"
 #include "harness.h"
 #include "mf_test.h"
 
@@ -158,6 +159,7 @@ static int servers_line_shows(const char *out, const char *address, int used, in
 
 enum {
   OP_PING = 0x01,
+  OP_SERVER_STAT = 0x03,
   OP_FILE_READ = 0x11,
   OP_Q_PUSH = 0x20,
   OP_KV_PUT = 0x30,
@@ -1669,6 +1671,83 @@ static void test_batches_pipeline_operations_and_keep_their_order(void) {
   MF_ASSERT_EQ(mf_stop(d), 0);
 }
 
+
+/* SERVER_STAT on the wire, decoded by hand (docs/data-protocol.md): source,
+ * allocated, resident, charged, kv entries, blocks in use. Returns the
+ * reply's status. */
+static int server_stat(int port, uint64_t f[6]) {
+  frame_t req = {.opcode = OP_SERVER_STAT, .id = 77}, rep;
+  uint8_t *p = NULL;
+  int rc = raw_call(port, req, NULL, 0, &rep, &p);
+  if (rc == 0 && rep.payload_len < 48) rc = 1;
+  for (int i = 0; rc == 0 && i < 6; i++) f[i] = get_le(p + 8 * i, 8);
+  g_free(p);
+  return rc;
+}
+
+#define STAT_KEYS 20000
+
+/* The figures a memory server gives about itself come from its allocator
+ * and its store: loading entries raises the kv count and the charge by
+ * exactly what was stored, and the allocator's count by at least the
+ * entries' own bytes and no more than the charge plus a fixed slack (the
+ * memory bound). */
+static void test_the_server_stat_reports_the_allocator_and_the_store(void) {
+  cluster_t cl;
+  if (cluster_start(&cl, "10s", "10s", 4, "4MiB", 0) != 0) goto out;
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(cl.c, "/job/stat", MAYFLY_KIND_KV, NULL, &ns), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(cl.c, "/job/stat", &st), 0);
+  if (ns == NULL || st == NULL) goto out;
+  int m = ms_of(&cl, st->partitions[0].server_address);
+  CU_ASSERT_FATAL(m >= 0);
+  uint64_t before[6], after[6];
+  MF_ASSERT_EQ(server_stat(cl.ms[m]->port, before), 0);
+  CU_ASSERT(before[0] >= 1 && before[0] <= 3); /* jemalloc, glibc or the sanitizer's */
+  CU_ASSERT(before[1] > 0 && before[2] >= before[1]);
+  MF_ASSERT_EQ(before[4], 0);
+  CU_ASSERT(before[5] <= 1); /* the block is taken on its first request */
+
+  char keys[256][17];
+  const void *kp[256], *vp[256];
+  size_t kl[256], vl[256];
+  int rcs[256];
+  uint8_t val[64];
+  memset(val, 'v', sizeof val);
+  for (int base = 0; base < STAT_KEYS; base += 256) {
+    for (int i = 0; i < 256; i++) {
+      g_snprintf(keys[i], sizeof keys[i], "key:%012d", base + i);
+      kp[i] = keys[i];
+      kl[i] = 16;
+      vp[i] = val;
+      vl[i] = sizeof val;
+    }
+    int n = MIN(256, STAT_KEYS - base);
+    MF_ASSERT_EQ(mayfly_kv_put_batch(ns, (size_t)n, kp, kl, vp, vl, rcs), 0);
+  }
+  mayfly_stat_t *now = NULL;
+  MF_ASSERT_EQ(mayfly_stat(cl.c, "/job/stat", &now), 0);
+  MF_ASSERT_EQ(now != NULL ? now->npartitions : 0, 1); /* no split: all on that server */
+  mayfly_stat_free(now);
+  MF_ASSERT_EQ(server_stat(cl.ms[m]->port, after), 0);
+  MF_ASSERT_EQ(after[4] - before[4], STAT_KEYS);
+  MF_ASSERT_EQ(after[5], 1);
+  uint64_t charged = after[3] - before[3];
+  MF_ASSERT_EQ(charged, (uint64_t)STAT_KEYS * (16 + 64 + WIRE_KV_ENTRY_OVERHEAD));
+  uint64_t grew = after[1] - before[1];
+  fprintf(stderr, "  %d entries of 16 + 64 bytes: allocator +%llu bytes (%.1f per entry), "
+                  "charged %.1f per entry\n",
+          STAT_KEYS, (unsigned long long)grew, (double)grew / STAT_KEYS,
+          (double)charged / STAT_KEYS);
+  CU_ASSERT(after[1] > before[1] && grew >= (uint64_t)STAT_KEYS * (16 + 16 + 64));
+  CU_ASSERT(grew <= charged + (1u << 20));
+  mayfly_stat_free(st);
+  mayfly_unmount(ns);
+out:
+  cluster_stop(&cl);
+}
+
 static const mf_test_t tests[] = {
     {"batches pipeline operations and keep their order",
      test_batches_pipeline_operations_and_keep_their_order},
@@ -1690,6 +1769,8 @@ static const mf_test_t tests[] = {
      test_the_cli_data_commands_work_across_three_servers},
     {"eight threads sharing one client and handle lose nothing",
      test_eight_threads_sharing_one_client_and_handle_lose_nothing},
+    {"the server stat reports the allocator and the store",
+     test_the_server_stat_reports_the_allocator_and_the_store},
     {NULL, NULL}};
 
 int main(void) {

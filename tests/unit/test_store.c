@@ -32,6 +32,29 @@
 
 static const store_kind_t kinds[] = {STORE_FILE, STORE_QUEUE, STORE_KV};
 
+/* The store's kv calls with the key's hash, which the server computes once
+ * per request (wire_kv_hash). vlen may be NULL. */
+static int kv_put(store_t *s, store_block_t *b, const void *key, uint32_t klen, const void *val,
+                  uint64_t vlen) {
+  return store_kv_put(s, b, wire_kv_hash(key, klen), key, klen, val, vlen);
+}
+
+static const uint8_t *kv_get_in(GHashTable *kv, const void *key, uint32_t klen, uint32_t *vlen) {
+  uint32_t n = 0;
+  const uint8_t *v = store_kv_get_in(kv, wire_kv_hash(key, klen), key, klen, &n);
+  if (vlen != NULL) *vlen = n;
+  return v;
+}
+
+static const uint8_t *kv_get(const store_block_t *b, const void *key, uint32_t klen,
+                             uint32_t *vlen) {
+  return kv_get_in(b->kv, key, klen, vlen);
+}
+
+static int kv_del(store_block_t *b, const void *key, uint32_t klen) {
+  return store_kv_del(b, wire_kv_hash(key, klen), key, klen);
+}
+
 /* A fresh store of NBLOCKS blocks of BS bytes. */
 static void fresh(store_t *s) {
   MF_ASSERT_EQ(store_init(s, NBLOCKS, BS), 0);
@@ -65,7 +88,7 @@ static void put_hello(store_t *s, store_block_t *b) {
       MF_ASSERT_EQ(store_queue_push(s, b, "hello", 5), 0);
       break;
     case STORE_KV:
-      MF_ASSERT_EQ(store_kv_put(s, b, "k", 1, "hello", 5), 0);
+      MF_ASSERT_EQ(kv_put(s, b, "k", 1, "hello", 5), 0);
       break;
     default:
       CU_FAIL("no such kind");
@@ -85,10 +108,9 @@ static int has_hello(store_block_t *b) {
              memcmp(it->data, "hello", 5) == 0;
     }
     case STORE_KV: {
-      GBytes *v = store_kv_get(b, "k", 1);
-      gsize n = 0;
-      const void *d = v ? g_bytes_get_data(v, &n) : NULL;
-      return v != NULL && g_hash_table_size(b->kv) == 1 && n == 5 && memcmp(d, "hello", 5) == 0;
+      uint32_t n = 0;
+      const uint8_t *d = kv_get(b, "k", 1, &n);
+      return d != NULL && g_hash_table_size(b->kv) == 1 && n == 5 && memcmp(d, "hello", 5) == 0;
     }
     default:
       return 0;
@@ -106,7 +128,7 @@ static int is_empty(store_block_t *b) {
     case STORE_QUEUE:
       return store_queue_peek(b) == NULL && g_queue_get_length(b->items) == 0 && !b->sealed;
     case STORE_KV:
-      return g_hash_table_size(b->kv) == 0 && store_kv_get(b, "k", 1) == NULL;
+      return g_hash_table_size(b->kv) == 0 && kv_get(b, "k", 1, NULL) == NULL;
     default:
       return 0;
   }
@@ -434,7 +456,7 @@ static void test_file_data_of_an_old_generation_never_shows_through(void) {
   /* And through an owner of another kind in between. */
   MF_ASSERT_EQ(store_file_write(&s, b, 0, secret, BS), 0);
   b = own(&s, 0, 4, STORE_KV);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k", 1, "v", 1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k", 1, "v", 1), 0);
   b = own(&s, 0, 5, STORE_FILE);
   MF_ASSERT_EQ(store_file_write(&s, b, BS - 1, "z", 1), 0);
   expect_read(b, 0, zeros, BS - 1);
@@ -595,10 +617,9 @@ static void test_queue_accounting_follows_pushes_and_pops(void) {
 /* Asserts that key maps to exactly the value want[0..wlen). */
 static void expect_value(store_block_t *b, const void *key, uint32_t klen, const void *want,
                          size_t wlen) {
-  GBytes *v = store_kv_get(b, key, klen);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(v);
-  gsize n = 0;
-  const void *d = g_bytes_get_data(v, &n);
+  uint32_t n = 0;
+  const uint8_t *d = kv_get(b, key, klen, &n);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
   MF_ASSERT_EQ(n, wlen);
   if (n == wlen && wlen > 0) CU_ASSERT(memcmp(d, want, wlen) == 0);
 }
@@ -610,46 +631,46 @@ static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
   /* Keys that differ only after an embedded NUL, or by a trailing NUL. */
   const char k1[] = "k\0a", k2[] = "k\0b", k3[] = "k";
   const uint8_t v1[] = {0, 0, 1}, v2[] = {'x', 0, 'y', 0};
-  MF_ASSERT_EQ(store_kv_put(&s, b, k1, 3, v1, sizeof v1), 0);
-  MF_ASSERT_EQ(store_kv_put(&s, b, k2, 3, v2, sizeof v2), 0);
-  MF_ASSERT_EQ(store_kv_put(&s, b, k3, 1, "", 0), 0); /* an empty value is a value */
-  MF_ASSERT_EQ(store_kv_put(&s, b, k3, 2, "2", 1), 0); /* "k\0" is yet another key */
+  MF_ASSERT_EQ(kv_put(&s, b, k1, 3, v1, sizeof v1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, k2, 3, v2, sizeof v2), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, k3, 1, "", 0), 0); /* an empty value is a value */
+  MF_ASSERT_EQ(kv_put(&s, b, k3, 2, "2", 1), 0); /* "k\0" is yet another key */
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
   expect_value(b, k1, 3, v1, sizeof v1);
   expect_value(b, k2, 3, v2, sizeof v2);
   expect_value(b, k3, 1, "", 0);
   expect_value(b, k3, 2, "2", 1);
   /* exists is "get is not NULL"; a key extended by a NUL is not the key. */
-  CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0a\0", 4));
-  CU_ASSERT_PTR_NULL(store_kv_get(b, "k\0c", 3));
-  CU_ASSERT_PTR_NULL(store_kv_get(b, "", 0));
+  CU_ASSERT_PTR_NULL(kv_get(b, "k\0a\0", 4, NULL));
+  CU_ASSERT_PTR_NULL(kv_get(b, "k\0c", 3, NULL));
+  CU_ASSERT_PTR_NULL(kv_get(b, "", 0, NULL));
   MF_ASSERT_EQ(b->used, (3 + 3 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
 
   /* Overwrite replaces the value and its charge. */
-  MF_ASSERT_EQ(store_kv_put(&s, b, k1, 3, "longer value", 12), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, k1, 3, "longer value", 12), 0);
   expect_value(b, k1, 3, "longer value", 12);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
   MF_ASSERT_EQ(b->used, (3 + 12 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
   expect_value(b, k2, 3, v2, sizeof v2);
 
   /* Delete removes exactly one key; a missing key is ENOKEY. */
-  MF_ASSERT_EQ(store_kv_del(b, k1, 3), 0);
-  CU_ASSERT_PTR_NULL(store_kv_get(b, k1, 3));
-  MF_ASSERT_EQ(store_kv_del(b, k1, 3), MAYFLY_ENOKEY);
-  MF_ASSERT_EQ(store_kv_del(b, "nope", 4), MAYFLY_ENOKEY);
-  MF_ASSERT_EQ(store_kv_del(b, "k\0a\0", 4), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(kv_del(b, k1, 3), 0);
+  CU_ASSERT_PTR_NULL(kv_get(b, k1, 3, NULL));
+  MF_ASSERT_EQ(kv_del(b, k1, 3), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(kv_del(b, "nope", 4), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(kv_del(b, "k\0a\0", 4), MAYFLY_ENOKEY);
   expect_value(b, k2, 3, v2, sizeof v2);
   expect_value(b, k3, 2, "2", 1);
   MF_ASSERT_EQ(b->used, (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
 
   /* The empty key is a key. */
-  MF_ASSERT_EQ(store_kv_put(&s, b, "", 0, "e", 1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "", 0, "e", 1), 0);
   expect_value(b, "", 0, "e", 1);
-  MF_ASSERT_EQ(store_kv_del(b, "", 0), 0);
+  MF_ASSERT_EQ(kv_del(b, "", 0), 0);
 
-  MF_ASSERT_EQ(store_kv_del(b, k2, 3), 0);
-  MF_ASSERT_EQ(store_kv_del(b, k3, 1), 0);
-  MF_ASSERT_EQ(store_kv_del(b, k3, 2), 0);
+  MF_ASSERT_EQ(kv_del(b, k2, 3), 0);
+  MF_ASSERT_EQ(kv_del(b, k3, 1), 0);
+  MF_ASSERT_EQ(kv_del(b, k3, 2), 0);
   MF_ASSERT_EQ(b->used, 0);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 0);
   store_free(&s);
@@ -660,7 +681,7 @@ static void test_kv_value_is_a_copy_of_the_callers_bytes(void) {
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
   char key[8] = "key", val[8] = "value";
-  MF_ASSERT_EQ(store_kv_put(&s, b, key, 3, val, 5), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, key, 3, val, 5), 0);
   memcpy(key, "xxx", 3);
   memcpy(val, "XXXXX", 5);
   expect_value(b, "key", 3, "value", 5);
@@ -704,7 +725,7 @@ static void test_kv_slot_must_lie_in_the_blocks_range(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     MF_ASSERT_EQ(b->range_lo, cases[i].lo);
     MF_ASSERT_EQ(b->range_hi, cases[i].hi);
-    int rc = store_kv_check_slot(b, key, klen);
+    int rc = store_kv_check_slot(b, wire_kv_hash(key, klen));
     if (rc != cases[i].want) {
       fprintf(stderr, "  slot %u in [%lld, %lld)\n", slot, (long long)cases[i].lo,
               (long long)cases[i].hi);
@@ -722,45 +743,45 @@ static void test_kv_put_that_does_not_fit_is_full_and_keeps_the_old_value(void) 
   uint8_t val[BS];
   memset(val, 0x61, sizeof val);
   const uint32_t vlen = 1000 - 2 - STORE_KV_ENTRY_OVERHEAD;
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k1", 2, val, vlen), 0);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k2", 2, val, vlen), 0);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, "old", 3), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k1", 2, val, vlen), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k2", 2, val, vlen), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, "old", 3), 0);
   const uint64_t used = 1000 + 1000 + 2 + 3 + STORE_KV_ENTRY_OVERHEAD;
   MF_ASSERT_EQ(b->used, used);
   const uint64_t room = BS - used;
 
   /* A new key one byte too large for what is left. */
   uint64_t too_much = room - 2 - STORE_KV_ENTRY_OVERHEAD + 1;
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k4", 2, val, too_much), MAYFLY_EFULL);
-  CU_ASSERT_PTR_NULL(store_kv_get(b, "k4", 2));
+  MF_ASSERT_EQ(kv_put(&s, b, "k4", 2, val, too_much), MAYFLY_EFULL);
+  CU_ASSERT_PTR_NULL(kv_get(b, "k4", 2, NULL));
   MF_ASSERT_EQ(b->used, used);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 3);
 
   /* Overwriting with a value bigger than the old one plus what is left:
    * refused, and the old value stays, byte for byte. */
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, 3 + room + 1), MAYFLY_EFULL);
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, 3 + room + 1), MAYFLY_EFULL);
   expect_value(b, "k3", 2, "old", 3);
   MF_ASSERT_EQ(b->used, used);
 
   /* Exactly what is left fits, for an overwrite as for a new key. */
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, 3 + room), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, 3 + room), 0);
   MF_ASSERT_EQ(b->used, BS);
   expect_value(b, "k3", 2, val, 3 + room);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k5", 2, "", 0), MAYFLY_EFULL);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, "old", 3), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k5", 2, "", 0), MAYFLY_EFULL);
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, "old", 3), 0);
   MF_ASSERT_EQ(b->used, used);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k4", 2, val, too_much - 1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k4", 2, val, too_much - 1), 0);
   MF_ASSERT_EQ(b->used, BS);
 
   /* Deleting makes room again. */
-  MF_ASSERT_EQ(store_kv_del(b, "k1", 2), 0);
+  MF_ASSERT_EQ(kv_del(b, "k1", 2), 0);
   MF_ASSERT_EQ(b->used, BS - 1000);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k6", 2, val, vlen), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "k6", 2, val, vlen), 0);
   MF_ASSERT_EQ(b->used, BS);
 
   /* An entry larger than a whole block can never fit anywhere. */
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k7", 2, val, BS), MAYFLY_ETOOBIG);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "k3", 2, val, (uint64_t)1 << 40), MAYFLY_ETOOBIG);
+  MF_ASSERT_EQ(kv_put(&s, b, "k7", 2, val, BS), MAYFLY_ETOOBIG);
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, (uint64_t)1 << 40), MAYFLY_ETOOBIG);
   expect_value(b, "k3", 2, "old", 3);
   MF_ASSERT_EQ(b->used, BS);
   store_free(&s);
@@ -794,7 +815,7 @@ static void put_value_of_length_near_uint64_max(void) {
   store_adopt(&s, 0, 1, STORE_KV, ALL_SLOTS);
   store_block_t *b = NULL;
   if (store_lookup(&s, 0, 1, STORE_KV, &b) != 0) _exit(3);
-  int rc = store_kv_put(&s, b, "k", 1, "v", UINT64_MAX - 10);
+  int rc = kv_put(&s, b, "k", 1, "v", UINT64_MAX - 10);
   _exit(rc == MAYFLY_ETOOBIG && b->used == 0 ? 0 : 1);
 }
 
@@ -831,7 +852,7 @@ static void test_kv_budget_holds_over_random_operations(void) {
       uint8_t val[900];
       for (uint32_t i = 0; i < vlen; i++) val[i] = (uint8_t)(op + i);
       uint64_t cost = klen + vlen + STORE_KV_ENTRY_OVERHEAD;
-      int rc = store_kv_put(&s, b, key, klen, val, vlen);
+      int rc = kv_put(&s, b, key, klen, val, vlen);
       if (charged - old_cost + cost <= BS) {
         MF_ASSERT_EQ(rc, 0);
         g_hash_table_replace(model, g_bytes_ref(kb), g_bytes_new(val, vlen));
@@ -842,7 +863,7 @@ static void test_kv_budget_holds_over_random_operations(void) {
         fulls++;
       }
     } else if (what < 9) {
-      int rc = store_kv_del(b, key, klen);
+      int rc = kv_del(b, key, klen);
       MF_ASSERT_EQ(rc, old ? 0 : MAYFLY_ENOKEY);
       if (old) {
         charged -= old_cost;
@@ -850,9 +871,13 @@ static void test_kv_budget_holds_over_random_operations(void) {
         dels++;
       }
     } else {
-      GBytes *v = store_kv_get(b, key, klen);
+      uint32_t n = 0;
+      const uint8_t *v = kv_get(b, key, klen, &n);
       CU_ASSERT((v == NULL) == (old == NULL));
-      if (v != NULL && old != NULL) CU_ASSERT(g_bytes_equal(v, old));
+      if (v != NULL && old != NULL) {
+        MF_ASSERT_EQ(n, g_bytes_get_size(old));
+        CU_ASSERT(n == 0 || memcmp(v, g_bytes_get_data(old, NULL), n) == 0);
+      }
     }
     g_bytes_unref(kb);
     CU_ASSERT(b->used <= BS);
@@ -866,8 +891,10 @@ static void test_kv_budget_holds_over_random_operations(void) {
   while (g_hash_table_iter_next(&it, &k, &v)) {
     gsize klen = 0;
     const void *kd = g_bytes_get_data(k, &klen);
-    GBytes *got = store_kv_get(b, kd, (uint32_t)klen);
-    CU_ASSERT(got != NULL && g_bytes_equal(got, v));
+    uint32_t n = 0;
+    const uint8_t *got = kv_get(b, kd, (uint32_t)klen, &n);
+    CU_ASSERT(got != NULL && n == g_bytes_get_size(v) &&
+              (n == 0 || memcmp(got, g_bytes_get_data(v, NULL), n) == 0));
   }
   /* The sequence exercised all three outcomes. */
   CU_ASSERT(fulls > 100);
@@ -902,10 +929,10 @@ static void test_kv_contents_of_an_old_generation_never_show_through(void) {
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "secret", 6, "1234", 4), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "secret", 6, "1234", 4), 0);
   b = own(&s, 0, 2, STORE_KV);
-  CU_ASSERT_PTR_NULL(store_kv_get(b, "secret", 6));
-  MF_ASSERT_EQ(store_kv_del(b, "secret", 6), MAYFLY_ENOKEY);
+  CU_ASSERT_PTR_NULL(kv_get(b, "secret", 6, NULL));
+  MF_ASSERT_EQ(kv_del(b, "secret", 6), MAYFLY_ENOKEY);
   MF_ASSERT_EQ(b->used, 0);
 
   store_block_t *q = own(&s, 1, 1, STORE_QUEUE);
@@ -954,7 +981,7 @@ static void test_large_blocks_work_the_same(void) {
   for (;;) {
     char key[16];
     uint32_t klen = (uint32_t)g_snprintf(key, sizeof key, "%04d", stored);
-    int rc = store_kv_put(&s, kv, key, klen, chunk, sizeof chunk);
+    int rc = kv_put(&s, kv, key, klen, chunk, sizeof chunk);
     if (rc != 0) {
       MF_ASSERT_EQ(rc, MAYFLY_EFULL);
       break;
@@ -992,7 +1019,7 @@ static uint64_t put_keys_in(store_t *s, store_block_t *b, int64_t lo, int64_t hi
     char key[32], val[40];
     uint32_t klen = key_in(key, sizeof key, lo, hi, i);
     uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
-    MF_ASSERT_EQ(store_kv_put(s, b, key, klen, val, vlen), 0);
+    MF_ASSERT_EQ(kv_put(s, b, key, klen, val, vlen), 0);
     total += charge(klen, vlen);
   }
   return total;
@@ -1004,10 +1031,9 @@ static int holds_key(GHashTable *kv, int64_t lo, int64_t hi, int i) {
   char key[32], val[40];
   uint32_t klen = key_in(key, sizeof key, lo, hi, i);
   uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
-  GBytes *v = store_kv_get_in(kv, key, klen);
-  gsize n = 0;
-  const void *d = v ? g_bytes_get_data(v, &n) : NULL;
-  return v != NULL && n == vlen && memcmp(d, val, vlen) == 0;
+  uint32_t n = 0;
+  const uint8_t *d = kv_get_in(kv, key, klen, &n);
+  return d != NULL && n == vlen && memcmp(d, val, vlen) == 0;
 }
 
 /* The slots moved in these tests, and the ones around them. */
@@ -1042,8 +1068,8 @@ static void test_kv_take_range_sets_the_slots_aside_still_charged(void) {
   /* store_kv_get on the block is store_kv_get_in on its table. */
   char key[32];
   uint32_t klen = key_in(key, sizeof key, 0, MOVE_LO, 0);
-  CU_ASSERT_PTR_EQUAL(store_kv_get(b, key, klen), store_kv_get_in(b->kv, key, klen));
-  CU_ASSERT_PTR_NULL(store_kv_get_in(moving, "no such key", 11));
+  CU_ASSERT_PTR_EQUAL(kv_get(b, key, klen, NULL), kv_get_in(b->kv, key, klen, NULL));
+  CU_ASSERT_PTR_NULL(kv_get_in(moving, "no such key", 11, NULL));
   g_hash_table_destroy(moving);
 
   /* An empty range, or one without entries, sets nothing aside. */
@@ -1068,14 +1094,14 @@ static void test_kv_take_range_is_inclusive_at_lo_and_exclusive_at_hi(void) {
     if (wire_kv_slot(kb, l) > sa) lb = l;
   }
   int64_t sb = wire_kv_slot(kb, lb);
-  MF_ASSERT_EQ(store_kv_put(&s, b, ka, la, "a", 1), 0);
-  MF_ASSERT_EQ(store_kv_put(&s, b, kb, lb, "b", 1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, ka, la, "a", 1), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, kb, lb, "b", 1), 0);
   uint64_t moved = 0;
   GHashTable *moving = store_kv_take_range(b, sa, sb, &moved);
   MF_ASSERT_EQ(moved, charge(la, 1));
-  CU_ASSERT_PTR_NOT_NULL(store_kv_get_in(moving, ka, la)); /* slot lo: taken */
-  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, kb, lb));        /* slot hi: stays */
-  CU_ASSERT_PTR_NULL(store_kv_get_in(moving, kb, lb));
+  CU_ASSERT_PTR_NOT_NULL(kv_get_in(moving, ka, la, NULL)); /* slot lo: taken */
+  CU_ASSERT_PTR_NOT_NULL(kv_get(b, kb, lb, NULL));        /* slot hi: stays */
+  CU_ASSERT_PTR_NULL(kv_get_in(moving, kb, lb, NULL));
   g_hash_table_destroy(moving);
   store_free(&s);
 }
@@ -1099,7 +1125,7 @@ static void test_kv_restore_brings_the_entries_back(void) {
   char key[32], val[40];
   uint32_t klen = key_in(key, sizeof key, MOVE_LO, MOVE_HI, 0);
   uint32_t vlen = (uint32_t)g_snprintf(val, sizeof val, "v%s", key);
-  MF_ASSERT_EQ(store_kv_del(b, key, klen), 0);
+  MF_ASSERT_EQ(kv_del(b, key, klen), 0);
   MF_ASSERT_EQ(b->used, total - charge(klen, vlen));
   store_free(&s);
 }
@@ -1119,7 +1145,7 @@ static void test_kv_uncharge_after_a_commit_makes_room(void) {
   /* The room is really there: an entry of exactly what is left fits. */
   uint8_t val[BS];
   memset(val, 0x42, sizeof val);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "big", 3, val, BS - stays - charge(3, 0)), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "big", 3, val, BS - stays - charge(3, 0)), 0);
   MF_ASSERT_EQ(b->used, BS);
   /* Uncharging more than is charged stops at zero, never wraps. */
   store_kv_uncharge(b, BS + 1);
@@ -1194,7 +1220,7 @@ static void test_kv_migrate_in_checks_every_record_before_storing_any(void) {
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
-  MF_ASSERT_EQ(store_kv_put(&s, b, "mine", 4, "old", 3), 0);
+  MF_ASSERT_EQ(kv_put(&s, b, "mine", 4, "old", 3), 0);
   const uint64_t used = b->used;
   GByteArray *good = records_in(MOVE_LO, MOVE_HI, 5);
   uint64_t count = 0;
@@ -1246,7 +1272,7 @@ static void test_kv_migrate_in_checks_every_record_before_storing_any(void) {
                  MAYFLY_EINVAL);
     MF_ASSERT_EQ(count, 0);
     MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
-    CU_ASSERT_PTR_NULL(store_kv_get(b, key, klen));
+    CU_ASSERT_PTR_NULL(kv_get(b, key, klen, NULL));
     g_byte_array_free(buf, TRUE);
   }
   /* The range is exact: the good records themselves are refused for a range
@@ -1269,7 +1295,7 @@ static void test_kv_migrate_in_checks_every_record_before_storing_any(void) {
   MF_ASSERT_EQ(store_kv_migrate_in(&s, b, one->data, one->len, fslot, fslot + 1, &count), 0);
   MF_ASSERT_EQ(count, 1);
   expect_value(b, first, flen, "1", 1);
-  MF_ASSERT_EQ(store_kv_del(b, first, flen), 0);
+  MF_ASSERT_EQ(kv_del(b, first, flen), 0);
   g_byte_array_free(one, TRUE);
   MF_ASSERT_EQ(b->used, used);
   expect_value(b, "mine", 4, "old", 3);
@@ -1300,8 +1326,8 @@ static void test_kv_migrate_in_that_does_not_fit_is_full_and_keeps_the_ones_befo
   MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, MOVE_LO, MOVE_HI, &count),
                MAYFLY_EFULL);
   MF_ASSERT_EQ(count, 4);
-  for (int i = 0; i < 4; i++) CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, keys[i], klens[i]));
-  CU_ASSERT_PTR_NULL(store_kv_get(b, keys[4], klens[4]));
+  for (int i = 0; i < 4; i++) CU_ASSERT_PTR_NOT_NULL(kv_get(b, keys[i], klens[i], NULL));
+  CU_ASSERT_PTR_NULL(kv_get(b, keys[4], klens[4], NULL));
   MF_ASSERT_EQ(b->used, charged);
   CU_ASSERT(b->used <= BS);
   g_byte_array_free(buf, TRUE);
@@ -1351,12 +1377,11 @@ static void test_kv_split_moves_every_entry_to_exactly_one_block(void) {
   MF_ASSERT_EQ(moved, goes);
   GByteArray *buf = g_byte_array_new();
   GHashTableIter it;
-  gpointer k, v;
+  gpointer p;
   g_hash_table_iter_init(&it, moving);
-  while (g_hash_table_iter_next(&it, &k, &v)) {
-    gsize kl, vl;
-    const void *kd = g_bytes_get_data(k, &kl), *vd = g_bytes_get_data(v, &vl);
-    append_record(buf, kd, (uint32_t)kl, vd, (uint32_t)vl);
+  while (g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    append_record(buf, store_kv_entry_key(e), e->h.klen, store_kv_entry_value(e), e->h.vlen);
   }
   uint64_t count = 0;
   MF_ASSERT_EQ(store_kv_migrate_in(&s, dst, buf->data, buf->len, MOVE_LO, 65536, &count), 0);
@@ -1371,7 +1396,7 @@ static void test_kv_split_moves_every_entry_to_exactly_one_block(void) {
     CU_ASSERT(!holds_key(src->kv, MOVE_LO, 65536, i));
     char key[32];
     uint32_t klen = key_in(key, sizeof key, MOVE_LO, 65536, i);
-    MF_ASSERT_EQ(store_kv_check_slot(dst, key, klen), 0);
+    MF_ASSERT_EQ(store_kv_check_slot(dst, wire_kv_hash(key, klen)), 0);
   }
   g_byte_array_free(buf, TRUE);
   store_free(&s);
@@ -1453,6 +1478,229 @@ static void test_file_truncate_over_many_pages_touches_no_other_block(void) {
   store_free(&s);
 }
 
+/* --- kv entry layout --- */
+
+/* The only entry of a block's table. */
+static const store_kv_entry_t *only_entry(store_block_t *b) {
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  GHashTableIter it;
+  gpointer e = NULL;
+  g_hash_table_iter_init(&it, b->kv);
+  CU_ASSERT_FATAL(g_hash_table_iter_next(&it, &e, NULL));
+  return e;
+}
+
+static void test_kv_entry_is_one_allocation_of_head_key_and_value(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  const char key[] = "a\0key\0";
+  const uint8_t val[] = {0, 'v', 0, 'w', 0};
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, val, sizeof val), 0);
+  const store_kv_entry_t *e = only_entry(b);
+  /* The head: the hash of the key as wire_kv_hash computes it, the lengths;
+   * then the key and the value, back to back, in the same allocation. */
+  MF_ASSERT_EQ(sizeof(store_kv_head_t), 16);
+  MF_ASSERT_EQ(e->h.hash, wire_kv_hash(key, 6));
+  MF_ASSERT_EQ(e->h.klen, 6);
+  MF_ASSERT_EQ(e->h.vlen, sizeof val);
+  CU_ASSERT(memcmp(e->data, key, 6) == 0);
+  CU_ASSERT(memcmp(e->data + 6, val, sizeof val) == 0);
+  CU_ASSERT_PTR_EQUAL(store_kv_entry_key(e), e->data);
+  CU_ASSERT_PTR_EQUAL(store_kv_entry_value(e), e->data + 6);
+  /* A get borrows the entry's bytes: no copy. */
+  uint32_t vlen = 0;
+  CU_ASSERT_PTR_EQUAL(kv_get(b, key, 6, &vlen), store_kv_entry_value(e));
+  MF_ASSERT_EQ(vlen, sizeof val);
+  /* An overwrite is a new entry in place of the old one (the old one is
+   * freed: the sanitizer build checks that nothing leaks). */
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, "new", 3), 0);
+  e = only_entry(b);
+  MF_ASSERT_EQ(e->h.vlen, 3);
+  CU_ASSERT(memcmp(store_kv_entry_value(e), "new", 3) == 0);
+  CU_ASSERT_PTR_EQUAL(kv_get(b, key, 6, &vlen), store_kv_entry_value(e));
+  /* An empty value still has a (non-NULL) place: it is present. */
+  MF_ASSERT_EQ(kv_put(&s, b, key, 6, "", 0), 0);
+  CU_ASSERT_PTR_NOT_NULL(kv_get(b, key, 6, &vlen));
+  MF_ASSERT_EQ(vlen, 0);
+  MF_ASSERT_EQ(kv_del(b, key, 6), 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 0);
+  MF_ASSERT_EQ(b->used, 0);
+  store_free(&s);
+}
+
+static void test_kv_lookups_use_the_callers_hash_and_compare_the_key(void) {
+  /* The store never hashes a key itself: it finds entries by the hash it is
+   * given, then compares length and bytes. Keys made to share a hash (the
+   * caller says so) stay apart; the right key with another hash is not
+   * found. */
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  const uint64_t h = 0x123456789abcdef0ULL;
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ab", 2, "1", 1), 0);
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ab\0", 3, "2", 1), 0); /* a prefix of another length */
+  MF_ASSERT_EQ(store_kv_put(&s, b, h, "ac", 2, "3", 1), 0);   /* same length, other bytes */
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 3);
+  const char *want[] = {"1", "2", "3"};
+  const char *keys[] = {"ab", "ab\0", "ac"};
+  const uint32_t klens[] = {2, 3, 2};
+  for (int i = 0; i < 3; i++) {
+    uint32_t vlen = 0;
+    const uint8_t *v = store_kv_get(b, h, keys[i], klens[i], &vlen);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    MF_ASSERT_EQ(vlen, 1);
+    MF_ASSERT_EQ(v[0], want[i][0]);
+  }
+  uint32_t vlen = 0;
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h, "a", 1, &vlen));
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h + 1, "ab", 2, &vlen));
+  /* Only the upper half of the hash differs from h: another table bucket. */
+  CU_ASSERT_PTR_NULL(store_kv_get(b, h ^ (1ULL << 40), "ab", 2, &vlen));
+  MF_ASSERT_EQ(store_kv_del(b, h + 1, "ab", 2), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(store_kv_del(b, h, "ab", 2), 0);
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, h, "ab\0", 3, &vlen));
+  CU_ASSERT_PTR_NOT_NULL(store_kv_get(b, h, "ac", 2, &vlen));
+  /* The slot check works from the hash too. */
+  store_adopt(&s, 1, 1, STORE_KV, wire_kv_slot_of(h), wire_kv_slot_of(h) + 1);
+  store_block_t *one = NULL;
+  MF_ASSERT_EQ(store_lookup(&s, 1, 1, STORE_KV, &one), 0);
+  MF_ASSERT_EQ(store_kv_check_slot(one, h), 0);
+  MF_ASSERT_EQ(store_kv_check_slot(one, h + 1), MAYFLY_EMOVED);
+  store_free(&s);
+}
+
+static void test_kv_key_longer_than_the_limit_is_invalid(void) {
+  store_t s;
+  MF_ASSERT_EQ(store_init(&s, 1, 256u << 10), 0);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  uint8_t *key = g_malloc0(WIRE_KEY_MAX + 1);
+  MF_ASSERT_EQ(kv_put(&s, b, key, WIRE_KEY_MAX + 1, "v", 1), MAYFLY_EINVAL);
+  MF_ASSERT_EQ(kv_put(&s, b, key, WIRE_KEY_MAX, "v", 1), 0);
+  MF_ASSERT_EQ(b->used, store_kv_charge(WIRE_KEY_MAX, 1));
+  /* A migration record with such a key is a protocol error; none is stored. */
+  GByteArray *buf = g_byte_array_new();
+  append_record(buf, "k", 1, "v", 1);
+  append_record(buf, key, WIRE_KEY_MAX + 1, "v", 1);
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count),
+               MAYFLY_EPROTO);
+  MF_ASSERT_EQ(count, 0);
+  MF_ASSERT_EQ(g_hash_table_size(b->kv), 1);
+  g_byte_array_free(buf, TRUE);
+  g_free(key);
+  store_free(&s);
+}
+
+static void test_kv_migrated_records_become_entries_with_their_hash(void) {
+  store_t s;
+  fresh(&s);
+  store_block_t *b = own(&s, 0, 1, STORE_KV);
+  GByteArray *buf = g_byte_array_new();
+  append_record(buf, "x\0y", 3, "1\0", 2);
+  append_record(buf, "", 0, "empty key", 9);
+  append_record(buf, "z", 1, "", 0);
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count), 0);
+  MF_ASSERT_EQ(count, 3);
+  GHashTableIter it;
+  gpointer p;
+  g_hash_table_iter_init(&it, b->kv);
+  int n = 0;
+  while (g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    MF_ASSERT_EQ(e->h.hash, wire_kv_hash(store_kv_entry_key(e), e->h.klen));
+    n++;
+  }
+  MF_ASSERT_EQ(n, 3);
+  expect_value(b, "x\0y", 3, "1\0", 2);
+  expect_value(b, "", 0, "empty key", 9);
+  expect_value(b, "z", 1, "", 0);
+  MF_ASSERT_EQ(b->used, store_kv_charge(3, 2) + store_kv_charge(0, 9) + store_kv_charge(1, 0));
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
+static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
+  /* What a client reckons an entry costs (key + value +
+   * WIRE_KV_ENTRY_OVERHEAD) is exactly what the block is charged, for every
+   * way an entry arrives or leaves; store_totals adds up what the blocks hold. */
+  store_t s;
+  MF_ASSERT_EQ(store_init(&s, 3, 64u << 10), 0);
+  store_adopt(&s, 0, 1, STORE_KV, ALL_SLOTS);
+  store_adopt(&s, 1, 1, STORE_KV, ALL_SLOTS);
+  store_adopt(&s, 2, 1, STORE_QUEUE, 0, 0);
+  store_block_t *a = &s.blocks[0], *b = &s.blocks[1];
+  MF_ASSERT_EQ(STORE_KV_ENTRY_OVERHEAD, WIRE_KV_ENTRY_OVERHEAD);
+  const uint32_t klens[] = {0, 1, 16, 100, 1000};
+  const uint32_t vlens[] = {0, 1, 64, 1000, 20000};
+  uint64_t total = 0;
+  int entries = 0;
+  for (size_t i = 0; i < G_N_ELEMENTS(klens); i++) {
+    for (size_t j = 0; j < G_N_ELEMENTS(vlens); j++) {
+      char key[1024];
+      uint32_t klen = klens[i];
+      if (klen == 0 && j > 0) continue; /* there is one empty key */
+      memset(key, 'k', klen);
+      if (klen >= 4) g_snprintf(key, 4, "%zu%zu", i, j); /* distinct keys */
+      if (klen > 0 && klen < 4) key[0] = (char)('a' + j);
+      uint8_t *val = g_malloc0(vlens[j] + 1);
+      uint64_t before = a->used;
+      int rc = kv_put(&s, a, key, klen, val, vlens[j]);
+      if (rc == MAYFLY_EFULL) {
+        g_free(val);
+        continue;
+      }
+      MF_ASSERT_EQ(rc, 0);
+      uint64_t charge = store_kv_charge(klen, vlens[j]);
+      MF_ASSERT_EQ(charge, (uint64_t)klen + vlens[j] + WIRE_KV_ENTRY_OVERHEAD);
+      MF_ASSERT_EQ(a->used - before, charge);
+      total += charge;
+      entries++;
+      g_free(val);
+    }
+  }
+  MF_ASSERT_EQ(a->used, total);
+  uint64_t charged = 0, kv_entries = 0;
+  MF_ASSERT_EQ(store_queue_push(&s, &s.blocks[2], "item", 4), 0);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(charged, total + 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(kv_entries, (uint64_t)entries);
+  /* Set aside for a repartition, the entries stay charged and counted. */
+  uint64_t moved = 0;
+  GHashTable *moving = store_kv_take_range(a, ALL_SLOTS, &moved);
+  a->rp_moving = moving;
+  MF_ASSERT_EQ(moved, total);
+  MF_ASSERT_EQ(store_kv_count(a), (uint64_t)entries);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(kv_entries, (uint64_t)entries);
+  /* Migrated to the other block, they are charged there the same. */
+  GByteArray *buf = g_byte_array_new();
+  GHashTableIter it;
+  gpointer p;
+  g_hash_table_iter_init(&it, moving);
+  while (g_hash_table_iter_next(&it, &p, NULL)) {
+    const store_kv_entry_t *e = p;
+    append_record(buf, store_kv_entry_key(e), e->h.klen, store_kv_entry_value(e), e->h.vlen);
+  }
+  uint64_t count = 0;
+  MF_ASSERT_EQ(store_kv_migrate_in(&s, b, buf->data, buf->len, ALL_SLOTS, &count), 0);
+  MF_ASSERT_EQ(count, (uint64_t)entries);
+  MF_ASSERT_EQ(b->used, total);
+  a->rp_moving = NULL;
+  g_hash_table_destroy(moving);
+  store_kv_uncharge(a, moved);
+  MF_ASSERT_EQ(a->used, 0);
+  /* Dropped, they are uncharged to zero. */
+  store_kv_drop_range(b, ALL_SLOTS);
+  MF_ASSERT_EQ(b->used, 0);
+  store_totals(&s, &charged, &kv_entries);
+  MF_ASSERT_EQ(charged, 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(kv_entries, 0);
+  g_byte_array_free(buf, TRUE);
+  store_free(&s);
+}
+
 int main(void) {
   static const mf_test_t tests[] = {
       {"an index out of range is invalid", test_index_out_of_range_is_invalid},
@@ -1511,6 +1759,15 @@ int main(void) {
        test_kv_drop_range_drops_those_slots_and_uncharges_them},
       {"kv: a split moves every entry to exactly one block",
        test_kv_split_moves_every_entry_to_exactly_one_block},
+      {"kv: an entry is one allocation of head, key and value",
+       test_kv_entry_is_one_allocation_of_head_key_and_value},
+      {"kv: lookups use the caller's hash and compare the key",
+       test_kv_lookups_use_the_callers_hash_and_compare_the_key},
+      {"kv: a key longer than the limit is invalid", test_kv_key_longer_than_the_limit_is_invalid},
+      {"kv: migrated records become entries with their hash",
+       test_kv_migrated_records_become_entries_with_their_hash},
+      {"kv: the charge per entry is what the store accounts",
+       test_kv_charge_per_entry_is_what_the_store_accounts},
       {"file: truncate shrinks, and the cut bytes read as zeros",
        test_file_truncate_shrinks_and_the_cut_bytes_read_as_zeros},
       {"file: truncate over many pages touches no other block",

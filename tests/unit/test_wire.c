@@ -470,6 +470,34 @@ static void test_kv_slot_is_fnv1a_of_the_key(void) {
   MF_ASSERT_EQ(wire_kv_slot("", 0), 0xcbf29ce484222325ULL % 65536);
   MF_ASSERT_EQ(wire_kv_slot("a", 1), 0xaf63dc4c8601ec8cULL % 65536);
   MF_ASSERT_EQ(wire_kv_slot("foobar", 6), 0x85944171f73967e8ULL % 65536);
+  /* The hash itself, which servers keep with each entry, and the slot of it. */
+  MF_ASSERT_EQ(wire_kv_hash("", 0), 0xcbf29ce484222325ULL);
+  MF_ASSERT_EQ(wire_kv_hash("a", 1), 0xaf63dc4c8601ec8cULL);
+  MF_ASSERT_EQ(wire_kv_hash("foobar", 6), 0x85944171f73967e8ULL);
+  MF_ASSERT_EQ(wire_kv_slot_of(0x85944171f73967e8ULL), wire_kv_slot("foobar", 6));
+}
+
+static void test_server_stat_payload_round_trips(void) {
+  wire_server_stat_t in = {.source = WIRE_ALLOC_STATS_JEMALLOC,
+                           .allocated = 0x0102030405060708ULL,
+                           .resident = 1ULL << 40,
+                           .charged = 12345,
+                           .kv_entries = 1000000,
+                           .blocks_in_use = 7},
+                     out;
+  uint8_t buf[WIRE_SERVER_STAT_SIZE + 8];
+  memset(buf, 0xee, sizeof buf);
+  wire_server_stat_put(buf, &in);
+  /* Little-endian u64 fields in the documented order. */
+  MF_ASSERT_EQ(buf[0], WIRE_ALLOC_STATS_JEMALLOC);
+  MF_ASSERT_EQ(buf[8], 0x08);
+  MF_ASSERT_EQ(buf[15], 0x01);
+  MF_ASSERT_EQ(buf[WIRE_SERVER_STAT_SIZE], 0xee); /* nothing written past the size */
+  MF_ASSERT_EQ(wire_server_stat_get(buf, WIRE_SERVER_STAT_SIZE, &out), 0);
+  CU_ASSERT(memcmp(&in, &out, sizeof in) == 0);
+  /* A longer payload (a later version's) still reads; a short one does not. */
+  MF_ASSERT_EQ(wire_server_stat_get(buf, sizeof buf, &out), 0);
+  MF_ASSERT_EQ(wire_server_stat_get(buf, WIRE_SERVER_STAT_SIZE - 1, &out), MAYFLY_EPROTO);
 }
 
 static void test_kv_slot_is_deterministic_and_in_range(void) {
@@ -792,6 +820,7 @@ int main(void) {
       {"lengths that lie never read past the buffer",
        test_lengths_that_lie_never_read_past_the_buffer},
       {"the kv slot is FNV-1a of the key", test_kv_slot_is_fnv1a_of_the_key},
+      {"the server stat payload round-trips", test_server_stat_payload_round_trips},
       {"the kv slot is deterministic and in range", test_kv_slot_is_deterministic_and_in_range},
       {"the kv slot spreads keys over ranges", test_kv_slot_spreads_keys_over_ranges},
       {"a migration record is two little-endian lengths, then key, then value",
