@@ -255,6 +255,12 @@ int main(int argc, char **argv) {
        "compare: a few rows only; elastic: 4 MiB blocks (smoke runs)", NULL},
       {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
        "Requests in flight per client (data; default 1)", "D"},
+      {"loader", 0, 0, G_OPTION_ARG_STRING, &o.loader,
+       "compare: threads (a thread per client, Mayfly through libmayfly), event (one epoll "
+       "thread, the data protocol) or both (default)", "L"},
+      {"targets", 0, 0, G_OPTION_ARG_NONE, &o.targets,
+       "compare: only the rows of the Redis targets (kv 64 B at 16/50 clients, pipeline 16, "
+       "1 MiB)", NULL},
       {NULL}};
   char *param = g_strdup_printf("%s [options]", sub);
   GOptionContext *ctx = g_option_context_new(param);
