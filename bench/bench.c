@@ -71,12 +71,19 @@ static char *sibling_binary(const char *rel) {
 }
 
 /* Spawns a daemon from the build tree with --port 0 --port-file and waits
- * for the port; returns the pid or -1. */
+ * for the port; returns the pid or -1. For profiling, the words of
+ * $MAYFLY_BENCH_WRAP_MEMSERVER (e.g. "valgrind --tool=callgrind") go before
+ * the memory server's command line; the pid is then the wrapper's. */
 static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *args, int *port) {
   char *bin = sibling_binary(rel);
   char *tmp = g_dir_make_tmp("mayfly-bench-XXXXXX", NULL);
   char *port_file = g_build_filename(tmp, "port", NULL);
   GPtrArray *argv = g_ptr_array_new();
+  const char *wrap = strstr(rel, "memserver") ? getenv("MAYFLY_BENCH_WRAP_MEMSERVER") : NULL;
+  char **words = wrap != NULL ? g_strsplit_set(wrap, " ", -1) : NULL;
+  for (char **w = words; w != NULL && *w != NULL; w++) {
+    if (**w) g_ptr_array_add(argv, *w);
+  }
   g_ptr_array_add(argv, bin);
   g_ptr_array_add(argv, "--port");
   g_ptr_array_add(argv, "0");
@@ -89,11 +96,12 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execv(bin, (char **)argv->pdata);
+    execvp(g_ptr_array_index(argv, 0), (char **)argv->pdata);
     _exit(127);
   }
   *port = 0;
-  for (int i = 0; i < 500 && *port == 0; i++) {
+  /* Up to 5 s, or 60 s under a wrapper (valgrind starts slowly). */
+  for (int i = 0; i < (words ? 6000 : 500) && *port == 0; i++) {
     char *txt = NULL;
     if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
       *port = atoi(txt);
@@ -116,6 +124,7 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
     sched_setaffinity(pid, sizeof set, &set);
   }
   g_ptr_array_free(argv, TRUE);
+  g_strfreev(words);
   g_free(port_file);
   g_free(tmp);
   g_free(bin);
@@ -280,6 +289,9 @@ int main(int argc, char **argv) {
       {"targets", 0, 0, G_OPTION_ARG_NONE, &o.targets,
        "compare: only the rows of the Redis targets (kv 64 B at 16/50 clients, pipeline 16, "
        "1 MiB)", NULL},
+      {"workload", 'w', 0, G_OPTION_ARG_STRING, &o.workload,
+       "compare: only the rows of this workload (\"kv get\"); --clients, --pipeline and "
+       "--value-size also pick rows", "NAME"},
       {NULL}};
   char *param = g_strdup_printf("%s [options]", sub);
   GOptionContext *ctx = g_option_context_new(param);

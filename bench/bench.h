@@ -21,6 +21,7 @@ typedef struct bench_opts {
   int quick;        /* compare: a few rows only (smoke run) */
   char *loader;     /* compare: "threads", "event" or "both" (NULL: both) */
   int targets;      /* compare: only the rows of issue 9's targets */
+  char *workload;   /* compare: only rows of this workload ("kv get"); NULL: all */
 } bench_opts_t;
 
 /* One measured row. */

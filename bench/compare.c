@@ -433,7 +433,8 @@ static void run_event(const bench_opts_t *o, const spec_t *s, mayfly_client_t *c
                       int redis_port, result_t *m, result_t *r) {
   evl_spec_t es = {.proto = EVL_MAYFLY, .put = s->op == OP_SET, .conns = s->clients,
                    .pipeline = s->pipeline, .vsize = s->vsize, .keys = ev_keys(s),
-                   .seconds = o->seconds};
+                   .seconds = o->seconds,
+                   .batches = o->ops > 0 ? (o->ops + s->pipeline - 1) / s->pipeline : 0};
   evl_result_t er;
   char path[64];
   snprintf(path, sizeof path, "/cmp/ev%d", row);
@@ -657,6 +658,16 @@ int bench_compare(bench_opts_t *o) {
   mayfly_mkdir(ctl, "/cmp", 1);
 
   GArray *specs = o->targets ? target_specs() : all_specs(o->quick);
+  /* --workload, --clients, --pipeline and --value-size pick rows. */
+  for (guint i = specs->len; i-- > 0;) {
+    const spec_t *s = &g_array_index(specs, spec_t, i);
+    if ((o->workload != NULL && strcmp(o->workload, s->name) != 0) ||
+        (o->clients > 0 && o->clients != s->clients) ||
+        (o->pipeline > 0 && o->pipeline != s->pipeline) ||
+        (o->value_size > 0 && (size_t)o->value_size != s->vsize)) {
+      g_array_remove_index(specs, i);
+    }
+  }
   double loop = loopback_gbps(2);
   if (o->json) {
     printf("{\"bench\": \"compare\", \"loopback_gbps\": %.3f, \"rows\": [\n", loop);

@@ -1,11 +1,12 @@
 /*
  * The event-driven loader of mayfly-bench compare (see evload.h): one
  * thread, one epoll set, N non-blocking connections. Each connection sends a
- * batch of `pipeline` requests with one writev (headers and keys from a
- * per-request buffer, values from one shared buffer, so a 1 MiB value is
- * never copied on this side), reads the replies as they come (one recv per
- * readiness unless the buffer filled), and sends its next batch when the
- * last reply of this one is in: the shape of redis-benchmark -P.
+ * batch of `pipeline` requests with one write (small values: the batch laid
+ * out in one buffer; large ones: a writev of headers and one shared value
+ * buffer, so a 1 MiB value is never copied on this side), reads the replies
+ * as they come (one recv per readiness unless the buffer filled), and sends
+ * its next batch when the last reply of this one is in: the shape of
+ * redis-benchmark -P.
  */
 #define _GNU_SOURCE
 #include "bench/evload.h"
@@ -30,6 +31,10 @@
 #define EVL_MAX_PIPE 64
 #define EVL_PREFIX 160 /* a request's header and key (keys are short here) */
 #define EVL_READ_MIN (64u << 10)
+/* Values up to this size are copied into one contiguous batch buffer (one
+ * iovec, as redis-benchmark writes its preformatted pipeline); larger ones
+ * are sent from the shared value buffer. */
+#define EVL_COPY_MAX (16u << 10)
 
 typedef struct conn {
   int fd, idx;
@@ -40,6 +45,7 @@ typedef struct conn {
   double sent_at;
   int want_out;       /* EPOLLOUT armed: a batch did not fit the socket */
   uint8_t prefix[EVL_MAX_PIPE][EVL_PREFIX];
+  uint8_t *flat; /* small values: the whole batch, contiguous */
   struct iovec iov[3 * EVL_MAX_PIPE];
   int niov, iov_at;
   uint8_t *in;
@@ -66,9 +72,11 @@ char *evl_key(char *buf, size_t len, size_t vsize, int conn, long long j, int ke
   return buf;
 }
 
-/* Lays out the next batch of n requests in c->iov. */
+/* Lays out the next batch of n requests in c->iov: a single iovec over
+ * c->flat for small values, else headers and the shared value buffer. */
 static void encode(loader_t *L, conn_t *c, int n) {
   const evl_spec_t *s = L->s;
+  size_t flat = 0;
   c->niov = c->iov_at = 0;
   for (int i = 0; i < n; i++) {
     char key[64];
@@ -94,12 +102,19 @@ static void encode(loader_t *L, conn_t *c, int n) {
       plen = (size_t)snprintf((char *)p, EVL_PREFIX, "*2\r\n$3\r\nGET\r\n$%zu\r\n%s\r\n", klen,
                               key);
     }
-    c->iov[c->niov++] = (struct iovec){p, plen};
-    if (L->put) {
-      c->iov[c->niov++] = (struct iovec){L->val, s->vsize};
-      if (s->proto == EVL_REDIS) c->iov[c->niov++] = (struct iovec){(void *)crlf, 2};
+    size_t vlen = L->put ? s->vsize : 0, tail = L->put && s->proto == EVL_REDIS ? 2 : 0;
+    if (c->flat != NULL) {
+      memcpy(c->flat + flat, p, plen);
+      memcpy(c->flat + flat + plen, L->val, vlen);
+      memcpy(c->flat + flat + plen + vlen, crlf, tail);
+      flat += plen + vlen + tail;
+      continue;
     }
+    c->iov[c->niov++] = (struct iovec){p, plen};
+    if (vlen > 0) c->iov[c->niov++] = (struct iovec){L->val, vlen};
+    if (tail > 0) c->iov[c->niov++] = (struct iovec){(void *)crlf, tail};
   }
+  if (c->flat != NULL) c->iov[c->niov++] = (struct iovec){c->flat, flat};
   c->next += n;
   c->batch = c->inflight = n;
 }
@@ -152,7 +167,10 @@ static int batch_done(loader_t *L, conn_t *c) {
     L->r->ops += c->batch;
     if (now > L->r->t1) L->r->t1 = now;
   }
-  if (L->fill ? c->next >= L->s->keys : now >= L->deadline) {
+  int over = L->fill             ? c->next >= L->s->keys
+             : L->s->batches > 0 ? c->next >= L->s->batches * L->s->pipeline
+                                 : now >= L->deadline;
+  if (over) {
     c->done = 1;
     L->active--;
     return 0;
@@ -300,7 +318,7 @@ static void phase(loader_t *L, int fill, int put) {
   L->active = 0;
   double start = bench_now_us();
   L->deadline = start + s->seconds * 1e6;
-  double give_up = L->deadline + 30e6;
+  double give_up = s->batches > 0 ? 1e300 : L->deadline + 30e6;
   if (!fill) L->r->t0 = L->r->t1 = start;
   for (int i = 0; i < s->conns; i++) {
     conn_t *c = &L->c[i];
@@ -346,6 +364,7 @@ int evl_run(const evl_spec_t *s, evl_result_t *r) {
     c->idx = i;
     c->cap = EVL_READ_MIN * 4;
     c->in = g_malloc(c->cap);
+    if (s->vsize <= EVL_COPY_MAX) c->flat = g_malloc((size_t)s->pipeline * (EVL_PREFIX + s->vsize + 2));
     c->fd = connect_to(s);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (c->fd < 0 || epoll_ctl(L.ep, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
@@ -358,6 +377,7 @@ int evl_run(const evl_spec_t *s, evl_result_t *r) {
   for (int i = 0; i < s->conns; i++) {
     if (L.c[i].fd >= 0) close(L.c[i].fd);
     g_free(L.c[i].in);
+    g_free(L.c[i].flat);
   }
   close(L.ep);
   g_free(L.c);

@@ -30,6 +30,7 @@ typedef struct evl_spec {
   size_t vsize;
   int keys;     /* keys per connection: "k:CONN:J" (or "big:CONN:J" for 1 MiB+) */
   int seconds;
+  long long batches; /* > 0: each connection sends this many batches, whatever the time */
 } evl_spec_t;
 
 typedef struct evl_result {
@@ -42,7 +43,8 @@ typedef struct evl_result {
 /* Opens s->conns connections, fills the keys for a get run, then keeps every
  * connection busy for s->seconds: it sends a batch of s->pipeline requests,
  * waits for their replies and sends the next, until the time is up (batches
- * under way are finished and counted). Fills *r (free r->lat with
+ * under way are finished and counted) or, with s->batches, until each has
+ * sent that many. Fills *r (free r->lat with
  * bench_lat_free). Returns 0, or -1 when any connection failed (r->errors). */
 int evl_run(const evl_spec_t *s, evl_result_t *r);
 
