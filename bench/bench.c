@@ -314,5 +314,9 @@ int main(int argc, char **argv) {
     sched_setaffinity(0, sizeof set, &set);
   }
   signal(SIGPIPE, SIG_IGN);
-  return run(&o);
+  int rc = run(&o);
+  g_free(o.directory);
+  g_free(o.loader);
+  g_free(o.workload);
+  return rc;
 }
