@@ -23,6 +23,8 @@ out=docs/bench
 mkdir -p "$out"
 secs=${SECONDS_PER_ROW:-2}
 echo "Mayfly vs Redis on $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d), ${secs} s per row and side"
+# Other work on the machine moves every figure: say how busy it was.
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${COMPARE_CSV:-}" ]; then
   [ "$(realpath "$COMPARE_CSV")" = "$(realpath "$out/compare.csv")" ] || cp "$COMPARE_CSV" "$out/compare.csv"
 else
@@ -113,4 +115,5 @@ plot "$out/compare.dat" using 2:xtic(1) title "thread per client (libmayfly)" lc
 GP
 rm -f "$out/compare.dat"
 echo
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrote $out/compare.csv and $out/compare.svg"
