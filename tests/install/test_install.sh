@@ -47,11 +47,13 @@ incdir=$(pkg-config --cflags-only-I mayfly | sed 's/^-I//; s/ *$//')
 [ "$(realpath "$incdir")" = "$(realpath "$prefix/include")" ] ||
   fail "Cflags name '$incdir', not $prefix/include"
 
-# Only the public API is exported.
-others=$(nm -D --defined-only "$libdir/libmayfly.so" | awk '{print $3}' | grep -v '^mayfly_' || true)
+# Only the public API is exported. (Outputs are captured before grep reads
+# them: with pipefail, `cmd | grep -q` fails when grep stops cmd early.)
+exported=$(nm -D --defined-only "$libdir/libmayfly.so" | awk '{print $3}')
+others=$(grep -v '^mayfly_' <<< "$exported" || true)
 [ -z "$others" ] || fail "libmayfly.so exports non-API symbols: $others"
-nm -D --defined-only "$libdir/libmayfly.so" | grep -q ' T mayfly_kv_get$' || fail "mayfly_kv_get is not exported"
-if nm -D --defined-only "$libdir/libmayfly.so" | grep -q 'mayfly_directory_client'; then
+grep -qx 'mayfly_kv_get' <<< "$exported" || fail "mayfly_kv_get is not exported"
+if grep -q 'mayfly_directory_client' <<< "$exported"; then
   fail "libmayfly.so exports the generated Thrift client"
 fi
 
@@ -96,8 +98,8 @@ pids+=($!)
 mport=$(wait_port "$tmp/ms.port" "${pids[-1]}") || fail "the installed memory server did not start"
 up=0
 for _ in $(seq 1 500); do
-  if "$prefix/bin/mayfly" --directory "127.0.0.1:$dport" servers 2>/dev/null |
-     grep -q "127.0.0.1:$mport  up"; then up=1; break; fi
+  servers=$("$prefix/bin/mayfly" --directory "127.0.0.1:$dport" servers 2>/dev/null || true)
+  if grep -q "127.0.0.1:$mport  up" <<< "$servers"; then up=1; break; fi
   sleep 0.02
 done
 [ $up = 1 ] || fail "the memory server did not register with the directory"
@@ -106,6 +108,6 @@ out=$(LD_LIBRARY_PATH=$libdir "$tmp/hello" "127.0.0.1:$dport") || fail "hello fa
 echo "hello printed: $out"
 [ "$out" = "greeting=hello from libmayfly" ] || fail "unexpected output '$out'"
 # It ran against the installed library, not another one.
-LD_LIBRARY_PATH=$libdir ldd "$tmp/hello" | grep -q "$libdir/libmayfly.so" ||
-  fail "hello did not load $libdir/libmayfly.so"
+libs=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/hello")
+grep -q "$libdir/libmayfly.so" <<< "$libs" || fail "hello did not load $libdir/libmayfly.so: $libs"
 echo "install: every check passed"
