@@ -72,12 +72,19 @@ static char *sibling_binary(const char *rel) {
 }
 
 /* Spawns a daemon from the build tree with --port 0 --port-file and waits
- * for the port; returns the pid or -1. */
+ * for the port; returns the pid or -1. For profiling, the words of
+ * $MAYFLY_BENCH_WRAP_MEMSERVER (e.g. "valgrind --tool=callgrind") go before
+ * the memory server's command line; the pid is then the wrapper's. */
 static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *args, int *port) {
   char *bin = sibling_binary(rel);
   char *tmp = g_dir_make_tmp("mayfly-bench-XXXXXX", NULL);
   char *port_file = g_build_filename(tmp, "port", NULL);
   GPtrArray *argv = g_ptr_array_new();
+  const char *wrap = strstr(rel, "memserver") ? getenv("MAYFLY_BENCH_WRAP_MEMSERVER") : NULL;
+  char **words = wrap != NULL ? g_strsplit_set(wrap, " ", -1) : NULL;
+  for (char **w = words; w != NULL && *w != NULL; w++) {
+    if (**w) g_ptr_array_add(argv, *w);
+  }
   g_ptr_array_add(argv, bin);
   g_ptr_array_add(argv, "--port");
   g_ptr_array_add(argv, "0");
@@ -90,11 +97,12 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execv(bin, (char **)argv->pdata);
+    execvp(g_ptr_array_index(argv, 0), (char **)argv->pdata);
     _exit(127);
   }
   *port = 0;
-  for (int i = 0; i < 500 && *port == 0; i++) {
+  /* Up to 5 s, or 60 s under a wrapper (valgrind starts slowly). */
+  for (int i = 0; i < (words ? 6000 : 500) && *port == 0; i++) {
     char *txt = NULL;
     if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
       *port = atoi(txt);
@@ -117,6 +125,7 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
     sched_setaffinity(pid, sizeof set, &set);
   }
   g_ptr_array_free(argv, TRUE);
+  g_strfreev(words);
   g_free(port_file);
   g_free(tmp);
   g_free(bin);
@@ -236,9 +245,29 @@ static int usage(void) {
   return 2;
 }
 
+/* The subcommands. Unknown names are refused before the options are parsed,
+ * so `mayfly-bench NAME --help` succeeds only for a subcommand that exists
+ * (bench/compare-redis.sh tests for optional ones that way). */
+static const struct {
+  const char *name;
+  int (*run)(bench_opts_t *o);
+} subcommands[] = {{"control", bench_control},
+                   {"data", bench_data},
+                   {"compare", bench_compare},
+                   {"elastic", bench_elastic},
+                   {"memory", bench_memory}};
+
 int main(int argc, char **argv) {
   if (argc < 2 || argv[1][0] == '-') return usage();
   const char *sub = argv[1];
+  int (*run)(bench_opts_t *o) = NULL;
+  for (size_t i = 0; i < G_N_ELEMENTS(subcommands); i++) {
+    if (strcmp(sub, subcommands[i].name) == 0) run = subcommands[i].run;
+  }
+  if (run == NULL) {
+    fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
+    return usage();
+  }
   bench_opts_t o = {.seconds = 3};
   GOptionEntry e[] = {
       {"directory", 'd', 0, G_OPTION_ARG_STRING, &o.directory,
@@ -258,6 +287,15 @@ int main(int argc, char **argv) {
        "compare: a few rows only; elastic: 4 MiB blocks; memory: 20,000 entries (smoke runs)", NULL},
       {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
        "Requests in flight per client (data; default 1)", "D"},
+      {"loader", 0, 0, G_OPTION_ARG_STRING, &o.loader,
+       "compare: threads (a thread per client, Mayfly through libmayfly), event (one epoll "
+       "thread, the data protocol) or both (default)", "L"},
+      {"targets", 0, 0, G_OPTION_ARG_NONE, &o.targets,
+       "compare: only the rows of the Redis targets (kv 64 B at 16/50 clients, pipeline 16, "
+       "1 MiB)", NULL},
+      {"workload", 'w', 0, G_OPTION_ARG_STRING, &o.workload,
+       "compare: only the rows of this workload (\"kv get\"); --clients, --pipeline and "
+       "--value-size also pick rows", "NAME"},
       {NULL}};
   char *param = g_strdup_printf("%s [options]", sub);
   GOptionContext *ctx = g_option_context_new(param);
@@ -280,11 +318,9 @@ int main(int argc, char **argv) {
     sched_setaffinity(0, sizeof set, &set);
   }
   signal(SIGPIPE, SIG_IGN);
-  if (strcmp(sub, "control") == 0) return bench_control(&o);
-  if (strcmp(sub, "data") == 0) return bench_data(&o);
-  if (strcmp(sub, "compare") == 0) return bench_compare(&o);
-  if (strcmp(sub, "elastic") == 0) return bench_elastic(&o);
-  if (strcmp(sub, "memory") == 0) return bench_memory(&o);
-  fprintf(stderr, "mayfly-bench: unknown subcommand '%s'\n", sub);
-  return usage();
+  int rc = run(&o);
+  g_free(o.directory);
+  g_free(o.loader);
+  g_free(o.workload);
+  return rc;
 }

@@ -19,6 +19,9 @@ typedef struct bench_opts {
   int value_size;   /* 0: the subcommand's default */
   int pipeline;     /* requests in flight per client (data); default 1 */
   int quick;        /* compare: a few rows only (smoke run) */
+  char *loader;     /* compare: "threads", "event" or "both" (NULL: both) */
+  int targets;      /* compare: only the rows of issue 9's targets */
+  char *workload;   /* compare: only rows of this workload ("kv get"); NULL: all */
 } bench_opts_t;
 
 /* One measured row. */

@@ -3,10 +3,18 @@
  * the same load shapes (clients, pipeline depth, value size), one data server
  * each: a throwaway redis-server (127.0.0.1, no persistence) and a Mayfly
  * cluster of a directory and one memory server. Both sides are driven by
- * this program: Mayfly through libmayfly (pipelining through its batch
- * calls), Redis through a minimal RESP client that pipelines like
- * redis-benchmark -P. The loopback TCP bandwidth of the machine is measured
- * in the same run as the anchor for bulk transfers.
+ * this program, with two loaders (--loader threads|event|both):
+ *   threads  one thread and connection per client: Mayfly through libmayfly
+ *            (pipelining through its batch calls), Redis through a minimal
+ *            RESP client that pipelines like redis-benchmark -P. What a
+ *            multi-threaded application sees.
+ *   event    one thread driving every connection with epoll (evload.c):
+ *            Mayfly's data protocol straight to a one-partition kv
+ *            namespace, RESP to Redis. It measures the servers, as
+ *            redis-benchmark and memtier do.
+ * redis-benchmark itself runs each kv shape too, as a check on our Redis
+ * loaders. The loopback TCP bandwidth of the machine is measured in the same
+ * run as the anchor for bulk transfers.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -24,8 +32,10 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "bench/evload.h"
 #include "bench/resp.h"
 #include "client/mayfly.h"
+#include "common/wire.h"
 
 typedef enum { OP_SET, OP_GET, OP_PUSH, OP_POP, OP_FWRITE, OP_FREAD } op_t;
 
@@ -364,19 +374,220 @@ static double loopback_gbps(int seconds) {
   return sent / secs / 1e9;
 }
 
-int bench_compare(bench_opts_t *o) {
-  int rport = bench_free_port();
-  pid_t redis = bench_redis_start(rport);
-  if (redis < 0) {
-    fprintf(stderr, "mayfly-bench: cannot start redis-server (install the Debian package "
-                    "redis-server, or run bench/compare-redis.sh)\n");
-    return 1;
-  }
-  bench_dir_t d;
-  if (bench_dir_start(o, &d) != 0) return 1;
-  pid_t ms = bench_memserver_start(o, &d, 64, "64MiB");
-  if (ms < 0) return 1;
+/* --- the event-driven loader's side of a row --- */
 
+/* Keys per connection for the event loader: the filled values of a row stay
+ * under 48 MiB, so Mayfly's one partition (a 64 MiB block) never needs to
+ * split; Redis gets the same keys. */
+static int ev_keys(const spec_t *s) {
+  long long k = (48ll << 20) / ((long long)s->clients * (long long)(s->vsize + 160));
+  return (int)CLAMP(k, 1, nkeys(s));
+}
+
+/* Creates the kv namespace of one event-loader row: one partition that
+ * cannot split (max_blocks 1), pinned, so the loader can address its block
+ * directly for the whole row. Fills the target fields of *es. */
+static int ev_namespace(mayfly_client_t *c, const char *path, evl_spec_t *es) {
+  mayfly_create_options_t co = {.blocks = 1, .max_blocks = 1, .pinned = 1};
+  mayfly_stat_t *st = NULL;
+  mayfly_remove(c, path, 0);
+  int rc = mayfly_create(c, path, MAYFLY_KIND_KV, &co, &st);
+  if (rc != 0) {
+    fprintf(stderr, "mayfly-bench: create %s: %s\n", path, mayfly_last_error());
+    return rc;
+  }
+  rc = MAYFLY_EPROTO;
+  if (st->npartitions == 1 && st->partitions[0].range_lo == 0 &&
+      st->partitions[0].range_hi == WIRE_KV_SLOTS) {
+    const mayfly_partition_t *p = &st->partitions[0];
+    const char *colon = strrchr(p->server_address, ':');
+    if (colon != NULL && (size_t)(colon - p->server_address) < sizeof es->host) {
+      snprintf(es->host, sizeof es->host, "%.*s", (int)(colon - p->server_address),
+               p->server_address);
+      es->port = atoi(colon + 1);
+      es->block_index = (uint32_t)p->block_index;
+      es->generation = (uint64_t)p->generation;
+      rc = 0;
+    }
+  }
+  if (rc != 0) fprintf(stderr, "mayfly-bench: %s: unexpected layout\n", path);
+  mayfly_stat_free(st);
+  return rc;
+}
+
+static result_t ev_result(evl_result_t *e, const spec_t *s) {
+  double secs = e->t1 > e->t0 ? (e->t1 - e->t0) / 1e6 : 1;
+  result_t r = {.ops_per_s = e->ops / secs,
+                .p50 = bench_lat_pct(&e->lat, 50),
+                .p99 = bench_lat_pct(&e->lat, 99),
+                .p999 = bench_lat_pct(&e->lat, 99.9),
+                .gbps = e->ops * (double)s->vsize / secs / 1e9,
+                .errors = e->errors};
+  bench_lat_free(&e->lat);
+  return r;
+}
+
+/* One row with the event loader: Mayfly over the data protocol to a fresh
+ * one-partition namespace, then Redis over RESP. */
+static void run_event(const bench_opts_t *o, const spec_t *s, mayfly_client_t *c, int row,
+                      int redis_port, result_t *m, result_t *r) {
+  evl_spec_t es = {.proto = EVL_MAYFLY, .put = s->op == OP_SET, .conns = s->clients,
+                   .pipeline = s->pipeline, .vsize = s->vsize, .keys = ev_keys(s),
+                   .seconds = o->seconds,
+                   .batches = o->ops > 0 ? (o->ops + s->pipeline - 1) / s->pipeline : 0};
+  evl_result_t er;
+  char path[64];
+  snprintf(path, sizeof path, "/cmp/ev%d", row);
+  if (ev_namespace(c, path, &es) == 0) {
+    evl_run(&es, &er);
+    *m = ev_result(&er, s);
+  } else {
+    *m = (result_t){.errors = 1};
+  }
+  mayfly_remove(c, path, 0);
+  es.proto = EVL_REDIS;
+  snprintf(es.host, sizeof es.host, "127.0.0.1");
+  es.port = redis_port;
+  evl_run(&es, &er);
+  *r = ev_result(&er, s);
+}
+
+/* --- redis-benchmark, the check on the Redis side --- */
+
+typedef struct {
+  int ran;
+  double ops_per_s, p99, gbps;
+} rb_t;
+
+/* Runs redis-benchmark with the row's shape (-c, -P, -d, -t set|get) for
+ * about `seconds` at the rate `expect` our loader saw; its GETs read keys
+ * filled first. ran = 0 when the tool is missing or failed. */
+static rb_t redis_benchmark(int port, const spec_t *s, double expect, int seconds) {
+  rb_t rb = {0};
+  char *tool = g_find_program_in_path("redis-benchmark");
+  if (tool == NULL) return rb;
+  int keyspace = s->vsize >= (1u << 20) ? BIG_KEYS : KEYS;
+  if (s->op == OP_GET) {
+    /* redis-benchmark names its keys key:%012d with -r. */
+    resp_t *r = resp_connect("127.0.0.1", port);
+    uint8_t *val = g_malloc(s->vsize);
+    memset(val, 'v', s->vsize);
+    for (int k = 0; r != NULL && k < keyspace; k++) {
+      char key[32];
+      snprintf(key, sizeof key, "key:%012d", k);
+      const char *argv[] = {"SET", key, (const char *)val};
+      size_t lens[] = {3, strlen(key), s->vsize};
+      resp_cmd(r, 3, argv, lens);
+      const uint8_t *d;
+      int64_t len;
+      if (resp_flush(r) != 0 || resp_read(r, &d, &len) != '+') break;
+    }
+    resp_close(r);
+    g_free(val);
+  }
+  long long n = (long long)(expect * seconds);
+  n = CLAMP(n, 1000, 50000000);
+  char *own[6] = {g_strdup_printf("%d", port), g_strdup_printf("%d", s->clients),
+                  g_strdup_printf("%d", s->pipeline), g_strdup_printf("%zu", s->vsize),
+                  g_strdup_printf("%lld", n), g_strdup_printf("%d", keyspace)};
+  char *argv[] = {tool, "-h", "127.0.0.1", "-p", own[0], "-c", own[1], "-P", own[2], "-d", own[3],
+                  "-n", own[4], "-r", own[5], "-t", s->op == OP_SET ? "set" : "get", "--csv",
+                  NULL};
+  char *out = NULL;
+  int status = -1;
+  if (g_spawn_sync(NULL, argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL, &status,
+                   NULL) &&
+      status == 0 && out != NULL) {
+    /* "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
+     * "p95_latency_ms","p99_latency_ms","max_latency_ms", then one line. */
+    char **lines = g_strsplit(out, "\n", 3);
+    if (lines[0] != NULL && lines[1] != NULL) {
+      char **f = g_strsplit(lines[1], ",", 10);
+      if (g_strv_length(f) >= 7) {
+        for (int i = 0; f[i] != NULL; i++) g_strdelimit(f[i], "\"", ' ');
+        rb.ops_per_s = g_ascii_strtod(f[1], NULL);
+        rb.p99 = g_ascii_strtod(f[6], NULL) * 1000;
+        rb.gbps = rb.ops_per_s * (double)s->vsize / 1e9;
+        rb.ran = rb.ops_per_s > 0;
+      }
+      g_strfreev(f);
+    }
+    g_strfreev(lines);
+  }
+  g_free(out);
+  for (int i = 0; i < 6; i++) g_free(own[i]);
+  g_free(tool);
+  return rb;
+}
+
+/* --- rows and the table --- */
+
+static const char *size_name(const spec_t *s, char *buf, size_t len) {
+  if (s->vsize >= (1u << 20)) {
+    snprintf(buf, len, "%zuMiB", s->vsize >> 20);
+  } else {
+    snprintf(buf, len, "%zu", s->vsize);
+  }
+  return buf;
+}
+
+static void print_row(const bench_opts_t *o, const spec_t *s, const char *loader,
+                      const result_t *m, const result_t *r, const rb_t *rb, double loop,
+                      int first) {
+  double ratio = r->ops_per_s > 0 ? m->ops_per_s / r->ops_per_s : 0;
+  int big = s->vsize >= (1u << 20);
+  const char *err = m->errors || r->errors ? "  ERRORS" : "";
+  char sz[32];
+  if (o->json) {
+    printf("%s  {\"workload\": \"%s\", \"loader\": \"%s\", \"clients\": %d, \"pipeline\": %d, "
+           "\"size\": %zu, \"mayfly\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p50_us\": %.1f, "
+           "\"p99_us\": %.1f, \"p999_us\": %.1f, \"errors\": %d}, \"redis\": {\"ops_per_s\": %.0f, "
+           "\"gbps\": %.3f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"errors\": %d}, "
+           "\"ratio\": %.3f, ",
+           first ? "" : ",\n", s->name, loader, s->clients, s->pipeline, s->vsize, m->ops_per_s,
+           m->gbps, m->p50, m->p99, m->p999, m->errors, r->ops_per_s, r->gbps, r->p50, r->p99,
+           r->p999, r->errors, ratio);
+    if (rb->ran) {
+      printf("\"redis_benchmark\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p99_us\": %.1f}}",
+             rb->ops_per_s, rb->gbps, rb->p99);
+    } else {
+      printf("\"redis_benchmark\": null}");
+    }
+  } else if (o->csv) {
+    printf("%s,%s,%d,%d,%zu,%.0f,%.0f,%.3f,%.3f,%.3f,%.1f,%.1f,%.1f,%.1f,%.3f,%.0f,%.1f\n",
+           s->name, loader, s->clients, s->pipeline, s->vsize, m->ops_per_s, r->ops_per_s, ratio,
+           m->gbps, r->gbps, m->p50, r->p50, m->p99, r->p99, loop, rb->ops_per_s, rb->p99);
+  } else if (big) {
+    char rbs[32] = "-";
+    if (rb->ran) snprintf(rbs, sizeof rbs, "%.2fGB/s", rb->gbps);
+    printf("%-16s %-7s %4d %4d %6s %9.2fGB/s %9.2fGB/s %5.2fx %12s %7.0fus %7.0fus  "
+           "(%.0f%% of loopback)%s\n",
+           s->name, loader, s->clients, s->pipeline, size_name(s, sz, sizeof sz), m->gbps,
+           r->gbps, ratio, rbs, m->p99, r->p99, 100 * m->gbps / loop, err);
+  } else {
+    char rbs[32] = "-";
+    if (rb->ran) snprintf(rbs, sizeof rbs, "%.0f", rb->ops_per_s);
+    printf("%-16s %-7s %4d %4d %6s %13.0f %13.0f %5.2fx %12s %7.0fus %7.0fus%s\n", s->name,
+           loader, s->clients, s->pipeline, size_name(s, sz, sizeof sz), m->ops_per_s,
+           r->ops_per_s, ratio, rbs, m->p99, r->p99, err);
+  }
+  fflush(stdout);
+}
+
+/* The rows of issue 9's targets (compare-redis.sh): kv get and put of 64 B
+ * at 16 and 50 clients without pipelining and at 50 clients with a pipeline
+ * of 16, and of 1 MiB values at 4 clients. */
+static GArray *target_specs(void) {
+  GArray *specs = g_array_new(FALSE, FALSE, sizeof(spec_t));
+  const spec_t t[] = {{"kv put", OP_SET, 16, 1, 64},       {"kv get", OP_GET, 16, 1, 64},
+                      {"kv put", OP_SET, 50, 1, 64},       {"kv get", OP_GET, 50, 1, 64},
+                      {"kv put", OP_SET, 50, 16, 64},      {"kv get", OP_GET, 50, 16, 64},
+                      {"kv put 1MiB", OP_SET, 4, 1, 1 << 20}, {"kv get 1MiB", OP_GET, 4, 1, 1 << 20}};
+  g_array_append_vals(specs, t, G_N_ELEMENTS(t));
+  return specs;
+}
+
+static GArray *all_specs(int quick) {
   GArray *specs = g_array_new(FALSE, FALSE, sizeof(spec_t));
   const int clients[] = {1, 16, 50}, pipes[] = {1, 16};
   const size_t sizes[] = {64, 4096};
@@ -403,7 +614,7 @@ int bench_compare(bench_opts_t *o) {
                   {"file write 1MiB", OP_FWRITE, 4, 1, 1 << 20},
                   {"file read 1MiB", OP_FREAD, 4, 1, 1 << 20}};
   g_array_append_vals(specs, big, 4);
-  if (o->quick) {
+  if (quick) {
     /* A smoke run: one row of each kind, to keep the comparison working. */
     GArray *few = g_array_new(FALSE, FALSE, sizeof(spec_t));
     for (guint i = 0; i < specs->len; i++) {
@@ -415,55 +626,98 @@ int bench_compare(bench_opts_t *o) {
     g_array_free(specs, TRUE);
     specs = few;
   }
+  return specs;
+}
 
+int bench_compare(bench_opts_t *o) {
+  int threads = 1, event = 1;
+  if (o->loader != NULL && strcmp(o->loader, "both") != 0) {
+    threads = strcmp(o->loader, "threads") == 0;
+    event = strcmp(o->loader, "event") == 0;
+    if (!threads && !event) {
+      fprintf(stderr, "mayfly-bench: --loader: '%s' is not threads, event or both\n", o->loader);
+      return 2;
+    }
+  }
+  int rport = bench_free_port();
+  pid_t redis = bench_redis_start(rport);
+  if (redis < 0) {
+    fprintf(stderr, "mayfly-bench: cannot start redis-server (install the Debian package "
+                    "redis-server, or run bench/compare-redis.sh)\n");
+    return 1;
+  }
+  bench_dir_t d;
+  if (bench_dir_start(o, &d) != 0) return 1;
+  pid_t ms = bench_memserver_start(o, &d, 64, "64MiB");
+  if (ms < 0) return 1;
+  mayfly_client_t *ctl = NULL;
+  if (mayfly_connect(d.address, NULL, &ctl) != 0) {
+    fprintf(stderr, "mayfly-bench: cannot connect to the directory: %s\n", mayfly_last_error());
+    return 1;
+  }
+  mayfly_mkdir(ctl, "/cmp", 1);
+
+  GArray *specs = o->targets ? target_specs() : all_specs(o->quick);
+  /* --workload, --clients, --pipeline and --value-size pick rows. */
+  for (guint i = specs->len; i-- > 0;) {
+    const spec_t *s = &g_array_index(specs, spec_t, i);
+    if ((o->workload != NULL && strcmp(o->workload, s->name) != 0) ||
+        (o->clients > 0 && o->clients != s->clients) ||
+        (o->pipeline > 0 && o->pipeline != s->pipeline) ||
+        (o->value_size > 0 && (size_t)o->value_size != s->vsize)) {
+      g_array_remove_index(specs, i);
+    }
+  }
   double loop = loopback_gbps(2);
-  FILE *csv = o->csv ? stdout : NULL;
   if (o->json) {
-    printf("{\"bench\": \"compare\", \"loopback_gbps\": %.3f, \"redis_client\": "
-           "\"mayfly-bench RESP client\", \"rows\": [\n", loop);
+    printf("{\"bench\": \"compare\", \"loopback_gbps\": %.3f, \"rows\": [\n", loop);
   } else if (!o->csv) {
     printf("mayfly-bench compare: Mayfly (directory + 1 memory server) vs Redis (redis-server, "
-           "no persistence), same clients/pipeline/value size, %d s each; the Redis side is "
-           "driven by mayfly-bench's own RESP client.\n",
+           "no persistence), same connections/pipeline/value size, %d s each. Loaders: threads = "
+           "one thread and connection per client (Mayfly through libmayfly); event = one thread "
+           "driving every connection with epoll (Mayfly's data protocol to one kv partition, "
+           "RESP to Redis). Ratios are Mayfly/Redis with the same loader; redis-bench is "
+           "redis-benchmark's own figure for the same shape.\n",
            o->seconds);
     printf("loopback TCP, one stream, 1 MiB writes: %.2f GB/s\n\n", loop);
-    printf("%-16s %4s %4s %6s %12s %12s %6s %9s %9s\n", "workload", "cl", "pipe", "size",
-           "mayfly", "redis", "ratio", "p99 mf", "p99 rd");
+    printf("%-16s %-7s %4s %4s %6s %13s %13s %6s %12s %9s %9s\n", "workload", "loader", "cl",
+           "pipe", "size", "mayfly", "redis", "ratio", "redis-bench", "p99 mf", "p99 rd");
   } else {
-    printf("workload,clients,pipeline,size,mayfly_ops,redis_ops,ratio,mayfly_gbps,redis_gbps,"
-           "mayfly_p50_us,redis_p50_us,mayfly_p99_us,redis_p99_us,loopback_gbps\n");
+    printf("workload,loader,clients,pipeline,size,mayfly_ops,redis_ops,ratio,mayfly_gbps,"
+           "redis_gbps,mayfly_p50_us,redis_p50_us,mayfly_p99_us,redis_p99_us,loopback_gbps,"
+           "redis_benchmark_ops,redis_benchmark_p99_us\n");
   }
-  int failed = 0;
+  int failed = 0, first = 1;
   for (guint i = 0; i < specs->len; i++) {
     const spec_t *s = &g_array_index(specs, spec_t, i);
-    result_t m = run(o, s, 0, d.address, rport);
-    result_t r = run(o, s, 1, d.address, rport);
-    failed |= m.errors || r.errors;
-    double ratio = r.ops_per_s > 0 ? m.ops_per_s / r.ops_per_s : 0;
-    if (o->json) {
-      printf("  {\"workload\": \"%s\", \"clients\": %d, \"pipeline\": %d, \"size\": %zu, "
-             "\"mayfly\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-             "\"p999_us\": %.1f}, \"redis\": {\"ops_per_s\": %.0f, \"gbps\": %.3f, \"p50_us\": %.1f, "
-             "\"p99_us\": %.1f, \"p999_us\": %.1f}, \"ratio\": %.3f}%s\n",
-             s->name, s->clients, s->pipeline, s->vsize, m.ops_per_s, m.gbps, m.p50, m.p99, m.p999,
-             r.ops_per_s, r.gbps, r.p50, r.p99, r.p999, ratio, i + 1 < specs->len ? "," : "");
-    } else if (csv) {
-      printf("%s,%d,%d,%zu,%.0f,%.0f,%.3f,%.3f,%.3f,%.1f,%.1f,%.1f,%.1f,%.3f\n", s->name,
-             s->clients, s->pipeline, s->vsize, m.ops_per_s, r.ops_per_s, ratio, m.gbps, r.gbps,
-             m.p50, r.p50, m.p99, r.p99, loop);
-    } else if (s->vsize >= (1u << 20)) {
-      printf("%-16s %4d %4d %6s %9.2fGB/s %9.2fGB/s %5.2fx %7.0fus %7.0fus  (%.0f%% of loopback)%s\n",
-             s->name, s->clients, s->pipeline, "1MiB", m.gbps, r.gbps, ratio, m.p99, r.p99,
-             100 * m.gbps / loop, m.errors || r.errors ? "  ERRORS" : "");
-    } else {
-      printf("%-16s %4d %4d %6zu %12.0f %12.0f %5.2fx %7.0fus %7.0fus%s\n", s->name, s->clients,
-             s->pipeline, s->vsize, m.ops_per_s, r.ops_per_s, ratio, m.p99, r.p99,
-             m.errors || r.errors ? "  ERRORS" : "");
+    int kv = s->op == OP_SET || s->op == OP_GET;
+    result_t tm = {0}, tr = {0}, em = {0}, er = {0};
+    if (threads) {
+      tm = run(o, s, 0, d.address, rport);
+      tr = run(o, s, 1, d.address, rport);
+      failed |= tm.errors || tr.errors;
     }
-    fflush(stdout);
+    if (event && kv) {
+      run_event(o, s, ctl, (int)i, rport, &em, &er);
+      failed |= em.errors || er.errors;
+    }
+    rb_t rb = {0};
+    if (kv) {
+      double expect = event ? er.ops_per_s : tr.ops_per_s;
+      rb = redis_benchmark(rport, s, expect, o->seconds);
+    }
+    if (threads) {
+      print_row(o, s, "threads", &tm, &tr, &rb, loop, first);
+      first = 0;
+    }
+    if (event && kv) {
+      print_row(o, s, "event", &em, &er, &rb, loop, first);
+      first = 0;
+    }
   }
-  if (o->json) printf("]}\n");
+  if (o->json) printf("\n]}\n");
   g_array_free(specs, TRUE);
+  mayfly_disconnect(ctl);
   bench_proc_stop(ms);
   bench_dir_stop(&d);
   kill(redis, SIGTERM);
