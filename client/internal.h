@@ -61,13 +61,19 @@ int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi);
  * *out; returns 0 or MAYFLY_EMOVED when none does. */
 int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out);
 
-/* Fills the addressing fields of a call for partition p. */
+/* Fills the addressing fields of a call for partition p (and sets its
+ * reply_max to 0: a caller expecting a payload raises it). */
 void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p);
+
+/* The most payload a reply about one block can carry (a kv value or a queue
+ * item): the partition's block size. */
+uint32_t mf_block_reply_max(const mf_part_t *p);
 
 /* Absolute deadline for a call started now, plus extra milliseconds. */
 int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
 
-/* Starts and waits for one call. */
+/* Starts and waits for one call, all of it within the client's timeout plus
+ * extra_ms. */
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
 /* Drops a file's blocks past `size` at the directory (layout in *out). */

@@ -87,6 +87,11 @@ void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p) {
   call->req.opcode = opcode;
   call->req.block_index = (uint32_t)p->index;
   call->req.generation = (uint64_t)p->generation;
+  call->reply_max = 0;
+}
+
+uint32_t mf_block_reply_max(const mf_part_t *p) {
+  return p->block_size > 0 ? (uint32_t)MIN(p->block_size, (int64_t)UINT32_MAX) : 0;
 }
 
 int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
@@ -94,8 +99,9 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
 }
 
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
-  if (mf_call_start(ns->client->pool, p->address, call) != 0) return call->status;
-  return mf_call_wait(call, mf_deadline(ns->client, extra_ms));
+  int64_t deadline = mf_deadline(ns->client, extra_ms);
+  if (mf_call_start(ns->client->pool, p->address, call, deadline) != 0) return call->status;
+  return mf_call_wait(call, deadline);
 }
 
 /* --- lease renewal --- */
@@ -187,16 +193,17 @@ void mayfly_free(void *p) {
 int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage) {
   size_t n = st->npartitions;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  int64_t deadline = g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000;
   for (size_t i = 0; i < n; i++) {
     const mayfly_partition_t *p = &st->partitions[i];
     calls[i].req.opcode = WIRE_OP_BLOCK_STAT;
     calls[i].req.block_index = (uint32_t)p->block_index;
     calls[i].req.generation = (uint64_t)p->generation;
-    mf_call_start(c->pool, p->server_address, &calls[i]);
+    mf_call_start(c->pool, p->server_address, &calls[i], deadline);
   }
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
-    int r = mf_call_wait(&calls[i], g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000);
+    int r = mf_call_wait(&calls[i], deadline);
     usage[i].bytes_used = r == 0 ? (int64_t)calls[i].rep.arg0 : -1;
     usage[i].items = r == 0 ? (int64_t)calls[i].rep.arg1 : -1;
     g_free(calls[i].payload);

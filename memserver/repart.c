@@ -64,6 +64,10 @@ static int end(ms_repart_job_t *job, int commit) {
   return rc;
 }
 
+static int64_t deadline(void) {
+  return g_get_monotonic_time() + (int64_t)MS_REPART_TIMEOUT_MS * 1000;
+}
+
 /* One call to the target: MIGRATE (entries) or MIGRATE_ABORT. */
 static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const void *data,
                         size_t len) {
@@ -75,11 +79,7 @@ static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const
   call->req.arg1 = (uint64_t)job->hi;
   call->p1 = data;
   call->l1 = len;
-  mf_call_start(job->pool, job->target, call);
-}
-
-static int64_t deadline(void) {
-  return g_get_monotonic_time() + (int64_t)MS_REPART_TIMEOUT_MS * 1000;
+  mf_call_start(job->pool, job->target, call, deadline());
 }
 
 void ms_repart_abort(ms_repart_job_t *job) {
@@ -100,8 +100,9 @@ static int target_used(ms_repart_job_t *job, uint64_t *used) {
   call.req.opcode = WIRE_OP_BLOCK_STAT;
   call.req.block_index = (uint32_t)job->t_index;
   call.req.generation = (uint64_t)job->t_generation;
-  mf_call_start(job->pool, job->target, &call);
-  int rc = mf_call_wait(&call, deadline());
+  int64_t until = deadline();
+  mf_call_start(job->pool, job->target, &call, until);
+  int rc = mf_call_wait(&call, until);
   *used = call.rep.arg0;
   g_free(call.payload);
   return rc;
