@@ -99,11 +99,12 @@ static void conn_unref(mf_conn_t *c) {
   g_free(c);
 }
 
-/* Completes a call. */
+/* Completes a call. Only a follower sleeps on its condition: a leader
+ * completing its own call saves the wake-up (a system call). */
 static void do_complete(mf_call_t *call, int status) {
   call->status = status;
   call->done = 1;
-  g_cond_signal(&call->cond);
+  if (call->waiting) g_cond_signal(&call->cond);
 }
 
 /* Gives up the reply whose payload is arriving: its call completes with
