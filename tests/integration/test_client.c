@@ -636,6 +636,73 @@ static void test_ten_thousand_pipelined_gets_are_each_matched_to_their_call(void
   mf_stop(dir);
 }
 
+/* ---- many threads on one connection ---- */
+
+#define SHARERS 6
+#define SHARED_OPS 1500
+#define PIECE (256u << 10) /* a file read longer than the read buffer's quarter */
+
+typedef struct sharer {
+  mayfly_ns_t *kv, *file;
+  const uint8_t *expect;
+  int index;
+  int ok;
+  GThread *thread;
+} sharer_t;
+
+/* Mixes small gets with large reads, so replies of every size interleave on
+ * the one connection and the leader role changes hands mid-payload. */
+static gpointer sharer_main(gpointer data) {
+  sharer_t *s = data;
+  uint8_t *buf = g_malloc(PIECE);
+  for (int i = 0; i < SHARED_OPS; i++) {
+    if ((i + s->index) % 5 == 0) {
+      uint64_t off = (uint64_t)((i * 7 + s->index) % 8) * PIECE;
+      s->ok += mayfly_file_read(s->file, off, buf, PIECE) == (int64_t)PIECE &&
+               memcmp(buf, s->expect + off, PIECE) == 0;
+    } else {
+      void *v = NULL;
+      size_t vl = 0;
+      s->ok += mayfly_kv_get(s->kv, "k", 1, &v, &vl) == 0 && vl == 1 && memcmp(v, "v", 1) == 0;
+      mayfly_free(v);
+    }
+  }
+  g_free(buf);
+  return NULL;
+}
+
+static void test_threads_sharing_one_connection_all_get_their_own_replies(void) {
+  mf_daemon_t *dir = mf_start_directory(NULL);
+  CU_ASSERT_FATAL(dir != NULL);
+  mf_daemon_t *ms = mf_start_memserver(dir, 2, "4MiB", NULL);
+  CU_ASSERT_FATAL(ms != NULL);
+  mayfly_client_t *c = client_for(dir->address, 10000, 1000);
+  mayfly_ns_t *kv = NULL, *file = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, "/share-kv", MAYFLY_KIND_KV, NULL, &kv), 0);
+  MF_ASSERT_EQ(mayfly_mount(c, "/share-file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  uint8_t *content = g_malloc(8 * PIECE);
+  for (size_t i = 0; i < 8 * PIECE; i++) content[i] = (uint8_t)(i * 31 + i / 4093);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, content, 8 * PIECE), 0);
+  MF_ASSERT_EQ(mayfly_kv_put(kv, "k", 1, "v", 1), 0);
+  sharer_t ss[SHARERS];
+  for (int i = 0; i < SHARERS; i++) {
+    ss[i] = (sharer_t){.kv = kv, .file = file, .expect = content, .index = i};
+    ss[i].thread = g_thread_new("sharer", sharer_main, &ss[i]);
+  }
+  int ok = 0;
+  for (int i = 0; i < SHARERS; i++) {
+    g_thread_join(ss[i].thread);
+    ok += ss[i].ok;
+  }
+  MF_ASSERT_EQ(ok, SHARERS * SHARED_OPS);
+  g_free(content);
+  mayfly_unmount(kv);
+  mayfly_unmount(file);
+  mayfly_disconnect(c);
+  mf_stop(ms);
+  mf_stop(dir);
+}
+
 /* ---- a server whose address blackholes connects (own network) ---- */
 
 #define NET_DIR "198.18.0.2"  /* RFC 2544 benchmarking range, only on our veths */
@@ -826,6 +893,8 @@ static const mf_test_t tests[] = {
      test_a_control_connection_closed_while_idle_is_replaced},
     {"ten thousand pipelined gets are each matched to their call",
      test_ten_thousand_pipelined_gets_are_each_matched_to_their_call},
+    {"threads sharing one connection all get their own replies",
+     test_threads_sharing_one_connection_all_get_their_own_replies},
     {NULL, NULL}};
 
 static const mf_test_t blackhole_tests[] = {
