@@ -100,8 +100,8 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
 
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
   int64_t deadline = mf_deadline(ns->client, extra_ms);
-  if (mf_call_start(ns->client->pool, p->address, call, deadline) != 0) return call->status;
-  return mf_call_wait(call, deadline);
+  mf_call_start(ns->client->pool, p->address, call, deadline);
+  return mf_call_wait(call, deadline); /* at once when the start failed */
 }
 
 /* --- lease renewal --- */

@@ -553,7 +553,7 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
     if (call->l2 > 0) iov[niov++] = (struct iovec){(void *)call->p2, call->l2};
   }
   mf_conn_t *c = NULL;
-  int rc = MAYFLY_EIO;
+  int rc = MAYFLY_EIO, registered = 0;
   /* A connection that dies before our first byte went out is replaced:
    * nothing of these calls reached the server. */
   for (int attempt = 0; attempt < 3 && rc == MAYFLY_EIO; attempt++) {
@@ -564,25 +564,30 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
   }
   if (rc == 0) {
     int sent = 0;
+    registered = 1;
     rc = send_by(c->fd, iov, niov, deadline_us, &sent);
     atomic_store_explicit(&c->last_send_us, g_get_monotonic_time(), memory_order_relaxed);
     give_send(c, calls, n, rc, sent);
   }
   if (hdrs != stack_hdrs) g_free(hdrs);
   if (iov != stack_iov) g_free(iov);
-  if (rc != 0) {
-    if (c != NULL) {
-      mf_set_last_error("memory server %s: %s", address,
-                        rc == MAYFLY_ETIMEDOUT ? "could not send in time" : "connection lost");
-      conn_unref(c);
-    }
+  if (rc != 0 && !registered) {
+    /* Nobody else ever saw these calls. */
+    if (c != NULL) conn_unref(c);
     for (size_t i = 0; i < n; i++) fail_call(calls[i], rc);
     return rc;
+  }
+  if (rc != 0) {
+    /* A failed send already completed every call still pending; one whose
+     * reply a leader is reading (a batch sent in part) completes when the
+     * leader lets go of it, so each call stays attached for its wait. */
+    mf_set_last_error("memory server %s: %s", address,
+                      rc == MAYFLY_ETIMEDOUT ? "could not send in time" : "connection lost");
   }
   /* Each call holds a reference until its wait. */
   for (size_t i = 1; i < n; i++) g_atomic_int_inc(&c->refs);
   for (size_t i = 0; i < n; i++) calls[i]->conn = c;
-  return 0;
+  return rc;
 }
 
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t deadline_us) {

@@ -95,8 +95,10 @@ void mf_pool_free(mf_pool_t *p);
 /* Sends a call to the memory server at `address` (dialing if needed), all of
  * it by deadline_us (g_get_monotonic_time() microseconds). Sets
  * call->req.request_id and payload_len. Returns 0, or an error
- * (MAYFLY_ETIMEDOUT, MAYFLY_ECONNREFUSED, MAYFLY_EIO, MAYFLY_EINVAL); the call
- * is then done with that status and mf_call_wait just returns it. */
+ * (MAYFLY_ETIMEDOUT, MAYFLY_ECONNREFUSED, MAYFLY_EIO, MAYFLY_EINVAL). Either
+ * way the caller then calls mf_call_wait, which returns at once for a call
+ * that failed to start (a batch sent in part may still be finishing the
+ * reply of one of its calls). */
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t deadline_us);
 
 /* Sends n calls to one memory server with a single system call when the
