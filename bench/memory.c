@@ -73,8 +73,10 @@ static int server_stat(mf_pool_t *pool, const char *address, pid_t pid, mf_sampl
   mf_call_t call;
   memset(&call, 0, sizeof call);
   call.req.opcode = WIRE_OP_SERVER_STAT;
-  int rc = mf_call_start(pool, address, &call);
-  if (rc == 0) rc = mf_call_wait(&call, g_get_monotonic_time() + 5 * G_USEC_PER_SEC);
+  call.reply_max = 4096; /* six u64 fields today; room for more */
+  int64_t deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+  mf_call_start(pool, address, &call, deadline);
+  int rc = mf_call_wait(&call, deadline);
   if (rc == 0) rc = wire_server_stat_get(call.payload, call.plen, &out->st);
   g_free(call.payload);
   out->rss = rss_of(pid);

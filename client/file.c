@@ -55,6 +55,7 @@ static int cover(mayfly_ns_t *ns, uint64_t end) {
 static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data, uint8_t *into,
                   size_t len, mf_part_t *parts, size_t n, uint64_t *got, uint64_t *seg) {
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  int64_t deadline = mf_deadline(ns->client, 0);
   for (size_t i = 0; i < n; i++) {
     const mf_part_t *p = &parts[i];
     uint64_t from = MAX(off, (uint64_t)p->lo), to = MIN(off + len, (uint64_t)p->hi);
@@ -68,12 +69,13 @@ static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data
     if (into != NULL) {
       calls[i].into = into + (from - off);
       calls[i].into_cap = to - from;
+      calls[i].reply_max = (uint32_t)(to - from);
     }
-    mf_call_start_part(ns, p, &calls[i]); /* a lost block: MAYFLY_ELOST */
+    mf_call_start_part(ns, p, &calls[i], deadline); /* a lost block: MAYFLY_ELOST */
   }
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
-    int r = mf_call_wait(&calls[i], mf_deadline(ns->client, 0));
+    int r = mf_call_wait(&calls[i], deadline);
     if (r == 0 && calls[i].payload != NULL) {
       /* A reply larger than asked for: take what was asked. */
       memcpy(calls[i].into, calls[i].payload, MIN(calls[i].plen, calls[i].into_cap));
@@ -198,14 +200,14 @@ int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
     int64_t end;
     mf_part_t *parts = snapshot(ns, 0, 0, &n, &end);
     mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+    int64_t deadline = mf_deadline(ns->client, 0);
     for (size_t i = 0; i < n; i++) {
       if (parts[i].hi <= (int64_t)size) continue;
       mf_call_target(&calls[i], WIRE_OP_FILE_TRUNCATE, &parts[i]);
       calls[i].req.arg0 = (int64_t)size > parts[i].lo ? size - (uint64_t)parts[i].lo : 0;
-      mf_call_start_part(ns, &parts[i], &calls[i]);
+      mf_call_start_part(ns, &parts[i], &calls[i], deadline);
     }
     rc = 0;
-    int64_t deadline = mf_deadline(ns->client, 0);
     for (size_t i = 0; i < n; i++) {
       if (parts[i].hi <= (int64_t)size) continue;
       int r = mf_call_wait(&calls[i], deadline);

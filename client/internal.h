@@ -62,8 +62,13 @@ int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi);
  * *out; returns 0 or MAYFLY_EMOVED when none does. */
 int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out);
 
-/* Fills the addressing fields of a call for partition p. */
+/* Fills the addressing fields of a call for partition p (and sets its
+ * reply_max to 0: a caller expecting a payload raises it). */
 void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p);
+
+/* The most payload a reply about one block can carry (a kv value or a queue
+ * item): the partition's block size. */
+uint32_t mf_block_reply_max(const mf_part_t *p);
 
 /* Absolute deadline for a call started now, plus extra milliseconds. */
 int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
@@ -71,12 +76,14 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
 /* MAYFLY_ELOST (with a message for mayfly_last_error) when p is lost, else 0. */
 int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p);
 
-/* Starts a call for partition p, as mf_call_start does; a lost partition's
- * call is done at once with MAYFLY_ELOST and nothing is sent. */
-int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call);
+/* Starts a call for partition p, as mf_call_start does (to be waited for
+ * with mf_call_wait); a lost partition's call is done at once with
+ * MAYFLY_ELOST and nothing is sent. */
+int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us);
 
-/* Starts and waits for one call (MAYFLY_ELOST at once for a lost partition;
- * when the server answers MAYFLY_ELOST the layout is refreshed). */
+/* Starts and waits for one call, all of it within the client's timeout plus
+ * extra_ms (MAYFLY_ELOST at once for a lost partition; when the server
+ * answers MAYFLY_ELOST the layout is refreshed). */
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
 /* Layout calls of the directory (client.c): each answers with the

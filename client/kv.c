@@ -37,6 +37,7 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
     call->p2 = val;
     call->l2 = vlen;
     call->into = NULL;
+    if (op == WIRE_OP_KV_GET) call->reply_max = mf_block_reply_max(&p);
     rc = mf_call_one(ns, &p, call, 0);
     if (rc == MAYFLY_EMOVED) g_free(call->payload);
   }
@@ -106,6 +107,7 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     calls[i].l1 = klens[i];
     calls[i].p2 = vals ? vals[i] : NULL;
     calls[i].l2 = vlen;
+    if (op == WIRE_OP_KV_GET) calls[i].reply_max = mf_block_reply_max(&p);
     GPtrArray *group = g_hash_table_lookup(by_server, p.address);
     if (group == NULL) {
       group = g_ptr_array_new();
@@ -115,13 +117,13 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
   }
   GHashTableIter it;
   gpointer addr, group;
+  int64_t deadline = mf_deadline(ns->client, 0);
   g_hash_table_iter_init(&it, by_server);
   while (g_hash_table_iter_next(&it, &addr, &group)) {
     GPtrArray *g = group;
-    mf_calls_start(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len);
+    mf_calls_start(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len, deadline);
   }
   g_hash_table_destroy(by_server);
-  int64_t deadline = mf_deadline(ns->client, 0);
   int first = 0;
   for (size_t i = 0; i < n; i++) {
     int rc = mf_call_wait(&calls[i], deadline);

@@ -84,6 +84,11 @@ void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p) {
   call->req.opcode = opcode;
   call->req.block_index = (uint32_t)p->index;
   call->req.generation = (uint64_t)p->generation;
+  call->reply_max = 0;
+}
+
+uint32_t mf_block_reply_max(const mf_part_t *p) {
+  return p->block_size > 0 ? (uint32_t)MIN(p->block_size, (int64_t)UINT32_MAX) : 0;
 }
 
 int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
@@ -97,7 +102,7 @@ int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p) {
   return MAYFLY_ELOST;
 }
 
-int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call) {
+int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us) {
   if (p->lost) {
     /* Done at once, as a call that failed to start is (common/conn.h). */
     call->done = 1;
@@ -107,12 +112,13 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call) {
     call->status = mf_part_lost(ns, p);
     return call->status;
   }
-  return mf_call_start(ns->client->pool, p->address, call);
+  return mf_call_start(ns->client->pool, p->address, call, deadline_us);
 }
 
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
-  if (mf_call_start_part(ns, p, call) != 0) return call->status;
-  int rc = mf_call_wait(call, mf_deadline(ns->client, extra_ms));
+  int64_t deadline = mf_deadline(ns->client, extra_ms);
+  mf_call_start_part(ns, p, call, deadline);
+  int rc = mf_call_wait(call, deadline); /* at once when the start failed */
   /* The server knows the block is lost and our layout did not say so: take
    * the directory's, so the next call fails without asking. */
   if (rc == MAYFLY_ELOST) mf_ns_refresh(ns);
@@ -208,18 +214,18 @@ void mayfly_free(void *p) {
 int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *usage) {
   size_t n = st->npartitions;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  /* One deadline for all: a server that does not answer costs one timeout,
+   * however many partitions it holds. */
+  int64_t deadline = g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000;
   for (size_t i = 0; i < n; i++) {
     const mayfly_partition_t *p = &st->partitions[i];
     if (p->lost) continue; /* nothing there to ask about */
     calls[i].req.opcode = WIRE_OP_BLOCK_STAT;
     calls[i].req.block_index = (uint32_t)p->block_index;
     calls[i].req.generation = (uint64_t)p->generation;
-    mf_call_start(c->pool, p->server_address, &calls[i]);
+    mf_call_start(c->pool, p->server_address, &calls[i], deadline);
   }
   int rc = 0;
-  /* One deadline for all: a server that does not answer costs one timeout,
-   * however many partitions it holds. */
-  int64_t deadline = g_get_monotonic_time() + (int64_t)c->timeout_ms * 1000;
   for (size_t i = 0; i < n; i++) {
     if (st->partitions[i].lost) {
       usage[i].bytes_used = usage[i].items = -1;

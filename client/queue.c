@@ -95,6 +95,7 @@ static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeou
     mf_call_t call = {0};
     mf_call_target(&call, op, &p);
     call.req.arg0 = op == WIRE_OP_Q_POP ? (uint64_t)left_ms : 0;
+    call.reply_max = mf_block_reply_max(&p);
     int rc = mf_call_one(ns, &p, &call, op == WIRE_OP_Q_POP ? left_ms : 0);
     if (rc == 0) {
       *len = call.plen;
@@ -131,14 +132,15 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
     mf_part_t *parts = g_memdup2(ns->parts, (n ? n : 1) * sizeof *parts);
     g_rw_lock_reader_unlock(&ns->lock);
     mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+    int64_t deadline = mf_deadline(ns->client, 0);
     for (size_t i = 0; i < n; i++) {
       mf_call_target(&calls[i], WIRE_OP_Q_LEN, &parts[i]);
-      mf_call_start_part(ns, &parts[i], &calls[i]); /* a lost segment: MAYFLY_ELOST */
+      mf_call_start_part(ns, &parts[i], &calls[i], deadline); /* a lost segment: MAYFLY_ELOST */
     }
     int64_t total = 0;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-      int r = mf_call_wait(&calls[i], mf_deadline(ns->client, 0));
+      int r = mf_call_wait(&calls[i], deadline);
       g_free(calls[i].payload);
       if (r == 0) total += (int64_t)calls[i].rep.arg0;
       if (r != 0 && rc == 0) rc = r;
@@ -186,9 +188,10 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
         g_ptr_array_add(send, &calls[i]);
       }
     }
-    mf_calls_start(ns->client->pool, p.address, (mf_call_t *const *)send->pdata, send->len);
-    g_ptr_array_free(send, TRUE);
     int64_t deadline = mf_deadline(ns->client, 0);
+    mf_calls_start(ns->client->pool, p.address, (mf_call_t *const *)send->pdata, send->len,
+                   deadline);
+    g_ptr_array_free(send, TRUE);
     size_t redo = n;
     int why = 0;
     for (size_t i = next; i < n; i++) {
@@ -229,11 +232,12 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
     mf_call_t **send = g_new(mf_call_t *, want);
     for (size_t i = 0; i < want; i++) {
       mf_call_target(&calls[i], WIRE_OP_Q_POP, &p);
+      calls[i].reply_max = mf_block_reply_max(&p);
       send[i] = &calls[i];
     }
-    mf_calls_start(ns->client->pool, p.address, send, want);
-    g_free(send);
     int64_t deadline = mf_deadline(ns->client, 0);
+    mf_calls_start(ns->client->pool, p.address, send, want, deadline);
+    g_free(send);
     int drained_seen = 0, empty = 0;
     for (size_t i = 0; i < want; i++) {
       rc = mf_call_wait(&calls[i], deadline);

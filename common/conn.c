@@ -1,6 +1,9 @@
 /*
- * Data-plane connections (see conn.h).
+ * Data-plane connections (see conn.h for the model and the lock order).
+ *
+ * Functions named do_* expect the caller to hold the connection's lock.
  */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "common/conn.h"
 
 #include <errno.h>
@@ -14,183 +17,270 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
-#include "common/ctl.h"
+#include "common/check.h"
 #include "common/config.h"
+#include "common/ctl.h"
 #include "common/error.h"
 
-/* Replies larger than this are a broken stream (a block is at most 4 GiB,
- * and no reply carries more than one read of one block). */
+/* Replies nobody waits for any more (late replies) are discarded without
+ * being stored; past this size the stream is taken as broken (no reply
+ * carries more than one read of one block). */
 #define REPLY_PAYLOAD_MAX 0xfff00000u
 
+#define READ_BUF (256u << 10)
+/* A payload at least this long goes straight from the socket to its
+ * destination instead of through the read buffer. */
+#define DIRECT_MIN (READ_BUF / 4)
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* POSIX minimum is 16; Linux allows 1024 */
+#endif
+
+/* Sockets have a short receive timeout, so a blocking recv returns now and
+ * then and the leader can check deadlines: one system call per receive
+ * instead of a poll before each. Sends never block (MSG_DONTWAIT). */
+#define RECV_SLICE_MS 50
+
+/* A connection with no request sent for this long is checked for a peer
+ * close before its next use (a server closes idle connections). */
+#define IDLE_CHECK_US G_USEC_PER_SEC
+
 struct mf_conn {
-  gint refs;      /* the pool, the reader thread, each call in flight */
+  gint refs; /* the pool, each call in flight */
   int fd;
   char address[300];
-  GMutex lock;    /* pending, dead, the calls' completion, and the socket's send side */
-  GHashTable *pending; /* request id -> mf_call_t * */
-  int dead;
-  int leader;     /* a waiting thread is reading replies for everyone */
-  uint8_t *rbuf;  /* bytes received and not yet dispatched (the leader's) */
-  size_t rlen;
+  GMutex lock;
+  GHashTable *pending; /* request id -> mf_call_t *, sent or being sent */
+  GQueue waiters;      /* followers in mf_call_wait, oldest first */
+  GCond send_cond;     /* the send token was released or the connection died */
+  int sending;         /* the send token: a writer owns the send side */
+  int send_waiters;    /* writers waiting for the token */
+  int dead;            /* written under lock, read with g_atomic */
+  int leader;          /* a waiting thread owns the receive side */
+  _Atomic int64_t last_send_us; /* when the last request went out */
+  /* The receive side, owned by the leader (or, when nobody leads, by
+   * whoever holds the lock). */
+  uint8_t *rbuf; /* received bytes rbuf[rpos..rlen) not yet dispatched */
+  size_t rpos, rlen;
+  int in_reply;     /* a reply header was taken; rleft payload bytes to come */
+  wire_hdr_t rhdr;
+  size_t rleft, rgot;
+  mf_call_t *rcall; /* whose reply it is (NULL: discard the bytes); lock */
+  uint8_t *rdst;    /* where its payload goes (rcall->into or g_malloc) */
 };
+
+/* One address of the pool: its connection, or a dial in progress. */
+typedef struct mf_slot {
+  mf_conn_t *conn; /* the pool's ref; NULL when none */
+  int dialing;     /* a thread is dialing; others wait on pool->dialed */
+  unsigned dials;  /* dials finished, so a waiter sees that one ended */
+  int dial_rc;     /* how the last failed dial failed */
+} mf_slot_t;
 
 struct mf_pool {
   GMutex lock;
-  GHashTable *conns; /* address -> mf_conn_t * (the pool's ref) */
+  GCond dialed;      /* some dial finished */
+  GHashTable *slots; /* address -> mf_slot_t * */
   int connect_timeout_ms;
   gint64 next_id;
 };
 
 static void conn_unref(mf_conn_t *c) {
   if (!g_atomic_int_dec_and_test(&c->refs)) return;
+  MF_CHECK(g_hash_table_size(c->pending) == 0);
   close(c->fd);
   g_free(c->rbuf);
+  if (c->rdst != NULL && (c->rcall == NULL || c->rdst != c->rcall->into)) g_free(c->rdst);
   g_hash_table_destroy(c->pending);
+  g_cond_clear(&c->send_cond);
   g_mutex_clear(&c->lock);
   g_free(c);
 }
 
+/* Completes a call. Only a follower sleeps on its condition: a leader
+ * completing its own call saves the wake-up (a system call). */
+static void do_complete(mf_call_t *call, int status) {
+  call->status = status;
+  call->done = 1;
+  if (call->waiting) g_cond_signal(&call->cond);
+}
 
-/* Marks the connection dead and fails every call in flight. Lock held. */
+/* Gives up the reply whose payload is arriving: its call completes with
+ * `status` and the rest of its bytes will be discarded. The caller holds the
+ * leader role, or nobody leads. */
+static void do_drop_reply(mf_conn_t *c, int status) {
+  if (c->rcall != NULL) {
+    if (c->rdst != NULL && c->rdst != c->rcall->into) g_free(c->rdst);
+    do_complete(c->rcall, status);
+    c->rcall = NULL;
+  }
+  c->rdst = NULL;
+}
+
+/* Marks the connection dead and fails every call in flight with MAYFLY_EIO
+ * (a call completed before keeps its status). The next call dials anew. */
 static void do_kill(mf_conn_t *c) {
   if (c->dead) return;
-  c->dead = 1;
-  shutdown(c->fd, SHUT_RDWR);
+  g_atomic_int_set(&c->dead, 1);
+  shutdown(c->fd, SHUT_RDWR); /* wakes a leader blocked in recv */
   GHashTableIter it;
   gpointer v;
   g_hash_table_iter_init(&it, c->pending);
-  while (g_hash_table_iter_next(&it, NULL, &v)) {
-    mf_call_t *call = v;
-    call->status = MAYFLY_EIO;
-    call->done = 1;
-    g_cond_signal(&call->cond);
-  }
+  while (g_hash_table_iter_next(&it, NULL, &v)) do_complete(v, MAYFLY_EIO);
   g_hash_table_remove_all(c->pending);
+  if (!c->leader) do_drop_reply(c, MAYFLY_EIO); /* else the leader does */
+  g_cond_broadcast(&c->send_cond);
 }
 
-/* Completes a call (lock held). */
-static void complete(mf_call_t *call, int status) {
-  call->status = status;
-  call->done = 1;
-  g_cond_signal(&call->cond);
+/* Wakes the oldest follower so that it takes over reading. */
+static void do_promote(mf_conn_t *c) {
+  if (!c->leader && c->waiters.head != NULL) {
+    g_cond_signal(&((mf_call_t *)c->waiters.head->data)->cond);
+  }
 }
 
-#define READ_BUF (256u << 10)
-#ifndef IOV_MAX
-#define IOV_MAX 1024 /* POSIX minimum is 16; Linux allows 1024 */
-#endif
-/* How long a payload already announced may take to arrive in full. */
-#define PAYLOAD_TIMEOUT_MS 30000
+/* One receive of at most RECV_SLICE_MS: >0 bytes, 0 when nothing came in
+ * the slice, -1 when the stream is closed or broken. */
+static ssize_t recv_slice(int fd, uint8_t *dst, size_t len) {
+  ssize_t r = recv(fd, dst, len, 0);
+  if (r > 0) return r;
+  if (r == 0) return -1;
+  return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+}
 
-/* Sockets have a short receive timeout (RECV_SLICE_MS), so a blocking recv
- * returns now and then and the reader can check its deadline: one system
- * call per receive instead of a poll before each. */
-#define RECV_SLICE_MS 50
-
-/* Receives into dst: >0 bytes, 0 when the deadline passed, -1 when the
- * stream is closed or broken. */
-static ssize_t recv_by(int fd, uint8_t *dst, size_t len, int64_t deadline_us) {
-  for (;;) {
-    ssize_t r = recv(fd, dst, len, 0);
-    if (r > 0) return r;
-    if (r == 0) return -1;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (g_get_monotonic_time() >= deadline_us) return 0;
-    } else if (errno != EINTR) {
-      return -1;
+/* Takes the reply header at rbuf[rpos]: finds its call and where its payload
+ * goes. Returns 0, or MAYFLY_EPROTO for a stream that cannot go on (the
+ * call, if any, is completed with it). Leader only. */
+static int take_header(mf_conn_t *c) {
+  wire_hdr_t h;
+  size_t flen;
+  int rc = wire_parse(c->rbuf + c->rpos, c->rlen - c->rpos, REPLY_PAYLOAD_MAX, &h, &flen);
+  if ((rc != 0 && rc != MAYFLY_EAGAIN) || !(h.flags & WIRE_F_REPLY) || h.cap_len != 0) {
+    return MAYFLY_EPROTO;
+  }
+  g_mutex_lock(&c->lock);
+  mf_call_t *call = g_hash_table_lookup(c->pending, &h.request_id);
+  if (call != NULL) {
+    g_hash_table_remove(c->pending, &h.request_id);
+    if (h.payload_len > call->reply_max) {
+      do_complete(call, MAYFLY_EPROTO);
+      g_mutex_unlock(&c->lock);
+      return MAYFLY_EPROTO;
     }
   }
-}
-
-static int recv_until(int fd, uint8_t *dst, size_t len) {
-  int64_t deadline = g_get_monotonic_time() + (int64_t)PAYLOAD_TIMEOUT_MS * 1000;
-  for (size_t got = 0; got < len;) {
-    ssize_t r = recv_by(fd, dst + got, len - got, deadline);
-    if (r <= 0) return -1;
-    got += (size_t)r;
+  c->rcall = call;
+  g_mutex_unlock(&c->lock);
+  c->rpos += WIRE_HEADER_SIZE;
+  c->rhdr = h;
+  c->rleft = h.payload_len;
+  c->rgot = 0;
+  c->in_reply = 1;
+  c->rdst = NULL;
+  if (call != NULL && h.payload_len > 0) {
+    c->rdst = call->into != NULL && h.payload_len <= call->into_cap ? call->into
+                                                                      : g_malloc(h.payload_len);
   }
   return 0;
 }
 
+/* Moves the reply in progress on: takes what is buffered, completes its call
+ * when the payload is in, else receives one slice more. Returns 0 (call again
+ * or move on), 1 when the leader should stop (its own call is done),
+ * MAYFLY_ETIMEDOUT when the leader's deadline passed, MAYFLY_EIO when the
+ * stream broke. Leader only. */
+static int pump_payload(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
+  size_t n = MIN(c->rlen - c->rpos, c->rleft);
+  if (n > 0) {
+    if (c->rdst != NULL) memcpy(c->rdst + c->rgot, c->rbuf + c->rpos, n);
+    c->rpos += n;
+    c->rgot += n;
+    c->rleft -= n;
+  }
+  if (c->rleft == 0) {
+    g_mutex_lock(&c->lock);
+    mf_call_t *call = c->rcall;
+    if (call != NULL) {
+      call->rep = c->rhdr;
+      call->plen = c->rhdr.payload_len;
+      call->payload = c->rdst != call->into ? c->rdst : NULL;
+      do_complete(call, c->rhdr.status);
+    }
+    c->rcall = NULL;
+    c->rdst = NULL;
+    c->in_reply = 0;
+    g_mutex_unlock(&c->lock);
+    return 0;
+  }
+  /* More to come. Let go of a call whose waiter gave up (the caller may free
+   * its buffer as soon as it returns), and of the role when the leader's own
+   * call is done: the follower whose payload this is can take it. */
+  int64_t now = g_get_monotonic_time();
+  g_mutex_lock(&c->lock);
+  mf_call_t *call = c->rcall;
+  if (call != NULL && ((call->waiting && now >= call->wait_deadline) ||
+                       (call == mine && now >= deadline_us))) {
+    do_drop_reply(c, MAYFLY_ETIMEDOUT);
+  }
+  int stop = mine->done;
+  g_mutex_unlock(&c->lock);
+  if (stop) return 1;
+  if (now >= deadline_us) return MAYFLY_ETIMEDOUT;
+  ssize_t r;
+  if (c->rdst != NULL && c->rleft >= DIRECT_MIN) {
+    r = recv_slice(c->fd, c->rdst + c->rgot, c->rleft);
+    if (r > 0) {
+      c->rgot += (size_t)r;
+      c->rleft -= (size_t)r;
+    }
+  } else {
+    c->rpos = c->rlen = 0; /* the buffer is empty: everything was taken */
+    r = recv_slice(c->fd, c->rbuf, READ_BUF);
+    if (r > 0) c->rlen = (size_t)r;
+  }
+  return r < 0 ? MAYFLY_EIO : 0;
+}
+
 /*
  * Reads and dispatches replies on behalf of every caller of the connection
- * (leader/follower: the thread that waits is the one that reads, so a reply
- * reaches its caller without a hop through another thread). Returns when
- * `mine` is done (0), when the deadline passes (MAYFLY_ETIMEDOUT) or when the
- * stream breaks (MAYFLY_EIO). Called without the lock; c->leader is ours.
- * Replies already received for other calls stay buffered for the next leader.
+ * until `mine` is done (0), the deadline passes (MAYFLY_ETIMEDOUT) or the
+ * stream breaks (MAYFLY_EIO, MAYFLY_EPROTO). Called without the lock; the
+ * leader role is ours. Every reply already buffered is dispatched before it
+ * returns; the read buffer is trimmed once per receive, not per reply.
  */
 static int pump(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
   for (;;) {
-    wire_hdr_t h;
-    size_t flen = 0;
-    int rc = c->rlen >= WIRE_HEADER_SIZE
-                 ? wire_parse(c->rbuf, c->rlen, REPLY_PAYLOAD_MAX, &h, &flen)
-                 : MAYFLY_EAGAIN;
-    if (rc != 0 && rc != MAYFLY_EAGAIN) return MAYFLY_EIO;
-    if (c->rlen < WIRE_HEADER_SIZE) {
-      g_mutex_lock(&c->lock);
-      int done = mine->done;
-      g_mutex_unlock(&c->lock);
-      if (done) return 0;
-      ssize_t r = recv_by(c->fd, c->rbuf + c->rlen, READ_BUF - c->rlen, deadline_us);
-      if (r == 0) return MAYFLY_ETIMEDOUT;
-      if (r < 0) return MAYFLY_EIO;
-      c->rlen += (size_t)r;
+    if (c->in_reply) {
+      int rc = pump_payload(c, mine, deadline_us);
+      if (rc == 1) return 0;
+      if (rc != 0) return rc;
       continue;
     }
-    if (!(h.flags & WIRE_F_REPLY) || h.cap_len != 0) return MAYFLY_EIO;
+    size_t have = c->rlen - c->rpos;
+    if (have >= WIRE_HEADER_SIZE) {
+      int rc = take_header(c);
+      if (rc != 0) return rc;
+      continue;
+    }
     g_mutex_lock(&c->lock);
-    mf_call_t *call = g_hash_table_lookup(c->pending, &h.request_id);
-    if (call != NULL) {
-      g_hash_table_remove(c->pending, &h.request_id);
-      call->receiving = 1; /* its waiter keeps waiting until the payload is in */
-    }
+    int done = mine->done;
     g_mutex_unlock(&c->lock);
-    uint8_t *dst = NULL;
-    if (call != NULL && h.payload_len > 0) {
-      dst = (call->into != NULL && h.payload_len <= call->into_cap) ? call->into
-                                                                    : g_malloc(h.payload_len);
+    if (done) return 0;
+    if (g_get_monotonic_time() >= deadline_us) return MAYFLY_ETIMEDOUT;
+    if (c->rpos > 0) {
+      memmove(c->rbuf, c->rbuf + c->rpos, have); /* at most one header's worth */
+      c->rpos = 0;
+      c->rlen = have;
     }
-    /* Take what is buffered, then receive the rest directly. */
-    size_t inbuf = MIN(c->rlen - WIRE_HEADER_SIZE, (size_t)h.payload_len);
-    if (dst != NULL) memcpy(dst, c->rbuf + WIRE_HEADER_SIZE, inbuf);
-    size_t used = WIRE_HEADER_SIZE + inbuf;
-    memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-    c->rlen -= used;
-    int broken = 0;
-    size_t left = h.payload_len - inbuf;
-    if (dst != NULL && left > 0) {
-      broken = recv_until(c->fd, dst + inbuf, left) != 0;
-    } else {
-      while (left > 0 && !broken) { /* a reply nobody waits for any more */
-        size_t n = MIN(left, (size_t)READ_BUF);
-        broken = recv_until(c->fd, c->rbuf, n) != 0;
-        left -= n;
-      }
-    }
-    if (call != NULL) {
-      g_mutex_lock(&c->lock);
-      call->rep = h;
-      call->plen = h.payload_len;
-      call->payload = (dst != NULL && dst != call->into) ? dst : NULL;
-      complete(call, broken ? MAYFLY_EIO : h.status);
-      g_mutex_unlock(&c->lock);
-    }
-    if (broken) return MAYFLY_EIO;
+    ssize_t r = recv_slice(c->fd, c->rbuf + c->rlen, READ_BUF - c->rlen);
+    if (r < 0) return MAYFLY_EIO;
+    c->rlen += (size_t)r;
   }
 }
 
-/* Wakes one waiting call so that it takes over reading (lock held). */
-static void promote_one(mf_conn_t *c) {
-  GHashTableIter it;
-  gpointer v;
-  g_hash_table_iter_init(&it, c->pending);
-  if (g_hash_table_iter_next(&it, NULL, &v)) g_cond_signal(&((mf_call_t *)v)->cond);
-}
-
+/* Connects within timeout_ms; returns the socket (blocking, TCP_NODELAY,
+ * a receive slice) or a negative MAYFLY_E* code. */
 static int dial(const char *address, int timeout_ms) {
   char host[256];
   int port;
@@ -206,9 +296,14 @@ static int dial(const char *address, int timeout_ms) {
       rc = MAYFLY_ECONNREFUSED;
     } else {
       struct pollfd p = {.fd = fd, .events = POLLOUT};
-      int err = 0;
+      int err = 0, pr;
       socklen_t sl = sizeof err;
-      if (poll(&p, 1, timeout_ms) != 1) {
+      int64_t end = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
+      do {
+        int64_t left = end - g_get_monotonic_time();
+        pr = left <= 0 ? 0 : poll(&p, 1, (int)((left + 999) / 1000));
+      } while (pr < 0 && errno == EINTR);
+      if (pr != 1) {
         rc = MAYFLY_ETIMEDOUT;
       } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) != 0 || err != 0) {
         rc = MAYFLY_ECONNREFUSED;
@@ -229,10 +324,39 @@ static int dial(const char *address, int timeout_ms) {
   return fd;
 }
 
+static mf_conn_t *conn_new(int fd, const char *address) {
+  mf_conn_t *c = g_new0(mf_conn_t, 1);
+  c->fd = fd;
+  c->refs = 1; /* the pool */
+  c->rbuf = g_malloc(READ_BUF);
+  snprintf(c->address, sizeof c->address, "%s", address);
+  g_mutex_init(&c->lock);
+  g_cond_init(&c->send_cond);
+  g_queue_init(&c->waiters);
+  c->pending = g_hash_table_new(g_int64_hash, g_int64_equal);
+  c->last_send_us = g_get_monotonic_time();
+  return c;
+}
+
+/* Whether the server closed an idle connection: nothing in flight and a
+ * hang-up or error on the socket. Takes the connection's lock. */
+static int peer_closed(mf_conn_t *c) {
+  g_mutex_lock(&c->lock);
+  int closed = 0;
+  if (!c->dead && !c->sending && !c->leader && g_hash_table_size(c->pending) == 0) {
+    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+    closed = poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    if (closed) do_kill(c);
+  }
+  g_mutex_unlock(&c->lock);
+  return closed;
+}
+
 mf_pool_t *mf_pool_new(int connect_timeout_ms) {
   mf_pool_t *p = g_new0(mf_pool_t, 1);
   g_mutex_init(&p->lock);
-  p->conns = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  g_cond_init(&p->dialed);
+  p->slots = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   p->connect_timeout_ms = connect_timeout_ms;
   return p;
 }
@@ -241,63 +365,103 @@ void mf_pool_free(mf_pool_t *p) {
   if (p == NULL) return;
   GHashTableIter it;
   gpointer v;
-  g_hash_table_iter_init(&it, p->conns);
+  g_hash_table_iter_init(&it, p->slots);
   while (g_hash_table_iter_next(&it, NULL, &v)) {
-    mf_conn_t *c = v;
-    g_mutex_lock(&c->lock);
-    do_kill(c);
-    g_mutex_unlock(&c->lock);
-    conn_unref(c);
+    mf_slot_t *s = v;
+    MF_CHECK(!s->dialing);
+    if (s->conn == NULL) continue;
+    g_mutex_lock(&s->conn->lock);
+    do_kill(s->conn);
+    g_mutex_unlock(&s->conn->lock);
+    conn_unref(s->conn);
   }
-  g_hash_table_destroy(p->conns);
+  g_hash_table_destroy(p->slots);
+  g_cond_clear(&p->dialed);
   g_mutex_clear(&p->lock);
   g_free(p);
 }
 
-/* Returns a live connection to `address` with a ref for the caller. */
-static int get_conn(mf_pool_t *p, const char *address, mf_conn_t **out) {
+/* Returns a live connection to `address` with a ref for the caller, dialing
+ * (outside the pool lock) or waiting for another caller's dial by the
+ * deadline. */
+static int get_conn(mf_pool_t *p, const char *address, int64_t deadline_us, mf_conn_t **out) {
   g_mutex_lock(&p->lock);
-  mf_conn_t *c = g_hash_table_lookup(p->conns, address);
-  if (c != NULL) {
-    g_mutex_lock(&c->lock);
-    int dead = c->dead;
-    g_mutex_unlock(&c->lock);
-    if (dead) {
-      g_hash_table_remove(p->conns, address);
-      conn_unref(c);
-      c = NULL;
-    }
+  mf_slot_t *s = g_hash_table_lookup(p->slots, address);
+  if (s == NULL) {
+    s = g_new0(mf_slot_t, 1);
+    g_hash_table_insert(p->slots, g_strdup(address), s);
   }
-  if (c == NULL) {
-    int fd = dial(address, p->connect_timeout_ms);
+  for (;;) {
+    mf_conn_t *c = s->conn;
+    if (c != NULL) {
+      if (g_atomic_int_get(&c->dead) ||
+          (g_get_monotonic_time() - atomic_load_explicit(&c->last_send_us, memory_order_relaxed) >
+               IDLE_CHECK_US &&
+           peer_closed(c))) {
+        s->conn = NULL;
+        conn_unref(c);
+        continue;
+      }
+      g_atomic_int_inc(&c->refs);
+      g_mutex_unlock(&p->lock);
+      *out = c;
+      return 0;
+    }
+    if (s->dialing) {
+      unsigned seen = s->dials;
+      gboolean woke = g_cond_wait_until(&p->dialed, &p->lock, deadline_us);
+      if (s->conn == NULL && s->dials != seen) {
+        int rc = s->dial_rc;
+        g_mutex_unlock(&p->lock);
+        mf_set_last_error("memory server %s: %s", address, mayfly_strerror(rc));
+        return rc;
+      }
+      if (!woke && s->conn == NULL) {
+        g_mutex_unlock(&p->lock);
+        mf_set_last_error("memory server %s: connecting timed out", address);
+        return MAYFLY_ETIMEDOUT;
+      }
+      continue;
+    }
+    int64_t left_ms = (deadline_us - g_get_monotonic_time()) / 1000;
+    if (left_ms <= 0) {
+      g_mutex_unlock(&p->lock);
+      mf_set_last_error("memory server %s: connecting timed out", address);
+      return MAYFLY_ETIMEDOUT;
+    }
+    s->dialing = 1;
+    g_mutex_unlock(&p->lock);
+    int fd = dial(address, (int)MIN(left_ms, (int64_t)p->connect_timeout_ms));
+    g_mutex_lock(&p->lock);
+    s->dialing = 0;
+    s->dials++;
+    g_cond_broadcast(&p->dialed);
     if (fd < 0) {
+      s->dial_rc = fd;
       g_mutex_unlock(&p->lock);
       return fd;
     }
-    c = g_new0(mf_conn_t, 1);
-    c->fd = fd;
-    c->refs = 1; /* the pool */
-    c->rbuf = g_malloc(READ_BUF);
-    snprintf(c->address, sizeof c->address, "%s", address);
-    g_mutex_init(&c->lock);
-    c->pending = g_hash_table_new(g_int64_hash, g_int64_equal);
-    g_hash_table_insert(p->conns, g_strdup(address), c);
+    s->conn = conn_new(fd, address);
   }
-  g_atomic_int_inc(&c->refs);
-  g_mutex_unlock(&p->lock);
-  *out = c;
-  return 0;
 }
 
-/* Sends iov[0..n) completely. Returns 0 or -1. */
-static int send_all(int fd, struct iovec *iov, size_t n) {
+/* Sends iov[0..n) completely by the deadline: sendmsg first, a poll for room
+ * only when the socket is full. Returns 0, MAYFLY_ETIMEDOUT or MAYFLY_EIO;
+ * *sent tells whether any byte went out. */
+static int send_by(int fd, struct iovec *iov, size_t n, int64_t deadline_us, int *sent) {
   while (n > 0) {
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = MIN(n, (size_t)IOV_MAX)};
-    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EINTR) continue;
-      return -1;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return MAYFLY_EIO;
+      int64_t left = deadline_us - g_get_monotonic_time();
+      if (left <= 0) return MAYFLY_ETIMEDOUT;
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      if (poll(&p, 1, (int)((left + 999) / 1000)) < 0 && errno != EINTR) return MAYFLY_EIO;
+      continue;
     }
+    *sent = 1;
     /* Advance past what was sent. */
     while (n > 0 && (size_t)w >= iov->iov_len) {
       w -= (ssize_t)iov->iov_len;
@@ -314,28 +478,64 @@ static int send_all(int fd, struct iovec *iov, size_t n) {
 
 static void fail_call(mf_call_t *call, int rc) {
   g_cond_clear(&call->cond);
-  call->status = rc;
+  if (!call->done) call->status = rc;
   call->done = 1;
   call->conn = NULL;
 }
 
-int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n) {
+/* Takes the send token of c by the deadline and registers the calls as
+ * pending. Returns 0, MAYFLY_ETIMEDOUT, or MAYFLY_EIO when c died first
+ * (nothing was sent: the caller may try a new connection). */
+static int take_send(mf_conn_t *c, mf_call_t *const *calls, size_t n, int64_t deadline_us) {
+  g_mutex_lock(&c->lock);
+  while (c->sending && !c->dead) {
+    c->send_waiters++;
+    gboolean woke = g_cond_wait_until(&c->send_cond, &c->lock, deadline_us);
+    c->send_waiters--;
+    if (!woke && c->sending && !c->dead) {
+      g_mutex_unlock(&c->lock);
+      return MAYFLY_ETIMEDOUT;
+    }
+  }
+  if (c->dead) {
+    g_mutex_unlock(&c->lock);
+    return MAYFLY_EIO;
+  }
+  c->sending = 1;
+  for (size_t i = 0; i < n; i++) g_hash_table_insert(c->pending, &calls[i]->req.request_id, calls[i]);
+  g_mutex_unlock(&c->lock);
+  return 0;
+}
+
+/* Releases the send token after a send that returned rc. On failure, fails
+ * the calls not already answered with rc and, when the stream is torn (a
+ * frame went out in part) or broken, kills the connection. */
+static void give_send(mf_conn_t *c, mf_call_t *const *calls, size_t n, int rc, int sent) {
+  g_mutex_lock(&c->lock);
+  c->sending = 0;
+  if (c->send_waiters > 0) g_cond_signal(&c->send_cond);
+  if (rc != 0) {
+    for (size_t i = 0; i < n; i++) {
+      if (g_hash_table_remove(c->pending, &calls[i]->req.request_id)) do_complete(calls[i], rc);
+    }
+    if (sent || rc != MAYFLY_ETIMEDOUT) do_kill(c);
+  }
+  g_mutex_unlock(&c->lock);
+}
+
+int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                   int64_t deadline_us) {
   for (size_t i = 0; i < n; i++) {
     mf_call_t *call = calls[i];
     call->done = 0;
-    call->receiving = 0;
+    call->waiting = 0;
+    call->wait_link = (GList){.data = call};
     g_cond_init(&call->cond);
     call->payload = NULL;
     call->plen = 0;
     call->conn = NULL;
   }
   if (n == 0) return 0;
-  mf_conn_t *c;
-  int rc = get_conn(p, address, &c);
-  if (rc != 0) {
-    for (size_t i = 0; i < n; i++) fail_call(calls[i], rc);
-    return rc;
-  }
   /* One header and up to two payload pieces per call, all in one sendmsg. */
   uint8_t stack_hdrs[16][WIRE_HEADER_SIZE];
   struct iovec stack_iov[48];
@@ -352,38 +552,52 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
     if (call->l1 > 0) iov[niov++] = (struct iovec){(void *)call->p1, call->l1};
     if (call->l2 > 0) iov[niov++] = (struct iovec){(void *)call->p2, call->l2};
   }
-  g_mutex_lock(&c->lock);
-  if (c->dead) {
-    rc = MAYFLY_EIO;
-  } else {
-    for (size_t i = 0; i < n; i++) {
-      g_hash_table_insert(c->pending, &calls[i]->req.request_id, calls[i]);
-    }
-    if (send_all(c->fd, iov, niov) != 0) {
-      rc = MAYFLY_EIO;
-      for (size_t i = 0; i < n; i++) {
-        g_hash_table_remove(c->pending, &calls[i]->req.request_id);
-      }
-      do_kill(c);
-    }
+  mf_conn_t *c = NULL;
+  int rc = MAYFLY_EIO, registered = 0;
+  /* A connection that dies before our first byte went out is replaced:
+   * nothing of these calls reached the server. */
+  for (int attempt = 0; attempt < 3 && rc == MAYFLY_EIO; attempt++) {
+    if (c != NULL) conn_unref(c);
+    c = NULL;
+    if ((rc = get_conn(p, address, deadline_us, &c)) != 0) break;
+    rc = take_send(c, calls, n, deadline_us);
   }
-  g_mutex_unlock(&c->lock);
+  if (rc == 0) {
+    int sent = 0;
+    registered = 1;
+    rc = send_by(c->fd, iov, niov, deadline_us, &sent);
+    atomic_store_explicit(&c->last_send_us, g_get_monotonic_time(), memory_order_relaxed);
+    give_send(c, calls, n, rc, sent);
+  }
   if (hdrs != stack_hdrs) g_free(hdrs);
   if (iov != stack_iov) g_free(iov);
-  if (rc != 0) {
-    mf_set_last_error("memory server %s: connection lost", address);
+  if (rc != 0 && !registered) {
+    /* Nobody else ever saw these calls. */
+    if (c != NULL) conn_unref(c);
     for (size_t i = 0; i < n; i++) fail_call(calls[i], rc);
-    conn_unref(c);
     return rc;
+  }
+  if (rc != 0) {
+    /* A failed send already completed every call still pending; one whose
+     * reply a leader is reading (a batch sent in part) completes when the
+     * leader lets go of it, so each call stays attached for its wait. */
+    mf_set_last_error("memory server %s: %s", address,
+                      rc == MAYFLY_ETIMEDOUT ? "could not send in time" : "connection lost");
   }
   /* Each call holds a reference until its wait. */
   for (size_t i = 1; i < n; i++) g_atomic_int_inc(&c->refs);
   for (size_t i = 0; i < n; i++) calls[i]->conn = c;
-  return 0;
+  return rc;
 }
 
-int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call) {
-  return mf_calls_start(p, address, &call, 1);
+int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t deadline_us) {
+  return mf_calls_start(p, address, &call, 1, deadline_us);
+}
+
+/* Gives up a call at its deadline (a late reply will be discarded). */
+static void do_time_out(mf_conn_t *c, mf_call_t *call) {
+  g_hash_table_remove(c->pending, &call->req.request_id);
+  do_complete(call, MAYFLY_ETIMEDOUT);
 }
 
 int mf_call_wait(mf_call_t *call, int64_t deadline_us) {
@@ -397,30 +611,46 @@ int mf_call_wait(mf_call_t *call, int64_t deadline_us) {
       int rc = pump(c, call, deadline_us);
       g_mutex_lock(&c->lock);
       c->leader = 0;
-      if (rc == MAYFLY_EIO) do_kill(c); /* completes every pending call, ours too */
-      promote_one(c);
-      if (rc == MAYFLY_ETIMEDOUT && !call->done) {
-        g_hash_table_remove(c->pending, &call->req.request_id);
-        complete(call, MAYFLY_ETIMEDOUT);
-        mf_set_last_error("memory server %s: no reply in time", c->address);
-      }
+      if (rc == MAYFLY_EIO || rc == MAYFLY_EPROTO) do_kill(c); /* ours too, if pending */
+      if (c->dead) do_drop_reply(c, MAYFLY_EIO);
+      if (rc == MAYFLY_ETIMEDOUT && !call->done) do_time_out(c, call);
       continue;
     }
-    if (call->receiving) {
-      g_cond_wait(&call->cond, &c->lock);
-    } else if (!g_cond_wait_until(&call->cond, &c->lock, deadline_us)) {
-      if (call->done) break;
-      if (call->receiving) continue;
-      /* Too late: forget the call so a late reply is discarded. */
-      g_hash_table_remove(c->pending, &call->req.request_id);
-      complete(call, MAYFLY_ETIMEDOUT);
-      mf_set_last_error("memory server %s: no reply in time", c->address);
+    if (c->dead && !c->leader) {
+      /* Killed while nobody read: our reply, if half in, is nobody's now. */
+      if (c->rcall == call) do_drop_reply(c, MAYFLY_EIO);
+      if (!call->done) do_complete(call, MAYFLY_EIO);
+      continue;
+    }
+    /* Follow: the leader completes us, or hands us the role. */
+    call->waiting = 1;
+    call->wait_deadline = deadline_us;
+    g_queue_push_tail_link(&c->waiters, &call->wait_link);
+    int64_t until = deadline_us;
+    /* Our payload is arriving: the leader lets go of it at our deadline. */
+    if (c->rcall == call) until = MAX(until, g_get_monotonic_time() + RECV_SLICE_MS * 1000);
+    gboolean woke = g_cond_wait_until(&call->cond, &c->lock, until);
+    g_queue_unlink(&c->waiters, &call->wait_link);
+    call->waiting = 0;
+    if (!woke && !call->done && c->rcall != call && g_get_monotonic_time() >= deadline_us) {
+      do_time_out(c, call);
     }
   }
+  do_promote(c); /* if nobody leads now, a follower should */
   g_mutex_unlock(&c->lock);
   g_cond_clear(&call->cond);
-  if (call->status == MAYFLY_EIO) {
-    mf_set_last_error("memory server %s: connection lost", c->address);
+  switch (call->status) {
+    case MAYFLY_ETIMEDOUT:
+      mf_set_last_error("memory server %s: no reply in time", c->address);
+      break;
+    case MAYFLY_EIO:
+      mf_set_last_error("memory server %s: connection lost", c->address);
+      break;
+    case MAYFLY_EPROTO:
+      mf_set_last_error("memory server %s: malformed or oversized reply", c->address);
+      break;
+    default:
+      break;
   }
   call->conn = NULL;
   conn_unref(c);

@@ -1,6 +1,7 @@
 /*
  * The control connection (see ctl.h).
  */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "common/ctl.h"
 
 #include <errno.h>
@@ -206,9 +207,20 @@ void mf_ctl_address(const mf_ctl_t *ctl, char *buf, size_t len) {
   }
 }
 
+/* Whether the connection is unusable before a request goes out: the
+ * directory closed it (an idle timeout, a restart) or it holds bytes nobody
+ * asked for. A blocking client has nothing in flight between calls, so any
+ * readiness means the stream is over or out of step. ctl->lock held. */
+static int stale(mf_ctl_t *ctl) {
+  struct pollfd p = {.fd = ctl->fd, .events = POLLIN | POLLRDHUP};
+  return poll(&p, 1, 0) == 1 && p.revents != 0;
+}
+
 int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {
   g_mutex_lock(&ctl->lock);
-  if (ctl->client == NULL) {
+  /* Nothing of this call was sent yet, so replacing a connection found
+   * closed is safe: the request goes out once, on the new one. */
+  if (ctl->client == NULL || stale(ctl)) {
     int rc = reconnect(ctl);
     if (rc != 0) {
       g_mutex_unlock(&ctl->lock);

@@ -3,13 +3,25 @@
  * MfFrameTransport (compact protocol, TCP_NODELAY, MSG_NOSIGNAL, timeouts).
  * Shared by libmayfly and the memory server (neither links the other).
  *
- * Calls are serialised by a mutex. A call brackets the generated client:
+ * A call brackets the generated client:
  *   MayflyDirectoryIf *i; int rc = mf_ctl_begin(ctl, &i); if (rc) return rc;
  *   gboolean ok = mayfly_directory_if_X(i, ..., &err, &gerr);
  *   return mf_ctl_end(ctl, ok, err, gerr);
- * mf_ctl_begin locks and (re)connects if the last call broke the connection;
- * mf_ctl_end maps the outcome to a MAYFLY_E* code, records the message for
- * mayfly_last_error(), frees err/gerr, and unlocks.
+ * mf_ctl_begin locks and (re)connects if the last call broke the connection
+ * or the directory closed it since (checked with a 0-timeout poll before
+ * every request, so a connection closed while idle is replaced
+ * transparently; a request that was sent is never resent). mf_ctl_end maps
+ * the outcome to a MAYFLY_E* code, records the message for
+ * mayfly_last_error(), frees err/gerr, and unlocks. Each call, its send and
+ * its reply together, takes at most timeout_ms (MAYFLY_ETIMEDOUT after);
+ * a reply frame longer than the transport's limit (64 MiB) fails the call
+ * with MAYFLY_EIO before anything is allocated, and a frame's storage grows
+ * only as its bytes arrive.
+ *
+ * Locks, in order: ctl->lock (one call at a time: held from mf_ctl_begin to
+ * mf_ctl_end, across the call's blocking I/O) -> ctl->fd_lock (the socket
+ * number, so mf_ctl_interrupt can shut it down from another thread without
+ * waiting for the call). mf_ctl_interrupt takes only fd_lock.
  */
 #ifndef MAYFLY_CTL_H
 #define MAYFLY_CTL_H

@@ -4,6 +4,7 @@
 #include "common/frame_transport.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@ struct _MfFrameTransport {
   ThriftTransport parent;
   int fd;
   int timeout_ms;
+  int64_t deadline_us; /* socket mode: the call in progress ends here */
   uint32_t max_frame;
   int timed_out;
   GByteArray *out;      /* 4 bytes reserved for the length, then the message */
@@ -29,11 +31,17 @@ static void reset_output(MfFrameTransport *t) {
   g_byte_array_append(t->out, zero, 4);
 }
 
-/* Waits until fd is ready for `events`, at most timeout_ms (< 0: forever). */
+/* Waits until fd is ready for `events`, at most until the call's deadline
+ * (none when timeout_ms < 0). */
 static int wait_fd(MfFrameTransport *t, short events) {
   struct pollfd pfd = {.fd = t->fd, .events = events};
   for (;;) {
-    int r = poll(&pfd, 1, t->timeout_ms);
+    int ms = -1;
+    if (t->timeout_ms >= 0) {
+      int64_t left = t->deadline_us - g_get_monotonic_time();
+      ms = left <= 0 ? 0 : (int)MIN((left + 999) / 1000, (int64_t)INT_MAX);
+    }
+    int r = poll(&pfd, 1, ms);
     if (r > 0) return 0;
     if (r == 0) {
       t->timed_out = 1;
@@ -68,6 +76,10 @@ static int recv_all(MfFrameTransport *t, uint8_t *buf, size_t len, GError **erro
   return 0;
 }
 
+/* Storage for a frame grows with the bytes that arrive, from this size up
+ * (doubling), so a length prefix alone never reserves the whole frame. */
+#define FRAME_CHUNK (64u << 10)
+
 /* Socket mode: receives one whole frame into in_owned. */
 static gboolean load_frame(MfFrameTransport *t, GError **error) {
   uint8_t hdr[4];
@@ -78,8 +90,13 @@ static gboolean load_frame(MfFrameTransport *t, GError **error) {
                 "frame of %u bytes exceeds the limit of %u", len, t->max_frame);
     return FALSE;
   }
+  for (size_t got = 0; got < len;) {
+    size_t want = MIN((size_t)len - got, MAX((size_t)FRAME_CHUNK, got));
+    g_byte_array_set_size(t->in_owned, (guint)(got + want));
+    if (recv_all(t, t->in_owned->data + got, want, error) != 0) return FALSE;
+    got += want;
+  }
   g_byte_array_set_size(t->in_owned, len);
-  if (recv_all(t, t->in_owned->data, len, error) != 0) return FALSE;
   t->in = t->in_owned->data;
   t->in_len = len;
   t->in_pos = 0;
@@ -153,6 +170,8 @@ static gboolean ft_flush(ThriftTransport *transport, GError **error) {
   MfFrameTransport *t = MF_FRAME_TRANSPORT(transport);
   if (t->fd < 0) return TRUE; /* memory mode: the owner takes the output */
   fill_length(t);
+  /* A request starts a call: its send and its reply share one deadline. */
+  t->deadline_us = g_get_monotonic_time() + (int64_t)t->timeout_ms * 1000;
   size_t sent = 0;
   while (sent < t->out->len) {
     if (wait_fd(t, POLLOUT) != 0) {

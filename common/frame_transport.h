@@ -14,8 +14,10 @@
  *   into an internal buffer that take_output() hands over, length prefix
  *   included. It never touches a socket.
  * - socket (fd >= 0), for the blocking clients: flush() sends the buffered
- *   message as one frame; the first read of a reply receives one whole frame,
- *   waiting at most timeout_ms for each piece.
+ *   message as one frame and starts the call's clock; the first read of a
+ *   reply receives one whole frame. Sending and receiving together take at
+ *   most timeout_ms, however the bytes trickle in; the frame's storage grows
+ *   as its bytes arrive (a length prefix alone never reserves memory).
  *
  * In both modes a read past the end of the frame, a container or string that
  * claims more bytes than the frame holds, or a frame over max_frame is an

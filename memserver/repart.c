@@ -42,6 +42,10 @@ static int end(ms_repart_job_t *job, int commit) {
   return rc;
 }
 
+static int64_t deadline(void) {
+  return g_get_monotonic_time() + (int64_t)MS_REPART_TIMEOUT_MS * 1000;
+}
+
 /* One call to the target: MIGRATE (entries) or MIGRATE_ABORT. */
 static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const void *data,
                         size_t len) {
@@ -53,11 +57,7 @@ static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const
   call->req.arg1 = (uint64_t)job->hi;
   call->p1 = data;
   call->l1 = len;
-  mf_call_start(job->pool, job->target, call);
-}
-
-static int64_t deadline(void) {
-  return g_get_monotonic_time() + (int64_t)MS_REPART_TIMEOUT_MS * 1000;
+  mf_call_start(job->pool, job->target, call, deadline());
 }
 
 void ms_repart_abort(ms_repart_job_t *job) {
@@ -79,8 +79,9 @@ static int block_used(ms_repart_job_t *job, const char *address, int32_t index,
   call.req.opcode = WIRE_OP_BLOCK_STAT;
   call.req.block_index = (uint32_t)index;
   call.req.generation = (uint64_t)generation;
-  mf_call_start(job->pool, address, &call);
-  int rc = mf_call_wait(&call, deadline());
+  int64_t until = deadline();
+  mf_call_start(job->pool, address, &call, until);
+  int rc = mf_call_wait(&call, until);
   *used = call.rep.arg0;
   g_free(call.payload);
   return rc;

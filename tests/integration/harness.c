@@ -1,10 +1,12 @@
 /*
  * Integration-test harness (see harness.h).
  */
+#define _GNU_SOURCE /* setns */
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <glib.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -69,7 +71,10 @@ static void dump_log(const mf_daemon_t *d) {
   }
 }
 
-static mf_daemon_t *start(const char *binary, GPtrArray *args) {
+/* Starts binary with --host `host`, inside the network namespace `netns`
+ * (a name under /var/run/netns) unless it is NULL. */
+static mf_daemon_t *start_at(const char *netns, const char *host, const char *binary,
+                             GPtrArray *args) {
   if (running == NULL) {
     running = g_ptr_array_new();
     atexit(kill_all);
@@ -81,7 +86,7 @@ static mf_daemon_t *start(const char *binary, GPtrArray *args) {
   GPtrArray *argv = g_ptr_array_new();
   g_ptr_array_add(argv, (gpointer)binary);
   g_ptr_array_add(argv, "--host");
-  g_ptr_array_add(argv, "127.0.0.1");
+  g_ptr_array_add(argv, (gpointer)host);
   g_ptr_array_add(argv, "--port");
   g_ptr_array_add(argv, "0");
   g_ptr_array_add(argv, "--port-file");
@@ -94,6 +99,12 @@ static mf_daemon_t *start(const char *binary, GPtrArray *args) {
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
+    if (netns != NULL) {
+      char *nspath = g_strdup_printf("/var/run/netns/%s", netns);
+      int nsfd = open(nspath, O_RDONLY | O_CLOEXEC);
+      if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) != 0) _exit(126);
+      close(nsfd);
+    }
     int fd = open(d->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
       dup2(fd, STDERR_FILENO);
@@ -134,11 +145,28 @@ static mf_daemon_t *start(const char *binary, GPtrArray *args) {
     return NULL;
   }
   /* The address it listens on: the last --host given (IPv6 in brackets). */
-  const char *host = "127.0.0.1";
   for (guint i = 0; i + 1 < args->len; i++) {
     if (strcmp(g_ptr_array_index(args, i), "--host") == 0) host = g_ptr_array_index(args, i + 1);
   }
   snprintf(d->address, sizeof d->address, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, d->port);
+  return d;
+}
+
+static mf_daemon_t *start(const char *binary, GPtrArray *args) {
+  return start_at(NULL, "127.0.0.1", binary, args);
+}
+
+mf_daemon_t *mf_start_in_netns(const char *netns, const char *host, const char *rel,
+                               const char *arg, ...) {
+  GPtrArray *args = g_ptr_array_new();
+  va_list ap;
+  va_start(ap, arg);
+  for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) g_ptr_array_add(args, (gpointer)a);
+  va_end(ap);
+  char *bin = g_strdup(mf_bin(rel));
+  mf_daemon_t *d = start_at(netns, host, bin, args);
+  g_free(bin);
+  g_ptr_array_free(args, TRUE);
   return d;
 }
 

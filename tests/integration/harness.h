@@ -37,6 +37,13 @@ mf_daemon_t *mf_start_directory(const char *arg, ...);
 mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *block_size,
                                 const char *arg, ...);
 
+/* Starts a daemon (rel as for mf_bin) listening on `host`, inside the
+ * network namespace `netns` (a name from `ip netns add`) unless it is NULL,
+ * with the given arguments (NULL-terminated); waits until it listens. For
+ * tests that build their own network. */
+mf_daemon_t *mf_start_in_netns(const char *netns, const char *host, const char *rel,
+                               const char *arg, ...) __attribute__((sentinel));
+
 /* Sends SIGSTOP / SIGCONT (a server that hangs without closing its sockets). */
 void mf_pause(const mf_daemon_t *d);
 void mf_resume(const mf_daemon_t *d);
