@@ -1772,7 +1772,7 @@ static void test_kv_charge_covers_the_allocation_and_the_table_slot(void) {
   if (mallctl != NULL && mallctl("opt.cache_oblivious", &oblivious, &blen, NULL, 0) != 0) {
     oblivious = true; /* not reported: assume the default */
   }
-  fprintf(stderr, "  allocator: %s\n", mallctl != NULL ? "jemalloc" : "the C library's");
+  fprintf(stderr, "  allocator: %s\n", mallctl != NULL ? "jemalloc" : "glibc or a sanitizer's");
   /* Known values: the head, key and value rounded to the class, plus 48. */
   MF_ASSERT_EQ(store_kv_charge(16, 64), 128 + WIRE_KV_SLOT_CHARGE);   /* 96 + 24 -> 128 */
   MF_ASSERT_EQ(store_kv_charge(10, 1000), 1280 + WIRE_KV_SLOT_CHARGE); /* 1026 -> 1280 */
