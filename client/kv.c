@@ -28,7 +28,7 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
         continue;
       }
     }
-    if (klen + vlen + WIRE_KV_ENTRY_OVERHEAD > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    if (wire_kv_charge(klen, vlen) > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
     mf_call_target(call, op, &p);
     call->req.arg1 = (uint64_t)slot;
     call->req.arg2 = (uint32_t)klen;
@@ -97,7 +97,7 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     calls[i].status = MAYFLY_EMOVED; /* redone below unless sent */
     /* A lost partition's keys are redone one by one below (MAYFLY_ELOST). */
     if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, &p) != 0 || p.lost ||
-        klens[i] + vlen + WIRE_KV_ENTRY_OVERHEAD > (uint64_t)p.block_size) {
+        wire_kv_charge(klens[i], vlen) > (uint64_t)p.block_size) {
       continue;
     }
     mf_call_target(&calls[i], op, &p);

@@ -137,3 +137,34 @@ int wire_kv_entry_next(const uint8_t *buf, size_t len, size_t *pos, const uint8_
   *pos += WIRE_KV_ENTRY_HEADER + (size_t)k + v;
   return 1;
 }
+
+/* jemalloc's size class of n >= 1: 16-byte steps up to 128, then four
+ * classes between each power of two and the next. */
+static uint64_t jemalloc_class(uint64_t n) {
+  if (n <= 128) return (n + 15) & ~(uint64_t)15;
+  int lg = 63 - __builtin_clzll(n - 1); /* 2^lg < n <= 2^(lg + 1) */
+  uint64_t step = (uint64_t)1 << (lg - 2);
+  return (n + step - 1) & ~(step - 1);
+}
+
+#define ALLOC_SMALL_MAX 14336u /* jemalloc's largest small class (4 KiB pages) */
+#define ALLOC_PAGE 4096u
+
+uint64_t wire_alloc_size(uint64_t n) {
+  if (n > ((uint64_t)1 << 62)) return UINT64_MAX;
+  if (n == 0) n = 1; /* malloc(0) still takes the smallest chunk */
+  uint64_t j = jemalloc_class(n);
+  if (n > ALLOC_SMALL_MAX) return j + ALLOC_PAGE;
+  /* glibc's chunk is n + 8 rounded up to 16, but it never splits off less
+   * than its 32-byte minimum chunk, so a free chunk 16 bytes larger than
+   * that may be handed out whole (measured: 8,169 bytes given 8,208). */
+  uint64_t glibc = (n + 8 + 16 + 15) & ~(uint64_t)15;
+  return j > glibc ? j : glibc;
+}
+
+uint64_t wire_kv_charge(uint64_t klen, uint64_t vlen) {
+  const uint64_t limit = (uint64_t)1 << 61;
+  if (klen > limit || vlen > limit) return UINT64_MAX;
+  uint64_t a = wire_alloc_size(WIRE_KV_ENTRY_HEAD + klen + vlen);
+  return a == UINT64_MAX ? UINT64_MAX : a + WIRE_KV_SLOT_CHARGE;
+}

@@ -67,19 +67,44 @@ typedef enum {
 /* Block kinds a request expects (in arg2 of the high byte for non-kv ops is
  * not needed: the opcode says the kind). */
 
-/* What a memory server charges to a block for each queue item and kv entry
- * beyond its bytes: the allocator's and the containers' bookkeeping. A queue
- * item is a header and a list link. A kv entry is one allocation (a 16-byte
- * header, then key and value) and one slot of its partition's hash table
- * (12 bytes at a load between 47 % and 94 %), plus size-class rounding.
- * Measured with `mayfly-bench memory` (1M entries of a 16-byte key and a
- * 64-byte value, jemalloc, 2026-12-01): 121.5 bytes allocated per entry, so
- * 41.5 beyond key and value; 64 covers that at the table's emptiest and the
- * rounding of any entry up to 128 bytes (docs/data-protocol.md). Entries
- * above 128 bytes may be rounded up by a quarter, which this does not cover.
- * Clients use them to refuse a value that can never fit before sending it. */
+/* What a memory server charges to a block for each queue item beyond its
+ * bytes: a header and a list link. Clients use it to refuse an item that can
+ * never fit before sending it. */
 #define WIRE_QUEUE_ITEM_OVERHEAD 48
-#define WIRE_KV_ENTRY_OVERHEAD 64
+
+/* A kv entry on a memory server is one allocation of a 16-byte head, the key
+ * and the value, and one slot of its partition's hash table. */
+#define WIRE_KV_ENTRY_HEAD 16
+/* The table's cost per entry at its emptiest: a GHashTable keeps a 4-byte
+ * hash and an 8-byte key per slot and shrinks once under a quarter full, so
+ * up to 4 slots of 12 bytes per entry. */
+#define WIRE_KV_SLOT_CHARGE 48
+
+/*
+ * The most memory malloc may take for one allocation of n bytes, for either
+ * allocator a memory server runs on (x86_64, 4 KiB pages):
+ * - jemalloc 5 rounds n up to its size class: 16-byte steps up to 128, then
+ *   four classes per doubling (160, 192, 224, 256, 320, ...); classes from
+ *   16 KiB up are page runs with one more page (cache-oblivious placement);
+ * - glibc takes n + 8 rounded up to 16 (at least 32) from its heap, or one
+ *   16 bytes larger (it never splits off a remainder under its 32-byte
+ *   minimum chunk), or n + 16 rounded up to a page when it maps the chunk
+ *   (128 KiB and more).
+ * The result is the larger of the two, so it is never below what either
+ * uses: up to 14 KiB, max(jemalloc class, round16(n + 24)); above, the
+ * jemalloc class plus a page (which also covers glibc's mapped chunk).
+ * Saturates at UINT64_MAX for n above 2^62. Deterministic arithmetic, so
+ * clients and tests compute what a server charges.
+ */
+uint64_t wire_alloc_size(uint64_t n);
+
+/* What a memory server charges its block for a kv entry of klen key and vlen
+ * value bytes: wire_alloc_size(WIRE_KV_ENTRY_HEAD + klen + vlen) +
+ * WIRE_KV_SLOT_CHARGE. Non-decreasing in each argument; UINT64_MAX when the
+ * sum would pass 2^62. A client refuses a value whose charge exceeds the
+ * block size (it can never fit); tests/unit/test_store.c checks the charge
+ * against real allocations. */
+uint64_t wire_kv_charge(uint64_t klen, uint64_t vlen);
 
 typedef struct wire_hdr {
   uint8_t opcode;

@@ -9,9 +9,10 @@
  * follows the data, never more than N x B. (A jemalloc arena would also
  * return pages, but a fixed region makes each block's address and limit
  * explicit and keeps file reads one memcpy.) Queue items and kv entries are
- * individual allocations charged to their block with a fixed per-item
- * overhead (STORE_QUEUE_ITEM_OVERHEAD, STORE_KV_ENTRY_OVERHEAD) that covers
- * the allocator's and the container's bookkeeping, so a block's charge never
+ * individual allocations charged to their block: a queue item its length
+ * plus STORE_QUEUE_ITEM_OVERHEAD, a kv entry store_kv_charge (the
+ * allocator's size class of the entry plus its hash-table slot), which cover
+ * the allocator's and the containers' bookkeeping, so a block's charge never
  * exceeds B and the process stays within N x B plus the fixed costs stated in
  * the README. A write that does not fit is refused (MAYFLY_EFULL).
  *
@@ -30,7 +31,6 @@
 #include "common/wire.h"
 
 #define STORE_QUEUE_ITEM_OVERHEAD WIRE_QUEUE_ITEM_OVERHEAD
-#define STORE_KV_ENTRY_OVERHEAD WIRE_KV_ENTRY_OVERHEAD
 
 /* kv watermarks when the namespace sets none: % of the block. */
 #define STORE_HIGH_WM_DEFAULT 90
@@ -167,6 +167,9 @@ typedef struct store_kv_entry {
   uint8_t data[]; /* h.klen key bytes, then h.vlen value bytes */
 } store_kv_entry_t;
 
+/* The head is what wire_kv_charge reckons with. */
+_Static_assert(sizeof(store_kv_head_t) == WIRE_KV_ENTRY_HEAD, "kv entry head size");
+
 static inline const uint8_t *store_kv_entry_key(const store_kv_entry_t *e) {
   return e->data;
 }
@@ -174,9 +177,10 @@ static inline const uint8_t *store_kv_entry_value(const store_kv_entry_t *e) {
   return e->data + e->h.klen;
 }
 
-/* What an entry of klen + vlen bytes is charged to its block. */
+/* What an entry of klen + vlen bytes is charged to its block: at least the
+ * memory its allocation and its table slot take (wire_kv_charge). */
 static inline uint64_t store_kv_charge(uint64_t klen, uint64_t vlen) {
-  return klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+  return wire_kv_charge(klen, vlen);
 }
 
 /* An empty kv table: a set of store_kv_entry_t *, owned (freed with g_free

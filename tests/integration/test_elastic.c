@@ -319,14 +319,14 @@ static void test_split_rolls_back_when_target_dies(void) {
   int src = holder(&cl, path);
   CU_ASSERT_FATAL(src >= 0);
   /* Fill to 80 %: no split yet. */
-  int n80 = (int)(256 * 1024 * 0.80 / (VALUE_LEN + 10 + WIRE_KV_ENTRY_OVERHEAD));
+  int n80 = (int)(256 * 1024 * 0.80 / wire_kv_charge(10, VALUE_LEN));
   MF_ASSERT_EQ(put_range(ns, 0, n80), 0);
   MF_ASSERT_EQ(partitions(&cl, path, NULL), 1);
   /* Every other server hangs: the split's copy waits on one of them. */
   for (int i = 0; i < cl.nms; i++) {
     if (i != src) mf_pause(cl.ms[i]);
   }
-  int n95 = (int)(256 * 1024 * 0.95 / (VALUE_LEN + 10 + WIRE_KV_ENTRY_OVERHEAD));
+  int n95 = (int)(256 * 1024 * 0.95 / wire_kv_charge(10, VALUE_LEN));
   MF_ASSERT_EQ(put_range(ns, n80, n95), 0); /* crosses 90 %: a split begins */
   mf_sleep_ms(300);
   /* Mid-move, the targets die. */

@@ -16,7 +16,11 @@
  * commit; migrated records are all checked before any is stored. A file
  * segment truncated and extended again reads zeros where the cut bytes were.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <glib.h>
+#include <malloc.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -614,6 +618,20 @@ static void test_queue_accounting_follows_pushes_and_pops(void) {
 
 /* --- kv partitions --- */
 
+/* The longest value a key of klen bytes can have within a charge of `room`
+ * bytes, or -1 when not even an empty value fits (the charge only grows with
+ * the value). */
+static int64_t fit_vlen(uint32_t klen, uint64_t room) {
+  if (store_kv_charge(klen, 0) > room) return -1;
+  uint64_t lo = 0, hi = room; /* charge(lo) <= room < charge(hi + 1) */
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (store_kv_charge(klen, mid) <= room) lo = mid;
+    else hi = mid - 1;
+  }
+  return (int64_t)lo;
+}
+
 /* Asserts that key maps to exactly the value want[0..wlen). */
 static void expect_value(store_block_t *b, const void *key, uint32_t klen, const void *want,
                          size_t wlen) {
@@ -644,13 +662,13 @@ static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
   CU_ASSERT_PTR_NULL(kv_get(b, "k\0a\0", 4, NULL));
   CU_ASSERT_PTR_NULL(kv_get(b, "k\0c", 3, NULL));
   CU_ASSERT_PTR_NULL(kv_get(b, "", 0, NULL));
-  MF_ASSERT_EQ(b->used, (3 + 3 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
+  MF_ASSERT_EQ(b->used, store_kv_charge(3, 3) + store_kv_charge(3, 4) + store_kv_charge(1, 0) + store_kv_charge(2, 1));
 
   /* Overwrite replaces the value and its charge. */
   MF_ASSERT_EQ(kv_put(&s, b, k1, 3, "longer value", 12), 0);
   expect_value(b, k1, 3, "longer value", 12);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 4);
-  MF_ASSERT_EQ(b->used, (3 + 12 + STORE_KV_ENTRY_OVERHEAD) + (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
+  MF_ASSERT_EQ(b->used, store_kv_charge(3, 12) + store_kv_charge(3, 4) + store_kv_charge(1, 0) + store_kv_charge(2, 1));
   expect_value(b, k2, 3, v2, sizeof v2);
 
   /* Delete removes exactly one key; a missing key is ENOKEY. */
@@ -661,7 +679,7 @@ static void test_kv_put_get_overwrite_delete_with_binary_keys(void) {
   MF_ASSERT_EQ(kv_del(b, "k\0a\0", 4), MAYFLY_ENOKEY);
   expect_value(b, k2, 3, v2, sizeof v2);
   expect_value(b, k3, 2, "2", 1);
-  MF_ASSERT_EQ(b->used, (3 + 4 + STORE_KV_ENTRY_OVERHEAD) + (1 + 0 + STORE_KV_ENTRY_OVERHEAD) + (2 + 1 + STORE_KV_ENTRY_OVERHEAD));
+  MF_ASSERT_EQ(b->used, store_kv_charge(3, 4) + store_kv_charge(1, 0) + store_kv_charge(2, 1));
 
   /* The empty key is a key. */
   MF_ASSERT_EQ(kv_put(&s, b, "", 0, "e", 1), 0);
@@ -739,51 +757,58 @@ static void test_kv_put_that_does_not_fit_is_full_and_keeps_the_old_value(void) 
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
-  /* Three entries of 1000 charged bytes each: 3000 of 4096. */
+  /* Two entries of at most 1000 charged bytes each and a small one. */
   uint8_t val[BS];
   memset(val, 0x61, sizeof val);
-  const uint32_t vlen = 1000 - 2 - STORE_KV_ENTRY_OVERHEAD;
+  const uint32_t vlen = (uint32_t)fit_vlen(2, 1000);
   MF_ASSERT_EQ(kv_put(&s, b, "k1", 2, val, vlen), 0);
   MF_ASSERT_EQ(kv_put(&s, b, "k2", 2, val, vlen), 0);
   MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, "old", 3), 0);
-  const uint64_t used = 1000 + 1000 + 2 + 3 + STORE_KV_ENTRY_OVERHEAD;
+  const uint64_t used = 2 * store_kv_charge(2, vlen) + store_kv_charge(2, 3);
   MF_ASSERT_EQ(b->used, used);
   const uint64_t room = BS - used;
 
   /* A new key one byte too large for what is left. */
-  uint64_t too_much = room - 2 - STORE_KV_ENTRY_OVERHEAD + 1;
+  CU_ASSERT_FATAL(fit_vlen(2, room) >= 0);
+  uint64_t too_much = (uint64_t)fit_vlen(2, room) + 1;
   MF_ASSERT_EQ(kv_put(&s, b, "k4", 2, val, too_much), MAYFLY_EFULL);
   CU_ASSERT_PTR_NULL(kv_get(b, "k4", 2, NULL));
   MF_ASSERT_EQ(b->used, used);
   MF_ASSERT_EQ(g_hash_table_size(b->kv), 3);
 
-  /* Overwriting with a value bigger than the old one plus what is left:
-   * refused, and the old value stays, byte for byte. */
-  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, 3 + room + 1), MAYFLY_EFULL);
+  /* Overwriting with a value one byte longer than the old one's charge plus
+   * what is left allows: refused, and the old value stays, byte for byte. */
+  const uint64_t most = (uint64_t)fit_vlen(2, room + store_kv_charge(2, 3));
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, most + 1), MAYFLY_EFULL);
   expect_value(b, "k3", 2, "old", 3);
   MF_ASSERT_EQ(b->used, used);
 
-  /* Exactly what is left fits, for an overwrite as for a new key. */
-  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, 3 + room), 0);
-  MF_ASSERT_EQ(b->used, BS);
-  expect_value(b, "k3", 2, val, 3 + room);
-  MF_ASSERT_EQ(kv_put(&s, b, "k5", 2, "", 0), MAYFLY_EFULL);
+  /* The longest value that fits in what is left fits, for an overwrite as
+   * for a new key, and then no longer value does. */
+  MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, most), 0);
+  MF_ASSERT_EQ(b->used, used - store_kv_charge(2, 3) + store_kv_charge(2, most));
+  CU_ASSERT(b->used <= BS);
+  expect_value(b, "k3", 2, val, most);
+  int64_t left = fit_vlen(2, BS - b->used);
+  MF_ASSERT_EQ(kv_put(&s, b, "k5", 2, val, (uint64_t)(left + 1)), MAYFLY_EFULL);
   MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, "old", 3), 0);
   MF_ASSERT_EQ(b->used, used);
   MF_ASSERT_EQ(kv_put(&s, b, "k4", 2, val, too_much - 1), 0);
-  MF_ASSERT_EQ(b->used, BS);
+  MF_ASSERT_EQ(b->used, used + store_kv_charge(2, too_much - 1));
+  CU_ASSERT(b->used <= BS);
+  const uint64_t full = b->used;
 
   /* Deleting makes room again. */
   MF_ASSERT_EQ(kv_del(b, "k1", 2), 0);
-  MF_ASSERT_EQ(b->used, BS - 1000);
+  MF_ASSERT_EQ(b->used, full - store_kv_charge(2, vlen));
   MF_ASSERT_EQ(kv_put(&s, b, "k6", 2, val, vlen), 0);
-  MF_ASSERT_EQ(b->used, BS);
+  MF_ASSERT_EQ(b->used, full);
 
   /* An entry larger than a whole block can never fit anywhere. */
   MF_ASSERT_EQ(kv_put(&s, b, "k7", 2, val, BS), MAYFLY_ETOOBIG);
   MF_ASSERT_EQ(kv_put(&s, b, "k3", 2, val, (uint64_t)1 << 40), MAYFLY_ETOOBIG);
   expect_value(b, "k3", 2, "old", 3);
-  MF_ASSERT_EQ(b->used, BS);
+  MF_ASSERT_EQ(b->used, full);
   store_free(&s);
 }
 
@@ -820,8 +845,8 @@ static void put_value_of_length_near_uint64_max(void) {
 }
 
 static void test_kv_value_length_near_uint64_max_is_too_big(void) {
-  /* klen + vlen + STORE_KV_ENTRY_OVERHEAD is computed in 64 bits; with vlen
-   * above UINT64_MAX - 65 it wraps to a small cost. The server caps vlen
+  /* The charge is computed in 64 bits; a sum of klen, vlen and the head
+   * near UINT64_MAX must not wrap to a small cost. The server caps vlen
    * below 4 GiB, but store.h promises any uint64_t. */
   CU_ASSERT(passes_in_child(put_value_of_length_near_uint64_max));
 }
@@ -829,7 +854,7 @@ static void test_kv_value_length_near_uint64_max_is_too_big(void) {
 static void test_kv_budget_holds_over_random_operations(void) {
   /* A model of the partition (key -> value) is kept beside it; after every
    * operation the store must agree with it, and the charge must be exactly
-   * the sum of key + value + overhead, never above the block. */
+   * the sum of the entries' store_kv_charge, never above the block. */
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
@@ -845,13 +870,13 @@ static void test_kv_budget_holds_over_random_operations(void) {
     key[klen - 1] = (uint8_t)g_rand_int_range(r, 0, 12); /* binary, NULs included */
     GBytes *kb = g_bytes_new(key, klen);
     GBytes *old = g_hash_table_lookup(model, kb);
-    uint64_t old_cost = old ? klen + g_bytes_get_size(old) + STORE_KV_ENTRY_OVERHEAD : 0;
+    uint64_t old_cost = old ? store_kv_charge(klen, g_bytes_get_size(old)) : 0;
     int what = g_rand_int_range(r, 0, 10);
     if (what < 6) {
       uint32_t vlen = (uint32_t)g_rand_int_range(r, 0, 900);
       uint8_t val[900];
       for (uint32_t i = 0; i < vlen; i++) val[i] = (uint8_t)(op + i);
-      uint64_t cost = klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+      uint64_t cost = store_kv_charge(klen, vlen);
       int rc = kv_put(&s, b, key, klen, val, vlen);
       if (charged - old_cost + cost <= BS) {
         MF_ASSERT_EQ(rc, 0);
@@ -988,7 +1013,7 @@ static void test_large_blocks_work_the_same(void) {
     }
     stored++;
   }
-  MF_ASSERT_EQ(stored, bs / (4 + sizeof chunk + STORE_KV_ENTRY_OVERHEAD));
+  MF_ASSERT_EQ(stored, bs / store_kv_charge(4, sizeof chunk));
   CU_ASSERT(kv->used <= bs);
   MF_ASSERT_EQ(s.blocks_in_use, 3);
   store_free(&s);
@@ -1008,7 +1033,7 @@ static uint32_t key_in(char *key, size_t size, int64_t lo, int64_t hi, int n) {
 
 /* What a kv entry is charged. */
 static uint64_t charge(uint32_t klen, uint64_t vlen) {
-  return klen + vlen + STORE_KV_ENTRY_OVERHEAD;
+  return store_kv_charge(klen, vlen);
 }
 
 /* Puts `n` keys of slots [lo, hi) with values "v<key>", and returns their
@@ -1142,11 +1167,16 @@ static void test_kv_uncharge_after_a_commit_makes_room(void) {
   g_hash_table_destroy(moving); /* the entries went to the new block */
   store_kv_uncharge(b, moved);
   MF_ASSERT_EQ(b->used, stays);
-  /* The room is really there: an entry of exactly what is left fits. */
+  /* The room is really there: the longest entry that fits in what is left
+   * (not without the uncharge) is stored. */
   uint8_t val[BS];
   memset(val, 0x42, sizeof val);
-  MF_ASSERT_EQ(kv_put(&s, b, "big", 3, val, BS - stays - charge(3, 0)), 0);
-  MF_ASSERT_EQ(b->used, BS);
+  int64_t most = fit_vlen(3, BS - stays);
+  CU_ASSERT_FATAL(most >= 0);
+  CU_ASSERT(stays + goes + charge(3, (uint64_t)most) > BS);
+  MF_ASSERT_EQ(kv_put(&s, b, "big", 3, val, (uint64_t)most), 0);
+  MF_ASSERT_EQ(b->used, stays + charge(3, (uint64_t)most));
+  CU_ASSERT(b->used <= BS);
   /* Uncharging more than is charged stops at zero, never wraps. */
   store_kv_uncharge(b, BS + 1);
   MF_ASSERT_EQ(b->used, 0);
@@ -1309,7 +1339,8 @@ static void test_kv_migrate_in_that_does_not_fit_is_full_and_keeps_the_ones_befo
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_KV);
-  /* Five entries of about 1000 charged bytes: four fit in 4096, not five. */
+  /* Five entries of 976 charged bytes (the most within 1000): four fit in
+   * 4096, not five. */
   uint8_t val[1000];
   memset(val, 0x33, sizeof val);
   GByteArray *buf = g_byte_array_new();
@@ -1318,7 +1349,8 @@ static void test_kv_migrate_in_that_does_not_fit_is_full_and_keeps_the_ones_befo
   uint64_t charged = 0;
   for (int i = 0; i < 5; i++) {
     klens[i] = key_in(keys[i], sizeof keys[i], MOVE_LO, MOVE_HI, i);
-    uint32_t vlen = 1000 - klens[i] - STORE_KV_ENTRY_OVERHEAD;
+    uint32_t vlen = (uint32_t)fit_vlen(klens[i], 1000);
+    MF_ASSERT_EQ(charge(klens[i], vlen), 976);
     append_record(buf, keys[i], klens[i], val, vlen);
     if (i < 4) charged += charge(klens[i], vlen);
   }
@@ -1622,8 +1654,8 @@ static void test_kv_migrated_records_become_entries_with_their_hash(void) {
 }
 
 static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
-  /* What a client reckons an entry costs (key + value +
-   * WIRE_KV_ENTRY_OVERHEAD) is exactly what the block is charged, for every
+  /* What a client reckons an entry costs (wire_kv_charge) is exactly what
+   * the block is charged, for every
    * way an entry arrives or leaves; store_totals adds up what the blocks hold. */
   store_t s;
   MF_ASSERT_EQ(store_init(&s, 3, 64u << 10), 0);
@@ -1631,7 +1663,6 @@ static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
   store_adopt(&s, 1, 1, STORE_KV, ALL_SLOTS);
   store_adopt(&s, 2, 1, STORE_QUEUE, 0, 0);
   store_block_t *a = &s.blocks[0], *b = &s.blocks[1];
-  MF_ASSERT_EQ(STORE_KV_ENTRY_OVERHEAD, WIRE_KV_ENTRY_OVERHEAD);
   const uint32_t klens[] = {0, 1, 16, 100, 1000};
   const uint32_t vlens[] = {0, 1, 64, 1000, 20000};
   uint64_t total = 0;
@@ -1653,7 +1684,7 @@ static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
       }
       MF_ASSERT_EQ(rc, 0);
       uint64_t charge = store_kv_charge(klen, vlens[j]);
-      MF_ASSERT_EQ(charge, (uint64_t)klen + vlens[j] + WIRE_KV_ENTRY_OVERHEAD);
+      MF_ASSERT_EQ(charge, wire_kv_charge(klen, vlens[j]));
       MF_ASSERT_EQ(a->used - before, charge);
       total += charge;
       entries++;
@@ -1699,6 +1730,99 @@ static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
   MF_ASSERT_EQ(kv_entries, 0);
   g_byte_array_free(buf, TRUE);
   store_free(&s);
+}
+
+/* --- the charge against the allocator --- */
+
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+
+/* What an allocation p of n bytes takes beyond its usable size, for the
+ * allocator this process runs on: jemalloc (when linked, it exports mallctl)
+ * adds a page to large allocations when cache-oblivious placement is on;
+ * glibc has an 8-byte chunk header, 16 for a mapped chunk (128 KiB and up),
+ * and may hand out a free chunk 16 bytes larger than asked (usable covers it);
+ * ASan's usable size is the request, so glibc's terms only overstate it. */
+static uint64_t beyond_usable(size_t usable, size_t n, mallctl_fn mallctl, bool oblivious) {
+  if (mallctl != NULL) return usable >= (16u << 10) && oblivious ? 4096 : 0;
+  return n >= (128u << 10) - 32 ? 16 : 8;
+}
+
+/* Asserts that the charge of an entry of klen + vlen covers a real
+ * allocation of its bytes and the table's slot cost. Returns 1 if it did. */
+static int charge_covers(uint64_t klen, uint64_t vlen, mallctl_fn mallctl, bool oblivious) {
+  size_t n = (size_t)(WIRE_KV_ENTRY_HEAD + klen + vlen);
+  void *p = malloc(n);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  size_t usable = malloc_usable_size(p);
+  free(p);
+  uint64_t real = usable + beyond_usable(usable, n, mallctl, oblivious) + WIRE_KV_SLOT_CHARGE;
+  uint64_t charge = store_kv_charge(klen, vlen);
+  if (charge >= real && usable >= n) return 1;
+  fprintf(stderr, "  klen %llu vlen %llu: %zu bytes usable of %zu, real %llu, charged %llu\n",
+          (unsigned long long)klen, (unsigned long long)vlen, usable, n,
+          (unsigned long long)real, (unsigned long long)charge);
+  return 0;
+}
+
+static void test_kv_charge_covers_the_allocation_and_the_table_slot(void) {
+  mallctl_fn mallctl;
+  *(void **)&mallctl = dlsym(RTLD_DEFAULT, "mallctl");
+  bool oblivious = true;
+  size_t blen = sizeof oblivious;
+  if (mallctl != NULL && mallctl("opt.cache_oblivious", &oblivious, &blen, NULL, 0) != 0) {
+    oblivious = true; /* not reported: assume the default */
+  }
+  fprintf(stderr, "  allocator: %s\n", mallctl != NULL ? "jemalloc" : "glibc or a sanitizer's");
+  /* Known values: the head, key and value rounded to the class, plus 48. */
+  MF_ASSERT_EQ(store_kv_charge(16, 64), 128 + WIRE_KV_SLOT_CHARGE);   /* 96 + 24 -> 128 */
+  MF_ASSERT_EQ(store_kv_charge(10, 1000), 1280 + WIRE_KV_SLOT_CHARGE); /* 1026 -> 1280 */
+  MF_ASSERT_EQ(store_kv_charge(0, 0), 48 + WIRE_KV_SLOT_CHARGE);
+  MF_ASSERT_EQ(store_kv_charge(0, (1u << 20) - 16), (1u << 20) + 4096 + WIRE_KV_SLOT_CHARGE);
+  MF_ASSERT_EQ(store_kv_charge(0, UINT64_MAX), UINT64_MAX);
+  MF_ASSERT_EQ(store_kv_charge(UINT64_MAX, 0), UINT64_MAX);
+
+  int failed = 0, checked = 0;
+  uint64_t prev = 0;
+  /* Every entry size up to 40 KiB (all small classes and the first large
+   * ones), with the bytes split between key and value in turn; the charge
+   * never decreases with the size. */
+  for (uint64_t sum = 0; sum <= (40u << 10); sum++) {
+    uint64_t klen = MIN(sum, (uint64_t)(sum % 3 == 0 ? 0 : sum % 3 == 1 ? 10 : WIRE_KEY_MAX));
+    CU_ASSERT(store_kv_charge(klen, sum - klen) >= prev);
+    prev = store_kv_charge(klen, sum - klen);
+    failed += !charge_covers(klen, sum - klen, mallctl, oblivious);
+    checked++;
+  }
+  /* Up to 8 MiB: each jemalloc class boundary (four per doubling), a page
+   * boundary, and the sizes just under and over each, for keys of 0 bytes to
+   * WIRE_KEY_MAX. */
+  const uint64_t klens[] = {0, 1, 16, 1000, WIRE_KEY_MAX};
+  for (uint64_t pow = 32u << 10; pow <= (8u << 20); pow *= 2) {
+    for (uint64_t q = 0; q < 4; q++) {
+      uint64_t edge = pow + q * (pow / 4);
+      for (int64_t d = -24; d <= 24; d += 8) {
+        for (size_t i = 0; i < G_N_ELEMENTS(klens); i++) {
+          uint64_t n = edge + (uint64_t)d; /* the allocation's size */
+          if (n < WIRE_KV_ENTRY_HEAD + klens[i]) continue;
+          uint64_t vlen = n - WIRE_KV_ENTRY_HEAD - klens[i];
+          failed += !charge_covers(klens[i], vlen, mallctl, oblivious);
+          failed += !charge_covers(klens[i], vlen + 1, mallctl, oblivious);
+          checked += 2;
+        }
+      }
+    }
+  }
+  /* Random sizes of up to 4 MiB. */
+  GRand *r = g_rand_new_with_seed(9);
+  for (int i = 0; i < 2000; i++) {
+    uint64_t klen = (uint64_t)g_rand_int_range(r, 0, WIRE_KEY_MAX + 1);
+    uint64_t vlen = (uint64_t)g_rand_int_range(r, 0, 4 << 20);
+    failed += !charge_covers(klen, vlen, mallctl, oblivious);
+    checked++;
+  }
+  g_rand_free(r);
+  fprintf(stderr, "  %d sizes checked, %d not covered\n", checked, failed);
+  MF_ASSERT_EQ(failed, 0);
 }
 
 int main(void) {
@@ -1768,6 +1892,8 @@ int main(void) {
        test_kv_migrated_records_become_entries_with_their_hash},
       {"kv: the charge per entry is what the store accounts",
        test_kv_charge_per_entry_is_what_the_store_accounts},
+      {"kv: the charge covers the allocation and the table slot",
+       test_kv_charge_covers_the_allocation_and_the_table_slot},
       {"file: truncate shrinks, and the cut bytes read as zeros",
        test_file_truncate_shrinks_and_the_cut_bytes_read_as_zeros},
       {"file: truncate over many pages touches no other block",
