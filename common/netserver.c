@@ -401,7 +401,7 @@ static void conn_process(mf_net_conn_t *c) {
   }
   if (!c->closing) {
     if (pos > 0) {
-      memmove(c->buf, c->buf + pos, c->len - pos);
+      if (pos < c->len) memmove(c->buf, c->buf + pos, c->len - pos);
       c->len -= pos;
     }
     /* A large buffer is kept while the peer keeps sending large frames and

@@ -123,10 +123,16 @@ int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t 
 uint64_t wire_kv_hash(const void *key, size_t len) {
   const uint8_t *p = key;
   uint64_t x = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < len; i++) {
-    x ^= p[i];
-    x *= 0x100000001b3ULL;
+  size_t i = 0;
+  /* Four bytes per turn: the same FNV-1a, with a quarter of the loop's
+   * compares and branches (it runs once per kv request). */
+  for (; i + 4 <= len; i += 4) {
+    x = (x ^ p[i]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 1]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 2]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 3]) * 0x100000001b3ULL;
   }
+  for (; i < len; i++) x = (x ^ p[i]) * 0x100000001b3ULL;
   return x;
 }
 
