@@ -15,7 +15,9 @@
 #include "common/uvnet.h"
 
 /* A payload this large goes to the socket straight from its memory. */
-#define ZERO_COPY_MIN (64u << 10)
+#define ZERO_COPY_MIN MF_NET_ZERO_COPY_MIN
+/* The first output buffer of a connection; it grows by doubling. */
+#define OUT_MIN 512u
 /* The read buffer grows when less than this is free. */
 #define READ_MIN_FREE 4096u
 
@@ -45,10 +47,12 @@ struct mf_net_server {
   int stopping;
 };
 
+/* What the socket did not take at once: the connection's output buffer,
+ * handed over whole (the connection starts a new one). */
 typedef struct {
   uv_write_t req;
-  GByteArray *data;
-  size_t len;
+  uint8_t *data;
+  size_t len, cap;
 } write_req_t;
 
 static void conn_process(mf_net_conn_t *c);
@@ -104,8 +108,8 @@ void mf_net_conn_unref(mf_net_conn_t *c) {
   MF_CHECK(c->closing);
   mf_net_server_t *s = c->srv;
   if (s->proto->on_free != NULL) s->proto->on_free(c);
-  s->backlog_total -= c->out->len;
-  g_byte_array_free(c->out, TRUE);
+  s->backlog_total -= c->out_len;
+  g_free(c->out);
   uint8_t *buf = c->buf;
   set_cap(c, NULL, 0);
   g_free(buf);
@@ -152,9 +156,14 @@ int mf_net_fits(const mf_net_conn_t *c, size_t n) {
                              s->backlog_total + n <= s->cfg.reply_backlog_total);
 }
 
+/* Marks c active now: it moves to the idle queue's tail. A connection
+ * already touched in this millisecond stays where it is: everything behind
+ * it was touched in the same millisecond, so the queue stays in order. */
 static void touch(mf_net_conn_t *c) {
   mf_net_server_t *s = c->srv;
-  c->active_ms = (int64_t)uv_now(s->loop);
+  int64_t now = (int64_t)uv_now(s->loop);
+  if (c->active_ms == now) return;
+  c->active_ms = now;
   g_queue_unlink(&s->idle, &c->idle_link);
   g_queue_push_tail_link(&s->idle, &c->idle_link);
 }
@@ -164,11 +173,46 @@ static void account_sent(mf_net_conn_t *c, size_t n) {
   c->srv->backlog_total -= n;
 }
 
-void mf_net_send(mf_net_conn_t *c, const void *data, size_t len) {
-  if (c->closing || len == 0) return;
-  g_byte_array_append(c->out, data, (guint)len);
+/* Makes room for n more bytes in c's output buffer. */
+static void out_reserve(mf_net_conn_t *c, size_t n) {
+  if (c->out_cap - c->out_len >= n) return;
+  size_t cap = MAX(c->out_cap * 2, OUT_MIN);
+  if (cap - c->out_len < n) cap = c->out_len + n;
+  c->out = g_realloc(c->out, cap);
+  c->out_cap = cap;
+}
+
+/* Drops the first n bytes of the output buffer (the socket took them). */
+static void out_consume(mf_net_conn_t *c, size_t n) {
+  memmove(c->out, c->out + n, c->out_len - n);
+  c->out_len -= n;
+}
+
+/* The socket took the whole output buffer: it is kept for the next replies,
+ * unless a large reply grew it (its memory is given back rather than kept
+ * per connection). */
+static void out_sent_all(mf_net_conn_t *c) {
+  c->out_len = 0;
+  if (c->out_cap > ZERO_COPY_MIN) {
+    g_free(c->out);
+    c->out = NULL;
+    c->out_cap = 0;
+  }
+}
+
+uint8_t *mf_net_send_buf(mf_net_conn_t *c, size_t len) {
+  if (c->closing) return NULL;
+  out_reserve(c, len);
+  uint8_t *p = c->out + c->out_len;
+  c->out_len += len;
   c->backlog += len;
   c->srv->backlog_total += len;
+  return p;
+}
+
+void mf_net_send(mf_net_conn_t *c, const void *data, size_t len) {
+  if (c->closing || len == 0) return;
+  memcpy(mf_net_send_buf(c, len), data, len);
 }
 
 void mf_net_send_zc(mf_net_conn_t *c, const void *head, size_t hlen, const void *payload,
@@ -176,22 +220,17 @@ void mf_net_send_zc(mf_net_conn_t *c, const void *head, size_t hlen, const void 
   if (c->closing) return;
   mf_net_send(c, head, hlen);
   if (plen >= ZERO_COPY_MIN && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
-    uv_buf_t bufs[2] = {uv_buf_init((char *)c->out->data, c->out->len),
+    uv_buf_t bufs[2] = {uv_buf_init((char *)c->out, (unsigned)c->out_len),
                         uv_buf_init((char *)payload, (unsigned)plen)};
     int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 2);
     if (n > 0) {
-      size_t sent = (size_t)n, head_len = c->out->len;
+      size_t sent = (size_t)n, head_len = c->out_len;
       if (sent < head_len) {
-        g_byte_array_remove_range(c->out, 0, (guint)sent);
+        out_consume(c, sent);
         account_sent(c, sent);
         mf_net_send(c, payload, plen);
       } else {
-        if (head_len > ZERO_COPY_MIN) {
-          g_byte_array_free(c->out, TRUE);
-          c->out = g_byte_array_new();
-        } else {
-          g_byte_array_set_size(c->out, 0);
-        }
+        out_sent_all(c);
         account_sent(c, head_len);
         mf_net_send(c, (const uint8_t *)payload + (sent - head_len), plen - (sent - head_len));
       }
@@ -205,7 +244,13 @@ static void write_cb(uv_write_t *req, int status) {
   write_req_t *w = (write_req_t *)req;
   mf_net_conn_t *c = req->handle->data;
   account_sent(c, w->len);
-  g_byte_array_free(w->data, TRUE);
+  if (!c->closing && c->out == NULL && w->cap <= ZERO_COPY_MIN) {
+    /* Nothing was queued since: the buffer serves the next replies. */
+    c->out = w->data;
+    c->out_cap = w->cap;
+  } else {
+    g_free(w->data);
+  }
   g_free(w);
   if (c->closing) return;
   if (status < 0) {
@@ -222,37 +267,38 @@ static void write_cb(uv_write_t *req, int status) {
   }
 }
 
+/* The write path of a reply batch: one write() from the connection's
+ * reused output buffer, which in the common case takes everything (no
+ * allocation, and libuv's write queue, and with it epoll, is never touched).
+ * Only the rest the socket refuses becomes a write request, which takes the
+ * buffer over. */
 void mf_net_flush(mf_net_conn_t *c) {
-  if (c->closing || c->out->len == 0) return;
+  if (c->closing || c->out_len == 0) return;
   if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
-    uv_buf_t b = uv_buf_init((char *)c->out->data, c->out->len);
+    uv_buf_t b = uv_buf_init((char *)c->out, (unsigned)c->out_len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n > 0 && (size_t)n == c->out->len) {
+    if (n > 0 && (size_t)n == c->out_len) {
       account_sent(c, (size_t)n);
-      if (c->out->len > ZERO_COPY_MIN) {
-        /* Give a large reply's memory back rather than keep it per connection. */
-        g_byte_array_free(c->out, TRUE);
-        c->out = g_byte_array_new();
-      } else {
-        g_byte_array_set_size(c->out, 0);
-      }
+      out_sent_all(c);
       return;
     }
     if (n > 0) {
-      g_byte_array_remove_range(c->out, 0, (guint)n);
+      out_consume(c, (size_t)n);
       account_sent(c, (size_t)n);
     }
   }
-  write_req_t *w = g_new0(write_req_t, 1);
+  write_req_t *w = g_new(write_req_t, 1);
   w->data = c->out;
-  w->len = c->out->len;
-  c->out = g_byte_array_new();
-  uv_buf_t b = uv_buf_init((char *)w->data->data, w->data->len);
+  w->len = c->out_len;
+  w->cap = c->out_cap;
+  c->out = NULL;
+  c->out_len = c->out_cap = 0;
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
   int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
   if (rc != 0) {
     MF_DEBUG("peer %s: write failed: %s", c->peer, uv_strerror(rc));
     account_sent(c, w->len);
-    g_byte_array_free(w->data, TRUE);
+    g_free(w->data);
     g_free(w);
     mf_net_conn_close(c);
   }
@@ -355,7 +401,7 @@ static void conn_process(mf_net_conn_t *c) {
   }
   if (!c->closing) {
     if (pos > 0) {
-      memmove(c->buf, c->buf + pos, c->len - pos);
+      if (pos < c->len) memmove(c->buf, c->buf + pos, c->len - pos);
       c->len -= pos;
     }
     /* A large buffer is kept while the peer keeps sending large frames and
@@ -465,7 +511,6 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (s->proto->on_open != NULL) s->proto->on_open(c);
   c->refs = 1;
   c->partial_ms = -1;
-  c->out = g_byte_array_new();
   c->conn_link.data = c->idle_link.data = c->partial_link.data = c->stall_link.data =
       c->ready_link.data = c->big_link.data = c;
   s->live++;

@@ -71,7 +71,8 @@ struct mf_net_conn {
   uint8_t *buf;
   size_t len, cap;
   size_t need;          /* length of the incomplete first frame, when known */
-  GByteArray *out;      /* replies not yet handed to the socket */
+  uint8_t *out;         /* replies not yet handed to the socket: out_len bytes, */
+  size_t out_len, out_cap; /* reused from reply to reply (NULL until the first) */
   int reading, processing, wait_backlog, stalled, scheduled;
   int64_t active_ms, partial_ms;
   GList conn_link, idle_link, partial_link, stall_link, ready_link, big_link;
@@ -155,8 +156,19 @@ void mf_net_conn_release(mf_net_conn_t *c);
  * empty, else when it stays within both reply backlog limits. */
 int mf_net_fits(const mf_net_conn_t *c, size_t n);
 
+/* A payload at least this large goes to the socket straight from its
+ * memory when the socket takes it at once (mf_net_send_zc). */
+#define MF_NET_ZERO_COPY_MIN (64u << 10)
+
 /* Queues reply bytes (copied). Dropped when the connection is closing. */
 void mf_net_send(mf_net_conn_t *c, const void *data, size_t len);
+
+/* Queues a reply of len bytes that the caller writes in place: returns where
+ * to write them (valid until the next call on c that sends or flushes), or
+ * NULL when the connection is closing (the reply is dropped). Counts against
+ * the backlog at once, as mf_net_send does; for replies built piece by piece
+ * without an intermediate copy. */
+uint8_t *mf_net_send_buf(mf_net_conn_t *c, size_t len);
 
 /* Queues a reply head and a large payload: when nothing is queued in the
  * socket, both go to it at once straight from `payload` (no copy) and only

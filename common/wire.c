@@ -7,29 +7,69 @@
 
 #include "common/error.h"
 
-static void put16(uint8_t *p, uint16_t v) {
+/* Fixed-width little-endian loads and stores. On a little-endian host each
+ * is one memcpy of the whole field, which the compiler turns into a single
+ * (unaligned) load or store; elsewhere the bytes are assembled one by one. */
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WIRE_HOST_LE 1
+#else
+#define WIRE_HOST_LE 0
+#endif
+
+static inline void put16(uint8_t *p, uint16_t v) {
+#if WIRE_HOST_LE
+  memcpy(p, &v, sizeof v);
+#else
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
+#endif
 }
 
-static void put32(uint8_t *p, uint32_t v) {
+static inline void put32(uint8_t *p, uint32_t v) {
+#if WIRE_HOST_LE
+  memcpy(p, &v, sizeof v);
+#else
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+#endif
 }
 
-static void put64(uint8_t *p, uint64_t v) {
+static inline void put64(uint8_t *p, uint64_t v) {
+#if WIRE_HOST_LE
+  memcpy(p, &v, sizeof v);
+#else
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+#endif
 }
 
-static uint16_t get16(const uint8_t *p) {
+static inline uint16_t get16(const uint8_t *p) {
+#if WIRE_HOST_LE
+  uint16_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+#else
   return (uint16_t)(p[0] | p[1] << 8);
+#endif
 }
 
-static uint32_t get32(const uint8_t *p) {
+static inline uint32_t get32(const uint8_t *p) {
+#if WIRE_HOST_LE
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+#else
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+#endif
 }
 
-static uint64_t get64(const uint8_t *p) {
+static inline uint64_t get64(const uint8_t *p) {
+#if WIRE_HOST_LE
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+#else
   return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+#endif
 }
 
 /* Layout: magic 0, version 2, opcode 3, payload_len 4, request_id 8,
@@ -83,10 +123,16 @@ int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t 
 uint64_t wire_kv_hash(const void *key, size_t len) {
   const uint8_t *p = key;
   uint64_t x = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < len; i++) {
-    x ^= p[i];
-    x *= 0x100000001b3ULL;
+  size_t i = 0;
+  /* Four bytes per turn: the same FNV-1a, with a quarter of the loop's
+   * compares and branches (it runs once per kv request). */
+  for (; i + 4 <= len; i += 4) {
+    x = (x ^ p[i]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 1]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 2]) * 0x100000001b3ULL;
+    x = (x ^ p[i + 3]) * 0x100000001b3ULL;
   }
+  for (; i < len; i++) x = (x ^ p[i]) * 0x100000001b3ULL;
   return x;
 }
 

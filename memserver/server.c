@@ -53,6 +53,14 @@ void ms__reply_header(const wire_hdr_t *req, int status, uint16_t flags, uint64_
 void ms__reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
                   uint64_t a1, uint32_t a2, const void *payload, uint32_t plen) {
   if (c->net.closing) return;
+  if (plen < MF_NET_ZERO_COPY_MIN) {
+    /* The common case: header and payload are written straight into the
+     * connection's output buffer. */
+    uint8_t *out = mf_net_send_buf(&c->net, WIRE_HEADER_SIZE + (size_t)plen);
+    ms__reply_header(req, status, flags, a0, a1, a2, plen, out);
+    if (plen > 0) memcpy(out + WIRE_HEADER_SIZE, payload, plen);
+    return;
+  }
   uint8_t hdr[WIRE_HEADER_SIZE];
   ms__reply_header(req, status, flags, a0, a1, a2, plen, hdr);
   /* A large payload (a file read) goes to the socket straight from block
