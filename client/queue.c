@@ -53,7 +53,7 @@ int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len) {
       if ((rc = mf_ns_refresh(ns)) != 0) return rc;
       if (segment(ns, 1, &p) != 0) return MAYFLY_EMOVED;
     }
-    if (len + WIRE_QUEUE_ITEM_OVERHEAD > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
+    if (wire_queue_charge(len) > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
     mf_call_t call = {0};
     mf_call_target(&call, WIRE_OP_Q_PUSH, &p);
     call.p1 = buf;
@@ -181,7 +181,7 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
       mf_call_target(&calls[i], WIRE_OP_Q_PUSH, &p);
       calls[i].p1 = items[i];
       calls[i].l1 = lens[i];
-      if (lens[i] + WIRE_QUEUE_ITEM_OVERHEAD > (uint64_t)p.block_size) {
+      if (wire_queue_charge(lens[i]) > (uint64_t)p.block_size) {
         calls[i].status = MAYFLY_ETOOBIG;
         calls[i].conn = NULL;
       } else {

@@ -208,6 +208,12 @@ uint64_t wire_alloc_size(uint64_t n) {
   return j > glibc ? j : glibc;
 }
 
+uint64_t wire_queue_charge(uint64_t len) {
+  if (len > (uint64_t)1 << 61) return UINT64_MAX;
+  uint64_t a = wire_alloc_size(WIRE_QUEUE_ITEM_HEAD + len);
+  return a == UINT64_MAX ? UINT64_MAX : a + wire_alloc_size(WIRE_QUEUE_LINK_SIZE);
+}
+
 uint64_t wire_kv_charge(uint64_t klen, uint64_t vlen) {
   const uint64_t limit = (uint64_t)1 << 61;
   if (klen > limit || vlen > limit) return UINT64_MAX;

@@ -64,13 +64,11 @@ typedef enum {
 #define WIRE_F_REPLY 0x0001u
 #define WIRE_F_SEALED 0x0002u /* queue segment accepts no more pushes */
 
-/* Block kinds a request expects (in arg2 of the high byte for non-kv ops is
- * not needed: the opcode says the kind). */
-
-/* What a memory server charges to a block for each queue item beyond its
- * bytes: a header and a list link. Clients use it to refuse an item that can
- * never fit before sending it. */
-#define WIRE_QUEUE_ITEM_OVERHEAD 48
+/* A queue item on a memory server is one allocation of a 4-byte head and
+ * the item's bytes, and one link of its segment's list (a GList node: three
+ * pointers, allocated on its own). */
+#define WIRE_QUEUE_ITEM_HEAD 4
+#define WIRE_QUEUE_LINK_SIZE 24
 
 /* A kv entry on a memory server is one allocation of a 16-byte head, the key
  * and the value, and one slot of its partition's hash table. */
@@ -105,6 +103,13 @@ uint64_t wire_alloc_size(uint64_t n);
  * block size (it can never fit); tests/unit/test_store.c checks the charge
  * against real allocations. */
 uint64_t wire_kv_charge(uint64_t klen, uint64_t vlen);
+
+/* What a memory server charges its block for a queue item of len bytes:
+ * wire_alloc_size(WIRE_QUEUE_ITEM_HEAD + len) +
+ * wire_alloc_size(WIRE_QUEUE_LINK_SIZE). Non-decreasing; UINT64_MAX when
+ * len passes 2^61. Clients refuse an item whose charge exceeds the block
+ * size; tests/unit/test_store.c checks it against real allocations. */
+uint64_t wire_queue_charge(uint64_t len);
 
 typedef struct wire_hdr {
   uint8_t opcode;

@@ -6,10 +6,11 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/wire.h"
 #include "memserver/store.h"
 
 int store_queue_push(store_t *s, store_block_t *b, const void *data, uint32_t len) {
-  uint64_t cost = (uint64_t)len + STORE_QUEUE_ITEM_OVERHEAD;
+  uint64_t cost = wire_queue_charge(len);
   if (cost > s->block_size) return MAYFLY_ETOOBIG;
   if (b->sealed || b->used + cost > s->block_size) {
     b->sealed = 1;
@@ -25,7 +26,7 @@ int store_queue_push(store_t *s, store_block_t *b, const void *data, uint32_t le
 
 store_item_t *store_queue_pop(store_block_t *b) {
   store_item_t *it = g_queue_pop_head(b->items);
-  if (it != NULL) b->used -= (uint64_t)it->len + STORE_QUEUE_ITEM_OVERHEAD;
+  if (it != NULL) b->used -= wire_queue_charge(it->len);
   return it;
 }
 

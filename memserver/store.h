@@ -10,7 +10,8 @@
  * return pages, but a fixed region makes each block's address and limit
  * explicit and keeps file reads one memcpy.) Queue items and kv entries are
  * individual allocations charged to their block: a queue item its length
- * plus STORE_QUEUE_ITEM_OVERHEAD, a kv entry store_kv_charge (the
+ * charged wire_queue_charge (the allocator's size class of the item and of
+ * its list link), a kv entry store_kv_charge (the
  * allocator's size class of the entry plus its hash-table slot), which cover
  * the allocator's and the containers' bookkeeping, so a block's charge never
  * exceeds B and the process stays within N x B plus the fixed costs stated in
@@ -30,7 +31,6 @@
 
 #include "common/wire.h"
 
-#define STORE_QUEUE_ITEM_OVERHEAD WIRE_QUEUE_ITEM_OVERHEAD
 
 /* kv watermarks when the namespace sets none: % of the block. */
 #define STORE_HIGH_WM_DEFAULT 90
@@ -42,6 +42,8 @@ typedef struct store_item {
   uint32_t len;
   uint8_t data[];
 } store_item_t;
+_Static_assert(sizeof(store_item_t) == WIRE_QUEUE_ITEM_HEAD, "queue item head size");
+_Static_assert(sizeof(GList) == WIRE_QUEUE_LINK_SIZE, "queue list link size");
 
 typedef struct store_block {
   int32_t index;

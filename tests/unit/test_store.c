@@ -500,22 +500,35 @@ static void test_queue_is_fifo_and_peek_does_not_take(void) {
   store_free(&s);
 }
 
+/* The longest queue item whose charge fits in `room` bytes (the charge only
+ * grows with the length). */
+static uint32_t fit_item(uint64_t room) {
+  uint64_t lo = 0, hi = room;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (wire_queue_charge(mid) <= room) lo = mid;
+    else hi = mid - 1;
+  }
+  return (uint32_t)lo;
+}
+
 static void test_queue_item_bigger_than_a_block_is_too_big(void) {
   store_t s;
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
   static uint8_t big[BS];
   memset(big, 1, sizeof big);
-  const uint32_t max_item = BS - STORE_QUEUE_ITEM_OVERHEAD;
+  const uint32_t max_item = fit_item(BS);
   MF_ASSERT_EQ(store_queue_push(&s, b, big, max_item + 1), MAYFLY_ETOOBIG);
   MF_ASSERT_EQ(store_queue_push(&s, b, big, UINT32_MAX), MAYFLY_ETOOBIG);
   /* Too big for any segment is not "this segment is full": it stays open. */
   MF_ASSERT_EQ(b->sealed, 0);
   MF_ASSERT_EQ(b->used, 0);
   CU_ASSERT_PTR_NULL(store_queue_peek(b));
-  /* The largest item fills an empty block exactly. */
+  /* The largest item that fits an empty block. */
   MF_ASSERT_EQ(store_queue_push(&s, b, big, max_item), 0);
-  MF_ASSERT_EQ(b->used, BS);
+  MF_ASSERT_EQ(b->used, wire_queue_charge(max_item));
+  CU_ASSERT(b->used <= BS);
   store_item_t *it = store_queue_pop(b);
   CU_ASSERT_PTR_NOT_NULL_FATAL(it);
   MF_ASSERT_EQ(it->len, max_item);
@@ -530,8 +543,8 @@ static void test_queue_full_segment_is_sealed(void) {
   fresh(&s);
   store_block_t *b = own(&s, 0, 1, STORE_QUEUE);
   uint8_t item[100];
-  const uint64_t cost = sizeof item + STORE_QUEUE_ITEM_OVERHEAD;
-  const uint64_t fits = BS / cost; /* 31 items of 132 charged bytes */
+  const uint64_t cost = wire_queue_charge(sizeof item);
+  const uint64_t fits = BS / cost;
   for (uint64_t i = 0; i < fits; i++) {
     memset(item, (int)i, sizeof item);
     MF_ASSERT_EQ(store_queue_push(&s, b, item, sizeof item), 0);
@@ -587,10 +600,10 @@ static void test_queue_accounting_follows_pushes_and_pops(void) {
       int rc = store_queue_push(&s, b, data, len);
       if (rc == 0) {
         g_queue_push_tail(&model, GUINT_TO_POINTER(len));
-        charged += len + STORE_QUEUE_ITEM_OVERHEAD;
+        charged += wire_queue_charge(len);
       } else {
         MF_ASSERT_EQ(rc, MAYFLY_EFULL);
-        CU_ASSERT(charged + len + STORE_QUEUE_ITEM_OVERHEAD > BS);
+        CU_ASSERT(charged + wire_queue_charge(len) > BS);
         /* The test wants to keep pushing: give the block a new owner. */
         g_queue_clear(&model);
         charged = 0;
@@ -604,7 +617,7 @@ static void test_queue_accounting_follows_pushes_and_pops(void) {
         CU_ASSERT_PTR_NOT_NULL_FATAL(it);
         uint32_t want = GPOINTER_TO_UINT(g_queue_pop_head(&model));
         MF_ASSERT_EQ(it->len, want);
-        charged -= want + STORE_QUEUE_ITEM_OVERHEAD;
+        charged -= wire_queue_charge(want);
       }
       g_free(it);
     }
@@ -999,7 +1012,7 @@ static void test_large_blocks_work_the_same(void) {
 
   int pushed = 0;
   while (store_queue_push(&s, q, chunk, sizeof chunk) == 0) pushed++;
-  MF_ASSERT_EQ(pushed, bs / (sizeof chunk + STORE_QUEUE_ITEM_OVERHEAD));
+  MF_ASSERT_EQ(pushed, bs / wire_queue_charge(sizeof chunk));
   MF_ASSERT_EQ(q->sealed, 1);
 
   int stored = 0;
@@ -1695,7 +1708,7 @@ static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
   uint64_t charged = 0, kv_entries = 0;
   MF_ASSERT_EQ(store_queue_push(&s, &s.blocks[2], "item", 4), 0);
   store_totals(&s, &charged, &kv_entries);
-  MF_ASSERT_EQ(charged, total + 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(charged, total + wire_queue_charge(4));
   MF_ASSERT_EQ(kv_entries, (uint64_t)entries);
   /* Set aside for a repartition, the entries stay charged and counted. */
   uint64_t moved = 0;
@@ -1726,7 +1739,7 @@ static void test_kv_charge_per_entry_is_what_the_store_accounts(void) {
   store_kv_drop_range(b, ALL_SLOTS);
   MF_ASSERT_EQ(b->used, 0);
   store_totals(&s, &charged, &kv_entries);
-  MF_ASSERT_EQ(charged, 4 + STORE_QUEUE_ITEM_OVERHEAD);
+  MF_ASSERT_EQ(charged, wire_queue_charge(4));
   MF_ASSERT_EQ(kv_entries, 0);
   g_byte_array_free(buf, TRUE);
   store_free(&s);
@@ -1825,6 +1838,54 @@ static void test_kv_charge_covers_the_allocation_and_the_table_slot(void) {
   MF_ASSERT_EQ(failed, 0);
 }
 
+/* Asserts that the charge of a queue item of len bytes covers a real
+ * allocation of its head and bytes and of its list link. */
+static int queue_charge_covers(uint64_t len, mallctl_fn mallctl, bool oblivious) {
+  size_t n = (size_t)(WIRE_QUEUE_ITEM_HEAD + len);
+  void *p = malloc(n), *link = malloc(WIRE_QUEUE_LINK_SIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(link);
+  size_t usable = malloc_usable_size(p), lusable = malloc_usable_size(link);
+  free(p);
+  free(link);
+  uint64_t real = usable + beyond_usable(usable, n, mallctl, oblivious) + lusable +
+                  beyond_usable(lusable, WIRE_QUEUE_LINK_SIZE, mallctl, oblivious);
+  if (wire_queue_charge(len) >= real) return 1;
+  fprintf(stderr, "  item of %llu bytes: real %llu, charged %llu\n", (unsigned long long)len,
+          (unsigned long long)real, (unsigned long long)wire_queue_charge(len));
+  return 0;
+}
+
+static void test_queue_charge_covers_the_item_and_its_link(void) {
+  mallctl_fn mallctl;
+  *(void **)&mallctl = dlsym(RTLD_DEFAULT, "mallctl");
+  bool oblivious = true;
+  size_t blen = sizeof oblivious;
+  if (mallctl != NULL && mallctl("opt.cache_oblivious", &oblivious, &blen, NULL, 0) != 0) {
+    oblivious = true;
+  }
+  MF_ASSERT_EQ(wire_queue_charge(UINT64_MAX), UINT64_MAX);
+  int failed = 0, checked = 0;
+  uint64_t prev = 0;
+  for (uint64_t len = 0; len <= (40u << 10); len++) {
+    CU_ASSERT(wire_queue_charge(len) >= prev);
+    prev = wire_queue_charge(len);
+    failed += !queue_charge_covers(len, mallctl, oblivious);
+    checked++;
+  }
+  for (uint64_t pow = 32u << 10; pow <= (8u << 20); pow *= 2) {
+    for (uint64_t q = 0; q < 4; q++) {
+      for (int64_t d = -24; d <= 24; d += 4) {
+        uint64_t n = pow + q * (pow / 4) + (uint64_t)d;
+        failed += !queue_charge_covers(n - WIRE_QUEUE_ITEM_HEAD, mallctl, oblivious);
+        checked++;
+      }
+    }
+  }
+  fprintf(stderr, "  %d item sizes checked, %d not covered\n", checked, failed);
+  MF_ASSERT_EQ(failed, 0);
+}
+
 int main(void) {
   static const mf_test_t tests[] = {
       {"an index out of range is invalid", test_index_out_of_range_is_invalid},
@@ -1892,6 +1953,8 @@ int main(void) {
        test_kv_migrated_records_become_entries_with_their_hash},
       {"kv: the charge per entry is what the store accounts",
        test_kv_charge_per_entry_is_what_the_store_accounts},
+      {"queue: the charge covers the item and its list link",
+       test_queue_charge_covers_the_item_and_its_link},
       {"kv: the charge covers the allocation and the table slot",
        test_kv_charge_covers_the_allocation_and_the_table_slot},
       {"file: truncate shrinks, and the cut bytes read as zeros",
