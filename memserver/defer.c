@@ -121,7 +121,17 @@ static void replay(GQueue *q, int status, int64_t lost_gen) {
       } else if (status != 0) {
         ms__reply_status(p->c, &h, status);
       } else {
+        /* A replayed read asks for room too (ms__reply_fits): one whose
+         * reply does not fit the backlog caps now is answered
+         * MAYFLY_EMOVED, which clients take as "look again" (nothing was
+         * read or popped), so replays never queue replies past the caps. */
+        int serving = p->c->serving, retry = p->c->retry;
+        p->c->serving = 1;
+        p->c->retry = 0;
         ms__handle(p->c, &h, p->frame, p->len, 0);
+        if (p->c->retry) ms__reply_status(p->c, &h, MAYFLY_EMOVED);
+        p->c->serving = serving;
+        p->c->retry = retry;
       }
       ms__flush(p->c);
     }
