@@ -1100,6 +1100,84 @@ static void test_ms_push_skips_pop_without_room(void) {
   ms_env_stop(&e);
 }
 
+/* The total rule, deterministically: with --max-reply-backlog-total just
+ * over one largest reply, a connection that does not read keeps most of the
+ * total queued (small reads, with its backlog never empty); a whole-block
+ * read on another connection, whose backlog is empty, then waits for room
+ * (before, a reply always went out on an empty backlog). The send-stall
+ * timeout closes the first connection and the read is served, right. */
+static void test_ms_large_reply_waits_for_total(void) {
+  ms_env_t e = {.o = ms_small};
+  e.o.backlog_total = 1152 * KiB; /* a largest reply is 1 MiB + 64 KiB + 56 */
+  e.send_timeout = "2s";
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *file = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/wait/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  uint8_t *block = g_malloc(e.o.block_size);
+  for (long long i = 0; i < e.o.block_size; i++) block[i] = (uint8_t)(i * 17 + 3);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, block, e.o.block_size), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/wait/file", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  const int reads = 1000;
+  uint8_t *reqs = g_malloc((size_t)reads * WIRE_HEADER_SIZE);
+  for (int i = 0; i < reads; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg1 = 60 * KiB};
+    wire_encode(&h, reqs + (size_t)i * WIRE_HEADER_SIZE);
+  }
+  int stalled = tcp_connect_small(e.ms->port);
+  CU_ASSERT_FATAL(stalled >= 0);
+  MF_ASSERT_EQ(send_some(stalled, reqs, (size_t)reads * WIRE_HEADER_SIZE, 2000),
+               (size_t)reads * WIRE_HEADER_SIZE);
+  mf_sleep_ms(500); /* the kernel's buffers fill, then the server's backlog */
+  int before_log = mf_log_count(e.ms, "no reply byte taken");
+  int fd = tcp_connect(e.ms->port, 0);
+  CU_ASSERT_FATAL(fd >= 0);
+  wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                  .request_id = 77,
+                  .block_index = (uint32_t)st->partitions[0].block_index,
+                  .generation = (uint64_t)st->partitions[0].generation,
+                  .arg1 = (uint64_t)e.o.block_size};
+  uint8_t frame[WIRE_HEADER_SIZE];
+  wire_encode(&h, frame);
+  MF_ASSERT_EQ(send_some(fd, frame, sizeof frame, 1000), sizeof frame);
+  /* No room in the total: the whole-block reply waits. */
+  CU_ASSERT(!reply_within(fd, 1000));
+  CU_ASSERT(mf_log_count(e.ms, "no reply byte taken") == before_log);
+  /* The stalled connection is closed within the send timeout (plus a
+   * generous margin); the read is served then, right. */
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  MF_ASSERT_EQ(recv_all(fd, hdr, sizeof hdr, 2000 + 15000), 0);
+  wire_hdr_t r;
+  size_t flen;
+  int prc = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r, &flen);
+  CU_ASSERT(prc == 0 || prc == MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(r.status, 0);
+  MF_ASSERT_EQ(r.request_id, 77);
+  MF_ASSERT_EQ(r.payload_len, e.o.block_size);
+  uint8_t *back = g_malloc(e.o.block_size);
+  MF_ASSERT_EQ(recv_all(fd, back, e.o.block_size, 10000), 0);
+  CU_ASSERT(memcmp(back, block, e.o.block_size) == 0);
+  MF_ASSERT_EQ(mf_log_count(e.ms, "no reply byte taken") - before_log, 1);
+  CU_ASSERT(closed_within(stalled, 10000));
+  close(stalled);
+  close(fd);
+  g_free(back);
+  g_free(reqs);
+  g_free(block);
+  mayfly_stat_free(st);
+  mayfly_unmount(file);
+  ms_env_stop(&e);
+}
+
 /* --- the directory --- */
 
 typedef struct {
@@ -1343,6 +1421,8 @@ static const mf_test_t tests[] = {
      test_ms_total_backlog_and_send_timeout},
     {"memory server: a push skips a waiting pop whose connection has no room",
      test_ms_push_skips_pop_without_room},
+    {"memory server: a large reply on an empty backlog waits for room in the total",
+     test_ms_large_reply_waits_for_total},
     {"a directory client that never reads replies stays within the bound",
      test_dir_lister_that_never_reads},
     {"directory: 2,000 partial frames stay within the bound and time out",
