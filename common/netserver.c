@@ -41,6 +41,8 @@ struct mf_net_server {
   GQueue partial;    /* connections receiving a frame, oldest first */
   GQueue stalled;    /* connections waiting for input_total to allow growth */
   GQueue big;        /* connections whose read buffer is past read_buffer */
+  GQueue total_wait; /* connections whose large reply waits for room in the total, oldest first */
+  GQueue sending;    /* connections with replies queued, least recent progress first */
   int64_t sweep_ms;  /* the sweep timer's period */
   GQueue ready;      /* released connections to serve */
   int handles;       /* listener, sweep, ready_h not yet closed */
@@ -58,6 +60,7 @@ typedef struct {
 static void conn_process(mf_net_conn_t *c);
 static void ready_cb(uv_idle_t *h);
 static void conn_update_reading(mf_net_conn_t *c);
+static void total_wake(mf_net_server_t *s);
 
 void *mf_net_server_data(const mf_net_server_t *s) {
   return s->ud;
@@ -108,7 +111,9 @@ void mf_net_conn_unref(mf_net_conn_t *c) {
   MF_CHECK(c->closing);
   mf_net_server_t *s = c->srv;
   if (s->proto->on_free != NULL) s->proto->on_free(c);
+  MF_CHECK(c->reserved == 0);
   s->backlog_total -= c->out_len;
+  if (c->out_len > 0) total_wake(s);
   g_free(c->out);
   uint8_t *buf = c->buf;
   set_cap(c, NULL, 0);
@@ -131,8 +136,10 @@ void mf_net_conn_close(mf_net_conn_t *c) {
   g_queue_unlink(&s->idle, &c->idle_link);
   if (c->partial_ms >= 0) g_queue_unlink(&s->partial, &c->partial_link);
   if (c->stalled) g_queue_unlink(&s->stalled, &c->stall_link);
+  if (c->wait_total) g_queue_unlink(&s->total_wait, &c->total_link);
+  if (c->sending) g_queue_unlink(&s->sending, &c->send_link);
   c->partial_ms = -1;
-  c->stalled = 0;
+  c->stalled = c->wait_total = c->sending = 0;
   if (s->proto->on_close != NULL) s->proto->on_close(c);
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
@@ -150,10 +157,84 @@ static int backlog_over(const mf_net_conn_t *c) {
          (c->backlog > 0 && s->backlog_total >= s->cfg.reply_backlog_total);
 }
 
-int mf_net_fits(const mf_net_conn_t *c, size_t n) {
+int mf_net_fits(mf_net_conn_t *c, size_t n) {
   const mf_net_server_t *s = c->srv;
-  return c->backlog == 0 || (c->backlog + n <= s->cfg.reply_backlog &&
-                             s->backlog_total + n <= s->cfg.reply_backlog_total);
+  int room = s->backlog_total + n <= s->cfg.reply_backlog_total;
+  int fits = c->backlog == 0 ? n <= MF_NET_SMALL_REPLY || room
+                             : c->backlog + n <= s->cfg.reply_backlog && room;
+  if (!fits) c->want = n;
+  return fits;
+}
+
+/* Queues c to be served from the loop (never from inside the caller). */
+static void conn_schedule(mf_net_conn_t *c) {
+  mf_net_server_t *s = c->srv;
+  if (c->closing || c->scheduled) return;
+  c->scheduled = 1;
+  mf_net_conn_ref(c);
+  if (s->ready.length == 0 && !s->stopping) uv_idle_start(&s->ready_h, ready_cb);
+  g_queue_push_tail_link(&s->ready, &c->ready_link);
+}
+
+/* Wakes the connections waiting for room in the total, oldest first, as
+ * far as the room goes (the first one also when nothing at all is queued,
+ * so a reply larger than the total cannot wait forever). */
+static void total_wake(mf_net_server_t *s) {
+  size_t cap = s->cfg.reply_backlog_total;
+  size_t avail = s->backlog_total < cap ? cap - s->backlog_total : 0;
+  int first = 1;
+  mf_net_conn_t *w;
+  while ((w = g_queue_peek_head(&s->total_wait)) != NULL &&
+         (w->want <= avail || (first && s->backlog_total == 0))) {
+    g_queue_unlink(&s->total_wait, &w->total_link);
+    w->wait_total = 0;
+    avail -= MIN(avail, w->want);
+    first = 0;
+    conn_schedule(w);
+  }
+}
+
+/* Bytes of c's replies the socket has taken so far (monotonic): what was
+ * queued minus what is still in the output buffer or libuv's write queue
+ * (which libuv shrinks as the kernel takes parts of a write). */
+static uint64_t taken(const mf_net_conn_t *c) {
+  return c->queued - c->out_len - uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+/* Keeps c in srv->sending while it has replies queued for the socket, in
+ * the order of their last progress (`progressed`: some were taken now). */
+static void sending_update(mf_net_conn_t *c, int progressed) {
+  mf_net_server_t *s = c->srv;
+  int sending = !c->closing && c->backlog > c->reserved;
+  if (sending && (!c->sending || progressed)) {
+    if (c->sending) g_queue_unlink(&s->sending, &c->send_link);
+    c->sending = 1;
+    c->progress_ms = (int64_t)uv_now(s->loop);
+    c->taken_mark = taken(c);
+    g_queue_push_tail_link(&s->sending, &c->send_link);
+  } else if (!sending && c->sending) {
+    g_queue_unlink(&s->sending, &c->send_link);
+    c->sending = 0;
+  }
+}
+
+void mf_net_reserve(mf_net_conn_t *c, size_t n) {
+  c->backlog += n;
+  c->reserved += n;
+  c->srv->backlog_total += n;
+}
+
+void mf_net_unreserve(mf_net_conn_t *c, size_t n) {
+  MF_CHECK(c->reserved >= n);
+  c->backlog -= n;
+  c->reserved -= n;
+  c->srv->backlog_total -= n;
+  sending_update(c, 0);
+  total_wake(c->srv);
+  if (c->wait_backlog && !c->processing && !backlog_over(c)) {
+    c->wait_backlog = 0;
+    conn_schedule(c);
+  }
 }
 
 /* Marks c active now: it moves to the idle queue's tail. A connection
@@ -169,8 +250,11 @@ static void touch(mf_net_conn_t *c) {
 }
 
 static void account_sent(mf_net_conn_t *c, size_t n) {
+  if (n == 0) return;
   c->backlog -= n;
   c->srv->backlog_total -= n;
+  sending_update(c, 1);
+  total_wake(c->srv);
 }
 
 /* Makes room for n more bytes in c's output buffer. */
@@ -206,7 +290,9 @@ uint8_t *mf_net_send_buf(mf_net_conn_t *c, size_t len) {
   uint8_t *p = c->out + c->out_len;
   c->out_len += len;
   c->backlog += len;
+  c->queued += len;
   c->srv->backlog_total += len;
+  sending_update(c, 0);
   return p;
 }
 
@@ -280,6 +366,11 @@ void mf_net_flush(mf_net_conn_t *c) {
     if (n > 0 && (size_t)n == c->out_len) {
       account_sent(c, (size_t)n);
       out_sent_all(c);
+      /* No write_cb will come: what waited for this backlog can go now. */
+      if (c->wait_backlog && !c->processing && !backlog_over(c)) {
+        c->wait_backlog = 0;
+        conn_schedule(c);
+      }
       return;
     }
     if (n > 0) {
@@ -318,7 +409,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   if (c->cap == 0) {
     set_cap(c, g_malloc(base), base);
   }
-  int waiting = c->held || c->wait_backlog || (c->need > 0 && c->len >= c->need);
+  int waiting = c->held || c->wait_backlog || c->wait_total || (c->need > 0 && c->len >= c->need);
   if (c->cap - c->len < READ_MIN_FREE && !waiting) {
     size_t want = c->cap * 2;
     if (c->need > c->len && want > c->need) want = MAX(c->need, c->len + READ_MIN_FREE);
@@ -337,7 +428,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
 /* Reads while replies drain, the buffer has room and nothing stalls it. */
 static void conn_update_reading(mf_net_conn_t *c) {
   if (c->closing) return;
-  int waiting = c->held || c->wait_backlog;
+  int waiting = c->held || c->wait_backlog || c->wait_total;
   int want = !c->stalled && !backlog_over(c) && !(waiting && c->len >= c->cap);
   if (want && !c->reading) {
     c->reading = 1;
@@ -358,7 +449,7 @@ static void conn_process(mf_net_conn_t *c) {
   size_t pos = 0;
   int front_partial = 0;
   for (;;) {
-    while (!c->closing && !c->held && pos < c->len) {
+    while (!c->closing && !c->held && !c->wait_total && pos < c->len) {
       if (backlog_over(c)) {
         c->wait_backlog = 1;
         break;
@@ -380,9 +471,14 @@ static void conn_process(mf_net_conn_t *c) {
       rc = s->proto->serve(c, c->buf + pos, flen);
       if (rc == MF_NET_RETRY) {
         c->need = flen;
-        if (!c->held) {
-          MF_CHECK(c->backlog > 0);
-          c->wait_backlog = 1;
+        if (!c->held && c->backlog > 0) {
+          c->wait_backlog = 1; /* mf_net_fits said no: wait for c's writes */
+        } else if (!c->held) {
+          /* A large reply on an empty backlog: wait for room in the total. */
+          MF_CHECK(c->want > 0);
+          c->wait_total = 1;
+          g_queue_push_tail_link(&s->total_wait, &c->total_link);
+          total_wake(s); /* room may have come already */
         }
         break;
       }
@@ -445,13 +541,8 @@ void mf_net_conn_hold(mf_net_conn_t *c) {
 }
 
 void mf_net_conn_release(mf_net_conn_t *c) {
-  mf_net_server_t *s = c->srv;
   c->held = 0;
-  if (c->closing || c->scheduled) return;
-  c->scheduled = 1;
-  mf_net_conn_ref(c);
-  if (s->ready.length == 0 && !s->stopping) uv_idle_start(&s->ready_h, ready_cb);
-  g_queue_push_tail_link(&s->ready, &c->ready_link);
+  conn_schedule(c);
 }
 
 static void ready_cb(uv_idle_t *h) {
@@ -463,7 +554,7 @@ static void ready_cb(uv_idle_t *h) {
   while ((l = g_queue_pop_head_link(&batch)) != NULL) {
     mf_net_conn_t *c = l->data;
     c->scheduled = 0;
-    if (!c->closing && !c->held) conn_process(c);
+    if (!c->closing && !c->held && !c->wait_total) conn_process(c);
     mf_net_conn_unref(c);
   }
 }
@@ -490,12 +581,24 @@ static void sweep_cb(uv_timer_t *t) {
   }
   while (s->cfg.idle_timeout_ms > 0 && (c = g_queue_peek_head(&s->idle)) != NULL &&
          now - c->active_ms >= s->cfg.idle_timeout_ms) {
-    if (c->refs > 1 || c->held) {
+    if (c->refs > 1 || c->held || c->wait_total) {
       touch(c); /* waiting for the server, not idle */
       continue;
     }
     MF_DEBUG("peer %s: idle for %lld ms; closing the connection", c->peer,
              (long long)s->cfg.idle_timeout_ms);
+    mf_net_conn_close(c);
+  }
+  /* Replies that make no progress: the peer stopped reading. */
+  while (s->cfg.send_timeout_ms > 0 && (c = g_queue_peek_head(&s->sending)) != NULL &&
+         now - c->progress_ms >= s->cfg.send_timeout_ms) {
+    if (taken(c) > c->taken_mark) {
+      sending_update(c, 1); /* part of a write in flight was taken */
+      continue;
+    }
+    MF_WARN("peer %s: no reply byte taken for %lld ms (%zu bytes queued); closing the "
+            "connection",
+            c->peer, (long long)s->cfg.send_timeout_ms, c->backlog - c->reserved);
     mf_net_conn_close(c);
   }
 }
@@ -512,7 +615,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->refs = 1;
   c->partial_ms = -1;
   c->conn_link.data = c->idle_link.data = c->partial_link.data = c->stall_link.data =
-      c->ready_link.data = c->big_link.data = c;
+      c->ready_link.data = c->big_link.data = c->total_link.data = c->send_link.data = c;
   s->live++;
   uv_tcp_init(s->loop, &c->tcp);
   c->tcp.data = c;
@@ -584,6 +687,7 @@ int mf_net_server_start(uv_loop_t *loop, const mf_net_config_t *cfg, const mf_ne
   int64_t period = 1000;
   if (cfg->frame_timeout_ms > 0) period = MIN(period, cfg->frame_timeout_ms / 4);
   if (cfg->idle_timeout_ms > 0) period = MIN(period, cfg->idle_timeout_ms / 4);
+  if (cfg->send_timeout_ms > 0) period = MIN(period, cfg->send_timeout_ms / 4);
   if (period < 10) period = 10;
   s->sweep_ms = period;
   uv_timer_start(&s->sweep, sweep_cb, (uint64_t)period, (uint64_t)period);

@@ -9,15 +9,22 @@
  * frames and answers through mf_net_send*.
  *
  * Every resource a peer can make the server hold is bounded here:
- *   - the reply backlog (replies not yet taken by the socket) of a
- *     connection is checked before each frame is served: at or over
- *     reply_backlog, or while the total over all connections is at or over
- *     reply_backlog_total and this connection has a backlog of its own, the
- *     frame stays buffered and the connection stops reading until its
- *     writes drain. A protocol whose reply size is known before serving asks
- *     mf_net_fits() and answers MF_NET_RETRY to keep the frame. A reply always
- *     goes out when the connection's backlog is empty, so a connection holds
- *     at most reply_backlog + one largest reply;
+ *   - the reply backlog (replies not yet taken by the socket, and replies
+ *     the protocol reserved room for with mf_net_reserve) of a connection is
+ *     checked before each frame is served: at or over reply_backlog, or
+ *     while the total over all connections is at or over reply_backlog_total
+ *     and this connection has a backlog of its own, the frame stays buffered
+ *     and the connection stops reading until its writes drain. A protocol
+ *     whose reply size is known before serving asks mf_net_fits() and
+ *     answers MF_NET_RETRY to keep the frame. A reply of at most
+ *     MF_NET_SMALL_REPLY bytes always goes out when the connection's backlog
+ *     is empty; a larger one also needs room under reply_backlog_total, and
+ *     its frame waits (the connection stops reading) until there is some. So
+ *     all connections together hold at most
+ *     reply_backlog_total + max_connections x MF_NET_SMALL_REPLY;
+ *   - a connection whose queued replies make no progress (no byte taken by
+ *     the socket) for send_timeout_ms is closed, so clients that never read
+ *     hold the total only that long;
  *   - read buffers start at read_buffer bytes, grow only as bytes arrive (at
  *     most doubling, never past the frame being received, whatever its
  *     header announces) and shrink back to read_buffer once the connection
@@ -32,8 +39,11 @@
  *     too, so its backlog is given back then.
  * So the layer's memory is at most
  *   max_connections x read_buffer + input_total
- *   + min(max_connections x (reply_backlog + R), reply_backlog_total + max_connections x R)
- * where R is the protocol's largest reply.
+ *   + min(max_connections x (reply_backlog + R),
+ *         reply_backlog_total + max_connections x MF_NET_SMALL_REPLY)
+ * where R is the protocol's largest reply (replies produced without asking
+ * mf_net_fits must be at most MF_NET_SMALL_REPLY, and R at most
+ * reply_backlog_total).
  *
  * Everything runs on the loop thread. Replies produced while serving one
  * read's frames go out together at the end of it: first uv_try_write, and
@@ -57,6 +67,9 @@ typedef struct mf_net_conn mf_net_conn_t;
  * once it calls mf_net_conn_release(). */
 #define MF_NET_RETRY 1
 
+/* A reply this small goes out on an empty backlog whatever the total. */
+#define MF_NET_SMALL_REPLY (64u << 10)
+
 /* A connection. The protocol's connection struct starts with this one
  * (mf_net_proto_t.conn_size); the fields are read-only outside the layer. */
 struct mf_net_conn {
@@ -66,7 +79,8 @@ struct mf_net_conn {
   int refs;             /* the open socket + each reference the protocol took */
   int closing;          /* the socket is closing: replies are dropped */
   int held;             /* mf_net_conn_hold(): no frame is served until released */
-  size_t backlog;       /* reply bytes not yet taken by the socket */
+  size_t backlog;       /* reply bytes not yet taken by the socket, and reserved ones */
+  size_t reserved;      /* of which reserved (mf_net_reserve), not yet sent */
   /* Private to the layer. */
   uint8_t *buf;
   size_t len, cap;
@@ -74,8 +88,14 @@ struct mf_net_conn {
   uint8_t *out;         /* replies not yet handed to the socket: out_len bytes, */
   size_t out_len, out_cap; /* reused from reply to reply (NULL until the first) */
   int reading, processing, wait_backlog, stalled, scheduled;
-  int64_t active_ms, partial_ms;
-  GList conn_link, idle_link, partial_link, stall_link, ready_link, big_link;
+  int wait_total;       /* in srv->total_wait: a large reply waits for room in the total */
+  int sending;          /* in srv->sending: replies queued for the socket */
+  size_t want;          /* the reply size mf_net_fits last refused */
+  uint64_t queued;      /* reply bytes ever queued, to tell progress of a write in flight */
+  uint64_t taken_mark;  /* bytes taken by the socket at the last progress */
+  int64_t active_ms, partial_ms, progress_ms;
+  GList conn_link, idle_link, partial_link, stall_link, ready_link, big_link, total_link,
+      send_link;
 };
 
 typedef struct mf_net_proto {
@@ -115,6 +135,7 @@ typedef struct mf_net_config {
   uint64_t reply_backlog_total;
   int64_t frame_timeout_ms;    /* a started frame must complete within this (0: never) */
   int64_t idle_timeout_ms;     /* closes connections idle this long (0: never) */
+  int64_t send_timeout_ms;     /* closes connections whose replies make no progress this long (0: never) */
 } mf_net_config_t;
 
 /* Binds cfg->host:cfg->port and starts accepting on `loop`; `ud` is passed
@@ -152,9 +173,19 @@ void mf_net_conn_close(mf_net_conn_t *c);
 void mf_net_conn_hold(mf_net_conn_t *c);
 void mf_net_conn_release(mf_net_conn_t *c);
 
-/* Whether a reply of n bytes may be produced now: always when c's backlog is
- * empty, else when it stays within both reply backlog limits. */
-int mf_net_fits(const mf_net_conn_t *c, size_t n);
+/* Whether a reply of n bytes may be produced now: when c's backlog is empty,
+ * if n is at most MF_NET_SMALL_REPLY or stays within reply_backlog_total;
+ * else when it stays within both reply backlog limits. A refusal is
+ * remembered: a serve() that then answers MF_NET_RETRY waits for c's
+ * backlog to drain, or (empty backlog) for n bytes of room in the total. */
+int mf_net_fits(mf_net_conn_t *c, size_t n);
+
+/* Counts n bytes of a reply that will be sent later (mf_net_send after
+ * mf_net_unreserve) in c's backlog and the total now, so the caps see it. */
+void mf_net_reserve(mf_net_conn_t *c, size_t n);
+/* Takes back a reservation of n bytes (before sending them, or when they
+ * will never be sent). */
+void mf_net_unreserve(mf_net_conn_t *c, size_t n);
 
 /* A payload at least this large goes to the socket straight from its
  * memory when the socket takes it at once (mf_net_send_zc). */

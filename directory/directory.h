@@ -31,7 +31,7 @@ typedef struct dir_config {
   int64_t max_connections;
   /* The connection layer's bounds (common/netserver.h). */
   uint64_t read_buffer, input_total, reply_backlog, reply_backlog_total;
-  int64_t frame_timeout_ms, idle_timeout_ms;
+  int64_t frame_timeout_ms, idle_timeout_ms, send_timeout_ms;
   char *log_level;
 } dir_config_t;
 

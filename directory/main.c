@@ -71,12 +71,17 @@ int main(int argc, char **argv) {
       {"max-reply-backlog", MF_OPT_SIZE, &cfg.reply_backlog, "1MiB", 4096, 1LL << 40,
        "Replies a connection may have unsent before its requests wait", "SIZE"},
       {"max-reply-backlog-total", MF_OPT_SIZE, &cfg.reply_backlog_total, "64MiB", 4096,
-       1LL << 40, "Unsent replies, all connections (a connection with none always gets one)",
+       1LL << 40,
+       "Unsent replies, all connections (at least --max-frame; a request is served when "
+       "there is room for a --max-frame reply)",
        "SIZE"},
       {"frame-timeout", MF_OPT_DURATION, &cfg.frame_timeout_ms, "10s", 0, 3600000,
        "A frame that has started must complete within this (0: no limit)", "DURATION"},
       {"idle-timeout", MF_OPT_DURATION, &cfg.idle_timeout_ms, "600s", 0, 86400000,
        "Closes connections idle this long (0: never)", "DURATION"},
+      {"send-timeout", MF_OPT_DURATION, &cfg.send_timeout_ms, "30s", 0, 86400000,
+       "Closes a connection whose queued replies make no progress this long (0: never)",
+       "DURATION"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -96,6 +101,9 @@ int main(int argc, char **argv) {
     bad = 1;
   } else if (cfg.input_total < cfg.max_frame + 4) {
     fprintf(stderr, "mayfly-directory: --max-input-total is smaller than --max-frame\n");
+    bad = 1;
+  } else if (cfg.reply_backlog_total < cfg.max_frame + 4) {
+    fprintf(stderr, "mayfly-directory: --max-reply-backlog-total is smaller than --max-frame\n");
     bad = 1;
   }
   if (bad) {

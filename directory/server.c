@@ -179,6 +179,10 @@ static int dir_serve(mf_net_conn_t *nc, const uint8_t *frame, size_t flen) {
   dir_evlog_t *wait_log = NULL;
   int64_t wait_ms = 0;
   char why[160] = "";
+  /* A reply is at most one frame and its size is known only once the call
+   * ran: the call runs when a largest one has room under the backlog caps
+   * (else the frame waits buffered, mf_net_fits), so the total holds. */
+  if (!mf_net_fits(nc, (size_t)s->max_frame + 4)) return MF_NET_RETRY;
   g_byte_array_set_size(s->out, 0);
   int rc = dir_rpc_call(s->rpc, frame + 4, (uint32_t)(flen - 4), flags, s->out, &wait_log,
                         &wait_ms, why, sizeof why);
@@ -251,7 +255,8 @@ int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, i
                          .reply_backlog = d->cfg.reply_backlog,
                          .reply_backlog_total = d->cfg.reply_backlog_total,
                          .frame_timeout_ms = d->cfg.frame_timeout_ms,
-                         .idle_timeout_ms = d->cfg.idle_timeout_ms};
+                         .idle_timeout_ms = d->cfg.idle_timeout_ms,
+                         .send_timeout_ms = d->cfg.send_timeout_ms};
   int rc = mf_net_server_start(d->loop, &net, &dir_proto, s, &s->net, bound_port, why, whylen);
   if (rc != 0) {
     g_free(s);

@@ -13,7 +13,9 @@
 
 /* A write on watched block b succeeded: queues its data event and answers
  * `req` (status 0, the other fields as for ms__reply()) once the event, and
- * every one before it, is published. Holds a reference on the connection. */
+ * every one before it, is published. Holds a reference on the connection;
+ * the reply's bytes count in its reply backlog meanwhile (mf_net_reserve),
+ * so the backlog caps stop a connection piling them up. */
 void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
                             size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
                             uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
@@ -28,6 +30,7 @@ void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void
   ms__reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
   g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
   if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
+  mf_net_reserve(&c->net, aw->bytes->len);
   mf_net_conn_ref(&c->net);
   g_queue_push_tail(&c->srv->awaiting, aw);
 }
@@ -40,6 +43,7 @@ void ms__release_published(ms_server_t *s, int all) {
   awaiting_t *aw;
   while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
     g_queue_pop_head(&s->awaiting);
+    mf_net_unreserve(&aw->c->net, aw->bytes->len);
     if (!aw->c->net.closing) {
       mf_net_send(&aw->c->net, aw->bytes->data, aw->bytes->len);
       if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
@@ -117,7 +121,17 @@ static void replay(GQueue *q, int status, int64_t lost_gen) {
       } else if (status != 0) {
         ms__reply_status(p->c, &h, status);
       } else {
+        /* A replayed read asks for room too (ms__reply_fits): one whose
+         * reply does not fit the backlog caps now is answered
+         * MAYFLY_EMOVED, which clients take as "look again" (nothing was
+         * read or popped), so replays never queue replies past the caps. */
+        int serving = p->c->serving, retry = p->c->retry;
+        p->c->serving = 1;
+        p->c->retry = 0;
         ms__handle(p->c, &h, p->frame, p->len, 0);
+        if (p->c->retry) ms__reply_status(p->c, &h, MAYFLY_EMOVED);
+        p->c->serving = serving;
+        p->c->retry = retry;
       }
       ms__flush(p->c);
     }

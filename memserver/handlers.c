@@ -173,6 +173,17 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   switch (h->opcode) {
     case WIRE_OP_Q_PUSH: {
       waiter_t *w = b->waiters ? g_queue_peek_head(b->waiters) : NULL;
+      /* A waiting pop whose connection has no room for the item (its client
+       * is not reading its replies) is answered "try again" and the next
+       * one is looked at: nothing is handed over past the backlog caps, and
+       * with no taker the item is stored below. */
+      while (w != NULL && !b->sealed &&
+             !mf_net_fits(&w->c->net, (size_t)WIRE_HEADER_SIZE + h->payload_len)) {
+        ms__reply_status(w->c, &w->req, MAYFLY_EAGAIN);
+        ms__flush(w->c);
+        ms__waiter_finish(w);
+        w = g_queue_peek_head(b->waiters);
+      }
       if (w != NULL && !b->sealed && b->watched) {
         /* Handed over to a waiting pop: a push and a pop happened. */
         ms__reply_published(c, b, MS_EV_KIND_PUSH, NULL, 0, 0, h->payload_len, h, 0, 0, NULL, 0);

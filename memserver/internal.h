@@ -64,7 +64,7 @@ struct conn {
   uint64_t deferred;     /* bytes of this connection's parked and held copies */
   GList blocked_link;    /* in srv->deferred_blocked while blocked there */
   int blocked;
-  int serving;           /* a frame from the input buffer is being served (can wait) */
+  int serving;           /* a frame is being served (from the input buffer, or replayed) */
   int retry;             /* its reply did not fit: keep the frame (ms__reply_fits) */
   wire_hdr_t hdr;        /* the header of the frame the layer is serving */
 };
@@ -101,11 +101,12 @@ typedef struct {
 void ms__conn_unref(conn_t *c);
 /* Hands the replies gathered so far to the socket (mf_net_flush). */
 void ms__flush(conn_t *c);
-/* Whether a reply of n payload bytes fits c's reply backlog now. Called by
- * the handlers of reads (no side effect until served) before serving: when
- * it returns 0 the handler returns without replying and the layer keeps the
- * frame buffered until the backlog drains. Always 1 outside the serving of
- * a buffered frame (a replayed request must be answered). */
+/* Whether a reply of n payload bytes fits c's reply backlog now
+ * (mf_net_fits). Called by the handlers of reads (no side effect until
+ * served) before serving: when it returns 0 the handler returns without
+ * replying and the layer keeps the frame buffered until the backlog drains
+ * (a replayed request is answered MAYFLY_EMOVED instead, defer.c). Always 1
+ * outside the serving of a frame. */
 int ms__reply_fits(conn_t *c, uint64_t n);
 /* Wakes the connections blocked on the parked/held caps (some were released). */
 void ms__deferred_released(ms_server_t *s);

@@ -61,12 +61,17 @@ int main(int argc, char **argv) {
       {"max-reply-backlog", MF_OPT_SIZE, &net->reply_backlog, "8MiB", 4096, 1LL << 40,
        "Replies a connection may have unsent before its requests wait", "SIZE"},
       {"max-reply-backlog-total", MF_OPT_SIZE, &net->reply_backlog_total, "256MiB", 4096,
-       1LL << 40, "Unsent replies, all connections (a connection with none always gets one)",
+       1LL << 40,
+       "Unsent replies, all connections (at least one largest reply; a connection with none "
+       "always gets a reply of up to 64 KiB)",
        "SIZE"},
       {"frame-timeout", MF_OPT_DURATION, &net->frame_timeout_ms, "10s", 0, 3600000,
        "A frame that has started must complete within this (0: no limit)", "DURATION"},
       {"idle-timeout", MF_OPT_DURATION, &net->idle_timeout_ms, "600s", 0, 86400000,
        "Closes connections idle this long (0: never)", "DURATION"},
+      {"send-timeout", MF_OPT_DURATION, &net->send_timeout_ms, "30s", 0, 86400000,
+       "Closes a connection whose queued replies make no progress this long (0: never)",
+       "DURATION"},
       {"max-deferred", MF_OPT_SIZE, &cfg.deferred_max, "8MiB", 1, 1LL << 40,
        "Parked and held request bytes of a connection before its requests wait", "SIZE"},
       {"max-deferred-total", MF_OPT_SIZE, &cfg.deferred_total_max, "256MiB", 1, 1LL << 40,
@@ -100,6 +105,11 @@ int main(int argc, char **argv) {
             "mayfly-memserver: --max-input-total %llu is smaller than one largest frame (a block "
             "and a key)\n",
             (unsigned long long)net->input_total);
+  } else if (net->reply_backlog_total < block_size + WIRE_KEY_MAX + WIRE_HEADER_SIZE) {
+    fprintf(stderr,
+            "mayfly-memserver: --max-reply-backlog-total %llu is smaller than one largest reply "
+            "(a block and a key)\n",
+            (unsigned long long)net->reply_backlog_total);
   } else if ((uint64_t)blocks * block_size / block_size != (uint64_t)blocks ||
              store_init(&store, (int32_t)blocks, block_size) != 0) {
     fprintf(stderr, "mayfly-memserver: cannot reserve %lld blocks of %llu bytes\n",

@@ -202,28 +202,37 @@ static void *kv_loop(void *arg) {
 typedef struct {
   long long blocks, block_size, max_conns, read_buffer, input_total, backlog, backlog_total,
       deferred_total, pops_total;
+  long long deferred; /* --max-deferred; 0: deferred_total */
 } ms_opts_t;
+
+/* A reply this small goes out on an empty backlog whatever the total
+ * (MF_NET_SMALL_REPLY, common/netserver.h). */
+#define SMALL_REPLY (64 * KiB)
 
 /* docs/memory-bound.md, memory server: what may grow past the base. */
 static long long ms_bound_growth(const ms_opts_t *o) {
   long long R = WIRE_HEADER_SIZE + o->block_size + WIRE_KEY_MAX; /* largest reply */
   long long F = R + WIRE_CAP_MAX;                                 /* largest frame */
   long long per_conn = o->max_conns * (o->backlog + R);
-  long long total = o->backlog_total + o->max_conns * R;
+  long long total = o->backlog_total + o->max_conns * SMALL_REPLY;
   return o->max_conns * (o->read_buffer + CONN_OVERHEAD) + o->input_total +
          (per_conn < total ? per_conn : total) + o->deferred_total + F +
          o->pops_total * 400 /* W: a waiter and its timer */;
 }
 
 typedef struct {
-  mf_daemon_t *dir, *ms;
+  mf_daemon_t *dir, *ms, *ms2; /* ms2: a second server, when started */
   mayfly_client_t *c;
   ms_opts_t o;
+  const char *send_timeout;    /* NULL: the default */
 } ms_env_t;
 
 static char *num(long long v) {
   return g_strdup_printf("%lld", v);
 }
+
+static mf_daemon_t *ms_start(ms_env_t *e, const char *frame_timeout, const char *idle_timeout,
+                             const char *host);
 
 /* Starts a directory and one memory server with the options in e->o. */
 static int ms_env_start(ms_env_t *e, const char *frame_timeout, const char *idle_timeout,
@@ -231,22 +240,34 @@ static int ms_env_start(ms_env_t *e, const char *frame_timeout, const char *idle
   sanitizer_env();
   e->dir = mf_start_directory("--heartbeat-ms", "200", NULL);
   if (e->dir == NULL) return -1;
+  e->ms = ms_start(e, frame_timeout, idle_timeout, host);
+  if (e->ms == NULL) return -1;
+  mayfly_options_t co = {.timeout_ms = 20000};
+  return mayfly_connect(e->dir->address, &co, &e->c);
+}
+
+/* Starts a memory server of e's directory with the options in e->o. */
+static mf_daemon_t *ms_start(ms_env_t *e, const char *frame_timeout, const char *idle_timeout,
+                             const char *host) {
   char *bs = num(e->o.block_size), *mc = num(e->o.max_conns), *rb = num(e->o.read_buffer),
        *it = num(e->o.input_total), *bl = num(e->o.backlog), *bt = num(e->o.backlog_total),
-       *dt = num(e->o.deferred_total), *pt = num(e->o.pops_total);
-  e->ms = mf_start_memserver(e->dir, (int)e->o.blocks, bs, "--max-connections", mc,
+       *dt = num(e->o.deferred_total), *pt = num(e->o.pops_total),
+       *dc = num(e->o.deferred ? e->o.deferred : e->o.deferred_total);
+  mf_daemon_t *ms = mf_start_memserver(e->dir, (int)e->o.blocks, bs, "--max-connections", mc,
                              "--read-buffer", rb, "--max-input-total", it, "--max-reply-backlog",
-                             bl, "--max-reply-backlog-total", bt, "--max-deferred", dt,
+                             bl, "--max-reply-backlog-total", bt, "--max-deferred", dc,
                              "--max-deferred-total", dt, "--max-waiting-pops", pt,
                              "--max-waiting-pops-total", pt, "--frame-timeout", frame_timeout,
-                             "--idle-timeout", idle_timeout, "--host", host, NULL);
+                             "--idle-timeout", idle_timeout, "--host", host, "--send-timeout",
+                             e->send_timeout ? e->send_timeout : "30s", NULL);
   g_free(bs), g_free(mc), g_free(rb), g_free(it), g_free(bl), g_free(bt), g_free(dt), g_free(pt);
-  if (e->ms == NULL) return -1;
-  return mayfly_connect(e->dir->address, NULL, &e->c);
+  g_free(dc);
+  return ms;
 }
 
 static void ms_env_stop(ms_env_t *e) {
   mayfly_disconnect(e->c);
+  if (e->ms2 != NULL) MF_ASSERT_EQ(mf_stop(e->ms2), 0);
   if (e->ms != NULL) MF_ASSERT_EQ(mf_stop(e->ms), 0);
   if (e->dir != NULL) MF_ASSERT_EQ(mf_stop(e->dir), 0);
 }
@@ -577,6 +598,586 @@ static void test_ms_serves_ipv6(void) {
   ms_env_stop(&e);
 }
 
+/* --- the caps of issue 9, part two --- */
+
+/* Like tcp_connect, with a small receive buffer, so that a client that does
+ * not read leaves the server's replies in the server, not in the kernel. */
+static int tcp_connect_small(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  int rcv = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* A frame: header h (payload_len set from plen) and payload; g_free. */
+static uint8_t *frame_of(wire_hdr_t h, const void *payload, uint32_t plen, size_t *len) {
+  h.payload_len = plen;
+  uint8_t *f = g_malloc(WIRE_HEADER_SIZE + plen);
+  wire_encode(&h, f);
+  if (plen > 0) memcpy(f + WIRE_HEADER_SIZE, payload, plen);
+  *len = WIRE_HEADER_SIZE + plen;
+  return f;
+}
+
+/* Whether a reply arrives on fd within ms (nothing is read). */
+static int reply_within(int fd, int ms) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  return poll(&pfd, 1, ms) > 0;
+}
+
+/* The total input cap: two connections hold most of a 500 KiB FILE_WRITE
+ * each, so a third one sending a whole frame cannot grow its read buffer
+ * under --max-input-total: it stops being read and is not served. Once one
+ * holder completes its frame (its buffer is given back), the third resumes
+ * and is served; every write lands. */
+static void test_ms_input_total_stalls_and_resumes(void) {
+  ms_env_t e = {.o = ms_small};
+  e.o.input_total = 1280 * KiB; /* just over one largest frame (1 MiB + 65 KiB) */
+  if (ms_env_start(&e, "30s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *file = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/input/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  uint8_t *zero = g_malloc0(2 * e.o.block_size);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, zero, 2 * e.o.block_size), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/input/file", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 2);
+
+  const uint32_t P = 500 * KiB;
+  /* Holder 0 and 1 write 'a' and 'b' at 0 and P in the first block, the
+   * third connection 'c' at 0 in the second. */
+  uint8_t *data = g_malloc(P);
+  size_t flen[3];
+  uint8_t *frames[3];
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    memset(data, 'a' + i, P);
+    const mayfly_partition_t *part = &st->partitions[i < 2 ? 0 : 1];
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_WRITE,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)part->block_index,
+                    .generation = (uint64_t)part->generation,
+                    .arg0 = i == 1 ? P : 0};
+    frames[i] = frame_of(h, data, P, &flen[i]);
+    fds[i] = tcp_connect(e.ms->port, 0);
+    CU_ASSERT_FATAL(fds[i] >= 0);
+  }
+  /* The holders send all but the last byte of their frames. */
+  for (int i = 0; i < 2; i++) MF_ASSERT_EQ(send_some(fds[i], frames[i], flen[i] - 1, 5000), flen[i] - 1);
+  mf_sleep_ms(500);
+  MF_ASSERT_EQ(send_some(fds[2], frames[2], flen[2], 5000), flen[2]);
+  /* The third is over the cap: not read past it, not served. */
+  CU_ASSERT(!reply_within(fds[2], 1000));
+  /* Holder 0 completes: served; its buffer goes back and the third resumes. */
+  MF_ASSERT_EQ(send_some(fds[0], frames[0] + flen[0] - 1, 1, 1000), 1);
+  wire_hdr_t r;
+  MF_ASSERT_EQ(recv_reply(fds[0], &r, 10000), 0);
+  MF_ASSERT_EQ(r.status, 0);
+  MF_ASSERT_EQ(r.request_id, 1);
+  MF_ASSERT_EQ(recv_reply(fds[2], &r, 10000), 0);
+  MF_ASSERT_EQ(r.status, 0);
+  MF_ASSERT_EQ(r.request_id, 3);
+  MF_ASSERT_EQ(send_some(fds[1], frames[1] + flen[1] - 1, 1, 1000), 1);
+  MF_ASSERT_EQ(recv_reply(fds[1], &r, 10000), 0);
+  MF_ASSERT_EQ(r.status, 0);
+  MF_ASSERT_EQ(r.request_id, 2);
+  /* Every write landed where it was sent. */
+  uint8_t *back = g_malloc(P);
+  for (int i = 0; i < 3; i++) {
+    const mayfly_partition_t *part = &st->partitions[i < 2 ? 0 : 1];
+    uint64_t off = (uint64_t)part->range_lo + (i == 1 ? P : 0);
+    MF_ASSERT_EQ(mayfly_file_read(file, off, back, P), P);
+    memset(data, 'a' + i, P);
+    CU_ASSERT(memcmp(back, data, P) == 0);
+  }
+  for (int i = 0; i < 3; i++) {
+    close(fds[i]);
+    g_free(frames[i]);
+  }
+  g_free(back);
+  g_free(data);
+  g_free(zero);
+  mayfly_stat_free(st);
+  mayfly_unmount(file);
+  ms_env_stop(&e);
+}
+
+#define SPLIT_VALUE 1000
+
+static void split_value(int i, char *v) {
+  for (int k = 0; k < SPLIT_VALUE; k++) v[k] = (char)('a' + (i * 7 + k) % 26);
+}
+
+/* Partitions of path, or -1. With lo set, the slot range of the partition
+ * served on `port`. */
+static int kv_partitions(mayfly_client_t *c, const char *path, int port, int64_t *lo,
+                         int64_t *hi) {
+  mayfly_stat_t *st = NULL;
+  if (mayfly_stat(c, path, &st) != 0 || st == NULL) return -1;
+  int n = (int)st->npartitions;
+  for (int i = 0; i < n && lo != NULL; i++) {
+    const char *colon = strrchr(st->partitions[i].server_address, ':');
+    if (colon != NULL && atoi(colon + 1) == port) {
+      *lo = st->partitions[i].range_lo;
+      *hi = st->partitions[i].range_hi;
+    }
+  }
+  mayfly_stat_free(st);
+  return n;
+}
+
+/* The parked/held caps: a kv block splits onto a server that hangs
+ * (SIGSTOP), so puts to the slots being moved are held. A client sends 100
+ * puts on one connection: once its held copies reach --max-deferred, none
+ * of its later frames is served (not even puts to slots that are not
+ * moving). When the hung server resumes, the split completes (its KV_MIGRATE
+ * frames are never blocked by the caps, and the source is at its cap
+ * meanwhile) and every put is answered, in order, correctly. */
+static void test_ms_deferred_caps_hold_during_split(void) {
+  ms_env_t e = {.o = ms_small};
+  e.o.block_size = 256 * KiB;
+  e.o.input_total = 2 * MiB;
+  e.o.deferred = 2 * KiB;
+  e.o.deferred_total = 64 * KiB;
+  if (ms_env_start(&e, "30s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  e.ms2 = ms_start(&e, "30s", "600s", "127.0.0.1");
+  CU_ASSERT_FATAL(e.ms2 != NULL);
+  const char *path = "/held/kv";
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, path, &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions == 1);
+  int src_port = atoi(strrchr(st->partitions[0].server_address, ':') + 1);
+  mf_daemon_t *src = src_port == e.ms->port ? e.ms : e.ms2;
+  mf_daemon_t *target = src == e.ms ? e.ms2 : e.ms;
+  char key[32], val[SPLIT_VALUE];
+  int n80 = (int)(e.o.block_size * 0.80 / (SPLIT_VALUE + 10 + 128));
+  int n95 = (int)(e.o.block_size * 0.95 / (SPLIT_VALUE + 10 + 128));
+  for (int i = 0; i < n80; i++) {
+    snprintf(key, sizeof key, "f%05d", i);
+    split_value(i, val);
+    MF_ASSERT_EQ(mayfly_kv_put(ns, key, strlen(key), val, SPLIT_VALUE), 0);
+  }
+  /* The target hangs; crossing the high watermark starts a split whose copy
+   * waits on it (the source gives up after 5 s: resume well before). The
+   * puts that cross it go on a connection of their own, not waiting for
+   * answers (those to moving slots are held, and it reaches its cap too). */
+  mf_pause(target);
+  int fill = tcp_connect(src->port, 0);
+  CU_ASSERT_FATAL(fill >= 0);
+  for (int i = n80; i < n95; i++) {
+    snprintf(key, sizeof key, "f%05d", i);
+    split_value(i, val);
+    uint8_t kvp[32 + SPLIT_VALUE];
+    memcpy(kvp, key, strlen(key));
+    memcpy(kvp + strlen(key), val, SPLIT_VALUE);
+    wire_hdr_t h = {.opcode = WIRE_OP_KV_PUT,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg2 = (uint32_t)strlen(key)};
+    size_t fl;
+    uint8_t *f = frame_of(h, kvp, (uint32_t)(strlen(key) + SPLIT_VALUE), &fl);
+    MF_ASSERT_EQ(send_some(fill, f, fl, 2000), fl);
+    g_free(f);
+  }
+  mf_sleep_ms(300);
+  /* 100 puts of 200 bytes on one connection. */
+  const int n = 100;
+  int fd = tcp_connect(src->port, 0);
+  CU_ASSERT_FATAL(fd >= 0);
+  size_t flen = 0;
+  uint8_t one[300];
+  for (int i = 0; i < n; i++) {
+    char k[16], v[200];
+    snprintf(k, sizeof k, "h%04d", i);
+    memset(v, 'v', sizeof v);
+    memcpy(v, k, strlen(k));
+    memcpy(one, k, strlen(k));
+    memcpy(one + strlen(k), v, sizeof v);
+    wire_hdr_t h = {.opcode = WIRE_OP_KV_PUT,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg2 = (uint32_t)strlen(k)};
+    uint8_t *f = frame_of(h, one, (uint32_t)(strlen(k) + sizeof v), &flen);
+    MF_ASSERT_EQ(send_some(fd, f, flen, 2000), flen);
+    g_free(f);
+  }
+  /* While the target hangs: the answers that come are the puts to slots not
+   * being moved, all before the frame that found the connection at its cap. */
+  int during = 0;
+  uint64_t last_id = 0;
+  wire_hdr_t r;
+  while (reply_within(fd, 1000) && recv_reply(fd, &r, 1000) == 0) {
+    during++;
+    last_id = r.request_id;
+    CU_ASSERT(r.status == 0);
+  }
+  MF_ASSERT_EQ(kv_partitions(e.c, path, 0, NULL, NULL), 1); /* the split has not completed */
+  mf_resume(target);
+  /* Every put is answered now, in order: 0, or MAYFLY_EMOVED for a key the
+   * split moved (the client library puts those again at their new owner). */
+  int answered = during, moved_or_ok = during;
+  int64_t until = now_ms() + 20000;
+  while (answered < n && now_ms() < until) {
+    if (recv_reply(fd, &r, 20000) != 0) break;
+    answered++;
+    if (r.status == 0 || r.status == MAYFLY_EMOVED) moved_or_ok++;
+  }
+  MF_ASSERT_EQ(answered, n);
+  MF_ASSERT_EQ(moved_or_ok, n);
+  int64_t lo = 0, hi = 0;
+  MF_ASSERT_EQ(kv_partitions(e.c, path, target->port, &lo, &hi), 2); /* the split completed */
+  /* What was held: the puts to the moved slots [lo, hi) among the first
+   * frames, until their copies reached --max-deferred. */
+  int held = 0, cap_at = n;
+  for (int i = 0; i < n; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "h%04d", i);
+    int64_t slot = wire_kv_slot(k, strlen(k));
+    if (slot >= lo && slot < hi && ++held * (int64_t)flen >= e.o.deferred) {
+      cap_at = i + 1;
+      break;
+    }
+  }
+  fprintf(stderr, "  held during the split: slots [%lld, %lld) moved, %d answers before the "
+          "cap (frame %d of %d), last id %llu\n",
+          (long long)lo, (long long)hi, during, cap_at, n, (unsigned long long)last_id);
+  CU_ASSERT(cap_at < n);
+  CU_ASSERT(last_id < (uint64_t)cap_at);
+  CU_ASSERT(during < cap_at);
+  /* Every put is readable through the library (it follows the new layout). */
+  int good = 0;
+  for (int i = 0; i < n; i++) {
+    char k[16], v[200];
+    snprintf(k, sizeof k, "h%04d", i);
+    memset(v, 'v', sizeof v);
+    memcpy(v, k, strlen(k));
+    void *got = NULL;
+    size_t glen = 0;
+    int rc = mayfly_kv_get(ns, k, strlen(k), &got, &glen);
+    if (rc == MAYFLY_ENOKEY) {
+      /* Answered EMOVED: the put did not happen; the library's put lands. */
+      MF_ASSERT_EQ(mayfly_kv_put(ns, k, strlen(k), v, sizeof v), 0);
+      rc = mayfly_kv_get(ns, k, strlen(k), &got, &glen);
+    }
+    if (rc == 0 && glen == sizeof v && memcmp(got, v, glen) == 0) good++;
+    mayfly_free(got);
+  }
+  MF_ASSERT_EQ(good, n);
+  /* The filling connection's puts are all answered too; those answered
+   * EMOVED are put again through the library. */
+  int fill_answered = 0;
+  for (int i = n80; i < n95; i++) {
+    if (recv_reply(fill, &r, 20000) != 0) break;
+    fill_answered++;
+    CU_ASSERT(r.status == 0 || r.status == MAYFLY_EMOVED);
+    if (r.status == MAYFLY_EMOVED) {
+      int j = (int)r.request_id - 1;
+      snprintf(key, sizeof key, "f%05d", j);
+      split_value(j, val);
+      MF_ASSERT_EQ(mayfly_kv_put(ns, key, strlen(key), val, SPLIT_VALUE), 0);
+    }
+  }
+  MF_ASSERT_EQ(fill_answered, n95 - n80);
+  close(fill);
+  for (int i = 0; i < n95; i++) {
+    void *got = NULL;
+    size_t glen = 0;
+    snprintf(key, sizeof key, "f%05d", i);
+    split_value(i, val);
+    if (mayfly_kv_get(ns, key, strlen(key), &got, &glen) != 0 || glen != SPLIT_VALUE ||
+        memcmp(got, val, glen) != 0) {
+      CU_FAIL("a value written before the split is wrong");
+      mayfly_free(got);
+      break;
+    }
+    mayfly_free(got);
+  }
+  close(fd);
+  mayfly_stat_free(st);
+  mayfly_unmount(ns);
+  ms_env_stop(&e);
+}
+
+/* The total reply backlog: 24 connections that never read each ask for 50
+ * whole-block FILE_READs. A reply over 64 KiB needs room under
+ * --max-reply-backlog-total, so the server's memory stays within the bound
+ * of the options (before, each connection held a block or more); a reading
+ * client is served meanwhile; the send-stall timeout closes every stalled
+ * connection (each logged), after which a whole-block read is served. */
+static void test_ms_total_backlog_and_send_timeout(void) {
+  const int nconn = 24;
+  ms_env_t e = {.o = ms_small};
+  e.o.max_conns = 64;
+  e.send_timeout = "1s";
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *file = NULL, *kv = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/total/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/total/kv", MAYFLY_KIND_KV, NULL, &kv), 0);
+  uint8_t *block = g_malloc(e.o.block_size);
+  for (long long i = 0; i < e.o.block_size; i++) block[i] = (uint8_t)(i * 31 + 7);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, block, e.o.block_size), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/total/file", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  loop_t l = {.ns = kv};
+  pthread_t th;
+  pthread_create(&th, NULL, kv_loop, &l);
+  mf_sleep_ms(300);
+  long long base = rss_of(e.ms->pid) + ALLOC_SLACK;
+  long long bound = base + ms_bound_growth(&e.o);
+  bound += sanitizer_slack(bound);
+  /* What the rule of before allowed: a block per connection on top. */
+  long long before = base + nconn * e.o.block_size;
+
+  const int reads = 50;
+  uint8_t reqs[50 * WIRE_HEADER_SIZE];
+  for (int i = 0; i < reads; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg1 = (uint64_t)e.o.block_size};
+    wire_encode(&h, reqs + (size_t)i * WIRE_HEADER_SIZE);
+  }
+  int before_log = mf_log_count(e.ms, "no reply byte taken");
+  int fds[24];
+  int64_t started = now_ms();
+  long long peak = 0;
+  for (int i = 0; i < nconn; i++) {
+    fds[i] = tcp_connect_small(e.ms->port);
+    CU_ASSERT_FATAL(fds[i] >= 0);
+    MF_ASSERT_EQ(send_some(fds[i], reqs, sizeof reqs, 2000), sizeof reqs);
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+  }
+  /* A reading client is served meanwhile (its small reads always go out). */
+  uint8_t small[4096];
+  int small_ok = 0;
+  for (int i = 0; i < 20; i++) {
+    if (mayfly_file_read(file, (uint64_t)i * 4096, small, sizeof small) == (int64_t)sizeof small &&
+        memcmp(small, block + i * 4096, sizeof small) == 0) {
+      small_ok++;
+    }
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+    mf_sleep_ms(20);
+  }
+  MF_ASSERT_EQ(small_ok, 20);
+  int ok_during = l.ok;
+  /* Every stalled connection is closed by the send-stall timeout: each is
+   * served in turn as room comes, then stalls. */
+  int closed = 0;
+  while (now_ms() - started < 40000) {
+    long long r = rss_of(e.ms->pid);
+    if (r > peak) peak = r;
+    closed = mf_log_count(e.ms, "no reply byte taken") - before_log;
+    if (closed >= nconn) break;
+    mf_sleep_ms(50);
+  }
+  fprintf(stderr, "  memserver, %d connections not reading whole blocks: base %lld MiB, peak %lld "
+          "MiB, bound %lld MiB (the rule before allowed %lld MiB); %d closed by the send timeout "
+          "after %lld ms\n", nconn, (base - ALLOC_SLACK) / MiB, peak / MiB, bound / MiB,
+          before / MiB, closed, (long long)(now_ms() - started));
+  MF_ASSERT_EQ(closed, nconn);
+  CU_ASSERT(peak > 0 && peak <= bound);
+  for (int i = 0; i < nconn; i++) {
+    CU_ASSERT(closed_within(fds[i], 10000));
+    close(fds[i]);
+  }
+  /* A whole-block read is served. */
+  uint8_t *back = g_malloc(e.o.block_size);
+  MF_ASSERT_EQ(mayfly_file_read(file, 0, back, e.o.block_size), e.o.block_size);
+  CU_ASSERT(memcmp(back, block, e.o.block_size) == 0);
+  l.stop = 1;
+  pthread_join(th, NULL);
+  MF_ASSERT_EQ(l.failed, 0);
+  CU_ASSERT(ok_during > 0 && l.ok >= ok_during);
+  g_free(back);
+  g_free(block);
+  mayfly_stat_free(st);
+  mayfly_unmount(file);
+  mayfly_unmount(kv);
+  ms_env_stop(&e);
+}
+
+/* A waiting pop whose connection does not read its replies (its backlog is
+ * within 60 KiB of --max-reply-backlog, or a write of more in flight): a 100 KiB push is not handed to
+ * it; the pop is answered MAYFLY_EAGAIN, the item stays in the queue and a
+ * reading client pops it, whole. */
+static void test_ms_push_skips_pop_without_room(void) {
+  ms_env_t e = {.o = ms_small};
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *q = NULL, *file = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/room/q", MAYFLY_KIND_QUEUE, NULL, &q), 0);
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/room/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  uint8_t *block = g_malloc0(e.o.block_size);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, block, e.o.block_size), 0);
+  mayfly_stat_t *qs = NULL, *fs = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/room/q", &qs), 0);
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/room/file", &fs), 0);
+  CU_ASSERT_FATAL(qs != NULL && qs->npartitions >= 1 && fs != NULL && fs->npartitions >= 1);
+  /* A pop that waits, then 1,000 reads of 60 KiB it will not read for now
+   * (the kernel's socket buffers take several MB of them). */
+  const int reads = 1000;
+  uint8_t *reqs = g_malloc((size_t)(reads + 1) * WIRE_HEADER_SIZE);
+  wire_hdr_t pop = {.opcode = WIRE_OP_Q_POP,
+                    .request_id = 5000,
+                    .block_index = (uint32_t)qs->partitions[0].block_index,
+                    .generation = (uint64_t)qs->partitions[0].generation,
+                    .arg0 = 60000};
+  wire_encode(&pop, reqs);
+  for (int i = 0; i < reads; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)fs->partitions[0].block_index,
+                    .generation = (uint64_t)fs->partitions[0].generation,
+                    .arg1 = 60 * KiB};
+    wire_encode(&h, reqs + (size_t)(i + 1) * WIRE_HEADER_SIZE);
+  }
+  int fd = tcp_connect_small(e.ms->port);
+  CU_ASSERT_FATAL(fd >= 0);
+  size_t total = (size_t)(reads + 1) * WIRE_HEADER_SIZE;
+  MF_ASSERT_EQ(send_some(fd, reqs, total, 2000), total);
+  mf_sleep_ms(500); /* the server fills the connection's backlog */
+  uint8_t *item = g_malloc(100 * KiB);
+  for (int i = 0; i < 100 * KiB; i++) item[i] = (uint8_t)(i * 13 + 1);
+  MF_ASSERT_EQ(mayfly_queue_push(q, item, 100 * KiB), 0);
+  MF_ASSERT_EQ(mayfly_queue_length(q), 1); /* stored, not handed over */
+  mayfly_client_t *c2 = NULL;
+  mayfly_ns_t *q2 = NULL;
+  MF_ASSERT_EQ(mayfly_connect(e.dir->address, NULL, &c2), 0);
+  MF_ASSERT_EQ(mayfly_mount(c2, "/room/q", MAYFLY_KIND_QUEUE, NULL, &q2), 0);
+  void *got = NULL;
+  size_t glen = 0;
+  MF_ASSERT_EQ(mayfly_queue_pop(q2, &got, &glen, 2000), 0);
+  CU_ASSERT(glen == 100 * KiB && got != NULL && memcmp(got, item, glen) == 0);
+  mayfly_free(got);
+  /* The non-reading client now reads: its pop was answered "try again". */
+  int pop_status = 1, replies = 0;
+  wire_hdr_t r;
+  while (replies < reads + 1 && recv_reply(fd, &r, 10000) == 0) {
+    replies++;
+    if (r.request_id == 5000) pop_status = r.status;
+  }
+  MF_ASSERT_EQ(replies, reads + 1);
+  MF_ASSERT_EQ(pop_status, MAYFLY_EAGAIN);
+  close(fd);
+  g_free(item);
+  g_free(reqs);
+  g_free(block);
+  mayfly_stat_free(qs);
+  mayfly_stat_free(fs);
+  mayfly_unmount(q2);
+  mayfly_disconnect(c2);
+  mayfly_unmount(q);
+  mayfly_unmount(file);
+  ms_env_stop(&e);
+}
+
+/* The total rule, deterministically: with --max-reply-backlog-total just
+ * over one largest reply, a connection that does not read keeps most of the
+ * total queued (small reads, with its backlog never empty); a whole-block
+ * read on another connection, whose backlog is empty, then waits for room
+ * (before, a reply always went out on an empty backlog). The send-stall
+ * timeout closes the first connection and the read is served, right. */
+static void test_ms_large_reply_waits_for_total(void) {
+  ms_env_t e = {.o = ms_small};
+  e.o.backlog_total = 1152 * KiB; /* a largest reply is 1 MiB + 64 KiB + 56 */
+  e.send_timeout = "2s";
+  if (ms_env_start(&e, "10s", "600s", "127.0.0.1") != 0) {
+    CU_FAIL("the cluster did not start");
+    ms_env_stop(&e);
+    return;
+  }
+  mayfly_ns_t *file = NULL;
+  MF_ASSERT_EQ(mayfly_mount(e.c, "/wait/file", MAYFLY_KIND_FILE, NULL, &file), 0);
+  uint8_t *block = g_malloc(e.o.block_size);
+  for (long long i = 0; i < e.o.block_size; i++) block[i] = (uint8_t)(i * 17 + 3);
+  MF_ASSERT_EQ(mayfly_file_write(file, 0, block, e.o.block_size), 0);
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(e.c, "/wait/file", &st), 0);
+  CU_ASSERT_FATAL(st != NULL && st->npartitions >= 1);
+  const int reads = 1000;
+  uint8_t *reqs = g_malloc((size_t)reads * WIRE_HEADER_SIZE);
+  for (int i = 0; i < reads; i++) {
+    wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                    .request_id = (uint64_t)i + 1,
+                    .block_index = (uint32_t)st->partitions[0].block_index,
+                    .generation = (uint64_t)st->partitions[0].generation,
+                    .arg1 = 60 * KiB};
+    wire_encode(&h, reqs + (size_t)i * WIRE_HEADER_SIZE);
+  }
+  int stalled = tcp_connect_small(e.ms->port);
+  CU_ASSERT_FATAL(stalled >= 0);
+  MF_ASSERT_EQ(send_some(stalled, reqs, (size_t)reads * WIRE_HEADER_SIZE, 2000),
+               (size_t)reads * WIRE_HEADER_SIZE);
+  mf_sleep_ms(500); /* the kernel's buffers fill, then the server's backlog */
+  int before_log = mf_log_count(e.ms, "no reply byte taken");
+  int fd = tcp_connect(e.ms->port, 0);
+  CU_ASSERT_FATAL(fd >= 0);
+  wire_hdr_t h = {.opcode = WIRE_OP_FILE_READ,
+                  .request_id = 77,
+                  .block_index = (uint32_t)st->partitions[0].block_index,
+                  .generation = (uint64_t)st->partitions[0].generation,
+                  .arg1 = (uint64_t)e.o.block_size};
+  uint8_t frame[WIRE_HEADER_SIZE];
+  wire_encode(&h, frame);
+  MF_ASSERT_EQ(send_some(fd, frame, sizeof frame, 1000), sizeof frame);
+  /* No room in the total: the whole-block reply waits. */
+  CU_ASSERT(!reply_within(fd, 1000));
+  CU_ASSERT(mf_log_count(e.ms, "no reply byte taken") == before_log);
+  /* The stalled connection is closed within the send timeout (plus a
+   * generous margin); the read is served then, right. */
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  MF_ASSERT_EQ(recv_all(fd, hdr, sizeof hdr, 2000 + 15000), 0);
+  wire_hdr_t r;
+  size_t flen;
+  int prc = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r, &flen);
+  CU_ASSERT(prc == 0 || prc == MAYFLY_EAGAIN);
+  MF_ASSERT_EQ(r.status, 0);
+  MF_ASSERT_EQ(r.request_id, 77);
+  MF_ASSERT_EQ(r.payload_len, e.o.block_size);
+  uint8_t *back = g_malloc(e.o.block_size);
+  MF_ASSERT_EQ(recv_all(fd, back, e.o.block_size, 10000), 0);
+  CU_ASSERT(memcmp(back, block, e.o.block_size) == 0);
+  MF_ASSERT_EQ(mf_log_count(e.ms, "no reply byte taken") - before_log, 1);
+  CU_ASSERT(closed_within(stalled, 10000));
+  close(stalled);
+  close(fd);
+  g_free(back);
+  g_free(reqs);
+  g_free(block);
+  mayfly_stat_free(st);
+  mayfly_unmount(file);
+  ms_env_stop(&e);
+}
+
 /* --- the directory --- */
 
 typedef struct {
@@ -585,8 +1186,8 @@ typedef struct {
 
 /* docs/memory-bound.md, directory: what may grow past the base. */
 static long long dir_bound_growth(const dir_opts_t *o) {
-  long long per_conn = o->max_conns * (o->backlog + o->max_frame);
-  long long total = o->backlog_total + o->max_conns * o->max_frame;
+  long long per_conn = o->max_conns * (o->backlog > o->max_frame ? o->backlog : o->max_frame);
+  long long total = o->backlog_total;
   return o->max_conns * (o->read_buffer + CONN_OVERHEAD) + o->input_total +
          (per_conn < total ? per_conn : total) + 2 * o->max_frame;
 }
@@ -812,6 +1413,16 @@ static const mf_test_t tests[] = {
     {"memory server: idle connections close, a connection waiting for a pop is not idle",
      test_ms_idle_connections_close},
     {"memory server: serves on IPv6", test_ms_serves_ipv6},
+    {"memory server: a connection over the input cap stalls and resumes when a buffer is given back",
+     test_ms_input_total_stalls_and_resumes},
+    {"memory server: the deferred caps stop a connection during a split; the split completes",
+     test_ms_deferred_caps_hold_during_split},
+    {"memory server: large replies wait for the total backlog; stalled senders time out",
+     test_ms_total_backlog_and_send_timeout},
+    {"memory server: a push skips a waiting pop whose connection has no room",
+     test_ms_push_skips_pop_without_room},
+    {"memory server: a large reply on an empty backlog waits for room in the total",
+     test_ms_large_reply_waits_for_total},
     {"a directory client that never reads replies stays within the bound",
      test_dir_lister_that_never_reads},
     {"directory: 2,000 partial frames stay within the bound and time out",
