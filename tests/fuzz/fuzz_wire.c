@@ -15,6 +15,7 @@
  *     only for a complete header whose lengths exceed the limits.
  *
  * The payload of every ready frame, and the raw input itself, are also read
+ * as a SERVER_STAT reply payload (wire_server_stat_get), and
  * as a sequence of kv migration records (wire_kv_entry_next, the payload of
  * WIRE_OP_KV_MIGRATE), each from an exact-size copy: every record read lies
  * inside the buffer with the lengths its header states and re-encodes to its
@@ -147,6 +148,26 @@ static void walk_kv_entries_copy(const uint8_t *p, size_t len) {
   free(copy);
 }
 
+/* Decodes len bytes at p as a SERVER_STAT reply payload from an exact-size
+ * copy: short payloads are refused, longer ones decode their first fields
+ * and re-encode to the same bytes. */
+static void check_server_stat(const uint8_t *p, size_t len) {
+  uint8_t *copy = malloc(len > 0 ? len : 1);
+  FUZZ_CHECK(copy != NULL);
+  if (len > 0) memcpy(copy, p, len);
+  wire_server_stat_t st;
+  int rc = wire_server_stat_get(copy, len, &st);
+  if (len < WIRE_SERVER_STAT_SIZE) {
+    FUZZ_CHECK(rc == MAYFLY_EPROTO);
+  } else {
+    FUZZ_CHECK(rc == 0);
+    uint8_t again[WIRE_SERVER_STAT_SIZE];
+    wire_server_stat_put(again, &st);
+    FUZZ_CHECK(memcmp(again, copy, WIRE_SERVER_STAT_SIZE) == 0);
+  }
+  free(copy);
+}
+
 static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload) {
   size_t pos = 0;
   for (;;) {
@@ -166,6 +187,7 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload)
       check_round_trip(&h, p);
       check_not_ready_earlier(p, flen, max_payload);
       walk_kv_entries_copy(p + WIRE_HEADER_SIZE + h.cap_len, h.payload_len);
+      check_server_stat(p + WIRE_HEADER_SIZE + h.cap_len, h.payload_len);
       fuzz_wire_frames++;
       pos += flen;
       FUZZ_CHECK(pos <= size);
@@ -201,5 +223,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   parse_stream(data, size, 1u << 20);
   parse_stream(data, size, 64);
   walk_kv_entries_copy(data, size);
+  check_server_stat(data, size);
   return 0;
 }
