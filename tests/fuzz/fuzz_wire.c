@@ -152,7 +152,7 @@ static void walk_kv_entries_copy(const uint8_t *p, size_t len) {
  * copy: short payloads are refused, longer ones decode their first fields
  * and re-encode to the same bytes. */
 static void check_server_stat(const uint8_t *p, size_t len) {
-  uint8_t *copy = malloc(len > 0 ? len : 1);
+  uint8_t *copy = calloc(len > 0 ? len : 1, 1);
   FUZZ_CHECK(copy != NULL);
   if (len > 0) memcpy(copy, p, len);
   wire_server_stat_t st;
