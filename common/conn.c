@@ -89,7 +89,11 @@ typedef struct mf_slot {
 struct mf_pool {
   GMutex lock;
   GCond dialed;      /* some dial finished */
-  GHashTable *slots; /* address -> mf_slot_t * */
+  GHashTable *slots; /* address -> mf_slot_t *; a slot lives as long as the pool */
+  /* The slot used last and its address (the table's key): a client talking
+   * to one server finds it with a string compare instead of a hash. */
+  const char *last_address;
+  mf_slot_t *last_slot;
   int connect_timeout_ms;
   gint64 next_id;
 };
@@ -445,10 +449,20 @@ void mf_pool_free(mf_pool_t *p) {
 static int get_conn(mf_pool_t *p, const char *address, int64_t now, int64_t deadline_us,
                     mf_conn_t **out) {
   g_mutex_lock(&p->lock);
-  mf_slot_t *s = g_hash_table_lookup(p->slots, address);
-  if (s == NULL) {
-    s = g_new0(mf_slot_t, 1);
-    g_hash_table_insert(p->slots, g_strdup(address), s);
+  mf_slot_t *s = NULL;
+  if (p->last_address != NULL && strcmp(p->last_address, address) == 0) {
+    s = p->last_slot;
+  } else {
+    gpointer key = NULL, value = NULL;
+    if (g_hash_table_lookup_extended(p->slots, address, &key, &value)) {
+      s = value;
+    } else {
+      s = g_new0(mf_slot_t, 1);
+      key = g_strdup(address);
+      g_hash_table_insert(p->slots, key, s);
+    }
+    p->last_address = key;
+    p->last_slot = s;
   }
   for (;;) {
     mf_conn_t *c = s->conn;
@@ -582,8 +596,8 @@ static void give_send(mf_conn_t *c, mf_call_t *const *calls, size_t n, int rc, i
   g_mutex_unlock(&c->lock);
 }
 
-int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
-                   int64_t deadline_us) {
+int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                      int64_t now, int64_t deadline_us) {
   for (size_t i = 0; i < n; i++) {
     mf_call_t *call = calls[i];
     call->done = 0;
@@ -613,10 +627,6 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
   }
   mf_conn_t *c = NULL;
   int rc = MAYFLY_EIO, registered = 0;
-  /* One clock read serves the idle check and the send time: the send goes
-   * out right after (or within its deadline), close enough for a check
-   * made after a second of idleness. */
-  int64_t now = g_get_monotonic_time();
   /* A connection that dies before our first byte went out is replaced:
    * nothing of these calls reached the server. */
   for (int attempt = 0; attempt < 3 && rc == MAYFLY_EIO; attempt++) {
@@ -653,8 +663,13 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
   return rc;
 }
 
+int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                   int64_t deadline_us) {
+  return mf_calls_start_at(p, address, calls, n, g_get_monotonic_time(), deadline_us);
+}
+
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t deadline_us) {
-  return mf_calls_start(p, address, &call, 1, deadline_us);
+  return mf_calls_start_at(p, address, &call, 1, g_get_monotonic_time(), deadline_us);
 }
 
 /* Gives up a call at its deadline (a late reply will be discarded). */

@@ -107,6 +107,12 @@ int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t de
 int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
                    int64_t deadline_us);
 
+/* As mf_calls_start, for a caller that has just read the clock: now_us is
+ * that read (g_get_monotonic_time()), taken as the time of the send and of
+ * the idle check, so the call costs no clock read of its own. */
+int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                      int64_t now_us, int64_t deadline_us);
+
 /* Waits until the call completes or deadline_us passes. Returns call->status
  * (MAYFLY_ETIMEDOUT on deadline, MAYFLY_EIO when the connection broke,
  * MAYFLY_EPROTO for a reply over reply_max or a broken stream) and records a
