@@ -102,7 +102,9 @@ int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p) {
   return MAYFLY_ELOST;
 }
 
-int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us) {
+/* mf_call_start_part with the clock read the deadline came from. */
+static int start_part_at(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t now_us,
+                         int64_t deadline_us) {
   if (p->lost) {
     /* Done at once, as a call that failed to start is (common/conn.h). */
     call->done = 1;
@@ -112,12 +114,18 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int
     call->status = mf_part_lost(ns, p);
     return call->status;
   }
-  return mf_call_start(ns->client->pool, p->address, call, deadline_us);
+  return mf_calls_start_at(ns->client->pool, p->address, &call, 1, now_us, deadline_us);
+}
+
+int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us) {
+  return start_part_at(ns, p, call, g_get_monotonic_time(), deadline_us);
 }
 
 int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
-  int64_t deadline = mf_deadline(ns->client, extra_ms);
-  mf_call_start_part(ns, p, call, deadline);
+  /* One clock read per call: the deadline's, also the send's time. */
+  int64_t now = g_get_monotonic_time();
+  int64_t deadline = now + ((int64_t)ns->client->timeout_ms + extra_ms) * 1000;
+  start_part_at(ns, p, call, now, deadline);
   int rc = mf_call_wait(call, deadline); /* at once when the start failed */
   /* The server knows the block is lost and our layout did not say so: take
    * the directory's, so the next call fails without asking. */

@@ -34,6 +34,9 @@
 /* A payload at least this long goes straight from the socket to its
  * destination instead of through the read buffer. */
 #define DIRECT_MIN (READ_BUF / 4)
+/* A reply payload at most this long that is all in the read buffer is
+ * copied and its call completed under one hold of the lock (take_header). */
+#define FUSED_MAX (16u << 10)
 #ifndef IOV_MAX
 #define IOV_MAX 1024 /* POSIX minimum is 16; Linux allows 1024 */
 #endif
@@ -52,7 +55,11 @@ struct mf_conn {
   int fd;
   char address[300];
   GMutex lock;
-  GHashTable *pending; /* request id -> mf_call_t *, sent or being sent */
+  /* The calls sent or being sent: the first one in `solo` when the table
+   * is empty (the common case of one call in flight costs no hashing), any
+   * more by request id in `pending`. */
+  mf_call_t *solo;
+  GHashTable *pending; /* request id -> mf_call_t * */
   GQueue waiters;      /* followers in mf_call_wait, oldest first */
   GCond send_cond;     /* the send token was released or the connection died */
   int sending;         /* the send token: a writer owns the send side */
@@ -82,14 +89,46 @@ typedef struct mf_slot {
 struct mf_pool {
   GMutex lock;
   GCond dialed;      /* some dial finished */
-  GHashTable *slots; /* address -> mf_slot_t * */
+  GHashTable *slots; /* address -> mf_slot_t *; a slot lives as long as the pool */
+  /* The slot used last and its address (the table's key): a client talking
+   * to one server finds it with a string compare instead of a hash. */
+  const char *last_address;
+  mf_slot_t *last_slot;
   int connect_timeout_ms;
   gint64 next_id;
 };
 
+/* The pending calls (see struct mf_conn): add, find, remove, count. */
+static void do_pending_add(mf_conn_t *c, mf_call_t *call) {
+  if (c->solo == NULL && g_hash_table_size(c->pending) == 0) {
+    c->solo = call;
+  } else {
+    g_hash_table_insert(c->pending, &call->req.request_id, call);
+  }
+}
+
+static mf_call_t *do_pending_find(mf_conn_t *c, uint64_t id) {
+  if (c->solo != NULL && c->solo->req.request_id == id) return c->solo;
+  return g_hash_table_size(c->pending) == 0 ? NULL : g_hash_table_lookup(c->pending, &id);
+}
+
+/* Returns whether the call was pending. */
+static int do_pending_remove(mf_conn_t *c, mf_call_t *call) {
+  if (c->solo == call) {
+    c->solo = NULL;
+    return 1;
+  }
+  return g_hash_table_size(c->pending) > 0 &&
+         g_hash_table_remove(c->pending, &call->req.request_id);
+}
+
+static size_t do_pending_count(const mf_conn_t *c) {
+  return (c->solo != NULL) + g_hash_table_size(c->pending);
+}
+
 static void conn_unref(mf_conn_t *c) {
   if (!g_atomic_int_dec_and_test(&c->refs)) return;
-  MF_CHECK(g_hash_table_size(c->pending) == 0);
+  MF_CHECK(do_pending_count(c) == 0);
   close(c->fd);
   g_free(c->rbuf);
   if (c->rdst != NULL && (c->rcall == NULL || c->rdst != c->rcall->into)) g_free(c->rdst);
@@ -103,7 +142,7 @@ static void conn_unref(mf_conn_t *c) {
  * completing its own call saves the wake-up (a system call). */
 static void do_complete(mf_call_t *call, int status) {
   call->status = status;
-  call->done = 1;
+  g_atomic_int_set(&call->done, 1); /* the leader reads it without the lock */
   if (call->waiting) g_cond_signal(&call->cond);
 }
 
@@ -130,6 +169,8 @@ static void do_kill(mf_conn_t *c) {
   g_hash_table_iter_init(&it, c->pending);
   while (g_hash_table_iter_next(&it, NULL, &v)) do_complete(v, MAYFLY_EIO);
   g_hash_table_remove_all(c->pending);
+  if (c->solo != NULL) do_complete(c->solo, MAYFLY_EIO);
+  c->solo = NULL;
   if (!c->leader) do_drop_reply(c, MAYFLY_EIO); /* else the leader does */
   g_cond_broadcast(&c->send_cond);
 }
@@ -161,14 +202,33 @@ static int take_header(mf_conn_t *c) {
     return MAYFLY_EPROTO;
   }
   g_mutex_lock(&c->lock);
-  mf_call_t *call = g_hash_table_lookup(c->pending, &h.request_id);
+  mf_call_t *call = do_pending_find(c, h.request_id);
   if (call != NULL) {
-    g_hash_table_remove(c->pending, &h.request_id);
+    do_pending_remove(c, call);
     if (h.payload_len > call->reply_max) {
       do_complete(call, MAYFLY_EPROTO);
       g_mutex_unlock(&c->lock);
       return MAYFLY_EPROTO;
     }
+  }
+  if (h.payload_len <= FUSED_MAX && h.payload_len <= c->rlen - c->rpos - WIRE_HEADER_SIZE) {
+    /* All of it is buffered (a small reply): completed here, in the same
+     * hold of the lock, with no reply state kept. */
+    if (call != NULL) {
+      const uint8_t *src = c->rbuf + c->rpos + WIRE_HEADER_SIZE;
+      call->rep = h;
+      call->plen = h.payload_len;
+      call->payload = NULL;
+      if (h.payload_len > 0 && call->into != NULL && h.payload_len <= call->into_cap) {
+        memcpy(call->into, src, h.payload_len);
+      } else if (h.payload_len > 0) {
+        call->payload = g_memdup2(src, h.payload_len);
+      }
+      do_complete(call, h.status);
+    }
+    g_mutex_unlock(&c->lock);
+    c->rpos += WIRE_HEADER_SIZE + h.payload_len;
+    return 0;
   }
   c->rcall = call;
   g_mutex_unlock(&c->lock);
@@ -250,6 +310,10 @@ static int pump_payload(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
  * returns; the read buffer is trimmed once per receive, not per reply.
  */
 static int pump(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
+  /* The first receive goes out without reading the clock: the call was
+   * just started (or its waiter just woke) by its deadline, and a receive
+   * lasts at most RECV_SLICE_MS, after which the deadline is checked. */
+  int first = 1;
   for (;;) {
     if (c->in_reply) {
       int rc = pump_payload(c, mine, deadline_us);
@@ -263,11 +327,9 @@ static int pump(mf_conn_t *c, mf_call_t *mine, int64_t deadline_us) {
       if (rc != 0) return rc;
       continue;
     }
-    g_mutex_lock(&c->lock);
-    int done = mine->done;
-    g_mutex_unlock(&c->lock);
-    if (done) return 0;
-    if (g_get_monotonic_time() >= deadline_us) return MAYFLY_ETIMEDOUT;
+    if (g_atomic_int_get(&mine->done)) return 0;
+    if (!first && g_get_monotonic_time() >= deadline_us) return MAYFLY_ETIMEDOUT;
+    first = 0;
     if (c->rpos > 0) {
       memmove(c->rbuf, c->rbuf + c->rpos, have); /* at most one header's worth */
       c->rpos = 0;
@@ -343,7 +405,7 @@ static mf_conn_t *conn_new(int fd, const char *address) {
 static int peer_closed(mf_conn_t *c) {
   g_mutex_lock(&c->lock);
   int closed = 0;
-  if (!c->dead && !c->sending && !c->leader && g_hash_table_size(c->pending) == 0) {
+  if (!c->dead && !c->sending && !c->leader && do_pending_count(c) == 0) {
     struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
     closed = poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
     if (closed) do_kill(c);
@@ -384,18 +446,29 @@ void mf_pool_free(mf_pool_t *p) {
 /* Returns a live connection to `address` with a ref for the caller, dialing
  * (outside the pool lock) or waiting for another caller's dial by the
  * deadline. */
-static int get_conn(mf_pool_t *p, const char *address, int64_t deadline_us, mf_conn_t **out) {
+static int get_conn(mf_pool_t *p, const char *address, int64_t now, int64_t deadline_us,
+                    mf_conn_t **out) {
   g_mutex_lock(&p->lock);
-  mf_slot_t *s = g_hash_table_lookup(p->slots, address);
-  if (s == NULL) {
-    s = g_new0(mf_slot_t, 1);
-    g_hash_table_insert(p->slots, g_strdup(address), s);
+  mf_slot_t *s = NULL;
+  if (p->last_address != NULL && strcmp(p->last_address, address) == 0) {
+    s = p->last_slot;
+  } else {
+    gpointer key = NULL, value = NULL;
+    if (g_hash_table_lookup_extended(p->slots, address, &key, &value)) {
+      s = value;
+    } else {
+      s = g_new0(mf_slot_t, 1);
+      key = g_strdup(address);
+      g_hash_table_insert(p->slots, key, s);
+    }
+    p->last_address = key;
+    p->last_slot = s;
   }
   for (;;) {
     mf_conn_t *c = s->conn;
     if (c != NULL) {
       if (g_atomic_int_get(&c->dead) ||
-          (g_get_monotonic_time() - atomic_load_explicit(&c->last_send_us, memory_order_relaxed) >
+          (now - atomic_load_explicit(&c->last_send_us, memory_order_relaxed) >
                IDLE_CHECK_US &&
            peer_closed(c))) {
         s->conn = NULL;
@@ -502,7 +575,7 @@ static int take_send(mf_conn_t *c, mf_call_t *const *calls, size_t n, int64_t de
     return MAYFLY_EIO;
   }
   c->sending = 1;
-  for (size_t i = 0; i < n; i++) g_hash_table_insert(c->pending, &calls[i]->req.request_id, calls[i]);
+  for (size_t i = 0; i < n; i++) do_pending_add(c, calls[i]);
   g_mutex_unlock(&c->lock);
   return 0;
 }
@@ -516,15 +589,15 @@ static void give_send(mf_conn_t *c, mf_call_t *const *calls, size_t n, int rc, i
   if (c->send_waiters > 0) g_cond_signal(&c->send_cond);
   if (rc != 0) {
     for (size_t i = 0; i < n; i++) {
-      if (g_hash_table_remove(c->pending, &calls[i]->req.request_id)) do_complete(calls[i], rc);
+      if (do_pending_remove(c, calls[i])) do_complete(calls[i], rc);
     }
     if (sent || rc != MAYFLY_ETIMEDOUT) do_kill(c);
   }
   g_mutex_unlock(&c->lock);
 }
 
-int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
-                   int64_t deadline_us) {
+int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                      int64_t now, int64_t deadline_us) {
   for (size_t i = 0; i < n; i++) {
     mf_call_t *call = calls[i];
     call->done = 0;
@@ -559,14 +632,14 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
   for (int attempt = 0; attempt < 3 && rc == MAYFLY_EIO; attempt++) {
     if (c != NULL) conn_unref(c);
     c = NULL;
-    if ((rc = get_conn(p, address, deadline_us, &c)) != 0) break;
+    if ((rc = get_conn(p, address, now, deadline_us, &c)) != 0) break;
     rc = take_send(c, calls, n, deadline_us);
   }
   if (rc == 0) {
     int sent = 0;
     registered = 1;
     rc = send_by(c->fd, iov, niov, deadline_us, &sent);
-    atomic_store_explicit(&c->last_send_us, g_get_monotonic_time(), memory_order_relaxed);
+    atomic_store_explicit(&c->last_send_us, now, memory_order_relaxed);
     give_send(c, calls, n, rc, sent);
   }
   if (hdrs != stack_hdrs) g_free(hdrs);
@@ -590,13 +663,18 @@ int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, s
   return rc;
 }
 
+int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                   int64_t deadline_us) {
+  return mf_calls_start_at(p, address, calls, n, g_get_monotonic_time(), deadline_us);
+}
+
 int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t deadline_us) {
-  return mf_calls_start(p, address, &call, 1, deadline_us);
+  return mf_calls_start_at(p, address, &call, 1, g_get_monotonic_time(), deadline_us);
 }
 
 /* Gives up a call at its deadline (a late reply will be discarded). */
 static void do_time_out(mf_conn_t *c, mf_call_t *call) {
-  g_hash_table_remove(c->pending, &call->req.request_id);
+  do_pending_remove(c, call);
   do_complete(call, MAYFLY_ETIMEDOUT);
 }
 

@@ -25,9 +25,20 @@
  * reply reaches its caller without a hop through a reader thread. The leader
  * receives in slices of at most 50 ms, so a follower whose reply payload is
  * arriving is let go at its own deadline (the rest of that payload is
- * discarded). Every call states the most reply payload it can get
+ * discarded). The first receive of a wait goes out without a clock read
+ * (a call just started is within its deadline), so a call whose reply never
+ * comes may end up to one slice after its deadline. Every call states the
+ * most reply payload it can get
  * (reply_max); a reply claiming more fails the call with MAYFLY_EPROTO and
  * kills the connection before anything is allocated.
+ *
+ * The fast path (one thread, nothing else in flight on its connection)
+ * costs one sendmsg and one recv, one clock read when the caller passes its
+ * own (mf_calls_start_at), no condition variable (the caller reads its own
+ * reply as the leader, and only a sleeping follower is signalled), no
+ * hashing (a lone pending call sits in a slot; the pool remembers the last
+ * address used) and no allocation beyond the reply payload handed to the
+ * caller.
  *
  * Dialing happens outside every lock: concurrent callers to one address share
  * one dial (a per-address "dialing" state), callers to other addresses never
@@ -40,7 +51,7 @@
  *   pool->lock  ->  conn->lock
  *   - pool->lock: the address table and each address's dialing state. Never
  *     held across a system call that can block.
- *   - conn->lock: the pending table, dead, the send token (sending), the
+ *   - conn->lock: the pending calls, dead, the send token (sending), the
  *     leader role, the list of waiting followers and every call's completion.
  *     Never held across a system call that can block.
  *   - The send token and the leader role are flags taken under conn->lock and
@@ -106,6 +117,12 @@ int mf_call_start(mf_pool_t *p, const char *address, mf_call_t *call, int64_t de
  * mf_call_start per call. */
 int mf_calls_start(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
                    int64_t deadline_us);
+
+/* As mf_calls_start, for a caller that has just read the clock: now_us is
+ * that read (g_get_monotonic_time()), taken as the time of the send and of
+ * the idle check, so the call costs no clock read of its own. */
+int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls, size_t n,
+                      int64_t now_us, int64_t deadline_us);
 
 /* Waits until the call completes or deadline_us passes. Returns call->status
  * (MAYFLY_ETIMEDOUT on deadline, MAYFLY_EIO when the connection broke,
