@@ -78,8 +78,8 @@ for l in event threads; do
   target "p99 at 50 clients ≤ Redis's" $l '$3 == 50' '$13 <= $14'
 done
 
-# --- per-entry memory (issue 9): `mayfly-bench memory`, from another branch ---
-# Runs only when this build has the subcommand.
+# --- per-entry memory: `mayfly-bench memory`, Mayfly and Redis in the same run ---
+# (skipped by a build without the subcommand)
 if "$bench" memory --help >/dev/null 2>&1; then
   echo
   "$bench" memory
