@@ -22,7 +22,11 @@ bench=build/bench/mayfly-bench
 out=docs/bench
 mkdir -p "$out"
 secs=${SECONDS_PER_ROW:-2}
-echo "Mayfly vs Redis on $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d), ${secs} s per row and side"
+if [ -n "${COMPARE_CSV:-}" ]; then
+  echo "Mayfly vs Redis on $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), from $COMPARE_CSV"
+else
+  echo "Mayfly vs Redis on $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d), ${secs} s per row and side"
+fi
 # Other work on the machine moves every figure: say how busy it was.
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${COMPARE_CSV:-}" ]; then
@@ -43,12 +47,18 @@ awk -F, 'NR==1 {next}
     m = big ? sprintf("%.2f GB/s", $9) : sprintf("%d", $6)
     r = big ? sprintf("%.2f GB/s", $10) : sprintf("%d", $7)
     rb = $16 == 0 ? "-" : big ? sprintf("%.2f GB/s", $16 * $5 / 1e9) : sprintf("%d", $16)
-    printf "| %s | %s | %d | %d | %s | %s | %s | %.2fx | %s | %d us | %d us |\n", $1, $2, $3, $4, size, m, r, $8, rb, $13, $14 }' \
-  "$out/compare.csv" | { echo "| workload | loader | clients | pipeline | size | Mayfly | Redis | Mayfly / Redis | redis-benchmark | p99 Mayfly | p99 Redis |";
-                         echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"; cat; }
+    best = ($2 == "event" && $16 > $7) ? $16 : $7
+    printf "| %s | %s | %d | %d | %s | %s | %s | %.2fx | %s | %.2fx | %d us | %d us |\n", $1, $2, $3, $4, size, m, r, $8, rb, $6 / best, $13, $14 }' \
+  "$out/compare.csv" | { echo "| workload | loader | clients | pipeline | size | Mayfly | Redis | Mayfly / Redis | redis-benchmark | Mayfly / Redis judged | p99 Mayfly | p99 Redis |";
+                         echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"; cat; }
 
 # The targets of issue 9, each met or not met. A target holds when every row
-# it covers holds; the figures of those rows follow.
+# it covers holds; the figures of those rows follow. The ratio judged (r) is
+# against Redis driven the same way: for the threads loader, our RESP client
+# with a thread per client, as libmayfly is used; for the event loader, the
+# better of our event-driven RESP loader and redis-benchmark (also one
+# event-driven thread; for pipelined rows it is often the faster), so no
+# target is met through a slow Redis loader.
 echo
 echo "| target | loader | result |"
 echo "|---|---|---|"
@@ -57,8 +67,9 @@ target() { # description loader rows-condition holds-condition (awk, on the CSV 
   case "$4" in *'$13'*) p99=1 ;; esac
   awk -F, -v desc="$1" -v loader="$2" -v loop="$loop" -v p99="$p99" "
     NR == 1 || \$2 != loader { next }
+    { r = \$6 / ((\$2 == \"event\" && \$16 > \$7) ? \$16 : \$7) }
     ($3) { n++; bad += !($4)
-           s = s sprintf(\"%s%s %d cl p%d %.2fx\", n > 1 ? \", \" : \"\", \$1, \$3, \$4, \$8)
+           s = s sprintf(\"%s%s %d cl p%d %.2fx\", n > 1 ? \", \" : \"\", \$1, \$3, \$4, r)
            if (\$5 >= 1048576) s = s sprintf(\" %.0f%% of loopback\", 100 * \$9 / loop)
            if (p99) s = s sprintf(\" p99 %d/%d us\", \$13, \$14) }
     END { if (n == 0) printf \"| %s | %s | no rows |\\n\", desc, loader
@@ -66,13 +77,13 @@ target() { # description loader rows-condition holds-condition (awk, on the CSV 
     "$out/compare.csv"
 }
 small_p1='$5 == 64 && $4 == 1 && ($3 == 16 || $3 == 50)'
-target "kv get and put 64 B, 16 and 50 clients, pipeline 1: ≥ 1.0x Redis (through libmayfly)" threads "$small_p1" '$8 >= 1.0'
-target "kv get and put 64 B, 16 and 50 clients, pipeline 1: ≥ 1.2x Redis (event-driven loader)" event "$small_p1" '$8 >= 1.2'
+target "kv get and put 64 B, 16 and 50 clients, pipeline 1: ≥ 1.0x Redis (through libmayfly)" threads "$small_p1" 'r >= 1.0'
+target "kv get and put 64 B, 16 and 50 clients, pipeline 1: ≥ 1.2x Redis (event-driven loader)" event "$small_p1" 'r >= 1.2'
 for l in event threads; do
-  target "kv get and put 64 B, 50 clients, pipeline 16: ≥ 1.3x Redis" $l '$5 == 64 && $4 == 16 && $3 == 50' '$8 >= 1.3'
+  target "kv get and put 64 B, 50 clients, pipeline 16: ≥ 1.3x Redis" $l '$5 == 64 && $4 == 16 && $3 == 50' 'r >= 1.3'
 done
 for l in event threads; do
-  target "kv get and put 1 MiB: ≥ 1.3x Redis and ≥ 90 % of loopback" $l '$5 >= 1048576' '$8 >= 1.3 && $9 >= 0.9 * loop'
+  target "kv get and put 1 MiB: ≥ 1.3x Redis and ≥ 90 % of loopback" $l '$5 >= 1048576' 'r >= 1.3 && $9 >= 0.9 * loop'
 done
 for l in event threads; do
   target "p99 at 50 clients ≤ Redis's" $l '$3 == 50' '$13 <= $14'
@@ -80,17 +91,17 @@ done
 
 # --- per-entry memory: `mayfly-bench memory`, Mayfly and Redis in the same run ---
 # (skipped by a build without the subcommand)
-if "$bench" memory --help >/dev/null 2>&1; then
+if [ -z "${COMPARE_CSV:-}" ] && "$bench" memory --help >/dev/null 2>&1; then
   echo
   "$bench" memory
 fi
 # --- end of per-entry memory ---
 
-# The chart: Mayfly's throughput as a multiple of Redis's, per row, one bar
-# per loader.
+# The chart: Mayfly's throughput as a multiple of Redis's (r above), per row,
+# one bar per loader.
 awk -F, 'NR > 1 { key = sprintf("%s %s c%d p%d", $1, ($5 >= 1048576) ? "1MiB" : $5 "B", $3, $4)
                   if (!(key in seen)) { seen[key] = 1; order[++n] = key }
-                  v[key, $2] = $8 }
+                  v[key, $2] = $6 / (($2 == "event" && $16 > $7) ? $16 : $7) }
          END { for (i = 1; i <= n; i++) { k = order[i]
                  printf "\"%s\" %s %s\n", k, ((k, "threads") in v) ? v[k, "threads"] : "NaN",
                         ((k, "event") in v) ? v[k, "event"] : "NaN" } }' \
@@ -98,7 +109,7 @@ awk -F, 'NR > 1 { key = sprintf("%s %s c%d p%d", $1, ($5 >= 1048576) ? "1MiB" : 
 gnuplot <<GP
 set terminal svg size 1100,620 font "sans,10" background "white"
 set output "$out/compare.svg"
-set title "Mayfly throughput / Redis throughput, same load and loader ($(date -u +%Y-%m-%d), $(nproc) vCPUs, loopback $loop GB/s)"
+set title "Mayfly throughput / Redis throughput driven the same way (event: the better of our loader and redis-benchmark) ($(date -u +%Y-%m-%d), $(nproc) vCPUs, loopback $loop GB/s)"
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
