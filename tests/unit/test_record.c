@@ -2,11 +2,16 @@
  * Unit tests for namespaces/record.c: records of every type encoded, decoded
  * and applied to a second tree rebuild exactly the tree the originals built
  * (compared through a snapshot of the whole state, the one test_tree.c uses),
- * the encoding is canonical, and damaged input is refused with a reason.
+ * the encoding is canonical, damaged input is refused with a reason, and the
+ * same records written to the log file (directory/wal.c) and loaded back
+ * rebuild the tree too.
  */
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "common/error.h"
+#include "directory/wal.h"
 #include "mf_test.h"
 #include "namespaces/record.h"
 #include "namespaces/tree.h"
@@ -91,8 +96,10 @@ static char *snapshot(ns_tree_t *t) {
   return g_string_free(s, FALSE);
 }
 
-/* Every encoding made by the replay test, for the refusal tests. */
+/* Every encoding made by the replay test, in order, for the tests after it,
+ * and the snapshot of the tree they built. */
 static GPtrArray *encodings; /* GByteArray * */
+static char *live_final;
 
 /* Applies rec to `live`; encodes it, decodes it and applies the copy to
  * `replay`; then checks the copy re-encodes to the same bytes and that both
@@ -206,6 +213,7 @@ static void test_decoded_records_of_every_type_rebuild_the_same_tree(void) {
   /* The state is not trivial: the kv namespace lost partitions and a split is under way. */
   CU_ASSERT(ns_node_lost_parts(ns_tree_lookup(replay, "/jobs/a/kv")) > 0);
   CU_ASSERT_PTR_NOT_NULL(ns_node_find_repart(ns_tree_lookup(replay, "/jobs/a/kv"), 3));
+  live_final = snapshot(live);
   ns_tree_free(live);
   ns_tree_free(replay);
 }
@@ -331,6 +339,55 @@ static void test_the_encoder_refuses_what_it_cannot_represent(void) {
   g_byte_array_free(out, TRUE);
 }
 
+/* Decodes each record the log hands over and applies it. */
+static int apply_logged(const uint8_t *data, uint32_t len, int64_t offset, void *ud) {
+  ns_rec_buf_t b;
+  ns_rec_buf_init(&b);
+  int rc = ns_rec_decode(data, len, &b, why, sizeof why);
+  if (rc == 0) rc = ns_tree_apply(ud, &b.rec, NULL, why, sizeof why);
+  if (rc != 0) fprintf(stderr, "  record at offset %lld: %s\n", (long long)offset, why);
+  ns_rec_buf_clear(&b);
+  return rc;
+}
+
+/* The same records through the log file (directory/wal.c), in batches of
+ * 1, 2, 3, ..., loaded and applied to an empty tree: the same tree again. */
+static void test_records_through_the_log_file_rebuild_the_same_tree(void) {
+  CU_ASSERT_PTR_NOT_NULL_FATAL(live_final);
+  char *tmp = g_dir_make_tmp("mayfly-rec-XXXXXX", NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tmp);
+  dir_wal_t *w;
+  dir_wal_load_result_t res;
+  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_load(w, 0, NULL, NULL, &res, why, sizeof why), 0);
+  guint k = 0;
+  for (guint batch = 1; k < encodings->len; batch++) {
+    dir_wal_rec_t v[64];
+    guint n = MIN(batch, encodings->len - k);
+    for (guint i = 0; i < n; i++) {
+      GByteArray *e = g_ptr_array_index(encodings, k + i);
+      v[i] = (dir_wal_rec_t){e->data, e->len};
+    }
+    MF_ASSERT_EQ(dir_wal_append(w, v, n, why, sizeof why), 0);
+    k += n;
+  }
+  dir_wal_close(w);
+  ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
+  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_load(w, 0, apply_logged, t, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.records, (int64_t)encodings->len);
+  dir_wal_close(w);
+  char *got = snapshot(t);
+  CU_ASSERT_STRING_EQUAL(got, live_final);
+  g_free(got);
+  ns_tree_free(t);
+  char *file = g_build_filename(tmp, "wal.log", NULL);
+  CU_ASSERT_EQUAL(g_unlink(file), 0);
+  CU_ASSERT_EQUAL(g_rmdir(tmp), 0);
+  g_free(file);
+  g_free(tmp);
+}
+
 static const mf_test_t tests[] = {
     {"decoded records of every type rebuild the same tree",
      test_decoded_records_of_every_type_rebuild_the_same_tree},
@@ -340,6 +397,8 @@ static const mf_test_t tests[] = {
      test_bad_versions_types_lengths_and_strings_are_refused},
     {"the encoder refuses what it cannot represent",
      test_the_encoder_refuses_what_it_cannot_represent},
+    {"records through the log file rebuild the same tree",
+     test_records_through_the_log_file_rebuild_the_same_tree},
     {NULL, NULL}};
 
 static int setup(void) {
@@ -349,6 +408,7 @@ static int setup(void) {
 
 static int teardown(void) {
   g_ptr_array_free(encodings, TRUE);
+  g_free(live_final);
   return 0;
 }
 
