@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,6 +46,16 @@ uint32_t dir_wal_crc32c(uint32_t crc, const void *data, size_t len) {
 }
 
 /* ---- format ---------------------------------------------------------------- */
+
+/* Writes a reason into why, which may be NULL. */
+static void say(char *why, size_t whylen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void say(char *why, size_t whylen, const char *fmt, ...) {
+  if (why == NULL || whylen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, whylen, fmt, ap);
+  va_end(ap);
+}
 
 static void put_u32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -81,23 +92,23 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
   dir_wal_header(hdr);
   if (len < DIR_WAL_HEADER_SIZE) {
     if (len > 0 && memcmp(buf, hdr, len) != 0) {
-      snprintf(why, whylen, "%s: %zu bytes that are not the start of a Mayfly log", name, len);
+      say(why, whylen, "%s: %zu bytes that are not the start of a Mayfly log", name, len);
       return MAYFLY_EPROTO;
     }
     res->dropped_bytes = (int64_t)len; /* a creation torn before its header was whole */
     return 0;
   }
   if (memcmp(buf, DIR_WAL_MAGIC, 8) != 0) {
-    snprintf(why, whylen, "%s: not a Mayfly log (bad magic)", name);
+    say(why, whylen, "%s: not a Mayfly log (bad magic)", name);
     return MAYFLY_EPROTO;
   }
   if (get_u32(buf + 12) != dir_wal_crc32c(0, buf, 12)) {
-    snprintf(why, whylen, "%s: the header's checksum fails", name);
+    say(why, whylen, "%s: the header's checksum fails", name);
     return MAYFLY_EPROTO;
   }
   uint32_t version = get_u32(buf + 8);
   if (version != DIR_WAL_VERSION) {
-    snprintf(why, whylen, "%s: log format version %u, this build reads version %d only", name,
+    say(why, whylen, "%s: log format version %u, this build reads version %d only", name,
              version, DIR_WAL_VERSION);
     return MAYFLY_EPROTO;
   }
@@ -135,7 +146,7 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
         res->dropped_bytes = (int64_t)left;
         break;
       }
-      snprintf(why, whylen,
+      say(why, whylen,
                "%s: corrupt record at offset %zu (%s) with %zu more bytes after it; "
                "refusing to continue (cutting the log there would lose them)",
                name, off, bad, left);
@@ -168,7 +179,7 @@ typedef struct {
 } local_wal_t;
 
 static int io_error(char *why, size_t whylen, const char *what, const char *path, int err) {
-  snprintf(why, whylen, "%s %s: %s", what, path, g_strerror(err));
+  say(why, whylen, "%s %s: %s", what, path, g_strerror(err));
   return MAYFLY_EIO;
 }
 
@@ -242,17 +253,17 @@ static int local_append(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, ch
   local_wal_t *w = (local_wal_t *)base;
   MF_CHECK(w->loaded);
   if (w->broken) {
-    snprintf(why, whylen, "%s: an earlier append failed; the log takes no more", w->path);
+    say(why, whylen, "%s: an earlier append failed; the log takes no more", w->path);
     return MAYFLY_EIO;
   }
   if (n == 0) {
-    snprintf(why, whylen, "an empty batch");
+    say(why, whylen, "an empty batch");
     return MAYFLY_EINVAL;
   }
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
     if (recs[i].len == 0 || recs[i].len > DIR_WAL_RECORD_MAX) {
-      snprintf(why, whylen, "record %zu of the batch has %u bytes", i, recs[i].len);
+      say(why, whylen, "record %zu of the batch has %u bytes", i, recs[i].len);
       return MAYFLY_EINVAL;
     }
     total += DIR_WAL_FRAME_HEADER + recs[i].len;

@@ -79,6 +79,9 @@ struct dir_wal {
   dir_wal_stats_t stats;
 };
 
+/* In every function below, `why` (may be NULL) receives a sentence for a
+ * human when the call fails. */
+
 /*
  * Opens (creating when needed) the local log DIR/wal.log, creating DIR too.
  * Reads nothing yet: call dir_wal_load() next. Returns 0 and *out, or
