@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "mf_test.h"
 #include "namespaces/tree.h"
+#include "tree_snapshot.h"
 
 #define LEASE_MS 1000
 #define GRACE_MS 100
@@ -111,79 +112,9 @@ static ns_partition_t *part(ns_node_t *n, guint i) {
   return &g_array_index(n->layout.parts, ns_partition_t, i);
 }
 
-static gint cmp_str(gconstpointer a, gconstpointer b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static void snap_node(ns_node_t *n, void *ud) {
-  GString *s = ud;
-  char *path = ns_node_path(n);
-  g_string_append_printf(s, "%s kind=%d flags=%u lease=%lld renewed=%lld subtree=%lld "
-                            "created=%lld v=%lld",
-                         path, (int)n->kind, n->flags, (long long)n->lease_ms,
-                         (long long)n->renewed_ms, (long long)n->subtree_ms,
-                         (long long)n->created_wall_ms, (long long)n->layout.version);
-  g_free(path);
-  if (n->layout.parts != NULL) {
-    for (guint i = 0; i < n->layout.parts->len; i++) {
-      ns_partition_t *p = part(n, i);
-      g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)%s", p->block.server, p->block.index,
-                             (long long)p->block.generation, (long long)p->lo, (long long)p->hi,
-                             p->state == NS_PART_LOST ? "lost" : "");
-    }
-  }
-  if (n->kind != NS_KIND_DIRECTORY) {
-    g_string_append_printf(s, " max=%d wm=%d/%d", n->max_blocks, n->high_wm, n->low_wm);
-  }
-  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
-    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld%s",
-                           r->merge ? "merge" : "split", (long long)r->id, r->src.server,
-                           r->src.index, (long long)r->src.generation, r->dst.server,
-                           r->dst.index, (long long)r->dst.generation, (long long)r->lo,
-                           (long long)r->hi, (long long)r->started_ms, r->lost ? "lost" : "");
-  }
-  if (n->tags != NULL) {
-    GPtrArray *keys = g_ptr_array_new();
-    GHashTableIter it;
-    gpointer k;
-    g_hash_table_iter_init(&it, n->tags);
-    while (g_hash_table_iter_next(&it, &k, NULL)) g_ptr_array_add(keys, k);
-    g_ptr_array_sort(keys, cmp_str);
-    for (guint i = 0; i < keys->len; i++) {
-      const char *key = g_ptr_array_index(keys, i);
-      g_string_append_printf(s, " %s=%s", key, (const char *)g_hash_table_lookup(n->tags, key));
-    }
-    g_ptr_array_free(keys, TRUE);
-  }
-  g_string_append_c(s, '\n');
-}
-
-/* The whole state of a tree and its allocator as text. Free with g_free. */
-static char *snapshot(ns_tree_t *t) {
-  GString *s = g_string_new(NULL);
-  ns_tree_walk(t->root, snap_node, s);
-  g_string_append_printf(s, "dirs=%lld leaves=%lld expired=%lld total=%lld used=%lld op=%lld\n",
-                         (long long)t->n_dirs, (long long)t->n_leaves, (long long)t->n_expired,
-                         (long long)t->alloc->blocks_total, (long long)t->alloc->blocks_used,
-                         (long long)t->last_op_id);
-  for (guint i = 0; i < t->alloc->servers->len; i++) {
-    ns_server_t *sv = g_ptr_array_index(t->alloc->servers, i);
-    g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld inc=%llx:", sv->id,
-                           sv->address, sv->up, sv->used, sv->nblocks,
-                           (long long)sv->block_size, (unsigned long long)sv->incarnation);
-    for (int32_t b = 0; b < sv->nblocks; b++) {
-      g_string_append_printf(s, " %d/%lld%s", b, (long long)sv->generation[b],
-                             sv->in_use[b] ? "*" : "");
-    }
-    g_string_append_c(s, '\n');
-  }
-  return g_string_free(s, FALSE);
-}
-
 /* Asserts that the tree is exactly as `before` (a snapshot), then frees it. */
 static void expect_unchanged(char *before, ns_tree_t *t, int line) {
-  char *after = snapshot(t);
+  char *after = tree_snapshot(t);
   if (strcmp(before, after) != 0) {
     fprintf(stderr, "  line %d: state changed\n  before:\n%s  after:\n%s", line, before, after);
   }
@@ -217,7 +148,7 @@ static void test_mkdir_makes_a_directory(void) {
 
 static void test_mkdir_without_parents_needs_the_parent(void) {
   ns_tree_t *t = tree_with(1, 4);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_mkdir(t, "/job42/stage1", 0), MAYFLY_ENOENT);
   EXPECT_WHY();
   CU_ASSERT_PTR_NULL(ns_tree_lookup(t, "/job42"));
@@ -237,7 +168,7 @@ static void test_mkdir_with_parents_makes_every_missing_directory(void) {
   }
   MF_ASSERT_EQ(t->n_dirs, 4);
   /* Like mkdir -p, an existing directory is fine and nothing changes. */
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_mkdir(t, "/a/b", NS_REC_PARENTS), 0);
   MF_ASSERT_EQ(do_mkdir(t, "/", NS_REC_PARENTS), 0);
   EXPECT_UNCHANGED(before, t);
@@ -248,7 +179,7 @@ static void test_mkdir_of_an_existing_path_is_eexist(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
   MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), MAYFLY_EEXIST);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_mkdir(t, "/f", 0), MAYFLY_EEXIST);
@@ -263,7 +194,7 @@ static void test_mkdir_of_an_existing_path_is_eexist(void) {
 static void test_mkdir_under_a_leaf_is_enotdir(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_create(t, "/j/f", NS_KIND_KV, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_mkdir(t, "/j/f/x", 0), MAYFLY_ENOTDIR);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_mkdir(t, "/j/f/x", NS_REC_PARENTS), MAYFLY_ENOTDIR);
@@ -280,7 +211,7 @@ static void test_mkdir_follows_the_path_rules(void) {
   long_name[0] = '/';
   memset(long_name + 1, 'x', 256);
   long_name[257] = '\0';
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_mkdir(t, "relative", 0), MAYFLY_EBADPATH);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_mkdir(t, "/a/../b", NS_REC_PARENTS), MAYFLY_EBADPATH);
@@ -370,7 +301,7 @@ static void test_create_of_an_existing_path_is_eexist(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
   MF_ASSERT_EQ(do_create(t, "/d/f", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_create(t, "/d/f", NS_KIND_FILE, 1), MAYFLY_EEXIST);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_create(t, "/d/f", NS_KIND_KV, 2), MAYFLY_EEXIST);
@@ -381,7 +312,7 @@ static void test_create_of_an_existing_path_is_eexist(void) {
 
 static void test_create_refuses_directories_and_unknown_kinds(void) {
   ns_tree_t *t = tree_with(1, 4);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_create(t, "/d", NS_KIND_DIRECTORY, 0), MAYFLY_EINVAL);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_create(t, "/d", NS_KIND_DIRECTORY, 1), MAYFLY_EINVAL);
@@ -414,7 +345,7 @@ static void test_create_makes_missing_parent_directories(void) {
 static void test_create_under_a_leaf_is_enotdir(void) {
   ns_tree_t *t = tree_with(1, 8);
   MF_ASSERT_EQ(do_create(t, "/j/leaf", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_create(t, "/j/leaf/x", NS_KIND_KV, 1), MAYFLY_ENOTDIR);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_create(t, "/j/leaf/x/y/z", NS_KIND_KV, 2), MAYFLY_ENOTDIR);
@@ -426,7 +357,7 @@ static void test_create_under_a_leaf_is_enotdir(void) {
 static void test_create_accepts_leases_up_to_30_days_only(void) {
   ns_tree_t *t = tree_with(1, 4);
   ns_record_t rec = {.type = NS_REC_CREATE, .now_ms = NOW, .path = "/a", .kind = NS_KIND_KV};
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   rec.lease_ms = -1;
   why[0] = '\0';
   MF_ASSERT_EQ(ns_tree_apply(t, &rec, NULL, why, sizeof why), MAYFLY_EINVAL);
@@ -471,7 +402,7 @@ static void test_create_limits_tags(void) {
   MF_ASSERT_EQ(g_hash_table_size(ok->tags), NS_TAGS_MAX);
   CU_ASSERT_STRING_EQUAL(g_hash_table_lookup(ok->tags, key64), value256);
 
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   g_hash_table_insert(tags, g_strdup("one-too-many"), g_strdup("x"));
   MF_ASSERT_EQ(create_tagged(t, "/bad", tags), MAYFLY_EINVAL);
   EXPECT_WHY();
@@ -499,7 +430,7 @@ static void test_create_limits_tags(void) {
 static void test_create_limits_blocks_per_request(void) {
   ns_tree_t *t = tree_with(1, 4);
   ns_partition_t *parts = g_new0(ns_partition_t, NS_CREATE_BLOCKS_MAX + 1);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_create_parts(t, "/big", NS_KIND_FILE, parts, NS_CREATE_BLOCKS_MAX + 1),
                MAYFLY_EINVAL);
   EXPECT_WHY();
@@ -548,7 +479,7 @@ static void test_create_with_a_block_already_taken_is_emoved_and_changes_nothing
   ns_partition_t p;
   MF_ASSERT_EQ(ns_tree_plan_parts(t, NS_KIND_FILE, 1, &p), 0);
   MF_ASSERT_EQ(do_create_parts(t, "/first", NS_KIND_FILE, &p, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   /* The same plan again (a stale plan): its block belongs to /first now. */
   MF_ASSERT_EQ(do_create_parts(t, "/new/dir/second", NS_KIND_FILE, &p, 1), MAYFLY_EMOVED);
   EXPECT_WHY();
@@ -573,7 +504,7 @@ static void test_a_failed_create_leaves_its_other_planned_blocks_untouched(void)
   ns_partition_t plan[2];
   MF_ASSERT_EQ(ns_tree_plan_parts(t, NS_KIND_KV, 2, plan), 0);
   MF_ASSERT_EQ(do_create_parts(t, "/other", NS_KIND_KV, &plan[1], 1), 0); /* steal block 2 */
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_create_parts(t, "/victim", NS_KIND_KV, plan, 2), MAYFLY_EMOVED);
   EXPECT_WHY();
   CU_ASSERT_PTR_NULL(ns_tree_lookup(t, "/victim"));
@@ -592,7 +523,7 @@ static void test_remove_of_a_missing_path_is_enoent(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
   MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_remove(t, "/d/nothing", 0, NULL), MAYFLY_ENOENT);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_remove(t, "/no/such/dir", NS_REC_RECURSIVE, NULL), MAYFLY_ENOENT);
@@ -606,7 +537,7 @@ static void test_remove_of_a_missing_path_is_enoent(void) {
 static void test_remove_of_a_non_empty_directory_needs_recursive(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_create(t, "/j/kv", NS_KIND_KV, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   ns_effects_t fx;
   ns_effects_init(&fx);
   MF_ASSERT_EQ(do_remove(t, "/j", 0, &fx), MAYFLY_ENOTEMPTY);
@@ -697,7 +628,7 @@ static void test_recursive_remove_frees_the_subtree_children_first(void) {
 static void test_the_root_cannot_be_removed(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_remove(t, "/", 0, NULL), MAYFLY_EPERM);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_remove(t, "/", NS_REC_RECURSIVE, NULL), MAYFLY_EPERM);
@@ -755,7 +686,7 @@ static void test_rename_within_a_directory_changes_the_name(void) {
 static void test_rename_into_its_own_subtree_is_esubtree(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/a/b/c", NS_REC_PARENTS), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_rename(t, "/a", "/a/x"), MAYFLY_ESUBTREE);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_rename(t, "/a", "/a/b/c/x"), MAYFLY_ESUBTREE);
@@ -772,7 +703,7 @@ static void test_rename_onto_an_existing_path_is_eexist(void) {
   MF_ASSERT_EQ(do_create(t, "/a", NS_KIND_FILE, 1), 0);
   MF_ASSERT_EQ(do_create(t, "/b", NS_KIND_KV, 1), 0);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_rename(t, "/a", "/b"), MAYFLY_EEXIST);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_rename(t, "/a", "/d"), MAYFLY_EEXIST);
@@ -784,7 +715,7 @@ static void test_rename_onto_an_existing_path_is_eexist(void) {
 static void test_rename_of_a_missing_path_is_enoent(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_rename(t, "/d/none", "/d/other"), MAYFLY_ENOENT);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_rename(t, "/none/x", "/d/x"), MAYFLY_ENOENT);
@@ -796,7 +727,7 @@ static void test_rename_to_a_missing_or_leaf_parent_fails_and_keeps_the_source(v
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_create(t, "/src", NS_KIND_QUEUE, 1), 0);
   MF_ASSERT_EQ(do_create(t, "/leaf", NS_KIND_FILE, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_rename(t, "/src", "/no/such/dst"), MAYFLY_ENOENT);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_rename(t, "/src", "/leaf/dst"), MAYFLY_ENOTDIR);
@@ -810,7 +741,7 @@ static void test_rename_to_a_missing_or_leaf_parent_fails_and_keeps_the_source(v
 static void test_the_root_cannot_be_renamed_or_replaced(void) {
   ns_tree_t *t = tree_with(1, 4);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_rename(t, "/", "/d/root"), MAYFLY_EPERM);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_rename(t, "/d", "/"), MAYFLY_EPERM);
@@ -982,7 +913,7 @@ static void test_partition_changes_are_refused_without_changing_anything(void) {
   ns_node_t *f = ns_tree_lookup(t, "/f");
   ns_partition_t taken = *part(f, 0), fresh;
   MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &fresh), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_add_part(t, "/missing", &fresh), MAYFLY_ENOENT);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_add_part(t, "/d", &fresh), MAYFLY_EISDIR);
@@ -1227,7 +1158,7 @@ static void test_create_keeps_the_quota_and_the_watermarks(void) {
 
 static void test_create_refuses_bad_quotas_and_watermarks(void) {
   ns_tree_t *t = tree_with(2, 8);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   const struct {
     int blocks;
     int32_t max, high, low;
@@ -1421,7 +1352,7 @@ static void test_merge_rollback_keeps_both_partitions(void) {
   ns_tree_t *t = tree_with(2, 8);
   MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
   ns_node_t *n = ns_tree_lookup(t, "/kv");
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_merge(t, "/kv", 5, 0, 1), 0);
   ns_effects_t fx;
   ns_effects_init(&fx);
@@ -1444,7 +1375,7 @@ static void test_merge_of_non_adjacent_partitions_is_einval(void) {
   ns_node_t *n = ns_tree_lookup(t, "/kv");
   ns_partition_t p0 = *part(n, 0), p1 = *part(n, 1), p2 = *part(n, 2), fresh;
   MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   /* Partition 0 and partition 2 do not touch. */
   MF_ASSERT_EQ(do_merge(t, "/kv", 1, 0, 2), MAYFLY_EINVAL);
   EXPECT_WHY();
@@ -1477,7 +1408,7 @@ static void test_split_begin_with_a_bad_range_or_id_is_refused(void) {
   ns_partition_t p0 = *part(n, 0), p1 = *part(n, 1), fresh;
   MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh), 0);
   ns_block_t f = part(ns_tree_lookup(t, "/f"), 0)->block;
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   const struct {
     int64_t lo, hi;
   } bad[] = {
@@ -1517,7 +1448,7 @@ static void test_split_begin_with_a_bad_range_or_id_is_refused(void) {
   MF_ASSERT_EQ(do_begin(t, "/kv", 9, 0, p0.block, fresh.block, 100, p0.hi), 0);
   ns_partition_t fresh2;
   MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &fresh2), 0);
-  before = snapshot(t);
+  before = tree_snapshot(t);
   MF_ASSERT_EQ(do_begin(t, "/kv", 9, 0, p1.block, fresh2.block, p1.lo + 1, p1.hi),
                MAYFLY_EINVAL);
   EXPECT_WHY();
@@ -1531,7 +1462,7 @@ static void test_a_second_begin_on_a_busy_partition_is_eagain(void) {
   ns_node_t *n = ns_tree_lookup(t, "/kv");
   ns_block_t dst;
   MF_ASSERT_EQ(do_split(t, "/kv", 1, 1, part(n, 1)->lo + 10, &dst), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   /* Its source again, with another new block. */
   MF_ASSERT_EQ(do_split(t, "/kv", 2, 1, part(n, 1)->lo + 20, NULL), MAYFLY_EAGAIN);
   EXPECT_WHY();
@@ -1564,7 +1495,7 @@ static void test_removing_a_busy_partition_is_eagain_and_allowed_once_ended(void
   ns_node_t *n = ns_tree_lookup(t, "/kv");
   ns_partition_t p0 = *part(n, 0);
   MF_ASSERT_EQ(do_merge(t, "/kv", 1, 0, 1), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   ns_effects_t fx;
   ns_effects_init(&fx);
   MF_ASSERT_EQ(do_remove_part(t, "/kv", 0, &fx), MAYFLY_EAGAIN); /* the merge's source */
@@ -1584,7 +1515,7 @@ static void test_split_begin_past_max_blocks_is_equota_and_changes_nothing(void)
   ns_tree_t *t = tree_with(2, 8);
   /* At its quota from the start. */
   MF_ASSERT_EQ(do_create_limited(t, "/full", NS_KIND_KV, 2, 2, 0, 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_split(t, "/full", 1, 0, 100, NULL), MAYFLY_EQUOTA);
   EXPECT_WHY();
   EXPECT_UNCHANGED(before, t); /* no block taken, no repartition begun */
@@ -1597,7 +1528,7 @@ static void test_split_begin_past_max_blocks_is_equota_and_changes_nothing(void)
   MF_ASSERT_EQ(ns_node_blocks_committed(n), 4);
   ns_partition_t extra;
   MF_ASSERT_EQ(ns_tree_plan_append(t, n, 0, 1, &extra), 0);
-  before = snapshot(t);
+  before = tree_snapshot(t);
   MF_ASSERT_EQ(do_split(t, "/kv", 2, 2, part(n, 2)->lo + 1, NULL), MAYFLY_EQUOTA);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_add_part(t, "/kv", &extra), MAYFLY_EQUOTA);
@@ -1621,7 +1552,7 @@ static void test_adding_a_partition_past_max_blocks_is_equota(void) {
   MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &p), 0);
   MF_ASSERT_EQ(do_add_part(t, "/f", &p), 0);
   MF_ASSERT_EQ(ns_tree_plan_append(t, f, 0, 0, &p), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_add_part(t, "/f", &p), MAYFLY_EQUOTA);
   EXPECT_WHY();
   EXPECT_UNCHANGED(before, t);
@@ -1636,7 +1567,7 @@ static void test_ending_an_unknown_repartition_is_enoent(void) {
   ns_tree_t *t = tree_with(2, 8);
   MF_ASSERT_EQ(do_create(t, "/kv", NS_KIND_KV, 2), 0);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   ns_effects_t fx;
   ns_effects_init(&fx);
   MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
@@ -1647,14 +1578,14 @@ static void test_ending_an_unknown_repartition_is_enoent(void) {
   EXPECT_UNCHANGED(before, t);
 
   MF_ASSERT_EQ(do_split(t, "/kv", 7, 0, 100, NULL), 0);
-  before = snapshot(t);
+  before = tree_snapshot(t);
   MF_ASSERT_EQ(do_end(t, "/kv", 8, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
   MF_ASSERT_EQ(do_end(t, "/kv", 6, 0, &fx), MAYFLY_ENOENT);
   MF_ASSERT_EQ(fx.freed->len, 0);
   EXPECT_UNCHANGED(before, t);
   /* An ended repartition cannot be ended again. */
   MF_ASSERT_EQ(do_end(t, "/kv", 7, NS_REC_COMMIT, &fx), 0);
-  before = snapshot(t);
+  before = tree_snapshot(t);
   MF_ASSERT_EQ(do_end(t, "/kv", 7, NS_REC_COMMIT, &fx), MAYFLY_ENOENT);
   MF_ASSERT_EQ(do_end(t, "/kv", 7, 0, &fx), MAYFLY_ENOENT);
   MF_ASSERT_EQ(fx.freed->len, 0);
@@ -1719,7 +1650,7 @@ static void test_truncate_drops_the_partitions_from_lo_and_keeps_the_first(void)
    * when nothing goes the version stays. */
   ns_effects_clear(&fx);
   ns_effects_init(&fx);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_truncate(t, "/f", 1500, &fx), 0);
   MF_ASSERT_EQ(do_truncate(t, "/f", 1 << 20, &fx), 0); /* growing is not truncating */
   MF_ASSERT_EQ(fx.freed->len, 0);
@@ -1731,7 +1662,7 @@ static void test_truncate_drops_the_partitions_from_lo_and_keeps_the_first(void)
   MF_ASSERT_EQ(f->layout.version, 3);
   MF_ASSERT_EQ(f->layout.parts->len, 1);
   CU_ASSERT(memcmp(part(f, 0), &p[0], sizeof p[0]) == 0);
-  before = snapshot(t);
+  before = tree_snapshot(t);
   MF_ASSERT_EQ(do_truncate(t, "/f", 0, NULL), 0);
   EXPECT_UNCHANGED(before, t);
 
@@ -1749,7 +1680,7 @@ static void test_truncate_is_refused_for_other_kinds_and_negative_sizes(void) {
   MF_ASSERT_EQ(do_create(t, "/q", NS_KIND_QUEUE, 2), 0);
   MF_ASSERT_EQ(do_create(t, "/f", NS_KIND_FILE, 2), 0);
   MF_ASSERT_EQ(do_mkdir(t, "/d", 0), 0);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   MF_ASSERT_EQ(do_truncate(t, "/kv", 0, NULL), MAYFLY_EKIND);
   EXPECT_WHY();
   MF_ASSERT_EQ(do_truncate(t, "/q", 1, NULL), MAYFLY_EKIND);
@@ -1820,7 +1751,7 @@ static void test_replaying_repartition_records_rebuilds_the_same_state(void) {
     if (rc != 0) fprintf(stderr, "  replay of record %u failed: %s\n", i, why);
     MF_ASSERT_EQ(rc, 0);
   }
-  char *a = snapshot(live), *b = snapshot(replayed);
+  char *a = tree_snapshot(live), *b = tree_snapshot(replayed);
   if (strcmp(a, b) != 0) fprintf(stderr, "  live:\n%s  replayed:\n%s", a, b);
   CU_ASSERT_STRING_EQUAL(a, b);
   CU_ASSERT_PTR_NOT_NULL(ns_node_find_repart(ns_tree_lookup(replayed, "/kv"), 4));
@@ -1839,7 +1770,7 @@ static void test_server_records_register_and_mark_servers(void) {
   MF_ASSERT_EQ(add_server(t, "ms2:7000", 2, 1024), 2);
   MF_ASSERT_EQ(add_server(t, "ms1:7000", 4, 1024), 1); /* re-registration */
   MF_ASSERT_EQ(t->alloc->blocks_total, 6);
-  char *before = snapshot(t);
+  char *before = tree_snapshot(t);
   ns_record_t bad = {.type = NS_REC_SERVER_ADD, .address = "ms3:7000", .blocks = 0,
                      .block_size = 1024};
   why[0] = '\0';
@@ -1903,7 +1834,7 @@ static void test_replaying_the_records_rebuilds_the_same_state(void) {
     if (rc != 0) fprintf(stderr, "  replay of record %u failed: %s\n", i, why);
     MF_ASSERT_EQ(rc, 0);
   }
-  char *a = snapshot(live), *b = snapshot(replayed);
+  char *a = tree_snapshot(live), *b = tree_snapshot(replayed);
   if (strcmp(a, b) != 0) fprintf(stderr, "  live:\n%s  replayed:\n%s", a, b);
   CU_ASSERT_STRING_EQUAL(a, b);
   g_free(a);
@@ -1949,7 +1880,7 @@ static void test_a_new_incarnation_marks_the_servers_partitions_lost_in_one_reco
   int64_t used = t->alloc->blocks_used;
 
   /* The same incarnation again (a directory or network hiccup): nothing is lost. */
-  char *snap = snapshot(t);
+  char *snap = tree_snapshot(t);
   ns_effects_t fx;
   ns_effects_init(&fx);
   MF_ASSERT_EQ(do_register(t, "ms1:7000", 11, &fx), 0);
@@ -1990,7 +1921,7 @@ static void test_a_new_incarnation_marks_the_servers_partitions_lost_in_one_reco
 
   /* Registering again as the new incarnation loses nothing more. */
   ns_effects_init(&fx);
-  snap = snapshot(t);
+  snap = tree_snapshot(t);
   MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, &fx), 0);
   MF_ASSERT_EQ(fx.lost->len, 0);
   EXPECT_UNCHANGED(snap, t);
@@ -2023,7 +1954,7 @@ static void test_lost_partitions_are_never_released_split_merged_or_truncated(vo
   MF_ASSERT_EQ(do_create(t, "/q", NS_KIND_QUEUE, 2), 0); /* on ms1 and ms2 */
   MF_ASSERT_EQ(do_register(t, "ms1:7000", 99, NULL), 0);
   ns_node_t *kv = ns_tree_lookup(t, "/kv");
-  char *snap = snapshot(t);
+  char *snap = tree_snapshot(t);
   /* Release: a drained queue segment or a removed block must not free it. */
   ns_node_t *q = ns_tree_lookup(t, "/q");
   MF_ASSERT_EQ(part(q, 0)->state, NS_PART_LOST);
@@ -2048,7 +1979,7 @@ static void test_lost_partitions_are_never_released_split_merged_or_truncated(vo
   MF_ASSERT_EQ(do_register(t, "ms2:7000", 77, NULL), 0); /* the file's second block goes */
   ns_node_t *f = ns_tree_lookup(t, "/f");
   MF_ASSERT_EQ(part(f, 1)->state, NS_PART_LOST);
-  snap = snapshot(t);
+  snap = tree_snapshot(t);
   MF_ASSERT_EQ(do_truncate(t, "/f", 1024, NULL), MAYFLY_ELOST);
   EXPECT_WHY();
   EXPECT_UNCHANGED(snap, t);
@@ -2101,7 +2032,7 @@ static void test_a_repartition_under_way_when_its_server_restarts_only_rolls_bac
   MF_ASSERT_EQ(ns_tree_block_lost(t, dst.server, dst.index), 1);
   MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 1), 4); /* two kv, the file's, the split's */
   /* What was copied there is gone: a commit is refused, a rollback frees it. */
-  char *snap = snapshot(t);
+  char *snap = tree_snapshot(t);
   MF_ASSERT_EQ(do_end(t, "/kv", 1, NS_REC_COMMIT, NULL), MAYFLY_EMOVED);
   EXPECT_WHY();
   EXPECT_UNCHANGED(snap, t);

@@ -1,0 +1,77 @@
+/*
+ * The whole state of a namespace tree and its allocator as canonical text,
+ * for tests that compare two trees (test_tree, test_record).
+ */
+#include "tree_snapshot.h"
+
+#include <string.h>
+
+static gint cmp_str(gconstpointer a, gconstpointer b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void snap_node(ns_node_t *n, void *ud) {
+  GString *s = ud;
+  char *path = ns_node_path(n);
+  g_string_append_printf(s, "%s kind=%d flags=%u lease=%lld renewed=%lld subtree=%lld "
+                            "created=%lld v=%lld",
+                         path, (int)n->kind, n->flags, (long long)n->lease_ms,
+                         (long long)n->renewed_ms, (long long)n->subtree_ms,
+                         (long long)n->created_wall_ms, (long long)n->layout.version);
+  g_free(path);
+  if (n->layout.parts != NULL) {
+    for (guint i = 0; i < n->layout.parts->len; i++) {
+      ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+      g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)%s", p->block.server, p->block.index,
+                             (long long)p->block.generation, (long long)p->lo, (long long)p->hi,
+                             p->state == NS_PART_LOST ? "lost" : "");
+    }
+  }
+  if (n->kind != NS_KIND_DIRECTORY) {
+    g_string_append_printf(s, " max=%d wm=%d/%d", n->max_blocks, n->high_wm, n->low_wm);
+  }
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld%s",
+                           r->merge ? "merge" : "split", (long long)r->id, r->src.server,
+                           r->src.index, (long long)r->src.generation, r->dst.server,
+                           r->dst.index, (long long)r->dst.generation, (long long)r->lo,
+                           (long long)r->hi, (long long)r->started_ms, r->lost ? "lost" : "");
+  }
+  if (n->tags != NULL) {
+    GPtrArray *keys = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer k;
+    g_hash_table_iter_init(&it, n->tags);
+    while (g_hash_table_iter_next(&it, &k, NULL)) g_ptr_array_add(keys, k);
+    g_ptr_array_sort(keys, cmp_str);
+    for (guint i = 0; i < keys->len; i++) {
+      const char *key = g_ptr_array_index(keys, i);
+      g_string_append_printf(s, " %s=%s", key, (const char *)g_hash_table_lookup(n->tags, key));
+    }
+    g_ptr_array_free(keys, TRUE);
+  }
+  g_string_append_c(s, '\n');
+}
+
+char *tree_snapshot(ns_tree_t *t) {
+  GString *s = g_string_new(NULL);
+  ns_tree_walk(t->root, snap_node, s);
+  g_string_append_printf(s, "dirs=%lld leaves=%lld expired=%lld total=%lld used=%lld op=%lld\n",
+                         (long long)t->n_dirs, (long long)t->n_leaves, (long long)t->n_expired,
+                         (long long)t->alloc->blocks_total, (long long)t->alloc->blocks_used,
+                         (long long)t->last_op_id);
+  for (guint i = 0; i < t->alloc->servers->len; i++) {
+    ns_server_t *sv = g_ptr_array_index(t->alloc->servers, i);
+    g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld inc=%llx:", sv->id,
+                           sv->address, sv->up, sv->used, sv->nblocks,
+                           (long long)sv->block_size, (unsigned long long)sv->incarnation);
+    for (int32_t b = 0; b < sv->nblocks; b++) {
+      g_string_append_printf(s, " %d/%lld%s", b, (long long)sv->generation[b],
+                             sv->in_use[b] ? "*" : "");
+    }
+    g_string_append_c(s, '\n');
+  }
+  return g_string_free(s, FALSE);
+}
+

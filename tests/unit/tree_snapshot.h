@@ -1,0 +1,15 @@
+/*
+ * Test helper: the whole state of a namespace tree (every node with its
+ * lease, layout, partitions' states, repartitions and tags) and of its
+ * allocator (servers, incarnations, generations, blocks in use) as text, so
+ * two trees are equal exactly when their snapshots are.
+ */
+#ifndef MAYFLY_TEST_TREE_SNAPSHOT_H
+#define MAYFLY_TEST_TREE_SNAPSHOT_H
+
+#include "namespaces/tree.h"
+
+/* Returns the snapshot; free with g_free. */
+char *tree_snapshot(ns_tree_t *t);
+
+#endif /* MAYFLY_TEST_TREE_SNAPSHOT_H */
