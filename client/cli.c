@@ -696,15 +696,27 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
            {"rollbacks", s.rollbacks},
            {"bytes_moved", s.bytes_moved},
            {"move_ms", s.move_ms},
-           {"move_ms_max", s.move_ms_max}};
+           {"move_ms_max", s.move_ms_max},
+           {"durable", s.durable},
+           {"log_records", s.log_records},
+           {"log_bytes", s.log_bytes},
+           {"log_fsyncs", s.log_fsyncs},
+           {"snapshots", s.snapshots},
+           {"last_snapshot_ms", s.last_snapshot_ms},
+           {"recovery_ms", s.recovery_ms},
+           {"recovered_records", s.recovered_records},
+           {"log_seq", s.log_seq}};
   JsonBuilder *b = cli->json ? json_builder_new() : NULL;
   if (b) json_builder_begin_object(b);
   for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {
     if (b) {
       json_int(b, f[i].name, f[i].v);
     } else {
-      printf("%-14s %lld\n", f[i].name, (long long)f[i].v);
+      printf("%-18s %lld\n", f[i].name, (long long)f[i].v);
     }
+  }
+  if (!b && s.durable && s.log_fsyncs > 0) {
+    printf("%-18s %.1f\n", "records_per_fsync", (double)s.log_records / (double)s.log_fsyncs);
   }
   if (b) {
     json_builder_end_object(b);

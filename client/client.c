@@ -339,12 +339,36 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
   MayflyStats *s = g_object_new(MAYFLY_TYPE_STATS, NULL);
   int rc = CALL(c, stats, &s);
   if (rc == 0) {
-    *out = (mayfly_dir_stats_t){s->nodes,       s->directories,  s->namespaces, s->servers,
-                                s->servers_up,  s->blocks_total, s->blocks_used,
-                                s->expired_total, s->uptime_ms,  s->connections,
-                                s->requests,    s->lease_ms,     s->grace_ms,
-                                s->splits,      s->merges,       s->rollbacks,
-                                s->bytes_moved, s->move_ms,      s->move_ms_max};
+    *out = (mayfly_dir_stats_t){.nodes = s->nodes,
+                                .directories = s->directories,
+                                .namespaces = s->namespaces,
+                                .servers = s->servers,
+                                .servers_up = s->servers_up,
+                                .blocks_total = s->blocks_total,
+                                .blocks_used = s->blocks_used,
+                                .expired_total = s->expired_total,
+                                .uptime_ms = s->uptime_ms,
+                                .connections = s->connections,
+                                .requests = s->requests,
+                                .lease_ms = s->lease_ms,
+                                .grace_ms = s->grace_ms,
+                                .splits = s->splits,
+                                .merges = s->merges,
+                                .rollbacks = s->rollbacks,
+                                .bytes_moved = s->bytes_moved,
+                                .move_ms = s->move_ms,
+                                .move_ms_max = s->move_ms_max};
+    if (s->__isset_durable && s->durable) {
+      out->durable = 1;
+      out->log_records = s->log_records;
+      out->log_bytes = s->log_bytes;
+      out->log_fsyncs = s->log_fsyncs;
+      out->snapshots = s->snapshots;
+      out->last_snapshot_ms = s->last_snapshot_ms;
+      out->recovery_ms = s->recovery_ms;
+      out->recovered_records = s->recovered_records;
+      out->log_seq = s->log_seq;
+    }
   }
   g_object_unref(s);
   return rc;

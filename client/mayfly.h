@@ -107,6 +107,17 @@ typedef struct mayfly_dir_stats {
   /* kv repartitions since the directory started: committed splits and
    * merges, rollbacks, bytes the committed ones moved and their durations */
   int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
+  /* The durable directory (--data-dir); durable is 0 (and the rest 0) when
+   * it keeps its state in memory only. Log figures count since start:
+   * records and framed bytes appended, fdatasync calls (one per group
+   * commit, so records per fsync = log_records / log_fsyncs), snapshots
+   * written; last_snapshot_ms is the wall-clock time of the newest
+   * snapshot (0: none); recovery_ms and recovered_records say what the
+   * start cost (records replayed after the snapshot); log_seq is the
+   * sequence number of the newest record. */
+  int durable;
+  int64_t log_records, log_bytes, log_fsyncs, snapshots, last_snapshot_ms;
+  int64_t recovery_ms, recovered_records, log_seq;
 } mayfly_dir_stats_t;
 
 /* Connects to a directory at "host:port" (NULL: $MAYFLY_DIRECTORY, else

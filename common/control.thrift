@@ -188,7 +188,17 @@ struct Stats {
   16: i64 rollbacks,
   17: i64 bytes_moved,        /* by committed repartitions */
   18: i64 move_ms,            /* their total duration, begin to commit */
-  19: i64 move_ms_max
+  19: i64 move_ms_max,
+  /* The durable directory (--data-dir); absent or false: state in memory only. */
+  20: optional bool durable,
+  21: optional i64 log_records,       /* records appended to the log since start */
+  22: optional i64 log_bytes,         /* framed bytes appended since start */
+  23: optional i64 log_fsyncs,        /* fdatasync calls, one per group commit */
+  24: optional i64 snapshots,         /* snapshots written since start */
+  25: optional i64 last_snapshot_ms,  /* wall-clock ms of the newest snapshot; 0: none */
+  26: optional i64 recovery_ms,       /* time the start spent loading snapshot and log */
+  27: optional i64 recovered_records, /* log records replayed at start, after the snapshot */
+  28: optional i64 log_seq            /* sequence number of the newest record applied */
 }
 
 service Directory {

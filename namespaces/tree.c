@@ -840,8 +840,8 @@ static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
   return 0;
 }
 
-int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
-                  size_t whylen) {
+static int apply_one(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                     size_t whylen) {
   switch (rec->type) {
     case NS_REC_MKDIR:
       return apply_mkdir(t, rec, why, whylen);
@@ -873,6 +873,18 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
   }
   WHY("unknown record type %d", (int)rec->type);
   return MAYFLY_EINVAL;
+}
+
+int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                  size_t whylen) {
+  int rc = apply_one(t, rec, fx, why, whylen);
+  if (rc == 0 && t->observer != NULL) t->observer(rec, t->observer_ud);
+  return rc;
+}
+
+void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud) {
+  t->observer = cb;
+  t->observer_ud = ud;
 }
 
 int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t *out) {

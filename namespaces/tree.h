@@ -109,6 +109,12 @@ struct ns_node {
   GArray *reparts;     /* ns_repart_t begun and not ended; NULL when none */
 };
 
+struct ns_record;
+
+/* Called with every record ns_tree_apply() accepted, after it applied (the
+ * reaper's included): the directory logs exactly these. */
+typedef void (*ns_tree_observer_cb)(const struct ns_record *rec, void *ud);
+
 typedef struct ns_tree {
   ns_node_t *root;
   ns_alloc_t *alloc;
@@ -118,6 +124,8 @@ typedef struct ns_tree {
   int64_t n_leaves;
   int64_t n_expired;  /* nodes removed by lease expiry since start */
   int64_t last_op_id; /* of repartitions */
+  ns_tree_observer_cb observer; /* NULL: none */
+  void *observer_ud;
 } ns_tree_t;
 
 typedef enum {
@@ -204,6 +212,9 @@ void ns_tree_free(ns_tree_t *t); /* accepts NULL */
  */
 int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                   size_t whylen);
+
+/* Sets (or, with NULL, clears) the one observer of applied records. */
+void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud);
 
 /* Looks a valid path up; NULL if absent (or the path is invalid). */
 ns_node_t *ns_tree_lookup(const ns_tree_t *t, const char *path);
