@@ -605,8 +605,8 @@ static void print_side(const bench_opts_t *o, const char *run_dir, GArray *rows,
   }
   int64_t snaps = 0;
   for (guint i = 0; i < rows->len; i++) snaps += g_array_index(rows, side_row_t, i).snapshots;
-  printf("(durable: records/fsync = growth of log_records / log_fsyncs over the row; %lld "
-         "snapshots during the rows)\n",
+  printf("(rec/fsync: growth of the durable directory's log_records / log_fsyncs over its row; "
+         "'-': the row logged nothing; %lld snapshots during the rows)\n",
          (long long)snaps);
   if (recs->len == 0) return;
   printf("\n%-18s %10s %10s %12s %12s %14s  %s\n", "recovery", "namespaces", "on disk",
