@@ -37,8 +37,9 @@
 #define RENEW_PATHS 10000
 /* Blocks of the pool the rows allocate from. */
 #define ROW_POOL_BLOCKS 100000
-/* Clients that fill a directory before it is killed for a recovery. */
-#define POPULATE_CLIENTS 16
+/* Clients that set a directory up (the renew paths, the namespaces of a
+ * recovery run). */
+#define FILL_CLIENTS 16
 /* Leases of every node in the --data-dir runs: long enough that nothing
  * expires while the bench runs (the renew paths are made before the
  * create+remove rows, which take four rows' time there). */
@@ -51,7 +52,7 @@
 #define TARGET_RECOVERY_N 100000
 #define TARGET_RECOVERY_MS 1000.0
 
-enum { WORK_PAIR, WORK_RENEW, WORK_POPULATE };
+enum { WORK_PAIR, WORK_RENEW, WORK_POPULATE, WORK_MKDIR };
 
 typedef struct {
   const bench_opts_t *o;
@@ -59,8 +60,8 @@ typedef struct {
   int index;
   int clients;
   int kind;
-  const char *const *paths; /* WORK_RENEW */
-  int total;                /* WORK_POPULATE: namespaces over all clients */
+  const char *const *paths; /* WORK_RENEW, WORK_MKDIR */
+  int total;                /* WORK_POPULATE, WORK_MKDIR: items over all clients */
   long long ops;
   int errors;
   bench_lat_t lat;
@@ -102,20 +103,30 @@ static void *run_worker(void *arg) {
   return NULL;
 }
 
-/* Creates this client's share of the namespaces of a recovery run:
- * /recovery/dDD/nNNNNNN, kv, one block each, 100 directories. */
-static void *populate_worker(void *arg) {
+/* Does this client's share of a setup: WORK_POPULATE creates the
+ * namespaces of a recovery run, /recovery/dDD/nNNNNNN, kv, one block each,
+ * in 100 directories; WORK_MKDIR makes paths[] with their parents. Several
+ * clients, because a durable directory syncs each client's call apart. */
+static void *fill_worker(void *arg) {
   worker_t *w = arg;
   mayfly_client_t *c = NULL;
   if (mayfly_connect(w->address, NULL, &c) != 0) {
     w->errors++;
     return NULL;
   }
-  char path[64];
+  char buf[64];
   for (int j = w->index; j < w->total; j += w->clients) {
-    snprintf(path, sizeof path, "/recovery/d%02d/n%06d", j % 100, j);
-    if (mayfly_create(c, path, MAYFLY_KIND_KV, NULL, NULL) != 0) {
-      fprintf(stderr, "mayfly-bench: create %s: %s\n", path, mayfly_last_error());
+    const char *path = w->paths != NULL ? w->paths[j] : buf;
+    int rc;
+    if (w->kind == WORK_MKDIR) {
+      rc = mayfly_mkdir(c, path, 1);
+    } else {
+      snprintf(buf, sizeof buf, "/recovery/d%02d/n%06d", j % 100, j);
+      rc = mayfly_create(c, path, MAYFLY_KIND_KV, NULL, NULL);
+    }
+    if (rc != 0) {
+      fprintf(stderr, "mayfly-bench: %s %s: %s\n", w->kind == WORK_MKDIR ? "mkdir" : "create",
+              path, mayfly_last_error());
       w->errors++;
       break;
     }
@@ -176,9 +187,11 @@ static int measure(const bench_opts_t *o, const char *address, int kind, int cli
   return errors ? -1 : 0;
 }
 
-/* Creates `total` namespaces from POPULATE_CLIENTS clients. Returns 0 or -1. */
-static int populate(const bench_opts_t *o, const char *address, int total) {
-  int clients = MIN(POPULATE_CLIENTS, MAX(total, 1));
+/* Runs a setup of `total` items (fill_worker) from FILL_CLIENTS
+ * clients; paths is for WORK_MKDIR. Returns 0 or -1. */
+static int fill(const bench_opts_t *o, const char *address, int kind, int total,
+                const char *const *paths) {
+  int clients = MIN(FILL_CLIENTS, MAX(total, 1));
   worker_t *w = g_new0(worker_t, clients);
   pthread_t *th = g_new(pthread_t, clients);
   for (int i = 0; i < clients; i++) {
@@ -186,9 +199,10 @@ static int populate(const bench_opts_t *o, const char *address, int total) {
                       .address = address,
                       .index = i,
                       .clients = clients,
-                      .kind = WORK_POPULATE,
+                      .kind = kind,
+                      .paths = paths,
                       .total = total};
-    pthread_create(&th[i], NULL, populate_worker, &w[i]);
+    pthread_create(&th[i], NULL, fill_worker, &w[i]);
   }
   int errors = 0;
   for (int i = 0; i < clients; i++) {
@@ -222,22 +236,18 @@ static GPtrArray *renew_paths(void) {
 
 /* Registers the rows' pool and makes the renew paths and /bench at address.
  * Returns 0 or -1 with a message on stderr. */
-static int prepare(const char *address, GPtrArray *paths) {
+static int prepare(const bench_opts_t *o, const char *address, GPtrArray *paths) {
   int rc = register_pool(address, ROW_POOL_BLOCKS);
   if (rc != 0) {
     fprintf(stderr, "mayfly-bench: cannot register a block pool at %s: %s\n", address,
             mayfly_last_error());
     return -1;
   }
-  mayfly_client_t *c = NULL;
-  if (mayfly_connect(address, NULL, &c) != 0) {
-    fprintf(stderr, "mayfly-bench: %s\n", mayfly_last_error());
+  if (fill(o, address, WORK_MKDIR, (int)paths->len, (const char *const *)paths->pdata) != 0) {
     return -1;
   }
-  for (guint i = 0; i < paths->len; i++) mayfly_mkdir(c, g_ptr_array_index(paths, i), 1);
-  mayfly_mkdir(c, "/bench", 0);
-  mayfly_disconnect(c);
-  return 0;
+  const char *bench[] = {"/bench"};
+  return fill(o, address, WORK_MKDIR, 1, bench);
 }
 
 static void row_clear(bench_row_t *r) {
@@ -259,7 +269,7 @@ static int control_memory(bench_opts_t *o) {
   bench_dir_t d;
   if (bench_dir_start(o, &d) != 0) return 1;
   GPtrArray *paths = renew_paths();
-  if (prepare(d.address, paths) != 0) {
+  if (prepare(o, d.address, paths) != 0) {
     g_ptr_array_free(paths, TRUE);
     bench_dir_stop(&d);
     return 1;
@@ -452,7 +462,7 @@ static int time_recovery(const bench_opts_t *o, const char *run_dir, int n, GArr
     bench_dir_kill(&d);
     goto out;
   }
-  if (populate(o, d.address, n) != 0) {
+  if (fill(o, d.address, WORK_POPULATE, n, NULL) != 0) {
     bench_dir_kill(&d);
     goto out;
   }
@@ -657,7 +667,7 @@ static int control_durable(bench_opts_t *o) {
   int failed = 0;
   if (bench_dir_spawn(o, mem_flags, 5, &mem) != 0 ||
       bench_dir_spawn(o, dur_flags, RECOVERY_WAIT_S, &dur) != 0 ||
-      prepare(mem.address, paths) != 0 || prepare(dur.address, paths) != 0) {
+      prepare(o, mem.address, paths) != 0 || prepare(o, dur.address, paths) != 0) {
     failed = 1;
   } else {
     mayfly_dir_stats_t st;
