@@ -300,8 +300,10 @@ static int control_memory(bench_opts_t *o) {
 typedef struct {
   int kind; /* WORK_PAIR or WORK_RENEW */
   bench_row_t mem, dur;
-  /* The durable directory's counters, their growth over its row. */
+  /* The durable directory's counters, their growth over its row, and the
+   * row's length in seconds (from stats call to stats call). */
   int64_t records, fsyncs, snapshots;
+  double seconds;
 } side_row_t;
 
 /* One timed start of a durable directory. */
@@ -387,8 +389,10 @@ static int side_rows(const bench_opts_t *o, const bench_dir_t *mem, const bench_
       failed |= measure(o, mem->address, k, sets[s], (const char *const *)paths->pdata, name,
                         &r.mem);
       if (stats_of(dur->address, &before) != 0) failed = -1;
+      double t0 = bench_now_us();
       failed |= measure(o, dur->address, k, sets[s], (const char *const *)paths->pdata, name,
                         &r.dur);
+      r.seconds = (bench_now_us() - t0) / 1e6;
       if (stats_of(dur->address, &after) != 0) failed = -1;
       r.records = after.log_records - before.log_records;
       r.fsyncs = after.log_fsyncs - before.log_fsyncs;
@@ -533,6 +537,10 @@ static double per_fsync(const side_row_t *r) {
   return r->fsyncs > 0 ? (double)r->records / r->fsyncs : 0;
 }
 
+static double fsyncs_per_s(const side_row_t *r) {
+  return r->seconds > 0 ? r->fsyncs / r->seconds : 0;
+}
+
 /* The target a row is held to, or NULL; *met says whether it was. */
 static const char *side_target(const side_row_t *r, int *met) {
   if (r->kind != WORK_PAIR || r->mem.clients != 16) return NULL;
@@ -558,10 +566,11 @@ static void print_side(const bench_opts_t *o, const char *run_dir, GArray *rows,
              "\"memory_ops_per_s\": %.1f, \"memory_p50_us\": %.1f, \"memory_p99_us\": %.1f, "
              "\"durable_ops_per_s\": %.1f, \"durable_p50_us\": %.1f, \"durable_p99_us\": %.1f, "
              "\"ratio\": %.3f, \"log_records\": %lld, \"log_fsyncs\": %lld, "
-             "\"records_per_fsync\": %.2f, \"snapshots\": %lld}%s\n",
+             "\"records_per_fsync\": %.2f, \"fsyncs_per_s\": %.1f, \"snapshots\": %lld}%s\n",
              r->mem.name, r->mem.clients, r->mem.unit, r->mem.ops_per_s, r->mem.p50_us,
              r->mem.p99_us, r->dur.ops_per_s, r->dur.p50_us, r->dur.p99_us, ratio(r),
-             (long long)r->records, (long long)r->fsyncs, per_fsync(r), (long long)r->snapshots,
+             (long long)r->records, (long long)r->fsyncs, per_fsync(r), fsyncs_per_s(r),
+             (long long)r->snapshots,
              i + 1 < rows->len ? "," : "");
     }
     printf("], \"recovery\": [\n");
@@ -578,12 +587,13 @@ static void print_side(const bench_opts_t *o, const char *run_dir, GArray *rows,
   }
   if (o->csv) {
     printf("bench,name,clients,memory_ops_per_s,memory_p99_us,durable_ops_per_s,durable_p99_us,"
-           "ratio,log_records,log_fsyncs,records_per_fsync\n");
+           "ratio,log_records,log_fsyncs,records_per_fsync,fsyncs_per_s\n");
     for (guint i = 0; i < rows->len; i++) {
       side_row_t *r = &g_array_index(rows, side_row_t, i);
-      printf("control-durable,%s,%d,%.1f,%.1f,%.1f,%.1f,%.3f,%lld,%lld,%.2f\n", r->mem.name,
+      printf("control-durable,%s,%d,%.1f,%.1f,%.1f,%.1f,%.3f,%lld,%lld,%.2f,%.1f\n", r->mem.name,
              r->mem.clients, r->mem.ops_per_s, r->mem.p99_us, r->dur.ops_per_s, r->dur.p99_us,
-             ratio(r), (long long)r->records, (long long)r->fsyncs, per_fsync(r));
+             ratio(r), (long long)r->records, (long long)r->fsyncs, per_fsync(r),
+             fsyncs_per_s(r));
     }
     printf("bench,namespaces,from,disk_bytes,recovery_ms,recovered_records,wall_ms\n");
     for (guint i = 0; i < recs->len; i++) {
@@ -597,8 +607,8 @@ static void print_side(const bench_opts_t *o, const char *run_dir, GArray *rows,
   printf("mayfly-bench control --data-dir — %s%s\n", machine, o->pin ? " (pinned to CPU 0)" : "");
   printf("durable directory data under %s (%s)\n\n", run_dir,
          o->keep ? "kept" : "removed afterwards");
-  printf("%-20s %7s %12s %8s %12s %8s %9s %9s  %s\n", "workload", "clients", "in-memory/s",
-         "p99", "durable/s", "p99", "dur/mem", "rec/fsync", "target");
+  printf("%-20s %7s %12s %8s %12s %8s %8s %9s %8s  %s\n", "workload", "clients", "in-memory/s",
+         "p99", "durable/s", "p99", "dur/mem", "rec/fsync", "fsync/s", "target");
   for (guint i = 0; i < rows->len; i++) {
     side_row_t *r = &g_array_index(rows, side_row_t, i);
     int met = 0;
@@ -609,9 +619,9 @@ static void print_side(const bench_opts_t *o, const char *run_dir, GArray *rows,
     } else {
       snprintf(fs, sizeof fs, "-");
     }
-    printf("%-20s %7d %12.0f %6.0fus %12.0f %6.0fus %7.0f %% %9s  %s%s\n", r->mem.name,
+    printf("%-20s %7d %12.0f %6.0fus %12.0f %6.0fus %6.0f %% %9s %8.0f  %s%s\n", r->mem.name,
            r->mem.clients, r->mem.ops_per_s, r->mem.p99_us, r->dur.ops_per_s, r->dur.p99_us,
-           100 * ratio(r), fs, t ? t : "", t ? (met ? ": met" : ": MISSED") : "");
+           100 * ratio(r), fs, fsyncs_per_s(r), t ? t : "", t ? (met ? ": met" : ": MISSED") : "");
   }
   int64_t snaps = 0;
   for (guint i = 0; i < rows->len; i++) snaps += g_array_index(rows, side_row_t, i).snapshots;
