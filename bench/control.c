@@ -44,6 +44,8 @@
  * expires while the bench runs (the renew paths are made before the
  * create+remove rows, which take four rows' time there). */
 #define LONG_LEASE "3600000"
+/* Alternations of the in-memory and the durable directory in a row. */
+#define SIDE_ROUNDS 3
 /* Seconds a durable directory may take to recover and listen. */
 #define RECOVERY_WAIT_S 120
 
@@ -62,6 +64,7 @@ typedef struct {
   int kind;
   const char *const *paths; /* WORK_RENEW, WORK_MKDIR */
   int total;                /* WORK_POPULATE, WORK_MKDIR: items over all clients */
+  double seconds;           /* measured rows, unless --ops */
   long long ops;
   int errors;
   bench_lat_t lat;
@@ -87,7 +90,7 @@ static void *run_worker(void *arg) {
     w->errors++;
     return NULL;
   }
-  double deadline = bench_now_us() + w->o->seconds * 1e6;
+  double deadline = bench_now_us() + w->seconds * 1e6;
   w->started = bench_now_us();
   for (long long i = 0; w->o->ops ? i < w->o->ops : bench_now_us() < deadline; i++) {
     double t0 = bench_now_us();
@@ -136,55 +139,76 @@ static void *fill_worker(void *arg) {
   return NULL;
 }
 
-/* Runs `clients` workers of `kind` against the directory at address and
- * fills *r (name and unit are g_strdup'd: the caller frees them). Returns 0,
- * or -1 if a client failed (the row then counts what was done). */
-static int measure(const bench_opts_t *o, const char *address, int kind, int clients,
-                   const char *const *paths, const char *name, bench_row_t *r) {
+/* What the rounds of one row on one directory add up to. */
+typedef struct {
+  long long ops;
+  double us; /* time the rounds took, summed */
+  bench_lat_t lat;
+} tally_t;
+
+/* Runs `clients` workers of `kind` for `seconds` (or --ops each) against
+ * the directory at address and adds what they did to *t. Returns 0, or -1
+ * if a client failed (what was done still counts). */
+static int measure_round(const bench_opts_t *o, const char *address, int kind, int clients,
+                         const char *const *paths, double seconds, tally_t *t) {
   worker_t *w = g_new0(worker_t, clients);
   pthread_t *th = g_new(pthread_t, clients);
+  double begun = bench_now_us();
   for (int i = 0; i < clients; i++) {
     w[i] = (worker_t){.o = o,
                       .address = address,
                       .index = i,
                       .clients = clients,
                       .kind = kind,
-                      .paths = paths};
+                      .paths = paths,
+                      .seconds = seconds,
+                      .started = begun,
+                      .finished = begun};
     pthread_create(&th[i], NULL, run_worker, &w[i]);
   }
-  bench_lat_t all;
-  bench_lat_init(&all);
-  long long ops = 0;
   int errors = 0;
   double start = 1e300, end = 0;
   for (int i = 0; i < clients; i++) {
     pthread_join(th[i], NULL);
-    ops += w[i].ops;
+    t->ops += w[i].ops;
     errors += w[i].errors;
     if (w[i].lat.us) {
-      bench_lat_merge(&all, &w[i].lat);
+      bench_lat_merge(&t->lat, &w[i].lat);
       bench_lat_free(&w[i].lat);
     }
     start = MIN(start, w[i].started);
     end = MAX(end, w[i].finished);
   }
+  t->us += end - start;
+  g_free(w);
+  g_free(th);
+  if (errors > 0) fprintf(stderr, "mayfly-bench: %s: %d clients failed\n", address, errors);
+  return errors ? -1 : 0;
+}
+
+/* Turns a tally into *r (name and unit are g_strdup'd: the caller frees
+ * them) and frees the tally's samples. */
+static void tally_row(tally_t *t, const char *name, int kind, int clients, bench_row_t *r) {
   *r = (bench_row_t){
       .name = g_strdup(name),
       .clients = clients,
-      .ops = ops,
+      .ops = t->ops,
       .unit = g_strdup(kind == WORK_PAIR ? "create+remove pair" : "renew of 10,000 paths"),
-      .ops_per_s = end > start ? ops / ((end - start) / 1e6) : 0,
-      .p50_us = bench_lat_pct(&all, 50),
-      .p99_us = bench_lat_pct(&all, 99),
-      .p999_us = bench_lat_pct(&all, 99.9)};
-  bench_lat_free(&all);
-  g_free(w);
-  g_free(th);
-  if (errors > 0) {
-    fprintf(stderr, "mayfly-bench: %s: %d clients failed: %s\n", name, errors,
-            mayfly_last_error());
-  }
-  return errors ? -1 : 0;
+      .ops_per_s = t->us > 0 ? t->ops / (t->us / 1e6) : 0,
+      .p50_us = bench_lat_pct(&t->lat, 50),
+      .p99_us = bench_lat_pct(&t->lat, 99),
+      .p999_us = bench_lat_pct(&t->lat, 99.9)};
+  bench_lat_free(&t->lat);
+}
+
+/* One row in one round of --seconds. Returns 0 or -1 (see measure_round). */
+static int measure(const bench_opts_t *o, const char *address, int kind, int clients,
+                   const char *const *paths, const char *name, bench_row_t *r) {
+  tally_t t = {0};
+  bench_lat_init(&t.lat);
+  int rc = measure_round(o, address, kind, clients, paths, o->seconds, &t);
+  tally_row(&t, name, kind, clients, r);
+  return rc;
 }
 
 /* Runs a setup of `total` items (fill_worker) from FILL_CLIENTS
@@ -375,28 +399,38 @@ static void durable_flags(const char *data_dir, const char *snapshot_records,
   argv[n] = NULL;
 }
 
-/* Runs each row on mem then on dur. Returns 0 or -1. */
+/* Runs each row on mem then on dur, in SIDE_ROUNDS alternations of a
+ * share of --seconds each (one round with --ops), so that a change of the
+ * machine's load during the row weighs on both sides alike. Returns 0 or -1. */
 static int side_rows(const bench_opts_t *o, const bench_dir_t *mem, const bench_dir_t *dur,
                      GPtrArray *paths, GArray *rows) {
   int sets[2];
   int nsets = client_sets(o, sets);
+  int rounds = o->ops ? 1 : SIDE_ROUNDS;
+  double slice = (double)o->seconds / rounds;
+  const char *const *pv = (const char *const *)paths->pdata;
   int failed = 0;
   for (int k = WORK_PAIR; k <= WORK_RENEW; k++) {
     const char *name = k == WORK_PAIR ? "create+remove" : "renew 10,000 paths";
     for (int s = 0; s < nsets; s++) {
       side_row_t r = {.kind = k};
-      mayfly_dir_stats_t before, after;
-      failed |= measure(o, mem->address, k, sets[s], (const char *const *)paths->pdata, name,
-                        &r.mem);
-      if (stats_of(dur->address, &before) != 0) failed = -1;
-      double t0 = bench_now_us();
-      failed |= measure(o, dur->address, k, sets[s], (const char *const *)paths->pdata, name,
-                        &r.dur);
-      r.seconds = (bench_now_us() - t0) / 1e6;
-      if (stats_of(dur->address, &after) != 0) failed = -1;
-      r.records = after.log_records - before.log_records;
-      r.fsyncs = after.log_fsyncs - before.log_fsyncs;
-      r.snapshots = after.snapshots - before.snapshots;
+      tally_t tm = {0}, td = {0};
+      bench_lat_init(&tm.lat);
+      bench_lat_init(&td.lat);
+      for (int round = 0; round < rounds; round++) {
+        mayfly_dir_stats_t before, after;
+        failed |= measure_round(o, mem->address, k, sets[s], pv, slice, &tm);
+        if (stats_of(dur->address, &before) != 0) failed = -1;
+        double t0 = bench_now_us();
+        failed |= measure_round(o, dur->address, k, sets[s], pv, slice, &td);
+        r.seconds += (bench_now_us() - t0) / 1e6;
+        if (stats_of(dur->address, &after) != 0) failed = -1;
+        r.records += after.log_records - before.log_records;
+        r.fsyncs += after.log_fsyncs - before.log_fsyncs;
+        r.snapshots += after.snapshots - before.snapshots;
+      }
+      tally_row(&tm, name, k, sets[s], &r.mem);
+      tally_row(&td, name, k, sets[s], &r.dur);
       g_array_append_val(rows, r);
     }
   }
