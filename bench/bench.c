@@ -1,6 +1,7 @@
 /*
  * mayfly-bench: benchmark driver. Subcommands:
- *   control   create+remove pairs/s and batched renew of 10,000 paths
+ *   control   create+remove pairs/s and batched renew of 10,000 paths; with
+ *             --data-dir, the durable directory beside the in-memory one
  *   data      the data plane through libmayfly
  *   elastic   kv splits under load
  *   compare   Mayfly and Redis side by side
@@ -72,10 +73,12 @@ static char *sibling_binary(const char *rel) {
 }
 
 /* Spawns a daemon from the build tree with --port 0 --port-file and waits
- * for the port; returns the pid or -1. For profiling, the words of
- * $MAYFLY_BENCH_WRAP_MEMSERVER (e.g. "valgrind --tool=callgrind") go before
- * the memory server's command line; the pid is then the wrapper's. */
-static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *args, int *port) {
+ * for the port, polling every millisecond for up to wait_s seconds; returns
+ * the pid or -1. For profiling, the words of $MAYFLY_BENCH_WRAP_MEMSERVER
+ * (e.g. "valgrind --tool=callgrind") go before the memory server's command
+ * line; the pid is then the wrapper's, and the wait is at least 60 s. */
+static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *args, int wait_s,
+                   int *port) {
   char *bin = sibling_binary(rel);
   char *tmp = g_dir_make_tmp("mayfly-bench-XXXXXX", NULL);
   char *port_file = g_build_filename(tmp, "port", NULL);
@@ -101,22 +104,29 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
     _exit(127);
   }
   *port = 0;
-  /* Up to 5 s, or 60 s under a wrapper (valgrind starts slowly). */
-  for (int i = 0; i < (words ? 6000 : 500) && *port == 0; i++) {
+  /* Valgrind starts slowly. The poll is fine-grained because the bench
+   * times a durable directory's start (control --data-dir). */
+  double deadline = bench_now_us() + (words ? MAX(wait_s, 60) : wait_s) * 1e6;
+  int exited = 0;
+  while (*port == 0 && !exited && bench_now_us() < deadline) {
     char *txt = NULL;
     if (g_file_get_contents(port_file, &txt, NULL, NULL)) {
       *port = atoi(txt);
       g_free(txt);
+    } else if (waitpid(pid, NULL, WNOHANG) == pid) {
+      exited = 1; /* a refused option, say: no need to wait on */
     } else {
-      g_usleep(10000);
+      g_usleep(1000);
     }
   }
   unlink(port_file);
   rmdir(tmp);
   if (*port == 0) {
     fprintf(stderr, "mayfly-bench: could not start %s\n", bin);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+    }
     pid = -1;
   } else if (o->pin) {
     cpu_set_t set;
@@ -139,7 +149,7 @@ pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blo
   const char *args[] = {"--directory", d->address, "--blocks", nb, "--block-size", block_size,
                         NULL};
   int port;
-  pid_t pid = spawn(o, "memserver/mayfly-memserver", args, &port);
+  pid_t pid = spawn(o, "memserver/mayfly-memserver", args, 5, &port);
   if (pid < 0) return -1;
   /* Registered once the directory counts it. */
   mayfly_client_t *c = NULL;
@@ -167,9 +177,22 @@ int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
     snprintf(d->address, sizeof d->address, "%s", o->directory);
     return 0;
   }
-  const char *args[] = {"--heartbeat-timeout-ms", "3600000", NULL};
+  return bench_dir_spawn(o, NULL, 5, d);
+}
+
+int bench_dir_spawn(const bench_opts_t *o, const char *const *extra, int wait_s, bench_dir_t *d) {
+  memset(d, 0, sizeof *d);
+  GPtrArray *args = g_ptr_array_new();
+  g_ptr_array_add(args, "--heartbeat-timeout-ms");
+  g_ptr_array_add(args, "3600000");
+  for (const char *const *a = extra; a != NULL && *a != NULL; a++) {
+    g_ptr_array_add(args, (gpointer)*a);
+  }
+  g_ptr_array_add(args, NULL);
   int port;
-  pid_t pid = spawn(o, "directory/mayfly-directory", args, &port);
+  pid_t pid = spawn(o, "directory/mayfly-directory", (const char *const *)args->pdata, wait_s,
+                    &port);
+  g_ptr_array_free(args, TRUE);
   if (pid < 0) return -1;
   d->pid = pid;
   snprintf(d->address, sizeof d->address, "127.0.0.1:%d", port);
@@ -179,6 +202,14 @@ int bench_dir_start(const bench_opts_t *o, bench_dir_t *d) {
 void bench_dir_stop(bench_dir_t *d) {
   if (d->pid > 0) {
     kill(d->pid, SIGTERM);
+    waitpid(d->pid, NULL, 0);
+    d->pid = 0;
+  }
+}
+
+void bench_dir_kill(bench_dir_t *d) {
+  if (d->pid > 0) {
+    kill(d->pid, SIGKILL);
     waitpid(d->pid, NULL, 0);
     d->pid = 0;
   }
@@ -236,7 +267,8 @@ static int usage(void) {
   fprintf(stderr,
           "usage: mayfly-bench SUBCOMMAND [options]\n"
           "subcommands:\n"
-          "  control   create+remove pairs/s and batched renew of 10,000 paths\n"
+          "  control   create+remove pairs/s and batched renew of 10,000 paths; with\n"
+          "            --data-dir, in-memory and durable side by side, and recovery times\n"
           "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
           "  elastic   kv splits under load: time, MB/s moved, get latency while splitting\n"
           "  compare   the same workloads against Mayfly and Redis side by side\n"
@@ -296,6 +328,14 @@ int main(int argc, char **argv) {
       {"workload", 'w', 0, G_OPTION_ARG_STRING, &o.workload,
        "compare: only the rows of this workload (\"kv get\"); --clients, --pipeline and "
        "--value-size also pick rows", "NAME"},
+      {"data-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.data_dir,
+       "control: also run a durable directory (its data in a fresh subdirectory of DIR, removed "
+       "afterwards) beside the in-memory one, and time its recovery", "DIR"},
+      {"keep", 0, 0, G_OPTION_ARG_NONE, &o.keep,
+       "control: keep the data directories under --data-dir", NULL},
+      {"recovery-namespaces", 0, 0, G_OPTION_ARG_STRING, &o.recovery,
+       "control --data-dir: namespace counts to time recovery at (default 10000,100000; "
+       "0 skips)", "N,N"},
       {NULL}};
   char *param = g_strdup_printf("%s [options]", sub);
   GOptionContext *ctx = g_option_context_new(param);
@@ -322,5 +362,7 @@ int main(int argc, char **argv) {
   g_free(o.directory);
   g_free(o.loader);
   g_free(o.workload);
+  g_free(o.data_dir);
+  g_free(o.recovery);
   return rc;
 }

@@ -22,6 +22,9 @@ typedef struct bench_opts {
   char *loader;     /* compare: "threads", "event" or "both" (NULL: both) */
   int targets;      /* compare: only the rows of issue 9's targets */
   char *workload;   /* compare: only rows of this workload ("kv get"); NULL: all */
+  char *data_dir;   /* control: also run a durable directory with its data under here */
+  int keep;         /* control: keep the data directories under data_dir */
+  char *recovery;   /* control --data-dir: namespace counts for recovery ("10000,100000") */
 } bench_opts_t;
 
 /* One measured row. */
@@ -53,8 +56,18 @@ typedef struct {
   char address[128];
 } bench_dir_t;
 
+/* Uses --directory if given, else starts a directory from the build tree
+ * (bench_dir_spawn without extra flags). Returns 0 or -1. */
 int bench_dir_start(const bench_opts_t *o, bench_dir_t *d);
+/* Starts a directory from the build tree on a free port, whatever
+ * --directory says, with the NULL-terminated flags `extra` (may be NULL)
+ * after the bench's own, and waits up to wait_s seconds for its port (a
+ * durable directory recovers before it listens). Returns 0 or -1. */
+int bench_dir_spawn(const bench_opts_t *o, const char *const *extra, int wait_s, bench_dir_t *d);
+/* SIGTERM and wait; nothing when the directory is not ours. */
 void bench_dir_stop(bench_dir_t *d);
+/* SIGKILL and wait (a crash, for recovery); nothing when not ours. */
+void bench_dir_kill(bench_dir_t *d);
 
 /* Starts a memory server registered with the directory `d` (n blocks of
  * block_size bytes) and waits until the directory lists it. Returns its pid
