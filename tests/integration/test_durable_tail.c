@@ -599,7 +599,7 @@ static void one_run(const char *data_dir, const char *snapshot_records, run_t *o
   mf_daemon_t *dir = snapshot_records ? mf_start_directory("--data-dir", data_dir, "--lease-ms", "600s", "--heartbeat-ms", "100", "--snapshot-records", snapshot_records, NULL)
                                       : start_dir(data_dir, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
-  mf_daemon_t *ms = mf_start_memserver(dir, 256, "64KiB", "--heartbeat-ms", "100", NULL);
+  mf_daemon_t *ms = mf_start_memserver(dir, 256, "64KiB", NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ms);
   mayfly_client_t *c = connect_to(dir);
   reader_t rd[2] = {{dir->address, 0, 0}, {dir->address, 0, 0}};
