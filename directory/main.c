@@ -90,6 +90,12 @@ int main(int argc, char **argv) {
        "At start, cut the log at a corrupt record (losing it and what follows) instead of "
        "refusing to start",
        NULL},
+      {"snapshot-records", MF_OPT_INT, &cfg.snapshot_records, "100000", 1, INT64_MAX,
+       "With --data-dir: write a snapshot (and drop the log before it) after this many log "
+       "records",
+       "N"},
+      {"snapshot-bytes", MF_OPT_SIZE, &cfg.snapshot_bytes, "64MiB", 4096, 1LL << 40,
+       "With --data-dir: or after this many bytes of log, whichever comes first", "SIZE"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -134,7 +140,9 @@ int main(int argc, char **argv) {
             "directory stops");
   } else {
     dir_store_config_t sc = {.data_dir = cfg.data_dir,
-                             .recover_truncate = cfg.recover_truncate};
+                             .recover_truncate = cfg.recover_truncate,
+                             .snapshot_records = cfg.snapshot_records,
+                             .snapshot_bytes = cfg.snapshot_bytes};
     MF_INFO("durable: recovering from %s", cfg.data_dir);
     if (dir_store_open(dm.loop, &sc, cfg.lease_ms, cfg.grace_ms, &store, &tree, why,
                        sizeof why) != 0) {

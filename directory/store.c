@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/snapfile.h"
 #include "directory/wal.h"
 #include "namespaces/record.h"
 
@@ -55,6 +56,10 @@ struct dir_store {
   int64_t since_records; /* log records and bytes since the last snapshot began */
   int64_t since_bytes;
   int stopping;
+  /* The snapshot in progress (one at a time). */
+  int snap_running;
+  uv_work_t snap_work;
+  dir_snapfile_job_t snap_job;
 };
 
 static void say(char *why, size_t whylen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
@@ -132,6 +137,7 @@ static void batch_work(uv_work_t *req) {
 }
 
 static void batch_done(uv_work_t *req, int status);
+static void maybe_snapshot(dir_store_t *s);
 
 static void submit(dir_store_t *s, batch_t *b) {
   MF_CHECK(s->inflight == NULL && b->lens->len > 0);
@@ -172,6 +178,7 @@ static void batch_done(uv_work_t *req, int status) {
   s->since_bytes += (int64_t)b->data->len + n * DIR_WAL_FRAME_HEADER;
   batch_free(b);
   if (s->cb != NULL) s->cb(s->cb_ud, s->durable);
+  maybe_snapshot(s);
   /* While running, the check handle submits at the end of this iteration,
    * with whatever else it brings; once stopping, nothing else will. */
   if (s->stopping) submit_next(s);
@@ -194,6 +201,57 @@ static void observe(const ns_record_t *rec, void *ud) {
   g_array_append_val(b->lens, len);
   s->applied++;
   if (s->stopping) submit_next(s);
+}
+
+/* ---- snapshots --------------------------------------------------------- */
+
+static void snap_work(uv_work_t *req) {
+  dir_store_t *s = req->data;
+  dir_snapfile_finish(&s->snap_job);
+}
+
+static void snap_done(uv_work_t *req, int status) {
+  dir_store_t *s = req->data;
+  MF_CHECK(status == 0);
+  s->snap_running = 0;
+  dir_snapfile_job_t *j = &s->snap_job;
+  if (j->rc != 0) {
+    MF_WARN("snapshot at record %lld failed: %s; the log is kept whole", (long long)j->seq, j->why);
+    return;
+  }
+  s->st.snapshots++;
+  s->st.last_snapshot_ms = j->wall_ms;
+  MF_INFO("snapshot at record %lld: %lld bytes in %lld ms (the loop paused %lld us to fork); "
+          "%d older files removed",
+          (long long)j->seq, (long long)j->bytes, (long long)j->took_ms,
+          (long long)j->fork_us, j->removed);
+}
+
+/* Takes a snapshot when enough log has piled up since the last one: rotates
+ * the log at the newest applied record and forks the child that writes the
+ * tree as it is now. */
+static void maybe_snapshot(dir_store_t *s) {
+  if (s->snap_running || s->stopping) return;
+  if (s->since_records < s->snapshot_records && (uint64_t)s->since_bytes < s->snapshot_bytes) {
+    return;
+  }
+  /* Records applied so far belong to the snapshot; the next ones start the
+   * new segment. */
+  if (s->open->lens->len > 0) {
+    g_queue_push_tail(&s->sealed, s->open);
+    s->open = batch_new(s, s->applied + 1);
+  }
+  s->open->new_segment = 1;
+  char why[256];
+  int rc = dir_snapfile_start(s->dir, s->tree, s->applied, &s->snap_job, why, sizeof why);
+  s->since_records = s->since_bytes = 0;
+  if (rc != 0) {
+    MF_WARN("cannot take a snapshot: %s", why);
+    return;
+  }
+  s->snap_running = 1;
+  s->snap_work.data = s;
+  uv_queue_work(s->loop, &s->snap_work, snap_work, snap_done);
 }
 
 /* ---- recovery ---------------------------------------------------------- */
@@ -244,23 +302,6 @@ static void clear_file(gpointer p) {
   g_free(((dir_file_t *)p)->name);
 }
 
-/* Parses "<prefix><16 hex digits><suffix>". */
-static int parse_name(const char *name, const char *prefix, const char *suffix, int64_t *seq) {
-  size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(name);
-  if (n != pl + 16 + sl || strncmp(name, prefix, pl) != 0 || strcmp(name + pl + 16, suffix) != 0) {
-    return 0;
-  }
-  uint64_t v = 0;
-  for (size_t i = pl; i < pl + 16; i++) {
-    int d = g_ascii_xdigit_value(name[i]);
-    if (d < 0 || g_ascii_isupper(name[i])) return 0;
-    v = v << 4 | (uint64_t)d;
-  }
-  if (v == 0 || v > INT64_MAX) return 0;
-  *seq = (int64_t)v;
-  return 1;
-}
-
 /* Lists the segments and snapshots, sorted by sequence number, and removes
  * temporary files a crash left behind. */
 static int list_files(dir_store_t *s, GArray *segs, GArray *snaps, char *why, size_t whylen) {
@@ -274,10 +315,10 @@ static int list_files(dir_store_t *s, GArray *segs, GArray *snaps, char *why, si
   const char *name;
   while ((name = g_dir_read_name(d)) != NULL) {
     dir_file_t f = {NULL, 0};
-    if (parse_name(name, "wal-", ".log", &f.seq)) {
+    if (dir_snapfile_parse_name(name, "wal-", ".log", &f.seq)) {
       f.name = g_strdup(name);
       g_array_append_val(segs, f);
-    } else if (parse_name(name, "snap-", ".snap", &f.seq)) {
+    } else if (dir_snapfile_parse_name(name, "snap-", ".snap", &f.seq)) {
       f.name = g_strdup(name);
       g_array_append_val(snaps, f);
     } else if (g_str_has_suffix(name, ".tmp")) {
@@ -359,6 +400,28 @@ static int recover(dir_store_t *s, int64_t lease_ms, int64_t grace_ms, char *why
   int64_t base = 0;
   ns_tree_t *t = NULL;
   int64_t now = mf_now_ms();
+  /* The newest snapshot that reads back whole. */
+  for (guint i = snaps->len; rc == 0 && i > 0; i--) {
+    const dir_file_t *f = &g_array_index(snaps, dir_file_t, i - 1);
+    char reason[512] = "";
+    ns_snap_meta_t meta = {0, 0};
+    if (dir_snapfile_load(s->dir, f->name, lease_ms, grace_ms, now, &t, &meta, reason,
+                          sizeof reason) == 0) {
+      int64_t seq = meta.seq;
+      if (seq == f->seq) {
+        s->st.last_snapshot_ms = meta.wall_ms;
+        base = seq;
+        MF_INFO("recovery: snapshot %s/%s, records 1..%lld", s->dir, f->name, (long long)seq);
+        break;
+      }
+      say(reason, sizeof reason, "it says it covers record %lld, its name %lld", (long long)seq,
+          (long long)f->seq);
+      ns_tree_free(t);
+      t = NULL;
+    }
+    MF_WARN("recovery: snapshot %s/%s is damaged (%s); trying an older one", s->dir, f->name,
+            reason);
+  }
   if (t == NULL) t = ns_tree_new(lease_ms, grace_ms);
   replay_t r = {.tree = t, .why = why, .whylen = whylen};
   ns_rec_buf_init(&r.buf);
@@ -505,7 +568,7 @@ void dir_store_stop(dir_store_t *s) {
 
 void dir_store_close(dir_store_t *s) {
   if (s == NULL) return;
-  MF_CHECK(s->inflight == NULL);
+  MF_CHECK(s->inflight == NULL && !s->snap_running);
   if (s->tree != NULL) ns_tree_set_observer(s->tree, NULL, NULL);
   batch_free(s->open);
   batch_t *b;
