@@ -671,7 +671,7 @@ static mayfly_client_t *admin;
 static mf_daemon_t *start_directory(const char *port) {
   return mf_start_directory("--port", port, "--data-dir", data_dir, "--lease-ms", "600s",
                             "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "3000",
-                            NULL);
+                            "--snapshot-records", "1000", NULL);
 }
 
 static mayfly_client_t *connect_client(void) {

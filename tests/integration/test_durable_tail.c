@@ -376,6 +376,23 @@ static void test_torn_tail_and_corruption(void) {
     if (CU_get_number_of_failures() > 0) break;
   }
   MF_ASSERT_EQ(starts, end - last->offset);
+
+  /* The torn record was really cut: after a start on a half-cut log, a new
+   * mutation, a kill and another start, the tree is the prefix plus it (a
+   * torn record left in place would now be corruption before later log). */
+  copy_dir(data, work);
+  truncate_file(work_seg, last->offset + (end - last->offset) / 2);
+  d = start_and_expect(work, NULL, states[NOPS - 1], "log cut in the middle of its last record");
+  if (d != NULL) {
+    c = connect_to(d);
+    MF_ASSERT_EQ(mayfly_mkdir(c, "/tail/after-the-cut", 0), 0);
+    char *want = tree_text(c);
+    mayfly_disconnect(c);
+    mf_kill(d);
+    d = start_and_expect(work, NULL, want, "restart after a cut tail and one more mutation");
+    if (d != NULL) mf_kill(d);
+    g_free(want);
+  }
   MF_ASSERT_EQ(dropped_lines, end - last->offset - 1);
   printf("\n  torn tail: %lld cuts of the last record (%u bytes framed) of %s, %u records; "
          "each started with the prefix\n",
@@ -595,9 +612,12 @@ static void workload(mayfly_client_t *c) {
   g_rand_free(r);
 }
 
-static void one_run(const char *data_dir, const char *snapshot_records, run_t *out) {
-  mf_daemon_t *dir = snapshot_records ? mf_start_directory("--data-dir", data_dir, "--lease-ms", "600s", "--heartbeat-ms", "100", "--snapshot-records", snapshot_records, NULL)
-                                      : start_dir(data_dir, NULL);
+/* Runs the workload on a new directory started with `opt value` (NULL: no
+ * snapshot option), kills it with SIGKILL and starts it again on the same
+ * port and data dir. */
+static void one_run(const char *data_dir, const char *opt, const char *value, run_t *out) {
+  mf_daemon_t *dir = mf_start_directory("--data-dir", data_dir, "--lease-ms", "600s",
+                                        "--heartbeat-ms", "100", opt, value, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
   mf_daemon_t *ms = mf_start_memserver(dir, 256, "64KiB", NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ms);
@@ -626,8 +646,8 @@ static void one_run(const char *data_dir, const char *snapshot_records, run_t *o
   out->snap_files = (int)snaps->len;
   g_ptr_array_free(snaps, TRUE);
 
-  dir = snapshot_records ? mf_start_directory("--port", port, "--data-dir", data_dir, "--lease-ms", "600s", "--heartbeat-ms", "100", "--snapshot-records", snapshot_records, NULL)
-                         : mf_start_directory("--port", port, "--data-dir", data_dir, "--lease-ms", "600s", "--heartbeat-ms", "100", NULL);
+  dir = mf_start_directory("--port", port, "--data-dir", data_dir, "--lease-ms", "600s",
+                           "--heartbeat-ms", "100", opt, value, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
   c = connect_to(dir);
   MF_ASSERT_EQ(wait_servers_up(c, 1), 0);
@@ -646,46 +666,69 @@ static void expect_same(const char *a, const char *b, const char *what) {
   }
 }
 
+static void report_run(const char *name, const run_t *r, int64_t ms) {
+  printf("  %s: %lld records, %lld snapshots (%d snap files left), %d reads beside; after kill "
+         "-9: recovered %lld records in %lld ms (%lld ms in all)\n",
+         name, (long long)r->before.log_records, (long long)r->before.snapshots, r->snap_files,
+         r->reads, (long long)r->after.recovered_records, (long long)r->after.recovery_ms,
+         (long long)ms);
+}
+
+static void run_free(run_t *r) {
+  g_free(r->tree_before);
+  g_free(r->tree_after);
+  g_free(r->state_before);
+  g_free(r->state_after);
+}
+
 static void test_snapshot_plus_log_equals_log_alone(void) {
+  char *da = new_dir("snap-a"), *db = new_dir("snap-b"), *dc = new_dir("snap-c");
+  run_t a = {0}, b = {0}, c = {0};
   int64_t t0 = now_ms();
-  char *da = new_dir("snap-a"), *db = new_dir("snap-b");
-  run_t a = {0}, b = {0};
-  one_run(da, "50", &a);
+  one_run(da, "--snapshot-records", "50", &a);
   int64_t t1 = now_ms();
-  one_run(db, NULL, &b);
+  one_run(db, NULL, NULL, &b);
   int64_t t2 = now_ms();
-  printf("\n  with --snapshot-records 50: %lld records, %lld snapshots (%d snap files), %d reads "
-         "beside; after kill -9: recovered %lld records in %lld ms (%lld ms in all)\n",
-         (long long)a.before.log_records, (long long)a.before.snapshots, a.snap_files, a.reads,
-         (long long)a.after.recovered_records, (long long)a.after.recovery_ms, (long long)(t1 - t0));
-  printf("  log alone: %lld records, %lld snapshots (%d snap files); after kill -9: recovered "
-         "%lld records in %lld ms (%lld ms in all)\n",
-         (long long)b.before.log_records, (long long)b.before.snapshots, b.snap_files,
-         (long long)b.after.recovered_records, (long long)b.after.recovery_ms, (long long)(t2 - t1));
-  /* Snapshots were taken in run A, none in run B, and A's restart replayed
-   * only the log after its newest snapshot. */
+  one_run(dc, "--snapshot-bytes", "8KiB", &c);
+  int64_t t3 = now_ms();
+  printf("\n");
+  report_run("A, --snapshot-records 50", &a, t1 - t0);
+  report_run("B, the log alone", &b, t2 - t1);
+  report_run("C, --snapshot-bytes 8KiB", &c, t3 - t2);
+  /* Snapshots were taken in runs A and C, none in run B, and the restarts
+   * of A and C replayed only the log after their newest snapshot. */
   CU_ASSERT(a.before.snapshots >= 2);
+  CU_ASSERT(c.before.snapshots >= 2);
   CU_ASSERT(a.snap_files >= 1);
+  CU_ASSERT(c.snap_files >= 1);
   MF_ASSERT_EQ(b.before.snapshots, 0);
   MF_ASSERT_EQ(b.snap_files, 0);
   CU_ASSERT(b.after.recovered_records >= SNAP_OPS / 2);
   CU_ASSERT(a.after.recovered_records < b.after.recovered_records);
+  CU_ASSERT(c.after.recovered_records < b.after.recovered_records);
   CU_ASSERT(a.after.recovered_records < 200);
   /* Nothing was lost (the memory server's registering again may add records). */
   CU_ASSERT(a.after.log_seq >= a.before.log_seq);
   CU_ASSERT(b.after.log_seq >= b.before.log_seq);
-  /* The same state four ways. */
+  CU_ASSERT(c.after.log_seq >= c.before.log_seq);
+  /* The same state every way. */
   expect_same(a.tree_before, a.tree_after, "run A's tree before and after the restart");
   expect_same(b.tree_before, b.tree_after, "run B's tree before and after the restart");
+  expect_same(c.tree_before, c.tree_after, "run C's tree before and after the restart");
   expect_same(a.tree_after, b.tree_after, "the recovered trees of A (snapshot + log) and B (log)");
+  expect_same(c.tree_after, b.tree_after, "the recovered trees of C (snapshot + log) and B (log)");
   expect_same(a.state_before, a.state_after, "run A's stats before and after the restart");
   expect_same(b.state_before, b.state_after, "run B's stats before and after the restart");
+  expect_same(c.state_before, c.state_after, "run C's stats before and after the restart");
   expect_same(a.state_after, b.state_after, "the recovered stats of A and B");
+  expect_same(c.state_after, b.state_after, "the recovered stats of C and B");
   CU_ASSERT(strlen(a.state_after) > 1000);
-  g_free(a.tree_before), g_free(a.tree_after), g_free(a.state_before), g_free(a.state_after);
-  g_free(b.tree_before), g_free(b.tree_after), g_free(b.state_before), g_free(b.state_after);
+  run_free(&a);
+  run_free(&b);
+  run_free(&c);
   g_free(da);
   g_free(db);
+  g_free(dc);
 }
 
 static const mf_test_t tests[] = {
