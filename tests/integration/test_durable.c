@@ -277,7 +277,7 @@ static void model_apply(GHashTable *m, const op_t *op, const mayfly_stat_t *st) 
     break;
   }
   case OP_RENAME: {
-    GPtrArray *keys = g_ptr_array_new();
+    GPtrArray *keys = g_ptr_array_new_with_free_func(g_free);
     GHashTableIter it;
     gpointer k;
     g_hash_table_iter_init(&it, m);
@@ -1005,12 +1005,14 @@ static int check_kv_data(void) {
 /* Checks one queue item against the record: its seq comes after next_pop,
  * and every acknowledged seq it skips is a lost item. */
 static int check_item(const void *buf, size_t len, int64_t *seq_out) {
-  char want[512];
+  char want[512], head[16] = "";
   long long seq = -1;
-  if (len < 12 || sscanf(buf, "q%10lld|", &seq) != 1 || seq < w2.next_pop ||
+  /* The item is not NUL-terminated: parse a terminated copy of its head. */
+  memcpy(head, buf, MIN(len, sizeof head - 1));
+  if (len < 12 || sscanf(head, "q%10lld|", &seq) != 1 || seq < w2.next_pop ||
       seq >= (long long)w2.state->len) {
     fail("/w/q: item %.12s (%zu bytes) was never pushed or comes out of order (next %lld)",
-         (const char *)buf, len, (long long)w2.next_pop);
+         head, len, (long long)w2.next_pop);
     return -1;
   }
   fill_item(want, seq);
