@@ -1161,7 +1161,10 @@ static int log_lines_with(const mf_daemon_t *d, const char *a, const char *b) {
 
 static void test_kill9_loses_nothing_acknowledged(void) {
   int64_t t_start = now_ms();
-  GRand *rand = g_rand_new_with_seed((guint32)(getenv("MAYFLY_SEED") ? atoi(getenv("MAYFLY_SEED")) : time(NULL)));
+  /* MAYFLY_SEED=N replays a run's choices (not its timing). */
+  guint32 seed = (guint32)(getenv("MAYFLY_SEED") ? atoi(getenv("MAYFLY_SEED")) : time(NULL));
+  printf("\n  seed %u (MAYFLY_SEED)", seed);
+  GRand *rand = g_rand_new_with_seed(seed);
   char *tmp = g_dir_make_tmp("mayfly-durable-XXXXXX", NULL);
   snprintf(data_dir, sizeof data_dir, "%s/data", tmp);
   dir = start_directory("0");
