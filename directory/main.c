@@ -147,6 +147,10 @@ int main(int argc, char **argv) {
     if (dir_store_open(dm.loop, &sc, cfg.lease_ms, cfg.grace_ms, &store, &tree, why,
                        sizeof why) != 0) {
       MF_ERROR("cannot start: %s", why);
+      g_free(cfg.host);
+      g_free(cfg.log_level);
+      g_free(cfg.data_dir);
+      g_free(port_file);
       return 1;
     }
     dir_store_stats_t st;
