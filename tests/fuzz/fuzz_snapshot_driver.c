@@ -201,7 +201,8 @@ static void mutate_bytes(GRand *r, GByteArray *m) {
       g_byte_array_set_size(m, at);
       break;
     case 3: { /* duplicate a range at the end */
-      guint len = MIN((guint)g_rand_int_range(r, 1, 80), m->len - at);
+      guint len = (guint)g_rand_int_range(r, 1, 80);
+      if (len > m->len - at) len = m->len - at;
       GByteArray *copy = g_byte_array_new();
       g_byte_array_append(copy, m->data + at, len);
       g_byte_array_append(m, copy->data, copy->len);
@@ -233,7 +234,8 @@ static void mutate_bytes(GRand *r, GByteArray *m) {
       if (m->len >= 8) {
         guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 7);
         const uint64_t lies[] = {0, 1, UINT64_MAX, INT64_MAX, (uint64_t)NS_SNAP_INT_MAX,
-                                 (uint64_t)NS_SNAP_INT_MAX + 1, (uint64_t)NS_LEASE_MAX_MS + 1};
+                                 (uint64_t)NS_SNAP_INT_MAX + 1, (uint64_t)NS_SNAP_BLOCK_SIZE_MAX,
+                                 (uint64_t)NS_LEASE_MAX_MS + 1};
         put_le(m->data + p, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 8);
       }
       break;

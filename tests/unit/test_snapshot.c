@@ -510,6 +510,9 @@ static void c_expired(ns_tree_t *t) { t->n_expired = -1; }
 static void c_range(ns_tree_t *t) { part0(t, "/tmp/z")->hi = part0(t, "/tmp/z")->lo - 1; }
 static void c_range_huge(ns_tree_t *t) { part0(t, "/tmp/z")->hi = NS_SNAP_INT_MAX + 1; }
 static void c_block_size(ns_tree_t *t) { server(t, 3)->block_size = 0; }
+static void c_block_size_huge(ns_tree_t *t) {
+  server(t, 3)->block_size = NS_SNAP_BLOCK_SIZE_MAX + 1;
+}
 static void c_name_slash(ns_tree_t *t) { strcpy(ns_tree_lookup(t, "/tmp/dup1")->name, "a/b"); }
 static void c_name_dots(ns_tree_t *t) { strcpy(ns_tree_lookup(t, "/tmp/dup1")->name, ".."); }
 static void c_name_control(ns_tree_t *t) { ns_tree_lookup(t, "/tmp/dup1")->name[1] = '\x01'; }
@@ -554,6 +557,7 @@ static void test_targeted_corruptions_are_refused(void) {
       {c_range, "partition hi"},
       {c_range_huge, "partition hi"},
       {c_block_size, "block size 0"},
+      {c_block_size_huge, "block size 1125899906842625 is outside"},
       {c_name_slash, "contains '/'"},
       {c_name_dots, "'.' and '..'"},
       {c_name_control, "control character"},
