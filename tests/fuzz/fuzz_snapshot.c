@@ -5,8 +5,9 @@
  * A decode either fails with MAYFLY_EPROTO, a reason and no tree, or
  * succeeds, and then the encoding of the decoded tree must be exactly the
  * input (the encoding is canonical) and the tree must be consistent enough
- * to be used: a create is planned and applied, every begun repartition is
- * rolled back, the reaper runs past every lease and every remaining
+ * to be used: every namespace grows by a block, a partition of each kv
+ * namespace is split, a create is planned and applied, every begun
+ * repartition is rolled back, the reaper runs past every lease and every remaining
  * namespace is removed; all of these must succeed without tripping a check
  * (under the sanitizers, without a bad access), and at the end every block
  * of every server must be free and on its free stack exactly once. Any
@@ -22,7 +23,7 @@
 #include "namespaces/tree.h"
 
 long fuzz_snap_ok, fuzz_snap_refused, fuzz_snap_created, fuzz_snap_rolled_back,
-    fuzz_snap_removed;
+    fuzz_snap_removed, fuzz_snap_grown, fuzz_snap_split;
 
 #define CHECK(cond)                                                                   \
   do {                                                                                \
@@ -49,10 +50,60 @@ static void collect_reparts(ns_node_t *n, void *ud) {
   }
 }
 
+static void collect_leaves(ns_node_t *n, void *ud) {
+  if (n->kind != NS_KIND_DIRECTORY) g_ptr_array_add(ud, n);
+}
+
+/* Grows every leaf by a block (the next range after its last one) and
+ * splits the first live, idle partition of each kv namespace in two,
+ * committed; the tree's own answers (quota, no space, no server up) are
+ * fine, anything else is not. */
+static void grow_and_split(ns_tree_t *t) {
+  char why[256];
+  GPtrArray *leaves = g_ptr_array_new();
+  ns_tree_walk(t->root, collect_leaves, leaves);
+  for (guint i = 0; i < leaves->len; i++) {
+    ns_node_t *n = g_ptr_array_index(leaves, i);
+    char *path = ns_node_path(n);
+    ns_partition_t p;
+    if (ns_tree_plan_append(t, n, 0, 0, &p) == 0) {
+      ns_record_t add = {.type = NS_REC_ADD_PART, .now_ms = NOW, .path = path, .parts = &p,
+                         .nparts = 1};
+      int rc = ns_tree_apply(t, &add, NULL, why, sizeof why);
+      CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
+      if (rc == 0) fuzz_snap_grown++;
+    }
+    for (guint k = 0; n->kind == NS_KIND_KV && k < n->layout.parts->len; k++) {
+      const ns_partition_t src = g_array_index(n->layout.parts, ns_partition_t, k);
+      if (src.state != NS_PART_LIVE || src.hi - src.lo < 2 ||
+          ns_node_block_busy(n, src.block.server, src.block.index)) {
+        continue;
+      }
+      int64_t mid = src.lo + (src.hi - src.lo) / 2;
+      if (ns_tree_plan_append(t, n, mid, src.hi, &p) != 0) break;
+      ns_record_t begin = {.type = NS_REC_REPART_BEGIN, .now_ms = NOW, .path = path,
+                           .op_id = t->last_op_id + 1, .block = src.block, .block2 = p.block,
+                           .lo = mid, .hi = src.hi};
+      int rc = ns_tree_apply(t, &begin, NULL, why, sizeof why);
+      CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
+      if (rc == 0) {
+        ns_record_t end = {.type = NS_REC_REPART_END, .now_ms = NOW, .path = path,
+                           .op_id = begin.op_id, .flags = NS_REC_COMMIT};
+        CHECK(ns_tree_apply(t, &end, NULL, why, sizeof why) == 0);
+        fuzz_snap_split++;
+      }
+      break;
+    }
+    g_free(path);
+  }
+  g_ptr_array_free(leaves, TRUE);
+}
+
 /* Uses an accepted tree the way the directory would, then checks that
  * removing everything gave every block back. */
 static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
   char why[256];
+  grow_and_split(t);
   /* A create of 1-3 blocks of a kind chosen by the input. */
   ns_kind_t kind = (ns_kind_t)(1 + (size > 0 ? data[size - 1] % 3 : 0));
   int nb = 1 + (int)(size % 3);

@@ -30,7 +30,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_snap_ok, fuzz_snap_refused, fuzz_snap_created, fuzz_snap_rolled_back,
-    fuzz_snap_removed;
+    fuzz_snap_removed, fuzz_snap_grown, fuzz_snap_split;
 
 #define LEASE_MS 1000
 #define GRACE_MS 10
@@ -449,12 +449,14 @@ int main(int argc, char **argv) {
   }
   g_rand_free(r);
   printf("fuzz_snapshot: %u seeds and %ld mutations passed every check: %ld snapshots "
-         "decoded (%ld of them mutants), %ld refused; on the decoded trees %ld creates, %ld "
-         "repartitions rolled back, %ld namespaces removed\n",
+         "decoded (%ld of them mutants), %ld refused; on the decoded trees %ld blocks added, "
+         "%ld splits, %ld creates, %ld repartitions rolled back, %ld namespaces removed\n",
          seeds->len, rounds, fuzz_snap_ok, fuzz_snap_ok - seeds_ok, fuzz_snap_refused,
-         fuzz_snap_created, fuzz_snap_rolled_back, fuzz_snap_removed);
+         fuzz_snap_grown, fuzz_snap_split, fuzz_snap_created, fuzz_snap_rolled_back,
+         fuzz_snap_removed);
   if (rounds > 0 && (fuzz_snap_ok - seeds_ok == 0 || fuzz_snap_refused == 0 ||
                      fuzz_snap_created == 0 || fuzz_snap_rolled_back == 0 ||
+                     fuzz_snap_grown == 0 || fuzz_snap_split == 0 ||
                      fuzz_snap_removed == 0)) {
     fprintf(stderr, "fuzz_snapshot: an outcome was never reached; the mutations test too little\n");
     ok = 0;
