@@ -357,7 +357,7 @@ static void get_server(reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addre
     return;
   }
   int32_t nblocks = get_range32(r, "server blocks", 1, NS_ALLOC_MAX_BLOCKS);
-  int64_t block_size = get_range(r, "block size", 1, NS_SNAP_INT_MAX);
+  int64_t block_size = get_range(r, "block size", 1, NS_SNAP_BLOCK_SIZE_MAX);
   int up = get_bool(r, "server up");
   uint64_t incarnation = (uint64_t)get_i64(r, "incarnation");
   int32_t used = get_range32(r, "server used", 0, nblocks);

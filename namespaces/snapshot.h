@@ -33,11 +33,16 @@
 /* The encoding version written in a body's first byte. */
 #define NS_SNAP_VERSION 1
 
-/* Largest value the decoder accepts for a range end (lo, hi), a block size,
- * a generation, a layout version and the tree's counters: the tree adds to
+/* Largest value the decoder accepts for a range end (lo, hi), a
+ * generation, a layout version and the tree's counters: the tree adds to
  * these (a file's next range starts at the last hi plus a block size, a
- * generation goes up at every free), and below 2^62 no sum of two overflows. */
+ * generation goes up at every free), and below 2^62 no such sum overflows. */
 #define NS_SNAP_INT_MAX (INT64_C(1) << 62)
+
+/* Largest block size the decoder accepts (1 PiB): planning a file adds up
+ * the sizes of up to NS_CREATE_BLOCKS_MAX (2^12) blocks, which stays within
+ * NS_SNAP_INT_MAX. */
+#define NS_SNAP_BLOCK_SIZE_MAX (INT64_C(1) << 50)
 
 /* What a snapshot says besides the tree. */
 typedef struct ns_snap_meta {
