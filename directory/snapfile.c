@@ -64,6 +64,16 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
+void dir_snapfile_header(const uint8_t *body, size_t len, uint8_t *h) {
+  memcpy(h, DIR_SNAP_MAGIC, 8);
+  put_u32(h + 8, DIR_SNAP_VERSION);
+  put_u32(h + 12, dir_wal_crc32c(0, h, 12));
+  put_u32(h + 16, (uint32_t)len);
+  put_u32(h + 20, (uint32_t)((uint64_t)len >> 32));
+  put_u32(h + 24, dir_wal_crc32c(0, body, len));
+  put_u32(h + 28, dir_wal_crc32c(0, h + 16, 12));
+}
+
 int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int64_t wall_ms,
                        int64_t *bytes, char *why, size_t whylen) {
   GByteArray *buf = g_byte_array_sized_new(1 << 20);
@@ -75,15 +85,8 @@ int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int6
     g_byte_array_free(buf, TRUE);
     return rc;
   }
-  uint8_t *h = buf->data;
-  uint64_t body = buf->len - DIR_SNAP_HEADER_SIZE;
-  memcpy(h, DIR_SNAP_MAGIC, 8);
-  put_u32(h + 8, DIR_SNAP_VERSION);
-  put_u32(h + 12, dir_wal_crc32c(0, h, 12));
-  put_u32(h + 16, (uint32_t)body);
-  put_u32(h + 20, (uint32_t)(body >> 32));
-  put_u32(h + 24, dir_wal_crc32c(0, h + DIR_SNAP_HEADER_SIZE, body));
-  put_u32(h + 28, dir_wal_crc32c(0, h + 16, 12));
+  dir_snapfile_header(buf->data + DIR_SNAP_HEADER_SIZE, buf->len - DIR_SNAP_HEADER_SIZE,
+                      buf->data);
   char *name = snap_name(seq);
   char *path = g_build_filename(dir, name, NULL);
   char *tmp = g_strdup_printf("%s.tmp", path);

@@ -36,6 +36,9 @@ typedef struct dir_snapfile_job {
   int removed;      /* older segments and snapshots deleted */
 } dir_snapfile_job_t;
 
+/* Writes the file header for a body of len bytes into h[DIR_SNAP_HEADER_SIZE]. */
+void dir_snapfile_header(const uint8_t *body, size_t len, uint8_t *h);
+
 /* Forks a child that writes snap-<seq>.snap in dir from its copy of `tree`
  * (temporary file, fsync, rename, fsync of dir) and exits. The child dies
  * with its parent (it must never rename a snapshot into place after a new
@@ -57,7 +60,8 @@ int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int6
 
 /* Reads dir/name: checks the header and checksums and decodes the body
  * into a new tree (ns_snap_decode; leases restart at now_ms). Returns 0
- * with *tree and *meta (the record it covers up to, when it was taken), or MAYFLY_EIO / MAYFLY_EPROTO with why naming what
+ * with *tree and *meta (the record it covers up to, when it was taken),
+ * or MAYFLY_EIO / MAYFLY_EPROTO with why naming what
  * is wrong and where. */
 int dir_snapfile_load(const char *dir, const char *name, int64_t default_lease_ms,
                       int64_t grace_ms, int64_t now_ms, ns_tree_t **tree, ns_snap_meta_t *meta,

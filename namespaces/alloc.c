@@ -72,7 +72,7 @@ ns_server_t *ns_alloc_server_by_address(ns_alloc_t *a, const char *address) {
 int ns_alloc_add_server(ns_alloc_t *a, const char *address, int32_t nblocks,
                         int64_t block_size, int32_t *id) {
   if (address == NULL || address[0] == '\0' || nblocks < 1 || nblocks > NS_ALLOC_MAX_BLOCKS ||
-      block_size < 1) {
+      block_size < 1 || block_size > NS_ALLOC_MAX_BLOCK_SIZE) {
     return MAYFLY_EINVAL;
   }
   ns_server_t *s = ns_alloc_server_by_address(a, address);

@@ -47,6 +47,9 @@ typedef struct ns_alloc {
 
 /* Largest number of blocks one server may register. */
 #define NS_ALLOC_MAX_BLOCKS (1 << 24)
+/* Largest block size (1 PiB): sums of a few block sizes and file offsets
+ * stay far from overflowing int64_t. */
+#define NS_ALLOC_MAX_BLOCK_SIZE (INT64_C(1) << 50)
 
 ns_alloc_t *ns_alloc_new(void);
 void ns_alloc_free(ns_alloc_t *a); /* accepts NULL */

@@ -42,7 +42,7 @@
 /* Largest block size the decoder accepts (1 PiB): planning a file adds up
  * the sizes of up to NS_CREATE_BLOCKS_MAX (2^12) blocks, which stays within
  * NS_SNAP_INT_MAX. */
-#define NS_SNAP_BLOCK_SIZE_MAX (INT64_C(1) << 50)
+#define NS_SNAP_BLOCK_SIZE_MAX NS_ALLOC_MAX_BLOCK_SIZE
 
 /* What a snapshot says besides the tree. */
 typedef struct ns_snap_meta {

@@ -821,7 +821,8 @@ static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
     return rc;
   }
   if (rc != 0) {
-    WHY("a server needs an address, 1-%d blocks and a positive block size", NS_ALLOC_MAX_BLOCKS);
+    WHY("a server needs an address, 1-%d blocks and a block size of 1 byte to 1 PiB",
+        NS_ALLOC_MAX_BLOCKS);
     return rc;
   }
   ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);

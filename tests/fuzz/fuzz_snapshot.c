@@ -11,7 +11,11 @@
  * namespace is removed; all of these must succeed without tripping a check
  * (under the sanitizers, without a bad access), and at the end every block
  * of every server must be free and on its free stack exactly once. Any
- * wrong answer aborts. The counters tell the replay driver which outcomes
+ * wrong answer aborts. The same bytes also go through the snapshot file's
+ * reader (directory/snapfile.c): raw, where they must be refused unless
+ * they happen to be a whole valid file; inside a valid header, where the
+ * reader must agree with the body decoder; and with one header byte
+ * changed, where it must refuse. The counters tell the replay driver which outcomes
  * its inputs reached.
  */
 #include <stdio.h>
@@ -19,6 +23,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "directory/snapfile.h"
 #include "namespaces/snapshot.h"
 #include "namespaces/tree.h"
 
@@ -158,11 +163,42 @@ static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* The file reader over raw bytes, and over the body inside a header (intact
+ * and with byte `flip` of it changed): returns whether the intact file was
+ * accepted. */
+static int check_file(const uint8_t *data, size_t size) {
+  char why[512];
+  ns_tree_t *t = NULL;
+  ns_snap_meta_t meta;
+  if (dir_snapfile_parse(data, size, "raw", LEASE_MS, GRACE_MS, NOW, &t, &meta, why,
+                         sizeof why) == 0) {
+    ns_tree_free(t);
+  } else {
+    CHECK(t == NULL);
+  }
+  uint8_t *file = g_malloc(DIR_SNAP_HEADER_SIZE + size);
+  dir_snapfile_header(data, size, file);
+  if (size > 0) memcpy(file + DIR_SNAP_HEADER_SIZE, data, size);
+  int ok = dir_snapfile_parse(file, DIR_SNAP_HEADER_SIZE + size, "wrapped", LEASE_MS, GRACE_MS,
+                              NOW, &t, &meta, why, sizeof why) == 0;
+  ns_tree_free(t);
+  t = NULL;
+  size_t flip = size > 0 ? data[0] % DIR_SNAP_HEADER_SIZE : 0;
+  file[flip] ^= 0x40;
+  CHECK(dir_snapfile_parse(file, DIR_SNAP_HEADER_SIZE + size, "flipped", LEASE_MS, GRACE_MS,
+                           NOW, &t, &meta, why, sizeof why) == MAYFLY_EPROTO);
+  CHECK(t == NULL);
+  g_free(file);
+  return ok;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char why[512] = "";
   ns_tree_t *t = NULL;
   ns_snap_meta_t meta;
+  int file_ok = check_file(data, size);
   int rc = ns_snap_decode(data, size, LEASE_MS, GRACE_MS, NOW, &t, &meta, why, sizeof why);
+  CHECK(file_ok == (rc == 0));
   if (rc != 0) {
     CHECK(rc == MAYFLY_EPROTO);
     CHECK(t == NULL);
