@@ -123,12 +123,19 @@ static void health_cb(uv_timer_t *t) {
   dir_repart_expire(d, now);
 }
 
-int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg) {
+int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *store,
+             ns_tree_t *tree) {
   d->cfg = *cfg;
   d->loop = loop;
-  d->tree = ns_tree_new(cfg->lease_ms, cfg->grace_ms);
+  d->store = store;
+  d->tree = tree != NULL ? tree : ns_tree_new(cfg->lease_ms, cfg->grace_ms);
   d->servers_rt = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                         (GDestroyNotify)server_rt_free);
+  for (guint i = 0; tree != NULL && i < tree->alloc->servers->len; i++) {
+    const ns_server_t *s = g_ptr_array_index(tree->alloc->servers, i);
+    dir_server_rt(d, s->id)->needs_register = 1;
+  }
+  if (tree != NULL) dir_repart_recover(d);
   d->started_ms = mf_now_ms();
   d->events = dir_events_new(mf_wall_ms());
   int64_t every = cfg->reap_interval_ms;
@@ -158,9 +165,12 @@ void dir_stop(dir_t *d) {
   uv_close((uv_handle_t *)&d->reaper, NULL);
   uv_close((uv_handle_t *)&d->health, NULL);
   uv_close((uv_handle_t *)&d->sweep, NULL);
+  dir_store_stop(d->store);
 }
 
 void dir_free(dir_t *d) {
+  dir_store_close(d->store);
+  d->store = NULL;
   ns_tree_free(d->tree);
   g_hash_table_destroy(d->servers_rt);
   dir_events_free(d->events);

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "directory/events.h"
+#include "directory/store.h"
 #include "namespaces/tree.h"
 
 typedef struct dir_config {
@@ -33,6 +34,11 @@ typedef struct dir_config {
   uint64_t read_buffer, input_total, reply_backlog, reply_backlog_total;
   int64_t frame_timeout_ms, idle_timeout_ms, send_timeout_ms;
   char *log_level;
+  /* Durability (store.h): no data_dir keeps the state in memory only. */
+  char *data_dir;
+  gboolean recover_truncate;
+  int64_t snapshot_records;
+  uint64_t snapshot_bytes;
 } dir_config_t;
 
 /* What the directory remembers of a memory server beyond the allocator. */
@@ -45,6 +51,10 @@ typedef struct dir_server_rt {
    * latest heartbeat (it applies a reply before sending the next one). */
   uint64_t watch_sent;
   uint64_t watch_acked;
+  /* Known from the recovered state but not registered with this process:
+   * its heartbeats are answered "register again", so that it reconciles
+   * its blocks with the recovered layout (and learns what to release). */
+  int needs_register;
 } dir_server_rt_t;
 
 /* How the request being processed may be answered, and what its handler
@@ -62,6 +72,7 @@ typedef struct dir {
   dir_config_t cfg;
   uv_loop_t *loop;
   ns_tree_t *tree;
+  dir_store_t *store;     /* NULL: in memory only */
   GHashTable *servers_rt; /* server id -> dir_server_rt_t * */
   uv_timer_t reaper;
   uv_timer_t health;
@@ -76,10 +87,16 @@ typedef struct dir {
   int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
 } dir_t;
 
-/* Initialises the state and starts its timers on `loop`. Returns 0. */
-int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg);
+/* Initialises the state and starts its timers on `loop`. With a store
+ * (dir_store_open recovered `tree` from it), the directory takes both over:
+ * every server the tree knows must register again, begun repartitions may
+ * still be ended by their memory server; else (store and tree NULL) the tree
+ * starts empty. Returns 0. */
+int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *store,
+             ns_tree_t *tree);
 
-/* Stops the timers; call dir_free from their close callbacks (uv_run after). */
+/* Stops the timers and the store (which writes what is pending); call
+ * dir_free once uv_run has returned. */
 void dir_stop(dir_t *d);
 void dir_free(dir_t *d);
 

@@ -431,6 +431,7 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   ns_server_t *s = ns_alloc_server(d->tree->alloc, id);
   dir_server_rt_t *rt = dir_server_rt(d, id);
   rt->last_heartbeat_ms = mf_now_ms();
+  rt->needs_register = 0;
   /* The list of allocated blocks supersedes any release still queued. */
   g_array_set_size(rt->pending_release, 0);
   /* A server that registers (again) knows of no data watch yet. */
@@ -528,6 +529,11 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
   if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
   dir_server_rt_t *rt = dir_server_rt(d, server_id);
+  if (rt->needs_register) {
+    /* Registering again reconciles the server's blocks with the recovered
+     * layout: it keeps those listed and releases the rest. */
+    return fail(err, MAYFLY_ESERVER, "the directory restarted: register again");
+  }
   rt->last_heartbeat_ms = mf_now_ms();
   rt->blocks_used_reported = blocks_used;
   if (!s->up) {
@@ -630,6 +636,22 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   s->bytes_moved = d->bytes_moved;
   s->move_ms = d->move_ms;
   s->move_ms_max = d->move_ms_max;
+  if (d->store != NULL) {
+    dir_store_stats_t st;
+    dir_store_stats(d->store, &st);
+    s->durable = TRUE;
+    s->log_records = st.log_records;
+    s->log_bytes = st.log_bytes;
+    s->log_fsyncs = st.log_fsyncs;
+    s->snapshots = st.snapshots;
+    s->last_snapshot_ms = st.last_snapshot_ms;
+    s->recovery_ms = st.recovery_ms;
+    s->recovered_records = st.recovered_records;
+    s->log_seq = st.seq;
+    s->__isset_durable = s->__isset_log_records = s->__isset_log_bytes = TRUE;
+    s->__isset_log_fsyncs = s->__isset_snapshots = s->__isset_last_snapshot_ms = TRUE;
+    s->__isset_recovery_ms = s->__isset_recovered_records = s->__isset_log_seq = TRUE;
+  }
   return TRUE;
 }
 

@@ -82,6 +82,20 @@ int main(int argc, char **argv) {
       {"send-timeout", MF_OPT_DURATION, &cfg.send_timeout_ms, "30s", 0, 86400000,
        "Closes a connection whose queued replies make no progress this long (0: never)",
        "DURATION"},
+      {"data-dir", MF_OPT_STRING, &cfg.data_dir, NULL, 0, 0,
+       "Keep the tree durable in DIR (write-ahead log and snapshots); without it the "
+       "directory keeps everything in memory and a restart loses it",
+       "DIR"},
+      {"recover-truncate", MF_OPT_BOOL, &cfg.recover_truncate, "false", 0, 0,
+       "At start, cut the log at a corrupt record (losing it and what follows) instead of "
+       "refusing to start",
+       NULL},
+      {"snapshot-records", MF_OPT_INT, &cfg.snapshot_records, "100000", 1, INT64_MAX,
+       "With --data-dir: write a snapshot (and drop the log before it) after this many log "
+       "records",
+       "N"},
+      {"snapshot-bytes", MF_OPT_SIZE, &cfg.snapshot_bytes, "64MiB", 4096, 1LL << 40,
+       "With --data-dir: or after this many bytes of log, whichever comes first", "SIZE"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -109,6 +123,7 @@ int main(int argc, char **argv) {
   if (bad) {
     g_free(cfg.host);
     g_free(cfg.log_level);
+    g_free(cfg.data_dir);
     g_free(port_file);
     return 2;
   }
@@ -117,10 +132,34 @@ int main(int argc, char **argv) {
 
   daemon_t dm = {0};
   dm.loop = uv_default_loop();
-  dir_init(&dm.dir, dm.loop, &cfg);
+  char why[1024];
+  dir_store_t *store = NULL;
+  ns_tree_t *tree = NULL;
+  if (cfg.data_dir == NULL) {
+    MF_INFO("in memory: no --data-dir, so the tree, layouts and leases are lost when the "
+            "directory stops");
+  } else {
+    dir_store_config_t sc = {.data_dir = cfg.data_dir,
+                             .recover_truncate = cfg.recover_truncate,
+                             .snapshot_records = cfg.snapshot_records,
+                             .snapshot_bytes = cfg.snapshot_bytes};
+    MF_INFO("durable: recovering from %s", cfg.data_dir);
+    if (dir_store_open(dm.loop, &sc, cfg.lease_ms, cfg.grace_ms, &store, &tree, why,
+                       sizeof why) != 0) {
+      MF_ERROR("cannot start: %s", why);
+      return 1;
+    }
+    dir_store_stats_t st;
+    dir_store_stats(store, &st);
+    MF_INFO("recovered %lld nodes (%lld namespaces, %u memory servers) from %s in %lld ms: "
+            "%lld log records replayed, next record %lld; every lease restarts in full",
+            (long long)st.recovered_nodes, (long long)tree->n_leaves, tree->alloc->servers->len,
+            cfg.data_dir, (long long)st.recovery_ms, (long long)st.recovered_records,
+            (long long)st.seq + 1);
+  }
+  dir_init(&dm.dir, dm.loop, &cfg, store, tree);
   mf_net_raise_nofile(cfg.max_connections, 64);
   int port = 0;
-  char why[256];
   int rc = dir_server_start(&dm.dir, cfg.host, (int)cfg.port, &dm.server, &port, why, sizeof why);
   if (rc != 0) {
     MF_ERROR("%s", why);
@@ -129,6 +168,7 @@ int main(int argc, char **argv) {
     dir_free(&dm.dir);
     g_free(cfg.host);
     g_free(cfg.log_level);
+    g_free(cfg.data_dir);
     g_free(port_file);
     return 1;
   }
@@ -150,6 +190,7 @@ int main(int argc, char **argv) {
   uv_loop_close(dm.loop);
   g_free(cfg.host);
   g_free(cfg.log_level);
+  g_free(cfg.data_dir);
   g_free(port_file);
   MF_INFO("stopped");
   return 0;

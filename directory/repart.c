@@ -196,6 +196,31 @@ int dir_repart_end(dir_t *d, int32_t server_id, int64_t op_id, int commit, int64
   return rc;
 }
 
+static void recover_node(ns_node_t *n, void *ud) {
+  dir_t *d = ud;
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    dir_repart_rt_t *rt = g_new0(dir_repart_rt_t, 1);
+    rt->src = r->src;
+    rt->merge = r->merge;
+    rt->lo = r->lo;
+    rt->hi = r->hi;
+    rt->started_ms = mf_now_ms();
+    gint64 *key = g_new(gint64, 1);
+    *key = r->id;
+    g_hash_table_insert(table(d), key, rt);
+    char *path = ns_node_path(n);
+    MF_INFO("namespace %s: %s %lld was under way before the restart: its memory server may "
+            "still end it, else it is rolled back in %d ms",
+            path, r->merge ? "merge" : "split", (long long)r->id, DIR_REPART_TIMEOUT_MS);
+    g_free(path);
+  }
+}
+
+void dir_repart_recover(dir_t *d) {
+  ns_tree_walk(d->tree->root, recover_node, d);
+}
+
 void dir_repart_expire(dir_t *d, int64_t now_ms) {
   if (d->reparts == NULL || g_hash_table_size(d->reparts) == 0) return;
   GHashTableIter it;

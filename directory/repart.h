@@ -38,6 +38,10 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
 int dir_repart_end(dir_t *d, int32_t server_id, int64_t op_id, int commit, int64_t bytes_moved,
                    ns_node_t **node, char *why, size_t whylen);
 
+/* After recovery: takes up the repartitions the recovered tree has begun,
+ * as if begun now (their memory server may end them, else they time out). */
+void dir_repart_recover(dir_t *d);
+
 /* Rolls back repartitions begun more than DIR_REPART_TIMEOUT_MS ago. */
 void dir_repart_expire(dir_t *d, int64_t now_ms);
 

@@ -35,8 +35,19 @@ struct dir_server {
   dir_rpc_t *rpc;
   uint32_t max_frame;
   GByteArray *out;      /* one call's reply, before it is handed to the connection */
+  GQueue held;          /* held_t: replies waiting for their records to be durable */
   int stopping;
 };
+
+/* A reply produced while some applied record was not on disk yet: it goes
+ * out once the store says record `seq` is (store.h). Its bytes count in the
+ * connection's backlog meanwhile (mf_net_reserve), so the caps still hold. */
+typedef struct held {
+  conn_t *c; /* holds a reference */
+  int64_t seq;
+  size_t len;
+  uint8_t data[];
+} held_t;
 
 /* A request held until its watch has something to say (see server.h). Its
  * frame stays first in the connection's input buffer meanwhile. */
@@ -211,8 +222,46 @@ static int dir_serve(mf_net_conn_t *nc, const uint8_t *frame, size_t flen) {
   }
   if (df != NULL) deferred_drop(df);
   if (why[0] != '\0') MF_WARN("peer %s: request failed: %s", nc->peer, why);
-  mf_net_send(nc, s->out->data, s->out->len);
+  int64_t seq = s->dir->store != NULL ? dir_store_unsynced(s->dir->store) : 0;
+  if (seq == 0) {
+    mf_net_send(nc, s->out->data, s->out->len);
+    return 0;
+  }
+  /* The call changed the tree, or may have seen a change, that is not on
+   * disk yet: its answer waits for the group commit (replies of one
+   * connection keep their order, since every later one waits too). */
+  held_t *h = g_malloc(sizeof *h + s->out->len);
+  h->c = c;
+  h->seq = seq;
+  h->len = s->out->len;
+  memcpy(h->data, s->out->data, h->len);
+  mf_net_conn_ref(nc);
+  mf_net_reserve(nc, h->len);
+  g_queue_push_tail(&s->held, h);
   return 0;
+}
+
+/* Drops a held reply unsent. */
+static void held_drop(held_t *h) {
+  mf_net_unreserve(&h->c->net, h->len);
+  mf_net_conn_unref(&h->c->net);
+  g_free(h);
+}
+
+/* The store's durable callback: sends the replies whose records are on disk. */
+static void on_durable(void *ud, int64_t seq) {
+  dir_server_t *s = ud;
+  held_t *h;
+  while ((h = g_queue_peek_head(&s->held)) != NULL && h->seq <= seq) {
+    g_queue_pop_head(&s->held);
+    const held_t *next = g_queue_peek_head(&s->held);
+    mf_net_unreserve(&h->c->net, h->len);
+    mf_net_send(&h->c->net, h->data, h->len);
+    /* One write for a connection's run of replies. */
+    if (next == NULL || next->seq > seq || next->c != h->c) mf_net_flush(&h->c->net);
+    mf_net_conn_unref(&h->c->net);
+    g_free(h);
+  }
 }
 
 static void dir_conn_open(mf_net_conn_t *nc) {
@@ -264,6 +313,8 @@ int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, i
   }
   s->rpc = dir_rpc_new(d);
   s->out = g_byte_array_new();
+  g_queue_init(&s->held);
+  if (d->store != NULL) dir_store_set_durable_cb(d->store, on_durable, s);
   *out = s;
   return 0;
 }
@@ -271,5 +322,9 @@ int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, i
 void dir_server_stop(dir_server_t *s) {
   if (s == NULL || s->stopping) return;
   s->stopping = 1;
+  if (s->dir->store != NULL) dir_store_set_durable_cb(s->dir->store, NULL, NULL);
+  /* Replies not durable yet are never sent: their connections close now. */
+  held_t *h;
+  while ((h = g_queue_pop_head(&s->held)) != NULL) held_drop(h);
   mf_net_server_stop(s->net);
 }

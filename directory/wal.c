@@ -305,12 +305,12 @@ static void local_close(dir_wal_t *base) {
 static const dir_wal_ops_t local_ops = {
     .load = local_load, .append = local_append, .close = local_close};
 
-int dir_wal_open(const char *dir, dir_wal_t **out, char *why, size_t whylen) {
+int dir_wal_open(const char *dir, const char *name, dir_wal_t **out, char *why, size_t whylen) {
   *out = NULL;
   if (g_mkdir_with_parents(dir, 0755) != 0) {
     return io_error(why, whylen, "cannot create the directory", dir, errno);
   }
-  char *path = g_build_filename(dir, "wal.log", NULL);
+  char *path = g_build_filename(dir, name, NULL);
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
     int rc = io_error(why, whylen, "cannot open", path, errno);

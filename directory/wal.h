@@ -6,13 +6,8 @@
  * The log is an interface, dir_wal_t with a table of operations, so that a
  * replicated implementation (etcd, a later issue) can sit behind the same
  * "append a batch -> done; load -> records" shape. dir_wal_open() gives the
- * local one: one file, DIR/wal.log.
- *
- * Not wired into the daemon yet: directory/server.c does not log, and there is
- * no --data-dir option. The next step logs every record ns_tree_apply()
- * accepts, appends each loop iteration's records from a uv_queue_work
- * callback and sends their replies from its after-work callback, and replays
- * the log through dir_wal_load() at start.
+ * local one: one file. The directory's store (store.h) keeps a series of
+ * such files (segments) beside its snapshots and drives the appends.
  *
  * Threads: dir_wal_load() runs once, before the first append. Appends may run
  * on any thread (a uv_queue_work worker) but one at a time: the caller
@@ -83,11 +78,13 @@ struct dir_wal {
  * human when the call fails. */
 
 /*
- * Opens (creating when needed) the local log DIR/wal.log, creating DIR too.
- * Reads nothing yet: call dir_wal_load() next. Returns 0 and *out, or
- * MAYFLY_EIO with the file and the system's reason in `why`.
+ * Opens (creating when needed) the local log file DIR/NAME, creating DIR
+ * too. Reads nothing yet: call dir_wal_load() next. Returns 0 and *out, or
+ * MAYFLY_EIO with the file and the system's reason in `why`. The directory's
+ * store (store.h) keeps its log as a series of such files, one segment per
+ * start and per snapshot.
  */
-int dir_wal_open(const char *dir, dir_wal_t **out, char *why, size_t whylen);
+int dir_wal_open(const char *dir, const char *name, dir_wal_t **out, char *why, size_t whylen);
 
 /*
  * Reads the log from the start, calling cb for each valid record, then makes

@@ -69,6 +69,10 @@ static ns_node_t *node_new(const char *name, ns_kind_t kind, int64_t now_ms, int
   return n;
 }
 
+ns_node_t *ns__node_new(const char *name, ns_kind_t kind, int64_t now_ms, int64_t wall_ms) {
+  return node_new(name, kind, now_ms, wall_ms);
+}
+
 /* Frees a node and its subtree. Blocks must have been released already. */
 static void node_free(ns_node_t *n) {
   if (n == NULL) return;

@@ -300,6 +300,13 @@ int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index);
 /* Blocks n holds or is about to hold (splits begun), against max_blocks. */
 int32_t ns_node_blocks_committed(const ns_node_t *n);
 
+/* Internal to namespaces/ (the snapshot decoder, snapshot.c): a node as
+ * ns_tree_apply() creates one, not linked into any tree (no parent, counted
+ * nowhere): a directory with an empty children table, a leaf with an empty
+ * layout. The caller links it into a directory's children, which then owns
+ * it (the table frees its nodes). */
+ns_node_t *ns__node_new(const char *name, ns_kind_t kind, int64_t now_ms, int64_t wall_ms);
+
 const char *ns_kind_name(ns_kind_t k);
 /* Parses "directory", "file", "queue" or "kv"; returns 0 or MAYFLY_EINVAL. */
 int ns_kind_parse(const char *s, ns_kind_t *out);

@@ -3,6 +3,8 @@
 # foreground until Ctrl-C: the directory (127.0.0.1:9090, or a free port if
 # 9090 is taken; MAYFLY_PORT to choose) and three memory servers on free
 # ports. Once the cluster is up it runs the word-count example against it.
+# The directory keeps its state durable in a data directory (MAYFLY_DATA_DIR
+# to choose one, e.g. to restart on it; else a new one beside the logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=build scripts/build.sh
@@ -37,12 +39,13 @@ start() {
 }
 
 port=${MAYFLY_PORT:-9090}
+datadir=${MAYFLY_DATA_DIR:-$logdir/directory-data}
 if ! start directory "$logdir/directory.port" "$bin/directory/mayfly-directory" \
-      --host 127.0.0.1 --port "$port"; then
+      --host 127.0.0.1 --port "$port" --data-dir "$datadir"; then
   [ -n "${MAYFLY_PORT:-}" ] && exit 1
   echo "port $port is taken; using a free port instead" >&2
   start directory "$logdir/directory.port" "$bin/directory/mayfly-directory" \
-    --host 127.0.0.1 --port 0
+    --host 127.0.0.1 --port 0 --data-dir "$datadir"
 fi
 directory=127.0.0.1:$(cat "$logdir/directory.port")
 
@@ -64,6 +67,8 @@ echo "== Example: a serverless-style word count (4 mappers, 2 reducers) =="
 cat <<TXT
 
 Mayfly is running: directory on $directory, three memory servers (logs in $logdir).
+The directory's state is durable in $datadir: kill -9 it and start it again with
+--port ${directory##*:} --data-dir $datadir, and the tree and every namespace are still there.
 Talk to it from another shell:
 
   export PATH=$bin/client:\$PATH MAYFLY_DIRECTORY=$directory

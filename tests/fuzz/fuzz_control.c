@@ -35,7 +35,7 @@ static void setup(void) {
                       .max_connections = 10};
   mf_log_init("fuzz", MF_LOG_OFF);
   uv_loop_init(&loop);
-  dir_init(&dir, &loop, &cfg);
+  dir_init(&dir, &loop, &cfg, NULL, NULL);
   rpc = dir_rpc_new(&dir);
 }
 

@@ -284,7 +284,7 @@ static void test_records_through_the_log_file_rebuild_the_same_tree(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(tmp);
   dir_wal_t *w;
   dir_wal_load_result_t res;
-  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_open(tmp, "wal.log", &w, why, sizeof why), 0);
   MF_ASSERT_EQ(dir_wal_load(w, 0, NULL, NULL, &res, why, sizeof why), 0);
   guint k = 0;
   for (guint batch = 1; k < encodings->len; batch++) {
@@ -299,7 +299,7 @@ static void test_records_through_the_log_file_rebuild_the_same_tree(void) {
   }
   dir_wal_close(w);
   ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
-  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_open(tmp, "wal.log", &w, why, sizeof why), 0);
   MF_ASSERT_EQ(dir_wal_load(w, 0, apply_logged, t, &res, why, sizeof why), 0);
   MF_ASSERT_EQ(res.records, (int64_t)encodings->len);
   dir_wal_close(w);

@@ -71,7 +71,7 @@ static void seen_clear(seen_t *s) {
 /* Opens and loads the log; returns the load's code. */
 static int open_load(unsigned flags, seen_t *s, dir_wal_load_result_t *res, dir_wal_t **out) {
   dir_wal_t *w = NULL;
-  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_open(tmp, "wal.log", &w, why, sizeof why), 0);
   why[0] = '\0';
   int rc = dir_wal_load(w, flags, collect, s, res, why, sizeof why);
   if (out != NULL && rc == 0) {
@@ -343,7 +343,7 @@ static void test_a_callback_error_stops_the_load(void) {
   fresh_dir();
   write_log(5);
   dir_wal_t *w;
-  MF_ASSERT_EQ(dir_wal_open(tmp, &w, why, sizeof why), 0);
+  MF_ASSERT_EQ(dir_wal_open(tmp, "wal.log", &w, why, sizeof why), 0);
   int count = 0;
   dir_wal_load_result_t res;
   MF_ASSERT_EQ(dir_wal_load(w, 0, stop_at_third, &count, &res, why, sizeof why), MAYFLY_EINVAL);

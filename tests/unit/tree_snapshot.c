@@ -10,14 +10,23 @@ static gint cmp_str(gconstpointer a, gconstpointer b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+typedef struct {
+  GString *s;
+  int times; /* include renewal and start times */
+} snap_t;
+
 static void snap_node(ns_node_t *n, void *ud) {
-  GString *s = ud;
+  snap_t *st = ud;
+  GString *s = st->s;
   char *path = ns_node_path(n);
-  g_string_append_printf(s, "%s kind=%d flags=%u lease=%lld renewed=%lld subtree=%lld "
-                            "created=%lld v=%lld",
-                         path, (int)n->kind, n->flags, (long long)n->lease_ms,
-                         (long long)n->renewed_ms, (long long)n->subtree_ms,
-                         (long long)n->created_wall_ms, (long long)n->layout.version);
+  g_string_append_printf(s, "%s kind=%d flags=%u lease=%lld", path, (int)n->kind, n->flags,
+                         (long long)n->lease_ms);
+  if (st->times) {
+    g_string_append_printf(s, " renewed=%lld subtree=%lld", (long long)n->renewed_ms,
+                           (long long)n->subtree_ms);
+  }
+  g_string_append_printf(s, " created=%lld v=%lld init=%d", (long long)n->created_wall_ms,
+                         (long long)n->layout.version, n->initial_blocks);
   g_free(path);
   if (n->layout.parts != NULL) {
     for (guint i = 0; i < n->layout.parts->len; i++) {
@@ -32,11 +41,13 @@ static void snap_node(ns_node_t *n, void *ud) {
   }
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)@%lld%s",
+    g_string_append_printf(s, " %s#%lld %d:%d:%lld->%d:%d:%lld[%lld,%lld)",
                            r->merge ? "merge" : "split", (long long)r->id, r->src.server,
                            r->src.index, (long long)r->src.generation, r->dst.server,
                            r->dst.index, (long long)r->dst.generation, (long long)r->lo,
-                           (long long)r->hi, (long long)r->started_ms, r->lost ? "lost" : "");
+                           (long long)r->hi);
+    if (st->times) g_string_append_printf(s, "@%lld", (long long)r->started_ms);
+    g_string_append(s, r->lost ? "lost" : "");
   }
   if (n->tags != NULL) {
     GPtrArray *keys = g_ptr_array_new();
@@ -54,9 +65,10 @@ static void snap_node(ns_node_t *n, void *ud) {
   g_string_append_c(s, '\n');
 }
 
-char *tree_snapshot(ns_tree_t *t) {
+static char *snapshot(ns_tree_t *t, int times) {
   GString *s = g_string_new(NULL);
-  ns_tree_walk(t->root, snap_node, s);
+  snap_t st = {.s = s, .times = times};
+  ns_tree_walk(t->root, snap_node, &st);
   g_string_append_printf(s, "dirs=%lld leaves=%lld expired=%lld total=%lld used=%lld op=%lld\n",
                          (long long)t->n_dirs, (long long)t->n_leaves, (long long)t->n_expired,
                          (long long)t->alloc->blocks_total, (long long)t->alloc->blocks_used,
@@ -69,9 +81,26 @@ char *tree_snapshot(ns_tree_t *t) {
     for (int32_t b = 0; b < sv->nblocks; b++) {
       g_string_append_printf(s, " %d/%lld%s", b, (long long)sv->generation[b],
                              sv->in_use[b] ? "*" : "");
+      /* The holder of each block, by path, and any holder left on a free block. */
+      if (sv->owner[b] != NULL) {
+        char *owner = ns_node_path(sv->owner[b]);
+        g_string_append_printf(s, "%s%s", sv->in_use[b] ? "" : "!", owner);
+        g_free(owner);
+      } else if (sv->in_use[b]) {
+        g_string_append(s, "?");
+      }
     }
-    g_string_append_c(s, '\n');
+    /* The free stack in its order: it decides which blocks are picked next. */
+    g_string_append(s, " free=[");
+    for (guint k = 0; k < sv->free_stack->len; k++) {
+      g_string_append_printf(s, "%s%d", k > 0 ? " " : "",
+                             g_array_index(sv->free_stack, int32_t, k));
+    }
+    g_string_append(s, "]\n");
   }
   return g_string_free(s, FALSE);
 }
 
+char *tree_snapshot(ns_tree_t *t) { return snapshot(t, 1); }
+
+char *tree_snapshot_untimed(ns_tree_t *t) { return snapshot(t, 0); }

@@ -1,0 +1,765 @@
+/*
+ * The snapshot codec (snapshot.h): version 1 writes the tree's counters, the
+ * allocator's servers and then every node in pre-order, little-endian; see
+ * docs/log-format.md, "Snapshot body". The decoder checks, as it reads, every
+ * invariant the tree's code relies on, and builds the tree in place, so that
+ * on any failure freeing the half-built tree is the whole clean-up.
+ */
+#include "namespaces/snapshot.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "namespaces/path.h"
+#include "namespaces/record.h"
+
+/* Fixed bytes of the encoded pieces, for the "cannot fit" checks made before
+ * allocating: a block's state (generation, in_use), a partition (block, lo,
+ * hi, state), a begun repartition (id, merge, src, dst, lo, hi, lost), a
+ * server before its blocks and free stack (id, address length, nblocks,
+ * block_size, up, incarnation, used) and the smallest node (parent, a name
+ * of one byte, kind, flags, created, lease). */
+#define BLOCK_STATE_BYTES (8 + 1)
+#define PART_BYTES (16 + 8 + 8 + 1)
+#define REPART_BYTES (8 + 1 + 16 + 16 + 8 + 8 + 1)
+#define SERVER_MIN_BYTES (4 + 4 + 4 + 8 + 1 + 8 + 4 + BLOCK_STATE_BYTES + 4)
+#define NODE_MIN_BYTES (4 + 4 + 1 + 1 + 4 + 8 + 8)
+
+/* ---- encoding -------------------------------------------------------------- */
+
+static void put_u8(GByteArray *o, uint8_t v) { g_byte_array_append(o, &v, 1); }
+
+static void put_le(GByteArray *o, uint64_t v, int n) {
+  uint8_t b[8];
+  for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+  g_byte_array_append(o, b, (guint)n);
+}
+#define put_u32(o, v) put_le((o), (uint32_t)(v), 4)
+#define put_u64(o, v) put_le((o), (uint64_t)(v), 8)
+
+static int put_str(GByteArray *o, const char *s) {
+  size_t n = strlen(s);
+  if (n > NS_REC_STR_MAX) return MAYFLY_EINVAL;
+  put_u32(o, n);
+  g_byte_array_append(o, (const guint8 *)s, (guint)n);
+  return 0;
+}
+
+static void put_block(GByteArray *o, const ns_block_t *b) {
+  put_u32(o, b->server);
+  put_u32(o, b->index);
+  put_u64(o, b->generation);
+}
+
+static gint cmp_str(gconstpointer a, gconstpointer b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The tags as a count and key/value pairs sorted by key. */
+static int put_tags(GByteArray *o, GHashTable *tags) {
+  guint n = tags != NULL ? g_hash_table_size(tags) : 0;
+  if (n > NS_TAGS_MAX) return MAYFLY_EINVAL;
+  put_u32(o, n);
+  if (n == 0) return 0;
+  GPtrArray *keys = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer k;
+  g_hash_table_iter_init(&it, tags);
+  while (g_hash_table_iter_next(&it, &k, NULL)) g_ptr_array_add(keys, k);
+  g_ptr_array_sort(keys, cmp_str);
+  int rc = 0;
+  for (guint i = 0; i < keys->len && rc == 0; i++) {
+    const char *key = g_ptr_array_index(keys, i);
+    rc = put_str(o, key);
+    if (rc == 0) rc = put_str(o, g_hash_table_lookup(tags, key));
+  }
+  g_ptr_array_free(keys, TRUE);
+  return rc;
+}
+
+static int put_server(GByteArray *o, const ns_server_t *s) {
+  put_u32(o, s->id);
+  if (put_str(o, s->address) != 0) return MAYFLY_EINVAL;
+  put_u32(o, s->nblocks);
+  put_u64(o, s->block_size);
+  put_u8(o, s->up ? 1 : 0);
+  put_u64(o, s->incarnation);
+  put_u32(o, s->used);
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    put_u64(o, s->generation[i]);
+    put_u8(o, s->in_use[i] ? 1 : 0);
+  }
+  put_u32(o, s->free_stack->len);
+  for (guint i = 0; i < s->free_stack->len; i++) {
+    put_u32(o, g_array_index(s->free_stack, int32_t, i));
+  }
+  return 0;
+}
+
+/* A leaf's fields after the ones every node has. */
+static int put_leaf(GByteArray *o, const ns_node_t *n) {
+  put_u64(o, n->layout.version);
+  put_u32(o, n->max_blocks);
+  put_u32(o, n->initial_blocks);
+  put_u32(o, n->high_wm);
+  put_u32(o, n->low_wm);
+  if (put_tags(o, n->tags) != 0) return MAYFLY_EINVAL;
+  put_u32(o, n->layout.parts->len);
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    put_block(o, &p->block);
+    put_u64(o, p->lo);
+    put_u64(o, p->hi);
+    put_u8(o, (uint8_t)p->state);
+  }
+  guint nr = n->reparts != NULL ? n->reparts->len : 0;
+  put_u32(o, nr);
+  for (guint i = 0; i < nr; i++) {
+    const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    put_u64(o, r->id);
+    put_u8(o, r->merge ? 1 : 0);
+    put_block(o, &r->src);
+    put_block(o, &r->dst);
+    put_u64(o, r->lo);
+    put_u64(o, r->hi);
+    put_u8(o, r->lost ? 1 : 0);
+  }
+  return 0;
+}
+
+/* Writes the children of directory `dir` (node number dir_no) and their
+ * subtrees in pre-order, children sorted by name; *count numbers the nodes
+ * as they are written (the root is 0). Depth is bounded by NS_PATH_MAX. */
+static int put_children(GByteArray *o, const ns_node_t *dir, uint32_t dir_no, uint64_t *count) {
+  GPtrArray *kids = ns_node_sorted_children(dir);
+  int rc = 0;
+  for (guint i = 0; i < kids->len && rc == 0; i++) {
+    const ns_node_t *n = g_ptr_array_index(kids, i);
+    if (++*count > UINT32_MAX) {
+      rc = MAYFLY_EINVAL;
+      break;
+    }
+    uint32_t no = (uint32_t)*count;
+    put_u32(o, dir_no);
+    if (put_str(o, n->name) != 0) {
+      rc = MAYFLY_EINVAL;
+      break;
+    }
+    put_u8(o, (uint8_t)n->kind);
+    put_u32(o, n->flags);
+    put_u64(o, n->created_wall_ms);
+    put_u64(o, n->lease_ms);
+    rc = n->kind == NS_KIND_DIRECTORY ? put_children(o, n, no, count) : put_leaf(o, n);
+  }
+  g_ptr_array_free(kids, TRUE);
+  return rc;
+}
+
+int ns_snap_encode(const ns_tree_t *t, const ns_snap_meta_t *meta, GByteArray *out) {
+  guint start = out->len;
+  const ns_alloc_t *a = t->alloc;
+  put_u8(out, NS_SNAP_VERSION);
+  put_u64(out, meta->seq);
+  put_u64(out, meta->wall_ms);
+  put_u64(out, t->n_expired);
+  put_u64(out, t->last_op_id);
+  put_u32(out, a->servers->len);
+  int rc = 0;
+  for (guint i = 0; i < a->servers->len && rc == 0; i++) {
+    rc = put_server(out, g_ptr_array_index(a->servers, i));
+  }
+  if (rc == 0) {
+    put_u64(out, a->blocks_total);
+    put_u64(out, a->blocks_used);
+    put_u64(out, t->n_dirs);
+    put_u64(out, t->n_leaves);
+    uint64_t count = 0;
+    rc = put_children(out, t->root, 0, &count);
+  }
+  if (rc != 0) g_byte_array_set_size(out, start);
+  return rc;
+}
+
+/* ---- decoding -------------------------------------------------------------- */
+
+typedef struct {
+  const uint8_t *p;
+  size_t left;
+  size_t len; /* of the whole input, for offsets in reasons */
+  char *why;
+  size_t whylen;
+  int failed;
+} reader_t;
+
+/* Records the first failure with its reason and offset. */
+static void fail(reader_t *r, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void fail(reader_t *r, const char *fmt, ...) {
+  if (r->failed) return;
+  r->failed = 1;
+  if (r->why == NULL || r->whylen == 0) return;
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(r->why, r->whylen, "snapshot: %s at byte %zu of %zu", msg, r->len - r->left, r->len);
+}
+
+/* Takes n bytes, or fails with "truncated" and returns NULL. */
+static const uint8_t *take(reader_t *r, size_t n, const char *what) {
+  if (r->failed) return NULL;
+  if (n > r->left) {
+    fail(r, "%s truncated (%zu bytes needed, %zu left)", what, n, r->left);
+    return NULL;
+  }
+  const uint8_t *p = r->p;
+  r->p += n;
+  r->left -= n;
+  return p;
+}
+
+static uint64_t get_le(reader_t *r, int n, const char *what) {
+  const uint8_t *p = take(r, (size_t)n, what);
+  uint64_t v = 0;
+  if (p == NULL) return 0;
+  for (int i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
+  return v;
+}
+static uint8_t get_u8(reader_t *r, const char *w) { return (uint8_t)get_le(r, 1, w); }
+static uint32_t get_u32(reader_t *r, const char *w) { return (uint32_t)get_le(r, 4, w); }
+static int32_t get_i32(reader_t *r, const char *w) { return (int32_t)get_u32(r, w); }
+static int64_t get_i64(reader_t *r, const char *w) { return (int64_t)get_le(r, 8, w); }
+
+/* A 0/1 byte. */
+static int get_bool(reader_t *r, const char *what) {
+  uint8_t v = get_u8(r, what);
+  if (!r->failed && v > 1) fail(r, "%s is %u, not 0 or 1", what, v);
+  return v;
+}
+
+/* An i64 in [lo, hi]. */
+static int64_t get_range(reader_t *r, const char *what, int64_t lo, int64_t hi) {
+  int64_t v = get_i64(r, what);
+  if (!r->failed && (v < lo || v > hi)) {
+    fail(r, "%s %lld is outside [%lld, %lld]", what, (long long)v, (long long)lo, (long long)hi);
+  }
+  return v;
+}
+
+/* An i32 in [lo, hi]. */
+static int32_t get_range32(reader_t *r, const char *what, int32_t lo, int32_t hi) {
+  int32_t v = get_i32(r, what);
+  if (!r->failed && (v < lo || v > hi)) fail(r, "%s %d is outside [%d, %d]", what, v, lo, hi);
+  return v;
+}
+
+/* A string of at most max bytes without NUL: *out is a new copy, or NULL
+ * after a failure. Returns 0 or -1. */
+static int get_str(reader_t *r, const char *what, uint32_t max, char **out) {
+  *out = NULL;
+  uint32_t n = get_u32(r, what);
+  if (r->failed) return -1;
+  if (n > max) {
+    fail(r, "%s of %u bytes is over the limit of %u", what, n, max);
+    return -1;
+  }
+  const uint8_t *p = take(r, n, what);
+  if (p == NULL) return -1;
+  if (memchr(p, '\0', n) != NULL) {
+    fail(r, "%s contains a NUL byte", what);
+    return -1;
+  }
+  *out = g_strndup((const char *)p, n);
+  return 0;
+}
+
+/* A count whose elements take at least min_bytes each, checked against the
+ * limit and the bytes left before the caller allocates for it. */
+static uint32_t get_count(reader_t *r, const char *what, uint32_t max, size_t min_bytes) {
+  uint32_t n = get_u32(r, what);
+  if (r->failed) return 0;
+  if (n > max) {
+    fail(r, "%u %s is over the limit of %u", n, what, max);
+    return 0;
+  }
+  if ((size_t)n * min_bytes > r->left) {
+    fail(r, "%u %s cannot fit in the %zu bytes left", n, what, r->left);
+    return 0;
+  }
+  return n;
+}
+
+static void get_block(reader_t *r, ns_block_t *b, const char *what) {
+  b->server = get_i32(r, what);
+  b->index = get_i32(r, what);
+  b->generation = get_i64(r, what);
+}
+
+/* The decoder's state: the input, the tree being built and the time leases
+ * restart from. */
+typedef struct {
+  reader_t r;
+  ns_tree_t *t;
+  int64_t now_ms;
+} dec_t;
+
+
+/* Reads one server's blocks and free stack into s. The free stack must hold
+ * exactly the free blocks, each once: each listed block is marked 2 in
+ * in_use while the stack is read, then set back to 0. */
+static void get_blocks(reader_t *r, ns_server_t *s) {
+  int32_t used = 0;
+  for (int32_t i = 0; i < s->nblocks && !r->failed; i++) {
+    s->generation[i] = get_range(r, "block generation", 1, NS_SNAP_INT_MAX);
+    s->in_use[i] = (uint8_t)get_bool(r, "block in_use");
+    used += s->in_use[i];
+  }
+  if (r->failed) return;
+  if (used != s->used) {
+    fail(r, "server %d says %d blocks are used but %d are marked in use", s->id, s->used, used);
+    return;
+  }
+  uint32_t nfree = get_count(r, "free stack entries", (uint32_t)s->nblocks, 4);
+  if (!r->failed && nfree != (uint32_t)(s->nblocks - used)) {
+    fail(r, "server %d's free stack has %u entries for %d free blocks", s->id, nfree,
+         s->nblocks - used);
+  }
+  for (uint32_t i = 0; i < nfree && !r->failed; i++) {
+    int32_t idx = get_range32(r, "free stack entry", 0, s->nblocks - 1);
+    if (r->failed) break;
+    if (s->in_use[idx] != 0) {
+      fail(r, "block %d:%d is on the free stack %s", s->id, idx,
+           s->in_use[idx] == 1 ? "but in use" : "twice");
+      break;
+    }
+    s->in_use[idx] = 2;
+    g_array_append_val(s->free_stack, idx);
+  }
+  for (guint i = 0; i < s->free_stack->len; i++) {
+    s->in_use[g_array_index(s->free_stack, int32_t, i)] = 0;
+  }
+}
+
+/* Reads one server and adds it to the allocator, which then owns it. */
+static void get_server(reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addresses) {
+  int32_t got_id = get_i32(r, "server id");
+  if (!r->failed && got_id != id) {
+    fail(r, "server %d is numbered %d (ids run 1, 2, ... in order)", id, got_id);
+  }
+  char *address;
+  if (r->failed || get_str(r, "server address", NS_REC_STR_MAX, &address) != 0) return;
+  if (address[0] == '\0' || g_hash_table_contains(addresses, address)) {
+    fail(r, "server %d has %s address \"%s\"", id, address[0] ? "the repeated" : "an empty",
+         address);
+    g_free(address);
+    return;
+  }
+  int32_t nblocks = get_range32(r, "server blocks", 1, NS_ALLOC_MAX_BLOCKS);
+  int64_t block_size = get_range(r, "block size", 1, NS_SNAP_INT_MAX);
+  int up = get_bool(r, "server up");
+  uint64_t incarnation = (uint64_t)get_i64(r, "incarnation");
+  int32_t used = get_range32(r, "server used", 0, nblocks);
+  if (!r->failed && (size_t)nblocks * BLOCK_STATE_BYTES > r->left) {
+    fail(r, "server %d's %d blocks cannot fit in the %zu bytes left", id, nblocks, r->left);
+  }
+  if (r->failed) {
+    g_free(address);
+    return;
+  }
+  ns_server_t *s = g_new0(ns_server_t, 1);
+  s->id = id;
+  s->address = address;
+  s->nblocks = nblocks;
+  s->block_size = block_size;
+  s->up = up;
+  s->incarnation = incarnation;
+  s->used = used;
+  s->generation = g_new(int64_t, (gsize)nblocks);
+  s->in_use = g_new0(uint8_t, (gsize)nblocks);
+  s->owner = g_new0(void *, (gsize)nblocks);
+  s->free_stack = g_array_sized_new(FALSE, FALSE, sizeof(int32_t), (guint)(nblocks - used));
+  g_ptr_array_add(a->servers, s);
+  g_hash_table_add(addresses, address);
+  a->blocks_total += nblocks;
+  a->blocks_used += used;
+  get_blocks(r, s);
+}
+
+static void get_servers(reader_t *r, ns_alloc_t *a) {
+  uint32_t n = get_count(r, "servers", INT32_MAX, SERVER_MIN_BYTES);
+  GHashTable *addresses = g_hash_table_new(g_str_hash, g_str_equal); /* borrowed */
+  for (uint32_t i = 0; i < n && !r->failed; i++) get_server(r, a, (int32_t)i + 1, addresses);
+  g_hash_table_destroy(addresses);
+  int64_t total = get_i64(r, "blocks_total");
+  int64_t used = get_i64(r, "blocks_used");
+  if (!r->failed && (total != a->blocks_total || used != a->blocks_used)) {
+    fail(r, "the allocator says %lld blocks of which %lld used; its servers have %lld and %lld",
+         (long long)total, (long long)used, (long long)a->blocks_total,
+         (long long)a->blocks_used);
+  }
+}
+
+/* Marks block b as held by node n: it must exist, be in use at exactly
+ * that generation and not be held by anything else yet. */
+static void claim_block(reader_t *r, ns_alloc_t *a, const ns_block_t *b, ns_node_t *n,
+                        const char *what) {
+  if (r->failed) return;
+  ns_server_t *s = ns_alloc_server(a, b->server);
+  if (s == NULL || b->index < 0 || b->index >= s->nblocks) {
+    fail(r, "the block %d:%d of a %s does not exist", b->server, b->index, what);
+  } else if (!s->in_use[b->index]) {
+    fail(r, "the block %d:%d of a %s is free", b->server, b->index, what);
+  } else if (s->generation[b->index] != b->generation) {
+    fail(r, "the block %d:%d of a %s has generation %lld, the allocator's is %lld", b->server,
+         b->index, what, (long long)b->generation, (long long)s->generation[b->index]);
+  } else if (s->owner[b->index] != NULL) {
+    fail(r, "the block %d:%d of a %s is held twice", b->server, b->index, what);
+  } else {
+    s->owner[b->index] = n;
+  }
+}
+
+static void get_tags(reader_t *r, ns_node_t *n) {
+  uint32_t ntags = get_count(r, "tags", NS_TAGS_MAX, 4 + 1 + 4);
+  if (ntags == 0) return;
+  n->tags = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  const char *prev = NULL;
+  for (uint32_t i = 0; i < ntags && !r->failed; i++) {
+    char *k, *v;
+    if (get_str(r, "tag key", NS_TAG_KEY_MAX, &k) != 0) return;
+    if (get_str(r, "tag value", NS_TAG_VALUE_MAX, &v) != 0) {
+      g_free(k);
+      return;
+    }
+    if (k[0] == '\0' || (prev != NULL && strcmp(prev, k) >= 0)) {
+      fail(r, "tag keys are not sorted, distinct and non-empty (\"%s\" after \"%s\")", k,
+           prev != NULL ? prev : "");
+      g_free(k);
+      g_free(v);
+      return;
+    }
+    g_hash_table_insert(n->tags, k, v);
+    prev = k;
+  }
+}
+
+static void get_parts(reader_t *r, ns_alloc_t *a, ns_node_t *n) {
+  uint32_t np = get_count(r, "partitions", INT32_MAX, PART_BYTES);
+  g_array_set_size(n->layout.parts, np);
+  for (uint32_t i = 0; i < np && !r->failed; i++) {
+    ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    get_block(r, &p->block, "partition block");
+    p->lo = get_range(r, "partition lo", 0, NS_SNAP_INT_MAX);
+    p->hi = get_range(r, "partition hi", p->lo, NS_SNAP_INT_MAX);
+    p->state = get_bool(r, "partition state") ? NS_PART_LOST : NS_PART_LIVE;
+    claim_block(r, a, &p->block, n, "partition");
+  }
+}
+
+/* A key for a block (server, index) in the hash tables below. */
+static gint64 block_key(const ns_block_t *b) {
+  return (gint64)((uint64_t)(uint32_t)b->server << 32 | (uint32_t)b->index);
+}
+
+/* The partition of n held by block b at its generation, by the table of
+ * block keys to partition numbers, or NULL. */
+static const ns_partition_t *part_by_block(const ns_node_t *n, GHashTable *parts,
+                                           const ns_block_t *b) {
+  gint64 key = block_key(b);
+  gpointer v;
+  if (!g_hash_table_lookup_extended(parts, &key, NULL, &v)) return NULL;
+  const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, GPOINTER_TO_UINT(v));
+  return p->block.generation == b->generation ? p : NULL;
+}
+
+/* Checks one begun repartition against its node's partitions, as
+ * apply_repart_begin() left it: a split moves the upper part of a live
+ * partition to a new block the node holds; a merge moves a whole live
+ * partition into an adjacent one; either may since have been marked lost
+ * (then its partitions may be lost too). No two share a block. */
+static void check_repart(reader_t *r, ns_alloc_t *a, ns_node_t *n, const ns_repart_t *rp,
+                         GHashTable *parts, GHashTable *busy, gint64 *keys) {
+  const ns_partition_t *src = part_by_block(n, parts, &rp->src);
+  if (src == NULL) {
+    fail(r, "repartition %lld moves block %d:%d, not a partition of its namespace",
+         (long long)rp->id, rp->src.server, rp->src.index);
+    return;
+  }
+  keys[0] = block_key(&rp->src);
+  keys[1] = block_key(&rp->dst);
+  if (g_hash_table_contains(busy, &keys[0]) || g_hash_table_contains(busy, &keys[1]) ||
+      keys[0] == keys[1]) {
+    fail(r, "repartition %lld shares a block with another one", (long long)rp->id);
+    return;
+  }
+  g_hash_table_add(busy, &keys[0]);
+  g_hash_table_add(busy, &keys[1]);
+  int lost = src->state == NS_PART_LOST;
+  if (rp->merge) {
+    const ns_partition_t *dst = part_by_block(n, parts, &rp->dst);
+    if (dst == NULL || (dst->hi != src->lo && dst->lo != src->hi) || rp->lo != src->lo ||
+        rp->hi != src->hi) {
+      fail(r, "merge %lld does not move a whole partition into an adjacent one",
+           (long long)rp->id);
+      return;
+    }
+    lost |= dst->state == NS_PART_LOST;
+  } else {
+    if (rp->lo <= src->lo || rp->hi != src->hi || rp->lo >= rp->hi) {
+      fail(r, "split %lld does not move the upper part of its partition", (long long)rp->id);
+      return;
+    }
+    claim_block(r, a, &rp->dst, n, "split");
+  }
+  if (lost && !rp->lost) {
+    fail(r, "repartition %lld has a lost partition but is not marked lost", (long long)rp->id);
+  }
+}
+
+static void get_reparts(dec_t *d, ns_node_t *n) {
+  reader_t *r = &d->r;
+  uint32_t nr = get_count(r, "repartitions", INT32_MAX, REPART_BYTES);
+  if (nr == 0) return;
+  if (n->kind != NS_KIND_KV) {
+    fail(r, "a %s namespace has repartitions (only kv namespaces do)", ns_kind_name(n->kind));
+    return;
+  }
+  n->reparts = g_array_sized_new(FALSE, FALSE, sizeof(ns_repart_t), nr);
+  g_array_set_size(n->reparts, nr);
+  /* Block keys of the partitions, of the blocks repartitions use and the
+   * repartition ids, so the checks take linear time whatever the input. */
+  GHashTable *parts = g_hash_table_new(g_int64_hash, g_int64_equal);
+  GHashTable *busy = g_hash_table_new(g_int64_hash, g_int64_equal);
+  GHashTable *ids = g_hash_table_new(g_int64_hash, g_int64_equal);
+  gint64 *part_keys = g_new(gint64, n->layout.parts->len + 1);
+  gint64 *busy_keys = g_new(gint64, 2 * (gsize)nr);
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    part_keys[i] = block_key(&g_array_index(n->layout.parts, ns_partition_t, i).block);
+    g_hash_table_insert(parts, &part_keys[i], GUINT_TO_POINTER(i));
+  }
+  for (uint32_t i = 0; i < nr && !r->failed; i++) {
+    ns_repart_t *rp = &g_array_index(n->reparts, ns_repart_t, i);
+    rp->id = get_range(r, "repartition id", 1, d->t->last_op_id);
+    rp->merge = get_bool(r, "repartition merge");
+    get_block(r, &rp->src, "repartition src");
+    get_block(r, &rp->dst, "repartition dst");
+    rp->lo = get_i64(r, "repartition lo");
+    rp->hi = get_i64(r, "repartition hi");
+    rp->lost = get_bool(r, "repartition lost");
+    rp->started_ms = d->now_ms;
+    if (r->failed) break;
+    if (!g_hash_table_add(ids, &rp->id)) {
+      fail(r, "repartition id %lld is repeated", (long long)rp->id);
+      break;
+    }
+    check_repart(r, d->t->alloc, n, rp, parts, busy, &busy_keys[2 * i]);
+  }
+  g_hash_table_destroy(parts);
+  g_hash_table_destroy(busy);
+  g_hash_table_destroy(ids);
+  g_free(part_keys);
+  g_free(busy_keys);
+}
+
+/* A leaf's fields after the ones every node has, checked as apply_create()
+ * and the quota checks of later records keep them. */
+static void get_leaf(dec_t *d, ns_node_t *n) {
+  reader_t *r = &d->r;
+  n->layout.version = get_range(r, "layout version", 1, NS_SNAP_INT_MAX);
+  n->max_blocks = get_range32(r, "max_blocks", 0, INT32_MAX);
+  n->initial_blocks = get_range32(r, "initial_blocks", 0, NS_CREATE_BLOCKS_MAX);
+  n->high_wm = get_range32(r, "high watermark", 0, 100);
+  n->low_wm = get_range32(r, "low watermark", 0, 100);
+  if (r->failed) return;
+  int32_t high = n->high_wm > 0 ? n->high_wm : NS_HIGH_WM_DEFAULT;
+  int32_t low = n->low_wm > 0 ? n->low_wm : NS_LOW_WM_DEFAULT;
+  if (low * 2 > high) {
+    fail(r, "low watermark %d is more than half the high one %d", low, high);
+    return;
+  }
+  if (n->max_blocks > 0 && n->initial_blocks > n->max_blocks) {
+    fail(r, "initial_blocks %d is over max_blocks %d", n->initial_blocks, n->max_blocks);
+    return;
+  }
+  get_tags(r, n);
+  get_parts(r, d->t->alloc, n);
+  get_reparts(d, n);
+  if (!r->failed && n->max_blocks > 0 && ns_node_blocks_committed(n) > n->max_blocks) {
+    fail(r, "a namespace holds %d blocks, over its max_blocks %d", ns_node_blocks_committed(n),
+         n->max_blocks);
+  }
+}
+
+/* Checks a name as a path component (path.h): "/" + name must be a valid
+ * path of one component. */
+static int name_ok(reader_t *r, const char *name) {
+  char path[NS_NAME_MAX + 2];
+  char reason[128];
+  size_t len = strlen(name);
+  if (len == 0 || len > NS_NAME_MAX || strchr(name, '/') != NULL) {
+    fail(r, "name \"%.64s\" is empty, longer than %d bytes or contains '/'", name, NS_NAME_MAX);
+    return 0;
+  }
+  path[0] = '/';
+  memcpy(path + 1, name, len + 1);
+  if (ns_path_check(path, reason, sizeof reason) != 0) {
+    fail(r, "name \"%.64s\": %s", name, reason);
+    return 0;
+  }
+  return 1;
+}
+
+/* One open directory of the pre-order walk: its node number, the length of
+ * its path and the name of its last child so far. */
+typedef struct {
+  uint32_t no;
+  size_t path_len;
+  const char *last;
+} frame_t;
+
+/* Reads one node numbered no, links it under its parent (the tree then owns
+ * it) and, for a directory, opens it on the stack. The parent must be an
+ * open directory (one on the path to the previous node) and the name must
+ * sort after its previous sibling's: so the nodes come in exactly the order
+ * the encoder writes them, each name once per directory. */
+static void get_node(dec_t *d, uint32_t no, ns_node_t **nodes, GArray *stack) {
+  reader_t *r = &d->r;
+  uint32_t parent = get_u32(r, "parent");
+  if (r->failed) return;
+  if (parent >= no || nodes[parent]->kind != NS_KIND_DIRECTORY) {
+    fail(r, "the parent %u of node %u is not an earlier directory", parent, no);
+    return;
+  }
+  while (g_array_index(stack, frame_t, stack->len - 1).no != parent) {
+    if (stack->len == 1) {
+      fail(r, "node %u comes after its parent %u's subtree ended (not in pre-order)", no,
+           parent);
+      return;
+    }
+    g_array_set_size(stack, stack->len - 1);
+  }
+  frame_t *top = &g_array_index(stack, frame_t, stack->len - 1);
+  char *name;
+  if (get_str(r, "name", NS_NAME_MAX, &name) != 0) return;
+  if (!name_ok(r, name)) {
+    g_free(name);
+    return;
+  }
+  if (top->last != NULL && strcmp(top->last, name) >= 0) {
+    fail(r, "name \"%s\" comes after \"%s\" in its directory (not sorted, or repeated)", name,
+         top->last);
+    g_free(name);
+    return;
+  }
+  size_t path_len = top->path_len + 1 + strlen(name);
+  if (path_len > NS_PATH_MAX) {
+    fail(r, "the path of node %u is longer than %d bytes", no, NS_PATH_MAX);
+    g_free(name);
+    return;
+  }
+  uint8_t kind = get_u8(r, "kind");
+  if (!r->failed && kind > NS_KIND_KV) fail(r, "unknown kind %u", kind);
+  uint32_t flags = get_u32(r, "node flags");
+  if (!r->failed && (flags & ~NS_FLAG_PINNED) != 0) fail(r, "unknown node flags 0x%x", flags);
+  int64_t created = get_i64(r, "created_wall_ms");
+  int64_t lease_ms = get_range(r, "lease", 0, NS_LEASE_MAX_MS);
+  if (r->failed) {
+    g_free(name);
+    return;
+  }
+  ns_node_t *n = ns__node_new(name, (ns_kind_t)kind, d->now_ms, created);
+  g_free(name);
+  n->flags = flags;
+  n->lease_ms = lease_ms;
+  n->parent = nodes[parent];
+  g_hash_table_insert(n->parent->children, n->name, n);
+  nodes[no] = n;
+  top->last = n->name;
+  if (kind == NS_KIND_DIRECTORY) {
+    d->t->n_dirs++;
+    frame_t f = {.no = no, .path_len = path_len};
+    g_array_append_val(stack, f);
+  } else {
+    d->t->n_leaves++;
+    get_leaf(d, n);
+  }
+}
+
+static void get_nodes(dec_t *d) {
+  reader_t *r = &d->r;
+  int64_t n_dirs = get_i64(r, "n_dirs");
+  int64_t n_leaves = get_i64(r, "n_leaves");
+  if (r->failed) return;
+  int64_t cap = (int64_t)MIN(r->left / NODE_MIN_BYTES, UINT32_MAX - 1);
+  if (n_dirs < 0 || n_leaves < 0 || n_dirs > cap || n_leaves > cap - n_dirs) {
+    fail(r, "%lld directories and %lld leaves cannot fit in the %zu bytes left",
+         (long long)n_dirs, (long long)n_leaves, r->left);
+    return;
+  }
+  uint32_t total = (uint32_t)(n_dirs + n_leaves);
+  ns_node_t **nodes = g_new(ns_node_t *, (gsize)total + 1);
+  nodes[0] = d->t->root;
+  GArray *stack = g_array_new(FALSE, FALSE, sizeof(frame_t));
+  frame_t root = {0};
+  g_array_append_val(stack, root);
+  for (uint32_t no = 1; no <= total && !r->failed; no++) get_node(d, no, nodes, stack);
+  g_array_free(stack, TRUE);
+  g_free(nodes);
+  if (!r->failed && (d->t->n_dirs != n_dirs || d->t->n_leaves != n_leaves)) {
+    fail(r, "%lld directories and %lld leaves were announced, %lld and %lld came",
+         (long long)n_dirs, (long long)n_leaves, (long long)d->t->n_dirs,
+         (long long)d->t->n_leaves);
+  }
+}
+
+/* Every block in use must be held by a namespace (claim_block() already
+ * made sure every held block is in use). */
+static void check_held(reader_t *r, const ns_alloc_t *a) {
+  for (guint i = 0; i < a->servers->len && !r->failed; i++) {
+    const ns_server_t *s = g_ptr_array_index(a->servers, i);
+    for (int32_t b = 0; b < s->nblocks; b++) {
+      if (s->in_use[b] && s->owner[b] == NULL) {
+        fail(r, "block %d:%d is in use but no namespace holds it", s->id, b);
+        return;
+      }
+    }
+  }
+}
+
+int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, int64_t grace_ms,
+                   int64_t now_ms, ns_tree_t **out, ns_snap_meta_t *meta, char *why,
+                   size_t whylen) {
+  *out = NULL;
+  dec_t d = {.r = {.p = data, .left = len, .len = len, .why = why, .whylen = whylen},
+             .now_ms = now_ms};
+  reader_t *r = &d.r;
+  uint8_t version = get_u8(r, "version");
+  if (!r->failed && version != NS_SNAP_VERSION) {
+    fail(r, "encoding version %u is not the version %d this build reads", version,
+         NS_SNAP_VERSION);
+  }
+  ns_snap_meta_t m;
+  m.seq = get_i64(r, "seq");
+  m.wall_ms = get_i64(r, "wall_ms");
+  int64_t n_expired = get_range(r, "n_expired", 0, NS_SNAP_INT_MAX);
+  int64_t last_op_id = get_range(r, "last_op_id", 0, NS_SNAP_INT_MAX);
+  if (r->failed) return MAYFLY_EPROTO;
+  d.t = ns_tree_new(default_lease_ms, grace_ms);
+  d.t->root->renewed_ms = now_ms;
+  d.t->root->subtree_ms = now_ms;
+  d.t->n_expired = n_expired;
+  d.t->last_op_id = last_op_id;
+  get_servers(r, d.t->alloc);
+  if (!r->failed) get_nodes(&d);
+  if (!r->failed) check_held(r, d.t->alloc);
+  if (!r->failed && r->left != 0) fail(r, "%zu bytes left over after the snapshot", r->left);
+  if (r->failed) {
+    ns_tree_free(d.t);
+    return MAYFLY_EPROTO;
+  }
+  *out = d.t;
+  *meta = m;
+  return 0;
+}
