@@ -6,7 +6,11 @@
  * them to the callback. After an error the thread reconnects with a backoff
  * and carries on from the same epoch and seq, so a reconnection loses
  * nothing the directory still holds and the directory reports the rest as a
- * gap.
+ * gap. After a directory restart (a new epoch) the first thing delivered
+ * is a GAP of unknown count, and when the node did not survive the
+ * restart, REMOVED after it (the directory sends both); the listener then
+ * ends as after any REMOVED (mayfly_listener_next: MAYFLY_ENOENT), never
+ * silently.
  *
  * Locking: `lock` guards the buffer, the drop counters, `stop`, `error` and
  * `self_close`; the poll state (epoch, last_seq, the connection) belongs to
@@ -125,6 +129,24 @@ static mayfly_event_t *event_from(const MayflyEvent *me) {
   return ev;
 }
 
+/* Whether a watch reply opens with a GAP. */
+static int starts_with_gap(const MayflyWatchReply *r) {
+  return r->events->len > 0 &&
+         (int)((const MayflyEvent *)g_ptr_array_index(r->events, 0))->kind == (int)MAYFLY_EV_GAP;
+}
+
+/* The GAP of unknown count that stands for an epoch change. */
+static mayfly_event_t *epoch_gap(const mayfly_listener_t *l, const MayflyWatchReply *r) {
+  mayfly_event_t *gap = g_new0(mayfly_event_t, 1);
+  gap->kind = MAYFLY_EV_GAP;
+  gap->path = g_strdup(l->path);
+  gap->seq = r->last_seq;
+  gap->offset = 0;
+  gap->length = -1;
+  gap->time_ms = g_get_real_time() / 1000;
+  return gap;
+}
+
 /* One watch call. *reply is the directory's answer on success (unref it). */
 static int watch_call(mayfly_listener_t *l, int64_t epoch, int64_t after, int max, int timeout_ms,
                       MayflyWatchReply **reply) {
@@ -224,27 +246,37 @@ static gpointer run(gpointer data) {
       continue;
     }
     backoff = BACKOFF_MIN_MS;
+    GPtrArray *evs = g_ptr_array_new_with_free_func((GDestroyNotify)mayfly_event_free);
+    if (r->epoch != l->epoch && !starts_with_gap(r)) {
+      /* Another life of the directory (it restarted): our numbers mean
+       * nothing there, so whatever happened meanwhile is a GAP for the
+       * user, even if the directory did not say so. */
+      g_ptr_array_add(evs, epoch_gap(l, r));
+    }
+    for (guint i = 0; i < r->events->len; i++) {
+      g_ptr_array_add(evs, event_from(g_ptr_array_index(r->events, i)));
+    }
     l->epoch = r->epoch;
     l->last_seq = r->last_seq;
+    g_object_unref(r);
     if (l->cb != NULL) {
-      for (guint i = 0; i < r->events->len; i++) {
+      for (guint i = 0; i < evs->len; i++) {
         g_mutex_lock(&l->lock);
         stop = l->stop;
         g_mutex_unlock(&l->lock);
         if (stop) break;
-        mayfly_event_t *ev = event_from(g_ptr_array_index(r->events, i));
-        l->cb(l, ev, l->user_data);
-        mayfly_event_free(ev);
+        l->cb(l, g_ptr_array_index(evs, i), l->user_data);
       }
-    } else if (r->events->len > 0) {
+    } else if (evs->len > 0) {
       g_mutex_lock(&l->lock);
-      for (guint i = 0; i < r->events->len; i++) {
-        buffer_event(l, event_from(g_ptr_array_index(r->events, i)));
+      for (guint i = 0; i < evs->len; i++) {
+        buffer_event(l, g_ptr_array_index(evs, i)); /* taken: the array frees NULL */
+        g_ptr_array_index(evs, i) = NULL;
       }
       g_cond_broadcast(&l->cond);
       g_mutex_unlock(&l->lock);
     }
-    g_object_unref(r);
+    g_ptr_array_free(evs, TRUE);
   }
   g_mutex_lock(&l->lock);
   l->error = end != 0 ? end : MAYFLY_EIO;

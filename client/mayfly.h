@@ -296,7 +296,12 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
  * event of that node, in the order they happened, whatever the layout
  * (splits, merges, growth and shrink change nothing). A write is answered
  * only once its event is numbered, so the events of one writer come in the
- * writer's order even across partitions. Events are never lost silently: a
+ * writer's order even across partitions. While the directory is unreachable
+ * a write to a watched namespace is therefore not answered until the
+ * directory is back (the call may time out: the write was applied and its
+ * event comes later), and once the memory server knows the directory is
+ * unreachable such writes fail with MAYFLY_EDIRDOWN, applied nothing, so
+ * trying again later is safe. Events are never lost silently: a
  * listener that misses some (it fell more than 4096 events behind, its own
  * buffer overflowed, it reconnected after a directory restart) receives a
  * MAYFLY_EV_GAP event saying which seqs it missed (offset = first missing
@@ -310,7 +315,9 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
  * to two heartbeat periods), so every write made after it returns is
  * delivered. When the node is removed the
  * listener delivers MAYFLY_EV_REMOVED (if its mask takes it) and then
- * mayfly_listener_next returns MAYFLY_ENOENT.
+ * mayfly_listener_next returns MAYFLY_ENOENT. After a directory restart the
+ * first event is a GAP of unknown count; a node that did not survive the
+ * restart gives that GAP, then REMOVED, then the end (MAYFLY_ENOENT).
  */
 typedef enum {
   MAYFLY_EV_PUT = 1,           /* kv: key, length = key bytes */

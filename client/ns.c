@@ -135,10 +135,21 @@ int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t ex
 
 /* --- lease renewal --- */
 
+/* After a failed renewal the next try comes this soon, doubling up to the
+ * period. */
+#define RENEW_RETRY_MIN_MS 100
+
 /* Renews every mounted namespace in one call per period: a third of the
- * shortest lease among them, so two renewals can be lost before expiry. */
+ * shortest lease among them, so two renewals can be lost before expiry. A
+ * renewal that fails (the directory is down or restarting: the control
+ * connection reconnects by itself at the next call) is tried again sooner,
+ * so renewals resume as soon as a directory answers; a restarted directory
+ * restarts every lease in full, so nothing expires meanwhile. Paths a
+ * directory does not know (an in-memory one that restarted) stay mounted
+ * and are renewed again should they come back. */
 static gpointer renewer(gpointer data) {
   mayfly_client_t *c = data;
+  int64_t retry = RENEW_RETRY_MIN_MS;
   g_mutex_lock(&c->lock);
   while (!c->stopping) {
     int64_t period = 0;
@@ -152,11 +163,19 @@ static gpointer renewer(gpointer data) {
       if (period == 0 || lease / 3 < period) period = lease / 3;
     }
     g_mutex_unlock(&c->lock);
+    int rc = 0;
     if (paths->len > 0) {
-      mayfly_renew(c, (const char *const *)paths->pdata, paths->len, NULL, NULL, NULL);
+      rc = mayfly_renew(c, (const char *const *)paths->pdata, paths->len, NULL, NULL, NULL);
     }
     g_ptr_array_free(paths, TRUE);
     if (period < 20) period = period > 0 ? 20 : 1000;
+    if (rc != 0) {
+      int64_t wait = MIN(retry, period);
+      retry = MIN(retry * 2, period);
+      period = wait;
+    } else {
+      retry = RENEW_RETRY_MIN_MS;
+    }
     g_mutex_lock(&c->lock);
     int64_t until = g_get_monotonic_time() + period * 1000;
     while (!c->stopping && g_cond_wait_until(&c->renew_cond, &c->lock, until)) {

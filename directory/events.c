@@ -422,6 +422,35 @@ static int defer(const dir_watch_req_t *req, dir_evlog_t *log, dir_watch_res_t *
   return 1;
 }
 
+/* A watcher from another epoch (the directory restarted since its last
+ * watch) whose node does not exist now: whatever happened to the node in
+ * between, it hears that it may have missed events (a GAP of unknown
+ * count) and that the node is gone (REMOVED, if its mask takes it), never a
+ * silent end. The answer carries the new epoch and the seq to go on from
+ * (the path's log's, or 0), so the watcher's next watch ends with
+ * MAYFLY_ENOENT unless the node was created again. */
+static void gone_in_new_epoch(dir_events_t *ev, const dir_watch_req_t *req,
+                              dir_watch_res_t *res) {
+  const dir_evlog_t *log = dir_events_find(ev, req->path);
+  res->last_seq = log != NULL ? log->last_seq : 0;
+  const char *path = log != NULL ? log->path : req->path;
+  int64_t wall = mf_wall_ms();
+  dir_event_t gap = {.seq = res->last_seq,
+                     .kind = DIR_EV_GAP,
+                     .path = (char *)path,
+                     .offset = 0,
+                     .length = -1,
+                     .time_ms = wall};
+  g_array_append_val(res->events, gap);
+  if (req->mask == 0 || (req->mask & DIR_EV_BIT(DIR_EV_REMOVED))) {
+    dir_event_t removed = {.seq = res->last_seq,
+                           .kind = DIR_EV_REMOVED,
+                           .path = (char *)path,
+                           .time_ms = wall};
+    g_array_append_val(res->events, removed);
+  }
+}
+
 int dir_events_watch(dir_events_t *ev, const ns_tree_t *t, const dir_watch_req_t *req,
                      int64_t now, dir_watch_res_t *res, char *why, size_t whylen) {
   int rc = ns_path_check(req->path, why, whylen);
@@ -449,6 +478,9 @@ int dir_events_watch(dir_events_t *ev, const ns_tree_t *t, const dir_watch_req_t
   dir_evlog_t *log;
   if (n != NULL) {
     log = dir_events_open(ev, req->path);
+  } else if (req->epoch != 0 && req->epoch != ev->epoch) {
+    gone_in_new_epoch(ev, req, res);
+    return 0;
   } else {
     /* A removed node's watcher still gets what it has not seen, REMOVED
      * last; after that, and for anyone else, the path does not exist. */

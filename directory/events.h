@@ -15,7 +15,9 @@
  * when it fell behind the ring, or the counter moved while nobody watched
  * (events are counted but not kept then), it gets a GAP event that says
  * which seqs it missed. The log's numbers are valid within one `epoch` (the
- * directory's start time); a restarted directory starts new logs.
+ * directory's start time); a restarted directory starts new logs, and a
+ * watcher of an earlier epoch starts afresh with a GAP of unknown count, or,
+ * when its node does not exist any more, a GAP then REMOVED.
  *
  * Lifetime. A log is created by the first watch of its path and lives as long
  * as the node; when the node goes, its log becomes a tombstone (removed = 1)
@@ -259,8 +261,14 @@ typedef struct dir_watch_res {
  * the events after after_seq. Starting afresh (epoch 0 or stale, or a seq
  * from another life of the log) answers last_seq only, with a GAP unless
  * epoch was 0, and waits first, when it can, until the data watch is in
- * force on every memory server. A watch with nothing to report defers when
- * it can. Returns 0, MAYFLY_EBADPATH or another ns_path_check error,
+ * force on every memory server. A watch from another epoch (epoch neither
+ * 0 nor ev->epoch: the directory restarted since) of a path that does not
+ * exist answers a GAP (unknown count) then REMOVED (when the mask takes
+ * it), with the new epoch and last_seq 0 (the path's tombstone's seq if it
+ * has one), never MAYFLY_ENOENT: a listener whose node went with the
+ * restart is told, not left to end silently. A watch with nothing to
+ * report defers when it can. Returns 0, MAYFLY_EBADPATH or another
+ * ns_path_check error,
  * MAYFLY_EINVAL (mask, epoch, after_seq, max or timeout_ms out of range:
  * `why` says which) or MAYFLY_ENOENT.
  */

@@ -12,6 +12,7 @@
 #include "common/log.h"
 
 #define STOP_REQUEST (-1)
+#define REREGISTER_REQUEST (-2)
 
 struct ms_control {
   uv_loop_t *loop;
@@ -29,6 +30,8 @@ struct ms_control {
   gint blocks_used;
   gint64 max_generation;
   gint server_id_pub;  /* server_id, for other threads */
+  gint registrations;  /* successful registrations so far (atomic) */
+  gint rereg_of;       /* ms_control_reregister's registration (atomic) */
   GCond applied_cond;  /* the loop applied a watched list (under lock) */
   uint64_t applied;    /* ticket of the last watched list applied (under lock) */
   int stopping;        /* (under lock) */
@@ -73,6 +76,7 @@ static int do_register(ms_control_t *c) {
                            c->incarnation, &r);
   if (rc == 0) {
     set_server_id(c, r->server_id);
+    g_atomic_int_inc(&c->registrations);
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
     ms_event_t *e = g_new0(ms_event_t, 1);
     e->type = MS_EV_RECONCILE;
@@ -127,25 +131,31 @@ static void set_watched(ms_control_t *c, GArray *pairs) {
   g_mutex_unlock(&c->lock);
 }
 
-/* Forgets the directory's watches (it went away or forgot this server). */
-static void clear_watched(ms_control_t *c) {
-  if (c->watched->len > 0) set_watched(c, g_array_new(FALSE, FALSE, sizeof(int64_t)));
-}
 
-
-static void do_heartbeat(ms_control_t *c) {
+/* One heartbeat. On failure the server counts as unregistered (the
+ * caller registers again at once): the directory is unreachable, or it
+ * answered MAYFLY_ESERVER because it restarted and has not seen this server
+ * register since. The watched list stays as the directory last said: until
+ * a directory says otherwise, writes to those blocks are published (held,
+ * or refused while unreachable: publish.h), never answered without their
+ * event. Returns 0 or the error. */
+static int do_heartbeat(ms_control_t *c) {
   MayflyDirectoryIf *i;
-  if (mf_ctl_begin(c->ctl, &i) != 0) {
+  int rc = mf_ctl_begin(c->ctl, &i);
+  if (rc != 0) {
+    if (!c->warned) {
+      MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
+    }
+    c->warned = 1;
     set_server_id(c, 0);
-    clear_watched(c);
-    return;
+    return rc;
   }
   MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
   MayflyError *err = NULL;
   GError *gerr = NULL;
   gboolean ok = mayfly_directory_if_heartbeat(i, &r, c->server_id,
                                               g_atomic_int_get(&c->blocks_used), &err, &gerr);
-  int rc = mf_ctl_end(c->ctl, ok, err, gerr);
+  rc = mf_ctl_end(c->ctl, ok, err, gerr);
   if (rc == 0) {
     for (guint k = 0; k < r->release->len; k++) {
       MayflyBlockRef *b = g_ptr_array_index(r->release, k);
@@ -165,10 +175,11 @@ static void do_heartbeat(ms_control_t *c) {
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
     MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
+    c->warned = 1;
     set_server_id(c, 0);
-    clear_watched(c);
   }
   g_object_unref(r);
+  return rc;
 }
 
 static void do_verify(ms_control_t *c, int32_t index) {
@@ -212,14 +223,27 @@ static gpointer run(gpointer data) {
         next_beat = now + c->heartbeat_ms;
       }
     } else if (now >= next_beat) {
-      do_heartbeat(c);
+      /* A failed heartbeat registers again at once (the loop's top). */
+      if (do_heartbeat(c) != 0) continue;
       next_beat = now + c->heartbeat_ms;
     }
     g_atomic_int_set(&c->server_id_pub, c->server_id);
     int64_t wait = next_beat - mf_now_ms();
     gpointer req = g_async_queue_timeout_pop(c->requests, (guint64)(wait > 0 ? wait : 1) * 1000);
     if (req == GINT_TO_POINTER(STOP_REQUEST)) break;
-    if (req != NULL) do_verify(c, GPOINTER_TO_INT(req) - 1);
+    if (req == GINT_TO_POINTER(REREGISTER_REQUEST)) {
+      /* The publisher found the directory does not know this registration
+       * (it restarted): register at once rather than at the next heartbeat,
+       * unless a registration since did already. */
+      if (c->server_id != 0 &&
+          g_atomic_int_get(&c->rereg_of) == g_atomic_int_get(&c->registrations)) {
+        MF_INFO("directory %s: it does not know server %d any more; registering again",
+                c->directory, c->server_id);
+        set_server_id(c, 0);
+      }
+    } else if (req != NULL) {
+      do_verify(c, GPOINTER_TO_INT(req) - 1);
+    }
   }
   return NULL;
 }
@@ -257,6 +281,15 @@ int32_t ms_control_server_id(ms_control_t *c) {
 
 void *ms_control_data(ms_control_t *c) {
   return c->data;
+}
+
+uint32_t ms_control_registration(ms_control_t *c) {
+  return (uint32_t)g_atomic_int_get(&c->registrations);
+}
+
+void ms_control_reregister(ms_control_t *c, uint32_t registration) {
+  g_atomic_int_set(&c->rereg_of, (gint)registration);
+  g_async_queue_push(c->requests, GINT_TO_POINTER(REREGISTER_REQUEST));
 }
 
 void ms_control_verify(ms_control_t *c, int32_t index) {

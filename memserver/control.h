@@ -5,7 +5,13 @@
  * and checks block references on request. It registers with an incarnation
  * id drawn at start, the same for every registration of this process, so the
  * directory can tell a restart of the server (its old blocks are lost) from
- * a restart of the directory (they are kept). The loop
+ * a restart of the directory (they are kept). A heartbeat that fails (the
+ * directory is unreachable, or it restarted and answers MAYFLY_ESERVER)
+ * makes the thread register again at once, and again every 500 ms until it
+ * can; each registration's reply lists the blocks the directory holds here
+ * (MS_EV_RECONCILE: the loop keeps those at the same generation and
+ * releases the rest). The watched list stays what the directory last said
+ * across such an outage. The loop
  * never blocks on the directory: it posts requests (ms_control_verify) and
  * receives results through a locked queue and uv_async_send, drained whole
  * on the loop (ms_control_take).
@@ -69,6 +75,15 @@ void ms_event_free(ms_event_t *e);
 
 /* The id the directory gave this server; 0 while not registered. Any thread. */
 int32_t ms_control_server_id(ms_control_t *c);
+
+/* How many times the server registered so far (any thread): a
+ * registration a caller saw fail is told apart from a newer one. */
+uint32_t ms_control_registration(ms_control_t *c);
+
+/* Says the directory refused this server's id (MAYFLY_ESERVER: it
+ * restarted) while ms_control_registration() was `registration`: the
+ * thread registers again at once, unless it did since. Any thread. */
+void ms_control_reregister(ms_control_t *c, uint32_t registration);
 
 /* The opaque pointer given at start. */
 void *ms_control_data(ms_control_t *c);

@@ -13,9 +13,13 @@
 
 /* A write on watched block b succeeded: queues its data event and answers
  * `req` (status 0, the other fields as for ms__reply()) once the event, and
- * every one before it, is published. Holds a reference on the connection;
- * the reply's bytes count in its reply backlog meanwhile (mf_net_reserve),
- * so the backlog caps stop a connection piling them up. */
+ * every one before it, is published; however long the directory takes
+ * (publish.h: never an ack without its event). Holds a reference on the
+ * connection; the reply's bytes and the queued event's count in its reply
+ * backlog meanwhile (mf_net_reserve), so the backlog caps
+ * (--max-reply-backlog, --max-reply-backlog-total) bound what an outage of
+ * the directory piles up: a connection at its cap is not served until the
+ * held replies go. */
 void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
                             size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
                             uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
@@ -26,25 +30,26 @@ void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void
   aw->c = c;
   aw->upto = id;
   aw->bytes = g_byte_array_sized_new(WIRE_HEADER_SIZE + plen);
+  aw->reserved = WIRE_HEADER_SIZE + plen + ms_publisher_event_size(key != NULL ? klen : 0);
   uint8_t hdr[WIRE_HEADER_SIZE];
   ms__reply_header(req, 0, flags, a0, 0, 0, plen, hdr);
   g_byte_array_append(aw->bytes, hdr, WIRE_HEADER_SIZE);
   if (plen > 0) g_byte_array_append(aw->bytes, payload, plen);
-  mf_net_reserve(&c->net, aw->bytes->len);
+  mf_net_reserve(&c->net, aw->reserved);
   mf_net_conn_ref(&c->net);
   g_queue_push_tail(&c->srv->awaiting, aw);
 }
 
-/* Sends the replies whose events are published (all of them when `all`),
- * each connection's in one write. */
-void ms__release_published(ms_server_t *s, int all) {
-  uint64_t done = all ? UINT64_MAX : ms_publisher_done(s->pub);
+/* Sends the replies whose events are published (with `send` 0, frees every
+ * one unsent), each connection's in one write. */
+static void release(ms_server_t *s, int send) {
+  uint64_t done = send ? ms_publisher_done(s->pub) : UINT64_MAX;
   GPtrArray *touched = g_ptr_array_new();
   awaiting_t *aw;
   while ((aw = g_queue_peek_head(&s->awaiting)) != NULL && aw->upto <= done) {
     g_queue_pop_head(&s->awaiting);
-    mf_net_unreserve(&aw->c->net, aw->bytes->len);
-    if (!aw->c->net.closing) {
+    mf_net_unreserve(&aw->c->net, aw->reserved);
+    if (send && !aw->c->net.closing) {
       mf_net_send(&aw->c->net, aw->bytes->data, aw->bytes->len);
       if (touched->len == 0 || g_ptr_array_index(touched, touched->len - 1) != aw->c) {
         mf_net_conn_ref(&aw->c->net);
@@ -63,8 +68,16 @@ void ms__release_published(ms_server_t *s, int all) {
   g_ptr_array_free(touched, TRUE);
 }
 
+void ms__release_published(ms_server_t *s) {
+  release(s, 1);
+}
+
+void ms__drop_published(ms_server_t *s) {
+  release(s, 0);
+}
+
 void ms__on_published(uv_async_t *a) {
-  ms__release_published(ms_publisher_data(a->data), 0);
+  ms__release_published(ms_publisher_data(a->data));
 }
 
 /* Keeps a copy of a request frame, in order, to serve later (replay). The

@@ -36,6 +36,22 @@ static int kind_of(uint8_t op) {
   }
 }
 
+/* Whether the opcode changes a block in a way that makes a data event on a
+ * watched block (defer.c, ms__reply_published). */
+static int makes_event(const wire_hdr_t *h) {
+  switch (h->opcode) {
+    case WIRE_OP_KV_PUT:
+    case WIRE_OP_KV_DEL:
+    case WIRE_OP_Q_PUSH:
+    case WIRE_OP_Q_POP:
+      return 1;
+    case WIRE_OP_FILE_WRITE:
+      return h->payload_len > 0;
+    default:
+      return 0;
+  }
+}
+
 /* Another memory server moves entries here (or takes them back). */
 static void handle_migrate(conn_t *c, store_block_t *b, const wire_hdr_t *h,
                            const uint8_t *payload) {
@@ -324,6 +340,12 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
   }
   if (rc != 0) {
     ms__reply_status(c, h, rc);
+    return;
+  }
+  if (b->watched && makes_event(h) && ms_publisher_refusing(c->srv->pub)) {
+    /* Its event could not be numbered now (publish.h): refused before
+     * anything is applied, so the caller may simply try again later. */
+    ms__reply_status(c, h, MAYFLY_EDIRDOWN);
     return;
   }
   switch (kind) {

@@ -92,7 +92,8 @@ typedef struct {
 typedef struct {
   conn_t *c;
   GByteArray *bytes;
-  uint64_t upto; /* the publisher's event id */
+  uint64_t upto;   /* the publisher's event id */
+  size_t reserved; /* reply and event bytes counted in c's reply backlog */
 } awaiting_t;
 
 
@@ -128,7 +129,13 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
 void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
                          size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
                          uint16_t flags, uint64_t a0, const void *payload, uint32_t plen);
-void ms__release_published(ms_server_t *s, int all);
+/* Sends the replies whose events the directory took, each connection's in
+ * one write. */
+void ms__release_published(ms_server_t *s);
+/* Frees every held reply without sending it (the server stops: their
+ * events will never be numbered, so their writes are never acknowledged;
+ * the clients see their connections close). */
+void ms__drop_published(ms_server_t *s);
 void ms__on_published(uv_async_t *a);
 void ms__park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len);
 void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len);

@@ -27,19 +27,22 @@ struct ms_publisher {
   ms_control_t *ctl;
   GThread *thread;
   GMutex lock; /* pending, done, stop */
-  GCond cond;
+  GCond cond;  /* events queued, or stop */
   GQueue pending; /* ms_pub_event_t *, oldest first */
   uint64_t done;
   int stop;
+  gint down;   /* atomic: the last publish call failed (ms_publisher_refusing) */
   uint64_t next_id; /* the loop's */
   /* The thread's. */
   mf_ctl_t *mctl;
   int failing;
 };
 
-/* Publishes one batch. Returns 0 or an error (logged once per outage). */
-static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n) {
+/* Publishes one batch as the server registered now (*server_id gets its
+ * id, 0 when unregistered). Returns 0 or an error (logged once per outage). */
+static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n, int32_t *server_id_out) {
   int32_t server_id = ms_control_server_id(p->ctl);
+  *server_id_out = server_id;
   int rc = 0;
   if (server_id == 0) {
     rc = MAYFLY_ESERVER;
@@ -73,8 +76,8 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n) {
     g_ptr_array_free(events, TRUE);
   }
   if (rc != 0 && !p->failing) {
-    MF_WARN("directory %s: cannot publish %u data events: %s; writes are answered anyway "
-            "(watchers miss these events)",
+    MF_WARN("directory %s: cannot publish %u data events: %s; their writes stay unanswered "
+            "(retrying) and new writes to watched blocks are refused until it takes them",
             p->directory, n, mf_last_error()[0] ? mf_last_error() : mayfly_strerror(rc));
   } else if (rc == 0 && p->failing) {
     MF_INFO("directory %s: publishing data events again", p->directory);
@@ -83,28 +86,60 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n) {
   return rc;
 }
 
+/* Waits ms unless stopped; returns 1 when stopped. */
+static int pause_unless_stopped(ms_publisher_t *p, int ms) {
+  int64_t until = g_get_monotonic_time() + (int64_t)ms * 1000;
+  g_mutex_lock(&p->lock);
+  while (!p->stop && g_cond_wait_until(&p->cond, &p->lock, until)) {
+  }
+  int stop = p->stop;
+  g_mutex_unlock(&p->lock);
+  return stop;
+}
+
 static gpointer run(gpointer data) {
   ms_publisher_t *p = data;
   ms_pub_event_t **batch = g_new(ms_pub_event_t *, MS_PUB_BATCH_MAX);
+  guint n = 0; /* events of a batch not yet taken by the directory */
+  int backoff = MS_PUB_RETRY_MIN_MS;
   for (;;) {
     g_mutex_lock(&p->lock);
-    while (!p->stop && g_queue_is_empty(&p->pending)) g_cond_wait(&p->cond, &p->lock);
+    while (!p->stop && n == 0 && g_queue_is_empty(&p->pending)) g_cond_wait(&p->cond, &p->lock);
     if (p->stop) {
       g_mutex_unlock(&p->lock);
       break;
     }
-    guint n = 0;
+    /* A batch being retried takes the events queued since, after its own:
+     * the order stays the writers'. */
     while (n < MS_PUB_BATCH_MAX && !g_queue_is_empty(&p->pending)) {
       batch[n++] = g_queue_pop_head(&p->pending);
     }
     g_mutex_unlock(&p->lock);
-    publish(p, batch, n);
+    uint32_t registration = ms_control_registration(p->ctl);
+    int32_t server_id = 0;
+    int rc = publish(p, batch, n, &server_id);
+    if (rc != 0) {
+      /* Nothing is answered: the batch waits for the directory. */
+      g_atomic_int_set(&p->down, 1);
+      if ((rc == MAYFLY_ESERVER || rc == MAYFLY_EINVAL) && server_id != 0) {
+        /* The directory does not know this server as the id it publishes
+         * with (it restarted): register again, then publish. */
+        ms_control_reregister(p->ctl, registration);
+      }
+      if (pause_unless_stopped(p, backoff)) break;
+      backoff = MIN(backoff * 2, MS_PUB_RETRY_MAX_MS);
+      continue;
+    }
+    backoff = MS_PUB_RETRY_MIN_MS;
+    g_atomic_int_set(&p->down, 0);
     g_mutex_lock(&p->lock);
     p->done = batch[n - 1]->id;
     g_mutex_unlock(&p->lock);
     uv_async_send(&p->async);
     for (guint i = 0; i < n; i++) g_free(batch[i]);
+    n = 0;
   }
+  for (guint i = 0; i < n; i++) g_free(batch[i]);
   g_free(batch);
   return NULL;
 }
@@ -143,6 +178,14 @@ uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, 
   g_cond_signal(&p->cond);
   g_mutex_unlock(&p->lock);
   return id;
+}
+
+size_t ms_publisher_event_size(size_t klen) {
+  return sizeof(ms_pub_event_t) + MIN(klen, (size_t)MS_PUB_KEY_MAX);
+}
+
+int ms_publisher_refusing(ms_publisher_t *p) {
+  return g_atomic_int_get(&p->down) || ms_control_server_id(p->ctl) == 0;
 }
 
 uint64_t ms_publisher_done(ms_publisher_t *p) {

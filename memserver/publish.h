@@ -12,20 +12,32 @@
  * that sees its ack knows its event is numbered, and the events of one
  * writer keep its order even across partitions on different servers.
  *
- * When publishing fails (the directory is unreachable or does not know this
- * server), the events are dropped with a warning and the replies are sent
- * anyway: writes are never held for longer than one publish call's timeout
- * (MS_PUB_TIMEOUT_MS). The directory did not number those events, so no
- * watcher sees them; a listener learns of such a loss as a gap only if the
- * directory restarted (its epoch changes) or the watch lapsed (the directory
- * stops asking for data events after DIR_WATCH_WINDOW_MS without a watch,
- * and records a gap when it starts again).
+ * A write is never acknowledged without its event. When a publish call
+ * fails (the directory is stopped, dead, restarting, or does not know this
+ * server any more), the batch is kept and tried again, with a back-off from
+ * MS_PUB_RETRY_MIN_MS to MS_PUB_RETRY_MAX_MS, until the directory takes it;
+ * the replies stay held meanwhile (a client whose call times out first
+ * gets MAYFLY_ETIMEDOUT: its write was applied and its event comes once the
+ * directory is back). A directory that answers MAYFLY_ESERVER restarted and
+ * does not know this server: the publisher asks the control thread to
+ * register again (ms_control_reregister) and publishes once it has. While
+ * the publisher knows the directory is unreachable (its last call failed
+ * and none succeeded since, or the server is not registered), it refuses:
+ * ms_publisher_refusing() says so, and the loop answers new writes to
+ * watched blocks MAYFLY_EDIRDOWN before applying them (never after: the
+ * caller would retry and apply the write twice). Held replies and their
+ * queued events are bounded by the connections' reply-backlog caps (the
+ * loop reserves both there, defer.c). A batch whose call timed out may have
+ * been numbered by a directory that was only slow (SIGSTOP): sending it
+ * again can deliver those events twice, never zero times.
  *
- * Thread use: add, done and take_id on the loop; the thread is internal.
+ * Thread use: add, done, refusing and take_id on the loop; the thread is
+ * internal.
  */
 #ifndef MAYFLY_MS_PUBLISH_H
 #define MAYFLY_MS_PUBLISH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -42,8 +54,11 @@
 #define MS_PUB_KEY_MAX 1024
 /* Most events in one publish call (the directory takes up to 4096). */
 #define MS_PUB_BATCH_MAX 1024
-/* How long one publish call may take before the replies go out anyway. */
+/* How long one publish call may take before it counts as failed. */
 #define MS_PUB_TIMEOUT_MS 2000
+/* Back-off between attempts to publish a batch the directory did not take. */
+#define MS_PUB_RETRY_MIN_MS 50
+#define MS_PUB_RETRY_MAX_MS 1000
 
 typedef struct ms_publisher ms_publisher_t;
 
@@ -59,14 +74,24 @@ ms_publisher_t *ms_publisher_start(uv_loop_t *loop, const char *directory, ms_co
 uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, int kind,
                           const void *key, size_t klen, int64_t offset, int64_t length);
 
-/* The highest id whose publish call is over (published, or given up). */
+/* The memory an event queued with a key of klen bytes takes until it is
+ * published (for the caller's caps). */
+size_t ms_publisher_event_size(size_t klen);
+
+/* The highest id whose events the directory took (every event up to it). */
 uint64_t ms_publisher_done(ms_publisher_t *p);
+
+/* 1 while the directory is known to be unreachable (the last publish call
+ * failed and none succeeded since, or the server is not registered): new
+ * writes to watched blocks are then refused (MAYFLY_EDIRDOWN). Any thread. */
+int ms_publisher_refusing(ms_publisher_t *p);
 
 void *ms_publisher_data(ms_publisher_t *p);
 
 /* Stops the thread (waiting for a call in progress) and frees everything;
- * events not yet published are dropped. The async handle is closed: run the
- * loop once more afterwards. */
+ * events not yet published are dropped (their writers' replies must not be
+ * sent: ms__drop_published). The async handle is closed: run the loop once
+ * more afterwards. */
 void ms_publisher_stop(ms_publisher_t *p);
 
 #endif /* MAYFLY_MS_PUBLISH_H */

@@ -209,10 +209,11 @@ void ms_server_stop(ms_server_t *s) {
   if (s == NULL || s->stopping) return;
   s->stopping = 1;
   ms_control_stop(s->ctl);
-  /* Replies held for events not yet published go out now: nobody will
-   * publish them any more. */
+  /* Replies held for events not yet published are never sent: nobody will
+   * number those events now, and a write is not acknowledged without its
+   * event (its client sees the connection close). */
   ms_publisher_stop(s->pub);
-  ms__release_published(s, 1);
+  ms__drop_published(s);
   /* Requests still waiting for the directory will not be answered now. */
   GHashTableIter it;
   gpointer key;

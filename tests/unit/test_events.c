@@ -540,6 +540,69 @@ static void test_watch_starts_from_now_collects_after_seq_and_defers_only_when_i
   teardown(&f);
 }
 
+static void test_a_watcher_from_another_epoch_whose_node_is_gone_gets_gap_then_removed(void) {
+  fixture_t f;
+  setup(&f);
+  server_and_kv(&f, "/kv");
+  char why[160] = "";
+  int64_t now = mf_now_ms();
+  dir_watch_res_t res = {.events = g_array_new(FALSE, FALSE, sizeof(dir_event_t))};
+  /* The directory restarted (epoch 42 now, the watcher saw 7) and /gone
+   * is not in its tree: GAP of unknown count, then REMOVED, new epoch. */
+  dir_watch_req_t req = {.path = "/gone", .epoch = 7, .after_seq = 30, .can_defer = 1,
+                         .timeout_ms = 1000, .armed = never_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), 0);
+  CU_ASSERT_PTR_NULL(res.defer_log);
+  MF_ASSERT_EQ(res.epoch, 42);
+  MF_ASSERT_EQ(res.last_seq, 0);
+  MF_ASSERT_EQ(res.events->len, 2);
+  if (res.events->len == 2) {
+    MF_ASSERT_EQ(at(res.events, 0)->kind, DIR_EV_GAP);
+    MF_ASSERT_EQ(at(res.events, 0)->offset, 0);
+    MF_ASSERT_EQ(at(res.events, 0)->length, -1);
+    CU_ASSERT_STRING_EQUAL(at(res.events, 0)->path, "/gone");
+    MF_ASSERT_EQ(at(res.events, 1)->kind, DIR_EV_REMOVED);
+    CU_ASSERT_STRING_EQUAL(at(res.events, 1)->path, "/gone");
+  }
+  /* Nothing was created for it, and its next watch (new epoch) ends. */
+  CU_ASSERT_PTR_NULL(dir_events_find(f.ev, "/gone"));
+  req.epoch = res.epoch;
+  req.after_seq = res.last_seq;
+  g_array_set_size(res.events, 0);
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &req, now, &res, why, sizeof why), MAYFLY_ENOENT);
+
+  /* A mask without REMOVED still gets the GAP (a GAP always passes). */
+  dir_watch_req_t data_only = {.path = "/gone", .epoch = 7, .mask = DIR_EV_DATA_MASK,
+                               .armed = always_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &data_only, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.events->len, 1);
+  if (res.events->len == 1) MF_ASSERT_EQ(at(res.events, 0)->kind, DIR_EV_GAP);
+  g_array_set_size(res.events, 0);
+
+  /* A node removed in the new epoch leaves a tombstone: the old-epoch
+   * watcher goes on from its seq, so it does not get REMOVED twice. */
+  dir_watch_req_t fresh = {.path = "/kv", .armed = always_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &fresh, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(apply(&f, (ns_record_t){.type = NS_REC_REMOVE, .path = "/kv"}), 0);
+  dir_evlog_t *log = dir_events_find(f.ev, "/kv");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+  CU_ASSERT(log->removed);
+  g_array_set_size(res.events, 0);
+  dir_watch_req_t old = {.path = "/kv", .epoch = 7, .after_seq = 5, .armed = always_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &old, now, &res, why, sizeof why), 0);
+  MF_ASSERT_EQ(res.last_seq, log->last_seq);
+  MF_ASSERT_EQ(res.events->len, 2);
+  old.epoch = res.epoch;
+  old.after_seq = res.last_seq;
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &old, now, &res, why, sizeof why), MAYFLY_ENOENT);
+
+  /* Epoch 0 (a first watch) of a missing path is still MAYFLY_ENOENT. */
+  dir_watch_req_t first = {.path = "/gone", .armed = always_armed};
+  MF_ASSERT_EQ(dir_events_watch(f.ev, f.t, &first, now, &res, why, sizeof why), MAYFLY_ENOENT);
+  g_array_free(res.events, TRUE);
+  teardown(&f);
+}
+
 static const mf_test_t tests[] = {
     {"numbers start at 1 and a mask skips without losing the place",
      test_numbers_start_at_one_and_a_mask_skips_without_losing_the_place},
@@ -568,6 +631,8 @@ static const mf_test_t tests[] = {
      test_a_retired_block_maps_to_its_namespace_for_a_while},
     {"publish numbers events on the owner of each block and checks the batch first",
      test_publish_numbers_events_on_the_owner_of_each_block_and_checks_the_batch_first},
+    {"a watcher from another epoch whose node is gone gets GAP then REMOVED",
+     test_a_watcher_from_another_epoch_whose_node_is_gone_gets_gap_then_removed},
     {"watch starts from now, collects after after_seq and defers only when it may",
      test_watch_starts_from_now_collects_after_seq_and_defers_only_when_it_may},
     {NULL, NULL}};
