@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "common/check.h"
@@ -24,6 +23,12 @@
 #include "directory/wal.h"
 #include "namespaces/record.h"
 
+/* Batches being written or synced at once: one syncing while the next is
+ * written and starts its sync, so the disk and the callers work at the
+ * same time. A worker waits for its turn to write, so there must be more
+ * libuv threads than this plus the snapshot's waiter (4 by default). */
+#define STORE_INFLIGHT 2
+
 /* Records encoded back to back, for one write and one fdatasync. */
 typedef struct batch {
   uv_work_t work;
@@ -32,6 +37,7 @@ typedef struct batch {
   GArray *lens;      /* uint32_t per record */
   int64_t first_seq; /* of its first record */
   int new_segment;   /* open wal-<first_seq>.log before writing */
+  int64_t ticket;    /* writes go to the file in ticket order */
   int64_t write_us;  /* how long the write and the sync took (worker) */
   int rc;
   char why[512];
@@ -48,18 +54,12 @@ struct dir_store {
   dir_wal_t *wal;      /* the segment appends go to; the worker's while a batch is in flight */
   batch_t *open;       /* takes the records of this loop iteration */
   GQueue sealed;       /* batch_t *: closed, waiting behind the one in flight */
-  batch_t *inflight;
+  GQueue inflight;      /* batch_t *: at most STORE_INFLIGHT, in submission order */
+  int64_t next_ticket;
+  GMutex turn_lock;     /* the workers' turn to write (tickets in order) */
+  GCond turn;
+  int64_t written;      /* ticket of the last batch written (under turn_lock) */
   uv_check_t check;    /* end of each loop iteration: hand the open batch to a worker */
-  /* The gather window (see submit_ready): a timerfd, for microseconds. */
-  int gather_fd;
-  uv_poll_t gather;
-  int gather_armed;
-  int64_t expect;       /* records the last batch's callers may bring back */
-  int64_t done_us;      /* when the last batch completed (monotonic) */
-  int64_t write_ewma_us; /* write + sync time, smoothed */
-  int64_t back_target;   /* records to count since the last completion, 0: not counting */
-  int64_t back_count;
-  int64_t back_ewma_us;  /* how long the answered callers take to come back, smoothed */
   int64_t applied;     /* seq of the newest record applied (and so logged or pending) */
   int64_t durable;     /* seq of the newest record on disk */
   dir_store_durable_cb cb;
@@ -122,21 +122,17 @@ static int open_segment(const char *dir, int64_t first, dir_wal_t **out, char *w
     dir_wal_close(w);
     return rc;
   }
+  dir_wal_preallocate(w, DIR_WAL_PREALLOC);
   *out = w;
   return 0;
 }
 
-/* A worker thread: writes one batch (after opening a new segment if asked). */
+/* A worker thread: writes one batch in its turn (after opening a new
+ * segment if asked: such a batch goes alone), then syncs the file. The sync
+ * covers every batch written before it began, earlier tickets included. */
 static void batch_work(uv_work_t *req) {
   batch_t *b = req->data;
   dir_store_t *s = b->store;
-  if (b->new_segment) {
-    dir_wal_t *w = NULL;
-    b->rc = open_segment(s->dir, b->first_seq, &w, b->why, sizeof b->why);
-    if (b->rc != 0) return;
-    dir_wal_close(s->wal);
-    s->wal = w;
-  }
   dir_wal_rec_t *recs = g_new(dir_wal_rec_t, b->lens->len);
   const uint8_t *p = b->data->data;
   for (guint i = 0; i < b->lens->len; i++) {
@@ -144,8 +140,23 @@ static void batch_work(uv_work_t *req) {
     recs[i].len = g_array_index(b->lens, uint32_t, i);
     p += recs[i].len;
   }
+  g_mutex_lock(&s->turn_lock);
+  while (s->written != b->ticket - 1) g_cond_wait(&s->turn, &s->turn_lock);
   int64_t t0 = g_get_monotonic_time();
-  b->rc = dir_wal_append(s->wal, recs, b->lens->len, b->why, sizeof b->why);
+  if (b->new_segment) {
+    dir_wal_t *w = NULL;
+    b->rc = open_segment(s->dir, b->first_seq, &w, b->why, sizeof b->why);
+    if (b->rc == 0) {
+      dir_wal_close(s->wal);
+      s->wal = w;
+    }
+  }
+  dir_wal_t *wal = s->wal;
+  if (b->rc == 0) b->rc = dir_wal_write(wal, recs, b->lens->len, b->why, sizeof b->why);
+  s->written = b->ticket;
+  g_cond_broadcast(&s->turn);
+  g_mutex_unlock(&s->turn_lock);
+  if (b->rc == 0) b->rc = dir_wal_sync(wal, b->why, sizeof b->why);
   b->write_us = g_get_monotonic_time() - t0;
   g_free(recs);
 }
@@ -154,37 +165,34 @@ static void batch_done(uv_work_t *req, int status);
 static void maybe_snapshot(dir_store_t *s);
 
 static void submit(dir_store_t *s, batch_t *b) {
-  MF_CHECK(s->inflight == NULL && b->lens->len > 0);
-  s->inflight = b;
-  s->expect = 0;
+  MF_CHECK(s->inflight.length < STORE_INFLIGHT && b->lens->len > 0);
+  MF_CHECK(!b->new_segment || s->inflight.length == 0);
+  b->ticket = ++s->next_ticket;
+  g_queue_push_tail(&s->inflight, b);
   uv_queue_work(s->loop, &b->work, batch_work, batch_done);
 }
 
-static void gather_disarm(dir_store_t *s) {
-  if (!s->gather_armed) return;
-  struct itimerspec off = {{0, 0}, {0, 0}};
-  timerfd_settime(s->gather_fd, 0, &off, NULL);
-  uv_poll_stop(&s->gather);
-  s->gather_armed = 0;
-}
-
-/* Starts the next write when none is in flight: a sealed batch first, else
- * the open one (a new open batch then takes the next records). */
+/* Starts the next write when a slot is free: a sealed batch first, else
+ * the open one (a new open batch then takes the next records); a batch that
+ * begins a new segment waits until nothing else is in flight. */
 static void submit_next(dir_store_t *s) {
-  if (s->inflight != NULL) return;
-  batch_t *b = g_queue_pop_head(&s->sealed);
-  if (b == NULL && s->open->lens->len > 0) {
-    b = s->open;
+  if (s->inflight.length >= STORE_INFLIGHT) return;
+  batch_t *b = g_queue_peek_head(&s->sealed);
+  if (b == NULL && s->open->lens->len > 0) b = s->open;
+  if (b == NULL || (b->new_segment && s->inflight.length > 0)) return;
+  if (b == s->open) {
     s->open = batch_new(s, s->applied + 1);
+  } else {
+    g_queue_pop_head(&s->sealed);
   }
-  if (b != NULL) submit(s, b);
+  submit(s, b);
 }
 
 static void batch_done(uv_work_t *req, int status) {
   batch_t *b = req->data;
   dir_store_t *s = b->store;
-  MF_CHECK(status == 0 && s->inflight == b);
-  s->inflight = NULL;
+  gboolean was_in_flight = g_queue_remove(&s->inflight, b);
+  MF_CHECK(status == 0 && was_in_flight);
   if (b->rc != 0) {
     /* What reached the disk is no longer known: answering from this state
      * could tell clients of changes a restart would not have. */
@@ -193,7 +201,8 @@ static void batch_done(uv_work_t *req, int status) {
     exit(1);
   }
   int64_t n = b->lens->len;
-  s->durable = b->first_seq + n - 1;
+  /* Its sync began after every earlier batch was written. */
+  s->durable = MAX(s->durable, b->first_seq + n - 1);
   s->st.log_records += n;
   s->st.log_bytes += (int64_t)b->data->len + n * DIR_WAL_FRAME_HEADER;
   s->st.log_fsyncs++;
@@ -201,12 +210,6 @@ static void batch_done(uv_work_t *req, int status) {
   s->since_bytes += (int64_t)b->data->len + n * DIR_WAL_FRAME_HEADER;
   MF_DEBUG("log: %lld records written and synced in %lld us", (long long)n,
            (long long)b->write_us);
-  s->write_ewma_us = s->write_ewma_us == 0 ? b->write_us : (7 * s->write_ewma_us + b->write_us) / 8;
-  s->done_us = g_get_monotonic_time();
-  /* Those waiting already, and the callers this batch answers now. */
-  s->expect = n > 1 ? (int64_t)s->open->lens->len + n : 0;
-  s->back_target = n > 1 ? n : 0;
-  s->back_count = 0;
   batch_free(b);
   if (s->cb != NULL) s->cb(s->cb_ud, s->durable);
   maybe_snapshot(s);
@@ -215,55 +218,8 @@ static void batch_done(uv_work_t *req, int status) {
   if (s->stopping) submit_next(s);
 }
 
-/*
- * Group commit's batch size. A batch that completes answers its callers at
- * once, and they come back with their next requests a round trip later
- * (tens of microseconds here, each wake-up of another thread costs 55-80).
- * Writing at once whatever the loop holds would write one or two of them
- * and make the rest wait a whole sync for the next batch: the callers split
- * into groups that take turns, each sync carrying a fraction of them. So
- * after a completion the open batch waits until the completed batch's
- * callers are back (as many more records as it had), or twice the time they
- * took to come back lately (at least half a typical write + sync, at most a
- * millisecond) has passed, whichever is first; a lone caller (a batch of
- * one) never waits, and nothing waits once the directory is stopping.
- */
-static void gather_cb(uv_poll_t *h, int status, int events);
-
-static void submit_ready(dir_store_t *s) {
-  if (s->inflight != NULL) return;
-  if (g_queue_is_empty(&s->sealed) && s->open->lens->len == 0) return;
-  int64_t window = MAX(s->write_ewma_us / 2, 2 * s->back_ewma_us);
-  if (window > 1000) window = 1000;
-  int64_t left = s->done_us + window - g_get_monotonic_time();
-  if (!s->stopping && g_queue_is_empty(&s->sealed) && (int64_t)s->open->lens->len < s->expect &&
-      left > 20) {
-    if (!s->gather_armed) {
-      struct itimerspec at = {{0, 0}, {left / 1000000, (left % 1000000) * 1000}};
-      if (timerfd_settime(s->gather_fd, 0, &at, NULL) == 0) {
-        s->gather_armed = 1;
-        uv_poll_start(&s->gather, UV_READABLE, gather_cb);
-        return;
-      }
-    } else {
-      return;
-    }
-  }
-  gather_disarm(s);
-  submit_next(s);
-}
-
-static void gather_cb(uv_poll_t *h, int status, int events) {
-  dir_store_t *s = h->data;
-  uint64_t ticks;
-  if (read(s->gather_fd, &ticks, sizeof ticks) < 0) { /* nothing to drain */
-  }
-  gather_disarm(s);
-  submit_next(s);
-}
-
 static void check_cb(uv_check_t *h) {
-  submit_ready(h->data);
+  submit_next(h->data);
 }
 
 /* The tree's observer: every applied record but renewals joins the open batch. */
@@ -278,11 +234,6 @@ static void observe(const ns_record_t *rec, void *ud) {
   uint32_t len = b->data->len - before;
   g_array_append_val(b->lens, len);
   s->applied++;
-  if (s->back_target > 0 && ++s->back_count == s->back_target) {
-    int64_t took = g_get_monotonic_time() - s->done_us;
-    s->back_ewma_us = s->back_ewma_us == 0 ? took : (7 * s->back_ewma_us + took) / 8;
-    s->back_target = 0;
-  }
   if (s->stopping) submit_next(s);
 }
 
@@ -604,8 +555,10 @@ int dir_store_open(uv_loop_t *loop, const dir_store_config_t *cfg, int64_t defau
   s->snapshot_records = cfg->snapshot_records > 0 ? cfg->snapshot_records : INT64_MAX;
   s->snapshot_bytes = cfg->snapshot_bytes > 0 ? cfg->snapshot_bytes : UINT64_MAX;
   s->lock_fd = -1;
-  s->gather_fd = -1;
   g_queue_init(&s->sealed);
+  g_queue_init(&s->inflight);
+  g_mutex_init(&s->turn_lock);
+  g_cond_init(&s->turn);
   int rc = lock_dir(s, why, whylen);
   if (rc == 0) rc = recover(s, default_lease_ms, grace_ms, why, whylen);
   /* Every start appends to a segment of its own, so a torn tail of an
@@ -621,10 +574,6 @@ int dir_store_open(uv_loop_t *loop, const dir_store_config_t *cfg, int64_t defau
   uv_check_init(loop, &s->check);
   s->check.data = s;
   uv_check_start(&s->check, check_cb);
-  s->gather_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  MF_CHECK(s->gather_fd >= 0);
-  uv_poll_init(loop, &s->gather, s->gather_fd);
-  s->gather.data = s;
   ns_tree_set_observer(s->tree, observe, s);
   s->st.recovery_ms = (g_get_monotonic_time() - t0) / 1000;
   *out = s;
@@ -651,20 +600,19 @@ void dir_store_stop(dir_store_t *s) {
   s->stopping = 1;
   uv_check_stop(&s->check);
   uv_close((uv_handle_t *)&s->check, NULL);
-  gather_disarm(s);
-  uv_close((uv_handle_t *)&s->gather, NULL);
   submit_next(s);
 }
 
 void dir_store_close(dir_store_t *s) {
   if (s == NULL) return;
-  MF_CHECK(s->inflight == NULL && !s->snap_running);
+  MF_CHECK(s->inflight.length == 0 && !s->snap_running);
+  g_mutex_clear(&s->turn_lock);
+  g_cond_clear(&s->turn);
   if (s->tree != NULL) ns_tree_set_observer(s->tree, NULL, NULL);
   batch_free(s->open);
   batch_t *b;
   while ((b = g_queue_pop_head(&s->sealed)) != NULL) batch_free(b);
   dir_wal_close(s->wal);
-  if (s->gather_fd >= 0) close(s->gather_fd);
   if (s->lock_fd >= 0) close(s->lock_fd);
   g_free(s->dir);
   g_free(s);

@@ -22,8 +22,12 @@
  *
  * Group commit. Records of one loop iteration are encoded into the open
  * batch; at the end of the iteration (a uv_check handle) the batch goes to a
- * libuv worker (uv_queue_work) that writes and syncs it, one batch in flight
- * at a time; records arriving meanwhile make the next batch. The loop keeps
+ * libuv worker (uv_queue_work) that writes and syncs it; records arriving
+ * meanwhile make the next batch. Two batches may be in flight: the second
+ * is written while the first syncs (writes keep their order), so the disk
+ * and the callers work at the same time, and a sync that completes makes
+ * every batch written before it durable. Log segments are preallocated with
+ * zeros (wal.h), so a sync writes data, not file metadata. The loop keeps
  * serving while the disk works.
  *
  * Leases are soft state: renewals (NS_REC_RENEW) are not logged, and after

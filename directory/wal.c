@@ -117,6 +117,7 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
     size_t left = len - off;
     const char *bad = NULL;
     int torn = 0;
+    size_t torn_len = left; /* bytes of the torn frame, when it is one */
     uint32_t rlen = 0;
     if (left < DIR_WAL_FRAME_HEADER) {
       torn = 1;
@@ -129,23 +130,35 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
       } else if (frame_crc(buf + off, buf + off + DIR_WAL_FRAME_HEADER, rlen) !=
                  get_u32(buf + off + 4)) {
         bad = "checksum mismatch";
-        /* The last frame of the file: a write torn inside it. */
-        if (rlen == left - DIR_WAL_FRAME_HEADER) torn = 1;
+        /* The last frame written (only zeros, or nothing, after it): a write
+         * torn inside it. */
+        size_t after = off + DIR_WAL_FRAME_HEADER + rlen;
+        if (all_zero(buf + after, len - after)) {
+          torn = 1;
+          torn_len = DIR_WAL_FRAME_HEADER + rlen;
+        }
       }
     }
     /* The rest of the file zero: space the file system allocated but a crash
      * kept from being written. */
     if (!torn && bad != NULL && all_zero(buf + off, left)) torn = 1;
     if (torn) {
+      /* The frame torn inside, and after it only zeros (preallocated
+       * space, nothing lost); or nothing but zeros from here. */
+      if (all_zero(buf + off, left)) {
+        res->zero_bytes = (int64_t)left;
+      } else {
+        res->dropped_bytes = (int64_t)MIN(left, torn_len);
+        res->zero_bytes = (int64_t)left - res->dropped_bytes;
+      }
+      break;
+    }
+    if (bad != NULL && (flags & DIR_WAL_CUT_CORRUPT)) {
+      res->corrupt_at = (int64_t)off;
       res->dropped_bytes = (int64_t)left;
       break;
     }
     if (bad != NULL) {
-      if (flags & DIR_WAL_CUT_CORRUPT) {
-        res->corrupt_at = (int64_t)off;
-        res->dropped_bytes = (int64_t)left;
-        break;
-      }
       say(why, whylen,
                "%s: corrupt record at offset %zu (%s) with %zu more bytes after it; "
                "refusing to continue (cutting the log there would lose them)",
@@ -174,8 +187,11 @@ typedef struct {
   char *path;
   int fd;
   int loaded;
-  int broken;  /* an append failed: the end of the file is unknown */
+  int broken;  /* an append failed: the end of the file is unknown (atomic) */
+  int syncs;   /* fdatasync calls that succeeded (atomic) */
   int64_t end; /* where the next frame goes */
+  int64_t zeroed; /* the file holds zeros from end up to here (preallocated) */
+  int64_t prealloc; /* zeros to keep ahead (dir_wal_preallocate), 0: none */
 } local_wal_t;
 
 static int io_error(char *why, size_t whylen, const char *what, const char *path, int err) {
@@ -243,16 +259,16 @@ static int local_load(dir_wal_t *base, unsigned flags, dir_wal_record_cb cb, voi
       return io_error(why, whylen, "cannot cut the tail of", w->path, errno);
     }
   }
-  w->end = res->end;
+  w->end = w->zeroed = res->end;
   w->loaded = 1;
   return 0;
 }
 
-static int local_append(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, char *why,
-                        size_t whylen) {
+static int local_write(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, char *why,
+                       size_t whylen) {
   local_wal_t *w = (local_wal_t *)base;
   MF_CHECK(w->loaded);
-  if (w->broken) {
+  if (g_atomic_int_get(&w->broken)) {
     say(why, whylen, "%s: an earlier append failed; the log takes no more", w->path);
     return MAYFLY_EIO;
   }
@@ -276,22 +292,54 @@ static int local_append(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, ch
     put_u32(p + 4, frame_crc(p, p + DIR_WAL_FRAME_HEADER, recs[i].len));
     p += DIR_WAL_FRAME_HEADER + recs[i].len;
   }
-  int err = write_all(w->fd, buf, total, w->end);
+  int err = 0;
+  if (w->prealloc > 0 && w->end + (int64_t)total > w->zeroed) {
+    /* Zeros ahead of the frames, synced once: later syncs of frames written
+     * over them change no file metadata (size, extents), which is what makes
+     * an fdatasync cheap, and lets two run at once. */
+    static const uint8_t zeros[1 << 20];
+    int64_t to = w->end + (int64_t)total + w->prealloc;
+    for (int64_t at = MAX(w->zeroed, w->end); err == 0 && at < to; at += (int64_t)sizeof zeros) {
+      err = write_all(w->fd, zeros, sizeof zeros, at);
+    }
+    if (err == 0 && fdatasync(w->fd) != 0) err = errno;
+    if (err == 0) w->zeroed = to;
+  }
+  if (err == 0) err = write_all(w->fd, buf, total, w->end);
   g_free(buf);
-  if (err == 0 && fdatasync(w->fd) != 0) err = errno;
   if (err != 0) {
     /* Best effort: take the batch back off so a restart does not find half
      * of it; the log refuses further appends either way. */
     if (ftruncate(w->fd, (off_t)w->end) != 0) { /* nothing more to do */
     }
-    w->broken = 1;
+    g_atomic_int_set(&w->broken, 1);
     return io_error(why, whylen, "cannot append to", w->path, err);
   }
   w->end += (int64_t)total;
   w->base.stats.records += (int64_t)n;
   w->base.stats.bytes += (int64_t)total;
-  w->base.stats.syncs++;
   return 0;
+}
+
+static int local_sync(dir_wal_t *base, char *why, size_t whylen) {
+  local_wal_t *w = (local_wal_t *)base;
+  if (fdatasync(w->fd) != 0) {
+    int err = errno;
+    /* What reached the disk is unknown now (the kernel may have dropped
+     * the pages it failed to write): no append may follow. */
+    g_atomic_int_set(&w->broken, 1);
+    return io_error(why, whylen, "cannot sync", w->path, err);
+  }
+  g_atomic_int_inc(&w->syncs);
+  return 0;
+}
+
+static int local_append(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, char *why,
+                        size_t whylen) {
+  int rc = local_write(base, recs, n, why, whylen);
+  if (rc == 0) rc = local_sync(base, why, whylen);
+  if (rc == 0) base->stats.syncs = g_atomic_int_get(&((local_wal_t *)base)->syncs);
+  return rc;
 }
 
 static void local_close(dir_wal_t *base) {
@@ -303,7 +351,11 @@ static void local_close(dir_wal_t *base) {
 }
 
 static const dir_wal_ops_t local_ops = {
-    .load = local_load, .append = local_append, .close = local_close};
+    .load = local_load,
+    .append = local_append,
+    .write = local_write,
+    .sync = local_sync,
+    .close = local_close};
 
 int dir_wal_open(const char *dir, const char *name, dir_wal_t **out, char *why, size_t whylen) {
   *out = NULL;
@@ -335,6 +387,19 @@ int dir_wal_load(dir_wal_t *w, unsigned flags, dir_wal_record_cb cb, void *ud,
 
 int dir_wal_append(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen) {
   return w->ops->append(w, recs, n, why, whylen);
+}
+
+void dir_wal_preallocate(dir_wal_t *w, int64_t bytes) {
+  /* Only the local log has a file to preallocate. */
+  if (w->ops == &local_ops) ((local_wal_t *)w)->prealloc = bytes > 0 ? bytes : 0;
+}
+
+int dir_wal_write(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen) {
+  return w->ops->write(w, recs, n, why, whylen);
+}
+
+int dir_wal_sync(dir_wal_t *w, char *why, size_t whylen) {
+  return w->ops->sync(w, why, whylen);
 }
 
 void dir_wal_close(dir_wal_t *w) {

@@ -30,6 +30,9 @@
 /* Largest record payload a frame may carry (NS_REC_SIZE_MAX). */
 #define DIR_WAL_RECORD_MAX (64u << 20)
 
+/* The zeros the directory's store keeps ahead of its log's last frame. */
+#define DIR_WAL_PREALLOC (4 << 20)
+
 /* dir_wal_load flags. */
 #define DIR_WAL_CUT_CORRUPT 0x1u /* cut the log at a corrupt record (--recover-truncate) */
 
@@ -47,7 +50,9 @@ typedef int (*dir_wal_record_cb)(const uint8_t *data, uint32_t len, int64_t offs
 typedef struct dir_wal_load_result {
   int64_t records;       /* valid records handed to the callback */
   int64_t end;           /* file offset after the last valid record */
-  int64_t dropped_bytes; /* cut off the end: a torn tail, or (with the flag) from a corrupt record */
+  int64_t dropped_bytes; /* cut off the end: a torn tail, or (with the flag) from a corrupt
+                            record; zeros at the end are not counted */
+  int64_t zero_bytes;    /* zeros at the end (preallocated, never written), cut too */
   int64_t corrupt_at;    /* offset of the corrupt record cut with DIR_WAL_CUT_CORRUPT, else -1 */
   int created;           /* the file was new or empty: a header was written */
 } dir_wal_load_result_t;
@@ -65,6 +70,8 @@ typedef struct dir_wal_ops {
   int (*load)(dir_wal_t *w, unsigned flags, dir_wal_record_cb cb, void *ud,
               dir_wal_load_result_t *res, char *why, size_t whylen);
   int (*append)(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen);
+  int (*write)(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen);
+  int (*sync)(dir_wal_t *w, char *why, size_t whylen);
   void (*close)(dir_wal_t *w);
 } dir_wal_ops_t;
 
@@ -90,10 +97,12 @@ int dir_wal_open(const char *dir, const char *name, dir_wal_t **out, char *why, 
  * Reads the log from the start, calling cb for each valid record, then makes
  * the file end after the last one so appends follow it. A new or empty file
  * gets its header (written, synced, and the directory synced). A torn tail (a
- * frame that runs past the end of the file, a last frame whose checksum
- * fails, or a tail of zero bytes) is cut and counted in res->dropped_bytes.
- * A record that fails its checksum or has an impossible length with more log
- * after it is corruption: MAYFLY_EPROTO naming the file and offset, unless
+ * frame that runs past the end of the file, a frame whose checksum fails
+ * with nothing but zeros after it, or a tail of zero bytes: appends
+ * may preallocate zeros ahead, dir_wal_preallocate) is cut, its non-zero
+ * bytes counted in res->dropped_bytes and the zeros in res->zero_bytes. A
+ * record that fails its checksum or has an impossible length with other
+ * than zeros after it is corruption: MAYFLY_EPROTO naming the file and offset, unless
  * flags has DIR_WAL_CUT_CORRUPT, which cuts the log there instead (reported
  * in res). A header with a wrong magic, version or checksum is MAYFLY_EPROTO
  * whatever the flags. I/O failures are MAYFLY_EIO. Returns cb's nonzero
@@ -111,6 +120,27 @@ int dir_wal_load(dir_wal_t *w, unsigned flags, dir_wal_record_cb cb, void *ud,
  * longer known. Safe off the loop thread; one append at a time.
  */
 int dir_wal_append(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen);
+
+/*
+ * Makes appends keep `bytes` of zeros written (and synced) ahead of the
+ * last frame, a chunk at a time: a sync of frames written over them then
+ * changes no file metadata, so it is cheaper and two can run at once. A
+ * load cuts the zeros off again (res->zero_bytes). 0 (the default): none.
+ * Call before the first append.
+ */
+void dir_wal_preallocate(dir_wal_t *w, int64_t bytes);
+
+/*
+ * dir_wal_append in two steps, so that one batch can be written while an
+ * earlier one is being synced: dir_wal_write() appends the frames with one
+ * write (calls one at a time, in order, like appends) and dir_wal_sync()
+ * makes everything written before it began durable; a sync may run on
+ * another thread at the same time as the next write. Errors as
+ * dir_wal_append: after a failed write or sync the log takes no more.
+ * The syncs counter of dir_wal_stats() counts dir_wal_append's only.
+ */
+int dir_wal_write(dir_wal_t *w, const dir_wal_rec_t *recs, size_t n, char *why, size_t whylen);
+int dir_wal_sync(dir_wal_t *w, char *why, size_t whylen);
 
 /* Closes the log and frees it (accepts NULL). */
 void dir_wal_close(dir_wal_t *w);

@@ -83,11 +83,11 @@ static void scan_log(const uint8_t *data, size_t size) {
     CHECK(rc2 == 0);
     CHECK(res.corrupt_at == -1);
     CHECK(res.end >= 0 && (size_t)res.end <= size);
-    CHECK((size_t)(res.end + res.dropped_bytes) == size);
+    CHECK((size_t)(res.end + res.dropped_bytes + res.zero_bytes) == size);
     CHECK(res.records == s.n);
     CHECK(res.end == 0 || res.end == s.next);
     CHECK(cut.end == res.end && cut.records == res.records && cut.corrupt_at == -1);
-    if (res.dropped_bytes > 0) {
+    if (res.dropped_bytes + res.zero_bytes > 0) {
       fuzz_log_torn++;
     } else {
       fuzz_log_clean++;
@@ -107,7 +107,7 @@ static void scan_log(const uint8_t *data, size_t size) {
    * before it. */
   CHECK(strstr(why, "offset") != NULL);
   CHECK(cut.corrupt_at >= DIR_WAL_HEADER_SIZE && cut.corrupt_at == cut.end);
-  CHECK((size_t)(cut.end + cut.dropped_bytes) == size);
+  CHECK((size_t)(cut.end + cut.dropped_bytes + cut.zero_bytes) == size);
   CHECK(cut.records == s2.n && s2.n == s.n);
   char at[48];
   snprintf(at, sizeof at, "offset %lld ", (long long)cut.corrupt_at);
