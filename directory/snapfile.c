@@ -19,59 +19,27 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/disk.h"
 #include "directory/wal.h"
 #include "namespaces/snapshot.h"
 
-static void say(char *why, size_t whylen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void say(char *why, size_t whylen, const char *fmt, ...) {
-  if (why == NULL || whylen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  g_vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
 
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
-static uint32_t get_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static char *snap_name(int64_t seq) {
   return g_strdup_printf("snap-%016" PRIx64 ".snap", (uint64_t)seq);
 }
 
-static int sync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int rc = fsync(fd) == 0 ? 0 : errno;
-  close(fd);
-  return rc;
-}
 
-static int write_all(int fd, const uint8_t *p, size_t len) {
-  while (len > 0) {
-    ssize_t n = write(fd, p, len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
 
 void dir_snapfile_header(const uint8_t *body, size_t len, uint8_t *h) {
   memcpy(h, DIR_SNAP_MAGIC, 8);
-  put_u32(h + 8, DIR_SNAP_VERSION);
-  put_u32(h + 12, dir_wal_crc32c(0, h, 12));
-  put_u32(h + 16, (uint32_t)len);
-  put_u32(h + 20, (uint32_t)((uint64_t)len >> 32));
-  put_u32(h + 24, dir_wal_crc32c(0, body, len));
-  put_u32(h + 28, dir_wal_crc32c(0, h + 16, 12));
+  dir_disk_put_u32(h + 8, DIR_SNAP_VERSION);
+  dir_disk_put_u32(h + 12, dir_wal_crc32c(0, h, 12));
+  dir_disk_put_u32(h + 16, (uint32_t)len);
+  dir_disk_put_u32(h + 20, (uint32_t)((uint64_t)len >> 32));
+  dir_disk_put_u32(h + 24, dir_wal_crc32c(0, body, len));
+  dir_disk_put_u32(h + 28, dir_wal_crc32c(0, h + 16, 12));
 }
 
 int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int64_t wall_ms,
@@ -81,7 +49,7 @@ int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int6
   ns_snap_meta_t meta = {.seq = seq, .wall_ms = wall_ms};
   int rc = ns_snap_encode(tree, &meta, buf);
   if (rc != 0) {
-    say(why, whylen, "the tree cannot be encoded (%s)", mayfly_strerror(rc));
+    dir_disk_say(why, whylen, "the tree cannot be encoded (%s)", mayfly_strerror(rc));
     g_byte_array_free(buf, TRUE);
     return rc;
   }
@@ -93,13 +61,13 @@ int dir_snapfile_write(const char *dir, const ns_tree_t *tree, int64_t seq, int6
   int err = 0;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) err = errno;
-  if (err == 0) err = write_all(fd, buf->data, buf->len);
+  if (err == 0) err = dir_disk_write_all(fd, buf->data, buf->len, 0);
   if (err == 0 && fsync(fd) != 0) err = errno;
   if (fd >= 0 && close(fd) != 0 && err == 0) err = errno;
   if (err == 0 && rename(tmp, path) != 0) err = errno;
-  if (err == 0) err = sync_dir(dir);
+  if (err == 0) err = dir_disk_sync_dir(dir);
   if (err != 0) {
-    say(why, whylen, "cannot write %s: %s", tmp, g_strerror(err));
+    dir_disk_say(why, whylen, "cannot write %s: %s", tmp, g_strerror(err));
     g_unlink(tmp);
     rc = MAYFLY_EIO;
   } else {
@@ -120,7 +88,7 @@ int dir_snapfile_start(const char *dir, const ns_tree_t *tree, int64_t seq,
   fflush(stderr);
   pid_t pid = fork();
   if (pid < 0) {
-    say(why, whylen, "fork: %s", g_strerror(errno));
+    dir_disk_say(why, whylen, "fork: %s", g_strerror(errno));
     return MAYFLY_EIO;
   }
   if (pid == 0) {
@@ -180,7 +148,7 @@ static int clean_up(const char *dir, int64_t seq) {
     if (g_unlink(g_ptr_array_index(doomed, i)) == 0) removed++;
   }
   g_ptr_array_free(doomed, TRUE);
-  if (removed > 0) sync_dir(dir);
+  if (removed > 0) dir_disk_sync_dir(dir);
   return removed;
 }
 
@@ -192,15 +160,15 @@ void dir_snapfile_finish(dir_snapfile_job_t *job) {
   } while (r < 0 && errno == EINTR);
   job->took_ms = (g_get_monotonic_time() - job->started_us) / 1000;
   if (r < 0) {
-    say(job->why, sizeof job->why, "waitpid: %s", g_strerror(errno));
+    dir_disk_say(job->why, sizeof job->why, "waitpid: %s", g_strerror(errno));
     return;
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     if (WIFSIGNALED(status)) {
-      say(job->why, sizeof job->why, "the snapshot process was killed by signal %d",
+      dir_disk_say(job->why, sizeof job->why, "the snapshot process was killed by signal %d",
           WTERMSIG(status));
     } else {
-      say(job->why, sizeof job->why, "the snapshot process failed (status %d)",
+      dir_disk_say(job->why, sizeof job->why, "the snapshot process failed (status %d)",
           WEXITSTATUS(status));
     }
     return;
@@ -220,38 +188,38 @@ int dir_snapfile_parse(const uint8_t *buf, size_t len, const char *name,
                        ns_tree_t **tree, ns_snap_meta_t *meta, char *why, size_t whylen) {
   *tree = NULL;
   if (len < DIR_SNAP_HEADER_SIZE) {
-    say(why, whylen, "%s: %zu bytes, shorter than the header", name, len);
+    dir_disk_say(why, whylen, "%s: %zu bytes, shorter than the header", name, len);
     return MAYFLY_EPROTO;
   }
   if (memcmp(buf, DIR_SNAP_MAGIC, 8) != 0) {
-    say(why, whylen, "%s: not a Mayfly snapshot (bad magic)", name);
+    dir_disk_say(why, whylen, "%s: not a Mayfly snapshot (bad magic)", name);
     return MAYFLY_EPROTO;
   }
-  if (get_u32(buf + 12) != dir_wal_crc32c(0, buf, 12) ||
-      get_u32(buf + 28) != dir_wal_crc32c(0, buf + 16, 12)) {
-    say(why, whylen, "%s: the header's checksum fails", name);
+  if (dir_disk_get_u32(buf + 12) != dir_wal_crc32c(0, buf, 12) ||
+      dir_disk_get_u32(buf + 28) != dir_wal_crc32c(0, buf + 16, 12)) {
+    dir_disk_say(why, whylen, "%s: the header's checksum fails", name);
     return MAYFLY_EPROTO;
   }
-  if (get_u32(buf + 8) != DIR_SNAP_VERSION) {
-    say(why, whylen, "%s: snapshot format version %u; this directory reads version %d", name,
-        get_u32(buf + 8), DIR_SNAP_VERSION);
+  if (dir_disk_get_u32(buf + 8) != DIR_SNAP_VERSION) {
+    dir_disk_say(why, whylen, "%s: snapshot format version %u; this directory reads version %d", name,
+        dir_disk_get_u32(buf + 8), DIR_SNAP_VERSION);
     return MAYFLY_EPROTO;
   }
-  uint64_t body = (uint64_t)get_u32(buf + 16) | (uint64_t)get_u32(buf + 20) << 32;
+  uint64_t body = (uint64_t)dir_disk_get_u32(buf + 16) | (uint64_t)dir_disk_get_u32(buf + 20) << 32;
   if (body != len - DIR_SNAP_HEADER_SIZE) {
-    say(why, whylen, "%s: the header announces %llu bytes of body, the file has %zu", name,
+    dir_disk_say(why, whylen, "%s: the header announces %llu bytes of body, the file has %zu", name,
         (unsigned long long)body, len - DIR_SNAP_HEADER_SIZE);
     return MAYFLY_EPROTO;
   }
-  if (get_u32(buf + 24) != dir_wal_crc32c(0, buf + DIR_SNAP_HEADER_SIZE, body)) {
-    say(why, whylen, "%s: the body's checksum fails", name);
+  if (dir_disk_get_u32(buf + 24) != dir_wal_crc32c(0, buf + DIR_SNAP_HEADER_SIZE, body)) {
+    dir_disk_say(why, whylen, "%s: the body's checksum fails", name);
     return MAYFLY_EPROTO;
   }
   char reason[256] = "";
   int rc = ns_snap_decode(buf + DIR_SNAP_HEADER_SIZE, body, default_lease_ms, grace_ms, now_ms,
                           tree, meta, reason, sizeof reason);
   if (rc != 0) {
-    say(why, whylen, "%s: %s", name, reason);
+    dir_disk_say(why, whylen, "%s: %s", name, reason);
     return rc;
   }
   return 0;
@@ -266,7 +234,7 @@ int dir_snapfile_load(const char *dir, const char *name, int64_t default_lease_m
   GError *err = NULL;
   int rc;
   if (!g_file_get_contents(path, &buf, &len, &err)) {
-    say(why, whylen, "%s", err->message);
+    dir_disk_say(why, whylen, "%s", err->message);
     g_error_free(err);
     rc = MAYFLY_EIO;
   } else {

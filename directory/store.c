@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/disk.h"
 #include "directory/snapfile.h"
 #include "directory/wal.h"
 #include "namespaces/record.h"
@@ -74,13 +75,6 @@ struct dir_store {
   dir_snapfile_job_t snap_job;
 };
 
-static void say(char *why, size_t whylen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void say(char *why, size_t whylen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  g_vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
 
 static char *segment_name(int64_t first_seq) {
   return g_strdup_printf("wal-%016" PRIx64 ".log", (uint64_t)first_seq);
@@ -114,7 +108,7 @@ static int open_segment(const char *dir, int64_t first, dir_wal_t **out, char *w
   dir_wal_load_result_t res;
   if (rc == 0) rc = dir_wal_load(w, 0, NULL, NULL, &res, why, whylen);
   if (rc == 0 && res.records > 0) {
-    say(why, whylen, "%s/%s already holds %lld records", dir, name, (long long)res.records);
+    dir_disk_say(why, whylen, "%s/%s already holds %lld records", dir, name, (long long)res.records);
     rc = MAYFLY_EPROTO;
   }
   g_free(name);
@@ -296,7 +290,7 @@ static int lock_dir(dir_store_t *s, char *why, size_t whylen) {
   char *path = g_build_filename(s->dir, "LOCK", NULL);
   s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (s->lock_fd < 0) {
-    say(why, whylen, "cannot open %s: %s", path, g_strerror(errno));
+    dir_disk_say(why, whylen, "cannot open %s: %s", path, g_strerror(errno));
     g_free(path);
     return MAYFLY_EIO;
   }
@@ -304,12 +298,12 @@ static int lock_dir(dir_store_t *s, char *why, size_t whylen) {
   int warned = 0;
   while (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) {
-      say(why, whylen, "cannot lock %s: %s", path, g_strerror(errno));
+      dir_disk_say(why, whylen, "cannot lock %s: %s", path, g_strerror(errno));
       g_free(path);
       return MAYFLY_EIO;
     }
     if (mf_now_ms() > deadline) {
-      say(why, whylen, "%s is in use by another mayfly-directory (its lock %s is held)", s->dir,
+      dir_disk_say(why, whylen, "%s is in use by another mayfly-directory (its lock %s is held)", s->dir,
           path);
       g_free(path);
       return MAYFLY_EIO;
@@ -342,7 +336,7 @@ static int list_files(dir_store_t *s, GArray *segs, GArray *snaps, char *why, si
   GError *err = NULL;
   GDir *d = g_dir_open(s->dir, 0, &err);
   if (d == NULL) {
-    say(why, whylen, "cannot read %s: %s", s->dir, err->message);
+    dir_disk_say(why, whylen, "cannot read %s: %s", s->dir, err->message);
     g_error_free(err);
     return MAYFLY_EIO;
   }
@@ -386,13 +380,13 @@ static int replay_record(const uint8_t *data, uint32_t len, int64_t offset, void
   char reason[256] = "";
   int rc = ns_rec_decode(data, len, &r->buf, reason, sizeof reason);
   if (rc != 0) {
-    say(r->why, r->whylen, "%s: record %lld at offset %lld does not decode (%s)", r->path,
+    dir_disk_say(r->why, r->whylen, "%s: record %lld at offset %lld does not decode (%s)", r->path,
         (long long)seq, (long long)offset, reason);
     return MAYFLY_EPROTO;
   }
   rc = ns_tree_apply(r->tree, &r->buf.rec, NULL, reason, sizeof reason);
   if (rc != 0) {
-    say(r->why, r->whylen, "%s: record %lld at offset %lld does not apply (%s: %s)", r->path,
+    dir_disk_say(r->why, r->whylen, "%s: record %lld at offset %lld does not apply (%s: %s)", r->path,
         (long long)seq, (long long)offset, mayfly_strerror(rc), reason);
     return MAYFLY_EPROTO;
   }
@@ -448,7 +442,7 @@ static int recover(dir_store_t *s, int64_t lease_ms, int64_t grace_ms, char *why
         MF_INFO("recovery: snapshot %s/%s, records 1..%lld", s->dir, f->name, (long long)seq);
         break;
       }
-      say(reason, sizeof reason, "it says it covers record %lld, its name %lld", (long long)seq,
+      dir_disk_say(reason, sizeof reason, "it says it covers record %lld, its name %lld", (long long)seq,
           (long long)f->seq);
       ns_tree_free(t);
       t = NULL;
@@ -483,7 +477,7 @@ static int recover(dir_store_t *s, int64_t lease_ms, int64_t grace_ms, char *why
           g_free(path);
           break;
         }
-        say(why, whylen,
+        dir_disk_say(why, whylen,
             "%s starts at record %lld but the log before it ends at record %lld: records are "
             "missing (--recover-truncate starts with what comes before)",
             path, (long long)f->seq, (long long)next - 1);
@@ -545,7 +539,7 @@ int dir_store_open(uv_loop_t *loop, const dir_store_config_t *cfg, int64_t defau
   why[0] = '\0';
   int64_t t0 = g_get_monotonic_time();
   if (g_mkdir_with_parents(cfg->data_dir, 0755) != 0) {
-    say(why, whylen, "cannot create %s: %s", cfg->data_dir, g_strerror(errno));
+    dir_disk_say(why, whylen, "cannot create %s: %s", cfg->data_dir, g_strerror(errno));
     return MAYFLY_EIO;
   }
   dir_store_t *s = g_new0(dir_store_t, 1);

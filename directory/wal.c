@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <glib/gstdio.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +20,7 @@
 
 #include "common/check.h"
 #include "common/error.h"
+#include "directory/disk.h"
 
 /* ---- CRC32C ---------------------------------------------------------------- */
 
@@ -48,27 +48,13 @@ uint32_t dir_wal_crc32c(uint32_t crc, const void *data, size_t len) {
 /* ---- format ---------------------------------------------------------------- */
 
 /* Writes a reason into why, which may be NULL. */
-static void say(char *why, size_t whylen, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void say(char *why, size_t whylen, const char *fmt, ...) {
-  if (why == NULL || whylen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
 
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
-static uint32_t get_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 void dir_wal_header(uint8_t *out) {
   memcpy(out, DIR_WAL_MAGIC, 8);
-  put_u32(out + 8, DIR_WAL_VERSION);
-  put_u32(out + 12, dir_wal_crc32c(0, out, 12));
+  dir_disk_put_u32(out + 8, DIR_WAL_VERSION);
+  dir_disk_put_u32(out + 12, dir_wal_crc32c(0, out, 12));
 }
 
 /* The checksum of a frame: its length bytes, then its payload. */
@@ -92,23 +78,23 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
   dir_wal_header(hdr);
   if (len < DIR_WAL_HEADER_SIZE) {
     if (len > 0 && memcmp(buf, hdr, len) != 0) {
-      say(why, whylen, "%s: %zu bytes that are not the start of a Mayfly log", name, len);
+      dir_disk_say(why, whylen, "%s: %zu bytes that are not the start of a Mayfly log", name, len);
       return MAYFLY_EPROTO;
     }
     res->dropped_bytes = (int64_t)len; /* a creation torn before its header was whole */
     return 0;
   }
   if (memcmp(buf, DIR_WAL_MAGIC, 8) != 0) {
-    say(why, whylen, "%s: not a Mayfly log (bad magic)", name);
+    dir_disk_say(why, whylen, "%s: not a Mayfly log (bad magic)", name);
     return MAYFLY_EPROTO;
   }
-  if (get_u32(buf + 12) != dir_wal_crc32c(0, buf, 12)) {
-    say(why, whylen, "%s: the header's checksum fails", name);
+  if (dir_disk_get_u32(buf + 12) != dir_wal_crc32c(0, buf, 12)) {
+    dir_disk_say(why, whylen, "%s: the header's checksum fails", name);
     return MAYFLY_EPROTO;
   }
-  uint32_t version = get_u32(buf + 8);
+  uint32_t version = dir_disk_get_u32(buf + 8);
   if (version != DIR_WAL_VERSION) {
-    say(why, whylen, "%s: log format version %u, this build reads version %d only", name,
+    dir_disk_say(why, whylen, "%s: log format version %u, this build reads version %d only", name,
              version, DIR_WAL_VERSION);
     return MAYFLY_EPROTO;
   }
@@ -122,13 +108,13 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
     if (left < DIR_WAL_FRAME_HEADER) {
       torn = 1;
     } else {
-      rlen = get_u32(buf + off);
+      rlen = dir_disk_get_u32(buf + off);
       if (rlen == 0 || rlen > DIR_WAL_RECORD_MAX) {
         bad = "impossible record length";
       } else if (rlen > left - DIR_WAL_FRAME_HEADER) {
         torn = 1;
       } else if (frame_crc(buf + off, buf + off + DIR_WAL_FRAME_HEADER, rlen) !=
-                 get_u32(buf + off + 4)) {
+                 dir_disk_get_u32(buf + off + 4)) {
         bad = "checksum mismatch";
         /* The last frame written (only zeros, or nothing, after it): a write
          * torn inside it. */
@@ -159,7 +145,7 @@ int dir_wal_scan(const uint8_t *buf, size_t len, const char *name, unsigned flag
       break;
     }
     if (bad != NULL) {
-      say(why, whylen,
+      dir_disk_say(why, whylen,
                "%s: corrupt record at offset %zu (%s) with %zu more bytes after it; "
                "refusing to continue (cutting the log there would lose them)",
                name, off, bad, left);
@@ -195,32 +181,12 @@ typedef struct {
 } local_wal_t;
 
 static int io_error(char *why, size_t whylen, const char *what, const char *path, int err) {
-  say(why, whylen, "%s %s: %s", what, path, g_strerror(err));
+  dir_disk_say(why, whylen, "%s %s: %s", what, path, g_strerror(err));
   return MAYFLY_EIO;
 }
 
 /* Writes all of len bytes at off (pwrite can return short). */
-static int write_all(int fd, const uint8_t *p, size_t len, int64_t off) {
-  while (len > 0) {
-    ssize_t n = pwrite(fd, p, len, (off_t)off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    p += n;
-    len -= (size_t)n;
-    off += n;
-  }
-  return 0;
-}
 
-static int sync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  int rc = fsync(fd) == 0 ? 0 : errno;
-  close(fd);
-  return rc;
-}
 
 static int local_load(dir_wal_t *base, unsigned flags, dir_wal_record_cb cb, void *ud,
                       dir_wal_load_result_t *res, char *why, size_t whylen) {
@@ -248,9 +214,9 @@ static int local_load(dir_wal_t *base, unsigned flags, dir_wal_record_cb cb, voi
     /* New, empty, or torn before its header was whole: start it afresh. */
     uint8_t hdr[DIR_WAL_HEADER_SIZE];
     dir_wal_header(hdr);
-    int err = ftruncate(w->fd, 0) != 0 ? errno : write_all(w->fd, hdr, sizeof hdr, 0);
+    int err = ftruncate(w->fd, 0) != 0 ? errno : dir_disk_write_all(w->fd, hdr, sizeof hdr, 0);
     if (err == 0 && fdatasync(w->fd) != 0) err = errno;
-    if (err == 0) err = sync_dir(w->dir);
+    if (err == 0) err = dir_disk_sync_dir(w->dir);
     if (err != 0) return io_error(why, whylen, "cannot write the header of", w->path, err);
     res->created = 1;
     res->end = DIR_WAL_HEADER_SIZE;
@@ -269,17 +235,17 @@ static int local_write(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, cha
   local_wal_t *w = (local_wal_t *)base;
   MF_CHECK(w->loaded);
   if (g_atomic_int_get(&w->broken)) {
-    say(why, whylen, "%s: an earlier append failed; the log takes no more", w->path);
+    dir_disk_say(why, whylen, "%s: an earlier append failed; the log takes no more", w->path);
     return MAYFLY_EIO;
   }
   if (n == 0) {
-    say(why, whylen, "an empty batch");
+    dir_disk_say(why, whylen, "an empty batch");
     return MAYFLY_EINVAL;
   }
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
     if (recs[i].len == 0 || recs[i].len > DIR_WAL_RECORD_MAX) {
-      say(why, whylen, "record %zu of the batch has %u bytes", i, recs[i].len);
+      dir_disk_say(why, whylen, "record %zu of the batch has %u bytes", i, recs[i].len);
       return MAYFLY_EINVAL;
     }
     total += DIR_WAL_FRAME_HEADER + recs[i].len;
@@ -287,9 +253,9 @@ static int local_write(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, cha
   uint8_t *buf = g_malloc(total);
   uint8_t *p = buf;
   for (size_t i = 0; i < n; i++) {
-    put_u32(p, recs[i].len);
+    dir_disk_put_u32(p, recs[i].len);
     memcpy(p + DIR_WAL_FRAME_HEADER, recs[i].data, recs[i].len);
-    put_u32(p + 4, frame_crc(p, p + DIR_WAL_FRAME_HEADER, recs[i].len));
+    dir_disk_put_u32(p + 4, frame_crc(p, p + DIR_WAL_FRAME_HEADER, recs[i].len));
     p += DIR_WAL_FRAME_HEADER + recs[i].len;
   }
   int err = 0;
@@ -300,12 +266,12 @@ static int local_write(dir_wal_t *base, const dir_wal_rec_t *recs, size_t n, cha
     static const uint8_t zeros[1 << 20];
     int64_t to = w->end + (int64_t)total + w->prealloc;
     for (int64_t at = MAX(w->zeroed, w->end); err == 0 && at < to; at += (int64_t)sizeof zeros) {
-      err = write_all(w->fd, zeros, sizeof zeros, at);
+      err = dir_disk_write_all(w->fd, zeros, sizeof zeros, at);
     }
     if (err == 0 && fdatasync(w->fd) != 0) err = errno;
     if (err == 0) w->zeroed = to;
   }
-  if (err == 0) err = write_all(w->fd, buf, total, w->end);
+  if (err == 0) err = dir_disk_write_all(w->fd, buf, total, w->end);
   g_free(buf);
   if (err != 0) {
     /* Best effort: take the batch back off so a restart does not find half
