@@ -7,11 +7,10 @@
  */
 #include "namespaces/snapshot.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "common/error.h"
+#include "namespaces/codec.h"
 #include "namespaces/path.h"
 #include "namespaces/record.h"
 
@@ -29,102 +28,58 @@
 
 /* ---- encoding -------------------------------------------------------------- */
 
-static void put_u8(GByteArray *o, uint8_t v) { g_byte_array_append(o, &v, 1); }
-
-static void put_le(GByteArray *o, uint64_t v, int n) {
-  uint8_t b[8];
-  for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
-  g_byte_array_append(o, b, (guint)n);
-}
-#define put_u32(o, v) put_le((o), (uint32_t)(v), 4)
-#define put_u64(o, v) put_le((o), (uint64_t)(v), 8)
-
-static int put_str(GByteArray *o, const char *s) {
-  size_t n = strlen(s);
-  if (n > NS_REC_STR_MAX) return MAYFLY_EINVAL;
-  put_u32(o, n);
-  g_byte_array_append(o, (const guint8 *)s, (guint)n);
-  return 0;
-}
-
 static void put_block(GByteArray *o, const ns_block_t *b) {
-  put_u32(o, b->server);
-  put_u32(o, b->index);
-  put_u64(o, b->generation);
-}
-
-static gint cmp_str(gconstpointer a, gconstpointer b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The tags as a count and key/value pairs sorted by key. */
-static int put_tags(GByteArray *o, GHashTable *tags) {
-  guint n = tags != NULL ? g_hash_table_size(tags) : 0;
-  if (n > NS_TAGS_MAX) return MAYFLY_EINVAL;
-  put_u32(o, n);
-  if (n == 0) return 0;
-  GPtrArray *keys = g_ptr_array_new();
-  GHashTableIter it;
-  gpointer k;
-  g_hash_table_iter_init(&it, tags);
-  while (g_hash_table_iter_next(&it, &k, NULL)) g_ptr_array_add(keys, k);
-  g_ptr_array_sort(keys, cmp_str);
-  int rc = 0;
-  for (guint i = 0; i < keys->len && rc == 0; i++) {
-    const char *key = g_ptr_array_index(keys, i);
-    rc = put_str(o, key);
-    if (rc == 0) rc = put_str(o, g_hash_table_lookup(tags, key));
-  }
-  g_ptr_array_free(keys, TRUE);
-  return rc;
+  ns_codec_put_u32(o, b->server);
+  ns_codec_put_u32(o, b->index);
+  ns_codec_put_u64(o, b->generation);
 }
 
 static int put_server(GByteArray *o, const ns_server_t *s) {
-  put_u32(o, s->id);
-  if (put_str(o, s->address) != 0) return MAYFLY_EINVAL;
-  put_u32(o, s->nblocks);
-  put_u64(o, s->block_size);
-  put_u8(o, s->up ? 1 : 0);
-  put_u64(o, s->incarnation);
-  put_u32(o, s->used);
+  ns_codec_put_u32(o, s->id);
+  if (ns_codec_put_str(o, s->address, NS_REC_STR_MAX) != 0) return MAYFLY_EINVAL;
+  ns_codec_put_u32(o, s->nblocks);
+  ns_codec_put_u64(o, s->block_size);
+  ns_codec_put_u8(o, s->up ? 1 : 0);
+  ns_codec_put_u64(o, s->incarnation);
+  ns_codec_put_u32(o, s->used);
   for (int32_t i = 0; i < s->nblocks; i++) {
-    put_u64(o, s->generation[i]);
-    put_u8(o, s->in_use[i] ? 1 : 0);
+    ns_codec_put_u64(o, s->generation[i]);
+    ns_codec_put_u8(o, s->in_use[i] ? 1 : 0);
   }
-  put_u32(o, s->free_stack->len);
+  ns_codec_put_u32(o, s->free_stack->len);
   for (guint i = 0; i < s->free_stack->len; i++) {
-    put_u32(o, g_array_index(s->free_stack, int32_t, i));
+    ns_codec_put_u32(o, g_array_index(s->free_stack, int32_t, i));
   }
   return 0;
 }
 
 /* A leaf's fields after the ones every node has. */
 static int put_leaf(GByteArray *o, const ns_node_t *n) {
-  put_u64(o, n->layout.version);
-  put_u32(o, n->max_blocks);
-  put_u32(o, n->initial_blocks);
-  put_u32(o, n->high_wm);
-  put_u32(o, n->low_wm);
-  if (put_tags(o, n->tags) != 0) return MAYFLY_EINVAL;
-  put_u32(o, n->layout.parts->len);
+  ns_codec_put_u64(o, n->layout.version);
+  ns_codec_put_u32(o, n->max_blocks);
+  ns_codec_put_u32(o, n->initial_blocks);
+  ns_codec_put_u32(o, n->high_wm);
+  ns_codec_put_u32(o, n->low_wm);
+  if (ns_codec_put_tags(o, n->tags, NS_TAGS_MAX, NS_REC_STR_MAX) != 0) return MAYFLY_EINVAL;
+  ns_codec_put_u32(o, n->layout.parts->len);
   for (guint i = 0; i < n->layout.parts->len; i++) {
     const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
     put_block(o, &p->block);
-    put_u64(o, p->lo);
-    put_u64(o, p->hi);
-    put_u8(o, (uint8_t)p->state);
+    ns_codec_put_u64(o, p->lo);
+    ns_codec_put_u64(o, p->hi);
+    ns_codec_put_u8(o, (uint8_t)p->state);
   }
   guint nr = n->reparts != NULL ? n->reparts->len : 0;
-  put_u32(o, nr);
+  ns_codec_put_u32(o, nr);
   for (guint i = 0; i < nr; i++) {
     const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    put_u64(o, r->id);
-    put_u8(o, r->merge ? 1 : 0);
+    ns_codec_put_u64(o, r->id);
+    ns_codec_put_u8(o, r->merge ? 1 : 0);
     put_block(o, &r->src);
     put_block(o, &r->dst);
-    put_u64(o, r->lo);
-    put_u64(o, r->hi);
-    put_u8(o, r->lost ? 1 : 0);
+    ns_codec_put_u64(o, r->lo);
+    ns_codec_put_u64(o, r->hi);
+    ns_codec_put_u8(o, r->lost ? 1 : 0);
   }
   return 0;
 }
@@ -142,15 +97,15 @@ static int put_children(GByteArray *o, const ns_node_t *dir, uint32_t dir_no, ui
       break;
     }
     uint32_t no = (uint32_t)*count;
-    put_u32(o, dir_no);
-    if (put_str(o, n->name) != 0) {
+    ns_codec_put_u32(o, dir_no);
+    if (ns_codec_put_str(o, n->name, NS_REC_STR_MAX) != 0) {
       rc = MAYFLY_EINVAL;
       break;
     }
-    put_u8(o, (uint8_t)n->kind);
-    put_u32(o, n->flags);
-    put_u64(o, n->created_wall_ms);
-    put_u64(o, n->lease_ms);
+    ns_codec_put_u8(o, (uint8_t)n->kind);
+    ns_codec_put_u32(o, n->flags);
+    ns_codec_put_u64(o, n->created_wall_ms);
+    ns_codec_put_u64(o, n->lease_ms);
     rc = n->kind == NS_KIND_DIRECTORY ? put_children(o, n, no, count) : put_leaf(o, n);
   }
   g_ptr_array_free(kids, TRUE);
@@ -160,21 +115,21 @@ static int put_children(GByteArray *o, const ns_node_t *dir, uint32_t dir_no, ui
 int ns_snap_encode(const ns_tree_t *t, const ns_snap_meta_t *meta, GByteArray *out) {
   guint start = out->len;
   const ns_alloc_t *a = t->alloc;
-  put_u8(out, NS_SNAP_VERSION);
-  put_u64(out, meta->seq);
-  put_u64(out, meta->wall_ms);
-  put_u64(out, t->n_expired);
-  put_u64(out, t->last_op_id);
-  put_u32(out, a->servers->len);
+  ns_codec_put_u8(out, NS_SNAP_VERSION);
+  ns_codec_put_u64(out, meta->seq);
+  ns_codec_put_u64(out, meta->wall_ms);
+  ns_codec_put_u64(out, t->n_expired);
+  ns_codec_put_u64(out, t->last_op_id);
+  ns_codec_put_u32(out, a->servers->len);
   int rc = 0;
   for (guint i = 0; i < a->servers->len && rc == 0; i++) {
     rc = put_server(out, g_ptr_array_index(a->servers, i));
   }
   if (rc == 0) {
-    put_u64(out, a->blocks_total);
-    put_u64(out, a->blocks_used);
-    put_u64(out, t->n_dirs);
-    put_u64(out, t->n_leaves);
+    ns_codec_put_u64(out, a->blocks_total);
+    ns_codec_put_u64(out, a->blocks_used);
+    ns_codec_put_u64(out, t->n_dirs);
+    ns_codec_put_u64(out, t->n_leaves);
     uint64_t count = 0;
     rc = put_children(out, t->root, 0, &count);
   }
@@ -184,123 +139,49 @@ int ns_snap_encode(const ns_tree_t *t, const ns_snap_meta_t *meta, GByteArray *o
 
 /* ---- decoding -------------------------------------------------------------- */
 
-typedef struct {
-  const uint8_t *p;
-  size_t left;
-  size_t len; /* of the whole input, for offsets in reasons */
-  char *why;
-  size_t whylen;
-  int failed;
-} reader_t;
-
-/* Records the first failure with its reason and offset. */
-static void fail(reader_t *r, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static void fail(reader_t *r, const char *fmt, ...) {
-  if (r->failed) return;
-  r->failed = 1;
-  if (r->why == NULL || r->whylen == 0) return;
-  char msg[400];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  snprintf(r->why, r->whylen, "snapshot: %s at byte %zu of %zu", msg, r->len - r->left, r->len);
-}
-
-/* Takes n bytes, or fails with "truncated" and returns NULL. */
-static const uint8_t *take(reader_t *r, size_t n, const char *what) {
-  if (r->failed) return NULL;
-  if (n > r->left) {
-    fail(r, "%s truncated (%zu bytes needed, %zu left)", what, n, r->left);
-    return NULL;
-  }
-  const uint8_t *p = r->p;
-  r->p += n;
-  r->left -= n;
-  return p;
-}
-
-static uint64_t get_le(reader_t *r, int n, const char *what) {
-  const uint8_t *p = take(r, (size_t)n, what);
-  uint64_t v = 0;
-  if (p == NULL) return 0;
-  for (int i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
-  return v;
-}
-static uint8_t get_u8(reader_t *r, const char *w) { return (uint8_t)get_le(r, 1, w); }
-static uint32_t get_u32(reader_t *r, const char *w) { return (uint32_t)get_le(r, 4, w); }
-static int32_t get_i32(reader_t *r, const char *w) { return (int32_t)get_u32(r, w); }
-static int64_t get_i64(reader_t *r, const char *w) { return (int64_t)get_le(r, 8, w); }
-
 /* A 0/1 byte. */
-static int get_bool(reader_t *r, const char *what) {
-  uint8_t v = get_u8(r, what);
-  if (!r->failed && v > 1) fail(r, "%s is %u, not 0 or 1", what, v);
+static int get_bool(ns_codec_reader_t *r, const char *what) {
+  uint8_t v = ns_codec_get_u8(r, what);
+  if (!r->failed && v > 1) ns_codec_fail(r, "%s is %u, not 0 or 1", what, v);
   return v;
 }
 
 /* An i64 in [lo, hi]. */
-static int64_t get_range(reader_t *r, const char *what, int64_t lo, int64_t hi) {
-  int64_t v = get_i64(r, what);
+static int64_t get_range(ns_codec_reader_t *r, const char *what, int64_t lo, int64_t hi) {
+  int64_t v = ns_codec_get_i64(r, what);
   if (!r->failed && (v < lo || v > hi)) {
-    fail(r, "%s %lld is outside [%lld, %lld]", what, (long long)v, (long long)lo, (long long)hi);
+    ns_codec_fail(r, "%s %lld is outside [%lld, %lld]", what, (long long)v, (long long)lo,
+                  (long long)hi);
   }
   return v;
 }
 
 /* An i32 in [lo, hi]. */
-static int32_t get_range32(reader_t *r, const char *what, int32_t lo, int32_t hi) {
-  int32_t v = get_i32(r, what);
-  if (!r->failed && (v < lo || v > hi)) fail(r, "%s %d is outside [%d, %d]", what, v, lo, hi);
+static int32_t get_range32(ns_codec_reader_t *r, const char *what, int32_t lo, int32_t hi) {
+  int32_t v = ns_codec_get_i32(r, what);
+  if (!r->failed && (v < lo || v > hi)) {
+    ns_codec_fail(r, "%s %d is outside [%d, %d]", what, v, lo, hi);
+  }
   return v;
 }
 
 /* A string of at most max bytes without NUL: *out is a new copy, or NULL
  * after a failure. Returns 0 or -1. */
-static int get_str(reader_t *r, const char *what, uint32_t max, char **out) {
-  *out = NULL;
-  uint32_t n = get_u32(r, what);
-  if (r->failed) return -1;
-  if (n > max) {
-    fail(r, "%s of %u bytes is over the limit of %u", what, n, max);
-    return -1;
-  }
-  const uint8_t *p = take(r, n, what);
-  if (p == NULL) return -1;
-  if (memchr(p, '\0', n) != NULL) {
-    fail(r, "%s contains a NUL byte", what);
-    return -1;
-  }
-  *out = g_strndup((const char *)p, n);
-  return 0;
+static int get_str(ns_codec_reader_t *r, const char *what, uint32_t max, char **out) {
+  uint32_t n = ns_codec_get_u32(r, what);
+  return ns_codec_get_chars(r, n, max, what, out);
 }
 
-/* A count whose elements take at least min_bytes each, checked against the
- * limit and the bytes left before the caller allocates for it. */
-static uint32_t get_count(reader_t *r, const char *what, uint32_t max, size_t min_bytes) {
-  uint32_t n = get_u32(r, what);
-  if (r->failed) return 0;
-  if (n > max) {
-    fail(r, "%u %s is over the limit of %u", n, what, max);
-    return 0;
-  }
-  if ((size_t)n * min_bytes > r->left) {
-    fail(r, "%u %s cannot fit in the %zu bytes left", n, what, r->left);
-    return 0;
-  }
-  return n;
-}
-
-static void get_block(reader_t *r, ns_block_t *b, const char *what) {
-  b->server = get_i32(r, what);
-  b->index = get_i32(r, what);
-  b->generation = get_i64(r, what);
+static void get_block(ns_codec_reader_t *r, ns_block_t *b, const char *what) {
+  b->server = ns_codec_get_i32(r, what);
+  b->index = ns_codec_get_i32(r, what);
+  b->generation = ns_codec_get_i64(r, what);
 }
 
 /* The decoder's state: the input, the tree being built and the time leases
  * restart from. */
 typedef struct {
-  reader_t r;
+  ns_codec_reader_t r;
   ns_tree_t *t;
   int64_t now_ms;
 } dec_t;
@@ -309,7 +190,7 @@ typedef struct {
 /* Reads one server's blocks and free stack into s. The free stack must hold
  * exactly the free blocks, each once: each listed block is marked 2 in
  * in_use while the stack is read, then set back to 0. */
-static void get_blocks(reader_t *r, ns_server_t *s) {
+static void get_blocks(ns_codec_reader_t *r, ns_server_t *s) {
   int32_t used = 0;
   for (int32_t i = 0; i < s->nblocks && !r->failed; i++) {
     s->generation[i] = get_range(r, "block generation", 1, NS_SNAP_INT_MAX);
@@ -318,20 +199,21 @@ static void get_blocks(reader_t *r, ns_server_t *s) {
   }
   if (r->failed) return;
   if (used != s->used) {
-    fail(r, "server %d says %d blocks are used but %d are marked in use", s->id, s->used, used);
+    ns_codec_fail(r, "server %d says %d blocks are used but %d are marked in use", s->id, s->used,
+                  used);
     return;
   }
-  uint32_t nfree = get_count(r, "free stack entries", (uint32_t)s->nblocks, 4);
+  uint32_t nfree = ns_codec_get_count(r, "free stack entries", (uint32_t)s->nblocks, 4);
   if (!r->failed && nfree != (uint32_t)(s->nblocks - used)) {
-    fail(r, "server %d's free stack has %u entries for %d free blocks", s->id, nfree,
-         s->nblocks - used);
+    ns_codec_fail(r, "server %d's free stack has %u entries for %d free blocks", s->id, nfree,
+                  s->nblocks - used);
   }
   for (uint32_t i = 0; i < nfree && !r->failed; i++) {
     int32_t idx = get_range32(r, "free stack entry", 0, s->nblocks - 1);
     if (r->failed) break;
     if (s->in_use[idx] != 0) {
-      fail(r, "block %d:%d is on the free stack %s", s->id, idx,
-           s->in_use[idx] == 1 ? "but in use" : "twice");
+      ns_codec_fail(r, "block %d:%d is on the free stack %s", s->id, idx,
+                    s->in_use[idx] == 1 ? "but in use" : "twice");
       break;
     }
     s->in_use[idx] = 2;
@@ -343,26 +225,27 @@ static void get_blocks(reader_t *r, ns_server_t *s) {
 }
 
 /* Reads one server and adds it to the allocator, which then owns it. */
-static void get_server(reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addresses) {
-  int32_t got_id = get_i32(r, "server id");
+static void get_server(ns_codec_reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addresses) {
+  int32_t got_id = ns_codec_get_i32(r, "server id");
   if (!r->failed && got_id != id) {
-    fail(r, "server %d is numbered %d (ids run 1, 2, ... in order)", id, got_id);
+    ns_codec_fail(r, "server %d is numbered %d (ids run 1, 2, ... in order)", id, got_id);
   }
   char *address;
   if (r->failed || get_str(r, "server address", NS_REC_STR_MAX, &address) != 0) return;
   if (address[0] == '\0' || g_hash_table_contains(addresses, address)) {
-    fail(r, "server %d has %s address \"%s\"", id, address[0] ? "the repeated" : "an empty",
-         address);
+    ns_codec_fail(r, "server %d has %s address \"%s\"", id,
+                  address[0] ? "the repeated" : "an empty", address);
     g_free(address);
     return;
   }
   int32_t nblocks = get_range32(r, "server blocks", 1, NS_ALLOC_MAX_BLOCKS);
   int64_t block_size = get_range(r, "block size", 1, NS_SNAP_BLOCK_SIZE_MAX);
   int up = get_bool(r, "server up");
-  uint64_t incarnation = (uint64_t)get_i64(r, "incarnation");
+  uint64_t incarnation = (uint64_t)ns_codec_get_i64(r, "incarnation");
   int32_t used = get_range32(r, "server used", 0, nblocks);
   if (!r->failed && (size_t)nblocks * BLOCK_STATE_BYTES > r->left) {
-    fail(r, "server %d's %d blocks cannot fit in the %zu bytes left", id, nblocks, r->left);
+    ns_codec_fail(r, "server %d's %d blocks cannot fit in the %zu bytes left", id, nblocks,
+                  r->left);
   }
   if (r->failed) {
     g_free(address);
@@ -387,42 +270,43 @@ static void get_server(reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addre
   get_blocks(r, s);
 }
 
-static void get_servers(reader_t *r, ns_alloc_t *a) {
-  uint32_t n = get_count(r, "servers", INT32_MAX, SERVER_MIN_BYTES);
+static void get_servers(ns_codec_reader_t *r, ns_alloc_t *a) {
+  uint32_t n = ns_codec_get_count(r, "servers", INT32_MAX, SERVER_MIN_BYTES);
   GHashTable *addresses = g_hash_table_new(g_str_hash, g_str_equal); /* borrowed */
   for (uint32_t i = 0; i < n && !r->failed; i++) get_server(r, a, (int32_t)i + 1, addresses);
   g_hash_table_destroy(addresses);
-  int64_t total = get_i64(r, "blocks_total");
-  int64_t used = get_i64(r, "blocks_used");
+  int64_t total = ns_codec_get_i64(r, "blocks_total");
+  int64_t used = ns_codec_get_i64(r, "blocks_used");
   if (!r->failed && (total != a->blocks_total || used != a->blocks_used)) {
-    fail(r, "the allocator says %lld blocks of which %lld used; its servers have %lld and %lld",
-         (long long)total, (long long)used, (long long)a->blocks_total,
-         (long long)a->blocks_used);
+    ns_codec_fail(
+        r, "the allocator says %lld blocks of which %lld used; its servers have %lld and %lld",
+        (long long)total, (long long)used, (long long)a->blocks_total, (long long)a->blocks_used);
   }
 }
 
 /* Marks block b as held by node n: it must exist, be in use at exactly
  * that generation and not be held by anything else yet. */
-static void claim_block(reader_t *r, ns_alloc_t *a, const ns_block_t *b, ns_node_t *n,
+static void claim_block(ns_codec_reader_t *r, ns_alloc_t *a, const ns_block_t *b, ns_node_t *n,
                         const char *what) {
   if (r->failed) return;
   ns_server_t *s = ns_alloc_server(a, b->server);
   if (s == NULL || b->index < 0 || b->index >= s->nblocks) {
-    fail(r, "the block %d:%d of a %s does not exist", b->server, b->index, what);
+    ns_codec_fail(r, "the block %d:%d of a %s does not exist", b->server, b->index, what);
   } else if (!s->in_use[b->index]) {
-    fail(r, "the block %d:%d of a %s is free", b->server, b->index, what);
+    ns_codec_fail(r, "the block %d:%d of a %s is free", b->server, b->index, what);
   } else if (s->generation[b->index] != b->generation) {
-    fail(r, "the block %d:%d of a %s has generation %lld, the allocator's is %lld", b->server,
-         b->index, what, (long long)b->generation, (long long)s->generation[b->index]);
+    ns_codec_fail(r, "the block %d:%d of a %s has generation %lld, the allocator's is %lld",
+                  b->server, b->index, what, (long long)b->generation,
+                  (long long)s->generation[b->index]);
   } else if (s->owner[b->index] != NULL) {
-    fail(r, "the block %d:%d of a %s is held twice", b->server, b->index, what);
+    ns_codec_fail(r, "the block %d:%d of a %s is held twice", b->server, b->index, what);
   } else {
     s->owner[b->index] = n;
   }
 }
 
-static void get_tags(reader_t *r, ns_node_t *n) {
-  uint32_t ntags = get_count(r, "tags", NS_TAGS_MAX, 4 + 1 + 4);
+static void get_tags(ns_codec_reader_t *r, ns_node_t *n) {
+  uint32_t ntags = ns_codec_get_count(r, "tags", NS_TAGS_MAX, 4 + 1 + 4);
   if (ntags == 0) return;
   n->tags = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   const char *prev = NULL;
@@ -434,8 +318,8 @@ static void get_tags(reader_t *r, ns_node_t *n) {
       return;
     }
     if (k[0] == '\0' || (prev != NULL && strcmp(prev, k) >= 0)) {
-      fail(r, "tag keys are not sorted, distinct and non-empty (\"%s\" after \"%s\")", k,
-           prev != NULL ? prev : "");
+      ns_codec_fail(r, "tag keys are not sorted, distinct and non-empty (\"%s\" after \"%s\")", k,
+                    prev != NULL ? prev : "");
       g_free(k);
       g_free(v);
       return;
@@ -445,8 +329,8 @@ static void get_tags(reader_t *r, ns_node_t *n) {
   }
 }
 
-static void get_parts(reader_t *r, ns_alloc_t *a, ns_node_t *n) {
-  uint32_t np = get_count(r, "partitions", INT32_MAX, PART_BYTES);
+static void get_parts(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n) {
+  uint32_t np = ns_codec_get_count(r, "partitions", INT32_MAX, PART_BYTES);
   g_array_set_size(n->layout.parts, np);
   for (uint32_t i = 0; i < np && !r->failed; i++) {
     ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
@@ -479,19 +363,19 @@ static const ns_partition_t *part_by_block(const ns_node_t *n, GHashTable *parts
  * partition to a new block the node holds; a merge moves a whole live
  * partition into an adjacent one; either may since have been marked lost
  * (then its partitions may be lost too). No two share a block. */
-static void check_repart(reader_t *r, ns_alloc_t *a, ns_node_t *n, const ns_repart_t *rp,
+static void check_repart(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n, const ns_repart_t *rp,
                          GHashTable *parts, GHashTable *busy, gint64 *keys) {
   const ns_partition_t *src = part_by_block(n, parts, &rp->src);
   if (src == NULL) {
-    fail(r, "repartition %lld moves block %d:%d, not a partition of its namespace",
-         (long long)rp->id, rp->src.server, rp->src.index);
+    ns_codec_fail(r, "repartition %lld moves block %d:%d, not a partition of its namespace",
+                  (long long)rp->id, rp->src.server, rp->src.index);
     return;
   }
   keys[0] = block_key(&rp->src);
   keys[1] = block_key(&rp->dst);
   if (g_hash_table_contains(busy, &keys[0]) || g_hash_table_contains(busy, &keys[1]) ||
       keys[0] == keys[1]) {
-    fail(r, "repartition %lld shares a block with another one", (long long)rp->id);
+    ns_codec_fail(r, "repartition %lld shares a block with another one", (long long)rp->id);
     return;
   }
   g_hash_table_add(busy, &keys[0]);
@@ -501,29 +385,32 @@ static void check_repart(reader_t *r, ns_alloc_t *a, ns_node_t *n, const ns_repa
     const ns_partition_t *dst = part_by_block(n, parts, &rp->dst);
     if (dst == NULL || (dst->hi != src->lo && dst->lo != src->hi) || rp->lo != src->lo ||
         rp->hi != src->hi) {
-      fail(r, "merge %lld does not move a whole partition into an adjacent one",
-           (long long)rp->id);
+      ns_codec_fail(r, "merge %lld does not move a whole partition into an adjacent one",
+                    (long long)rp->id);
       return;
     }
     lost |= dst->state == NS_PART_LOST;
   } else {
     if (rp->lo <= src->lo || rp->hi != src->hi || rp->lo >= rp->hi) {
-      fail(r, "split %lld does not move the upper part of its partition", (long long)rp->id);
+      ns_codec_fail(r, "split %lld does not move the upper part of its partition",
+                    (long long)rp->id);
       return;
     }
     claim_block(r, a, &rp->dst, n, "split");
   }
   if (lost && !rp->lost) {
-    fail(r, "repartition %lld has a lost partition but is not marked lost", (long long)rp->id);
+    ns_codec_fail(r, "repartition %lld has a lost partition but is not marked lost",
+                  (long long)rp->id);
   }
 }
 
 static void get_reparts(dec_t *d, ns_node_t *n) {
-  reader_t *r = &d->r;
-  uint32_t nr = get_count(r, "repartitions", INT32_MAX, REPART_BYTES);
+  ns_codec_reader_t *r = &d->r;
+  uint32_t nr = ns_codec_get_count(r, "repartitions", INT32_MAX, REPART_BYTES);
   if (nr == 0) return;
   if (n->kind != NS_KIND_KV) {
-    fail(r, "a %s namespace has repartitions (only kv namespaces do)", ns_kind_name(n->kind));
+    ns_codec_fail(r, "a %s namespace has repartitions (only kv namespaces do)",
+                  ns_kind_name(n->kind));
     return;
   }
   n->reparts = g_array_sized_new(FALSE, FALSE, sizeof(ns_repart_t), nr);
@@ -545,13 +432,13 @@ static void get_reparts(dec_t *d, ns_node_t *n) {
     rp->merge = get_bool(r, "repartition merge");
     get_block(r, &rp->src, "repartition src");
     get_block(r, &rp->dst, "repartition dst");
-    rp->lo = get_i64(r, "repartition lo");
-    rp->hi = get_i64(r, "repartition hi");
+    rp->lo = ns_codec_get_i64(r, "repartition lo");
+    rp->hi = ns_codec_get_i64(r, "repartition hi");
     rp->lost = get_bool(r, "repartition lost");
     rp->started_ms = d->now_ms;
     if (r->failed) break;
     if (!g_hash_table_add(ids, &rp->id)) {
-      fail(r, "repartition id %lld is repeated", (long long)rp->id);
+      ns_codec_fail(r, "repartition id %lld is repeated", (long long)rp->id);
       break;
     }
     check_repart(r, d->t->alloc, n, rp, parts, busy, &busy_keys[2 * i]);
@@ -566,7 +453,7 @@ static void get_reparts(dec_t *d, ns_node_t *n) {
 /* A leaf's fields after the ones every node has, checked as apply_create()
  * and the quota checks of later records keep them. */
 static void get_leaf(dec_t *d, ns_node_t *n) {
-  reader_t *r = &d->r;
+  ns_codec_reader_t *r = &d->r;
   n->layout.version = get_range(r, "layout version", 1, NS_SNAP_INT_MAX);
   n->max_blocks = get_range32(r, "max_blocks", 0, INT32_MAX);
   n->initial_blocks = get_range32(r, "initial_blocks", 0, NS_CREATE_BLOCKS_MAX);
@@ -576,36 +463,37 @@ static void get_leaf(dec_t *d, ns_node_t *n) {
   int32_t high = n->high_wm > 0 ? n->high_wm : NS_HIGH_WM_DEFAULT;
   int32_t low = n->low_wm > 0 ? n->low_wm : NS_LOW_WM_DEFAULT;
   if (low * 2 > high) {
-    fail(r, "low watermark %d is more than half the high one %d", low, high);
+    ns_codec_fail(r, "low watermark %d is more than half the high one %d", low, high);
     return;
   }
   if (n->max_blocks > 0 && n->initial_blocks > n->max_blocks) {
-    fail(r, "initial_blocks %d is over max_blocks %d", n->initial_blocks, n->max_blocks);
+    ns_codec_fail(r, "initial_blocks %d is over max_blocks %d", n->initial_blocks, n->max_blocks);
     return;
   }
   get_tags(r, n);
   get_parts(r, d->t->alloc, n);
   get_reparts(d, n);
   if (!r->failed && n->max_blocks > 0 && ns_node_blocks_committed(n) > n->max_blocks) {
-    fail(r, "a namespace holds %d blocks, over its max_blocks %d", ns_node_blocks_committed(n),
-         n->max_blocks);
+    ns_codec_fail(r, "a namespace holds %d blocks, over its max_blocks %d",
+                  ns_node_blocks_committed(n), n->max_blocks);
   }
 }
 
 /* Checks a name as a path component (path.h): "/" + name must be a valid
  * path of one component. */
-static int name_ok(reader_t *r, const char *name) {
+static int name_ok(ns_codec_reader_t *r, const char *name) {
   char path[NS_NAME_MAX + 2];
   char reason[128];
   size_t len = strlen(name);
   if (len == 0 || len > NS_NAME_MAX || strchr(name, '/') != NULL) {
-    fail(r, "name \"%.64s\" is empty, longer than %d bytes or contains '/'", name, NS_NAME_MAX);
+    ns_codec_fail(r, "name \"%.64s\" is empty, longer than %d bytes or contains '/'", name,
+                  NS_NAME_MAX);
     return 0;
   }
   path[0] = '/';
   memcpy(path + 1, name, len + 1);
   if (ns_path_check(path, reason, sizeof reason) != 0) {
-    fail(r, "name \"%.64s\": %s", name, reason);
+    ns_codec_fail(r, "name \"%.64s\": %s", name, reason);
     return 0;
   }
   return 1;
@@ -625,17 +513,17 @@ typedef struct {
  * sort after its previous sibling's: so the nodes come in exactly the order
  * the encoder writes them, each name once per directory. */
 static void get_node(dec_t *d, uint32_t no, ns_node_t **nodes, GArray *stack) {
-  reader_t *r = &d->r;
-  uint32_t parent = get_u32(r, "parent");
+  ns_codec_reader_t *r = &d->r;
+  uint32_t parent = ns_codec_get_u32(r, "parent");
   if (r->failed) return;
   if (parent >= no || nodes[parent]->kind != NS_KIND_DIRECTORY) {
-    fail(r, "the parent %u of node %u is not an earlier directory", parent, no);
+    ns_codec_fail(r, "the parent %u of node %u is not an earlier directory", parent, no);
     return;
   }
   while (g_array_index(stack, frame_t, stack->len - 1).no != parent) {
     if (stack->len == 1) {
-      fail(r, "node %u comes after its parent %u's subtree ended (not in pre-order)", no,
-           parent);
+      ns_codec_fail(r, "node %u comes after its parent %u's subtree ended (not in pre-order)", no,
+                    parent);
       return;
     }
     g_array_set_size(stack, stack->len - 1);
@@ -648,22 +536,24 @@ static void get_node(dec_t *d, uint32_t no, ns_node_t **nodes, GArray *stack) {
     return;
   }
   if (top->last != NULL && strcmp(top->last, name) >= 0) {
-    fail(r, "name \"%s\" comes after \"%s\" in its directory (not sorted, or repeated)", name,
-         top->last);
+    ns_codec_fail(r, "name \"%s\" comes after \"%s\" in its directory (not sorted, or repeated)",
+                  name, top->last);
     g_free(name);
     return;
   }
   size_t path_len = top->path_len + 1 + strlen(name);
   if (path_len > NS_PATH_MAX) {
-    fail(r, "the path of node %u is longer than %d bytes", no, NS_PATH_MAX);
+    ns_codec_fail(r, "the path of node %u is longer than %d bytes", no, NS_PATH_MAX);
     g_free(name);
     return;
   }
-  uint8_t kind = get_u8(r, "kind");
-  if (!r->failed && kind > NS_KIND_KV) fail(r, "unknown kind %u", kind);
-  uint32_t flags = get_u32(r, "node flags");
-  if (!r->failed && (flags & ~NS_FLAG_PINNED) != 0) fail(r, "unknown node flags 0x%x", flags);
-  int64_t created = get_i64(r, "created_wall_ms");
+  uint8_t kind = ns_codec_get_u8(r, "kind");
+  if (!r->failed && kind > NS_KIND_KV) ns_codec_fail(r, "unknown kind %u", kind);
+  uint32_t flags = ns_codec_get_u32(r, "node flags");
+  if (!r->failed && (flags & ~NS_FLAG_PINNED) != 0) {
+    ns_codec_fail(r, "unknown node flags 0x%x", flags);
+  }
+  int64_t created = ns_codec_get_i64(r, "created_wall_ms");
   int64_t lease_ms = get_range(r, "lease", 0, NS_LEASE_MAX_MS);
   if (r->failed) {
     g_free(name);
@@ -688,14 +578,14 @@ static void get_node(dec_t *d, uint32_t no, ns_node_t **nodes, GArray *stack) {
 }
 
 static void get_nodes(dec_t *d) {
-  reader_t *r = &d->r;
-  int64_t n_dirs = get_i64(r, "n_dirs");
-  int64_t n_leaves = get_i64(r, "n_leaves");
+  ns_codec_reader_t *r = &d->r;
+  int64_t n_dirs = ns_codec_get_i64(r, "n_dirs");
+  int64_t n_leaves = ns_codec_get_i64(r, "n_leaves");
   if (r->failed) return;
   int64_t cap = (int64_t)MIN(r->left / NODE_MIN_BYTES, UINT32_MAX - 1);
   if (n_dirs < 0 || n_leaves < 0 || n_dirs > cap || n_leaves > cap - n_dirs) {
-    fail(r, "%lld directories and %lld leaves cannot fit in the %zu bytes left",
-         (long long)n_dirs, (long long)n_leaves, r->left);
+    ns_codec_fail(r, "%lld directories and %lld leaves cannot fit in the %zu bytes left",
+                  (long long)n_dirs, (long long)n_leaves, r->left);
     return;
   }
   uint32_t total = (uint32_t)(n_dirs + n_leaves);
@@ -708,20 +598,20 @@ static void get_nodes(dec_t *d) {
   g_array_free(stack, TRUE);
   g_free(nodes);
   if (!r->failed && (d->t->n_dirs != n_dirs || d->t->n_leaves != n_leaves)) {
-    fail(r, "%lld directories and %lld leaves were announced, %lld and %lld came",
-         (long long)n_dirs, (long long)n_leaves, (long long)d->t->n_dirs,
-         (long long)d->t->n_leaves);
+    ns_codec_fail(r, "%lld directories and %lld leaves were announced, %lld and %lld came",
+                  (long long)n_dirs, (long long)n_leaves, (long long)d->t->n_dirs,
+                  (long long)d->t->n_leaves);
   }
 }
 
 /* Every block in use must be held by a namespace (claim_block() already
  * made sure every held block is in use). */
-static void check_held(reader_t *r, const ns_alloc_t *a) {
+static void check_held(ns_codec_reader_t *r, const ns_alloc_t *a) {
   for (guint i = 0; i < a->servers->len && !r->failed; i++) {
     const ns_server_t *s = g_ptr_array_index(a->servers, i);
     for (int32_t b = 0; b < s->nblocks; b++) {
       if (s->in_use[b] && s->owner[b] == NULL) {
-        fail(r, "block %d:%d is in use but no namespace holds it", s->id, b);
+        ns_codec_fail(r, "block %d:%d is in use but no namespace holds it", s->id, b);
         return;
       }
     }
@@ -732,17 +622,17 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
                    int64_t now_ms, ns_tree_t **out, ns_snap_meta_t *meta, char *why,
                    size_t whylen) {
   *out = NULL;
-  dec_t d = {.r = {.p = data, .left = len, .len = len, .why = why, .whylen = whylen},
-             .now_ms = now_ms};
-  reader_t *r = &d.r;
-  uint8_t version = get_u8(r, "version");
+  dec_t d = {.now_ms = now_ms};
+  ns_codec_reader_init(&d.r, "snapshot", NS_CODEC_MSG_MAX, data, len, why, whylen);
+  ns_codec_reader_t *r = &d.r;
+  uint8_t version = ns_codec_get_u8(r, "version");
   if (!r->failed && version != NS_SNAP_VERSION) {
-    fail(r, "encoding version %u is not the version %d this build reads", version,
-         NS_SNAP_VERSION);
+    ns_codec_fail(r, "encoding version %u is not the version %d this build reads", version,
+                  NS_SNAP_VERSION);
   }
   ns_snap_meta_t m;
-  m.seq = get_i64(r, "seq");
-  m.wall_ms = get_i64(r, "wall_ms");
+  m.seq = ns_codec_get_i64(r, "seq");
+  m.wall_ms = ns_codec_get_i64(r, "wall_ms");
   int64_t n_expired = get_range(r, "n_expired", 0, NS_SNAP_INT_MAX);
   int64_t last_op_id = get_range(r, "last_op_id", 0, NS_SNAP_INT_MAX);
   if (r->failed) return MAYFLY_EPROTO;
@@ -754,7 +644,9 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
   get_servers(r, d.t->alloc);
   if (!r->failed) get_nodes(&d);
   if (!r->failed) check_held(r, d.t->alloc);
-  if (!r->failed && r->left != 0) fail(r, "%zu bytes left over after the snapshot", r->left);
+  if (!r->failed && r->left != 0) {
+    ns_codec_fail(r, "%zu bytes left over after the snapshot", r->left);
+  }
   if (r->failed) {
     ns_tree_free(d.t);
     return MAYFLY_EPROTO;
