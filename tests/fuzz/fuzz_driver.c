@@ -6,6 +6,11 @@
  * sanitizer build this is where memory errors in decoding would show.
  * Exits 0 when every seed reached the handlers (two are at the caps of
  * directory/limits.h) and every input was served without a crash.
+ *
+ * The mutations come from the shared engine (mutate.c); the edits that know
+ * the format are this file's. Usage: fuzz_control_replay [ROUNDS] [--corpus DIR];
+ * with --corpus the seeds are also written to DIR (seed-N.thrift), to start a
+ * libFuzzer run.
  */
 #include <glib.h>
 #include <mayfly_directory.h>
@@ -16,13 +21,13 @@
 
 #include "common/frame_transport.h"
 #include "directory/events.h"
+#include "mutate.h"
 #include "namespaces/path.h"
 #include "namespaces/tree.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_control_processed;
 
-static GPtrArray *seeds;
+static fz_t fz;
 
 /* The client writes one call into a memory-mode transport; its frame minus
  * the 4-byte length is a seed. */
@@ -32,12 +37,15 @@ static MayflyDirectoryClient *cl;
 static void take_seed(void) {
   size_t len;
   const uint8_t *f = mf_frame_transport_output(tr, &len);
-  if (f != NULL) g_ptr_array_add(seeds, g_bytes_new(f + 4, len - 4));
+  if (f != NULL) {
+    GByteArray *s = g_byte_array_new();
+    g_byte_array_append(s, f + 4, (guint)(len - 4));
+    fz_add_seed(&fz, s);
+  }
   mf_frame_transport_set_input(tr, NULL, 0);
 }
 
 static void make_seeds(void) {
-  seeds = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
   tr = mf_frame_transport_new(-1, 0, 1 << 20);
   ThriftProtocol *p = g_object_new(THRIFT_TYPE_COMPACT_PROTOCOL, "transport", tr, NULL);
   cl = g_object_new(MAYFLY_TYPE_DIRECTORY_CLIENT, "input_protocol", p, "output_protocol", p, NULL);
@@ -158,69 +166,42 @@ static void count_log(const gchar *domain, GLogLevelFlags level, const gchar *ms
   }
 }
 
+/* A large varint where a length may be. */
+static void big_varint(fz_t *f, GByteArray *m) {
+  (void)f;
+  const uint8_t big[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+  g_byte_array_append(m, big, sizeof big);
+}
+
+/* The engine's byte edits and the varint above; a round stops editing once
+ * its input is empty. */
+static const fz_edit_t byte_edits[] = {
+    FZ_BASIC_EDITS(32),
+    {.op = FZ_OWN, .fn = big_varint},
+};
+
 int main(int argc, char **argv) {
-  long rounds = argc > 1 ? atol(argv[1]) : 20000;
   g_log_set_default_handler(count_log, NULL);
+  fz = (fz_t){.name = "fuzz_control", .corpus_ext = ".thrift", .seed = 20261121,
+              .edits = byte_edits, .nedits = G_N_ELEMENTS(byte_edits), .edits_max = 5,
+              .stop_when_empty = TRUE};
+  fz_start(&fz, argc, argv, 20000);
   make_seeds();
-  long seeds_refused = 0;
-  for (guint s = 0; s < seeds->len; s++) {
-    gsize n;
-    const uint8_t *d = g_bytes_get_data(g_ptr_array_index(seeds, s), &n);
+  int ok = fz_write_corpus(&fz) == 0;
+  for (guint s = 0; s < fz.seeds->len; s++) {
+    GByteArray *seed = fz_seed(&fz, s);
     long before = fuzz_control_processed;
-    LLVMFuzzerTestOneInput(d, n);
+    fz_run(seed->data, seed->len);
     /* Every seed is a legal call, the ones at the caps included. */
     if (fuzz_control_processed == before) {
-      fprintf(stderr, "seed %u (%zu bytes) was refused before the handlers\n", s, (size_t)n);
-      seeds_refused++;
+      fprintf(stderr, "seed %u (%u bytes) was refused before the handlers\n", s, seed->len);
+      ok = 0;
     }
   }
-  GRand *r = g_rand_new_with_seed(20261121);
-  for (long k = 0; k < rounds; k++) {
-    gsize n;
-    const uint8_t *d = g_bytes_get_data(g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len)), &n);
-    GByteArray *m = g_byte_array_new();
-    g_byte_array_append(m, d, (guint)n);
-    int edits = g_rand_int_range(r, 0, 10) < 7 ? 1 : g_rand_int_range(r, 2, 5);
-    for (int e = 0; e < edits && m->len > 0; e++) {
-      guint at = (guint)g_rand_int_range(r, 0, (gint32)m->len);
-      switch (g_rand_int_range(r, 0, 6)) {
-        case 0: /* flip a bit */
-          m->data[at] ^= (uint8_t)(1u << g_rand_int_range(r, 0, 8));
-          break;
-        case 1: /* random byte */
-          m->data[at] = (uint8_t)g_rand_int(r);
-          break;
-        case 2: /* truncate */
-          g_byte_array_set_size(m, at);
-          break;
-        case 3: { /* duplicate a range */
-          guint len = (guint)g_rand_int_range(r, 1, 32);
-          if (at + len > m->len) len = m->len - at;
-          GByteArray *copy = g_byte_array_new();
-          g_byte_array_append(copy, m->data + at, len);
-          g_byte_array_append(m, copy->data, copy->len);
-          g_byte_array_free(copy, TRUE);
-          break;
-        }
-        case 4: { /* delete a range */
-          guint len = (guint)g_rand_int_range(r, 1, 16);
-          g_byte_array_remove_range(m, at, MIN(len, m->len - at));
-          break;
-        }
-        default: { /* a large varint where a length may be */
-          const uint8_t big[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
-          g_byte_array_append(m, big, sizeof big);
-          break;
-        }
-      }
-    }
-    LLVMFuzzerTestOneInput(m->data, m->len);
-    g_byte_array_free(m, TRUE);
-  }
-  g_rand_free(r);
+  fz_rounds(&fz);
   printf("fuzz_control: %u seeds and %ld mutations served without a crash "
          "(%ld reached the handlers, %ld rejected with a warning, %ld criticals)\n",
-         seeds->len, rounds, fuzz_control_processed, warnings, criticals);
-  g_ptr_array_free(seeds, TRUE);
-  return criticals == 0 && seeds_refused == 0 ? 0 : 1;
+         fz.seeds->len, fz.rounds, fuzz_control_processed, warnings, criticals);
+  fz_finish(&fz);
+  return criticals == 0 && ok ? 0 : 1;
 }

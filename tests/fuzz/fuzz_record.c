@@ -18,19 +18,12 @@
 
 #include "common/error.h"
 #include "directory/wal.h"
+#include "fz_check.h"
 #include "namespaces/record.h"
 
 long fuzz_rec_ok, fuzz_rec_refused;
 long fuzz_log_clean, fuzz_log_torn, fuzz_log_refused, fuzz_log_cut, fuzz_log_header_bad;
 long fuzz_log_records;
-
-#define CHECK(cond)                                                         \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      fprintf(stderr, "fuzz_record: check failed: %s (line %d)\n", #cond, __LINE__); \
-      abort();                                                              \
-    }                                                                       \
-  } while (0)
 
 /* Decodes one record and checks the outcome; returns 1 when it decoded. */
 static int decode_one(const uint8_t *data, size_t size) {
@@ -39,14 +32,14 @@ static int decode_one(const uint8_t *data, size_t size) {
   ns_rec_buf_init(&b);
   int rc = ns_rec_decode(data, size, &b, why, sizeof why);
   if (rc != 0) {
-    CHECK(rc == MAYFLY_EPROTO);
-    CHECK(why[0] != '\0');
-    CHECK(b.path == NULL && b.tags == NULL && b.parts == NULL && b.paths == NULL);
+    FZ_CHECK(rc == MAYFLY_EPROTO);
+    FZ_CHECK(why[0] != '\0');
+    FZ_CHECK(b.path == NULL && b.tags == NULL && b.parts == NULL && b.paths == NULL);
     return 0;
   }
   GByteArray *again = g_byte_array_new();
-  CHECK(ns_rec_encode(&b.rec, again) == 0);
-  CHECK(again->len == size && memcmp(again->data, data, size) == 0);
+  FZ_CHECK(ns_rec_encode(&b.rec, again) == 0);
+  FZ_CHECK(again->len == size && memcmp(again->data, data, size) == 0);
   g_byte_array_free(again, TRUE);
   ns_rec_buf_clear(&b);
   return 1;
@@ -61,9 +54,9 @@ typedef struct {
 
 static int on_record(const uint8_t *data, uint32_t len, int64_t offset, void *ud) {
   scan_t *s = ud;
-  CHECK(offset == s->next);
-  CHECK(data == s->base + offset + DIR_WAL_FRAME_HEADER);
-  CHECK(len > 0 && (size_t)offset + DIR_WAL_FRAME_HEADER + len <= s->size);
+  FZ_CHECK(offset == s->next);
+  FZ_CHECK(data == s->base + offset + DIR_WAL_FRAME_HEADER);
+  FZ_CHECK(len > 0 && (size_t)offset + DIR_WAL_FRAME_HEADER + len <= s->size);
   s->next = offset + DIR_WAL_FRAME_HEADER + len;
   s->n++;
   if (decode_one(data, len)) fuzz_rec_ok++;
@@ -80,13 +73,13 @@ static void scan_log(const uint8_t *data, size_t size) {
   int rc2 = dir_wal_scan(data, size, "fuzz.log", DIR_WAL_CUT_CORRUPT, on_record, &s2, &cut, why2,
                          sizeof why2);
   if (rc == 0) {
-    CHECK(rc2 == 0);
-    CHECK(res.corrupt_at == -1);
-    CHECK(res.end >= 0 && (size_t)res.end <= size);
-    CHECK((size_t)(res.end + res.dropped_bytes + res.zero_bytes) == size);
-    CHECK(res.records == s.n);
-    CHECK(res.end == 0 || res.end == s.next);
-    CHECK(cut.end == res.end && cut.records == res.records && cut.corrupt_at == -1);
+    FZ_CHECK(rc2 == 0);
+    FZ_CHECK(res.corrupt_at == -1);
+    FZ_CHECK(res.end >= 0 && (size_t)res.end <= size);
+    FZ_CHECK((size_t)(res.end + res.dropped_bytes + res.zero_bytes) == size);
+    FZ_CHECK(res.records == s.n);
+    FZ_CHECK(res.end == 0 || res.end == s.next);
+    FZ_CHECK(cut.end == res.end && cut.records == res.records && cut.corrupt_at == -1);
     if (res.dropped_bytes + res.zero_bytes > 0) {
       fuzz_log_torn++;
     } else {
@@ -95,23 +88,23 @@ static void scan_log(const uint8_t *data, size_t size) {
     fuzz_log_records += res.records;
     return;
   }
-  CHECK(rc == MAYFLY_EPROTO);
-  CHECK(strstr(why, "fuzz.log") != NULL);
+  FZ_CHECK(rc == MAYFLY_EPROTO);
+  FZ_CHECK(strstr(why, "fuzz.log") != NULL);
   if (rc2 != 0) {
     /* The header is bad: no flag helps. */
-    CHECK(rc2 == MAYFLY_EPROTO && s.n == 0 && s2.n == 0);
+    FZ_CHECK(rc2 == MAYFLY_EPROTO && s.n == 0 && s2.n == 0);
     fuzz_log_header_bad++;
     return;
   }
   /* Corruption with more log after it: the cut keeps exactly the records
    * before it. */
-  CHECK(strstr(why, "offset") != NULL);
-  CHECK(cut.corrupt_at >= DIR_WAL_HEADER_SIZE && cut.corrupt_at == cut.end);
-  CHECK((size_t)(cut.end + cut.dropped_bytes + cut.zero_bytes) == size);
-  CHECK(cut.records == s2.n && s2.n == s.n);
+  FZ_CHECK(strstr(why, "offset") != NULL);
+  FZ_CHECK(cut.corrupt_at >= DIR_WAL_HEADER_SIZE && cut.corrupt_at == cut.end);
+  FZ_CHECK((size_t)(cut.end + cut.dropped_bytes + cut.zero_bytes) == size);
+  FZ_CHECK(cut.records == s2.n && s2.n == s.n);
   char at[48];
   snprintf(at, sizeof at, "offset %lld ", (long long)cut.corrupt_at);
-  CHECK(strstr(why, at) != NULL);
+  FZ_CHECK(strstr(why, at) != NULL);
   fuzz_log_refused++;
   fuzz_log_cut++;
 }

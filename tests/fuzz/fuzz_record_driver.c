@@ -9,6 +9,11 @@
  * under AddressSanitizer a read past the end is reported. The target aborts on
  * any wrong answer; this program exits 0 only when every input passed and
  * every outcome was reached.
+ *
+ * The mutations come from the shared engine (mutate.c); the edits that know
+ * the format are this file's. Usage: fuzz_record_replay [ROUNDS] [--corpus DIR];
+ * with --corpus the seeds are also written to DIR (seed-N.rec), to start a
+ * libFuzzer run.
  */
 #include <glib.h>
 #include <stdio.h>
@@ -17,32 +22,28 @@
 
 #include "common/error.h"
 #include "directory/wal.h"
+#include "mutate.h"
 #include "namespaces/record.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_rec_ok, fuzz_rec_refused;
 extern long fuzz_log_clean, fuzz_log_torn, fuzz_log_refused, fuzz_log_cut, fuzz_log_header_bad;
 extern long fuzz_log_records;
 
-static GPtrArray *seeds;   /* GByteArray *: records, then log images */
+static fz_t fz;            /* seeds: the records, then log images */
 static GPtrArray *records; /* GByteArray *: the record seeds alone */
 
 static void add_record(const ns_record_t *r) {
   GByteArray *e = g_byte_array_new();
   if (ns_rec_encode(r, e) != 0) abort();
   g_ptr_array_add(records, e);
-  g_ptr_array_add(seeds, g_byte_array_ref(e));
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+  fz_add_seed(&fz, g_byte_array_ref(e));
 }
 
 /* Appends one frame carrying rec to a log image. */
 static void append_frame(GByteArray *log, const GByteArray *rec) {
   uint8_t h[DIR_WAL_FRAME_HEADER];
-  put_u32(h, rec->len);
-  put_u32(h + 4, dir_wal_crc32c(dir_wal_crc32c(0, h, 4), rec->data, rec->len));
+  fz_put_le(h, rec->len, 4);
+  fz_put_le(h + 4, dir_wal_crc32c(dir_wal_crc32c(0, h, 4), rec->data, rec->len), 4);
   g_byte_array_append(log, h, sizeof h);
   g_byte_array_append(log, rec->data, rec->len);
 }
@@ -56,7 +57,6 @@ static GByteArray *new_log(void) {
 }
 
 static void make_seeds(void) {
-  seeds = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
   records = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
   ns_partition_t parts[3] = {
       {.block = {1, 0, 3}, .lo = 0, .hi = 21845},
@@ -89,18 +89,18 @@ static void make_seeds(void) {
   add_record(&(ns_record_t){.type = NS_REC_TRUNCATE, .path = "/f", .lo = 4096});
   g_hash_table_destroy(tags);
   /* Log images: empty, header only, all records, a few, and one torn. */
-  g_ptr_array_add(seeds, g_byte_array_new());
-  g_ptr_array_add(seeds, new_log());
+  fz_add_seed(&fz, g_byte_array_new());
+  fz_add_seed(&fz, new_log());
   GByteArray *all = new_log();
   for (guint i = 0; i < records->len; i++) append_frame(all, g_ptr_array_index(records, i));
-  g_ptr_array_add(seeds, all);
+  fz_add_seed(&fz, all);
   GByteArray *few = new_log();
   for (guint i = 0; i < 3; i++) append_frame(few, g_ptr_array_index(records, i));
-  g_ptr_array_add(seeds, few);
+  fz_add_seed(&fz, few);
   GByteArray *torn = new_log();
   for (guint i = 3; i < 7; i++) append_frame(torn, g_ptr_array_index(records, i));
   g_byte_array_set_size(torn, torn->len - 5);
-  g_ptr_array_add(seeds, torn);
+  fz_add_seed(&fz, torn);
 }
 
 /* Each record seed decodes; each log image scans as intended. */
@@ -118,8 +118,8 @@ static int seeds_check(void) {
     ns_rec_buf_clear(&b);
   }
   const int64_t want_records[] = {0, 0, (int64_t)records->len, 3, 3};
-  for (guint i = records->len; i < seeds->len; i++) {
-    GByteArray *s = g_ptr_array_index(seeds, i);
+  for (guint i = records->len; i < fz.seeds->len; i++) {
+    GByteArray *s = fz_seed(&fz, i);
     dir_wal_load_result_t res;
     int rc = dir_wal_scan(s->data, s->len, "seed", 0, NULL, NULL, &res, why, sizeof why);
     if (rc != 0 || res.records != want_records[i - records->len]) {
@@ -129,18 +129,6 @@ static int seeds_check(void) {
     }
   }
   return ok;
-}
-
-static void run(const uint8_t *d, size_t len) {
-  uint8_t *copy = malloc(len > 0 ? len : 1);
-  if (copy == NULL) abort();
-  if (len > 0) memcpy(copy, d, len);
-  LLVMFuzzerTestOneInput(copy, len);
-  free(copy);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* The offset of a random frame's length field in a log image, or -1. */
@@ -158,108 +146,70 @@ static long pick_frame(GRand *r, const GByteArray *m) {
   return n > 0 ? offs[g_rand_int_range(r, 0, n)] : -1;
 }
 
-static void mutate(GRand *r, GByteArray *m) {
-  guint at = m->len > 0 ? (guint)g_rand_int_range(r, 0, (gint32)m->len) : 0;
-  switch (g_rand_int_range(r, 0, 10)) {
-    case 0:
-      if (m->len > 0) m->data[at] ^= (uint8_t)(1u << g_rand_int_range(r, 0, 8));
-      break;
-    case 1:
-      if (m->len > 0) m->data[at] = (uint8_t)g_rand_int(r);
-      break;
-    case 2:
-      g_byte_array_set_size(m, at);
-      break;
-    case 3: { /* duplicate a range at the end */
-      guint len = (guint)g_rand_int_range(r, 1, 80);
-      if (at + len > m->len) len = m->len - at;
-      GByteArray *copy = g_byte_array_new();
-      g_byte_array_append(copy, m->data + at, len);
-      g_byte_array_append(m, copy->data, copy->len);
-      g_byte_array_free(copy, TRUE);
-      break;
-    }
-    case 4: { /* delete a range */
-      guint len = (guint)g_rand_int_range(r, 1, 16);
-      if (m->len > 0) g_byte_array_remove_range(m, at, MIN(len, m->len - at));
-      break;
-    }
-    case 5: { /* splice a record seed after this one, framed or not */
-      GByteArray *o = g_ptr_array_index(records, g_rand_int_range(r, 0, (gint32)records->len));
-      if (g_rand_boolean(r)) {
-        append_frame(m, o);
-      } else {
-        g_byte_array_append(m, o->data, o->len);
-      }
-      break;
-    }
-    case 6: { /* a frame length that lies */
-      long f = pick_frame(r, m);
-      if (f >= 0) {
-        const uint64_t lies[] = {0, 1, g_rand_int_range(r, 0, 512), g_rand_int(r),
-                                 DIR_WAL_RECORD_MAX, DIR_WAL_RECORD_MAX + 1, UINT32_MAX};
-        put_le(m->data + f, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
-      }
-      break;
-    }
-    case 7: /* a u32 string or count length that lies, anywhere */
-      if (m->len >= 4) {
-        guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 3);
-        const uint64_t lies[] = {g_rand_int_range(r, 0, 64), UINT32_MAX, UINT32_MAX - 1,
-                                 NS_REC_STR_MAX, NS_REC_STR_MAX + 1, NS_TAGS_MAX + 1,
-                                 NS_CREATE_BLOCKS_MAX + 1, 0x7fffffffu};
-        put_le(m->data + p, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
-      }
-      break;
-    case 8: { /* a tail of zeros */
-      guint len = (guint)g_rand_int_range(r, 1, 600);
-      guint old = m->len;
-      g_byte_array_set_size(m, old + len);
-      memset(m->data + old, 0, len);
-      break;
-    }
-    default: {
-      guint len = (guint)g_rand_int_range(r, 1, 64);
-      for (guint i = 0; i < len; i++) {
-        uint8_t b = (uint8_t)g_rand_int(r);
-        g_byte_array_append(m, &b, 1);
-      }
-      break;
-    }
+/* A record seed spliced after this input, framed or not. */
+static void splice_record(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  GByteArray *o = g_ptr_array_index(records, g_rand_int_range(r, 0, (gint32)records->len));
+  if (g_rand_boolean(r)) {
+    append_frame(m, o);
+  } else {
+    g_byte_array_append(m, o->data, o->len);
   }
 }
 
+/* A frame length that lies. */
+static void lie_frame_len(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  long fr = pick_frame(r, m);
+  if (fr >= 0) {
+    const uint64_t lies[] = {0, 1, g_rand_int_range(r, 0, 512), g_rand_int(r),
+                             DIR_WAL_RECORD_MAX, DIR_WAL_RECORD_MAX + 1, UINT32_MAX};
+    fz_put_lie(f, m->data + fr, lies, G_N_ELEMENTS(lies), 4);
+  }
+}
+
+/* A u32 string or count length that lies, anywhere. */
+static void lie_u32(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  if (m->len >= 4) {
+    guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 3);
+    const uint64_t lies[] = {g_rand_int_range(r, 0, 64), UINT32_MAX, UINT32_MAX - 1,
+                             NS_REC_STR_MAX, NS_REC_STR_MAX + 1, NS_TAGS_MAX + 1,
+                             NS_CREATE_BLOCKS_MAX + 1, 0x7fffffffu};
+    fz_put_lie(f, m->data + p, lies, G_N_ELEMENTS(lies), 4);
+  }
+}
+
+/* The engine's byte edits and zero tails, and the log-aware edits above. */
+static const fz_edit_t byte_edits[] = {
+    FZ_BASIC_EDITS(80),
+    {.op = FZ_OWN, .fn = splice_record},
+    {.op = FZ_OWN, .fn = lie_frame_len},
+    {.op = FZ_OWN, .fn = lie_u32},
+    {.op = FZ_ZEROS, .max = 600},
+    {.op = FZ_RANDOM_TAIL, .max = 64},
+};
+
 int main(int argc, char **argv) {
-  long rounds = argc > 1 ? atol(argv[1]) : 200000;
+  fz = (fz_t){.name = "fuzz_record", .corpus_ext = ".rec", .seed = 20261201, .edits = byte_edits,
+              .nedits = G_N_ELEMENTS(byte_edits), .edits_max = 6};
+  fz_start(&fz, argc, argv, 200000);
   make_seeds();
   int ok = seeds_check();
-  for (guint s = 0; s < seeds->len; s++) {
-    GByteArray *seed = g_ptr_array_index(seeds, s);
-    run(seed->data, seed->len);
-  }
-  GRand *r = g_rand_new_with_seed(20261201);
-  for (long k = 0; k < rounds; k++) {
-    GByteArray *seed = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
-    GByteArray *m = g_byte_array_new();
-    g_byte_array_append(m, seed->data, seed->len);
-    int edits = g_rand_int_range(r, 0, 10) < 7 ? 1 : g_rand_int_range(r, 2, 6);
-    for (int e = 0; e < edits; e++) mutate(r, m);
-    run(m->data, m->len);
-    g_byte_array_free(m, TRUE);
-  }
-  g_rand_free(r);
+  if (fz_run_seeds(&fz) != 0) ok = 0;
+  fz_rounds(&fz);
   printf("fuzz_record: %u seeds and %ld mutations passed every check: %ld records decoded, "
          "%ld refused; logs: %ld clean, %ld torn tails cut, %ld corrupt refused (and cut "
          "with the flag), %ld bad headers, %ld records read\n",
-         seeds->len, rounds, fuzz_rec_ok, fuzz_rec_refused, fuzz_log_clean, fuzz_log_torn,
-         fuzz_log_refused, fuzz_log_header_bad, fuzz_log_records);
-  if (rounds > 0 && (fuzz_rec_ok == 0 || fuzz_rec_refused == 0 || fuzz_log_clean == 0 ||
-                     fuzz_log_torn == 0 || fuzz_log_refused == 0 || fuzz_log_cut == 0 ||
-                     fuzz_log_header_bad == 0 || fuzz_log_records == 0)) {
-    fprintf(stderr, "fuzz_record: an outcome was never reached; the mutations test too little\n");
-    ok = 0;
-  }
+         fz.seeds->len, fz.rounds, fuzz_rec_ok, fuzz_rec_refused, fuzz_log_clean,
+         fuzz_log_torn, fuzz_log_refused, fuzz_log_header_bad, fuzz_log_records);
+  const fz_outcome_t outcomes[] = {
+      {"record decoded", fuzz_rec_ok},   {"record refused", fuzz_rec_refused},
+      {"log clean", fuzz_log_clean},     {"torn tail cut", fuzz_log_torn},
+      {"log refused", fuzz_log_refused}, {"log cut", fuzz_log_cut},
+      {"bad header", fuzz_log_header_bad}, {"log record read", fuzz_log_records}};
+  if (!fz_outcomes_reached(&fz, outcomes, G_N_ELEMENTS(outcomes))) ok = 0;
   g_ptr_array_free(records, TRUE);
-  g_ptr_array_free(seeds, TRUE);
+  fz_finish(&fz);
   return ok ? 0 : 1;
 }

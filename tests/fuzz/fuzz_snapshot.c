@@ -24,19 +24,12 @@
 
 #include "common/error.h"
 #include "directory/snapfile.h"
+#include "fz_check.h"
 #include "namespaces/snapshot.h"
 #include "namespaces/tree.h"
 
 long fuzz_snap_ok, fuzz_snap_refused, fuzz_snap_created, fuzz_snap_rolled_back,
     fuzz_snap_removed, fuzz_snap_grown, fuzz_snap_split;
-
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      fprintf(stderr, "fuzz_snapshot: check failed: %s (line %d)\n", #cond, __LINE__); \
-      abort();                                                                        \
-    }                                                                                 \
-  } while (0)
 
 #define NOW 1000000
 #define LEASE_MS 1000
@@ -75,7 +68,7 @@ static void grow_and_split(ns_tree_t *t) {
       ns_record_t add = {.type = NS_REC_ADD_PART, .now_ms = NOW, .path = path, .parts = &p,
                          .nparts = 1};
       int rc = ns_tree_apply(t, &add, NULL, why, sizeof why);
-      CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
+      FZ_CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
       if (rc == 0) fuzz_snap_grown++;
     }
     for (guint k = 0; n->kind == NS_KIND_KV && k < n->layout.parts->len; k++) {
@@ -90,11 +83,11 @@ static void grow_and_split(ns_tree_t *t) {
                            .op_id = t->last_op_id + 1, .block = src.block, .block2 = p.block,
                            .lo = mid, .hi = src.hi};
       int rc = ns_tree_apply(t, &begin, NULL, why, sizeof why);
-      CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
+      FZ_CHECK(rc == 0 || rc == MAYFLY_EQUOTA);
       if (rc == 0) {
         ns_record_t end = {.type = NS_REC_REPART_END, .now_ms = NOW, .path = path,
                            .op_id = begin.op_id, .flags = NS_REC_COMMIT};
-        CHECK(ns_tree_apply(t, &end, NULL, why, sizeof why) == 0);
+        FZ_CHECK(ns_tree_apply(t, &end, NULL, why, sizeof why) == 0);
         fuzz_snap_split++;
       }
       break;
@@ -117,7 +110,7 @@ static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
     ns_record_t mk = {.type = NS_REC_CREATE, .flags = 0, .now_ms = NOW, .path = "/fuzz/new",
                       .kind = kind, .parts = parts, .nparts = (size_t)nb};
     int rc = ns_tree_apply(t, &mk, NULL, why, sizeof why);
-    CHECK(rc == 0 || rc == MAYFLY_ENOTDIR || rc == MAYFLY_EEXIST);
+    FZ_CHECK(rc == 0 || rc == MAYFLY_ENOTDIR || rc == MAYFLY_EEXIST);
     if (rc == 0) fuzz_snap_created++;
   }
   /* Every begun repartition rolls back. */
@@ -127,7 +120,7 @@ static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
     ns_record_t end = {.type = NS_REC_REPART_END, .now_ms = NOW,
                        .path = g_ptr_array_index(r.paths, i),
                        .op_id = g_array_index(r.ids, int64_t, i)};
-    CHECK(ns_tree_apply(t, &end, NULL, why, sizeof why) == 0);
+    FZ_CHECK(ns_tree_apply(t, &end, NULL, why, sizeof why) == 0);
     fuzz_snap_rolled_back++;
   }
   g_ptr_array_free(r.paths, TRUE);
@@ -140,21 +133,21 @@ static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
   for (guint i = 0; i < kids->len; i++) {
     char *path = ns_node_path(g_ptr_array_index(kids, i));
     ns_record_t rm = {.type = NS_REC_REMOVE, .flags = NS_REC_RECURSIVE, .path = path};
-    CHECK(ns_tree_apply(t, &rm, &fx, why, sizeof why) == 0);
+    FZ_CHECK(ns_tree_apply(t, &rm, &fx, why, sizeof why) == 0);
     g_free(path);
   }
   g_ptr_array_free(kids, TRUE);
   fuzz_snap_removed += fx.removed->len;
   ns_effects_clear(&fx);
-  CHECK(t->n_dirs == 0 && t->n_leaves == 0);
-  CHECK(t->alloc->blocks_used == 0);
+  FZ_CHECK(t->n_dirs == 0 && t->n_leaves == 0);
+  FZ_CHECK(t->alloc->blocks_used == 0);
   for (guint i = 0; i < t->alloc->servers->len; i++) {
     const ns_server_t *s = g_ptr_array_index(t->alloc->servers, i);
-    CHECK(s->used == 0 && s->free_stack->len == (guint)s->nblocks);
+    FZ_CHECK(s->used == 0 && s->free_stack->len == (guint)s->nblocks);
     uint8_t *seen = g_new0(uint8_t, (gsize)s->nblocks);
     for (guint k = 0; k < s->free_stack->len; k++) {
       int32_t idx = g_array_index(s->free_stack, int32_t, k);
-      CHECK(idx >= 0 && idx < s->nblocks && !seen[idx] && !s->in_use[idx] &&
+      FZ_CHECK(idx >= 0 && idx < s->nblocks && !seen[idx] && !s->in_use[idx] &&
             s->owner[idx] == NULL);
       seen[idx] = 1;
     }
@@ -174,7 +167,7 @@ static int check_file(const uint8_t *data, size_t size) {
                          sizeof why) == 0) {
     ns_tree_free(t);
   } else {
-    CHECK(t == NULL);
+    FZ_CHECK(t == NULL);
   }
   uint8_t *file = g_malloc(DIR_SNAP_HEADER_SIZE + size);
   dir_snapfile_header(data, size, file);
@@ -185,9 +178,9 @@ static int check_file(const uint8_t *data, size_t size) {
   t = NULL;
   size_t flip = size > 0 ? data[0] % DIR_SNAP_HEADER_SIZE : 0;
   file[flip] ^= 0x40;
-  CHECK(dir_snapfile_parse(file, DIR_SNAP_HEADER_SIZE + size, "flipped", LEASE_MS, GRACE_MS,
+  FZ_CHECK(dir_snapfile_parse(file, DIR_SNAP_HEADER_SIZE + size, "flipped", LEASE_MS, GRACE_MS,
                            NOW, &t, &meta, why, sizeof why) == MAYFLY_EPROTO);
-  CHECK(t == NULL);
+  FZ_CHECK(t == NULL);
   g_free(file);
   return ok;
 }
@@ -198,18 +191,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ns_snap_meta_t meta;
   int file_ok = check_file(data, size);
   int rc = ns_snap_decode(data, size, LEASE_MS, GRACE_MS, NOW, &t, &meta, why, sizeof why);
-  CHECK(file_ok == (rc == 0));
+  FZ_CHECK(file_ok == (rc == 0));
   if (rc != 0) {
-    CHECK(rc == MAYFLY_EPROTO);
-    CHECK(t == NULL);
-    CHECK(strncmp(why, "snapshot: ", 10) == 0);
+    FZ_CHECK(rc == MAYFLY_EPROTO);
+    FZ_CHECK(t == NULL);
+    FZ_CHECK(strncmp(why, "snapshot: ", 10) == 0);
     fuzz_snap_refused++;
     return 0;
   }
-  CHECK(t != NULL);
+  FZ_CHECK(t != NULL);
   GByteArray *again = g_byte_array_new();
-  CHECK(ns_snap_encode(t, &meta, again) == 0);
-  CHECK(again->len == size && memcmp(again->data, data, size) == 0);
+  FZ_CHECK(ns_snap_encode(t, &meta, again) == 0);
+  FZ_CHECK(again->len == size && memcmp(again->data, data, size) == 0);
   g_byte_array_free(again, TRUE);
   fuzz_snap_ok++;
   exercise(t, data, size);

@@ -15,27 +15,28 @@
  * wrong answer; this program exits 0 only when every input passed and every
  * outcome was reached.
  *
- * Usage: fuzz_snapshot_replay [ROUNDS] [--corpus DIR]; with --corpus the
- * seeds are also written to DIR, one file each, to start a libFuzzer run.
+ * The byte mutations come from the shared engine (mutate.c); the field lies
+ * and the tree mutations are this file's. Usage: fuzz_snapshot_replay
+ * [ROUNDS] [--corpus DIR]; with --corpus the seeds are also written to DIR
+ * (seed-N.snap), to start a libFuzzer run.
  */
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/error.h"
+#include "mutate.h"
 #include "namespaces/snapshot.h"
 #include "namespaces/tree.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_snap_ok, fuzz_snap_refused, fuzz_snap_created, fuzz_snap_rolled_back,
     fuzz_snap_removed, fuzz_snap_grown, fuzz_snap_split;
 
 #define LEASE_MS 1000
 #define GRACE_MS 10
 
-static GPtrArray *seeds; /* GByteArray * */
+static fz_t fz;
 
 static void must(int rc, const char *what) {
   if (rc != 0) {
@@ -66,7 +67,7 @@ static void add_seed(const ns_tree_t *t, int64_t seq) {
   GByteArray *e = g_byte_array_new();
   ns_snap_meta_t meta = {.seq = seq, .wall_ms = 1700000000000LL + seq};
   must(ns_snap_encode(t, &meta, e), "encoding a seed");
-  g_ptr_array_add(seeds, e);
+  fz_add_seed(&fz, e);
 }
 
 static ns_tree_t *rich_tree(void) {
@@ -128,7 +129,6 @@ static ns_tree_t *wide_tree(void) {
 }
 
 static void make_seeds(void) {
-  seeds = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
   ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
   add_seed(t, 0);
   apply(t, (ns_record_t){.type = NS_REC_SERVER_ADD, .address = "s:1", .blocks = 3,
@@ -149,8 +149,8 @@ static void make_seeds(void) {
 static int seeds_check(void) {
   int ok = 1;
   char why[512];
-  for (guint i = 0; i < seeds->len; i++) {
-    GByteArray *e = g_ptr_array_index(seeds, i);
+  for (guint i = 0; i < fz.seeds->len; i++) {
+    GByteArray *e = fz_seed(&fz, i);
     ns_tree_t *t = NULL;
     ns_snap_meta_t meta;
     if (ns_snap_decode(e->data, e->len, LEASE_MS, GRACE_MS, 0, &t, &meta, why, sizeof why) != 0) {
@@ -162,100 +162,40 @@ static int seeds_check(void) {
   return ok;
 }
 
-static void write_corpus(const char *dir) {
-  g_mkdir_with_parents(dir, 0755);
-  for (guint i = 0; i < seeds->len; i++) {
-    GByteArray *e = g_ptr_array_index(seeds, i);
-    char *file = g_strdup_printf("%s/seed-%u.snap", dir, i);
-    GError *err = NULL;
-    if (!g_file_set_contents(file, (const gchar *)e->data, e->len, &err)) {
-      fprintf(stderr, "fuzz_snapshot: %s\n", err->message);
-      g_error_free(err);
-    }
-    g_free(file);
+/* A u32 count or length that lies. */
+static void lie_u32(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  if (m->len >= 4) {
+    guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 3);
+    const uint64_t lies[] = {g_rand_int_range(r, 0, 64), UINT32_MAX, 0x7fffffffu,
+                             NS_TAGS_MAX + 1, NS_ALLOC_MAX_BLOCKS, NS_ALLOC_MAX_BLOCKS + 1,
+                             0, 1};
+    fz_put_lie(f, m->data + p, lies, G_N_ELEMENTS(lies), 4);
   }
 }
 
-static void run(const uint8_t *d, size_t len) {
-  uint8_t *copy = malloc(len > 0 ? len : 1);
-  if (copy == NULL) abort();
-  if (len > 0) memcpy(copy, d, len);
-  LLVMFuzzerTestOneInput(copy, len);
-  free(copy);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void mutate_bytes(GRand *r, GByteArray *m) {
-  guint at = m->len > 0 ? (guint)g_rand_int_range(r, 0, (gint32)m->len) : 0;
-  switch (g_rand_int_range(r, 0, 10)) {
-    case 0:
-      if (m->len > 0) m->data[at] ^= (uint8_t)(1u << g_rand_int_range(r, 0, 8));
-      break;
-    case 1:
-      if (m->len > 0) m->data[at] = (uint8_t)g_rand_int(r);
-      break;
-    case 2:
-      g_byte_array_set_size(m, at);
-      break;
-    case 3: { /* duplicate a range at the end */
-      guint len = (guint)g_rand_int_range(r, 1, 80);
-      if (len > m->len - at) len = m->len - at;
-      GByteArray *copy = g_byte_array_new();
-      g_byte_array_append(copy, m->data + at, len);
-      g_byte_array_append(m, copy->data, copy->len);
-      g_byte_array_free(copy, TRUE);
-      break;
-    }
-    case 4: { /* delete a range */
-      guint len = (guint)g_rand_int_range(r, 1, 16);
-      if (m->len > 0) g_byte_array_remove_range(m, at, MIN(len, m->len - at));
-      break;
-    }
-    case 5: { /* splice the tail of another seed in */
-      GByteArray *o = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
-      guint from = o->len > 0 ? (guint)g_rand_int_range(r, 0, (gint32)o->len) : 0;
-      g_byte_array_set_size(m, at);
-      g_byte_array_append(m, o->data + from, o->len - from);
-      break;
-    }
-    case 6: /* a u32 count or length that lies */
-      if (m->len >= 4) {
-        guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 3);
-        const uint64_t lies[] = {g_rand_int_range(r, 0, 64), UINT32_MAX, 0x7fffffffu,
-                                 NS_TAGS_MAX + 1, NS_ALLOC_MAX_BLOCKS, NS_ALLOC_MAX_BLOCKS + 1,
-                                 0, 1};
-        put_le(m->data + p, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
-      }
-      break;
-    case 7: /* an i64 that lies */
-      if (m->len >= 8) {
-        guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 7);
-        const uint64_t lies[] = {0, 1, UINT64_MAX, INT64_MAX, (uint64_t)NS_SNAP_INT_MAX,
-                                 (uint64_t)NS_SNAP_INT_MAX + 1, (uint64_t)NS_SNAP_BLOCK_SIZE_MAX,
-                                 (uint64_t)NS_LEASE_MAX_MS + 1};
-        put_le(m->data + p, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 8);
-      }
-      break;
-    case 8: { /* a tail of zeros */
-      guint len = (guint)g_rand_int_range(r, 1, 300);
-      guint old = m->len;
-      g_byte_array_set_size(m, old + len);
-      memset(m->data + old, 0, len);
-      break;
-    }
-    default: {
-      guint len = (guint)g_rand_int_range(r, 1, 64);
-      for (guint i = 0; i < len; i++) {
-        uint8_t b = (uint8_t)g_rand_int(r);
-        g_byte_array_append(m, &b, 1);
-      }
-      break;
-    }
+/* An i64 that lies. */
+static void lie_i64(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  if (m->len >= 8) {
+    guint p = (guint)g_rand_int_range(r, 0, (gint32)m->len - 7);
+    const uint64_t lies[] = {0, 1, UINT64_MAX, INT64_MAX, (uint64_t)NS_SNAP_INT_MAX,
+                             (uint64_t)NS_SNAP_INT_MAX + 1, (uint64_t)NS_SNAP_BLOCK_SIZE_MAX,
+                             (uint64_t)NS_LEASE_MAX_MS + 1};
+    fz_put_lie(f, m->data + p, lies, G_N_ELEMENTS(lies), 8);
   }
 }
+
+/* The byte edits: the engine's, a splice of another seed's tail, zero
+ * tails, and the field lies above. */
+static const fz_edit_t byte_edits[] = {
+    FZ_BASIC_EDITS(80),
+    {.op = FZ_SPLICE_TAIL},
+    {.op = FZ_OWN, .fn = lie_u32},
+    {.op = FZ_OWN, .fn = lie_i64},
+    {.op = FZ_ZEROS, .max = 300},
+    {.op = FZ_RANDOM_TAIL, .max = 64},
+};
 
 typedef struct {
   GPtrArray *leaves; /* ns_node_t * */
@@ -413,54 +353,38 @@ static GByteArray *tree_mutant(GRand *r, const GByteArray *seed) {
   return m;
 }
 
+/* Half of the rounds are tree mutants, a quarter of those with a byte edit
+ * too; the other half (NULL) are byte edits of the seed. */
+static GByteArray *round_input(fz_t *f, const GByteArray *seed) {
+  if (g_rand_int_range(f->rand, 0, 2) != 0) return NULL;
+  GByteArray *m = tree_mutant(f->rand, seed);
+  if (g_rand_int_range(f->rand, 0, 4) == 0) fz_mutate(f, m);
+  return m;
+}
+
 int main(int argc, char **argv) {
-  long rounds = 100000;
-  const char *corpus = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--corpus") == 0 && i + 1 < argc) {
-      corpus = argv[++i];
-    } else {
-      rounds = atol(argv[i]);
-    }
-  }
+  fz = (fz_t){.name = "fuzz_snapshot", .corpus_ext = ".snap", .seed = 20261201, .edits = byte_edits,
+              .nedits = G_N_ELEMENTS(byte_edits), .edits_max = 6, .round = round_input};
+  fz_start(&fz, argc, argv, 100000);
   make_seeds();
   int ok = seeds_check();
-  if (corpus != NULL) write_corpus(corpus);
-  for (guint s = 0; s < seeds->len; s++) {
-    GByteArray *seed = g_ptr_array_index(seeds, s);
-    run(seed->data, seed->len);
-  }
+  if (fz_run_seeds(&fz) != 0) ok = 0;
   long seeds_ok = fuzz_snap_ok;
-  GRand *r = g_rand_new_with_seed(20261201);
-  for (long k = 0; k < rounds; k++) {
-    GByteArray *seed = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
-    GByteArray *m;
-    if (g_rand_int_range(r, 0, 2) == 0) {
-      m = tree_mutant(r, seed);
-      if (g_rand_int_range(r, 0, 4) == 0) mutate_bytes(r, m);
-    } else {
-      m = g_byte_array_new();
-      g_byte_array_append(m, seed->data, seed->len);
-      int edits = g_rand_int_range(r, 0, 10) < 7 ? 1 : g_rand_int_range(r, 2, 6);
-      for (int e = 0; e < edits; e++) mutate_bytes(r, m);
-    }
-    run(m->data, m->len);
-    g_byte_array_free(m, TRUE);
-  }
-  g_rand_free(r);
+  fz_rounds(&fz);
   printf("fuzz_snapshot: %u seeds and %ld mutations passed every check: %ld snapshots "
          "decoded (%ld of them mutants), %ld refused; on the decoded trees %ld blocks added, "
          "%ld splits, %ld creates, %ld repartitions rolled back, %ld namespaces removed\n",
-         seeds->len, rounds, fuzz_snap_ok, fuzz_snap_ok - seeds_ok, fuzz_snap_refused,
+         fz.seeds->len, fz.rounds, fuzz_snap_ok, fuzz_snap_ok - seeds_ok, fuzz_snap_refused,
          fuzz_snap_grown, fuzz_snap_split, fuzz_snap_created, fuzz_snap_rolled_back,
          fuzz_snap_removed);
-  if (rounds > 0 && (fuzz_snap_ok - seeds_ok == 0 || fuzz_snap_refused == 0 ||
-                     fuzz_snap_created == 0 || fuzz_snap_rolled_back == 0 ||
-                     fuzz_snap_grown == 0 || fuzz_snap_split == 0 ||
-                     fuzz_snap_removed == 0)) {
-    fprintf(stderr, "fuzz_snapshot: an outcome was never reached; the mutations test too little\n");
-    ok = 0;
-  }
-  g_ptr_array_free(seeds, TRUE);
+  const fz_outcome_t outcomes[] = {{"mutant decoded", fuzz_snap_ok - seeds_ok},
+                                   {"refused", fuzz_snap_refused},
+                                   {"create", fuzz_snap_created},
+                                   {"repartition rolled back", fuzz_snap_rolled_back},
+                                   {"block added", fuzz_snap_grown},
+                                   {"split", fuzz_snap_split},
+                                   {"namespace removed", fuzz_snap_removed}};
+  if (!fz_outcomes_reached(&fz, outcomes, G_N_ELEMENTS(outcomes))) ok = 0;
+  fz_finish(&fz);
   return ok ? 0 : 1;
 }

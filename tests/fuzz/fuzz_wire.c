@@ -39,6 +39,7 @@
 
 #include "common/error.h"
 #include "common/wire.h"
+#include "fz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -46,14 +47,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * them tests less than it seems). */
 long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
 long fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto;
-
-#define FUZZ_CHECK(cond)                                                               \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      fprintf(stderr, "fuzz_wire: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                         \
-    }                                                                                  \
-  } while (0)
 
 static uint32_t raw32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -81,7 +74,7 @@ static int prefix_ok(const uint8_t *p, size_t len) {
 static void check_round_trip(const wire_hdr_t *h, const uint8_t *p) {
   uint8_t again[WIRE_HEADER_SIZE];
   wire_encode(h, again);
-  FUZZ_CHECK(memcmp(again, p, WIRE_HEADER_SIZE) == 0);
+  FZ_CHECK(memcmp(again, p, WIRE_HEADER_SIZE) == 0);
 }
 
 /* A ready frame of flen bytes is not ready one byte earlier (nor at a few
@@ -92,8 +85,8 @@ static void check_not_ready_earlier(const uint8_t *p, size_t flen, uint32_t max_
     if (probes[i] >= flen) continue;
     wire_hdr_t h;
     size_t fl = 0;
-    FUZZ_CHECK(wire_parse(p, probes[i], max_payload, &h, &fl) == MAYFLY_EAGAIN);
-    if (probes[i] >= WIRE_HEADER_SIZE) FUZZ_CHECK(fl == flen);
+    FZ_CHECK(wire_parse(p, probes[i], max_payload, &h, &fl) == MAYFLY_EAGAIN);
+    if (probes[i] >= WIRE_HEADER_SIZE) FZ_CHECK(fl == flen);
   }
 }
 
@@ -108,31 +101,31 @@ static void walk_kv_entries(const uint8_t *buf, size_t len) {
     size_t before = pos;
     int rc = wire_kv_entry_next(buf, len, &pos, &key, &klen, &val, &vlen);
     if (rc == 1) {
-      FUZZ_CHECK(before < len && len - before >= WIRE_KV_ENTRY_HEADER);
+      FZ_CHECK(before < len && len - before >= WIRE_KV_ENTRY_HEADER);
       const uint8_t *p = buf + before;
-      FUZZ_CHECK(klen == raw32(p) && vlen == raw32(p + 4));
-      FUZZ_CHECK(key == p + WIRE_KV_ENTRY_HEADER && val == key + klen);
-      FUZZ_CHECK(pos > before && pos <= len);
-      FUZZ_CHECK(pos - before == WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen);
+      FZ_CHECK(klen == raw32(p) && vlen == raw32(p + 4));
+      FZ_CHECK(key == p + WIRE_KV_ENTRY_HEADER && val == key + klen);
+      FZ_CHECK(pos > before && pos <= len);
+      FZ_CHECK(pos - before == WIRE_KV_ENTRY_HEADER + (size_t)klen + vlen);
       /* The record re-encodes to the very bytes it was read from. */
       uint8_t *again = malloc(pos - before);
-      FUZZ_CHECK(again != NULL);
+      FZ_CHECK(again != NULL);
       wire_kv_entry_put(again, key, klen, val, vlen);
-      FUZZ_CHECK(memcmp(again, p, pos - before) == 0);
+      FZ_CHECK(memcmp(again, p, pos - before) == 0);
       free(again);
       fuzz_wire_kv_records++;
       continue;
     }
-    FUZZ_CHECK(pos == before); /* an end or an error does not move */
+    FZ_CHECK(pos == before); /* an end or an error does not move */
     if (rc == 0) {
-      FUZZ_CHECK(pos == len);
+      FZ_CHECK(pos == len);
       fuzz_wire_kv_ends++;
       return;
     }
-    FUZZ_CHECK(rc == MAYFLY_EPROTO);
+    FZ_CHECK(rc == MAYFLY_EPROTO);
     size_t left = len - pos;
-    FUZZ_CHECK(left > 0);
-    FUZZ_CHECK(left < WIRE_KV_ENTRY_HEADER ||
+    FZ_CHECK(left > 0);
+    FZ_CHECK(left < WIRE_KV_ENTRY_HEADER ||
                (uint64_t)raw32(buf + pos) + raw32(buf + pos + 4) > left - WIRE_KV_ENTRY_HEADER);
     fuzz_wire_kv_proto++;
     return;
@@ -142,7 +135,7 @@ static void walk_kv_entries(const uint8_t *buf, size_t len) {
 /* Walks len bytes at p as migration records, from an exact-size copy. */
 static void walk_kv_entries_copy(const uint8_t *p, size_t len) {
   uint8_t *copy = malloc(len > 0 ? len : 1);
-  FUZZ_CHECK(copy != NULL);
+  FZ_CHECK(copy != NULL);
   if (len > 0) memcpy(copy, p, len);
   walk_kv_entries(copy, len);
   free(copy);
@@ -153,17 +146,17 @@ static void walk_kv_entries_copy(const uint8_t *p, size_t len) {
  * and re-encode to the same bytes. */
 static void check_server_stat(const uint8_t *p, size_t len) {
   uint8_t *copy = calloc(len > 0 ? len : 1, 1);
-  FUZZ_CHECK(copy != NULL);
+  FZ_CHECK(copy != NULL);
   if (len > 0) memcpy(copy, p, len);
   wire_server_stat_t st;
   int rc = wire_server_stat_get(copy, len, &st);
   if (len < WIRE_SERVER_STAT_SIZE) {
-    FUZZ_CHECK(rc == MAYFLY_EPROTO);
+    FZ_CHECK(rc == MAYFLY_EPROTO);
   } else {
-    FUZZ_CHECK(rc == 0);
+    FZ_CHECK(rc == 0);
     uint8_t again[WIRE_SERVER_STAT_SIZE];
     wire_server_stat_put(again, &st);
-    FUZZ_CHECK(memcmp(again, copy, WIRE_SERVER_STAT_SIZE) == 0);
+    FZ_CHECK(memcmp(again, copy, WIRE_SERVER_STAT_SIZE) == 0);
   }
   free(copy);
 }
@@ -178,40 +171,40 @@ static void parse_stream(const uint8_t *data, size_t size, uint32_t max_payload)
     size_t flen = SIZE_MAX;
     int rc = wire_parse(p, left, max_payload, &h, &flen);
     if (rc == 0) {
-      FUZZ_CHECK(left >= WIRE_HEADER_SIZE);
-      FUZZ_CHECK(flen >= WIRE_HEADER_SIZE && flen <= left);
-      FUZZ_CHECK(prefix_ok(p, 3));
-      FUZZ_CHECK(h.cap_len == raw_cap_len(p) && h.payload_len == raw_payload_len(p));
-      FUZZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
-      FUZZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
+      FZ_CHECK(left >= WIRE_HEADER_SIZE);
+      FZ_CHECK(flen >= WIRE_HEADER_SIZE && flen <= left);
+      FZ_CHECK(prefix_ok(p, 3));
+      FZ_CHECK(h.cap_len == raw_cap_len(p) && h.payload_len == raw_payload_len(p));
+      FZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
+      FZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
       check_round_trip(&h, p);
       check_not_ready_earlier(p, flen, max_payload);
       walk_kv_entries_copy(p + WIRE_HEADER_SIZE + h.cap_len, h.payload_len);
       check_server_stat(p + WIRE_HEADER_SIZE + h.cap_len, h.payload_len);
       fuzz_wire_frames++;
       pos += flen;
-      FUZZ_CHECK(pos <= size);
+      FZ_CHECK(pos <= size);
       continue;
     }
     if (rc == MAYFLY_EAGAIN) {
-      FUZZ_CHECK(prefix_ok(p, left));
+      FZ_CHECK(prefix_ok(p, left));
       if (left >= WIRE_HEADER_SIZE) {
-        FUZZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
-        FUZZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
-        FUZZ_CHECK(flen > left);
+        FZ_CHECK(h.cap_len <= WIRE_CAP_MAX && h.payload_len <= max_payload);
+        FZ_CHECK(flen == WIRE_HEADER_SIZE + (size_t)h.cap_len + h.payload_len);
+        FZ_CHECK(flen > left);
         check_round_trip(&h, p);
       }
       fuzz_wire_again++;
       return;
     }
     if (rc == MAYFLY_EPROTO) {
-      FUZZ_CHECK(left > 0 && !prefix_ok(p, left));
+      FZ_CHECK(left > 0 && !prefix_ok(p, left));
       fuzz_wire_proto++;
       return;
     }
-    FUZZ_CHECK(rc == MAYFLY_ETOOBIG);
-    FUZZ_CHECK(left >= WIRE_HEADER_SIZE && prefix_ok(p, 3));
-    FUZZ_CHECK(raw_cap_len(p) > WIRE_CAP_MAX || raw_payload_len(p) > max_payload);
+    FZ_CHECK(rc == MAYFLY_ETOOBIG);
+    FZ_CHECK(left >= WIRE_HEADER_SIZE && prefix_ok(p, 3));
+    FZ_CHECK(raw_cap_len(p) > WIRE_CAP_MAX || raw_payload_len(p) > max_payload);
     fuzz_wire_toobig++;
     return;
   }

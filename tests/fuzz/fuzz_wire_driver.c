@@ -10,6 +10,11 @@
  * reported. The target aborts on any wrong answer; this program exits 0 only
  * when every input passed and every outcome (frame ready, need more, protocol
  * error, too big; record read, records ended, record refused) was reached.
+ *
+ * The mutations come from the shared engine (mutate.c); the edits that know
+ * the format are this file's. Usage: fuzz_wire_replay [ROUNDS] [--corpus DIR];
+ * with --corpus the seeds are also written to DIR (seed-N.wire), to start a
+ * libFuzzer run.
  */
 #include <glib.h>
 #include <stdio.h>
@@ -18,12 +23,12 @@
 
 #include "common/error.h"
 #include "common/wire.h"
+#include "mutate.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern long fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto, fuzz_wire_toobig;
 extern long fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto;
 
-static GPtrArray *seeds; /* GByteArray * */
+static fz_t fz;
 
 /* Appends one frame (header, cap_len bytes of capability, payload) to out. */
 static void append_frame(GByteArray *out, wire_hdr_t h, const void *payload) {
@@ -51,7 +56,7 @@ static wire_hdr_t request(uint8_t opcode, uint32_t payload_len) {
 static void add_seed(wire_hdr_t h, const void *payload) {
   GByteArray *s = g_byte_array_new();
   append_frame(s, h, payload);
-  g_ptr_array_add(seeds, s);
+  fz_add_seed(&fz, s);
 }
 
 /* Appends one migration record to out. */
@@ -71,7 +76,6 @@ static wire_hdr_t migrate(const GByteArray *records, uint64_t lo, uint64_t hi) {
 }
 
 static void make_seeds(void) {
-  seeds = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
   uint8_t data[300];
   for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 13);
 
@@ -140,7 +144,7 @@ static void make_seeds(void) {
   append_frame(s, migrate(records, 0, 1000), records->data);
   append_frame(s, request(WIRE_OP_FILE_WRITE, 50), data);
   g_byte_array_set_size(s, s->len - 20);
-  g_ptr_array_add(seeds, s);
+  fz_add_seed(&fz, s);
   g_byte_array_free(records, TRUE);
   g_byte_array_free(none, TRUE);
 }
@@ -148,13 +152,13 @@ static void make_seeds(void) {
 /* Each seed is whole valid frames, except the stream's deliberate tail. */
 static int seeds_parse(void) {
   int ok = 1;
-  for (guint i = 0; i < seeds->len; i++) {
-    GByteArray *s = g_ptr_array_index(seeds, i);
+  for (guint i = 0; i < fz.seeds->len; i++) {
+    GByteArray *s = fz_seed(&fz, i);
     size_t pos = 0, flen = 0;
     wire_hdr_t h;
     int rc;
     while ((rc = wire_parse(s->data + pos, s->len - pos, 1 << 20, &h, &flen)) == 0) pos += flen;
-    int last = i + 1 == seeds->len;
+    int last = i + 1 == fz.seeds->len;
     if (rc != MAYFLY_EAGAIN || (last ? pos == s->len : pos != s->len)) {
       fprintf(stderr, "fuzz_wire: seed %u does not parse as intended (rc %d at %zu of %u)\n", i,
                   rc, pos, s->len);
@@ -164,121 +168,71 @@ static int seeds_parse(void) {
   return ok;
 }
 
-/* Runs the target on a heap copy of exactly len bytes. */
-static void run(const uint8_t *d, size_t len) {
-  uint8_t *copy = malloc(len > 0 ? len : 1);
-  if (copy == NULL) abort();
-  if (len > 0) memcpy(copy, d, len);
-  LLVMFuzzerTestOneInput(copy, len);
-  free(copy);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* Applies one random edit to m. */
-static void mutate(GRand *r, GByteArray *m) {
-  guint at = m->len > 0 ? (guint)g_rand_int_range(r, 0, (gint32)m->len) : 0;
-  switch (g_rand_int_range(r, 0, 10)) {
-    case 0: /* flip a bit */
-      if (m->len > 0) m->data[at] ^= (uint8_t)(1u << g_rand_int_range(r, 0, 8));
-      break;
-    case 1: /* random byte */
-      if (m->len > 0) m->data[at] = (uint8_t)g_rand_int(r);
-      break;
-    case 2: /* truncate */
-      g_byte_array_set_size(m, at);
-      break;
-    case 3: { /* duplicate a range at the end */
-      guint len = (guint)g_rand_int_range(r, 1, 80);
-      if (at + len > m->len) len = m->len - at;
-      GByteArray *copy = g_byte_array_new();
-      g_byte_array_append(copy, m->data + at, len);
-      g_byte_array_append(m, copy->data, copy->len);
-      g_byte_array_free(copy, TRUE);
-      break;
-    }
-    case 4: { /* delete a range */
-      guint len = (guint)g_rand_int_range(r, 1, 16);
-      if (m->len > 0) g_byte_array_remove_range(m, at, MIN(len, m->len - at));
-      break;
-    }
-    case 5: { /* splice another seed after this one */
-      GByteArray *o = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
-      g_byte_array_append(m, o->data, o->len);
-      break;
-    }
-    case 6: /* a payload length that lies (small, huge, just over a limit) */
-      if (m->len >= 8) {
-        const uint64_t lies[] = {g_rand_int_range(r, 0, 512), g_rand_int(r), 64, 65,
-                                 1u << 20, (1u << 20) + 1, UINT32_MAX};
-        put_le(m->data + 4, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
-      }
-      break;
-    case 7: /* a capability length that lies */
-      if (m->len >= 24) {
-        const uint64_t lies[] = {g_rand_int_range(r, 0, 64), WIRE_CAP_MAX, WIRE_CAP_MAX + 1,
-                                 0xffff};
-        put_le(m->data + 22, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 2);
-      }
-      break;
-    case 8: { /* a migration record length that lies, in the first frame's payload */
-      size_t payload = WIRE_HEADER_SIZE;
-      if (m->len >= 24) payload += (size_t)(m->data[22] | m->data[23] << 8);
-      size_t field = payload + 4 * (size_t)g_rand_int_range(r, 0, 2);
-      if (field + 4 <= m->len) {
-        const uint64_t lies[] = {g_rand_int_range(r, 0, 64), g_rand_int(r), UINT32_MAX,
-                                 UINT32_MAX - 7, 0x80000000u, 0x7fffffffu};
-        put_le(m->data + field, lies[g_rand_int_range(r, 0, G_N_ELEMENTS(lies))], 4);
-      }
-      break;
-    }
-    default: /* random bytes appended */
-    {
-      guint len = (guint)g_rand_int_range(r, 1, 64);
-      for (guint i = 0; i < len; i++) {
-        uint8_t b = (uint8_t)g_rand_int(r);
-        g_byte_array_append(m, &b, 1);
-      }
-      break;
-    }
+/* A payload length that lies (small, huge, just over a limit). */
+static void lie_payload_len(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  if (m->len >= 8) {
+    const uint64_t lies[] = {g_rand_int_range(r, 0, 512), g_rand_int(r), 64, 65,
+                             1u << 20, (1u << 20) + 1, UINT32_MAX};
+    fz_put_lie(f, m->data + 4, lies, G_N_ELEMENTS(lies), 4);
   }
 }
+
+/* A capability length that lies. */
+static void lie_cap_len(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  if (m->len >= 24) {
+    const uint64_t lies[] = {g_rand_int_range(r, 0, 64), WIRE_CAP_MAX, WIRE_CAP_MAX + 1, 0xffff};
+    fz_put_lie(f, m->data + 22, lies, G_N_ELEMENTS(lies), 2);
+  }
+}
+
+/* A migration record length that lies, in the first frame's payload. */
+static void lie_record_len(fz_t *f, GByteArray *m) {
+  GRand *r = f->rand;
+  size_t payload = WIRE_HEADER_SIZE;
+  if (m->len >= 24) payload += (size_t)(m->data[22] | m->data[23] << 8);
+  size_t field = payload + 4 * (size_t)g_rand_int_range(r, 0, 2);
+  if (field + 4 <= m->len) {
+    const uint64_t lies[] = {g_rand_int_range(r, 0, 64), g_rand_int(r), UINT32_MAX,
+                             UINT32_MAX - 7, 0x80000000u, 0x7fffffffu};
+    fz_put_lie(f, m->data + field, lies, G_N_ELEMENTS(lies), 4);
+  }
+}
+
+/* The engine's byte edits, a splice of another seed after this one, and the
+ * frame-aware lies above. */
+static const fz_edit_t byte_edits[] = {
+    FZ_BASIC_EDITS(80),
+    {.op = FZ_APPEND_SEED},
+    {.op = FZ_OWN, .fn = lie_payload_len},
+    {.op = FZ_OWN, .fn = lie_cap_len},
+    {.op = FZ_OWN, .fn = lie_record_len},
+    {.op = FZ_RANDOM_TAIL, .max = 64},
+};
 
 int main(int argc, char **argv) {
-  long rounds = argc > 1 ? atol(argv[1]) : 200000;
+  fz = (fz_t){.name = "fuzz_wire", .corpus_ext = ".wire", .seed = 20261122, .edits = byte_edits,
+              .nedits = G_N_ELEMENTS(byte_edits), .edits_max = 6};
+  fz_start(&fz, argc, argv, 200000);
   make_seeds();
   int ok = seeds_parse();
-  for (guint s = 0; s < seeds->len; s++) {
-    GByteArray *seed = g_ptr_array_index(seeds, s);
-    run(seed->data, seed->len);
-  }
+  if (fz_run_seeds(&fz) != 0) ok = 0;
   long seed_frames = fuzz_wire_frames;
-
-  GRand *r = g_rand_new_with_seed(20261122);
-  for (long k = 0; k < rounds; k++) {
-    GByteArray *seed = g_ptr_array_index(seeds, g_rand_int_range(r, 0, (gint32)seeds->len));
-    GByteArray *m = g_byte_array_new();
-    g_byte_array_append(m, seed->data, seed->len);
-    int edits = g_rand_int_range(r, 0, 10) < 7 ? 1 : g_rand_int_range(r, 2, 6);
-    for (int e = 0; e < edits; e++) mutate(r, m);
-    run(m->data, m->len);
-    g_byte_array_free(m, TRUE);
-  }
-  g_rand_free(r);
+  fz_rounds(&fz);
 
   printf("fuzz_wire: %u seeds (%ld frames) and %ld mutations passed every check: "
          "%ld frames ready, %ld need-more, %ld protocol errors, %ld too big; "
          "%ld migration records read, %ld walks ended, %ld records refused\n",
-         seeds->len, seed_frames, rounds, fuzz_wire_frames, fuzz_wire_again, fuzz_wire_proto,
-         fuzz_wire_toobig, fuzz_wire_kv_records, fuzz_wire_kv_ends, fuzz_wire_kv_proto);
-  if (rounds > 0 && (fuzz_wire_frames == 0 || fuzz_wire_again == 0 || fuzz_wire_proto == 0 ||
-                     fuzz_wire_toobig == 0 || fuzz_wire_kv_records == 0 ||
-                     fuzz_wire_kv_ends == 0 || fuzz_wire_kv_proto == 0)) {
-    fprintf(stderr, "fuzz_wire: an outcome was never reached; the mutations test too little\n");
-    ok = 0;
-  }
-  g_ptr_array_free(seeds, TRUE);
+         fz.seeds->len, seed_frames, fz.rounds, fuzz_wire_frames, fuzz_wire_again,
+         fuzz_wire_proto, fuzz_wire_toobig, fuzz_wire_kv_records, fuzz_wire_kv_ends,
+         fuzz_wire_kv_proto);
+  const fz_outcome_t outcomes[] = {
+      {"frame ready", fuzz_wire_frames},          {"need more", fuzz_wire_again},
+      {"protocol error", fuzz_wire_proto},        {"too big", fuzz_wire_toobig},
+      {"record read", fuzz_wire_kv_records},      {"records ended", fuzz_wire_kv_ends},
+      {"record refused", fuzz_wire_kv_proto}};
+  if (!fz_outcomes_reached(&fz, outcomes, G_N_ELEMENTS(outcomes))) ok = 0;
+  fz_finish(&fz);
   return ok ? 0 : 1;
 }
