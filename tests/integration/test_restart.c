@@ -103,6 +103,24 @@ static int saw_put(mayfly_listener_t *l, const char *k, int ms, int *others) {
   }
 }
 
+/* Puts keys k00.. (n of them, value v) and expects their PUT events, seq
+ * 1..n in order, on a listener that has seen nothing yet. */
+static void put_and_expect_events(mayfly_ns_t *kv, mayfly_listener_t *l, int n, const char *v) {
+  for (int i = 0; i < n; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%02d", i);
+    MF_ASSERT_EQ(put_str(kv, k, v), 0);
+  }
+  for (int i = 0; i < n; i++) {
+    mayfly_event_t *ev = next_event(l, 5000);
+    CU_ASSERT_PTR_NOT_NULL(ev);
+    if (ev == NULL) break;
+    MF_ASSERT_EQ(ev->kind, MAYFLY_EV_PUT);
+    MF_ASSERT_EQ(ev->seq, i + 1);
+    mayfly_event_free(ev);
+  }
+}
+
 static void test_a_listener_whose_namespace_is_gone_after_a_restart_gets_gap_then_removed(void) {
   mf_daemon_t *d = directory_at(NULL, NULL, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(d);
@@ -116,18 +134,7 @@ static void test_a_listener_whose_namespace_is_gone_after_a_restart_gets_gap_the
   CU_ASSERT_PTR_NOT_NULL_FATAL(l);
 
   /* Every acknowledged write before the kill is delivered, in order. */
-  for (int i = 0; i < 20; i++) {
-    char k[16];
-    snprintf(k, sizeof k, "k%02d", i);
-    MF_ASSERT_EQ(put_str(kv, k, "v"), 0);
-  }
-  for (int i = 0; i < 20; i++) {
-    mayfly_event_t *ev = next_event(l, 5000);
-    if (ev == NULL) break;
-    MF_ASSERT_EQ(ev->kind, MAYFLY_EV_PUT);
-    MF_ASSERT_EQ(ev->seq, i + 1);
-    mayfly_event_free(ev);
-  }
+  put_and_expect_events(kv, l, 20, "v");
 
   /* While the directory is dead, no write to the watched namespace is
    * acknowledged: the first may be held (the memory server has not noticed
@@ -339,18 +346,7 @@ static void test_a_durable_restart_keeps_the_mount_its_data_its_listener_and_ren
   mayfly_listener_t *l = NULL;
   MF_ASSERT_EQ(mayfly_listen(c, "/job/kv", 0, &l), 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(l);
-  for (int i = 0; i < 10; i++) {
-    char k[16];
-    snprintf(k, sizeof k, "k%d", i);
-    MF_ASSERT_EQ(put_str(kv, k, "before"), 0);
-  }
-  for (int i = 0; i < 10; i++) {
-    mayfly_event_t *ev = next_event(l, 5000);
-    if (ev == NULL) break;
-    MF_ASSERT_EQ(ev->kind, MAYFLY_EV_PUT);
-    MF_ASSERT_EQ(ev->seq, i + 1);
-    mayfly_event_free(ev);
-  }
+  put_and_expect_events(kv, l, 10, "before");
 
   char port[16];
   snprintf(port, sizeof port, "%d", d->port);
@@ -371,7 +367,7 @@ static void test_a_durable_restart_keeps_the_mount_its_data_its_listener_and_ren
   MF_ASSERT_EQ(wait_servers_up(c, 1), 0);
   for (int i = 0; i < 10; i++) {
     char k[16];
-    snprintf(k, sizeof k, "k%d", i);
+    snprintf(k, sizeof k, "k%02d", i);
     MF_ASSERT_EQ(holds(kv, k, "before"), 1);
   }
   /* New writes are answered again (refused, applied nothing, until the
@@ -388,7 +384,7 @@ static void test_a_durable_restart_keeps_the_mount_its_data_its_listener_and_ren
   /* Renewals resumed: five leases later the namespace is still there. */
   mf_sleep_ms(3000);
   MF_ASSERT_EQ(mayfly_exists(c, "/job/kv"), 1);
-  MF_ASSERT_EQ(holds(kv, "k0", "before"), 1);
+  MF_ASSERT_EQ(holds(kv, "k00", "before"), 1);
 
   mayfly_listener_close(l);
   mayfly_unmount(kv);
