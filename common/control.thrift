@@ -234,7 +234,7 @@ service Directory {
                                 4: i64 gen_floor, 5: i64 incarnation) throws (1: Error err),
   /* Lets a memory server check a block reference it has not seen yet. */
   BlockInfo check_block(1: i32 server_id, 2: i32 block_index) throws (1: Error err),
-  HeartbeatReply heartbeat(1: i32 server_id, 2: i32 blocks_used)
+  HeartbeatReply heartbeat(1: i32 server_id, 2: i32 blocks_used, 3: i64 incarnation)
       throws (1: Error err),
   list<ServerInfo> servers() throws (1: Error err),
   list<LeaseInfo> leases(1: string path) throws (1: Error err),
@@ -256,5 +256,5 @@ service Directory {
   WatchReply watch(1: string path, 2: i32 mask, 3: i64 epoch, 4: i64 after_seq, 5: i32 max,
                    6: i32 timeout_ms) throws (1: Error err),
   /* Memory servers report data events of watched blocks. */
-  void publish(1: i32 server_id, 2: list<DataEvent> events) throws (1: Error err)
+  void publish(1: i32 server_id, 2: list<DataEvent> events, 3: i64 incarnation) throws (1: Error err)
 }

@@ -522,12 +522,22 @@ static void add_watched_blocks(dir_t *d, int32_t server_id, GPtrArray *out) {
   g_array_free(blocks, TRUE);
 }
 
+/* Whether a server-only call names the server's id with the incarnation
+ * that registered it (0: the caller does not say). An in-memory directory
+ * that restarted hands ids out afresh, so an old id may now be another
+ * server's: such a caller must register again. */
+static int same_incarnation(const ns_server_t *s, gint64 incarnation) {
+  return incarnation == 0 || s->incarnation == 0 || s->incarnation == (uint64_t)incarnation;
+}
+
 static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
-                            const gint32 server_id, const gint32 blocks_used, MayflyError **err,
-                            GError **error) {
+                            const gint32 server_id, const gint32 blocks_used,
+                            const gint64 incarnation, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
-  if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  if (s == NULL || !same_incarnation(s, incarnation)) {
+    return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  }
   dir_server_rt_t *rt = dir_server_rt(d, server_id);
   if (rt->needs_register) {
     /* Registering again reconciles the server's blocks with the recovered
@@ -761,8 +771,13 @@ static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, co
 }
 
 static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
-                          const GPtrArray *events, MayflyError **err, GError **error) {
+                          const GPtrArray *events, const gint64 incarnation, MayflyError **err,
+                          GError **error) {
   dir_t *d = DIR_OF(iface);
+  const ns_server_t *srv = ns_alloc_server(d->tree->alloc, server_id);
+  if (srv != NULL && !same_incarnation(srv, incarnation)) {
+    return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
+  }
   char why[160];
   why[0] = '\0';
   dir_data_event_t *evs = g_new(dir_data_event_t, events->len ? events->len : 1);

@@ -76,7 +76,7 @@ static const mf_compact_field_t a_register_server[] = {
 static const mf_compact_field_t a_check_block[] = {
     {1, "server_id", &t_i32}, {2, "block_index", &t_i32}, {0}};
 static const mf_compact_field_t a_heartbeat[] = {
-    {1, "server_id", &t_i32}, {2, "blocks_used", &t_i32}, {0}};
+    {1, "server_id", &t_i32}, {2, "blocks_used", &t_i32}, {3, "incarnation", &t_i64}, {0}};
 static const mf_compact_field_t a_repartition_begin[] = {
     {1, "server_id", &t_i32}, {2, "block_index", &t_i32}, {3, "generation", &t_i64},
     {4, "merge", &t_bool},    {5, "split_at", &t_i64},    {0}};
@@ -89,7 +89,7 @@ static const mf_compact_field_t a_watch[] = {
     {4, "after_seq", &t_i64},  {5, "max", &t_i32},   {6, "timeout_ms", &t_i32},
     {0}};
 static const mf_compact_field_t a_publish[] = {
-    {1, "server_id", &t_i32}, {2, "events", &t_events}, {0}};
+    {1, "server_id", &t_i32}, {2, "events", &t_events}, {3, "incarnation", &t_i64}, {0}};
 
 const mf_compact_method_t dir_limits[] = {
     {"mkdir", a_path_flag_parents},

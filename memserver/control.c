@@ -153,8 +153,9 @@ static int do_heartbeat(ms_control_t *c) {
   MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
   MayflyError *err = NULL;
   GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_heartbeat(i, &r, c->server_id,
-                                              g_atomic_int_get(&c->blocks_used), &err, &gerr);
+  gboolean ok =
+      mayfly_directory_if_heartbeat(i, &r, c->server_id, g_atomic_int_get(&c->blocks_used),
+                                    (gint64)c->incarnation, &err, &gerr);
   rc = mf_ctl_end(c->ctl, ok, err, gerr);
   if (rc == 0) {
     for (guint k = 0; k < r->release->len; k++) {
@@ -281,6 +282,10 @@ int32_t ms_control_server_id(ms_control_t *c) {
 
 void *ms_control_data(ms_control_t *c) {
   return c->data;
+}
+
+uint64_t ms_control_incarnation(const ms_control_t *c) {
+  return c->incarnation;
 }
 
 uint32_t ms_control_registration(ms_control_t *c) {

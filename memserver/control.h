@@ -80,6 +80,9 @@ int32_t ms_control_server_id(ms_control_t *c);
  * registration a caller saw fail is told apart from a newer one. */
 uint32_t ms_control_registration(ms_control_t *c);
 
+/* This process's incarnation (fixed at start; any thread). */
+uint64_t ms_control_incarnation(const ms_control_t *c);
+
 /* Says the directory refused this server's id (MAYFLY_ESERVER: it
  * restarted) while ms_control_registration() was `registration`: the
  * thread registers again at once, unless it did since. Any thread. */

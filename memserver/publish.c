@@ -70,7 +70,8 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n, int32_t *
     if (rc == 0) {
       MayflyError *err = NULL;
       GError *gerr = NULL;
-      gboolean ok = mayfly_directory_if_publish(iface, server_id, events, &err, &gerr);
+      gboolean ok = mayfly_directory_if_publish(
+          iface, server_id, events, (gint64)ms_control_incarnation(p->ctl), &err, &gerr);
       rc = mf_ctl_end(p->mctl, ok, err, gerr);
     }
     g_ptr_array_free(events, TRUE);

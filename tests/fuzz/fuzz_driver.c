@@ -77,7 +77,7 @@ static void make_seeds(void) {
   take_seed();
   mayfly_directory_client_send_rename(i, "/a/q", "/a/r", &e);
   take_seed();
-  mayfly_directory_client_send_heartbeat(i, 1, 3, &e);
+  mayfly_directory_client_send_heartbeat(i, 1, 3, 5, &e);
   take_seed();
   mayfly_directory_client_send_check_block(i, 1, 0, &e);
   take_seed();
@@ -110,7 +110,7 @@ static void make_seeds(void) {
   de->offset = 4096;
   de->length = 100;
   g_ptr_array_add(evs, de);
-  mayfly_directory_client_send_publish(i, 1, evs, &e);
+  mayfly_directory_client_send_publish(i, 1, evs, 0, &e);
   take_seed();
   g_ptr_array_free(evs, TRUE);
   /* Calls at the caps of directory/limits.h: the longest path and tags the
@@ -141,7 +141,7 @@ static void make_seeds(void) {
     }
     g_ptr_array_add(evs, de);
   }
-  mayfly_directory_client_send_publish(i, 1, evs, &e);
+  mayfly_directory_client_send_publish(i, 1, evs, 0, &e);
   take_seed();
   g_ptr_array_free(evs, TRUE);
   mayfly_directory_client_send_remove(i, "/a", TRUE, &e);

@@ -82,3 +82,8 @@ int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
 /* Sends one heartbeat for server `id`; *released (may be NULL) receives how
  * many blocks the directory asked the server to release. */
 int mf_heartbeat(const mf_daemon_t *dir, int id, int *released);
+/* The same, the caller naming the incarnation it registered with (0: none
+ * said); mf_register_as registers with one. */
+int mf_heartbeat_as(const mf_daemon_t *dir, int id, int64_t incarnation, int *released);
+int mf_register_as(const mf_daemon_t *dir, const char *address, int blocks, long long block_size,
+                   int64_t incarnation, int *id);

@@ -7,11 +7,16 @@
 
 int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
                        long long block_size, int *id) {
+  return mf_register_as(dir, address, blocks, block_size, 0, id);
+}
+
+int mf_register_as(const mf_daemon_t *dir, const char *address, int blocks, long long block_size,
+                   int64_t incarnation, int *id) {
   mf_ctl_t *ctl;
   int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
   MayflyRegisterReply *r = NULL;
-  rc = mf_ctl_register(ctl, address, blocks, block_size, 0, 0, &r);
+  rc = mf_ctl_register(ctl, address, blocks, block_size, 0, incarnation, &r);
   if (rc == 0) {
     *id = r->server_id;
     g_object_unref(r);
@@ -21,6 +26,10 @@ int mf_register_blocks(const mf_daemon_t *dir, const char *address, int blocks,
 }
 
 int mf_heartbeat(const mf_daemon_t *dir, int id, int *released) {
+  return mf_heartbeat_as(dir, id, 0, released);
+}
+
+int mf_heartbeat_as(const mf_daemon_t *dir, int id, int64_t incarnation, int *released) {
   mf_ctl_t *ctl;
   int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
@@ -30,7 +39,7 @@ int mf_heartbeat(const mf_daemon_t *dir, int id, int *released) {
     MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
     MayflyError *err = NULL;
     GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_heartbeat(i, &r, id, 0, &err, &gerr);
+    gboolean ok = mayfly_directory_if_heartbeat(i, &r, id, 0, incarnation, &err, &gerr);
     rc = mf_ctl_end(ctl, ok, err, gerr);
     if (rc == 0 && released != NULL) *released = (int)r->release->len;
     g_object_unref(r);

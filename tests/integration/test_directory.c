@@ -73,6 +73,21 @@ static void test_unrenewed_tree_expires_and_renewed_tree_stays(void) {
   MF_ASSERT_EQ(mf_stop(d), 0);
 }
 
+/* An id names one registration: after an in-memory directory restarted,
+ * a server's old id may be another's, and its heartbeat must not pass for
+ * the other's. A heartbeat that names a different incarnation than the one
+ * registered under that id is told to register again. */
+static void test_a_heartbeat_of_another_incarnation_is_told_to_register_again(void) {
+  mf_daemon_t *d = mf_start_directory(NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  int id = 0;
+  MF_ASSERT_EQ(mf_register_as(d, "127.0.0.1:7101", 8, 4096, 0x1111, &id), 0);
+  MF_ASSERT_EQ(mf_heartbeat_as(d, id, 0x1111, NULL), 0);
+  MF_ASSERT_EQ(mf_heartbeat_as(d, id, 0x2222, NULL), MAYFLY_ESERVER);
+  MF_ASSERT_EQ(mf_heartbeat_as(d, id, 0, NULL), 0); /* a caller that does not say */
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
 static void test_pinned_namespace_outlives_its_lease_and_keeps_its_parents(void) {
   mf_daemon_t *d = mf_start_directory("--lease-ms", "200", "--grace-ms", "100",
                                       "--heartbeat-timeout-ms", "60000", NULL);
@@ -467,6 +482,7 @@ static void test_open_or_create_returns_the_existing_namespace_of_the_same_kind(
 
 static const mf_test_t tests[] = {
     {"an unrenewed tree expires and a renewed tree stays", test_unrenewed_tree_expires_and_renewed_tree_stays},
+    {"a heartbeat of another incarnation is told to register again", test_a_heartbeat_of_another_incarnation_is_told_to_register_again},
     {"a pinned namespace outlives its lease and keeps its parents", test_pinned_namespace_outlives_its_lease_and_keeps_its_parents},
     {"fifty concurrent clients lose and duplicate nothing", test_fifty_concurrent_clients_lose_and_duplicate_nothing},
     {"garbage on the socket closes that connection only", test_garbage_on_the_socket_closes_that_connection_only},

@@ -1066,7 +1066,7 @@ static int raw_publish(mf_ctl_t *ctl, int32_t server, GPtrArray *events) {
   if (rc != 0) return rc;
   MayflyError *err = NULL;
   GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_publish(i, server, events, &err, &gerr);
+  gboolean ok = mayfly_directory_if_publish(i, server, events, 0, &err, &gerr);
   return mf_ctl_end(ctl, ok, err, gerr);
 }
 

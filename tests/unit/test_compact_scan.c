@@ -204,7 +204,7 @@ static void test_every_call_the_generated_client_writes_passes_the_table(void) {
   mayfly_directory_client_send_register_server(i, "127.0.0.1:7001", 64, 4096, 9, 77, &e),
       scan_written();
   mayfly_directory_client_send_check_block(i, 1, 2, &e), scan_written();
-  mayfly_directory_client_send_heartbeat(i, 1, 2, &e), scan_written();
+  mayfly_directory_client_send_heartbeat(i, 1, 2, 3, &e), scan_written();
   mayfly_directory_client_send_servers(i, &e), scan_written();
   mayfly_directory_client_send_leases(i, path, &e), scan_written();
   mayfly_directory_client_send_stats(i, &e), scan_written();
@@ -212,7 +212,7 @@ static void test_every_call_the_generated_client_writes_passes_the_table(void) {
   mayfly_directory_client_send_repartition_end(i, 1, 2, TRUE, 4, &e), scan_written();
   mayfly_directory_client_send_truncate(i, path, 100, &e), scan_written();
   mayfly_directory_client_send_watch(i, path, 0, 1, 2, 3, 4, &e), scan_written();
-  mayfly_directory_client_send_publish(i, 1, evs, &e), scan_written();
+  mayfly_directory_client_send_publish(i, 1, evs, 7, &e), scan_written();
   MF_ASSERT_EQ(client_calls, 25);
   MF_ASSERT_EQ(client_passed, client_calls);
   /* The table names each of the service's 25 methods once. */
@@ -367,10 +367,10 @@ static void test_a_field_twice_of_the_wrong_type_or_undeclared_is_refused(void) 
   EXPECT_REFUSED(b, "publish: events: elements of the wrong type");
 
   b = call("publish");
-  field(b, 3, MF_CT_I32);
+  field(b, 4, MF_CT_I32);
   i32v(b, 1);
   u8(b, 0);
-  EXPECT_REFUSED(b, "publish: argument 3 is not declared");
+  EXPECT_REFUSED(b, "publish: argument 4 is not declared");
 
   b = call("publish");
   field(b, 2, MF_CT_LIST);
@@ -420,10 +420,10 @@ static void test_the_attack_split_under_the_list_cap_is_refused_too(void) {
 
   /* Four million empty structs where Thrift would only skip them. */
   b = call("publish");
-  field(b, 3, MF_CT_LIST);
+  field(b, 4, MF_CT_LIST);
   list_header(b, MF_CT_STRUCT, 4u << 20);
   g_byte_array_set_size(b, b->len + (4u << 20) + 1);
-  EXPECT_REFUSED(b, "publish: argument 3 is not declared");
+  EXPECT_REFUSED(b, "publish: argument 4 is not declared");
 
   /* At the cap but empty: 4 KiB that would decode to over half a megabyte
    * (136 bytes per event, measured). */
