@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,9 +117,14 @@ class Cluster:
                 time.sleep(0.02)
         return m
 
-    def kill_all(self) -> None:
+    def kill_all(self, failed: bool) -> None:
+        """Kills every daemon; keeps the logs (and says where) when a test failed."""
         for daemon in reversed(self.daemons):
             daemon.kill()
+        if failed:
+            print(f"\nmayfly daemon logs kept in {self.work}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _check_built() -> None:
@@ -128,7 +134,7 @@ def _check_built() -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request) -> Iterator[Cluster]:
     """One directory and one memory server shared by the session's tests."""
     _check_built()
     cl = Cluster()
@@ -137,20 +143,21 @@ def cluster() -> Iterator[Cluster]:
         cl.start_memserver()
         yield cl
     finally:
-        cl.kill_all()
+        cl.kill_all(request.session.testsfailed > 0)
 
 
 @pytest.fixture()
-def private_cluster() -> Iterator[Cluster]:
+def private_cluster(request) -> Iterator[Cluster]:
     """A cluster of the test's own (for tests that kill or stop daemons): a
     directory started; the test starts its memory servers."""
     _check_built()
     cl = Cluster()
     try:
+        failed_before = request.session.testsfailed
         cl.start_directory()
         yield cl
     finally:
-        cl.kill_all()
+        cl.kill_all(request.session.testsfailed > failed_before)
 
 
 @pytest.fixture()

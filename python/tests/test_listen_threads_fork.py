@@ -60,7 +60,13 @@ def test_iteration_ends_on_silence_and_on_removal(client, root):
         lst.next_event(0)  # closed at the end
 
 
-def test_listener_across_a_kv_split(client, root):
+def test_listener_across_a_kv_split(private_cluster):
+    # Daemons of its own: on the shared ones, after test_data's
+    # test_kv_mapping, a put of this test hung until the client timeout
+    # (a suspected memserver/directory bug, see the branch notes).
+    private_cluster.start_memserver()
+    client = mayfly.connect(private_cluster.address)
+    root = "/split"
     kv = client.mount(f"{root}/kv", kind="kv", blocks=1)
     before = client.stats().splits
     lst = client.listen(f"{root}/kv", kinds="put")
@@ -77,6 +83,7 @@ def test_listener_across_a_kv_split(client, root):
     assert kv.get_many([f"key{j:05d}" for j in range(n)]) == [value] * n
     lst.close()
     kv.unmount()
+    client.close()
 
 
 def test_threads_share_a_client(client, root):
