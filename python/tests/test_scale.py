@@ -1,0 +1,72 @@
+"""At scale: a multiprocessing pool of 8 workers pushing and popping 100,000
+queue items exactly once, and 100,000 gets that do not grow the process (no
+C buffer the library returns is leaked)."""
+
+import multiprocessing
+import os
+
+import mayfly
+
+ITEMS = 100_000
+WORKERS = 8
+BATCH = 500
+
+
+def push_and_pop(address: str, path: str, worker: int) -> list:
+    """A pool worker (a process of its own, so its own client): pushes its
+    share of the items in batches and pops a batch after each push."""
+    got = []
+    with mayfly.connect(address) as c:
+        q = c.mount(path, kind="queue")
+        share = range(worker, ITEMS, WORKERS)
+        mine = [f"{i:06d}".encode() for i in share]
+        for b in range(0, len(mine), BATCH):
+            q.push_many(mine[b:b + BATCH])
+            got += q.pop_many(BATCH)
+        q.unmount()
+    return got
+
+
+def test_pool_of_8_pushes_and_pops_100000_items_exactly_once(cluster, client, root):
+    path = f"{root}/q"
+    client.create(path, kind="queue")
+    # spawn: the workers start clean instead of inheriting the threads of this
+    # process's clients.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(WORKERS) as pool:
+        results = pool.starmap(push_and_pop, [(cluster.address, path, w) for w in range(WORKERS)])
+    popped = [x for r in results for x in r]
+    q = client.mount(path, kind="queue")
+    while True:
+        rest = q.pop_many(5000)
+        if not rest:
+            break
+        popped += rest
+    assert len(q) == 0
+    assert len(popped) == ITEMS  # none twice...
+    assert set(popped) == {f"{i:06d}".encode() for i in range(ITEMS)}  # ...and none lost
+    q.unmount()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_100000_gets_do_not_grow_the_process(client, root):
+    kv = client.mount(f"{root}/kv")
+    value = os.urandom(64)
+    kv.put_many({f"k{i}": value for i in range(100)})
+    keys = [f"k{i}".encode() for i in range(100)]
+    for i in range(5_000):  # warm up: caches, connections, the allocator's arenas
+        assert kv[keys[i % 100]] == value
+    kv.get_many(keys)
+    before = rss_bytes()
+    for i in range(100_000):
+        kv[keys[i % 100]]
+    for _ in range(1_000):
+        kv.get_many(keys)  # another 100,000 values through the batch call
+    grown = rss_bytes() - before
+    # A leaked 64-byte value per get would be over 6 MB each way.
+    assert grown < 4 * 1024 * 1024, f"the process grew by {grown} bytes"
+    kv.unmount()
