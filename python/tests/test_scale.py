@@ -70,3 +70,17 @@ def test_100000_gets_do_not_grow_the_process(client, root):
     # A leaked 64-byte value per get would be over 6 MB each way.
     assert grown < 4 * 1024 * 1024, f"the process grew by {grown} bytes"
     kv.unmount()
+
+
+def test_the_word_count_example_verifies_its_counts(cluster):
+    import subprocess
+    import sys
+    from conftest import REPO
+    out = subprocess.run(
+        [sys.executable, str(REPO / "python/examples/wordcount.py"), "--directory",
+         cluster.address, "--mappers", "3", "--reducers", "2", "--words", "30000"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "verified: every count matches" in out.stdout
+    assert "reducer 1:" in out.stdout
