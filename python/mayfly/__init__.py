@@ -218,9 +218,11 @@ class Client:
 
     def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
                  timeout: float = 5.0, connect_timeout: Optional[float] = None) -> None:
-        # The C API has no authentication yet: a token is accepted (and
-        # $MAYFLY_TOKEN read) so callers can pass one, but it is not sent.
-        self.token = token if token is not None else os.environ.get("MAYFLY_TOKEN")
+        # The C API has no authentication yet (mayfly_options_t has no token),
+        # so a token given explicitly is refused rather than silently not sent.
+        if token is not None:
+            raise InvalidArgument(-1, "tokens are not supported yet: libmayfly has no "
+                                      "authentication (connect without token=)")
         self.address = address
         self._pid = os.getpid()
         self._generation = _fork_generation
@@ -438,7 +440,8 @@ def connect(address: Optional[str] = None, token: Optional[str] = None,
     """Connects to the directory at "host:port" (None: $MAYFLY_DIRECTORY, else
     127.0.0.1:9090). timeout: seconds per call. Raises ConnectionFailed or
     Timeout when the directory cannot be reached, InvalidArgument for a bad
-    address. The Client is a context manager."""
+    address (and for a token: libmayfly has no authentication yet). The
+    Client is a context manager."""
     return Client(address, token=token, timeout=timeout)
 
 
@@ -763,7 +766,9 @@ class File(_Mounted, io.RawIOBase):
 
 class Listener:
     """The events of one node, as an iterator (see Client.listen). Close it
-    (or use it as a context manager) to stop its background thread."""
+    (or use it as a context manager) to stop its background thread. One
+    thread at a time takes events (a lock enforces it, as mayfly_listener_next
+    requires); close() waits for a next_event() in progress to return."""
 
     def __init__(self, client: Client, path: str, h: c_void_p, timeout: Optional[float]) -> None:
         self._client = client

@@ -123,3 +123,8 @@ def test_close_unmounts_what_is_mounted(cluster):
         lst.next_event(0)
     with mayfly.connect(cluster.address) as c2:
         c2.remove("/closing", recursive=True)
+
+
+def test_a_token_is_refused_until_the_library_supports_one(cluster):
+    with pytest.raises(mayfly.InvalidArgument, match="token"):
+        mayfly.connect(cluster.address, token="secret")
