@@ -162,3 +162,22 @@ def test_directory_down_refuses_writes_to_a_watched_namespace(private_cluster):
     listener.close()
     kv.unmount()
     c.close()
+
+
+def test_every_c_function_called_has_a_prototype_from_the_header():
+    """Each lib.mayfly_* the package calls is declared in client/mayfly.h (or
+    common/error.h) and has argtypes and restype set explicitly."""
+    header = (REPO / "client" / "mayfly.h").read_text() + HEADER.read_text()
+    declared = set(re.findall(r"\b(mayfly_\w+)\s*\(", header))
+    pkg = Path(mayfly.__file__).parent
+    called = set()
+    for src in pkg.glob("*.py"):
+        called |= set(re.findall(r"\blib\.(mayfly_\w+)", src.read_text()))
+        called |= set(re.findall(r'_proto\("(mayfly_\w+)"', src.read_text()))
+    assert len(called) > 40
+    assert called <= declared, f"not in the header: {sorted(called - declared)}"
+    for name in called:
+        fn = getattr(mayfly._lib.lib, name)
+        assert fn.argtypes is not None, f"{name} has no argtypes"
+    prototyped = set(re.findall(r'_proto\("(mayfly_\w+)"', (pkg / "_lib.py").read_text()))
+    assert called <= prototyped, f"called without a prototype: {sorted(called - prototyped)}"
