@@ -9,8 +9,9 @@ packages=(
   thrift-compiler libthrift-c-glib-dev
   libuv1-dev libglib2.0-dev libjson-glib-dev
   libjemalloc-dev libcunit1-dev
-  python3 redis-server iproute2
+  python3 python3-pytest redis-server iproute2
 )
+# python3-pytest runs the Python binding's tests (python/tests);
 # redis-server is the anchor of the benchmarks (and their smoke tests);
 # iproute2 (ip, tc) builds the network namespace of test_client_blackhole.
 # Extra packages callers may ask for (e.g. gnuplot-nox for the chart).

@@ -64,6 +64,11 @@ echo
 echo "== Example: a serverless-style word count (4 mappers, 2 reducers) =="
 "$bin/bench/mayfly-wordcount" --directory "$directory" --mappers 4 --reducers 2
 
+echo
+echo "== The same word count in Python (python/examples/wordcount.py, multiprocessing) =="
+PYTHONPATH="$PWD/python" MAYFLY_LIBRARY="$bin/client/libmayfly.so" \
+  python3 python/examples/wordcount.py --directory "$directory" --mappers 4 --reducers 2
+
 cat <<TXT
 
 Mayfly is running: directory on $directory, three memory servers (logs in $logdir).

@@ -110,4 +110,23 @@ echo "hello printed: $out"
 # It ran against the installed library, not another one.
 libs=$(LD_LIBRARY_PATH=$libdir ldd "$tmp/hello")
 grep -q "$libdir/libmayfly.so" <<< "$libs" || fail "hello did not load $libdir/libmayfly.so: $libs"
+# The Python package, from the installed site directory only: it finds the
+# libmayfly.so linked beside it (no MAYFLY_LIBRARY, no build tree). A
+# sanitized library cannot load into a plain interpreter, so that build skips it.
+python=$(command -v /usr/bin/python3 || command -v python3 || true)
+if [ -n "$python" ] && [ -z "${MAYFLY_SANITIZE:-}" ]; then
+  pkg=$(find "$prefix" -path '*-packages/mayfly/__init__.py')
+  [ -n "$pkg" ] || fail "the mayfly Python package was not installed"
+  site=$(dirname "$(dirname "$pkg")")
+  out=$(cd "$tmp" && env -u MAYFLY_LIBRARY -u MAYFLY_BUILD_DIR PYTHONPATH="$site" "$python" -c '
+import sys, mayfly
+assert mayfly.library_path.startswith(sys.argv[2]), mayfly.library_path
+with mayfly.connect(sys.argv[1]) as c:
+    kv = c.mount("/py/kv")
+    kv["greeting"] = "hello from python"
+    print(kv["greeting"].decode())
+' "127.0.0.1:$dport" "$site/mayfly/") || fail "the installed Python package failed: $out"
+  [ "$out" = "hello from python" ] || fail "unexpected Python output '$out'"
+  echo "python: the installed package works ($site)"
+fi
 echo "install: every check passed"
