@@ -208,7 +208,28 @@ class Event:
 # --- the client ---
 
 
-class Client:
+class _Closing:
+    """A context manager that close()s on exit and finalises when collected
+    (_finalize, close() unless a class says otherwise; errors are ignored
+    there, as a finaliser must)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _finalize(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._finalize()
+        except Exception:
+            pass
+
+
+class Client(_Closing):
     """A connection to a Mayfly directory; see connect().
 
     Usable as a context manager (close() on exit) and by several threads at
@@ -264,18 +285,6 @@ class Client:
     @property
     def closed(self) -> bool:
         return not self._c
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<mayfly.Client {self.address or 'default'}{' closed' if self.closed else ''}>"
@@ -764,7 +773,7 @@ class File(_Mounted, io.RawIOBase):
 # --- listeners ---
 
 
-class Listener:
+class Listener(_Closing):
     """The events of one node, as an iterator (see Client.listen). Close it
     (or use it as a context manager) to stop its background thread. One
     thread at a time takes events (a lock enforces it, as mayfly_listener_next
@@ -823,14 +832,5 @@ class Listener:
             raise StopIteration
         return ev
 
-    def __enter__(self) -> "Listener":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self._release()
-        except Exception:
-            pass
+    def _finalize(self) -> None:
+        self._release()

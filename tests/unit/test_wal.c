@@ -82,14 +82,20 @@ static int open_load(unsigned flags, seen_t *s, dir_wal_load_result_t *res, dir_
   return rc;
 }
 
-/* Writes `nrec` records in batches of 1, 2, 3, ... and closes the log. */
-static void write_log(int nrec) {
-  dir_wal_t *w;
+/* Opens and loads the log, for appends (its records are not kept). */
+static dir_wal_t *open_for_appends(void) {
+  dir_wal_t *w = NULL;
   seen_t s;
   seen_init(&s);
   dir_wal_load_result_t res;
   MF_ASSERT_EQ(open_load(0, &s, &res, &w), 0);
   seen_clear(&s);
+  return w;
+}
+
+/* Writes `nrec` records in batches of 1, 2, 3, ... and closes the log. */
+static void write_log(int nrec) {
+  dir_wal_t *w = open_for_appends();
   int k = 0;
   for (int batch = 1; k < nrec; batch++) {
     int n = MIN(batch, nrec - k);
@@ -347,12 +353,7 @@ static int stop_at_third(const uint8_t *data, uint32_t len, int64_t offset, void
  * corruption. */
 static void test_preallocated_zeros_are_not_lost_data(void) {
   fresh_dir();
-  dir_wal_t *w;
-  seen_t s;
-  seen_init(&s);
-  dir_wal_load_result_t res;
-  MF_ASSERT_EQ(open_load(0, &s, &res, &w), 0);
-  seen_clear(&s);
+  dir_wal_t *w = open_for_appends();
   dir_wal_preallocate(w, 64 << 10);
   for (int i = 0; i < 3; i++) {
     GByteArray *r = make_record(i);
@@ -362,6 +363,8 @@ static void test_preallocated_zeros_are_not_lost_data(void) {
   }
   dir_wal_close(w);
   gsize grown = file_size();
+  seen_t s;
+  dir_wal_load_result_t res;
   seen_init(&s);
   MF_ASSERT_EQ(open_load(0, &s, &res, NULL), 0);
   expect_records(&s, 3);
@@ -405,12 +408,7 @@ static void test_preallocated_zeros_are_not_lost_data(void) {
  * both, in order, and an append after them continues the file. */
 static void test_writes_then_one_sync_keep_order(void) {
   fresh_dir();
-  dir_wal_t *w;
-  seen_t s;
-  seen_init(&s);
-  dir_wal_load_result_t res;
-  MF_ASSERT_EQ(open_load(0, &s, &res, &w), 0);
-  seen_clear(&s);
+  dir_wal_t *w = open_for_appends();
   GByteArray *r[3];
   dir_wal_rec_t v[3];
   for (int i = 0; i < 3; i++) {
@@ -424,6 +422,8 @@ static void test_writes_then_one_sync_keep_order(void) {
   MF_ASSERT_EQ(dir_wal_stats(w)->records, 3);
   for (int i = 0; i < 3; i++) g_byte_array_free(r[i], TRUE);
   dir_wal_close(w);
+  seen_t s;
+  dir_wal_load_result_t res;
   seen_init(&s);
   MF_ASSERT_EQ(open_load(0, &s, &res, NULL), 0);
   MF_ASSERT_EQ(res.records, 3);
