@@ -29,7 +29,11 @@ struct Partition {
   5: i64 block_size,
   6: i64 range_lo,            /* kv: first slot; file: first byte; queue: sequence */
   7: i64 range_hi,            /* exclusive */
-  8: optional bool lost       /* its memory server restarted: the data is gone (MAYFLY_ELOST) */
+  8: optional bool lost,      /* its memory server restarted: the data is gone (MAYFLY_ELOST) */
+  /* The directory's signed capability for this block (common/auth.h), in
+     hexadecimal: set when the directory has a cluster key. The client sends
+     its bytes in the data-plane header of every request for the block. */
+  9: optional string capability
 }
 
 struct Layout {
@@ -78,7 +82,9 @@ struct ServerInfo {
   5: i32 blocks_total,
   6: i64 block_size,
   7: i64 heartbeat_age_ms,
-  8: optional i32 blocks_lost /* in use by partitions lost when the server restarted */
+  8: optional i32 blocks_lost, /* in use by partitions lost when the server restarted */
+  9: optional string stat_capability /* admins, with a cluster key: a capability for
+                                         the server's SERVER_STAT (hexadecimal) */
 }
 
 struct BlockRef {
@@ -119,7 +125,11 @@ struct RepartPlan {
   1: i64 op_id,
   2: Partition target,
   3: i64 lo,
-  4: i64 hi
+  4: i64 hi,
+  /* With a cluster key: the directory's capability for the target block with
+     the migrate right over [lo, hi) of op_id (hexadecimal), which the asking
+     server sends with its KV_MIGRATE and KV_MIGRATE_ABORT frames. */
+  5: optional string migrate_capability
 }
 
 enum EventKind {
@@ -169,6 +179,26 @@ struct RenewReply {
   2: list<string> missing     /* paths that do not exist */
 }
 
+/* A tenant of the directory (--tenants) and its use of the pool. */
+struct TenantInfo {
+  1: string name,
+  2: list<string> prefixes,      /* subtrees it owns */
+  3: list<string> read_prefixes, /* subtrees it may read but not change */
+  4: i32 max_blocks,             /* quota over all its namespaces; 0 = no limit */
+  5: i64 blocks_used,
+  6: i64 namespaces,
+  7: bool admin
+}
+
+/* Who a connection is, after login. */
+struct Session {
+  1: bool open,                  /* the directory runs without --tenants: all may do all */
+  2: string tenant,              /* "" when open */
+  3: bool admin,
+  4: list<string> prefixes,
+  5: list<string> read_prefixes
+}
+
 struct Stats {
   1: i64 nodes,
   2: i64 directories,
@@ -198,10 +228,29 @@ struct Stats {
   25: optional i64 last_snapshot_ms,  /* wall-clock ms of the newest snapshot; 0: none */
   26: optional i64 recovery_ms,       /* time the start spent loading snapshot and log */
   27: optional i64 recovered_records, /* log records replayed at start, after the snapshot */
-  28: optional i64 log_seq            /* sequence number of the newest record applied */
+  28: optional i64 log_seq,           /* sequence number of the newest record applied */
+  /* With --tenants: every tenant and what it uses. */
+  29: optional list<TenantInfo> tenants
 }
 
 service Directory {
+  /* Authenticates the connection as a tenant (the token of a section of
+     --tenants). With tenants configured, every other client call of a
+     connection that has not logged in fails with MAYFLY_EPERM. An open
+     directory accepts any token (and none) and answers open = true. */
+  Session login(1: string token) throws (1: Error err),
+  /* The cluster handshake (common/auth.h): the directory's nonce, in
+     hexadecimal. */
+  string cluster_challenge() throws (1: Error err),
+  /* The memory server's nonce and its proof of the cluster key over both
+     nonces (hexadecimal); answers the directory's proof. Afterwards the
+     connection may call the server-only methods (register_server,
+     check_block, heartbeat, publish, repartition_begin, repartition_end).
+     MAYFLY_EPERM for a wrong proof, or without a challenge first;
+     MAYFLY_EINVAL when the directory has no cluster key. */
+  string cluster_auth(1: string client_nonce, 2: string proof) throws (1: Error err),
+  /* With --tenants: admins see every tenant, others their own. */
+  list<TenantInfo> tenants() throws (1: Error err),
   void mkdir(1: string path, 2: bool parents) throws (1: Error err),
   NodeInfo create_ns(1: string path, 2: NodeKind kind, 3: CreateOptions opts)
       throws (1: Error err),

@@ -18,6 +18,7 @@
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 #include <thrift/c_glib/thrift_application_exception.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/frame_transport.h"
@@ -34,6 +35,11 @@ struct mf_ctl {
   MfFrameTransport *transport;
   ThriftProtocol *protocol;
   MayflyDirectoryClient *client;
+  /* What every new connection presents before its first call (mf_ctl_set_auth). */
+  char *token;
+  uint8_t key[MF_KEY_SIZE];
+  int has_key;
+  int greeted; /* this connection has logged in and passed the handshake */
 };
 
 /* Large enough for a reason that quotes two paths of the longest legal length
@@ -141,6 +147,7 @@ static void disconnect(mf_ctl_t *ctl) {
   ctl->client = NULL;
   ctl->protocol = NULL;
   ctl->transport = NULL;
+  ctl->greeted = 0;
 }
 
 static int reconnect(mf_ctl_t *ctl) {
@@ -164,6 +171,7 @@ static int reconnect(mf_ctl_t *ctl) {
 
 int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out) {
   register_types();
+  mf_auth_init();
   mf_ctl_t *ctl = g_new0(mf_ctl_t, 1);
   ctl->fd = -1;
   if (mf_parse_hostport(address, "127.0.0.1", ctl->host, sizeof ctl->host, &ctl->port) != 0) {
@@ -187,6 +195,9 @@ int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_
 void mf_ctl_close(mf_ctl_t *ctl) {
   if (ctl == NULL) return;
   disconnect(ctl);
+  if (ctl->token != NULL) mf_auth_wipe(ctl->token, strlen(ctl->token));
+  g_free(ctl->token);
+  mf_auth_wipe(ctl->key, sizeof ctl->key);
   g_mutex_clear(&ctl->lock);
   g_mutex_clear(&ctl->fd_lock);
   g_free(ctl);
@@ -216,12 +227,122 @@ static int stale(mf_ctl_t *ctl) {
   return poll(&p, 1, 0) == 1 && p.revents != 0;
 }
 
+void mf_ctl_set_auth(mf_ctl_t *ctl, const char *token, const uint8_t *key) {
+  g_mutex_lock(&ctl->lock);
+  if (ctl->token != NULL) mf_auth_wipe(ctl->token, strlen(ctl->token));
+  g_free(ctl->token);
+  ctl->token = token != NULL && token[0] != '\0' ? g_strdup(token) : NULL;
+  ctl->has_key = key != NULL;
+  if (key != NULL) memcpy(ctl->key, key, MF_KEY_SIZE);
+  ctl->greeted = 0;
+  g_mutex_unlock(&ctl->lock);
+}
+
+/* Maps a failed handshake call to a code and a message naming the step. */
+static int greet_failed(mf_ctl_t *ctl, const char *step, gboolean ok, MayflyError *err,
+                        GError *gerr) {
+  int rc = MAYFLY_EPROTO;
+  if (err != NULL) {
+    rc = err->code < 0 && err->code >= MAYFLY_ERRNO_MIN ? err->code : MAYFLY_EPROTO;
+    mf_set_last_error("directory %s:%d: %s: %s", ctl->host, ctl->port, step,
+                      err->message ? err->message : mayfly_strerror(rc));
+    g_object_unref(err);
+  } else {
+    int timed_out = ctl->transport && mf_frame_transport_timed_out(ctl->transport);
+    rc = timed_out ? MAYFLY_ETIMEDOUT
+                   : gerr != NULL && gerr->domain == THRIFT_TRANSPORT_ERROR ? MAYFLY_EIO
+                                                                             : MAYFLY_EPROTO;
+    mf_set_last_error("directory %s:%d: %s: %s", ctl->host, ctl->port, step,
+                      gerr ? gerr->message : mayfly_strerror(rc));
+  }
+  if (gerr != NULL) g_error_free(gerr);
+  (void)ok;
+  return rc;
+}
+
+/* The cluster handshake (auth.h): proves this side holds the cluster key
+ * and checks that the directory does too. ctl->lock held, connected. */
+static int greet_cluster(mf_ctl_t *ctl) {
+  MayflyDirectoryIf *i = MAYFLY_DIRECTORY_IF(ctl->client);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  gchar *challenge = NULL;
+  gboolean ok = mayfly_directory_if_cluster_challenge(i, &challenge, &err, &gerr);
+  if (!ok || err != NULL || gerr != NULL) {
+    g_free(challenge);
+    return greet_failed(ctl, "cluster handshake", ok, err, gerr);
+  }
+  uint8_t snonce[MF_NONCE_SIZE], cnonce[MF_NONCE_SIZE], proof[MF_MAC_SIZE];
+  int rc = mf_hex_decode(challenge, snonce, sizeof snonce);
+  g_free(challenge);
+  if (rc != 0) {
+    mf_set_last_error("directory %s:%d: cluster handshake: a malformed challenge", ctl->host,
+                      ctl->port);
+    return MAYFLY_EPROTO;
+  }
+  mf_auth_random(cnonce, sizeof cnonce);
+  mf_auth_proof(ctl->key, MF_PROOF_CLIENT, snonce, cnonce, proof);
+  char cnonce_hex[2 * MF_NONCE_SIZE + 1], proof_hex[2 * MF_MAC_SIZE + 1];
+  mf_hex_encode(cnonce, sizeof cnonce, cnonce_hex);
+  mf_hex_encode(proof, sizeof proof, proof_hex);
+  gchar *answer = NULL;
+  ok = mayfly_directory_if_cluster_auth(i, &answer, cnonce_hex, proof_hex, &err, &gerr);
+  if (!ok || err != NULL || gerr != NULL) {
+    g_free(answer);
+    return greet_failed(ctl, "cluster handshake", ok, err, gerr);
+  }
+  uint8_t theirs[MF_MAC_SIZE];
+  rc = mf_hex_decode(answer, theirs, sizeof theirs);
+  g_free(answer);
+  mf_auth_proof(ctl->key, MF_PROOF_DIRECTORY, snonce, cnonce, proof);
+  if (rc != 0 || !mf_mac_equal(proof, theirs)) {
+    mf_set_last_error("directory %s:%d: cluster handshake: the directory does not hold this "
+                      "cluster key",
+                      ctl->host, ctl->port);
+    return MAYFLY_EPERM;
+  }
+  return 0;
+}
+
+/* Logs the connection in as the tenant of ctl->token. ctl->lock held. */
+static int greet_tenant(mf_ctl_t *ctl) {
+  MayflyDirectoryIf *i = MAYFLY_DIRECTORY_IF(ctl->client);
+  MayflyError *err = NULL;
+  GError *gerr = NULL;
+  MayflySession *session = g_object_new(MAYFLY_TYPE_SESSION, NULL);
+  gboolean ok = mayfly_directory_if_login(i, &session, ctl->token, &err, &gerr);
+  g_object_unref(session);
+  if (!ok || err != NULL || gerr != NULL) return greet_failed(ctl, "login", ok, err, gerr);
+  return 0;
+}
+
+/* Runs what a new connection presents before its first call. A failure
+ * drops the connection, so the next call starts over. ctl->lock held. */
+static int greet(mf_ctl_t *ctl) {
+  int rc = 0;
+  if (ctl->has_key) rc = greet_cluster(ctl);
+  if (rc == 0 && ctl->token != NULL) rc = greet_tenant(ctl);
+  if (rc != 0) {
+    disconnect(ctl);
+    return rc;
+  }
+  ctl->greeted = 1;
+  return 0;
+}
+
 int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {
   g_mutex_lock(&ctl->lock);
   /* Nothing of this call was sent yet, so replacing a connection found
    * closed is safe: the request goes out once, on the new one. */
   if (ctl->client == NULL || stale(ctl)) {
     int rc = reconnect(ctl);
+    if (rc != 0) {
+      g_mutex_unlock(&ctl->lock);
+      return rc;
+    }
+  }
+  if (!ctl->greeted && (ctl->has_key || ctl->token != NULL)) {
+    int rc = greet(ctl);
     if (rc != 0) {
       g_mutex_unlock(&ctl->lock);
       return rc;

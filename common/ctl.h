@@ -37,6 +37,14 @@ typedef struct mf_ctl mf_ctl_t;
 int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out);
 void mf_ctl_close(mf_ctl_t *ctl);
 
+/* What every connection presents before its first call, from the next call
+ * on: with key (MF_KEY_SIZE bytes; NULL: none) the cluster handshake
+ * (common/auth.h), with token (NULL or "": none) a login as that tenant.
+ * A handshake that fails fails the call that triggered it (MAYFLY_EPERM for
+ * a key or token the directory refuses, with the reason in
+ * mf_last_error()); the next call tries again on a new connection. */
+void mf_ctl_set_auth(mf_ctl_t *ctl, const char *token, const uint8_t *key);
+
 /* Breaks the connection from another thread: a call in progress fails (with
  * MAYFLY_EIO) and every later call too. For a thread blocked in a long
  * call (a watch) that must stop. */

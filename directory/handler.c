@@ -796,6 +796,35 @@ static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
   return rc == 0 ? TRUE : fail(err, rc, why);
 }
 
+/* Authentication. Without --tenants the directory is open: every
+ * connection may do everything, and a login says so. */
+static gboolean h_login(MayflyDirectoryIf *iface, MayflySession **_return, const gchar *token,
+                        MayflyError **err, GError **error) {
+  MayflySession *s = *_return;
+  s->open = TRUE;
+  s->admin = TRUE;
+  g_free(s->tenant);
+  s->tenant = g_strdup("");
+  return TRUE;
+}
+
+static gboolean h_cluster_challenge(MayflyDirectoryIf *iface, gchar **_return,
+                                    MayflyError **err, GError **error) {
+  return fail(err, MAYFLY_EINVAL, "this directory has no cluster key (--cluster-key-file)");
+}
+
+static gboolean h_cluster_auth(MayflyDirectoryIf *iface, gchar **_return,
+                               const gchar *client_nonce, const gchar *proof,
+                               MayflyError **err, GError **error) {
+  return fail(err, MAYFLY_EINVAL, "this directory has no cluster key (--cluster-key-file)");
+}
+
+/* Without --tenants there are no tenants to list. */
+static gboolean h_tenants(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
+                          GError **error) {
+  return TRUE;
+}
+
 static void dir_handler_class_init(DirHandlerClass *cls) {
   MayflyDirectoryHandlerClass *h = MAYFLY_DIRECTORY_HANDLER_CLASS(cls);
   h->mkdir = h_mkdir;
@@ -823,6 +852,10 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->truncate = h_truncate;
   h->watch = h_watch;
   h->publish = h_publish;
+  h->login = h_login;
+  h->cluster_challenge = h_cluster_challenge;
+  h->cluster_auth = h_cluster_auth;
+  h->tenants = h_tenants;
 }
 
 static void dir_handler_init(DirHandler *self) {

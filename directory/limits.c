@@ -5,6 +5,7 @@
  */
 #include "directory/limits.h"
 
+#include "common/auth.h"
 #include "directory/events.h"
 #include "namespaces/path.h"
 #include "namespaces/tree.h"
@@ -88,10 +89,21 @@ static const mf_compact_field_t a_watch[] = {
     {1, "path", &t_path},      {2, "mask", &t_i32},  {3, "epoch", &t_i64},
     {4, "after_seq", &t_i64},  {5, "max", &t_i32},   {6, "timeout_ms", &t_i32},
     {0}};
+/* A token is what a person types: a generous cap, checked by the handler. */
+static const mf_compact_type_t t_token = STRING(DIR_TOKEN_MAX);
+static const mf_compact_type_t t_hex_nonce = STRING(2 * MF_NONCE_SIZE);
+static const mf_compact_type_t t_hex_mac = STRING(2 * MF_MAC_SIZE);
+static const mf_compact_field_t a_login[] = {{1, "token", &t_token}, {0}};
+static const mf_compact_field_t a_cluster_auth[] = {
+    {1, "client_nonce", &t_hex_nonce}, {2, "proof", &t_hex_mac}, {0}};
 static const mf_compact_field_t a_publish[] = {
     {1, "server_id", &t_i32}, {2, "events", &t_events}, {3, "incarnation", &t_i64}, {0}};
 
 const mf_compact_method_t dir_limits[] = {
+    {"login", a_login},
+    {"cluster_challenge", a_none},
+    {"cluster_auth", a_cluster_auth},
+    {"tenants", a_none},
     {"mkdir", a_path_flag_parents},
     {"create_ns", a_create},
     {"open_ns", a_path},

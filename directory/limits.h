@@ -26,6 +26,8 @@
  * ("[" host "]:" port). */
 #define DIR_HOST_MAX 255
 #define DIR_ADDRESS_MAX (DIR_HOST_MAX + 8)
+/* Longest tenant token a login may carry. */
+#define DIR_TOKEN_MAX 1024
 
 /* The Directory service's methods and their caps, ended by name NULL. */
 extern const mf_compact_method_t dir_limits[];

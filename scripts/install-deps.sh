@@ -8,9 +8,11 @@ packages=(
   build-essential cmake pkg-config
   thrift-compiler libthrift-c-glib-dev
   libuv1-dev libglib2.0-dev libjson-glib-dev
-  libjemalloc-dev libcunit1-dev
+  libjemalloc-dev libcunit1-dev libsodium-dev
   python3 python3-pytest redis-server iproute2
 )
+# libsodium-dev signs and checks capabilities and the cluster handshake
+# (common/auth.c);
 # python3-pytest runs the Python binding's tests (python/tests);
 # redis-server is the anchor of the benchmarks (and their smoke tests);
 # iproute2 (ip, tc) builds the network namespace of test_client_blackhole.
