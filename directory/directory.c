@@ -158,6 +158,11 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
   return 0;
 }
 
+void dir_session_clear(dir_session_t *s) {
+  g_free(s->tenant);
+  *s = (dir_session_t){0};
+}
+
 void dir_stop(dir_t *d) {
   uv_timer_stop(&d->reaper);
   uv_timer_stop(&d->health);

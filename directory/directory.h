@@ -57,6 +57,19 @@ typedef struct dir_server_rt {
   int needs_register;
 } dir_server_rt_t;
 
+/* Who is on a control connection: what it proved (the cluster handshake,
+ * a tenant's login). One per connection, kept by the server (server.c);
+ * handlers see it as d->call.session. */
+typedef struct dir_session {
+  char *tenant;   /* the tenant it logged in as (tenants.h); NULL: none */
+  int cluster;    /* passed the cluster handshake: may call server-only methods */
+  int challenged; /* a challenge was drawn: nonce holds it */
+  uint8_t nonce[32];
+} dir_session_t;
+
+/* Forgets what a session proved and frees its strings (the struct stays). */
+void dir_session_clear(dir_session_t *s);
+
 /* How the request being processed may be answered, and what its handler
  * asked for: a watch with nothing to report yet is deferred (no reply now)
  * until an event comes to `defer_log` or `defer_ms` pass. Set around each
@@ -66,6 +79,7 @@ typedef struct dir_call {
   int last_chance;         /* a deferred request whose time is up: answer now */
   dir_evlog_t *defer_log;  /* set by a handler that defers */
   int64_t defer_ms;
+  dir_session_t *session;  /* the connection's; never NULL during a call */
 } dir_call_t;
 
 typedef struct dir {

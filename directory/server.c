@@ -63,6 +63,7 @@ struct conn {
   mf_net_conn_t net;
   dir_server_t *srv;
   deferred_t *deferred; /* at most one: later requests wait behind it */
+  dir_session_t session;
 };
 
 static void deferred_closed(uv_handle_t *h) {
@@ -109,8 +110,9 @@ void dir_rpc_free(dir_rpc_t *r) {
   g_free(r);
 }
 
-int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
-                 dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen) {
+int dir_rpc_call(dir_rpc_t *r, dir_session_t *session, const uint8_t *msg, uint32_t len,
+                 int flags, GByteArray *out, dir_evlog_t **wait_log, int64_t *wait_ms,
+                 char *why, size_t whylen) {
   mf_compact_msg_t hdr;
   /* The caps of the method (limits.h), before Thrift decodes anything. */
   if (mf_compact_scan(msg, len, MF_COMPACT_MAX_DEPTH, dir_limits, &hdr, why, whylen) != 0) {
@@ -126,7 +128,8 @@ int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByt
   GError *err = NULL;
   dir_call_t *call = &r->dir->call;
   *call = (dir_call_t){.can_defer = (flags & DIR_RPC_CAN_DEFER) != 0 && wait_log != NULL,
-                       .last_chance = (flags & DIR_RPC_LAST_CHANCE) != 0};
+                       .last_chance = (flags & DIR_RPC_LAST_CHANCE) != 0,
+                       .session = session};
   gboolean ok = thrift_processor_process(r->processor, r->in_proto, r->out_proto, &err);
   dir_evlog_t *defer_log = call->defer_log;
   int64_t defer_ms = call->defer_ms;
@@ -195,7 +198,7 @@ static int dir_serve(mf_net_conn_t *nc, const uint8_t *frame, size_t flen) {
    * (else the frame waits buffered, mf_net_fits), so the total holds. */
   if (!mf_net_fits(nc, (size_t)s->max_frame + 4)) return MF_NET_RETRY;
   g_byte_array_set_size(s->out, 0);
-  int rc = dir_rpc_call(s->rpc, frame + 4, (uint32_t)(flen - 4), flags, s->out, &wait_log,
+  int rc = dir_rpc_call(s->rpc, &c->session, frame + 4, (uint32_t)(flen - 4), flags, s->out, &wait_log,
                         &wait_ms, why, sizeof why);
   if (rc < 0) {
     MF_WARN("peer %s: malformed request (%s); closing the connection", nc->peer, why);
@@ -274,6 +277,7 @@ static void dir_conn_open(mf_net_conn_t *nc) {
 static void dir_conn_close(mf_net_conn_t *nc) {
   conn_t *c = (conn_t *)nc;
   if (c->deferred != NULL) deferred_drop(c->deferred);
+  dir_session_clear(&c->session);
   c->srv->dir->connections_open--;
 }
 

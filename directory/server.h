@@ -48,7 +48,7 @@ void dir_rpc_free(dir_rpc_t *r); /* accepts NULL */
 #define DIR_RPC_CAN_DEFER 0x1
 #define DIR_RPC_LAST_CHANCE 0x2
 
-/* Serves one frame's payload: checks it (compact_scan.h), runs the processor
+/* Serves one frame's payload for the connection whose session is given: checks it (compact_scan.h), runs the processor
  * and appends the reply frame, if any, to out. Returns 0, with why[0] set
  * when the call failed but a reply (an exception) was produced; 1 when the
  * handler deferred the call (only with DIR_RPC_CAN_DEFER): nothing was
@@ -56,8 +56,9 @@ void dir_rpc_free(dir_rpc_t *r); /* accepts NULL */
  * the same frame again; or -1 when the request is malformed and the
  * connection should be closed. wait_log and wait_ms may be NULL when flags
  * do not allow deferral. */
-int dir_rpc_call(dir_rpc_t *r, const uint8_t *msg, uint32_t len, int flags, GByteArray *out,
-                 dir_evlog_t **wait_log, int64_t *wait_ms, char *why, size_t whylen);
+int dir_rpc_call(dir_rpc_t *r, dir_session_t *session, const uint8_t *msg, uint32_t len,
+                 int flags, GByteArray *out, dir_evlog_t **wait_log, int64_t *wait_ms,
+                 char *why, size_t whylen);
 
 /* Binds host:port (IPv4 or IPv6; port 0 picks a free one) and starts
  * accepting, with the bounds of d->cfg. On success *out is the server and

@@ -48,8 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
    * (the server, not the handler, would keep the request). */
   dir_evlog_t *wait_log = NULL;
   int64_t wait_ms = 0;
-  if (dir_rpc_call(rpc, data, (uint32_t)size, DIR_RPC_CAN_DEFER, out, &wait_log, &wait_ms, why,
-                   sizeof why) >= 0) {
+  /* One session for every input, as one connection would have (the
+   * directory runs open, so every method is reached). */
+  static dir_session_t session;
+  if (dir_rpc_call(rpc, &session, data, (uint32_t)size, DIR_RPC_CAN_DEFER, out, &wait_log,
+                   &wait_ms, why, sizeof why) >= 0) {
     fuzz_control_processed++;
   }
   g_byte_array_free(out, TRUE);

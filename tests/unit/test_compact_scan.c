@@ -17,6 +17,7 @@
 #include <string.h>
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 
+#include "common/auth.h"
 #include "common/compact_scan.h"
 #include "common/error.h"
 #include "common/frame_transport.h"
@@ -213,16 +214,24 @@ static void test_every_call_the_generated_client_writes_passes_the_table(void) {
   mayfly_directory_client_send_truncate(i, path, 100, &e), scan_written();
   mayfly_directory_client_send_watch(i, path, 0, 1, 2, 3, 4, &e), scan_written();
   mayfly_directory_client_send_publish(i, 1, evs, 7, &e), scan_written();
-  MF_ASSERT_EQ(client_calls, 25);
+  char *token = g_strnfill(DIR_TOKEN_MAX, 't');
+  char *hex = g_strnfill(2 * MF_NONCE_SIZE, 'a');
+  mayfly_directory_client_send_login(i, token, &e), scan_written();
+  mayfly_directory_client_send_cluster_challenge(i, &e), scan_written();
+  mayfly_directory_client_send_cluster_auth(i, hex, hex, &e), scan_written();
+  mayfly_directory_client_send_tenants(i, &e), scan_written();
+  g_free(token);
+  g_free(hex);
+  MF_ASSERT_EQ(client_calls, 29);
   MF_ASSERT_EQ(client_passed, client_calls);
-  /* The table names each of the service's 25 methods once. */
+  /* The table names each of the service's 29 methods once. */
   int n = 0;
   for (const mf_compact_method_t *m = dir_limits; m->name != NULL; m++, n++) {
     for (const mf_compact_method_t *o = dir_limits; o != m; o++) {
       CU_ASSERT(strcmp(o->name, m->name) != 0);
     }
   }
-  MF_ASSERT_EQ(n, 25);
+  MF_ASSERT_EQ(n, 29);
   g_ptr_array_free(evs, TRUE);
   g_ptr_array_free(paths, TRUE);
   g_object_unref(co);
