@@ -8,7 +8,13 @@
  *   kv put / kv get     --value-size bytes (default 64) over 10,000 keys per client
  *   queue push / pop    the same size, one shared queue
  *   file write / read   1 MiB per operation, 1 and 4 clients, reported in GB/s too
+ *
+ * With --auth (bench_auth) it measures instead what authentication costs the
+ * data plane: kv get against an open cluster and against one with a cluster
+ * key and a tenants file (every request carries a capability the memory
+ * server checks), in the same run.
  */
+#include <glib/gstdio.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -119,7 +125,8 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
   pthread_barrier_init(&ready, NULL, (unsigned)n);
   for (int c = 0; c < clients && !failed; c++) {
     mayfly_create_options_t co = {.blocks = blocks};
-    failed = mayfly_connect(address, NULL, &cl[c]) != 0 ||
+    mayfly_options_t copts = {.token = o->token};
+    failed = mayfly_connect(address, &copts, &cl[c]) != 0 ||
              mayfly_mount(cl[c], path, kind, &co, &ns[c]) != 0;
   }
   if (failed) {
@@ -232,5 +239,110 @@ int bench_data(bench_opts_t *o) {
   g_array_free(rows, TRUE);
   bench_proc_stop(ms);
   bench_dir_stop(&d);
+  return failed ? 1 : 0;
+}
+
+/* --- authentication on and off (--auth) --- */
+
+#define AUTH_ROUNDS 2
+
+/* Writes text to dir/name (mode 0600); returns the path (g_free) or NULL. */
+static char *write_private(const char *dir, const char *name, const char *text) {
+  char *path = g_build_filename(dir, name, NULL);
+  GError *err = NULL;
+  if (!g_file_set_contents(path, text, -1, &err) || g_chmod(path, 0600) != 0) {
+    fprintf(stderr, "mayfly-bench: %s: %s\n", path, err ? err->message : "chmod failed");
+    if (err) g_error_free(err);
+    g_free(path);
+    return NULL;
+  }
+  return path;
+}
+
+/* n random bytes as hexadecimal (a throwaway key or token for the run). */
+static char *random_hex(size_t n) {
+  GString *s = g_string_new(NULL);
+  for (size_t i = 0; i < n; i++) g_string_append_printf(s, "%02x", g_random_int_range(0, 256));
+  return g_string_free(s, FALSE);
+}
+
+int bench_auth(bench_opts_t *o) {
+  if (o->directory != NULL) {
+    fprintf(stderr, "mayfly-bench: --auth starts its own two clusters (drop --directory)\n");
+    return 2;
+  }
+  if (o->value_size <= 0) o->value_size = 64;
+  int clients = o->clients > 0 ? o->clients : 16;
+  char *tmp = g_dir_make_tmp("mayfly-bench-auth-XXXXXX", NULL);
+  char *key = random_hex(32), *token = random_hex(16);
+  char *tenants_text = g_strdup_printf("[tenant bench]\ntoken = %s\nprefix = /\nadmin = true\n",
+                                       token);
+  char *key_file = tmp ? write_private(tmp, "cluster.key", key) : NULL;
+  char *tenants_file = tmp ? write_private(tmp, "tenants.ini", tenants_text) : NULL;
+  bench_dir_t off = {0}, on = {0};
+  pid_t ms_off = -1, ms_on = -1;
+  int failed = key_file == NULL || tenants_file == NULL;
+  if (!failed) {
+    const char *dflags[] = {"--tenants", tenants_file, "--cluster-key-file", key_file, NULL};
+    const char *mflags[] = {"--cluster-key-file", key_file, NULL};
+    failed = bench_dir_spawn(o, NULL, 5, &off) != 0 ||
+             (ms_off = bench_memserver_start(o, &off, 64, "64MiB")) < 0 ||
+             bench_dir_spawn(o, dflags, 5, &on) != 0;
+    if (!failed) {
+      bench_opts_t admin = *o;
+      admin.token = token;
+      failed = (ms_on = bench_memserver_spawn(&admin, &on, 64, "64MiB", mflags)) < 0;
+    }
+  }
+  GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row_t));
+  const int pipelines[2] = {16, 1};
+  double sum[2][2] = {{0}}; /* [pipeline][auth] ops/s over the rounds */
+  for (int p = 0; p < 2 && !failed; p++) {
+    /* Off and on alternate, in the other order every second round, so a
+     * drift of the machine weighs on both sides alike. */
+    for (int round = 0; round < AUTH_ROUNDS && !failed; round++) {
+      for (int k = 0; k < 2 && !failed; k++) {
+        int auth = (k + round) % 2;
+        bench_opts_t r = *o;
+        r.pipeline = pipelines[p];
+        r.token = auth ? token : NULL;
+        char name[96];
+        snprintf(name, sizeof name, "kv get %dB P%d auth %s", o->value_size, pipelines[p],
+                 auth ? "on" : "off");
+        failed |= run(&r, auth ? on.address : off.address, "/bench/kv", MAYFLY_KIND_KV, 4,
+                      W_KV_GET, clients, name, rows);
+        if (!failed) sum[p][auth] += g_array_index(rows, bench_row_t, rows->len - 1).ops_per_s;
+      }
+    }
+  }
+  if (!failed) {
+    bench_print(o, "data --auth", rows);
+    for (int p = 0; p < 2 && !o->json; p++) {
+      double ratio = sum[p][0] > 0 ? sum[p][1] / sum[p][0] : 0;
+      printf("%skv get %dB, %d clients, pipeline %d: auth on/off %.3f (%+.1f%%), mean of %d "
+             "rounds: off %.0f ops/s, on %.0f ops/s\n",
+             p == 0 && !o->json && !o->csv ? "\n" : "", o->value_size, clients, pipelines[p],
+             ratio, (ratio - 1) * 100, AUTH_ROUNDS, sum[p][0] / AUTH_ROUNDS,
+             sum[p][1] / AUTH_ROUNDS);
+    }
+  }
+  for (guint i = 0; i < rows->len; i++) {
+    g_free(g_array_index(rows, bench_row_t, i).name);
+    g_free(g_array_index(rows, bench_row_t, i).unit);
+  }
+  g_array_free(rows, TRUE);
+  if (ms_on > 0) bench_proc_stop(ms_on);
+  if (ms_off > 0) bench_proc_stop(ms_off);
+  bench_dir_stop(&on);
+  bench_dir_stop(&off);
+  if (key_file) g_unlink(key_file);
+  if (tenants_file) g_unlink(tenants_file);
+  if (tmp) g_rmdir(tmp);
+  g_free(key_file);
+  g_free(tenants_file);
+  g_free(tmp);
+  g_free(key);
+  g_free(token);
+  g_free(tenants_text);
   return failed ? 1 : 0;
 }
