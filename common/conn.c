@@ -20,7 +20,6 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "common/auth.h"
 #include "common/check.h"
 #include "common/config.h"
 #include "common/ctl.h"
@@ -610,41 +609,27 @@ int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls
     call->conn = NULL;
   }
   if (n == 0) return 0;
-  /* One header, the capability area (up to two pieces: the capability and
-   * a frame MAC) and up to two payload pieces per call, all in one sendmsg. */
-  enum { STACK_CALLS = 16, IOV_PER_CALL = 5 };
-  uint8_t stack_hdrs[STACK_CALLS][WIRE_HEADER_SIZE];
-  struct iovec stack_iov[STACK_CALLS * IOV_PER_CALL];
-  uint8_t (*hdrs)[WIRE_HEADER_SIZE] =
-      n <= STACK_CALLS ? stack_hdrs : g_malloc(n * WIRE_HEADER_SIZE);
-  struct iovec *iov = n <= STACK_CALLS ? stack_iov : g_new(struct iovec, IOV_PER_CALL * n);
-  uint8_t (*macs)[MF_MAC_SIZE] = NULL; /* frame MACs, for signed calls only */
+  /* One header, a capability area (with its frame MAC) and up to two
+   * payload pieces per call, all in one sendmsg. */
+  uint8_t stack_hdrs[16][WIRE_HEADER_SIZE];
+  struct iovec stack_iov[16 * 5];
+  uint8_t (*hdrs)[WIRE_HEADER_SIZE] = n <= 16 ? stack_hdrs : g_malloc(n * WIRE_HEADER_SIZE);
+  struct iovec *iov = n <= 16 ? stack_iov : g_new(struct iovec, 5 * n);
   size_t niov = 0;
   for (size_t i = 0; i < n; i++) {
     mf_call_t *call = calls[i];
-    size_t cap_len = call->cap != NULL ? call->cap_len : 0;
     call->req.request_id = (uint64_t)g_atomic_pointer_add(&p->next_id, 1) + 1;
     call->req.payload_len = (uint32_t)(call->l1 + call->l2);
-    call->req.cap_len = (uint16_t)(cap_len + (call->frame_key != NULL ? MF_MAC_SIZE : 0));
-    MF_CHECK(call->req.cap_len <= WIRE_CAP_MAX);
+    size_t mac = call->frame_key != NULL ? MF_MAC_SIZE : 0;
+    MF_CHECK(call->cap_len + mac <= WIRE_CAP_MAX && (mac == 0 || call->l2 == 0));
+    call->req.cap_len = (uint16_t)(call->cap_len + mac);
     wire_encode(&call->req, hdrs[i]);
     iov[niov++] = (struct iovec){hdrs[i], WIRE_HEADER_SIZE};
-    if (cap_len > 0) iov[niov++] = (struct iovec){(void *)call->cap, cap_len};
-    if (call->frame_key != NULL) {
-      if (macs == NULL) macs = g_malloc(n * MF_MAC_SIZE);
-      /* The MAC covers the payload as one piece: join a split one. */
-      const uint8_t *body = call->p1;
-      uint8_t *joined = NULL;
-      if (call->l2 > 0) {
-        joined = g_malloc(call->l1 + call->l2);
-        if (call->l1 > 0) memcpy(joined, call->p1, call->l1);
-        memcpy(joined + call->l1, call->p2, call->l2);
-        body = joined;
-      }
-      mf_frame_mac(call->frame_key, hdrs[i], call->cap, cap_len, body, call->l1 + call->l2,
-                   macs[i]);
-      g_free(joined);
-      iov[niov++] = (struct iovec){macs[i], MF_MAC_SIZE};
+    if (call->cap_len > 0) iov[niov++] = (struct iovec){(void *)call->cap, call->cap_len};
+    if (mac > 0) {
+      mf_frame_mac(call->frame_key, hdrs[i], call->cap, call->cap_len, call->p1, call->l1,
+                   call->frame_mac);
+      iov[niov++] = (struct iovec){call->frame_mac, MF_MAC_SIZE};
     }
     if (call->l1 > 0) iov[niov++] = (struct iovec){(void *)call->p1, call->l1};
     if (call->l2 > 0) iov[niov++] = (struct iovec){(void *)call->p2, call->l2};
@@ -668,7 +653,6 @@ int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls
   }
   if (hdrs != stack_hdrs) g_free(hdrs);
   if (iov != stack_iov) g_free(iov);
-  g_free(macs);
   if (rc != 0 && !registered) {
     /* Nobody else ever saw these calls. */
     if (c != NULL) conn_unref(c);

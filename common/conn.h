@@ -65,6 +65,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/wire.h"
 
 typedef struct mf_conn mf_conn_t;
@@ -79,17 +80,15 @@ typedef struct mf_call {
   size_t l1;
   const void *p2;
   size_t l2;
-  /* The request's capability area (the block's capability, common/auth.h;
-   * NULL and 0 for none), sent between the header and the payload. Read
-   * only while the call is being started: it may go once mf_call_start
-   * returns. */
+  /* The capability area sent between header and payload: cap_len bytes at
+   * cap (0: none). With frame_key set (server-to-server frames), the send
+   * appends a frame MAC, mf_frame_mac under frame_key over the header as
+   * sent, those cap_len bytes and the payload, so the area is cap_len +
+   * MF_MAC_SIZE bytes; the payload must then be in p1 alone (l2 == 0). */
   const uint8_t *cap;
   uint16_t cap_len;
-  /* Server to server (KV_MIGRATE, KV_MIGRATE_ABORT): with a cluster key
-   * (MF_KEY_SIZE bytes), the frame is signed: MF_MAC_SIZE bytes of
-   * mf_frame_mac over the header as sent, cap and the payload follow cap in
-   * the capability area (cap_len + MF_MAC_SIZE in the header). NULL: none. */
   const uint8_t *frame_key;
+  uint8_t frame_mac[MF_MAC_SIZE]; /* the send's */
   void *into;     /* optional: reply payload copied here if it fits in into_cap */
   size_t into_cap;
   /* The most reply payload this call can legitimately get (FILE_READ: the
@@ -116,7 +115,7 @@ void mf_pool_free(mf_pool_t *p);
 
 /* Sends a call to the memory server at `address` (dialing if needed), all of
  * it by deadline_us (g_get_monotonic_time() microseconds). Sets
- * call->req.request_id, payload_len and cap_len. Returns 0, or an error
+ * call->req.request_id and payload_len. Returns 0, or an error
  * (MAYFLY_ETIMEDOUT, MAYFLY_ECONNREFUSED, MAYFLY_EIO, MAYFLY_EINVAL). Either
  * way the caller then calls mf_call_wait, which returns at once for a call
  * that failed to start (a batch sent in part may still be finishing the
