@@ -188,7 +188,7 @@ int mf_call_one(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call, int64_t extra_ms
     char why[256];
     g_strlcpy(why, mf_last_error(), sizeof why);
     if (mf_ns_refresh(ns) != 0) {
-      mf_set_last_error("%s", why);
+      mf_set_last_error("%s", why); /* the refusal, not the refresh, is the caller's error */
       break;
     }
     mf_part_t now_p;
