@@ -15,7 +15,7 @@
 int dir_caps_enabled(const dir_t *d) { return d->cfg.cluster_key != NULL; }
 
 static const char *peer_of(const dir_session_t *s) {
-  return s->peer[0] != '\0' ? s->peer : "(in-process)";
+  return s->peer != NULL ? s->peer : "(in-process)";
 }
 
 int dir_caps_require_cluster(const dir_t *d, const dir_session_t *s, const char *method,
@@ -48,7 +48,7 @@ int dir_caps_auth(const dir_t *d, dir_session_t *s, const char *client_nonce,
     return MAYFLY_EINVAL;
   }
   if (!s->challenged) {
-    g_snprintf(why, whylen, "cluster handshake: call cluster_challenge first");
+    g_snprintf(why, whylen, "call cluster_challenge first");
     MF_WARN("peer %s: cluster handshake refused: no challenge drawn on this connection "
             "(a replayed proof?)",
             peer_of(s));
@@ -63,13 +63,13 @@ int dir_caps_auth(const dir_t *d, dir_session_t *s, const char *client_nonce,
   int rc = 0;
   if (mf_hex_decode(client_nonce, cnonce, sizeof cnonce) != 0 ||
       mf_hex_decode(proof, theirs, sizeof theirs) != 0) {
-    g_snprintf(why, whylen, "cluster handshake: a nonce and a proof are 64 hexadecimal digits");
+    g_snprintf(why, whylen, "a nonce and a proof are 64 hexadecimal digits");
     MF_WARN("peer %s: cluster handshake refused: a malformed nonce or proof", peer_of(s));
     rc = MAYFLY_EPERM;
   } else {
     mf_auth_proof(d->cfg.cluster_key, MF_PROOF_CLIENT, snonce, cnonce, ours);
     if (!mf_mac_equal(ours, theirs)) {
-      g_snprintf(why, whylen, "cluster handshake: wrong proof (not this cluster's key)");
+      g_snprintf(why, whylen, "wrong proof (not this cluster's key)");
       MF_WARN("peer %s: cluster handshake refused: wrong proof (a memory server with another "
               "--cluster-key-file?)",
               peer_of(s));

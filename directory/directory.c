@@ -4,8 +4,6 @@
 #include "directory/directory.h"
 #include "directory/repart.h"
 
-#include <string.h>
-
 #include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -162,12 +160,10 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
 }
 
 void dir_session_clear(dir_session_t *s) {
-  char peer[sizeof s->peer];
-  memcpy(peer, s->peer, sizeof peer);
+  const char *peer = s->peer;
   g_free(s->tenant);
   mf_auth_wipe(s->nonce, sizeof s->nonce);
-  *s = (dir_session_t){0};
-  memcpy(s->peer, peer, sizeof peer);
+  *s = (dir_session_t){.peer = peer};
 }
 
 void dir_stop(dir_t *d) {

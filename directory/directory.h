@@ -68,7 +68,8 @@ typedef struct dir_server_rt {
  * a tenant's login). One per connection, kept by the server (server.c);
  * handlers see it as d->call.session. */
 typedef struct dir_session {
-  char peer[80];  /* "ip:port" of the peer, for log lines ("" in-process); kept by clear */
+  const char *peer; /* the connection's "ip:port", for log lines (NULL in-process);
+                       kept by clear */
   char *tenant;   /* the tenant it logged in as (tenants.h); NULL: none */
   int cluster;    /* passed the cluster handshake: may call server-only methods */
   int challenged; /* a challenge was drawn: nonce holds it */
