@@ -247,6 +247,14 @@ void mayfly_session_clear(mayfly_session_t *s);
  * when a server answers that a block moved. A handle may be used by several
  * threads at once.
  *
+ * Capabilities. With a directory that has a cluster key, each block of the
+ * layout comes with a signed capability that the library sends with every
+ * request for it. It refreshes the layout once 3/4 of a capability's
+ * lifetime (--capability-ttl) has passed, and a request a memory server
+ * refuses with MAYFLY_EPERM (an expired capability) is sent again once after
+ * a refresh: callers never see either. A second refusal (the tenant may
+ * only read there, say) is returned as MAYFLY_EPERM.
+ *
  * Lost data. A memory server that restarts (a crash, kill -9) comes back
  * empty. The directory then marks the partitions it held lost, and every
  * operation that needs one fails with MAYFLY_ELOST, never with an empty
