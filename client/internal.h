@@ -71,8 +71,10 @@ int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi);
 /* Refreshes the layout first when its capabilities are due (see
  * cap_refresh_us): one thread refreshes, the others go on with the current
  * capabilities, which stay valid for a quarter of their lifetime. Costs one
- * atomic read when the layout has no capabilities. Called by every data
- * operation before it picks partitions (mf_ns_find does). */
+ * atomic read when the layout has no capabilities, else a clock read too.
+ * Called by the data operations that pick partitions for several calls at
+ * once (batches, file ranges); mf_call_one makes the same check with the
+ * clock read it takes anyway. */
 void mf_ns_caps_fresh(mayfly_ns_t *ns);
 
 /* Whether a call answered rc is to be redone after a layout refresh because
@@ -107,7 +109,9 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int
 
 /* Starts and waits for one call, all of it within the client's timeout plus
  * extra_ms (MAYFLY_ELOST at once for a lost partition; when the server
- * answers MAYFLY_ELOST the layout is refreshed). A call refused with
+ * answers MAYFLY_ELOST the layout is refreshed). Capabilities due for a
+ * refresh are refreshed first (*p then carries the block's new one). A call
+ * refused with
  * MAYFLY_EPERM (its capability expired or was replaced) refreshes the layout
  * and is sent once more with the new capability of the same block (*p is
  * updated); MAYFLY_EMOVED when the block is no longer there. */

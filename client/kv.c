@@ -87,6 +87,7 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
   if (ns == NULL || (n > 0 && (keys == NULL || klens == NULL || rcs == NULL))) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  mf_ns_caps_fresh(ns);
   /* Each call's partition, whose capability it sends: kept until sent. */
   mf_part_t *parts = g_new(mf_part_t, n ? n : 1);
   /* Calls for the same server go out together, in one system call. */

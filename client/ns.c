@@ -81,15 +81,19 @@ int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi) {
   return rc;
 }
 
-void mf_ns_caps_fresh(mayfly_ns_t *ns) {
+/* Whether the layout's capabilities are due for a refresh at `now` and this
+ * thread is the one to do it: whoever moves the time on refreshes; a
+ * successful refresh sets it anew from the new capabilities, a failed one
+ * leaves the retry time. */
+static int caps_due(mayfly_ns_t *ns, int64_t now) {
   int64_t at = atomic_load_explicit(&ns->cap_refresh_us, memory_order_relaxed);
-  if (at == 0) return;
-  int64_t now = g_get_monotonic_time();
-  if (now < at) return;
-  /* Whoever moves the time on refreshes; a successful refresh sets it anew
-   * from the new capabilities, a failed one leaves the retry time. */
-  if (!atomic_compare_exchange_strong(&ns->cap_refresh_us, &at, now + CAP_RETRY_US)) return;
-  mf_ns_refresh(ns);
+  if (at == 0 || now < at) return 0;
+  return atomic_compare_exchange_strong(&ns->cap_refresh_us, &at, now + CAP_RETRY_US);
+}
+
+void mf_ns_caps_fresh(mayfly_ns_t *ns) {
+  if (atomic_load_explicit(&ns->cap_refresh_us, memory_order_relaxed) == 0) return;
+  if (caps_due(ns, g_get_monotonic_time())) mf_ns_refresh(ns);
 }
 
 int mf_ns_perm_retry(mayfly_ns_t *ns, int rc, int *tried) {
@@ -99,7 +103,6 @@ int mf_ns_perm_retry(mayfly_ns_t *ns, int rc, int *tried) {
 }
 
 int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out) {
-  mf_ns_caps_fresh(ns);
   int rc = MAYFLY_EMOVED;
   g_rw_lock_reader_lock(&ns->lock);
   /* Binary search for the last partition with lo <= key. */
@@ -170,11 +173,29 @@ static int same_block(const mf_part_t *a, const mf_part_t *b) {
          strcmp(a->address, b->address) == 0;
 }
 
+/* Points a call for *p at the block's partition in the cached layout (its
+ * new capability): 0, or MAYFLY_EMOVED when the layout no longer has that
+ * block where p was (the caller finds the key's new place). */
+static int retarget(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call) {
+  mf_part_t now_p;
+  if (mf_ns_find(ns, p->lo, &now_p) != 0 || !same_block(&now_p, p)) return MAYFLY_EMOVED;
+  *p = now_p;
+  call->cap = p->cap_len > 0 ? p->cap : NULL;
+  call->cap_len = p->cap_len;
+  return 0;
+}
+
 int mf_call_one(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
+  /* One clock read per call: the deadline's, also the send's time and the
+   * moment to tell whether the capabilities are due for a refresh. */
+  int64_t now = g_get_monotonic_time();
+  if (caps_due(ns, now) && mf_ns_refresh(ns) == 0) {
+    int rc = retarget(ns, p, call);
+    if (rc != 0) return rc;
+  }
   int rc = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
-    /* One clock read per call: the deadline's, also the send's time. */
-    int64_t now = g_get_monotonic_time();
+    if (attempt > 0) now = g_get_monotonic_time();
     int64_t deadline = now + ((int64_t)ns->client->timeout_ms + extra_ms) * 1000;
     start_part_at(ns, p, call, now, deadline);
     rc = mf_call_wait(call, deadline); /* at once when the start failed */
@@ -191,16 +212,9 @@ int mf_call_one(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call, int64_t extra_ms
       mf_set_last_error("%s", why); /* the refusal, not the refresh, is the caller's error */
       break;
     }
-    mf_part_t now_p;
-    if (mf_ns_find(ns, p->lo, &now_p) != 0 || !same_block(&now_p, p)) {
-      rc = MAYFLY_EMOVED; /* the caller finds the key's new place */
-      break;
-    }
-    *p = now_p;
     g_free(call->payload);
     call->payload = NULL;
-    call->cap = p->cap_len > 0 ? p->cap : NULL;
-    call->cap_len = p->cap_len;
+    if ((rc = retarget(ns, p, call)) != 0) break;
   }
   return rc;
 }

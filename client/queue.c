@@ -16,7 +16,6 @@
 
 /* The tail (last) or head (first live) segment. */
 static int segment(mayfly_ns_t *ns, int tail, mf_part_t *out) {
-  mf_ns_caps_fresh(ns);
   int rc = MAYFLY_EMOVED;
   g_rw_lock_reader_lock(&ns->lock);
   for (size_t i = 0; i < ns->nparts; i++) {
@@ -167,6 +166,7 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   size_t next = 0;
   int first = 0, perm_tried = 0;
+  mf_ns_caps_fresh(ns);
   for (int attempt = 0; next < n && attempt < ATTEMPTS; attempt++) {
     mf_part_t p;
     int rc = segment(ns, 1, &p);
@@ -234,6 +234,7 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   size_t got = 0;
   int err = 0, perm_tried = 0;
+  mf_ns_caps_fresh(ns);
   for (int attempt = 0; got < n && attempt < ATTEMPTS && err == 0; attempt++) {
     mf_part_t p;
     int rc = segment(ns, 0, &p);
