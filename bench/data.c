@@ -244,7 +244,7 @@ int bench_data(bench_opts_t *o) {
 
 /* --- authentication on and off (--auth) --- */
 
-#define AUTH_ROUNDS 2
+#define AUTH_ROUNDS 3
 
 /* Writes text to dir/name (mode 0600); returns the path (g_free) or NULL. */
 static char *write_private(const char *dir, const char *name, const char *text) {
