@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "client/mayfly.h"
@@ -111,9 +113,40 @@ done:
   return NULL;
 }
 
-/* Runs one workload with `clients` clients of `threads` threads each. */
-static int run(const bench_opts_t *o, const char *address, const char *path, mayfly_kind_t kind,
-               int blocks, work_t work, int clients, const char *name, GArray *rows) {
+/* CPU time a process has used, in microseconds (/proc/PID/stat utime +
+ * stime), or -1. */
+static double proc_cpu_us(pid_t pid) {
+  char path[64], *txt = NULL;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if (!g_file_get_contents(path, &txt, NULL, NULL)) return -1;
+  /* Fields after the command (which may hold spaces) start past its ')'. */
+  const char *p = strrchr(txt, ')');
+  unsigned long long ut = 0, st = 0;
+  int ok = p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                               &ut, &st) == 2;
+  g_free(txt);
+  return ok ? (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK) : -1;
+}
+
+/* This process's CPU time (every thread), in microseconds. */
+static double self_cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* CPU spent while the workers ran (the clock running, not their set-up). */
+typedef struct {
+  pid_t server; /* the memory server to account, 0: none */
+  double server_us, client_us;
+} cpu_use_t;
+
+/* Runs one workload with `clients` clients of `threads` threads each; with
+ * cpu (may be NULL), also what the memory server and this process spent. */
+static int run_cpu(const bench_opts_t *o, const char *address, const char *path,
+                   mayfly_kind_t kind, int blocks, work_t work, int clients, const char *name,
+                   GArray *rows, cpu_use_t *cpu) {
   int threads = o->pipeline > 0 ? o->pipeline : 1;
   int n = clients * threads;
   mayfly_client_t **cl = g_new0(mayfly_client_t *, clients);
@@ -122,7 +155,9 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
   pthread_t *th = g_new(pthread_t, n);
   int failed = 0;
   pthread_barrier_t ready;
-  pthread_barrier_init(&ready, NULL, (unsigned)n);
+  /* With cpu, this thread waits at the barrier too, to read the clocks
+   * when the workers start. */
+  pthread_barrier_init(&ready, NULL, (unsigned)n + (cpu != NULL));
   for (int c = 0; c < clients && !failed; c++) {
     mayfly_create_options_t co = {.blocks = blocks};
     mayfly_options_t copts = {.token = o->token};
@@ -138,6 +173,12 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
     bench_lat_init(&w[i].lat);
     pthread_create(&th[i], NULL, run_worker, &w[i]);
   }
+  double s0 = 0, c0 = 0;
+  if (cpu != NULL && !failed) {
+    pthread_barrier_wait(&ready);
+    s0 = proc_cpu_us(cpu->server);
+    c0 = self_cpu_us();
+  }
   bench_lat_t all;
   bench_lat_init(&all);
   long long ops = 0;
@@ -152,6 +193,10 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
     bench_lat_free(&w[i].lat);
     start = MIN(start, w[i].started);
     end = MAX(end, w[i].finished);
+  }
+  if (cpu != NULL && !failed) {
+    cpu->server_us = proc_cpu_us(cpu->server) - s0;
+    cpu->client_us = self_cpu_us() - c0;
   }
   if (!failed) {
     int file = work == W_FILE_READ || work == W_FILE_WRITE;
@@ -186,6 +231,11 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
             mayfly_strerror(last));
   }
   return failed || errors ? -1 : 0;
+}
+
+static int run(const bench_opts_t *o, const char *address, const char *path, mayfly_kind_t kind,
+               int blocks, work_t work, int clients, const char *name, GArray *rows) {
+  return run_cpu(o, address, path, kind, blocks, work, clients, name, rows, NULL);
 }
 
 int bench_data(bench_opts_t *o) {
@@ -297,6 +347,10 @@ int bench_auth(bench_opts_t *o) {
   GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row_t));
   const int pipelines[2] = {16, 1};
   double sum[2][2] = {{0}}; /* [pipeline][auth] ops/s over the rounds */
+  /* CPU microseconds per get over the rounds, [pipeline][auth]: the memory
+   * server's and this process's (the clients'), steadier than throughput on
+   * a machine others load too. */
+  double srv[2][2] = {{0}}, cli[2][2] = {{0}}, nops[2][2] = {{0}};
   for (int p = 0; p < 2 && !failed; p++) {
     /* Off and on alternate, in the other order every second round, so a
      * drift of the machine weighs on both sides alike. */
@@ -309,9 +363,16 @@ int bench_auth(bench_opts_t *o) {
         char name[96];
         snprintf(name, sizeof name, "kv get %dB P%d auth %s", o->value_size, pipelines[p],
                  auth ? "on" : "off");
-        failed |= run(&r, auth ? on.address : off.address, "/bench/kv", MAYFLY_KIND_KV, 4,
-                      W_KV_GET, clients, name, rows);
-        if (!failed) sum[p][auth] += g_array_index(rows, bench_row_t, rows->len - 1).ops_per_s;
+        cpu_use_t cpu = {.server = auth ? ms_on : ms_off};
+        failed |= run_cpu(&r, auth ? on.address : off.address, "/bench/kv", MAYFLY_KIND_KV, 4,
+                          W_KV_GET, clients, name, rows, &cpu);
+        if (!failed) {
+          const bench_row_t *row = &g_array_index(rows, bench_row_t, rows->len - 1);
+          sum[p][auth] += row->ops_per_s;
+          srv[p][auth] += cpu.server_us;
+          cli[p][auth] += cpu.client_us;
+          nops[p][auth] += (double)row->ops;
+        }
       }
     }
   }
@@ -324,6 +385,11 @@ int bench_auth(bench_opts_t *o) {
              p == 0 && !o->json && !o->csv ? "\n" : "", o->value_size, clients, pipelines[p],
              ratio, (ratio - 1) * 100, AUTH_ROUNDS, sum[p][0] / AUTH_ROUNDS,
              sum[p][1] / AUTH_ROUNDS);
+      double s_off = srv[p][0] / nops[p][0], s_on = srv[p][1] / nops[p][1];
+      double c_off = cli[p][0] / nops[p][0], c_on = cli[p][1] / nops[p][1];
+      printf("  CPU per get: memory server %.2f -> %.2f us (%+.1f%%), clients %.2f -> %.2f us "
+             "(%+.1f%%)\n",
+             s_off, s_on, (s_on / s_off - 1) * 100, c_off, c_on, (c_on / c_off - 1) * 100);
     }
   }
   for (guint i = 0; i < rows->len; i++) {
