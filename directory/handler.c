@@ -784,6 +784,9 @@ static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan *
   dir_t *d = DIR_OF(iface);
   char why[WHY_MAX];
   why[0] = '\0';
+  if (dir_tenants_charge_split(d, server_id, block_index, merge, why, sizeof why) != 0) {
+    return fail(err, MAYFLY_EQUOTA, why); /* a split takes a block: tenant quotas (tenants.h) */
+  }
   dir_repart_plan_t plan;
   int rc = dir_repart_begin(d, server_id, block_index, generation, merge, split_at, &plan, why,
                             sizeof why);

@@ -172,7 +172,9 @@ int dir_tenants_parse(const char *text, size_t len, const char *file, dir_tenant
   *out = NULL;
   GKeyFile *kf = g_key_file_new();
   GError *ge = NULL;
-  if (!g_key_file_load_from_data(kf, text, len, G_KEY_FILE_NONE, &ge)) {
+  /* Translations (key[locale]) are kept so that they show up as unknown keys
+   * instead of being dropped unseen. */
+  if (!g_key_file_load_from_data(kf, text, len, G_KEY_FILE_KEEP_TRANSLATIONS, &ge)) {
     g_snprintf(why, whylen, "%s: %s", file, ge->message);
     g_error_free(ge);
     g_key_file_free(kf);
