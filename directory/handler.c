@@ -326,12 +326,15 @@ static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, c
   }
   int all = dir_tenants_may(d, d->call.session, DIR_READ, path);
   for (guint i = 0; i < kids->len; i++) {
-    MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-    fill_node(d, ni, g_ptr_array_index(kids, i));
-    if (!all && !visible(d, ni->path)) {
-      g_object_unref(ni); /* another tenant's */
-      continue;
+    const ns_node_t *kid = g_ptr_array_index(kids, i);
+    if (!all) {
+      char *kp = ns_node_path(kid);
+      int shown = visible(d, kp);
+      g_free(kp);
+      if (!shown) continue; /* another tenant's */
     }
+    MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+    fill_node(d, ni, kid);
     g_ptr_array_add(*_return, ni);
   }
   g_ptr_array_free(kids, TRUE);
