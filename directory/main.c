@@ -9,6 +9,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -75,7 +76,7 @@ static int write_port_file(const char *path, int port) {
 
 int main(int argc, char **argv) {
   dir_config_t cfg = {0};
-  char *port_file = NULL;
+  char *port_file = NULL, *key_file = NULL;
   mf_option_t opts[] = {
       {"host", MF_OPT_STRING, &cfg.host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
       {"port", MF_OPT_INT, &cfg.port, "9090", 0, 65535, "Port to listen on (0 picks a free one)",
@@ -133,6 +134,19 @@ int main(int argc, char **argv) {
        "read-prefix, max-blocks, admin); SIGHUP reloads it. Without it the directory is open: "
        "every client may do everything",
        "FILE"},
+      {"cluster-key-file", MF_OPT_STRING, &key_file, NULL, 0, 0,
+       "The cluster key shared with the memory servers (32 random bytes, or 64 hexadecimal "
+       "digits; make one with head -c 32 /dev/urandom): the server-only methods then need the "
+       "cluster handshake and every layout carries signed capabilities. Without it both are "
+       "open, as for a trusted network",
+       "FILE"},
+      {"capability-ttl", MF_OPT_DURATION, &cfg.capability_ttl_ms, "10min", 1000, 86400000,
+       "With --cluster-key-file: how long a capability the directory signs stays valid "
+       "(clients refresh theirs before)",
+       "DURATION"},
+      {"max-servers", MF_OPT_INT, &cfg.max_servers, "4096", 1, 1000000,
+       "Memory servers that may register; a new address past it is refused (MAYFLY_EQUOTA)",
+       "N"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -163,14 +177,47 @@ int main(int argc, char **argv) {
     g_free(cfg.data_dir);
     g_free(cfg.tenants_file);
     g_free(port_file);
+  g_free(key_file);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
   signal(SIGPIPE, SIG_IGN);
+  uint8_t key[MF_KEY_SIZE];
+  char why[1024];
+  if (mf_auth_init() != 0) {
+    MF_ERROR("cannot start: libsodium cannot initialise (no randomness source?)");
+    bad = 1;
+  } else if (key_file != NULL) {
+    int world_readable = 0;
+    if (mf_auth_key_load(key_file, key, &world_readable, why, sizeof why) != 0) {
+      MF_ERROR("cannot start: --cluster-key-file: %s", why);
+      bad = 1;
+    } else {
+      if (world_readable) {
+        MF_WARN("cluster key file %s is readable by its group or others: anyone who reads it "
+                "can act as a memory server (chmod 600 %s)",
+                key_file, key_file);
+      }
+      cfg.cluster_key = key;
+      MF_INFO("cluster key from %s: memory servers must pass the cluster handshake, layouts "
+              "carry capabilities valid %lld ms",
+              key_file, (long long)cfg.capability_ttl_ms);
+    }
+  } else {
+    MF_INFO("no --cluster-key-file: any peer may call the memory servers' methods and no "
+            "capabilities are issued (a trusted network only)");
+  }
+  if (bad) {
+    g_free(cfg.host);
+    g_free(cfg.log_level);
+    g_free(cfg.data_dir);
+    g_free(port_file);
+    g_free(key_file);
+    return 1;
+  }
 
   daemon_t dm = {0};
   dm.loop = uv_default_loop();
-  char why[1024];
   dir_tenants_t *tenants = NULL;
   if (cfg.tenants_file != NULL) {
     if (dir_tenants_load(cfg.tenants_file, &tenants, why, sizeof why) != 0) {
@@ -180,6 +227,7 @@ int main(int argc, char **argv) {
       g_free(cfg.data_dir);
       g_free(cfg.tenants_file);
       g_free(port_file);
+      g_free(key_file);
       return 1;
     }
     MF_INFO("tenants: %u loaded from %s (SIGHUP reloads it)", tenants->list->len,
@@ -205,6 +253,7 @@ int main(int argc, char **argv) {
       g_free(cfg.data_dir);
       g_free(cfg.tenants_file);
       g_free(port_file);
+  g_free(key_file);
       return 1;
     }
     dir_store_stats_t st;
@@ -230,6 +279,7 @@ int main(int argc, char **argv) {
     g_free(cfg.data_dir);
     g_free(cfg.tenants_file);
     g_free(port_file);
+  g_free(key_file);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
@@ -238,6 +288,10 @@ int main(int argc, char **argv) {
     MF_WARN("listening on %s without --tenants: anyone who reaches this address may read, "
             "change and remove every namespace",
             cfg.host);
+  }
+  if (tenants != NULL && cfg.cluster_key == NULL) {
+    MF_WARN("--tenants without --cluster-key-file: the data plane is open, so anyone who "
+            "reaches a memory server may read and change any block whatever its tenant");
   }
   if (port_file != NULL && write_port_file(port_file, port) != 0) {
     MF_ERROR("cannot write port file %s", port_file);
@@ -255,12 +309,14 @@ int main(int argc, char **argv) {
   uv_run(dm.loop, UV_RUN_DEFAULT);
 
   dir_free(&dm.dir);
+  mf_auth_wipe(key, sizeof key);
   uv_loop_close(dm.loop);
   g_free(cfg.host);
   g_free(cfg.log_level);
   g_free(cfg.data_dir);
   g_free(cfg.tenants_file);
   g_free(port_file);
+  g_free(key_file);
   MF_INFO("stopped");
   return 0;
 }

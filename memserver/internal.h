@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/auth.h"
 #include "common/netserver.h"
 #include "common/wire.h"
 #include "memserver/control.h"
@@ -33,6 +34,14 @@ struct ms_server {
   mf_net_server_t *net; /* sockets, buffers, back-pressure, timeouts (common/netserver.h) */
   store_t *store;
   ms_control_t *ctl;
+  /* The cluster key (--cluster-key-file): has_key 0 means none, and
+   * capabilities are not checked. The id the directory gave this server
+   * (what a capability's server_id must be) is ms_control_server_id(ctl):
+   * 0 while unregistered. */
+  int has_key;
+  uint8_t key[MF_KEY_SIZE];
+  void (*on_fatal)(void *ud); /* ms_server_config_t */
+  void *fatal_ud;
   uint32_t max_payload;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   ms_publisher_t *pub;

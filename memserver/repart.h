@@ -34,6 +34,7 @@
 typedef struct ms_repart_job {
   /* in */
   const char *directory;
+  const uint8_t *key; /* the cluster key (MF_KEY_SIZE bytes, the server's; NULL: none) */
   mf_pool_t *pool;
   int32_t server_id;
   int32_t index;

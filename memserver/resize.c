@@ -125,6 +125,7 @@ void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
     job->pre_generation = b->mb_target_gen;
   }
   job->directory = s->directory;
+  job->key = s->has_key ? s->key : NULL;
   job->pool = s->rp_pool;
   job->server_id = id;
   job->index = b->index;
