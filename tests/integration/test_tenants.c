@@ -55,6 +55,15 @@ static const char *const tenants_v1 =
     "read-prefix = /alice\n";
 
 static mf_daemon_t *dir, *mem;
+
+/* A tenant's id in capabilities, as ISSUE 11 defines it: the first 4 bytes
+ * (little-endian) of SHA-256 of the name, 1 if that is 0. */
+static uint32_t dir_tenant_id_for_test(const char *name) {
+  uint8_t h[32];
+  mf_token_hash(name, h);
+  uint32_t id = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+  return id != 0 ? id : 1;
+}
 static char *tenants_path;
 static char *scratch;
 
@@ -73,13 +82,17 @@ static char *tenants_text_v1(void) {
   return g_strdup_printf(tenants_v1, hex);
 }
 
-/* A control connection that logs in with token (NULL: none). */
-static mf_ctl_t *as(const char *token) {
+/* A control connection to d that logs in with token (NULL: none). */
+static mf_ctl_t *as_at(const mf_daemon_t *d, const char *token) {
   mf_ctl_t *ctl = NULL;
-  MF_ASSERT_EQ(mf_ctl_open(dir->address, 5000, 2000, &ctl), 0);
+  MF_ASSERT_EQ(mf_ctl_open(d->address, 5000, 2000, &ctl), 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ctl);
   if (token != NULL) mf_ctl_set_auth(ctl, token, NULL);
   return ctl;
+}
+
+static mf_ctl_t *as(const char *token) {
+  return as_at(dir, token);
 }
 
 static int t_create(mf_ctl_t *c, const char *path, MayflyNodeKind kind, int blocks) {
@@ -220,6 +233,30 @@ static int64_t tenant_blocks(GPtrArray *infos, const char *name) {
     CU_ASSERT_PTR_NOT_NULL(strstr(mf_last_error(), (needle)));                      \
   } while (0)
 
+/* Starts a memory server for d (extra arguments NULL-terminated) and waits
+ * until the directory lists it as up, asking as its admin: mf_start_memserver
+ * asks `mayfly servers`, which would need an admin token. */
+static mf_daemon_t *start_memserver_for(const mf_daemon_t *d, const char *key_file) {
+  mf_daemon_t *m =
+      key_file != NULL
+          ? mf_start_in_netns(NULL, "127.0.0.1", "memserver/mayfly-memserver", "--directory",
+                              d->address, "--blocks", "32", "--block-size", "64KiB",
+                              "--cluster-key-file", key_file, NULL)
+          : mf_start_in_netns(NULL, "127.0.0.1", "memserver/mayfly-memserver", "--directory",
+                              d->address, "--blocks", "32", "--block-size", "64KiB", NULL);
+  if (m == NULL) return NULL;
+  mf_ctl_t *ops = NULL;
+  if (mf_ctl_open(d->address, 5000, 2000, &ops) != 0) return m;
+  mf_ctl_set_auth(ops, "ops-token", NULL);
+  int up = 0;
+  for (int waited = 0; waited < 10000 && up == 0; waited += 20) {
+    if (t_servers(ops, &up) != 0 || up == 0) mf_sleep_ms(20);
+  }
+  mf_ctl_close(ops);
+  if (up == 0) fprintf(stderr, "memory server %s did not register\n", m->address);
+  return m;
+}
+
 static int suite_init(void) {
   scratch = g_dir_make_tmp("mayfly-tenants-XXXXXX", NULL);
   if (scratch == NULL) return 1;
@@ -230,20 +267,8 @@ static int suite_init(void) {
   if (!ok) return 1;
   dir = mf_start_directory("--tenants", tenants_path, "--heartbeat-timeout-ms", "60000", NULL);
   if (dir == NULL) return 1;
-  /* mf_start_memserver asks `mayfly servers`, which an admin token would
-   * need: wait for the registration here instead, as the admin. */
-  mem = mf_start_in_netns(NULL, "127.0.0.1", "memserver/mayfly-memserver", "--directory",
-                          dir->address, "--blocks", "32", "--block-size", "64KiB", NULL);
-  if (mem == NULL) return 1;
-  mf_ctl_t *ops = NULL;
-  if (mf_ctl_open(dir->address, 5000, 2000, &ops) != 0) return 1;
-  mf_ctl_set_auth(ops, "ops-token", NULL);
-  int up = 0;
-  for (int waited = 0; waited < 10000 && up == 0; waited += 20) {
-    if (t_servers(ops, &up) != 0 || up == 0) mf_sleep_ms(20);
-  }
-  mf_ctl_close(ops);
-  return up == 1 ? 0 : 1;
+  mem = start_memserver_for(dir, NULL);
+  return mem != NULL ? 0 : 1;
 }
 
 static int suite_cleanup(void) {
@@ -591,6 +616,67 @@ static void test_sighup_reloads_and_a_broken_file_keeps_the_old_tenants(void) {
   mf_ctl_close(b);
 }
 
+/* ---- with a cluster key ------------------------------------------------------ */
+
+/* The rights and tenant of the capability of the first partition of path's
+ * layout as `c` gets it; -1 rights when it carries none. */
+static void cap_of(mf_ctl_t *c, const char *path, int *rights, uint32_t *tenant) {
+  *rights = -1;
+  *tenant = 0;
+  MayflyLayout *l = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+  MF_ASSERT_EQ(CALL(c, get_layout, &l, path), 0);
+  if (l->partitions->len > 0) {
+    MayflyPartition *p = g_ptr_array_index(l->partitions, 0);
+    uint8_t raw[MF_CAP_SIZE];
+    mf_cap_t cap;
+    if (p->capability != NULL && mf_hex_decode(p->capability, raw, sizeof raw) == 0 &&
+        mf_cap_decode(raw, sizeof raw, &cap) == 0) {
+      *rights = cap.rights;
+      *tenant = cap.tenant;
+    }
+  }
+  g_object_unref(l);
+}
+
+static void test_with_a_cluster_key_capabilities_carry_the_tenant_and_its_rights(void) {
+  /* Without a key, the tenants directory said the data plane is open. */
+  MF_ASSERT_EQ(mf_log_count(dir, "the data plane is open"), 1);
+  uint8_t key[MF_KEY_SIZE];
+  MF_ASSERT_EQ(mf_auth_init(), 0);
+  mf_auth_random(key, sizeof key);
+  char hex[2 * MF_KEY_SIZE + 1];
+  mf_hex_encode(key, MF_KEY_SIZE, hex);
+  char *key_path = g_build_filename(scratch, "cluster.key", NULL);
+  char *file = g_build_filename(scratch, "tenants-keyed.ini", NULL);
+  char *text = tenants_text_v1();
+  CU_ASSERT_FATAL(g_file_set_contents(key_path, hex, -1, NULL) && g_chmod(key_path, 0600) == 0);
+  CU_ASSERT_FATAL(g_file_set_contents(file, text, -1, NULL));
+  g_free(text);
+  mf_daemon_t *kd = mf_start_directory("--tenants", file, "--cluster-key-file", key_path, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(kd);
+  MF_ASSERT_EQ(mf_log_count(kd, "the data plane is open"), 0);
+  mf_daemon_t *km = start_memserver_for(kd, key_path);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(km);
+  mf_ctl_t *a = as_at(kd, "alice-token"), *r = as_at(kd, "reader-token");
+  MF_ASSERT_EQ(t_create(a, "/alice/kv", MAYFLY_NODE_KIND_KV, 1), 0);
+  int rights;
+  uint32_t tenant;
+  cap_of(a, "/alice/kv", &rights, &tenant);
+  MF_ASSERT_EQ(rights, MF_RIGHT_READ | MF_RIGHT_WRITE);
+  MF_ASSERT_EQ(tenant, dir_tenant_id_for_test("alice"));
+  cap_of(r, "/alice/kv", &rights, &tenant);
+  MF_ASSERT_EQ(rights, MF_RIGHT_READ); /* a read-prefix: read only */
+  MF_ASSERT_EQ(tenant, dir_tenant_id_for_test("reader"));
+  mf_ctl_close(a);
+  mf_ctl_close(r);
+  MF_ASSERT_EQ(mf_stop(km), 0);
+  MF_ASSERT_EQ(mf_stop(kd), 0);
+  g_unlink(key_path);
+  g_unlink(file);
+  g_free(key_path);
+  g_free(file);
+}
+
 /* ---- the open directory and bad start-up files ----------------------------- */
 
 static void test_without_tenants_the_directory_is_open(void) {
@@ -637,6 +723,8 @@ static const mf_test_t tests[] = {
     {"a split past the quota is refused", test_a_split_past_the_quota_is_refused},
     {"SIGHUP reloads; a broken file keeps the old tenants",
      test_sighup_reloads_and_a_broken_file_keeps_the_old_tenants},
+    {"with a cluster key, capabilities carry the tenant and its rights",
+     test_with_a_cluster_key_capabilities_carry_the_tenant_and_its_rights},
     {"without --tenants the directory is open; a bad file stops the start",
      test_without_tenants_the_directory_is_open},
     {NULL, NULL}};
