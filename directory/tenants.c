@@ -167,9 +167,35 @@ fail:
   return rc;
 }
 
+/* GKeyFile merges two sections of one name into one, so a tenant written
+ * twice would silently take keys from both: find such a repeat in the text
+ * first. Returns 0, or MAYFLY_EINVAL with why naming it. */
+static int repeated_section(const char *text, size_t len, const char *file, char *why,
+                            size_t whylen) {
+  char *copy = g_strndup(text, len);
+  char **lines = g_strsplit(copy, "\n", -1);
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  int rc = 0;
+  for (char **l = lines; rc == 0 && *l != NULL; l++) {
+    char *line = g_strstrip(*l);
+    size_t n = strlen(line);
+    if (n < 2 || line[0] != '[' || line[n - 1] != ']') continue;
+    if (!g_hash_table_add(seen, line)) {
+      g_snprintf(why, whylen, "%s: %s: a second section of that name", file, line);
+      rc = MAYFLY_EINVAL;
+    }
+  }
+  g_hash_table_destroy(seen);
+  g_strfreev(lines);
+  g_free(copy);
+  return rc;
+}
+
 int dir_tenants_parse(const char *text, size_t len, const char *file, dir_tenants_t **out,
                       char *why, size_t whylen) {
   *out = NULL;
+  int rc = repeated_section(text, len, file, why, whylen);
+  if (rc != 0) return rc;
   GKeyFile *kf = g_key_file_new();
   GError *ge = NULL;
   /* Translations (key[locale]) are kept so that they show up as unknown keys
@@ -184,17 +210,12 @@ int dir_tenants_parse(const char *text, size_t len, const char *file, dir_tenant
   ts->list = g_ptr_array_new_with_free_func((GDestroyNotify)tenant_free);
   ts->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   char **groups = g_key_file_get_groups(kf, NULL);
-  int rc = 0;
   for (char **g = groups; rc == 0 && *g != NULL; g++) {
     dir_tenant_t *t = NULL;
     rc = parse_tenant(kf, file, *g, &t, why, whylen);
     if (rc != 0) break;
     g_ptr_array_add(ts->list, t);
-    if (!g_hash_table_insert(ts->by_name, t->name, t)) {
-      g_snprintf(why, whylen, "%s: [%s]: a second tenant of that name", file, *g);
-      rc = MAYFLY_EINVAL;
-      break;
-    }
+    g_hash_table_insert(ts->by_name, t->name, t); /* names are unique: repeated_section() */
     for (guint i = 0; i + 1 < ts->list->len; i++) {
       const dir_tenant_t *o = g_ptr_array_index(ts->list, i);
       if (mf_mac_equal(o->token_hash, t->token_hash)) {

@@ -111,6 +111,9 @@ static const bad_t bad[] = {
      "[tenant a]\ntoken=test\nprefix=/a\n[tenant b]\ntoken-sha256=" GOOD_HASH "\nprefix=/b\n",
      {"[tenant b]", "same token", "tenant a"}},
     {"no tenant at all", "# nothing\n", {"t.ini", "no [tenant NAME]", NULL}},
+    {"a tenant written twice",
+     "[tenant a]\ntoken=x\nprefix=/a\n[tenant b]\ntoken=y\nprefix=/b\n[tenant a]\nadmin=true\n",
+     {"t.ini", "[tenant a]", "a second section"}},
     {NULL, NULL, {NULL}}};
 
 static void test_every_kind_of_bad_file_is_refused_with_a_message(void) {
