@@ -1321,7 +1321,8 @@ static char *commands_help(void) {
   g_string_append(s,
                   "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.\n"
                   "The tenant token is --token, else $MAYFLY_TOKEN (a directory started with\n"
-                  "--tenants refuses clients without one).");
+                  "--tenants refuses clients without one). Other users can read a --token in\n"
+                  "ps: on a shared machine prefer MAYFLY_TOKEN.");
   return g_string_free(s, FALSE);
 }
 
