@@ -36,6 +36,12 @@ struct ms_server {
   mf_net_server_t *net; /* sockets, buffers, back-pressure, timeouts (common/netserver.h) */
   store_t *store;
   ms_control_t *ctl;
+  /* The cluster key (--cluster-key-file): has_key 0 means none, and
+   * capabilities are not checked. The id the directory gave this server
+   * (what a capability's server_id must be) is ms_control_server_id(ctl):
+   * 0 while unregistered. */
+  int has_key;
+  uint8_t key[MF_KEY_SIZE];
   uint32_t max_payload;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   ms_publisher_t *pub;
@@ -55,10 +61,7 @@ struct ms_server {
   int rp_jobs;            /* worker jobs not yet completed */
   int closed;             /* the connections are closed: free once rp_jobs is 0 */
   int rp_timer_closed;
-  /* Capabilities (capcheck.h): checked only when the server has the
-   * cluster key. */
-  int has_key;
-  uint8_t key[MF_KEY_SIZE];
+  /* Capabilities (capcheck.h), checked only with the cluster key. */
   ms_capcheck_stats_t caps;
   uint32_t cap_server_id; /* the last id the directory gave (kept while re-registering) */
   uint64_t wall_at;       /* uv_now() when wall_ms was read */

@@ -57,7 +57,7 @@ static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const
   call->req.arg1 = (uint64_t)job->hi;
   call->p1 = data;
   call->l1 = len;
-  if (job->has_key) {
+  if (job->key != NULL) {
     call->cap = job->migrate_cap;
     call->cap_len = MF_CAP_SIZE;
     call->frame_key = job->key;
@@ -88,7 +88,7 @@ static int block_used(ms_repart_job_t *job, const char *address, int32_t server_
   call.req.block_index = (uint32_t)index;
   call.req.generation = (uint64_t)generation;
   uint8_t cap[MF_CAP_SIZE];
-  if (job->has_key) {
+  if (job->key != NULL) {
     mf_cap_t c = {.rights = MF_RIGHT_READ,
                   .server_id = (uint32_t)server_id,
                   .block_index = (uint32_t)index,
@@ -209,7 +209,7 @@ int ms_repart_plan(ms_repart_job_t *job) {
     job->t_generation = plan->target->generation;
     job->lo = plan->lo;
     job->hi = plan->hi;
-    if (job->has_key && (!plan->__isset_migrate_capability ||
+    if (job->key != NULL && (!plan->__isset_migrate_capability ||
                          mf_hex_decode(plan->migrate_capability, job->migrate_cap,
                                        MF_CAP_SIZE) != 0)) {
       /* The target would refuse every frame: give the repartition back. */
@@ -350,6 +350,5 @@ void ms_repart_job_free(ms_repart_job_t *job) {
   if (job == NULL) return;
   if (job->moving != NULL) g_hash_table_destroy(job->moving);
   mf_ctl_close(job->ctl);
-  mf_auth_wipe(job->key, sizeof job->key);
   g_free(job);
 }

@@ -40,10 +40,9 @@
 typedef struct ms_repart_job {
   /* in */
   const char *directory;
+  const uint8_t *key; /* the cluster key (MF_KEY_SIZE bytes, the server's; NULL: none) */
   mf_pool_t *pool;
   int32_t server_id;
-  int has_key; /* the cluster key, copied (wiped when the job is freed) */
-  uint8_t key[MF_KEY_SIZE];
   int32_t index;
   int64_t generation;
   int merge;

@@ -128,10 +128,9 @@ void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
     job->pre_generation = b->mb_target_gen;
   }
   job->directory = s->directory;
+  job->key = s->has_key ? s->key : NULL;
   job->pool = s->rp_pool;
   job->server_id = id;
-  job->has_key = s->has_key;
-  if (s->has_key) memcpy(job->key, s->key, sizeof job->key);
   job->index = b->index;
   job->generation = b->generation;
   job->merge = !split;
