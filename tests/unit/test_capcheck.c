@@ -368,6 +368,12 @@ static void test_the_cache_honours_expiry_and_every_field(void) {
   g_free(cache);
 }
 
+/* docs/memory-bound.md counts 2.4 KiB per connection for the table. */
+static void test_a_connections_cache_is_bounded(void) {
+  CU_ASSERT(sizeof(ms_capcache_t) <= 2432);
+  MF_ASSERT_EQ(MS_CAPCACHE_SLOTS & (MS_CAPCACHE_SLOTS - 1), 0);
+}
+
 static void test_migration_frames_are_verified_every_time(void) {
   ms_capcache_t *cache = g_new0(ms_capcache_t, 1);
   ms_capcheck_stats_t st = {0};
@@ -407,6 +413,7 @@ int main(void) {
        test_a_new_capability_for_a_block_replaces_its_entry},
       {"the cache honours expiry and every field", test_the_cache_honours_expiry_and_every_field},
       {"migration frames are verified every time", test_migration_frames_are_verified_every_time},
+      {"a connection's cache is bounded", test_a_connections_cache_is_bounded},
       {NULL, NULL}};
   return mf_test_run("capcheck", NULL, NULL, tests);
 }
