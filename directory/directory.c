@@ -4,6 +4,7 @@
 #include "directory/directory.h"
 #include "directory/repart.h"
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -159,8 +160,10 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
 }
 
 void dir_session_clear(dir_session_t *s) {
+  const char *peer = s->peer;
   g_free(s->tenant);
-  *s = (dir_session_t){0};
+  mf_auth_wipe(s->nonce, sizeof s->nonce);
+  *s = (dir_session_t){.peer = peer};
 }
 
 void dir_stop(dir_t *d) {

@@ -39,6 +39,13 @@ typedef struct dir_config {
   gboolean recover_truncate;
   int64_t snapshot_records;
   uint64_t snapshot_bytes;
+  /* The cluster (caps.h): the key (MF_KEY_SIZE bytes, kept alive by the
+   * caller; NULL: none, the server-only methods are open and no capability
+   * is issued), how long a capability is valid, and how many memory servers
+   * may register (a new address past it is refused). */
+  const uint8_t *cluster_key;
+  int64_t capability_ttl_ms;
+  int64_t max_servers;
 } dir_config_t;
 
 /* What the directory remembers of a memory server beyond the allocator. */
@@ -61,13 +68,16 @@ typedef struct dir_server_rt {
  * a tenant's login). One per connection, kept by the server (server.c);
  * handlers see it as d->call.session. */
 typedef struct dir_session {
+  const char *peer; /* the connection's "ip:port", for log lines (NULL in-process);
+                       kept by clear */
   char *tenant;   /* the tenant it logged in as (tenants.h); NULL: none */
   int cluster;    /* passed the cluster handshake: may call server-only methods */
   int challenged; /* a challenge was drawn: nonce holds it */
   uint8_t nonce[32];
 } dir_session_t;
 
-/* Forgets what a session proved and frees its strings (the struct stays). */
+/* Forgets what a session proved and frees its strings (the struct stays,
+ * and so does the peer's address). */
 void dir_session_clear(dir_session_t *s);
 
 /* How the request being processed may be answered, and what its handler

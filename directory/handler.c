@@ -8,11 +8,14 @@
 
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "directory/caps.h"
 #include "directory/limits.h"
 #include "directory/repart.h"
+#include "directory/tenants.h"
 #include "namespaces/path.h"
 
 typedef struct {
@@ -46,7 +49,28 @@ static gboolean fail_path(MayflyError **err, int code, const char *path, const c
   return FALSE;
 }
 
-static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p) {
+/* What the capabilities of one layout grant (caps.h): worked out once per
+ * layout, for the caller's session and the namespace's path. */
+typedef struct {
+  uint8_t rights; /* 0: no capabilities (no cluster key, or no right at all) */
+  uint32_t tenant;
+  int64_t expiry_ms;
+} cap_grant_t;
+
+static void grant_for(dir_t *d, const ns_node_t *n, cap_grant_t *g) {
+  *g = (cap_grant_t){0};
+  if (!dir_caps_enabled(d)) return;
+  char *path = ns_node_path(n);
+  g->rights = dir_tenants_rights(d, d->call.session, path, &g->tenant) &
+              (MF_RIGHT_READ | MF_RIGHT_WRITE);
+  g_free(path);
+  g->expiry_ms = dir_caps_expiry(d);
+}
+
+/* Fills one partition; with a grant (may be NULL) that has rights, a
+ * partition that is not lost carries its block's capability. */
+static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p,
+                           const cap_grant_t *g) {
   const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
   mp->server_id = p->block.server;
   g_free(mp->server_address);
@@ -58,15 +82,23 @@ static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *
   mp->range_hi = p->hi;
   mp->lost = p->state == NS_PART_LOST;
   mp->__isset_lost = mp->lost;
+  g_free(mp->capability);
+  mp->capability = NULL;
+  if (g != NULL && !mp->lost) {
+    mp->capability = dir_caps_block(d, &p->block, g->rights, g->tenant, g->expiry_ms);
+  }
+  mp->__isset_capability = mp->capability != NULL;
 }
 
 static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
   out->version = n->layout.version;
   g_ptr_array_set_size(out->partitions, 0);
   if (n->layout.parts == NULL) return;
+  cap_grant_t g;
+  grant_for(d, n, &g);
   for (guint i = 0; i < n->layout.parts->len; i++) {
     MayflyPartition *mp = g_object_new(MAYFLY_TYPE_PARTITION, NULL);
-    fill_partition(d, mp, &g_array_index(n->layout.parts, ns_partition_t, i));
+    fill_partition(d, mp, &g_array_index(n->layout.parts, ns_partition_t, i), &g);
     g_ptr_array_add(out->partitions, mp);
   }
 }
@@ -107,6 +139,14 @@ static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
   ns_node_t *n = ns_tree_lookup(d->tree, path);
   if (n == NULL) fail_path(err, MAYFLY_ENOENT, path, NULL);
   return n;
+}
+
+/* The gate of the server-only methods (caps.h): FALSE, with the error set,
+ * for a session that may not call them; checked before anything else. */
+static gboolean cluster_only(dir_t *d, const char *method, MayflyError **err) {
+  char why[128];
+  if (dir_caps_require_cluster(d, d->call.session, method, why, sizeof why) == 0) return TRUE;
+  return fail(err, MAYFLY_EPERM, why);
 }
 
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
@@ -405,10 +445,22 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
                                   const gint64 block_size, const gint64 gen_floor,
                                   const gint64 incarnation, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "register_server", err)) return FALSE;
   char host[DIR_HOST_MAX + 1], why[256] = "";
   int port;
   if (address == NULL || mf_parse_hostport(address, NULL, host, sizeof host, &port) != 0) {
     return fail(err, MAYFLY_EINVAL, "server address must be HOST:PORT");
+  }
+  /* Servers in total are bounded; each one's blocks are too, by the tree
+   * (NS_ALLOC_MAX_BLOCKS, 21 bytes of directory memory per block). */
+  if (ns_alloc_server_by_address(d->tree->alloc, address) == NULL &&
+      (int64_t)d->tree->alloc->servers->len >= d->cfg.max_servers) {
+    g_snprintf(why, sizeof why,
+               "cannot register %s: %u memory servers are registered, the most this directory "
+               "takes (--max-servers)",
+               address, d->tree->alloc->servers->len);
+    MF_WARN("%s", why);
+    return fail(err, MAYFLY_EQUOTA, why);
   }
   ns_effects_t fx;
   ns_effects_init(&fx);
@@ -462,6 +514,7 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
                               const gint32 server_id, const gint32 block_index, MayflyError **err,
                               GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "check_block", err)) return FALSE;
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
   if (s == NULL) return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
   if (block_index < 0 || block_index >= s->nblocks) {
@@ -534,6 +587,7 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
                             const gint32 server_id, const gint32 blocks_used,
                             const gint64 incarnation, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "heartbeat", err)) return FALSE;
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
   if (s == NULL || !same_incarnation(s, incarnation)) {
     return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
@@ -585,6 +639,12 @@ static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyE
     si->heartbeat_age_ms = now - dir_server_rt(d, s->id)->last_heartbeat_ms;
     si->blocks_lost = ns_tree_server_lost_blocks(d->tree, s->id);
     si->__isset_blocks_lost = TRUE;
+    if (dir_caps_enabled(d) && dir_tenants_is_admin(d, d->call.session)) {
+      uint32_t tenant = 0;
+      dir_tenants_rights(d, d->call.session, "/", &tenant);
+      si->stat_capability = dir_caps_stat(d, s->id, tenant);
+      si->__isset_stat_capability = TRUE;
+    }
     g_ptr_array_add(*_return, si);
   }
   return TRUE;
@@ -671,6 +731,7 @@ static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan *
                                     const gint64 generation, const gboolean merge,
                                     const gint64 split_at, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "repartition_begin", err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   dir_repart_plan_t plan;
@@ -680,7 +741,12 @@ static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan *
   (*_return)->op_id = plan.op_id;
   (*_return)->lo = plan.lo;
   (*_return)->hi = plan.hi;
-  fill_partition(d, (*_return)->target, &plan.target);
+  /* The target's partition carries no capability: the asking server moves
+   * the slots with the migrate capability, which covers only them. */
+  fill_partition(d, (*_return)->target, &plan.target, NULL);
+  (*_return)->migrate_capability =
+      dir_caps_migrate(d, &plan.target.block, plan.lo, plan.hi, plan.op_id);
+  (*_return)->__isset_migrate_capability = (*_return)->migrate_capability != NULL;
   return TRUE;
 }
 
@@ -689,6 +755,7 @@ static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_retu
                                   const gboolean commit, const gint64 bytes_moved,
                                   MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "repartition_end", err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   ns_node_t *n = NULL;
@@ -774,6 +841,7 @@ static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
                           const GPtrArray *events, const gint64 incarnation, MayflyError **err,
                           GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "publish", err)) return FALSE;
   const ns_server_t *srv = ns_alloc_server(d->tree->alloc, server_id);
   if (srv != NULL && !same_incarnation(srv, incarnation)) {
     return fail(err, MAYFLY_ESERVER, "unknown memory server: register again");
@@ -808,15 +876,30 @@ static gboolean h_login(MayflyDirectoryIf *iface, MayflySession **_return, const
   return TRUE;
 }
 
+/* The cluster handshake (caps.h). */
 static gboolean h_cluster_challenge(MayflyDirectoryIf *iface, gchar **_return,
                                     MayflyError **err, GError **error) {
-  return fail(err, MAYFLY_EINVAL, "this directory has no cluster key (--cluster-key-file)");
+  dir_t *d = DIR_OF(iface);
+  char why[128] = "";
+  gchar *hex = NULL;
+  int rc = dir_caps_challenge(d, d->call.session, &hex, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  g_free(*_return);
+  *_return = hex;
+  return TRUE;
 }
 
 static gboolean h_cluster_auth(MayflyDirectoryIf *iface, gchar **_return,
                                const gchar *client_nonce, const gchar *proof,
                                MayflyError **err, GError **error) {
-  return fail(err, MAYFLY_EINVAL, "this directory has no cluster key (--cluster-key-file)");
+  dir_t *d = DIR_OF(iface);
+  char why[128] = "";
+  gchar *hex = NULL;
+  int rc = dir_caps_auth(d, d->call.session, client_nonce, proof, &hex, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  g_free(*_return);
+  *_return = hex;
+  return TRUE;
 }
 
 /* Without --tenants there are no tenants to list. */

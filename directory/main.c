@@ -9,6 +9,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -43,7 +44,7 @@ static int write_port_file(const char *path, int port) {
 
 int main(int argc, char **argv) {
   dir_config_t cfg = {0};
-  char *port_file = NULL;
+  char *port_file = NULL, *key_file = NULL;
   mf_option_t opts[] = {
       {"host", MF_OPT_STRING, &cfg.host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
       {"port", MF_OPT_INT, &cfg.port, "9090", 0, 65535, "Port to listen on (0 picks a free one)",
@@ -96,6 +97,19 @@ int main(int argc, char **argv) {
        "N"},
       {"snapshot-bytes", MF_OPT_SIZE, &cfg.snapshot_bytes, "64MiB", 4096, 1LL << 40,
        "With --data-dir: or after this many bytes of log, whichever comes first", "SIZE"},
+      {"cluster-key-file", MF_OPT_STRING, &key_file, NULL, 0, 0,
+       "The cluster key shared with the memory servers (32 random bytes, or 64 hexadecimal "
+       "digits; make one with head -c 32 /dev/urandom): the server-only methods then need the "
+       "cluster handshake and every layout carries signed capabilities. Without it both are "
+       "open, as for a trusted network",
+       "FILE"},
+      {"capability-ttl", MF_OPT_DURATION, &cfg.capability_ttl_ms, "10min", 1000, 86400000,
+       "With --cluster-key-file: how long a capability the directory signs stays valid "
+       "(clients refresh theirs before)",
+       "DURATION"},
+      {"max-servers", MF_OPT_INT, &cfg.max_servers, "4096", 1, 1000000,
+       "Memory servers that may register; a new address past it is refused (MAYFLY_EQUOTA)",
+       "N"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -125,14 +139,47 @@ int main(int argc, char **argv) {
     g_free(cfg.log_level);
     g_free(cfg.data_dir);
     g_free(port_file);
+  g_free(key_file);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
   signal(SIGPIPE, SIG_IGN);
+  uint8_t key[MF_KEY_SIZE];
+  char why[1024];
+  if (mf_auth_init() != 0) {
+    MF_ERROR("cannot start: libsodium cannot initialise (no randomness source?)");
+    bad = 1;
+  } else if (key_file != NULL) {
+    int world_readable = 0;
+    if (mf_auth_key_load(key_file, key, &world_readable, why, sizeof why) != 0) {
+      MF_ERROR("cannot start: --cluster-key-file: %s", why);
+      bad = 1;
+    } else {
+      if (world_readable) {
+        MF_WARN("cluster key file %s is readable by its group or others: anyone who reads it "
+                "can act as a memory server (chmod 600 %s)",
+                key_file, key_file);
+      }
+      cfg.cluster_key = key;
+      MF_INFO("cluster key from %s: memory servers must pass the cluster handshake, layouts "
+              "carry capabilities valid %lld ms",
+              key_file, (long long)cfg.capability_ttl_ms);
+    }
+  } else {
+    MF_INFO("no --cluster-key-file: any peer may call the memory servers' methods and no "
+            "capabilities are issued (a trusted network only)");
+  }
+  if (bad) {
+    g_free(cfg.host);
+    g_free(cfg.log_level);
+    g_free(cfg.data_dir);
+    g_free(port_file);
+    g_free(key_file);
+    return 1;
+  }
 
   daemon_t dm = {0};
   dm.loop = uv_default_loop();
-  char why[1024];
   dir_store_t *store = NULL;
   ns_tree_t *tree = NULL;
   if (cfg.data_dir == NULL) {
@@ -151,6 +198,7 @@ int main(int argc, char **argv) {
       g_free(cfg.log_level);
       g_free(cfg.data_dir);
       g_free(port_file);
+  g_free(key_file);
       return 1;
     }
     dir_store_stats_t st;
@@ -174,6 +222,7 @@ int main(int argc, char **argv) {
     g_free(cfg.log_level);
     g_free(cfg.data_dir);
     g_free(port_file);
+  g_free(key_file);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
@@ -191,11 +240,13 @@ int main(int argc, char **argv) {
   uv_run(dm.loop, UV_RUN_DEFAULT);
 
   dir_free(&dm.dir);
+  mf_auth_wipe(key, sizeof key);
   uv_loop_close(dm.loop);
   g_free(cfg.host);
   g_free(cfg.log_level);
   g_free(cfg.data_dir);
   g_free(port_file);
+  g_free(key_file);
   MF_INFO("stopped");
   return 0;
 }

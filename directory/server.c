@@ -270,6 +270,8 @@ static void on_durable(void *ud, int64_t seq) {
 static void dir_conn_open(mf_net_conn_t *nc) {
   conn_t *c = (conn_t *)nc;
   c->srv = mf_net_server_data(nc->srv);
+  /* Filled once the connection is accepted; lives as long as the session. */
+  c->session.peer = nc->peer;
   c->srv->dir->connections_open++;
   c->srv->dir->connections_total++;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/ctl.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -22,6 +23,8 @@ struct ms_control {
   char *advertise;
   int32_t nblocks;
   uint64_t block_size;
+  int has_key;
+  uint8_t key[MF_KEY_SIZE];
   uint64_t incarnation; /* drawn at start: this run of the process (never 0) */
   GThread *thread;
   GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or STOP_REQUEST */
@@ -42,6 +45,7 @@ struct ms_control {
   uint64_t tickets;
   int64_t heartbeat_ms;
   int warned;
+  int fatal; /* MS_EV_FATAL posted: never register again */
 };
 
 static void post(ms_control_t *c, ms_event_t *e) {
@@ -56,11 +60,48 @@ static void set_server_id(ms_control_t *c, int32_t id) {
   g_atomic_int_set(&c->server_id_pub, id);
 }
 
-/* Connects and registers. Returns 0 or an error (logged once per outage). */
+/* The directory refused this server for the cluster key (what, then the
+ * directory's words in mf_last_error()). Before the first registration the
+ * server cannot join the cluster: it is told to stop (MS_EV_FATAL); later,
+ * it keeps serving what it holds and tries again. */
+static void key_refused(ms_control_t *c, const char *what) {
+  if (g_atomic_int_get(&c->registrations) == 0) {
+    MF_ERROR("cannot register with the directory: %s: %s; stopping", what, mf_last_error());
+    c->fatal = 1;
+    ms_event_t *e = g_new0(ms_event_t, 1);
+    e->type = MS_EV_FATAL;
+    post(c, e);
+  } else if (!c->warned) {
+    MF_ERROR("cannot register with the directory again: %s: %s; retrying", what,
+             mf_last_error());
+    c->warned = 1;
+  }
+}
+
+/* Connects, passes the cluster handshake (with a key) and registers.
+ * Returns 0 or an error (logged once per outage). */
 static int do_register(ms_control_t *c) {
   if (c->ctl == NULL) {
     int rc = mf_ctl_open(c->directory, 3000, 2000, &c->ctl);
     if (rc != 0) {
+      if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mf_last_error());
+      c->warned = 1;
+      return rc;
+    }
+    if (c->has_key) mf_ctl_set_auth(c->ctl, NULL, c->key);
+  }
+  if (c->has_key) {
+    /* The handshake runs before a connection's first call: bracketing no
+     * call runs it alone, so its refusal is told apart from the
+     * registration's (and from a directory that is only unreachable). */
+    MayflyDirectoryIf *i;
+    int rc = mf_ctl_begin(c->ctl, &i);
+    if (rc == 0) {
+      mf_ctl_end(c->ctl, TRUE, NULL, NULL);
+    } else if (rc == MAYFLY_EPERM || rc == MAYFLY_EINVAL) {
+      key_refused(c, "the cluster handshake failed");
+      return rc;
+    } else {
       if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mf_last_error());
       c->warned = 1;
       return rc;
@@ -93,6 +134,9 @@ static int do_register(ms_control_t *c) {
             c->advertise, (unsigned long long)c->incarnation);
     c->warned = 0;
     g_object_unref(r);
+  } else if (rc == MAYFLY_EPERM && !c->has_key) {
+    key_refused(c, "the directory requires the cluster handshake (start this server with its "
+                   "--cluster-key-file)");
   } else if (!c->warned) {
     MF_WARN("directory %s: register: %s; retrying", c->directory, mf_last_error());
     c->warned = 1;
@@ -217,7 +261,9 @@ static gpointer run(gpointer data) {
   int64_t next_beat = 0;
   for (;;) {
     int64_t now = mf_now_ms();
-    if (c->server_id == 0) {
+    if (c->fatal) {
+      next_beat = now + 1000; /* unregistered: verify answers ESERVER until stopped */
+    } else if (c->server_id == 0) {
       if (do_register(c) != 0) {
         next_beat = now + 500; /* retry soon */
       } else {
@@ -250,9 +296,11 @@ static gpointer run(gpointer data) {
 }
 
 ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
-                               int32_t nblocks, uint64_t block_size, uv_async_cb on_event,
-                               void *data) {
+                               int32_t nblocks, uint64_t block_size, const uint8_t *key,
+                               uv_async_cb on_event, void *data) {
   ms_control_t *c = g_new0(ms_control_t, 1);
+  c->has_key = key != NULL;
+  if (key != NULL) memcpy(c->key, key, MF_KEY_SIZE);
   c->loop = loop;
   c->data = data;
   c->directory = g_strdup(directory);
@@ -347,6 +395,7 @@ void ms_control_stop(ms_control_t *c) {
   g_async_queue_push(c->requests, GINT_TO_POINTER(STOP_REQUEST));
   g_thread_join(c->thread);
   mf_ctl_close(c->ctl);
+  mf_auth_wipe(c->key, sizeof c->key);
   g_array_free(c->watched, TRUE);
   g_async_queue_unref(c->requests);
   g_free(c->directory);

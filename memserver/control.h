@@ -11,7 +11,15 @@
  * can; each registration's reply lists the blocks the directory holds here
  * (MS_EV_RECONCILE: the loop keeps those at the same generation and
  * releases the rest). The watched list stays what the directory last said
- * across such an outage. The loop
+ * across such an outage.
+ *
+ * With a cluster key every control connection passes the cluster
+ * handshake (common/auth.h) before its first call. When the directory
+ * refuses the first registration for the cluster key (its key differs, it
+ * has none, or it wants one this server lacks) the thread logs why and
+ * posts MS_EV_FATAL: the server cannot serve the cluster. A refusal at a
+ * later registration (a directory restarted with another key) is logged
+ * and retried, so data already held stays served. The loop
  * never blocks on the directory: it posts requests (ms_control_verify) and
  * receives results through a locked queue and uv_async_send, drained whole
  * on the loop (ms_control_take).
@@ -29,6 +37,8 @@ typedef enum {
   MS_EV_VERIFIED,  /* answer to ms_control_verify */
   MS_EV_WATCHED,   /* `blocks` lists every block whose data events are wanted; acknowledge
                       with ms_control_applied(ticket) once the flags are set */
+  MS_EV_FATAL,     /* the directory refused the first registration's cluster handshake
+                      (logged): the server must stop */
 } ms_event_type_t;
 
 typedef struct ms_event {
@@ -49,11 +59,12 @@ typedef struct ms_event {
 
 typedef struct ms_control ms_control_t;
 
-/* Starts the thread. `advertise` is the data-plane address clients use.
- * on_event runs on the loop after uv_async_send; drain with ms_control_take. */
+/* Starts the thread. `advertise` is the data-plane address clients use;
+ * `key` (MF_KEY_SIZE bytes, copied; NULL: none) the cluster key. on_event
+ * runs on the loop after uv_async_send; drain with ms_control_take. */
 ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
-                               int32_t nblocks, uint64_t block_size, uv_async_cb on_event,
-                               void *data);
+                               int32_t nblocks, uint64_t block_size, const uint8_t *key,
+                               uv_async_cb on_event, void *data);
 
 /* Asks the directory about block `index` (answer: an MS_EV_VERIFIED event). */
 void ms_control_verify(ms_control_t *c, int32_t index);

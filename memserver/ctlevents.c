@@ -1,7 +1,8 @@
 /*
  * Events from the control thread (control.h), applied on the loop: blocks
- * confirmed or released by the directory, the set of watched blocks, and
- * the reconciliation after (re-)registering.
+ * confirmed or released by the directory, the set of watched blocks, the
+ * reconciliation after (re-)registering, and the directory's refusal of
+ * this server's cluster key (which stops it).
  */
 #include "common/error.h"
 #include "common/log.h"
@@ -112,6 +113,17 @@ void ms__on_control_event(uv_async_t *a) {
       case MS_EV_RECONCILE:
         on_reconcile(s, e);
         break;
+      case MS_EV_FATAL:
+        /* Logged by the control thread; what else was queued no longer
+         * matters. */
+        ms_event_free(e);
+        while ((e = g_queue_pop_head(&events)) != NULL) ms_event_free(e);
+        if (s->on_fatal != NULL) {
+          s->on_fatal(s->fatal_ud);
+        } else {
+          ms_server_stop(s);
+        }
+        return;
     }
     ms_event_free(e);
   }

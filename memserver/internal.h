@@ -42,6 +42,8 @@ struct ms_server {
    * 0 while unregistered. */
   int has_key;
   uint8_t key[MF_KEY_SIZE];
+  void (*on_fatal)(void *ud); /* ms_server_config_t */
+  void *fatal_ud;
   uint32_t max_payload;
   GHashTable *parked; /* block index -> GQueue of parked_t * awaiting check_block */
   ms_publisher_t *pub;

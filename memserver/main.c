@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -21,18 +22,32 @@
 typedef struct {
   ms_server_t *server;
   uv_signal_t sigint, sigterm;
+  int rc; /* the exit status */
 } daemon_t;
 
-static void on_signal(uv_signal_t *h, int signum) {
-  daemon_t *dm = h->data;
-  MF_INFO("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+static void stop(daemon_t *dm) {
   ms_server_stop(dm->server);
   uv_close((uv_handle_t *)&dm->sigint, NULL);
   uv_close((uv_handle_t *)&dm->sigterm, NULL);
 }
 
+static void on_signal(uv_signal_t *h, int signum) {
+  daemon_t *dm = h->data;
+  MF_INFO("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  stop(dm);
+}
+
+/* The server cannot go on (it logged why): stop and exit non-zero. */
+static void on_fatal(void *ud) {
+  daemon_t *dm = ud;
+  dm->rc = 1;
+  stop(dm);
+}
+
 int main(int argc, char **argv) {
   char *host = NULL, *directory = NULL, *advertise = NULL, *log_level = NULL, *port_file = NULL;
+  char *key_file = NULL;
+  uint8_t key[MF_KEY_SIZE];
   int64_t port = 0, blocks = 0;
   uint64_t block_size = 0;
   ms_server_config_t cfg = {0};
@@ -80,6 +95,12 @@ int main(int argc, char **argv) {
        "Waiting pops of a connection; past it a pop answers 'try again' at once", "N"},
       {"max-waiting-pops-total", MF_OPT_INT, &cfg.pops_total_max, "65536", 0, 1 << 30,
        "Waiting pops, all connections", "N"},
+      {"cluster-key-file", MF_OPT_STRING, &key_file, NULL, 0, 0,
+       "The directory's cluster key (32 bytes, or 64 hexadecimal digits): the control "
+       "connections pass the cluster handshake with it and every data request must carry a "
+       "capability the directory signed; without it neither (the directory must have none "
+       "either)",
+       "FILE"},
       {"log-level", MF_OPT_STRING, &log_level, "info", 0, 0, "debug, info, warn, error or off",
        "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -121,6 +142,29 @@ int main(int argc, char **argv) {
   if (rc != 0) goto out;
   mf_log_init("mayfly-memserver", level);
   signal(SIGPIPE, SIG_IGN);
+  char why[1024];
+  if (mf_auth_init() != 0) {
+    MF_ERROR("cannot start: libsodium cannot initialise (no randomness source?)");
+    rc = 1;
+    goto out;
+  }
+  if (key_file != NULL) {
+    int world_readable = 0;
+    if (mf_auth_key_load(key_file, key, &world_readable, why, sizeof why) != 0) {
+      MF_ERROR("cannot start: --cluster-key-file: %s", why);
+      rc = 1;
+      goto out;
+    }
+    if (world_readable) {
+      MF_WARN("cluster key file %s is readable by its group or others: anyone who reads it can "
+              "act as a memory server or sign capabilities (chmod 600 %s)",
+              key_file, key_file);
+    }
+    cfg.cluster_key = key;
+    MF_INFO("cluster key from %s: the directory must hold the same key; data requests need its "
+            "capabilities",
+            key_file);
+  }
 
   uv_loop_t *loop = uv_default_loop();
   daemon_t dm = {0};
@@ -128,11 +172,12 @@ int main(int argc, char **argv) {
   net->port = (int)port;
   cfg.directory = directory;
   cfg.advertise = advertise;
+  cfg.on_fatal = on_fatal;
+  cfg.fatal_ud = &dm;
   /* Connections, the control and publisher threads' sockets, the pool to
    * other memory servers, the loop's own descriptors. */
   mf_net_raise_nofile(net->max_connections, 64);
   int bound = 0;
-  char why[256];
   if (ms_server_start(loop, &store, &cfg, &dm.server, &bound, why, sizeof why) != 0) {
     MF_ERROR("%s", why);
     rc = 1;
@@ -156,10 +201,13 @@ int main(int argc, char **argv) {
   uv_signal_start(&dm.sigterm, on_signal, SIGTERM);
   uv_run(loop, UV_RUN_DEFAULT);
   uv_loop_close(loop);
-  MF_INFO("stopped");
+  rc = dm.rc;
+  MF_INFO(rc == 0 ? "stopped" : "stopped: cannot serve");
 
 out:
+  mf_auth_wipe(key, sizeof key);
   store_free(&store);
+  g_free(key_file);
   g_free(host);
   g_free(directory);
   g_free(advertise);

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/ctl.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -25,6 +26,8 @@ struct ms_publisher {
   void *data;
   char *directory;
   ms_control_t *ctl;
+  int has_key; /* the cluster key: the publish connection passes the handshake */
+  uint8_t key[MF_KEY_SIZE];
   GThread *thread;
   GMutex lock; /* pending, done, stop */
   GCond cond;  /* events queued, or stop */
@@ -49,6 +52,7 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n, int32_t *
     mf_set_last_error("not registered with the directory");
   } else if (p->mctl == NULL) {
     rc = mf_ctl_open(p->directory, MS_PUB_TIMEOUT_MS, MS_PUB_TIMEOUT_MS, &p->mctl);
+    if (rc == 0 && p->has_key) mf_ctl_set_auth(p->mctl, NULL, p->key);
   }
   if (rc == 0) {
     GPtrArray *events = g_ptr_array_new_full(n, g_object_unref);
@@ -146,8 +150,10 @@ static gpointer run(gpointer data) {
 }
 
 ms_publisher_t *ms_publisher_start(uv_loop_t *loop, const char *directory, ms_control_t *ctl,
-                                   uv_async_cb on_done, void *data) {
+                                   const uint8_t *key, uv_async_cb on_done, void *data) {
   ms_publisher_t *p = g_new0(ms_publisher_t, 1);
+  p->has_key = key != NULL;
+  if (key != NULL) memcpy(p->key, key, MF_KEY_SIZE);
   p->loop = loop;
   p->data = data;
   p->directory = g_strdup(directory);
@@ -214,6 +220,7 @@ void ms_publisher_stop(ms_publisher_t *p) {
   g_mutex_unlock(&p->lock);
   g_thread_join(p->thread);
   mf_ctl_close(p->mctl);
+  mf_auth_wipe(p->key, sizeof p->key);
   g_queue_clear_full(&p->pending, g_free);
   g_free(p->directory);
   uv_close((uv_handle_t *)&p->async, async_closed);

@@ -63,10 +63,12 @@
 typedef struct ms_publisher ms_publisher_t;
 
 /* Starts the thread. It publishes as the server `ctl` registered as (no
- * publishing while unregistered). on_done runs on the loop after
- * uv_async_send; `data` is for the caller (ms_publisher_data). */
+ * publishing while unregistered), over a control connection that passes
+ * the cluster handshake with `key` (MF_KEY_SIZE bytes, copied; NULL: no
+ * key). on_done runs on the loop after uv_async_send; `data` is for the
+ * caller (ms_publisher_data). */
 ms_publisher_t *ms_publisher_start(uv_loop_t *loop, const char *directory, ms_control_t *ctl,
-                                   uv_async_cb on_done, void *data);
+                                   const uint8_t *key, uv_async_cb on_done, void *data);
 
 /* Queues one event and returns its id (1, 2, ... in order). The key (may be
  * NULL) is copied, cut at MS_PUB_KEY_MAX bytes; for PUT and DELETE `length`

@@ -23,6 +23,8 @@ static int ctl(ms_repart_job_t *job, MayflyDirectoryIf **i) {
   if (job->ctl == NULL) {
     int rc = mf_ctl_open(job->directory, MS_REPART_TIMEOUT_MS, 2000, &job->ctl);
     if (rc != 0) return rc;
+    /* repartition_begin and _end are server-only: the cluster handshake first. */
+    if (job->key != NULL) mf_ctl_set_auth(job->ctl, NULL, job->key);
   }
   return mf_ctl_begin(job->ctl, i);
 }

@@ -196,6 +196,10 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   s->deferred_total_max = cfg->deferred_total_max;
   s->pops_max = cfg->pops_max;
   s->pops_total_max = cfg->pops_total_max;
+  s->has_key = cfg->cluster_key != NULL;
+  if (s->has_key) memcpy(s->key, cfg->cluster_key, MF_KEY_SIZE);
+  s->on_fatal = cfg->on_fatal;
+  s->fatal_ud = cfg->fatal_ud;
   g_queue_init(&s->deferred_blocked);
   g_queue_init(&s->awaiting);
   int rc = mf_net_server_start(loop, &cfg->net, &ms_proto, s, &s->net, bound_port, why, whylen);
@@ -217,9 +221,10 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
     snprintf(adv, sizeof adv, strchr(cfg->net.host, ':') ? "[%s]:%d" : "%s:%d", cfg->net.host,
              *bound_port);
   }
-  s->ctl = ms_control_start(loop, cfg->directory, adv, store->nblocks, store->block_size,
+  const uint8_t *key = s->has_key ? s->key : NULL;
+  s->ctl = ms_control_start(loop, cfg->directory, adv, store->nblocks, store->block_size, key,
                             ms__on_control_event, s);
-  s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, ms__on_published, s);
+  s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, key, ms__on_published, s);
   *out = s;
   return 0;
 }

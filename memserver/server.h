@@ -33,6 +33,16 @@ typedef struct ms_server_config {
   /* Waiting pops per connection and in total; past them a pop that would
    * wait answers MAYFLY_EAGAIN at once. */
   int64_t pops_max, pops_total_max;
+  /* The cluster key (MF_KEY_SIZE bytes, copied; NULL: none): the control
+   * connections pass the cluster handshake with it, and the data plane
+   * checks capabilities against it. */
+  const uint8_t *cluster_key;
+  /* Called on the loop when the server cannot go on (the directory refused
+   * its first registration's cluster handshake: a wrong key, or a key on
+   * one side only); the caller stops the server and exits non-zero.
+   * NULL: the server stops itself. */
+  void (*on_fatal)(void *ud);
+  void *fatal_ud;
 } ms_server_config_t;
 
 /* Binds (IPv4 or IPv6), starts serving and starts the control thread.
