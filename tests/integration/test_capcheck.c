@@ -134,10 +134,15 @@ static int call(env_t *e, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
   } else if (r->bad_mac) {
     mf_auth_random(area + n, MF_MAC_SIZE);
   }
-  if (send_all(e->fd, hdr, sizeof hdr) != 0 || send_all(e->fd, area, h.cap_len) != 0 ||
-      (r->plen > 0 && send_all(e->fd, r->payload, r->plen) != 0)) {
-    return 1;
-  }
+  /* One send per frame (pieces sent apart would wait on Nagle and the
+   * server's delayed acknowledgement). */
+  GByteArray *frame = g_byte_array_new();
+  g_byte_array_append(frame, hdr, sizeof hdr);
+  g_byte_array_append(frame, area, h.cap_len);
+  if (r->plen > 0) g_byte_array_append(frame, r->payload, r->plen);
+  int sent = send_all(e->fd, frame->data, frame->len);
+  g_byte_array_free(frame, TRUE);
+  if (sent != 0) return 1;
   uint8_t rh[WIRE_HEADER_SIZE];
   if (recv_all(e->fd, rh, sizeof rh) != 0) return 1;
   size_t flen = 0;
