@@ -112,7 +112,7 @@ typedef struct {
 /* Sends r on the kept connection and waits for its reply: returns the
  * reply's status (payload into *out when not NULL, g_free), or 1 when no
  * reply came. */
-static int call(env_t *e, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
+static int call_on(env_t *e, int fd, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
   wire_hdr_t h = {.opcode = r->op,
                   .request_id = ++e->next_id,
                   .block_index = r->part ? (uint32_t)r->part->block_index : r->block,
@@ -140,18 +140,18 @@ static int call(env_t *e, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
   g_byte_array_append(frame, hdr, sizeof hdr);
   g_byte_array_append(frame, area, h.cap_len);
   if (r->plen > 0) g_byte_array_append(frame, r->payload, r->plen);
-  int sent = send_all(e->fd, frame->data, frame->len);
+  int sent = send_all(fd, frame->data, frame->len);
   g_byte_array_free(frame, TRUE);
   if (sent != 0) return 1;
   uint8_t rh[WIRE_HEADER_SIZE];
-  if (recv_all(e->fd, rh, sizeof rh) != 0) return 1;
+  if (recv_all(fd, rh, sizeof rh) != 0) return 1;
   size_t flen = 0;
   wire_hdr_t tmp;
   if (rep == NULL) rep = &tmp;
   int rc = wire_parse(rh, sizeof rh, UINT32_MAX, rep, &flen);
   if (rc != 0 && rc != MAYFLY_EAGAIN) return 1;
   uint8_t *p = g_malloc(rep->payload_len + 1);
-  if (rep->payload_len > 0 && recv_all(e->fd, p, rep->payload_len) != 0) {
+  if (rep->payload_len > 0 && recv_all(fd, p, rep->payload_len) != 0) {
     g_free(p);
     return 1;
   }
@@ -165,6 +165,10 @@ static int call(env_t *e, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
     g_free(p);
   }
   return rep->status;
+}
+
+static int call(env_t *e, const req_t *r, wire_hdr_t *rep, uint8_t **out) {
+  return call_on(e, e->fd, r, rep, out);
 }
 
 /* --- capabilities, signed here with the test's key --- */
@@ -617,6 +621,132 @@ static void test_forged_migrate_and_abort_frames_change_nothing(void) {
   env_stop(&e);
 }
 
+/* --- repartitions between two memory servers with the key --- */
+
+typedef struct {
+  mf_daemon_t *d, *ms[2];
+  int fd[2];
+  mayfly_client_t *c;
+} pair_t;
+
+/* The connection to the server of partition p. */
+static int fd_of(const pair_t *pr, const mayfly_partition_t *p) {
+  for (int i = 0; i < 2; i++) {
+    if (strcmp(pr->ms[i]->address, p->server_address) == 0) return pr->fd[i];
+  }
+  return -1;
+}
+
+/* The partition of the layout st holding key k's slot. */
+static const mayfly_partition_t *part_of(const mayfly_stat_t *st, const char *k) {
+  int64_t slot = wire_kv_slot(k, strlen(k));
+  for (size_t i = 0; i < st->npartitions; i++) {
+    if (slot >= st->partitions[i].range_lo && slot < st->partitions[i].range_hi) {
+      return &st->partitions[i];
+    }
+  }
+  return NULL;
+}
+
+/* One kv request for key k where the current layout says, with a good
+ * capability, again on a fresh layout while the answer is EMOVED. Returns
+ * the status. */
+static int kv_where(env_t *e, pair_t *pr, const char *path, uint8_t op, const char *k,
+                    const char *v, wire_hdr_t *rep, uint8_t **out) {
+  int rc = MAYFLY_EMOVED;
+  for (int attempt = 0; attempt < 50 && rc == MAYFLY_EMOVED; attempt++) {
+    mayfly_stat_t *st = NULL;
+    if (mayfly_stat(pr->c, path, &st) != 0) return 1;
+    const mayfly_partition_t *p = part_of(st, k);
+    uint8_t buf[256];
+    if (p != NULL) {
+      e->kv = *p;
+      req_t r = kv_req(e, op, k, v, buf);
+      cap_t c = good(e, p);
+      rc = call_on(e, fd_of(pr, p), (req_t[]){with_cap(r, &c)}, rep, out);
+    }
+    mayfly_stat_free(st);
+    if (rc == MAYFLY_EMOVED) mf_sleep_ms(20);
+  }
+  return rc;
+}
+
+static size_t partitions(pair_t *pr, const char *path) {
+  mayfly_stat_t *st = NULL;
+  size_t n = mayfly_stat(pr->c, path, &st) == 0 ? st->npartitions : 0;
+  mayfly_stat_free(st);
+  return n;
+}
+
+#define GROW_KEYS 600
+
+/* With the key, the memory servers still move data between themselves: a
+ * split's KV_MIGRATE frames carry the directory's migrate capability and
+ * their MAC and the target takes them; a merge reads its neighbour's fill
+ * with a capability of its own and moves everything back. */
+static void test_splits_and_merges_between_servers_work_with_the_key(void) {
+  env_t e;
+  pair_t pr = {.fd = {-1, -1}};
+  memset(&e, 0, sizeof e);
+  e.fd = -1;
+  e.tmp = g_dir_make_tmp("mayfly-capcheck-XXXXXX", NULL);
+  CU_ASSERT_FATAL(e.tmp != NULL && write_key_file(&e) == 0);
+  pr.d = mf_start_directory("--cluster-key-file", e.key_path, NULL);
+  CU_ASSERT_FATAL(pr.d != NULL);
+  for (int i = 0; i < 2; i++) {
+    pr.ms[i] = mf_start_memserver(pr.d, 16, "64KiB", "--cluster-key-file", e.key_path, NULL);
+    CU_ASSERT_FATAL(pr.ms[i] != NULL);
+    pr.fd[i] = raw_connect(pr.ms[i]->port);
+  }
+  CU_ASSERT_FATAL(mayfly_connect(pr.d->address, NULL, &pr.c) == 0);
+  const char *path = "/cap/grow";
+  CU_ASSERT_FATAL(mayfly_create(pr.c, path, MAYFLY_KIND_KV, NULL, NULL) == 0);
+  char val[128];
+  memset(val, 'v', sizeof val - 1);
+  val[sizeof val - 1] = '\0';
+  int failed = 0;
+  for (int k = 0; k < GROW_KEYS; k++) {
+    char key[32];
+    g_snprintf(key, sizeof key, "grow-%04d", k);
+    if (kv_where(&e, &pr, path, WIRE_OP_KV_PUT, key, val, NULL, NULL) != 0) failed++;
+  }
+  MF_ASSERT_EQ(failed, 0);
+  size_t n = partitions(&pr, path);
+  CU_ASSERT(n >= 2);
+  /* Every key reads back from wherever it went. */
+  int missing = 0;
+  for (int k = 0; k < GROW_KEYS; k++) {
+    char key[32];
+    g_snprintf(key, sizeof key, "grow-%04d", k);
+    wire_hdr_t rep;
+    uint8_t *p = NULL;
+    int rc = kv_where(&e, &pr, path, WIRE_OP_KV_GET, key, NULL, &rep, &p);
+    if (rc != 0 || rep.payload_len != strlen(val) || memcmp(p, val, rep.payload_len) != 0) {
+      missing++;
+    }
+    if (rc == 0) g_free(p);
+  }
+  MF_ASSERT_EQ(missing, 0);
+  /* Empty, the partitions merge back into one. */
+  for (int k = 0; k < GROW_KEYS; k++) {
+    char key[32];
+    g_snprintf(key, sizeof key, "grow-%04d", k);
+    if (kv_where(&e, &pr, path, WIRE_OP_KV_DEL, key, NULL, NULL, NULL) != 0) failed++;
+  }
+  MF_ASSERT_EQ(failed, 0);
+  for (int i = 0; i < 300 && partitions(&pr, path) > 1; i++) mf_sleep_ms(50);
+  MF_ASSERT_EQ(partitions(&pr, path), 1);
+  MF_ASSERT_EQ(kv_where(&e, &pr, path, WIRE_OP_KV_PUT, "after", "merge", NULL, NULL), 0);
+  for (int i = 0; i < 2; i++) {
+    MF_ASSERT_EQ(mf_log_count(pr.ms[i], "permission"), 0);
+    if (pr.fd[i] >= 0) close(pr.fd[i]);
+    MF_ASSERT_EQ(mf_stop(pr.ms[i]), 0);
+  }
+  mayfly_disconnect(pr.c);
+  MF_ASSERT_EQ(mf_stop(pr.d), 0);
+  env_stop(&e);
+}
+
 int main(void) {
   if (mf_auth_init() != 0) return 2;
   static const mf_test_t tests[] = {
@@ -625,6 +755,8 @@ int main(void) {
       {"BLOCK_STAT enumeration learns nothing", test_block_stat_enumeration_learns_nothing},
       {"forged migrate and abort frames change nothing",
        test_forged_migrate_and_abort_frames_change_nothing},
+      {"splits and merges between servers work with the key",
+       test_splits_and_merges_between_servers_work_with_the_key},
       {NULL, NULL}};
   return mf_test_run("capcheck", NULL, NULL, tests);
 }
