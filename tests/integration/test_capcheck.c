@@ -19,7 +19,11 @@
  * for other slots, for another block, under another key - change nothing:
  * the block keeps its keys and its slot range, and puts all over its slots
  * still work. A genuine migrate frame (empty, inside the block's range)
- * shows the frames are built right.
+ * shows the frames are built right. Last, with two memory servers, a kv
+ * namespace filled past its watermark splits and, emptied, merges back:
+ * the servers' own KV_MIGRATE frames (the directory's migrate capability
+ * and the frame MAC) and BLOCK_STAT requests (a capability the server signs)
+ * are accepted, and every key reads back from wherever it went.
  */
 #include <arpa/inet.h>
 #include <errno.h>
