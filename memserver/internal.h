@@ -38,8 +38,9 @@ struct ms_server {
   ms_control_t *ctl;
   /* The cluster key (--cluster-key-file): has_key 0 means none, and
    * capabilities are not checked. The id the directory gave this server
-   * (what a capability's server_id must be) is ms_control_server_id(ctl):
-   * 0 while unregistered. */
+   * (what a capability's server_id must be) is ms__server_id(): the last
+   * ms_control_server_id(ctl) that was not 0, so that capabilities stay
+   * good while the server registers again after a directory outage. */
   int has_key;
   uint8_t key[MF_KEY_SIZE];
   void (*on_fatal)(void *ud); /* ms_server_config_t */
