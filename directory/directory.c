@@ -3,6 +3,7 @@
  */
 #include "directory/directory.h"
 #include "directory/repart.h"
+#include "directory/tenants.h"
 
 #include "common/auth.h"
 #include "common/config.h"
@@ -185,6 +186,8 @@ void dir_free(dir_t *d) {
   d->events = NULL;
   if (d->reparts != NULL) g_hash_table_destroy(d->reparts);
   d->reparts = NULL;
+  dir_tenants_free(d->tenants);
+  d->tenants = NULL;
   d->tree = NULL;
   d->servers_rt = NULL;
 }

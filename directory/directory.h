@@ -39,6 +39,8 @@ typedef struct dir_config {
   gboolean recover_truncate;
   int64_t snapshot_records;
   uint64_t snapshot_bytes;
+  /* Tenants (tenants.h): NULL runs the directory open. */
+  char *tenants_file;
   /* The cluster (caps.h): the key (MF_KEY_SIZE bytes, kept alive by the
    * caller; NULL: none, the server-only methods are open and no capability
    * is issued), how long a capability is valid, and how many memory servers
@@ -109,6 +111,7 @@ typedef struct dir {
   uint64_t requests;
   GHashTable *reparts; /* op id -> begun repartition (repart.c) */
   int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
+  struct dir_tenants *tenants; /* the loaded tenants file (tenants.h); NULL: open */
 } dir_t;
 
 /* Initialises the state and starts its timers on `loop`. With a store

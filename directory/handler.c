@@ -49,6 +49,39 @@ static gboolean fail_path(MayflyError **err, int code, const char *path, const c
   return FALSE;
 }
 
+/* The permission check of every client call (tenants.h), before it looks
+ * at the tree: TRUE, or FALSE with the error in *err. */
+static gboolean allow(dir_t *d, dir_access_t need, const char *path, MayflyError **err) {
+  char why[WHY_MAX];
+  why[0] = '\0';
+  int rc = dir_tenants_check(d, d->call.session, need, path, why, sizeof why);
+  return rc == 0 ? TRUE : fail(err, rc, why);
+}
+
+/* Whether the caller may see the node at path (for filtering listings). */
+static int visible(dir_t *d, const char *path) {
+  return dir_tenants_may(d, d->call.session, DIR_SEE, path);
+}
+
+/* Children of directory n the caller may see: all of them when it may read
+ * n itself (everything below a readable path is readable). */
+static gint32 visible_children(dir_t *d, const ns_node_t *n, const char *path) {
+  if (n->children == NULL) return 0;
+  if (dir_tenants_may(d, d->call.session, DIR_READ, path)) {
+    return (gint32)g_hash_table_size(n->children);
+  }
+  gint32 count = 0;
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, n->children);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    char *cp = ns_node_path(v);
+    count += visible(d, cp);
+    g_free(cp);
+  }
+  return count;
+}
+
 /* What the capabilities of one layout grant (caps.h): worked out once per
  * layout, for the caller's session and the namespace's path. */
 typedef struct {
@@ -122,7 +155,7 @@ static void fill_node(dir_t *d, MayflyNodeInfo *out, const ns_node_t *n) {
     }
   }
   fill_layout(d, out->layout, n);
-  out->children = n->children ? (gint32)g_hash_table_size(n->children) : 0;
+  out->children = visible_children(d, n, out->path);
   out->max_blocks = n->max_blocks;
   out->high_watermark = n->kind == NS_KIND_KV ? (n->high_wm ? n->high_wm : NS_HIGH_WM_DEFAULT) : 0;
   out->low_watermark = n->kind == NS_KIND_KV ? (n->low_wm ? n->low_wm : NS_LOW_WM_DEFAULT) : 0;
@@ -141,6 +174,19 @@ static ns_node_t *lookup(dir_t *d, const gchar *path, MayflyError **err) {
   return n;
 }
 
+/* lookup() for a caller that needs `need` on path. A namespace a tenant
+ * sees only as the ancestor of one of its subtrees shows no data: seeing a
+ * leaf takes the right to read it. */
+static ns_node_t *lookup_as(dir_t *d, dir_access_t need, const gchar *path, MayflyError **err) {
+  if (!allow(d, need, path, err)) return NULL;
+  ns_node_t *n = lookup(d, path, err);
+  if (n != NULL && need == DIR_SEE && n->kind != NS_KIND_DIRECTORY &&
+      !allow(d, DIR_READ, path, err)) {
+    return NULL;
+  }
+  return n;
+}
+
 /* The gate of the server-only methods (caps.h): FALSE, with the error set,
  * for a session that may not call them; checked before anything else. */
 static gboolean cluster_only(dir_t *d, const char *method, MayflyError **err) {
@@ -151,6 +197,7 @@ static gboolean cluster_only(dir_t *d, const char *method, MayflyError **err) {
 
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
                         MayflyError **err, GError **error) {
+  if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_MKDIR, .path = path, .flags = parents ? NS_REC_PARENTS : 0};
@@ -177,6 +224,8 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
     g_snprintf(why, whylen, "blocks must be between 1 and %d", NS_CREATE_BLOCKS_MAX);
     return MAYFLY_EINVAL;
   }
+  rc = dir_tenants_charge(d, path, nblocks, why, whylen);
+  if (rc != 0) return rc;
   ns_partition_t *parts = g_new(ns_partition_t, (gsize)nblocks);
   rc = ns_tree_plan_parts(d->tree, (ns_kind_t)kind, nblocks, parts);
   if (rc == MAYFLY_ENOSERVERS) {
@@ -215,6 +264,7 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
                             const MayflyCreateOptions *opts, MayflyError **err,
                             GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!allow(d, DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   int rc = create_node(d, path, kind, opts, why, sizeof why);
@@ -226,7 +276,7 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
 static gboolean h_open_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const gchar *path,
                           MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = lookup(d, path, err);
+  ns_node_t *n = lookup_as(d, DIR_SEE, path, err);
   if (n == NULL) return FALSE;
   fill_node(d, *_return, n);
   return TRUE;
@@ -240,6 +290,10 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
   char why[WHY_MAX];
   why[0] = '\0';
   ns_node_t *n = ns_path_check(path, NULL, 0) == 0 ? ns_tree_lookup(d->tree, path) : NULL;
+  /* Opening takes the right to read, creating the right to change; one
+   * who has neither hears only of the latter (not whether it exists). */
+  int opens = n != NULL && dir_tenants_may(d, d->call.session, DIR_READ, path);
+  if (!allow(d, opens ? DIR_READ : DIR_CHANGE, path, err)) return FALSE;
   if (n == NULL) {
     int rc = create_node(d, path, kind, opts, why, sizeof why);
     if (rc != 0) return fail_path(err, rc, path, why);
@@ -255,6 +309,7 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
 
 static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
                          MayflyError **err, GError **error) {
+  if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   ns_record_t rec = {
@@ -265,17 +320,23 @@ static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboo
 
 static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
                          MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  if (!allow(d, DIR_CHANGE, old_path, err) || !allow(d, DIR_CHANGE, new_path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   int rc = ns_path_check(new_path, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, new_path, why);
+  /* A subtree moved under another tenant's prefixes brings its blocks. */
+  rc = dir_tenants_charge_move(d, old_path, new_path, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, new_path, why);
   ns_record_t rec = {.type = NS_REC_RENAME, .path = old_path, .path2 = new_path};
-  rc = dir_apply(DIR_OF(iface), &rec, NULL, why, sizeof why);
+  rc = dir_apply(d, &rec, NULL, why, sizeof why);
   return rc == 0 ? TRUE : fail_path(err, rc, old_path, why);
 }
 
 static gboolean h_exists(MayflyDirectoryIf *iface, gboolean *_return, const gchar *path,
                          MayflyError **err, GError **error) {
+  if (!allow(DIR_OF(iface), DIR_SEE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   int rc = ns_path_check(path, why, sizeof why);
@@ -292,7 +353,7 @@ static gboolean h_stat(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const
 static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
                                 MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = lookup(d, path, err);
+  ns_node_t *n = lookup_as(d, DIR_SEE, path, err);
   if (n == NULL) return FALSE;
   GPtrArray *kids = ns_node_sorted_children(n);
   if (kids == NULL) {
@@ -302,9 +363,17 @@ static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, c
     g_ptr_array_add(*_return, ni);
     return TRUE;
   }
+  int all = dir_tenants_may(d, d->call.session, DIR_READ, path);
   for (guint i = 0; i < kids->len; i++) {
+    const ns_node_t *kid = g_ptr_array_index(kids, i);
+    if (!all) {
+      char *kp = ns_node_path(kid);
+      int shown = visible(d, kp);
+      g_free(kp);
+      if (!shown) continue; /* another tenant's */
+    }
     MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-    fill_node(d, ni, g_ptr_array_index(kids, i));
+    fill_node(d, ni, kid);
     g_ptr_array_add(*_return, ni);
   }
   g_ptr_array_free(kids, TRUE);
@@ -328,6 +397,8 @@ static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
     why[0] = '\0';
     int rc = ns_path_check(p, why, sizeof why);
     if (rc != 0) return fail_path(err, rc, p, why);
+    /* A renewal keeps a whole subtree alive: it is a change of it. */
+    if (!allow(d, DIR_CHANGE, p, err)) return FALSE;
   }
   ns_effects_t fx;
   ns_effects_init(&fx);
@@ -343,8 +414,8 @@ static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
   return TRUE;
 }
 
-static ns_node_t *data_node(dir_t *d, const gchar *path, MayflyError **err) {
-  ns_node_t *n = lookup(d, path, err);
+static ns_node_t *data_node(dir_t *d, dir_access_t need, const gchar *path, MayflyError **err) {
+  ns_node_t *n = lookup_as(d, need, path, err);
   if (n != NULL && n->kind == NS_KIND_DIRECTORY) {
     fail_path(err, MAYFLY_EISDIR, path, "a directory has no blocks");
     return NULL;
@@ -367,7 +438,7 @@ static gboolean change_layout(dir_t *d, ns_node_t *n, ns_record_t *rec, MayflyLa
 static gboolean h_get_layout(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                              MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = data_node(d, path, err);
+  ns_node_t *n = data_node(d, DIR_READ, path, err);
   if (n == NULL) return FALSE;
   fill_layout(d, *_return, n);
   return TRUE;
@@ -377,7 +448,7 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                             const gint64 range_lo, const gint64 range_hi, MayflyError **err,
                             GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = data_node(d, path, err);
+  ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
   /* Adding a given range is idempotent: when several clients see the same
    * full segment and ask for the next one, only the first adds a block. */
@@ -390,8 +461,12 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
       }
     }
   }
+  char why[WHY_MAX];
+  why[0] = '\0';
+  int rc = dir_tenants_charge(d, path, 1, why, sizeof why);
+  if (rc != 0) return fail_path(err, rc, path, why);
   ns_partition_t part;
-  int rc = ns_tree_plan_append(d->tree, n, range_lo, range_hi, &part);
+  rc = ns_tree_plan_append(d->tree, n, range_lo, range_hi, &part);
   if (rc != 0) {
     return fail_path(err, rc, path,
                      rc == MAYFLY_ENOSPC       ? "cannot grow: block pool exhausted"
@@ -412,7 +487,7 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
                                const gchar *path, const gint32 partition, MayflyError **err,
                                GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = data_node(d, path, err);
+  ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
   ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
   return change_layout(d, n, &rec, *_return, err);
@@ -422,7 +497,7 @@ static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return
                                 const gchar *path, const gint64 range_lo, MayflyError **err,
                                 GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = data_node(d, path, err);
+  ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
   for (guint i = 0; i < n->layout.parts->len; i++) {
     if (g_array_index(n->layout.parts, ns_partition_t, i).lo != range_lo) continue;
@@ -625,6 +700,7 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
 static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
                           GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!allow(d, DIR_ADMIN, NULL, err)) return FALSE;
   int64_t now = mf_now_ms();
   ns_alloc_t *a = d->tree->alloc;
   for (guint i = 0; i < a->servers->len; i++) {
@@ -656,32 +732,65 @@ typedef struct {
   int64_t now;
 } lease_walk_t;
 
-/* One row per node of the subtree, its root included. The tree's root
+/* One row per node of the subtree, its root included, that the caller may
+ * see: a node it may not see hides its whole subtree (what a tenant sees
+ * is closed under taking parents), so the walk skips it. The tree's root
  * never expires: it reads as pinned, with no time left to count (-1). */
-static void add_lease(ns_node_t *n, void *ud) {
-  lease_walk_t *w = ud;
+static void add_leases(ns_node_t *n, char *path, lease_walk_t *w) {
+  if (!visible(w->dir, path)) {
+    g_free(path);
+    return;
+  }
   MayflyLeaseInfo *li = g_object_new(MAYFLY_TYPE_LEASE_INFO, NULL);
-  li->path = ns_node_path(n);
+  li->path = path;
   li->kind = (MayflyNodeKind)n->kind;
   li->lease_ms = ns_node_lease_ms(w->dir->tree, n);
   li->remaining_ms = ns_node_remaining_ms(w->dir->tree, n, w->now);
   li->pinned = n->parent == NULL || (n->flags & NS_FLAG_PINNED) != 0;
   g_ptr_array_add(w->out, li);
+  GPtrArray *kids = ns_node_sorted_children(n);
+  for (guint i = 0; kids != NULL && i < kids->len; i++) {
+    ns_node_t *c = g_ptr_array_index(kids, i);
+    add_leases(c, ns_node_path(c), w);
+  }
+  if (kids != NULL) g_ptr_array_free(kids, TRUE);
 }
 
 static gboolean h_leases(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
                          MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = lookup(d, (path == NULL || path[0] == '\0') ? "/" : path, err);
+  const char *at = (path == NULL || path[0] == '\0') ? "/" : path;
+  ns_node_t *n = lookup_as(d, DIR_SEE, at, err);
   if (n == NULL) return FALSE;
   lease_walk_t w = {d, *_return, mf_now_ms()};
-  ns_tree_walk(n, add_lease, &w);
+  add_leases(n, ns_node_path(n), &w);
   return TRUE;
+}
+
+static void add_strings(GPtrArray *out, char *const *v) {
+  for (; *v != NULL; v++) g_ptr_array_add(out, g_strdup(*v));
+}
+
+/* TenantInfo of every tenant (only, when not NULL, of `only`). */
+static void add_tenants(dir_t *d, GPtrArray *out, const dir_tenant_t *only) {
+  for (guint i = 0; i < d->tenants->list->len; i++) {
+    const dir_tenant_t *t = g_ptr_array_index(d->tenants->list, i);
+    if (only != NULL && t != only) continue;
+    MayflyTenantInfo *ti = g_object_new(MAYFLY_TYPE_TENANT_INFO, NULL);
+    ti->name = g_strdup(t->name);
+    add_strings(ti->prefixes, t->prefixes);
+    add_strings(ti->read_prefixes, t->read_prefixes);
+    ti->max_blocks = t->max_blocks;
+    dir_tenants_usage(d, t, &ti->blocks_used, &ti->namespaces);
+    ti->admin = t->admin != 0;
+    g_ptr_array_add(out, ti);
+  }
 }
 
 static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyError **err,
                         GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!allow(d, DIR_ADMIN, NULL, err)) return FALSE;
   MayflyStats *s = *_return;
   ns_alloc_t *a = d->tree->alloc;
   s->nodes = ns_tree_count(d->tree);
@@ -722,6 +831,10 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
     s->__isset_log_fsyncs = s->__isset_snapshots = s->__isset_last_snapshot_ms = TRUE;
     s->__isset_recovery_ms = s->__isset_recovered_records = s->__isset_log_seq = TRUE;
   }
+  if (d->tenants != NULL) {
+    add_tenants(d, s->tenants, NULL);
+    s->__isset_tenants = TRUE;
+  }
   return TRUE;
 }
 
@@ -734,6 +847,9 @@ static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan *
   if (!cluster_only(d, "repartition_begin", err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
+  if (dir_tenants_charge_split(d, server_id, block_index, merge, why, sizeof why) != 0) {
+    return fail(err, MAYFLY_EQUOTA, why); /* a split takes a block: tenant quotas (tenants.h) */
+  }
   dir_repart_plan_t plan;
   int rc = dir_repart_begin(d, server_id, block_index, generation, merge, split_at, &plan, why,
                             sizeof why);
@@ -768,7 +884,7 @@ static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_retu
 static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                            const gint64 size, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  ns_node_t *n = data_node(d, path, err);
+  ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
   ns_effects_t fx;
   ns_effects_init(&fx);
@@ -809,6 +925,7 @@ static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, co
                         const gint32 max, const gint32 timeout_ms, MayflyError **err,
                         GError **error) {
   dir_t *d = DIR_OF(iface);
+  if (!allow(d, DIR_READ, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
   dir_watch_req_t req = {.path = path,
@@ -864,15 +981,25 @@ static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
   return rc == 0 ? TRUE : fail(err, rc, why);
 }
 
-/* Authentication. Without --tenants the directory is open: every
- * connection may do everything, and a login says so. */
+/* Authentication (tenants.h). Without --tenants the directory is open:
+ * every connection may do everything, and a login says so. */
 static gboolean h_login(MayflyDirectoryIf *iface, MayflySession **_return, const gchar *token,
                         MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  char why[WHY_MAX];
+  why[0] = '\0';
+  const dir_tenant_t *t = NULL;
+  int rc = dir_tenants_login(d, d->call.session, token, &t, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
   MayflySession *s = *_return;
-  s->open = TRUE;
-  s->admin = TRUE;
+  s->open = t == NULL;
+  s->admin = t == NULL || t->admin;
   g_free(s->tenant);
-  s->tenant = g_strdup("");
+  s->tenant = g_strdup(t != NULL ? t->name : "");
+  if (t != NULL) {
+    add_strings(s->prefixes, t->prefixes);
+    add_strings(s->read_prefixes, t->read_prefixes);
+  }
   return TRUE;
 }
 
@@ -902,9 +1029,16 @@ static gboolean h_cluster_auth(MayflyDirectoryIf *iface, gchar **_return,
   return TRUE;
 }
 
-/* Without --tenants there are no tenants to list. */
+/* Admins see every tenant, others their own; without --tenants there are
+ * none to list. */
 static gboolean h_tenants(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
                           GError **error) {
+  dir_t *d = DIR_OF(iface);
+  if (d->tenants == NULL) return TRUE;
+  if (!allow(d, DIR_SEE, "/", err)) return FALSE; /* logged in as a tenant still configured */
+  add_tenants(d, *_return,
+              dir_tenants_is_admin(d, d->call.session) ? NULL
+                                                       : dir_tenants_of(d, d->call.session));
   return TRUE;
 }
 

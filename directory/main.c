@@ -16,12 +16,13 @@
 #include "common/netserver.h"
 #include "directory/directory.h"
 #include "directory/server.h"
+#include "directory/tenants.h"
 
 typedef struct {
   uv_loop_t *loop;
   dir_t dir;
   dir_server_t *server;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
 } daemon_t;
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -31,6 +32,37 @@ static void on_signal(uv_signal_t *h, int signum) {
   dir_stop(&dm->dir);
   uv_close((uv_handle_t *)&dm->sigint, NULL);
   uv_close((uv_handle_t *)&dm->sigterm, NULL);
+  uv_close((uv_handle_t *)&dm->sighup, NULL);
+}
+
+/* SIGHUP: reads the tenants file again. A file that does not load keeps the
+ * tenants in force; sessions resolve their tenant on every call, so the new
+ * file applies to connections already logged in. */
+static void on_sighup(uv_signal_t *h, int signum) {
+  daemon_t *dm = h->data;
+  if (dm->dir.cfg.tenants_file == NULL) {
+    MF_INFO("received SIGHUP: no --tenants file to reload");
+    return;
+  }
+  char why[1024];
+  if (dir_tenants_reload(&dm->dir, why, sizeof why) != 0) {
+    MF_WARN("received SIGHUP: the tenants file was not reloaded, the %u tenants loaded before "
+            "stay in force: %s",
+            dm->dir.tenants->list->len, why);
+    return;
+  }
+  MF_INFO("received SIGHUP: reloaded %u tenants from %s", dm->dir.tenants->list->len,
+          dm->dir.cfg.tenants_file);
+}
+
+/* Whether host names a loopback address only (127.0.0.0/8, ::1,
+ * localhost). */
+static int is_loopback(const char *host) {
+  if (g_ascii_strcasecmp(host, "localhost") == 0) return 1;
+  unsigned char a[16];
+  if (uv_inet_pton(AF_INET, host, a) == 0) return a[0] == 127;
+  static const unsigned char v6_lo[16] = {[15] = 1};
+  return uv_inet_pton(AF_INET6, host, a) == 0 && memcmp(a, v6_lo, 16) == 0;
 }
 
 static int write_port_file(const char *path, int port) {
@@ -97,6 +129,11 @@ int main(int argc, char **argv) {
        "N"},
       {"snapshot-bytes", MF_OPT_SIZE, &cfg.snapshot_bytes, "64MiB", 4096, 1LL << 40,
        "With --data-dir: or after this many bytes of log, whichever comes first", "SIZE"},
+      {"tenants", MF_OPT_STRING, &cfg.tenants_file, NULL, 0, 0,
+       "Tenants file (INI: [tenant NAME] sections with token-sha256 or token, prefix, "
+       "read-prefix, max-blocks, admin); SIGHUP reloads it. Without it the directory is open: "
+       "every client may do everything",
+       "FILE"},
       {"cluster-key-file", MF_OPT_STRING, &key_file, NULL, 0, 0,
        "The cluster key shared with the memory servers (32 random bytes, or 64 hexadecimal "
        "digits; make one with head -c 32 /dev/urandom): the server-only methods then need the "
@@ -138,6 +175,7 @@ int main(int argc, char **argv) {
     g_free(cfg.host);
     g_free(cfg.log_level);
     g_free(cfg.data_dir);
+    g_free(cfg.tenants_file);
     g_free(port_file);
   g_free(key_file);
     return 2;
@@ -180,6 +218,21 @@ int main(int argc, char **argv) {
 
   daemon_t dm = {0};
   dm.loop = uv_default_loop();
+  dir_tenants_t *tenants = NULL;
+  if (cfg.tenants_file != NULL) {
+    if (dir_tenants_load(cfg.tenants_file, &tenants, why, sizeof why) != 0) {
+      MF_ERROR("cannot start: --tenants: %s", why);
+      g_free(cfg.host);
+      g_free(cfg.log_level);
+      g_free(cfg.data_dir);
+      g_free(cfg.tenants_file);
+      g_free(port_file);
+      g_free(key_file);
+      return 1;
+    }
+    MF_INFO("tenants: %u loaded from %s (SIGHUP reloads it)", tenants->list->len,
+            cfg.tenants_file);
+  }
   dir_store_t *store = NULL;
   ns_tree_t *tree = NULL;
   if (cfg.data_dir == NULL) {
@@ -194,9 +247,11 @@ int main(int argc, char **argv) {
     if (dir_store_open(dm.loop, &sc, cfg.lease_ms, cfg.grace_ms, &store, &tree, why,
                        sizeof why) != 0) {
       MF_ERROR("cannot start: %s", why);
+      dir_tenants_free(tenants);
       g_free(cfg.host);
       g_free(cfg.log_level);
       g_free(cfg.data_dir);
+      g_free(cfg.tenants_file);
       g_free(port_file);
   g_free(key_file);
       return 1;
@@ -210,6 +265,7 @@ int main(int argc, char **argv) {
             (long long)st.seq + 1);
   }
   dir_init(&dm.dir, dm.loop, &cfg, store, tree);
+  dm.dir.tenants = tenants;
   mf_net_raise_nofile(cfg.max_connections, 64);
   int port = 0;
   int rc = dir_server_start(&dm.dir, cfg.host, (int)cfg.port, &dm.server, &port, why, sizeof why);
@@ -221,12 +277,22 @@ int main(int argc, char **argv) {
     g_free(cfg.host);
     g_free(cfg.log_level);
     g_free(cfg.data_dir);
+    g_free(cfg.tenants_file);
     g_free(port_file);
   g_free(key_file);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
           (long long)cfg.lease_ms, (long long)cfg.grace_ms);
+  if (tenants == NULL && !is_loopback(cfg.host)) {
+    MF_WARN("listening on %s without --tenants: anyone who reaches this address may read, "
+            "change and remove every namespace",
+            cfg.host);
+  }
+  if (tenants != NULL && cfg.cluster_key == NULL) {
+    MF_WARN("--tenants without --cluster-key-file: the data plane is open, so anyone who "
+            "reaches a memory server may read and change any block whatever its tenant");
+  }
   if (port_file != NULL && write_port_file(port_file, port) != 0) {
     MF_ERROR("cannot write port file %s", port_file);
     return 1;
@@ -236,6 +302,9 @@ int main(int argc, char **argv) {
   dm.sigint.data = dm.sigterm.data = &dm;
   uv_signal_start(&dm.sigint, on_signal, SIGINT);
   uv_signal_start(&dm.sigterm, on_signal, SIGTERM);
+  uv_signal_init(dm.loop, &dm.sighup);
+  dm.sighup.data = &dm;
+  uv_signal_start(&dm.sighup, on_sighup, SIGHUP);
 
   uv_run(dm.loop, UV_RUN_DEFAULT);
 
@@ -245,6 +314,7 @@ int main(int argc, char **argv) {
   g_free(cfg.host);
   g_free(cfg.log_level);
   g_free(cfg.data_dir);
+  g_free(cfg.tenants_file);
   g_free(port_file);
   g_free(key_file);
   MF_INFO("stopped");

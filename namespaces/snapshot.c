@@ -644,6 +644,8 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
   get_servers(r, d.t->alloc);
   if (!r->failed) get_nodes(&d);
   if (!r->failed) check_held(r, d.t->alloc);
+  /* The subtree counts are derived, not stored: rebuilt in one walk. */
+  if (!r->failed) ns__tree_recount(d.t);
   if (!r->failed && r->left != 0) {
     ns_codec_fail(r, "%zu bytes left over after the snapshot", r->left);
   }

@@ -210,10 +210,19 @@ static int parent_of(ns_tree_t *t, const char *path, ns_node_t **parent, char *w
   return 0;
 }
 
+/* Adds to the subtree counts of n and of every ancestor. */
+static void add_up(ns_node_t *n, int64_t blocks, int64_t leaves) {
+  for (; n != NULL; n = n->parent) {
+    n->sub_blocks += blocks;
+    n->sub_leaves += leaves;
+  }
+}
+
 static ns_node_t *link_child(ns_tree_t *t, ns_node_t *parent, ns_node_t *child) {
   child->parent = parent;
   g_hash_table_insert(parent->children, child->name, child);
   count_node(t, child, 1);
+  add_up(parent, child->sub_blocks, child->sub_leaves);
   return child;
 }
 
@@ -378,6 +387,8 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     ns_alloc_set_owner(t->alloc, &rec->parts[i].block, n);
   }
   n->layout.version = 1;
+  n->sub_blocks = (int64_t)rec->nparts;
+  n->sub_leaves = 1;
   link_child(t, parent, n);
   return 0;
 }
@@ -426,6 +437,7 @@ static int apply_remove(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, 
     return MAYFLY_ENOTEMPTY;
   }
   if (rec->flags & NS_REC_EXPIRED) t->n_expired++;
+  add_up(parent, -n->sub_blocks, -n->sub_leaves);
   release_subtree(t, n, fx);
   g_hash_table_remove(parent->children, n->name);
   return 0;
@@ -451,10 +463,12 @@ static int apply_rename(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
     return MAYFLY_EEXIST;
   }
   g_hash_table_steal(oldp->children, n->name);
+  add_up(oldp, -n->sub_blocks, -n->sub_leaves);
   g_free(n->name);
   n->name = g_strdup(ns_path_basename(rec->path2));
   n->parent = newp;
   g_hash_table_insert(newp->children, n->name, n);
+  add_up(newp, n->sub_blocks, n->sub_leaves);
   return 0;
 }
 
@@ -503,6 +517,7 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
   g_array_append_vals(n->layout.parts, rec->parts, 1);
   g_array_index(n->layout.parts, ns_partition_t, n->layout.parts->len - 1).state = NS_PART_LIVE;
   ns_alloc_set_owner(t->alloc, &rec->parts[0].block, n);
+  add_up(n, 1, 0);
   n->layout.version++;
   return 0;
 }
@@ -531,8 +546,48 @@ static int apply_remove_part(ns_tree_t *t, const ns_record_t *rec, ns_effects_t 
     g_array_append_val(fx->freed, p.block);
   }
   g_array_remove_index(n->layout.parts, (guint)rec->part_index);
+  add_up(n, -1, 0);
   n->layout.version++;
   return 0;
+}
+
+/* Sets n's subtree counts from its children's (recounted first) and its own
+ * blocks; with check, compares instead and stops at the first difference. */
+static int recount(ns_node_t *n, int check, char *why, size_t whylen) {
+  int64_t blocks = ns_node_blocks_committed(n), leaves = n->kind != NS_KIND_DIRECTORY;
+  if (n->children != NULL) {
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, n->children);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+      ns_node_t *c = v;
+      int rc = recount(c, check, why, whylen);
+      if (rc != 0) return rc;
+      blocks += c->sub_blocks;
+      leaves += c->sub_leaves;
+    }
+  }
+  if (check && (blocks != n->sub_blocks || leaves != n->sub_leaves)) {
+    char *path = ns_node_path(n);
+    WHY("%s: the subtree holds %lld blocks and %lld namespaces, its counts say %lld and %lld",
+        path, (long long)blocks, (long long)leaves, (long long)n->sub_blocks,
+        (long long)n->sub_leaves);
+    g_free(path);
+    return MAYFLY_EINVAL;
+  }
+  if (!check) {
+    n->sub_blocks = blocks;
+    n->sub_leaves = leaves;
+  }
+  return 0;
+}
+
+int ns_tree_check_counts(const ns_tree_t *t, char *why, size_t whylen) {
+  return recount(t->root, 1, why, whylen); /* with check set it changes nothing */
+}
+
+void ns__tree_recount(ns_tree_t *t) {
+  recount(t->root, 0, NULL, 0);
 }
 
 int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index) {
@@ -682,6 +737,7 @@ static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, s
     rc = take_parts(t, &p, 1, why, whylen);
     if (rc != 0) return rc;
     ns_alloc_set_owner(t->alloc, &rec->block2, n);
+    add_up(n, 1, 0);
   }
   if (n->reparts == NULL) n->reparts = g_array_new(FALSE, FALSE, sizeof(ns_repart_t));
   ns_repart_t r = {.id = rec->op_id,
@@ -729,6 +785,7 @@ static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
     if (!r.merge && ns_alloc_release(t->alloc, &r.dst) == 0 && fx != NULL) {
       g_array_append_val(fx->freed, r.dst);
     }
+    if (!r.merge) add_up(n, -1, 0); /* the split's new block goes back */
     return 0;
   }
   ns_partition_t *src = &g_array_index(n->layout.parts, ns_partition_t, si);
@@ -740,6 +797,7 @@ static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
       g_array_append_val(fx->freed, src->block);
     }
     g_array_remove_index(n->layout.parts, (guint)si);
+    add_up(n, -1, 0);
   } else {
     src->hi = r.lo;
     ns_partition_t p = {.block = r.dst, .lo = r.lo, .hi = r.hi};
@@ -781,6 +839,7 @@ static int apply_truncate(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx
       g_array_append_val(fx->freed, p.block);
     }
     g_array_remove_index(n->layout.parts, i);
+    add_up(n, -1, 0);
     changed = 1;
   }
   if (changed) n->layout.version++;

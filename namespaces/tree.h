@@ -107,6 +107,12 @@ struct ns_node {
   int32_t initial_blocks; /* blocks at creation: merges never go below */
   int32_t high_wm, low_wm; /* kv: % of a block; 0 = the defaults */
   GArray *reparts;     /* ns_repart_t begun and not ended; NULL when none */
+  /* What the subtree rooted here (this node included) holds: blocks (every
+   * node's ns_node_blocks_committed) and leaf namespaces. Kept by every
+   * change of the tree in O(depth), so a quota over a subtree is one
+   * lookup; ns_tree_check_counts() verifies them. */
+  int64_t sub_blocks;
+  int64_t sub_leaves;
 };
 
 struct ns_record;
@@ -299,6 +305,17 @@ int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index);
 
 /* Blocks n holds or is about to hold (splits begun), against max_blocks. */
 int32_t ns_node_blocks_committed(const ns_node_t *n);
+
+/* Recounts every node's sub_blocks and sub_leaves and compares them with the
+ * kept ones. Returns 0 when all match, else MAYFLY_EINVAL with the first
+ * node that differs in why. A walk of the whole tree: for tests and
+ * consistency checks, never per request. */
+int ns_tree_check_counts(const ns_tree_t *t, char *why, size_t whylen);
+
+/* Internal to namespaces/ (the snapshot decoder): sets every node's
+ * sub_blocks and sub_leaves from the nodes below it (one walk), for a tree
+ * built without ns_tree_apply(). */
+void ns__tree_recount(ns_tree_t *t);
 
 /* Internal to namespaces/ (the snapshot decoder, snapshot.c): a node as
  * ns_tree_apply() creates one, not linked into any tree (no parent, counted

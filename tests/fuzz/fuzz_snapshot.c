@@ -101,7 +101,11 @@ static void grow_and_split(ns_tree_t *t) {
  * removing everything gave every block back. */
 static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
   char why[256];
+  /* The decoder rebuilt the subtree counts (tenant quotas); they stay
+   * right through every change below. */
+  FZ_CHECK(ns_tree_check_counts(t, why, sizeof why) == 0);
   grow_and_split(t);
+  FZ_CHECK(ns_tree_check_counts(t, why, sizeof why) == 0);
   /* A create of 1-3 blocks of a kind chosen by the input. */
   ns_kind_t kind = (ns_kind_t)(1 + (size > 0 ? data[size - 1] % 3 : 0));
   int nb = 1 + (int)(size % 3);
@@ -141,6 +145,7 @@ static void exercise(ns_tree_t *t, const uint8_t *data, size_t size) {
   ns_effects_clear(&fx);
   FZ_CHECK(t->n_dirs == 0 && t->n_leaves == 0);
   FZ_CHECK(t->alloc->blocks_used == 0);
+  FZ_CHECK(t->root->sub_blocks == 0 && t->root->sub_leaves == 0);
   for (guint i = 0; i < t->alloc->servers->len; i++) {
     const ns_server_t *s = g_ptr_array_index(t->alloc->servers, i);
     FZ_CHECK(s->used == 0 && s->free_stack->len == (guint)s->nblocks);

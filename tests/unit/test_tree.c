@@ -2046,6 +2046,89 @@ static void test_a_repartition_under_way_when_its_server_restarts_only_rolls_bac
   ns_tree_free(t);
 }
 
+/* ---- subtree counts (the quota of a tenant's prefixes) -------------------- */
+
+/* The blocks and namespaces counted at path's node. */
+static void expect_counts(ns_tree_t *t, const char *path, int64_t blocks, int64_t leaves,
+                          int line) {
+  ns_node_t *n = ns_tree_lookup(t, path);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+  if (n->sub_blocks != blocks || n->sub_leaves != leaves) {
+    fprintf(stderr, "  line %d: %s counts %lld blocks, %lld namespaces; expected %lld, %lld\n",
+            line, path, (long long)n->sub_blocks, (long long)n->sub_leaves, (long long)blocks,
+            (long long)leaves);
+  }
+  CU_ASSERT(n->sub_blocks == blocks && n->sub_leaves == leaves);
+  CU_ASSERT_EQUAL(ns_tree_check_counts(t, why, sizeof why), 0);
+}
+#define EXPECT_COUNTS(t, path, b, l) expect_counts((t), (path), (b), (l), __LINE__)
+
+static void test_subtree_counts_follow_every_change_of_blocks(void) {
+  ns_tree_t *t = tree_with(2, 16);
+  MF_ASSERT_EQ(do_create(t, "/a/x/kv", NS_KIND_KV, 2), 0);
+  MF_ASSERT_EQ(do_create(t, "/a/f", NS_KIND_FILE, 3), 0);
+  MF_ASSERT_EQ(do_create(t, "/b/q", NS_KIND_QUEUE, 1), 0);
+  EXPECT_COUNTS(t, "/", 6, 3);
+  EXPECT_COUNTS(t, "/a", 5, 2);
+  EXPECT_COUNTS(t, "/a/x", 2, 1);
+  EXPECT_COUNTS(t, "/b", 1, 1);
+
+  /* Growth and shrinking. */
+  ns_partition_t extra;
+  MF_ASSERT_EQ(ns_tree_plan_append(t, ns_tree_lookup(t, "/b/q"), 0, 0, &extra), 0);
+  MF_ASSERT_EQ(do_add_part(t, "/b/q", &extra), 0);
+  EXPECT_COUNTS(t, "/b", 2, 1);
+  MF_ASSERT_EQ(do_remove_part(t, "/b/q", 0, NULL), 0);
+  EXPECT_COUNTS(t, "/b", 1, 1);
+  MF_ASSERT_EQ(do_truncate(t, "/a/f", 1024, NULL), 0);
+  EXPECT_COUNTS(t, "/a", 3, 2);
+
+  /* A split counts its new block from begin; a rollback gives it back, a
+   * commit keeps it; a merge's commit frees one. */
+  MF_ASSERT_EQ(do_split(t, "/a/x/kv", 1, 0, 8192, NULL), 0);
+  EXPECT_COUNTS(t, "/a/x", 3, 1);
+  MF_ASSERT_EQ(do_end(t, "/a/x/kv", 1, 0, NULL), 0);
+  EXPECT_COUNTS(t, "/a/x", 2, 1);
+  MF_ASSERT_EQ(do_split(t, "/a/x/kv", 2, 0, 8192, NULL), 0);
+  MF_ASSERT_EQ(do_end(t, "/a/x/kv", 2, NS_REC_COMMIT, NULL), 0);
+  EXPECT_COUNTS(t, "/a/x", 3, 1);
+  MF_ASSERT_EQ(do_merge(t, "/a/x/kv", 3, 1, 0), 0);
+  EXPECT_COUNTS(t, "/a/x", 3, 1);
+  MF_ASSERT_EQ(do_end(t, "/a/x/kv", 3, NS_REC_COMMIT, NULL), 0);
+  EXPECT_COUNTS(t, "/a/x", 2, 1);
+  EXPECT_COUNTS(t, "/", 4, 3);
+
+  /* A rename moves the counts from one subtree to the other. */
+  MF_ASSERT_EQ(do_rename(t, "/a/x", "/b/x"), 0);
+  EXPECT_COUNTS(t, "/a", 1, 1);
+  EXPECT_COUNTS(t, "/b", 3, 2);
+  EXPECT_COUNTS(t, "/", 4, 3);
+
+  /* A removal mid-split takes the new block's count away too. */
+  MF_ASSERT_EQ(do_split(t, "/b/x/kv", 4, 0, 8192, NULL), 0);
+  EXPECT_COUNTS(t, "/b", 4, 2);
+  MF_ASSERT_EQ(do_remove(t, "/b/x", NS_REC_RECURSIVE, NULL), 0);
+  EXPECT_COUNTS(t, "/b", 1, 1);
+  EXPECT_COUNTS(t, "/", 2, 2);
+  /* A failed change changes no count. */
+  MF_ASSERT_EQ(do_create(t, "/b/q", NS_KIND_KV, 1), MAYFLY_EEXIST);
+  EXPECT_COUNTS(t, "/", 2, 2);
+  MF_ASSERT_EQ(t->alloc->blocks_used, t->root->sub_blocks);
+  ns_tree_free(t);
+}
+
+static void test_count_check_names_a_node_whose_counts_are_wrong(void) {
+  ns_tree_t *t = tree_with(1, 8);
+  MF_ASSERT_EQ(do_create(t, "/a/kv", NS_KIND_KV, 2), 0);
+  MF_ASSERT_EQ(ns_tree_check_counts(t, why, sizeof why), 0);
+  ns_tree_lookup(t, "/a")->sub_blocks++;
+  why[0] = '\0';
+  MF_ASSERT_EQ(ns_tree_check_counts(t, why, sizeof why), MAYFLY_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "/a:"));
+  ns_tree_lookup(t, "/a")->sub_blocks--;
+  ns_tree_free(t);
+}
+
 static const mf_test_t tests[] = {
     {"mkdir makes a directory under an existing directory", test_mkdir_makes_a_directory},
     {"mkdir without parents is ENOENT when the parent is missing",
@@ -2158,6 +2241,10 @@ static const mf_test_t tests[] = {
      test_removing_a_namespace_frees_its_lost_blocks_at_a_new_generation},
     {"a repartition under way when its server restarts only rolls back",
      test_a_repartition_under_way_when_its_server_restarts_only_rolls_back},
+    {"subtree counts of blocks and namespaces follow every change",
+     test_subtree_counts_follow_every_change_of_blocks},
+    {"the count check names a node whose counts are wrong",
+     test_count_check_names_a_node_whose_counts_are_wrong},
     {NULL, NULL}};
 
 int main(void) {

@@ -4,6 +4,8 @@
  */
 #include "tree_snapshot.h"
 
+#include <CUnit/CUnit.h>
+#include <stdio.h>
 #include <string.h>
 
 static gint cmp_str(gconstpointer a, gconstpointer b) {
@@ -25,8 +27,9 @@ static void snap_node(ns_node_t *n, void *ud) {
     g_string_append_printf(s, " renewed=%lld subtree=%lld", (long long)n->renewed_ms,
                            (long long)n->subtree_ms);
   }
-  g_string_append_printf(s, " created=%lld v=%lld init=%d", (long long)n->created_wall_ms,
-                         (long long)n->layout.version, n->initial_blocks);
+  g_string_append_printf(s, " created=%lld v=%lld init=%d sub=%lld/%lld",
+                         (long long)n->created_wall_ms, (long long)n->layout.version,
+                         n->initial_blocks, (long long)n->sub_blocks, (long long)n->sub_leaves);
   g_free(path);
   if (n->layout.parts != NULL) {
     for (guint i = 0; i < n->layout.parts->len; i++) {
@@ -66,6 +69,11 @@ static void snap_node(ns_node_t *n, void *ud) {
 }
 
 static char *snapshot(ns_tree_t *t, int times) {
+  /* Every snapshot checks the subtree counts too: so does every test that
+   * compares trees, after each change it makes. */
+  char why[512] = "";
+  if (ns_tree_check_counts(t, why, sizeof why) != 0) fprintf(stderr, "  counts: %s\n", why);
+  CU_ASSERT(why[0] == '\0');
   GString *s = g_string_new(NULL);
   snap_t st = {.s = s, .times = times};
   ns_tree_walk(t->root, snap_node, &st);
