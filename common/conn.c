@@ -609,19 +609,28 @@ int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls
     call->conn = NULL;
   }
   if (n == 0) return 0;
-  /* One header and up to two payload pieces per call, all in one sendmsg. */
+  /* One header, a capability area (with its frame MAC) and up to two
+   * payload pieces per call, all in one sendmsg. */
   uint8_t stack_hdrs[16][WIRE_HEADER_SIZE];
-  struct iovec stack_iov[48];
+  struct iovec stack_iov[16 * 5];
   uint8_t (*hdrs)[WIRE_HEADER_SIZE] = n <= 16 ? stack_hdrs : g_malloc(n * WIRE_HEADER_SIZE);
-  struct iovec *iov = n <= 16 ? stack_iov : g_new(struct iovec, 3 * n);
+  struct iovec *iov = n <= 16 ? stack_iov : g_new(struct iovec, 5 * n);
   size_t niov = 0;
   for (size_t i = 0; i < n; i++) {
     mf_call_t *call = calls[i];
     call->req.request_id = (uint64_t)g_atomic_pointer_add(&p->next_id, 1) + 1;
     call->req.payload_len = (uint32_t)(call->l1 + call->l2);
-    call->req.cap_len = 0;
+    size_t mac = call->frame_key != NULL ? MF_MAC_SIZE : 0;
+    MF_CHECK(call->cap_len + mac <= WIRE_CAP_MAX && (mac == 0 || call->l2 == 0));
+    call->req.cap_len = (uint16_t)(call->cap_len + mac);
     wire_encode(&call->req, hdrs[i]);
     iov[niov++] = (struct iovec){hdrs[i], WIRE_HEADER_SIZE};
+    if (call->cap_len > 0) iov[niov++] = (struct iovec){(void *)call->cap, call->cap_len};
+    if (mac > 0) {
+      mf_frame_mac(call->frame_key, hdrs[i], call->cap, call->cap_len, call->p1, call->l1,
+                   call->frame_mac);
+      iov[niov++] = (struct iovec){call->frame_mac, MF_MAC_SIZE};
+    }
     if (call->l1 > 0) iov[niov++] = (struct iovec){(void *)call->p1, call->l1};
     if (call->l2 > 0) iov[niov++] = (struct iovec){(void *)call->p2, call->l2};
   }

@@ -65,6 +65,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/wire.h"
 
 typedef struct mf_conn mf_conn_t;
@@ -79,6 +80,15 @@ typedef struct mf_call {
   size_t l1;
   const void *p2;
   size_t l2;
+  /* The capability area sent between header and payload: cap_len bytes at
+   * cap (0: none). With frame_key set (server-to-server frames), the send
+   * appends a frame MAC, mf_frame_mac under frame_key over the header as
+   * sent, those cap_len bytes and the payload, so the area is cap_len +
+   * MF_MAC_SIZE bytes; the payload must then be in p1 alone (l2 == 0). */
+  const uint8_t *cap;
+  uint16_t cap_len;
+  const uint8_t *frame_key;
+  uint8_t frame_mac[MF_MAC_SIZE]; /* the send's */
   void *into;     /* optional: reply payload copied here if it fits in into_cap */
   size_t into_cap;
   /* The most reply payload this call can legitimately get (FILE_READ: the
