@@ -147,6 +147,7 @@ void wire_server_stat_put(uint8_t out[WIRE_SERVER_STAT_SIZE], const wire_server_
   put64(out + 24, st->charged);
   put64(out + 32, st->kv_entries);
   put64(out + 40, st->blocks_in_use);
+  put64(out + 48, st->cap_refused);
 }
 
 int wire_server_stat_get(const uint8_t *buf, size_t len, wire_server_stat_t *st) {
@@ -157,6 +158,7 @@ int wire_server_stat_get(const uint8_t *buf, size_t len, wire_server_stat_t *st)
   st->charged = get64(buf + 24);
   st->kv_entries = get64(buf + 32);
   st->blocks_in_use = get64(buf + 40);
+  st->cap_refused = get64(buf + 48);
   return 0;
 }
 

@@ -3,8 +3,8 @@
  * and memory servers (documented in docs/data-protocol.md).
  *
  * A frame is a fixed 56-byte header, then `cap_len` bytes of capability
- * (reserved for signed capabilities; empty today), then `payload_len` bytes
- * of payload. All integers are little-endian. Requests carry a request id;
+ * (the directory's signed capability for the block, common/auth.h, when the
+ * cluster has a key; empty otherwise), then `payload_len` bytes of payload. All integers are little-endian. Requests carry a request id;
  * replies carry the same id, so many requests can be in flight on one
  * connection and replies may come back in any order.
  *
@@ -163,8 +163,9 @@ typedef struct wire_server_stat {
   uint64_t charged;    /* bytes charged to the store's blocks (their `used`) */
   uint64_t kv_entries; /* kv entries over every block */
   uint64_t blocks_in_use;
+  uint64_t cap_refused; /* requests refused for their capability (MAYFLY_EPERM) */
 } wire_server_stat_t;
-#define WIRE_SERVER_STAT_SIZE 48
+#define WIRE_SERVER_STAT_SIZE 56
 void wire_server_stat_put(uint8_t out[WIRE_SERVER_STAT_SIZE], const wire_server_stat_t *st);
 /* Returns 0, or MAYFLY_EPROTO when len is short of WIRE_SERVER_STAT_SIZE
  * (longer payloads are fine: later versions may add fields). */

@@ -304,9 +304,22 @@ static void handle_server_stat(conn_t *c, const wire_hdr_t *h) {
   st.source = (uint64_t)ms_alloc_stats(&st.allocated, &st.resident);
   store_totals(c->srv->store, &st.charged, &st.kv_entries);
   st.blocks_in_use = (uint64_t)c->srv->store->blocks_in_use;
+  st.cap_refused = c->srv->caps.refused;
   uint8_t out[WIRE_SERVER_STAT_SIZE];
   wire_server_stat_put(out, &st);
   ms__reply(c, h, 0, 0, 0, 0, 0, out, sizeof out);
+}
+
+/* With the cluster key, whether the frame's capability grants it
+ * (capcheck.h). Asked before anything else about the frame, the block
+ * included, so a refused request learns nothing: not even whether the
+ * block or its generation exists. */
+static int capability_ok(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen) {
+  ms_server_t *s = c->srv;
+  if (!s->has_key) return 1;
+  if (c->caps == NULL && ms_capcheck_right(h->opcode) > 0) c->caps = g_new0(ms_capcache_t, 1);
+  return ms_capcheck(s->key, ms__server_id(s), ms__wall_ms(s), c->caps, &s->caps, h, frame,
+                     flen) == 0;
 }
 
 /* Serves one complete frame. can_park is 0 when replaying parked requests
@@ -314,6 +327,10 @@ static void handle_server_stat(conn_t *c, const wire_hdr_t *h) {
 void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
                    int can_park) {
   const uint8_t *payload = frame + WIRE_HEADER_SIZE + h->cap_len;
+  if (!capability_ok(c, h, frame, flen)) {
+    ms__reply_status(c, h, MAYFLY_EPERM);
+    return;
+  }
   if (h->opcode == WIRE_OP_PING) {
     ms__reply_status(c, h, 0);
     return;

@@ -8,6 +8,7 @@
  *   waiters.c    pops waiting for a push
  *   resize.c     the loop side of kv splits and merges
  *   ctlevents.c  events from the control thread
+ *   capcheck.c   the capability a request carries (no loop state of its own)
  *
  * Everything here runs on the loop thread.
  */
@@ -21,6 +22,7 @@
 #include "common/auth.h"
 #include "common/netserver.h"
 #include "common/wire.h"
+#include "memserver/capcheck.h"
 #include "memserver/control.h"
 #include "memserver/publish.h"
 #include "memserver/repart.h"
@@ -36,8 +38,9 @@ struct ms_server {
   ms_control_t *ctl;
   /* The cluster key (--cluster-key-file): has_key 0 means none, and
    * capabilities are not checked. The id the directory gave this server
-   * (what a capability's server_id must be) is ms_control_server_id(ctl):
-   * 0 while unregistered. */
+   * (what a capability's server_id must be) is ms__server_id(): the last
+   * ms_control_server_id(ctl) that was not 0, so that capabilities stay
+   * good while the server registers again after a directory outage. */
   int has_key;
   uint8_t key[MF_KEY_SIZE];
   void (*on_fatal)(void *ud); /* ms_server_config_t */
@@ -61,6 +64,11 @@ struct ms_server {
   int rp_jobs;            /* worker jobs not yet completed */
   int closed;             /* the connections are closed: free once rp_jobs is 0 */
   int rp_timer_closed;
+  /* Capabilities (capcheck.h), checked only with the cluster key. */
+  ms_capcheck_stats_t caps;
+  uint32_t cap_server_id; /* the last id the directory gave (kept while re-registering) */
+  uint64_t wall_at;       /* uv_now() when wall_ms was read */
+  int64_t wall_ms;        /* the wall clock, read once per loop iteration (ms__wall_ms) */
 };
 
 /* A data connection: the layer's part first (sockets, buffers, refs; the
@@ -76,6 +84,7 @@ struct conn {
   int serving;           /* a frame is being served (from the input buffer, or replayed) */
   int retry;             /* its reply did not fit: keep the frame (ms__reply_fits) */
   wire_hdr_t hdr;        /* the header of the frame the layer is serving */
+  ms_capcache_t *caps;   /* verified capabilities (capcheck.h); NULL until the first */
 };
 
 typedef struct {
@@ -128,6 +137,13 @@ void ms__reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, uin
 void ms__reply_status(conn_t *c, const wire_hdr_t *req, int status);
 /* Frees the server once its listener is closed and no worker job is left. */
 void ms__server_free(ms_server_t *s);
+/* The wall clock in ms since the epoch, read at most once per loop
+ * iteration (when uv_now() moved): what capability expiries are checked
+ * against. */
+int64_t ms__wall_ms(ms_server_t *s);
+/* The id the directory gave this server, or the last one it gave while
+ * the server registers again (0 before the first registration). */
+uint32_t ms__server_id(ms_server_t *s);
 
 /* handlers.c */
 /* Serves one complete frame. can_park is 0 when replaying parked requests

@@ -59,6 +59,11 @@ static void target_call(ms_repart_job_t *job, mf_call_t *call, uint8_t op, const
   call->req.arg1 = (uint64_t)job->hi;
   call->p1 = data;
   call->l1 = len;
+  if (job->key != NULL) {
+    call->cap = job->migrate_cap;
+    call->cap_len = MF_CAP_SIZE;
+    call->frame_key = job->key;
+  }
   mf_call_start(job->pool, job->target, call, deadline());
 }
 
@@ -73,14 +78,28 @@ void ms_repart_abort(ms_repart_job_t *job) {
   end(job, 0);
 }
 
+/* How long the read capability of a BLOCK_STAT to another server lasts. */
+#define STAT_CAP_TTL_MS 60000
+
 /* A block's fill (BLOCK_STAT). */
-static int block_used(ms_repart_job_t *job, const char *address, int32_t index,
-                      int64_t generation, uint64_t *used) {
+static int block_used(ms_repart_job_t *job, const char *address, int32_t server_id,
+                      int32_t index, int64_t generation, uint64_t *used) {
   mf_call_t call;
   memset(&call, 0, sizeof call);
   call.req.opcode = WIRE_OP_BLOCK_STAT;
   call.req.block_index = (uint32_t)index;
   call.req.generation = (uint64_t)generation;
+  uint8_t cap[MF_CAP_SIZE];
+  if (job->key != NULL) {
+    mf_cap_t c = {.rights = MF_RIGHT_READ,
+                  .server_id = (uint32_t)server_id,
+                  .block_index = (uint32_t)index,
+                  .generation = (uint64_t)generation,
+                  .expiry_ms = g_get_real_time() / 1000 + STAT_CAP_TTL_MS};
+    mf_cap_sign(job->key, &c, cap);
+    call.cap = cap;
+    call.cap_len = MF_CAP_SIZE;
+  }
   int64_t until = deadline();
   mf_call_start(job->pool, address, &call, until);
   int rc = mf_call_wait(&call, until);
@@ -91,7 +110,7 @@ static int block_used(ms_repart_job_t *job, const char *address, int32_t index,
 
 /* The neighbour's fill, for a merge. */
 static int target_used(ms_repart_job_t *job, uint64_t *used) {
-  return block_used(job, job->target, job->t_index, job->t_generation, used);
+  return block_used(job, job->target, job->t_server_id, job->t_index, job->t_generation, used);
 }
 
 /* Whether the two blocks of a merge together reach the low watermark. */
@@ -114,6 +133,7 @@ static int pick_neighbour(ms_repart_job_t *job, const MayflyLayout *layout, int6
   const MayflyPartition *to = left != NULL ? left : right;
   if (to == NULL || to->server_address == NULL) return 0;
   g_strlcpy(job->pre_target, to->server_address, sizeof job->pre_target);
+  job->pre_server_id = to->server_id;
   job->pre_index = to->block_index;
   job->pre_generation = to->generation;
   return 1;
@@ -160,7 +180,8 @@ int ms_repart_plan(ms_repart_job_t *job) {
     if (job->pre_target[0] == '\0') find_neighbour(job);
     if (job->pre_target[0] == '\0') break;
     uint64_t used = 0;
-    if (block_used(job, job->pre_target, job->pre_index, job->pre_generation, &used) == 0) {
+    if (block_used(job, job->pre_target, job->pre_server_id, job->pre_index, job->pre_generation,
+                   &used) == 0) {
       if (!too_full(job, used)) break;
       job->t_used = used;
       job->t_used_known = 1;
@@ -185,10 +206,21 @@ int ms_repart_plan(ms_repart_job_t *job) {
   if (rc == 0) {
     job->op_id = plan->op_id;
     g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
+    job->t_server_id = plan->target->server_id;
     job->t_index = plan->target->block_index;
     job->t_generation = plan->target->generation;
     job->lo = plan->lo;
     job->hi = plan->hi;
+    if (job->key != NULL && (!plan->__isset_migrate_capability ||
+                         mf_hex_decode(plan->migrate_capability, job->migrate_cap,
+                                       MF_CAP_SIZE) != 0)) {
+      /* The target would refuse every frame: give the repartition back. */
+      g_object_unref(plan);
+      end(job, 0);
+      mf_set_last_error("the directory's plan carries no migrate capability (has it the "
+                        "cluster key?)");
+      return set(job, MAYFLY_EPERM, "repartition_begin");
+    }
   }
   g_object_unref(plan);
   return set(job, rc, "repartition_begin");

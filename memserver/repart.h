@@ -14,6 +14,11 @@
  *           committed.
  *   abort   repartition_end(rollback); a merge also tells the target to drop
  *           what it received.
+ * With the cluster key, every frame to another memory server carries a
+ * capability (docs/data-protocol.md): KV_MIGRATE and KV_MIGRATE_ABORT the
+ * directory's migrate capability from the plan, followed by a frame MAC;
+ * BLOCK_STAT a short-lived read capability this server signs itself (it
+ * holds the cluster key too).
  * The loop (server.c) holds writes to the moving slots from `copy` on, and
  * every request for them during `commit`, and answers or replays them when
  * the repartition ends.
@@ -24,6 +29,7 @@
 #include <glib.h>
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/conn.h"
 #include "common/ctl.h"
 
@@ -49,15 +55,19 @@ typedef struct ms_repart_job {
    * is begun at the directory. When the pair does not fit, plan fails with
    * MAYFLY_EAGAIN and sets not_begun: nothing was locked or rolled back. */
   char pre_target[256];
+  int32_t pre_server_id; /* its server's id (for its capability) */
   int32_t pre_index;
   int64_t pre_generation;
   int not_begun;
   /* the plan */
   int64_t op_id;
   char target[256];
+  int32_t t_server_id;
   int32_t t_index;
   int64_t t_generation;
   int64_t lo, hi;
+  /* with the key: the directory's migrate capability for the target */
+  uint8_t migrate_cap[MF_CAP_SIZE];
   /* a merge: the neighbour's fill as its BLOCK_STAT said (t_used_known) */
   uint64_t t_used;
   int t_used_known;

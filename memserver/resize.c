@@ -59,6 +59,7 @@ static int merge_waits(const store_block_t *b, int64_t now) {
  * began): starts or lengthens the pair's backoff. */
 static void merge_rolled_back(ms_server_t *s, store_block_t *b, const ms_repart_job_t *job) {
   const char *target = job->not_begun ? job->pre_target : job->target;
+  int32_t t_server = job->not_begun ? job->pre_server_id : job->t_server_id;
   int32_t t_index = job->not_begun ? job->pre_index : job->t_index;
   int64_t t_gen = job->not_begun ? job->pre_generation : job->t_generation;
   int same = b->mb_delay_ms > 0 && b->mb_target != NULL && strcmp(b->mb_target, target) == 0 &&
@@ -66,6 +67,7 @@ static void merge_rolled_back(ms_server_t *s, store_block_t *b, const ms_repart_
   if (!same) {
     merge_backoff_end(b, "the neighbour changed");
     b->mb_target = g_strdup(target);
+    b->mb_target_server = t_server;
     b->mb_target_index = t_index;
     b->mb_target_gen = t_gen;
     b->mb_delay_ms = MS_MERGE_BACKOFF_MIN_MS;
@@ -121,6 +123,7 @@ void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
   ms_repart_job_t *job = g_new0(ms_repart_job_t, 1);
   if (merge && b->mb_target != NULL) {
     g_strlcpy(job->pre_target, b->mb_target, sizeof job->pre_target);
+    job->pre_server_id = b->mb_target_server;
     job->pre_index = b->mb_target_index;
     job->pre_generation = b->mb_target_gen;
   }

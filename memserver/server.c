@@ -84,6 +84,21 @@ void ms__server_free(ms_server_t *s) {
   g_free(s);
 }
 
+int64_t ms__wall_ms(ms_server_t *s) {
+  uint64_t now = uv_now(s->loop);
+  if (s->wall_ms == 0 || now != s->wall_at) {
+    s->wall_at = now;
+    s->wall_ms = g_get_real_time() / 1000;
+  }
+  return s->wall_ms;
+}
+
+uint32_t ms__server_id(ms_server_t *s) {
+  int32_t id = ms_control_server_id(s->ctl);
+  if (id > 0) s->cap_server_id = (uint32_t)id;
+  return s->cap_server_id;
+}
+
 static int is_migrate(uint8_t op) {
   return op == WIRE_OP_KV_MIGRATE || op == WIRE_OP_KV_MIGRATE_ABORT;
 }
@@ -148,6 +163,14 @@ static void ms_conn_close(mf_net_conn_t *nc) {
   }
 }
 
+static void ms_conn_free(mf_net_conn_t *nc) {
+  conn_t *c = (conn_t *)nc;
+  if (c->caps != NULL) {
+    mf_auth_wipe(c->caps, sizeof *c->caps);
+    g_free(c->caps);
+  }
+}
+
 static void ms_net_stopped(void *ud) {
   ms_server_t *s = ud;
   s->closed = 1;
@@ -159,6 +182,7 @@ static const mf_net_proto_t ms_proto = {.conn_size = sizeof(conn_t),
                                         .frame = ms_frame,
                                         .serve = ms_serve,
                                         .on_close = ms_conn_close,
+                                        .on_free = ms_conn_free,
                                         .on_stopped = ms_net_stopped};
 
 int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *cfg,

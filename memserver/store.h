@@ -81,6 +81,7 @@ typedef struct store_block {
   int64_t mb_delay_ms, mb_until_ms;
   uint64_t mb_fit_below;
   char *mb_target;     /* the pair's neighbour: server address (owned), block, generation */
+  int32_t mb_target_server; /* its server's id */
   int32_t mb_target_index;
   int64_t mb_target_gen;
   uint32_t mb_rollbacks; /* rollbacks of this pair so far */

@@ -483,7 +483,8 @@ static void test_server_stat_payload_round_trips(void) {
                            .resident = 1ULL << 40,
                            .charged = 12345,
                            .kv_entries = 1000000,
-                           .blocks_in_use = 7},
+                           .blocks_in_use = 7,
+                           .cap_refused = 3},
                      out;
   uint8_t buf[WIRE_SERVER_STAT_SIZE + 8];
   memset(buf, 0xee, sizeof buf);
@@ -492,6 +493,7 @@ static void test_server_stat_payload_round_trips(void) {
   MF_ASSERT_EQ(buf[0], WIRE_ALLOC_STATS_JEMALLOC);
   MF_ASSERT_EQ(buf[8], 0x08);
   MF_ASSERT_EQ(buf[15], 0x01);
+  MF_ASSERT_EQ(buf[48], 3);
   MF_ASSERT_EQ(buf[WIRE_SERVER_STAT_SIZE], 0xee); /* nothing written past the size */
   MF_ASSERT_EQ(wire_server_stat_get(buf, WIRE_SERVER_STAT_SIZE, &out), 0);
   CU_ASSERT(memcmp(&in, &out, sizeof in) == 0);
