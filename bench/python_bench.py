@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -107,6 +108,7 @@ class Daemons:
         self.started: List[Daemon] = []
         self.directory = ""
         self.redis_port = 0
+        self.pids: Dict[str, int] = {}  # the data server of each side
 
     def _start(self, name: str, argv: List[str]) -> Daemon:
         d = Daemon(name, argv, self.work)
@@ -137,6 +139,7 @@ class Daemons:
         ms = self._mayfly("memserver", "memserver/mayfly-memserver",
                           ["--directory", self.directory, "--blocks", str(blocks),
                            "--block-size", str(block_size), "--log-level", "warn"])
+        self.pids["mayfly"] = self.started[-1].proc.pid
         deadline = time.monotonic() + 10
         with mayfly.connect(self.directory) as c:
             while not any(s.address == ms and s.up for s in c.servers()):
@@ -162,6 +165,7 @@ class Daemons:
                 try:
                     redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping()
                     self.redis_port = port
+                    self.pids["redis-py"] = d.proc.pid
                     return
                 except redis.exceptions.ConnectionError:
                     time.sleep(0.02)
@@ -175,6 +179,14 @@ class Daemons:
             print(f"daemon logs kept in {self.work}", file=sys.stderr)
         else:
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far, all its threads
+    (/proc/PID/stat; clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the worker processes ---
@@ -206,51 +218,57 @@ class Worker:
         self.client.close()
         self.r.close()
 
-    def run(self, system: str, op: str, batch: int, keys: List[bytes],
-            lat: array.array) -> None:
-        """Does op on keys (in batches of `batch`, 1: single calls), appending
-        each call's or batch's latency in ns to lat."""
+    @staticmethod
+    def prepare(system: str, op: str, batch: int, keys: List[bytes]) -> list:
+        """The work of run() made ready before the clock starts: the keys for
+        single calls, else the batches (for put_many, dicts of key to value)."""
+        if batch == 1:
+            return keys
+        chunks = [keys[i:i + batch] for i in range(0, len(keys), batch)]
+        if system == "mayfly" and op == "put":
+            return [dict.fromkeys(ch, PUT_VALUE) for ch in chunks]
+        return chunks
+
+    def run(self, system: str, op: str, batch: int, work: list, lat: array.array) -> None:
+        """Does op on the prepared work (single calls when batch is 1),
+        appending each call's or batch's latency in ns to lat."""
         clock = time.perf_counter_ns
         kv, r, p = self.kv, self.r, self.pipe
         v = PUT_VALUE
         t = clock()
         if batch == 1:
             if system == "mayfly" and op == "get":
-                for k in keys:
+                for k in work:
                     kv[k]
                     t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
             elif system == "mayfly":
-                for k in keys:
+                for k in work:
                     kv[k] = v
                     t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
             elif op == "get":
-                for k in keys:
+                for k in work:
                     r.get(k)
                     t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
             else:
-                for k in keys:
+                for k in work:
                     r.set(k, v)
                     t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
-            return
-        chunks = [keys[i:i + batch] for i in range(0, len(keys), batch)]
-        if system == "mayfly" and op == "get":
-            for ch in chunks:
+        elif system == "mayfly" and op == "get":
+            for ch in work:
                 kv.get_many(ch)
                 t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
         elif system == "mayfly":
-            dicts = [dict.fromkeys(ch, v) for ch in chunks]
-            t = clock()
-            for d in dicts:
+            for d in work:
                 kv.put_many(d)
                 t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
         elif op == "get":
-            for ch in chunks:
+            for ch in work:
                 for k in ch:
                     p.get(k)
                 p.execute()
                 t2 = clock(); lat.append(t2 - t); t = t2  # noqa: E702
         else:
-            for ch in chunks:
+            for ch in work:
                 for k in ch:
                     p.set(k, v)
                 p.execute()
@@ -272,7 +290,9 @@ def worker_main(idx: int, nprocs: int, conn, barrier, directory: str, redis_port
                 nkeys: int) -> None:
     """A worker process: connects, then runs the tasks the parent sends
     ((system, op, batch, nops, warm) or None to stop), answering each with
-    ("ok", t0_ns, t1_ns, nops, latencies bytes) or ("error", traceback)."""
+    ("ok", t0_ns, t1_ns, nops, cpu_s, latencies bytes) or ("error", traceback):
+    the times around the timed part, the process's CPU time in it (user and
+    system, all its threads) and each call's or batch's latency in ns."""
     w = None
     try:
         w = Worker(directory, redis_port, nkeys)
@@ -287,15 +307,18 @@ def worker_main(idx: int, nprocs: int, conn, barrier, directory: str, redis_port
             system, op, batch, nops, warm = task
             ks = [w.keys[(pos + i) % nkeys] for i in range(warm + nops)]
             pos = (pos + warm + nops) % nkeys
-            lat = array.array("q")
             w.check(system, ks[:max(batch, 16)])
-            w.run(system, op, batch, ks[:warm], lat)  # warm-up, not timed
+            w.run(system, op, batch, w.prepare(system, op, batch, ks[:warm]),
+                  array.array("q"))  # the warm-up, not timed
+            work = w.prepare(system, op, batch, ks[warm:])
             lat = array.array("q")
             barrier.wait(TASK_TIMEOUT_S)
+            c0 = time.process_time()
             t0 = time.perf_counter_ns()
-            w.run(system, op, batch, ks[warm:], lat)
+            w.run(system, op, batch, work, lat)
             t1 = time.perf_counter_ns()
-            conn.send(("ok", t0, t1, nops, lat.tobytes()))
+            c1 = time.process_time()
+            conn.send(("ok", t0, t1, nops, c1 - c0, lat.tobytes()))
     except BaseException:
         barrier.abort()  # the others stop waiting for this one
         try:
@@ -309,11 +332,13 @@ def worker_main(idx: int, nprocs: int, conn, barrier, directory: str, redis_port
 
 class Pool:
     """nprocs worker processes (spawn: each starts clean and connects on its
-    own) sharing one barrier; run() hands every worker the same task."""
+    own) sharing one barrier with this process (which samples the servers'
+    CPU time when the workers' clocks start); run() hands every worker the
+    same task."""
 
     def __init__(self, nprocs: int, directory: str, redis_port: int, nkeys: int) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.barrier = ctx.Barrier(nprocs)
+        self.barrier = ctx.Barrier(nprocs + 1)  # and this process
         self.procs = []
         self.conns = []
         try:
@@ -346,22 +371,31 @@ class Pool:
                 raise RuntimeError(msg[1])
             yield msg
 
-    def run(self, system: str, op: str, batch: int, nops: int, warm: int
-            ) -> Tuple[float, array.array]:
-        """ops/s of all processes together, and the latencies (ns)."""
+    def run(self, system: str, op: str, batch: int, nops: int, warm: int, server_pid: int
+            ) -> Tuple[float, array.array, float, float]:
+        """ops/s of all processes together, the latencies (ns), and the CPU
+        seconds of the timed part: of the client processes together and of
+        the server (its pid; every thread of it)."""
         share = -(-nops // len(self.procs))  # ceil
         share = -(-share // batch) * batch  # whole batches
         warm = -(-warm // batch) * batch
         for c in self.conns:
             c.send((system, op, batch, share, warm))
-        t0s, t1s, total = [], [], 0
+        try:
+            self.barrier.wait(TASK_TIMEOUT_S)  # with the workers: the clock starts
+        except threading.BrokenBarrierError:
+            pass  # a worker failed; _collect raises its error
+        s0 = cpu_seconds(server_pid)
+        t0s, t1s, total, cpu = [], [], 0, 0.0
         lat = array.array("q")
-        for _, t0, t1, n, raw in self._collect():
+        for _, t0, t1, n, c, raw in self._collect():
             t0s.append(t0)
             t1s.append(t1)
             total += n
+            cpu += c
             lat.frombytes(raw)
-        return total / ((max(t1s) - min(t0s)) / 1e9), lat
+        server = cpu_seconds(server_pid) - s0
+        return total / ((max(t1s) - min(t0s)) / 1e9), lat, cpu, server
 
     def close(self, wait: bool = True) -> None:
         """Stops the workers: asks them and waits (wait), then kills by PID any
@@ -516,15 +550,22 @@ def run(args, daemons: Daemons) -> int:
                     warm = max(nops // 10, batch)
                     rates: Dict[str, List[float]] = {s: [] for s in SYSTEMS}
                     lats: Dict[str, array.array] = {s: array.array("q") for s in SYSTEMS}
+                    cpu = {s: [0.0, 0.0, 0] for s in SYSTEMS}  # client s, server s, ops
                     for rep in range(args.reps):
                         order = SYSTEMS if rep % 2 == 0 else SYSTEMS[::-1]
                         for system in order:
-                            rate, lat = pool.run(system, op, batch, nops, warm)
+                            rate, lat, ccpu, scpu = pool.run(system, op, batch, nops, warm,
+                                                             daemons.pids[system])
                             rates[system].append(rate)
                             lats[system].extend(lat)
+                            cpu[system][0] += ccpu
+                            cpu[system][1] += scpu
+                            cpu[system][2] += len(lat) * batch
                     name = row_name(op, nprocs, batch)
                     results.append((name, batch, rates,
-                                    {s: sorted(lats[s]) for s in SYSTEMS}))
+                                    {s: sorted(lats[s]) for s in SYSTEMS},
+                                    {s: (1e6 * cpu[s][0] / cpu[s][2], 1e6 * cpu[s][1] / cpu[s][2])
+                                     for s in SYSTEMS}))
                     print(f"  {name}: mayfly " + " ".join(f"{x:.0f}" for x in rates["mayfly"])
                           + "; redis-py " + " ".join(f"{x:.0f}" for x in rates["redis-py"]),
                           flush=True)
@@ -543,7 +584,7 @@ def run(args, daemons: Daemons) -> int:
     print(head)
     print("-" * len(head))
     below = []
-    for name, batch, rates, lats in results:
+    for name, batch, rates, lats, _ in results:
         m = statistics.median(rates["mayfly"])
         r = statistics.median(rates["redis-py"])
         per_rep = [a / b for a, b in zip(rates["mayfly"], rates["redis-py"])]
@@ -555,6 +596,17 @@ def run(args, daemons: Daemons) -> int:
             below.append(name)
     print("latency: per call for single calls, per whole batch for batches "
           "(all repetitions and processes)")
+    print()
+    head = (f"{'CPU per operation (us)':<26} {'mayfly client':>13} {'redis-py client':>15} "
+            f"{'memserver':>10} {'redis-server':>12}")
+    print(head)
+    print("-" * len(head))
+    for name, _, _, _, cpu in results:
+        print(f"{name:<26} {cpu['mayfly'][0]:>13.2f} {cpu['redis-py'][0]:>15.2f} "
+              f"{cpu['mayfly'][1]:>10.2f} {cpu['redis-py'][1]:>12.2f}")
+    print("CPU: user + system time of the client processes and of the server over the timed "
+          "parts, all repetitions, divided by the operations (less sensitive to other load "
+          "than ops/s; the server's at clock-tick resolution)")
     print(f"kv splits during the timed part: {splits} (partitions {parts0} before, {parts} after)"
           + ("" if splits == 0 else "  WARNING: splits happened while measuring"))
     print(checked)
