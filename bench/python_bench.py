@@ -22,7 +22,7 @@ per call for single calls and per batch for batches, over every repetition.
 See ../shared/docs/MEASURING.md: ratios within one run are the figures.
 
   /usr/bin/python3 bench/python_bench.py [--ops N] [--batch-ops N] [--procs 1,8]
-      [--batch 16,100] [--reps 5] [--keys N] [--build-dir DIR] [--quick]
+      [--batch 16,100] [--reps 7] [--keys N] [--build-dir DIR] [--quick]
 
 Nothing is pinned. The machines have 2 vCPUs, so 8 processes (and the server)
 oversubscribe them; the output says so.
@@ -580,7 +580,7 @@ def run(args, daemons: Daemons) -> int:
 
     print()
     head = (f"{'row':<26} {'mayfly ops/s':>13} {'redis-py ops/s':>15} {'ratio':>6} "
-            f"{'ratio range':>12}  {'mayfly p50/p99':>16} {'redis-py p50/p99':>17}")
+            f"{'per-rep ratios':>19}  {'mayfly p50/p99':>16} {'redis-py p50/p99':>17}")
     print(head)
     print("-" * len(head))
     below = []
@@ -589,11 +589,14 @@ def run(args, daemons: Daemons) -> int:
         r = statistics.median(rates["redis-py"])
         per_rep = [a / b for a, b in zip(rates["mayfly"], rates["redis-py"])]
         lat_cols = [f"{_pct(lats[s], 0.50):.0f}/{_pct(lats[s], 0.99):.0f} us" for s in SYSTEMS]
-        spread = f"{min(per_rep):.2f}-{max(per_rep):.2f}x"
-        print(f"{name:<26} {m:>13.0f} {r:>15.0f} {m / r:>5.2f}x {spread:>12}  "
+        paired = (f"{statistics.median(per_rep):.2f}x "
+                  f"({min(per_rep):.2f}-{max(per_rep):.2f})")
+        print(f"{name:<26} {m:>13.0f} {r:>15.0f} {m / r:>5.2f}x {paired:>19}  "
               f"{lat_cols[0]:>16} {lat_cols[1]:>17}")
         if m < r:
             below.append(name)
+    print("ratio: of the medians; per-rep ratios: each repetition's pair (run one after the "
+          "other), their median and range")
     print("latency: per call for single calls, per whole batch for batches "
           "(all repetitions and processes)")
     print()
@@ -629,17 +632,17 @@ def parse_list(text: str) -> List[int]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ops", type=int, default=40_000,
+    ap.add_argument("--ops", type=int, default=30_000,
                     help="single calls per row, side and repetition, shared by the processes "
-                         "(default 40000)")
-    ap.add_argument("--batch-ops", type=int, default=400_000,
+                         "(default 30000)")
+    ap.add_argument("--batch-ops", type=int, default=300_000,
                     help="operations (keys) per batch row, side and repetition, shared by the "
-                         "processes (default 400000)")
+                         "processes (default 300000)")
     ap.add_argument("--procs", type=parse_list, default=[1, 8],
                     help="process counts, comma-separated (default 1,8)")
     ap.add_argument("--batch", type=parse_list, default=[16, 100],
                     help="batch sizes, comma-separated (default 16,100)")
-    ap.add_argument("--reps", type=int, default=5, help="repetitions per row and side (default 5)")
+    ap.add_argument("--reps", type=int, default=7, help="repetitions per row and side (default 7)")
     ap.add_argument("--keys", type=int, default=100_000,
                     help="keys preloaded and cycled through (default 100000)")
     ap.add_argument("--build-dir", type=Path,
