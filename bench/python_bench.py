@@ -17,9 +17,12 @@ with 1 process and with 8 (multiprocessing, spawn; each process connects on
 its own; all start at a barrier and do a fixed share of the row's operations;
 throughput is the row's operations over the span from the first start to the
 last end). Each row warms up, then runs --reps repetitions per side,
-alternating which side goes first, and reports the median; p50/p99 latency is
-per call for single calls and per batch for batches, over every repetition.
-See ../shared/docs/MEASURING.md: ratios within one run are the figures.
+alternating which side goes first, and reports the median ops/s of each side,
+their ratio, and the median and range of the per-repetition ratios; p50/p99
+latency is per call for single calls and per batch for batches, over every
+repetition; a second table gives the CPU time per operation of the client
+processes and of each server. The run ends by reading every key back on both
+sides. See ../shared/docs/MEASURING.md: ratios within one run are the figures.
 
   /usr/bin/python3 bench/python_bench.py [--ops N] [--batch-ops N] [--procs 1,8]
       [--batch 16,100] [--reps 7] [--keys N] [--build-dir DIR] [--quick]
@@ -504,6 +507,9 @@ def row_name(op: str, nprocs: int, batch: int) -> str:
 
 
 def run(args, daemons: Daemons) -> int:
+    """The whole benchmark on daemons it starts through `daemons`; prints the
+    header, a line per row as it completes, then the tables. Returns 0 (a
+    failure raises)."""
     import mayfly
     import redis
     nkeys = args.keys
