@@ -9,11 +9,13 @@
 #include "memserver/internal.h"
 
 /* The directory answered ms_control_verify: adopt the block (a newer
- * generation moves the pops waiting on the old one) and serve what was
- * parked for it. A block the directory says is lost (its data died with an
- * earlier incarnation of this server) is never adopted: what was parked for
- * it is answered MAYFLY_ELOST, and so is every later request, each asking
- * again, so an empty block is never served in its place. */
+ * generation moves the pops waiting on the old one, and answers the
+ * requests held for the old one's repartition, which its release, still to
+ * come in a heartbeat reply, no longer reaches) and serve what was parked
+ * for it. A block the directory says is lost (its data died with an earlier
+ * incarnation of this server) is never adopted: what was parked for it is
+ * answered MAYFLY_ELOST, and so is every later request, each asking again,
+ * so an empty block is never served in its place. */
 static void on_verified(ms_server_t *s, const ms_event_t *e) {
   store_t *st = s->store;
   if (e->status == 0 && e->allocated && e->lost) {
@@ -24,7 +26,10 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
   }
   if (e->status == 0 && e->allocated) {
     store_block_t *b = &st->blocks[e->index];
-    if (e->generation > b->generation) ms__wake_all(b, MAYFLY_EMOVED);
+    if (e->generation > b->generation) {
+      ms__wake_all(b, MAYFLY_EMOVED);
+      ms__replay_held(b, MAYFLY_EMOVED);
+    }
     store_adopt(st, e->index, e->generation, (store_kind_t)e->kind, e->lo, e->hi);
     if (b->generation == e->generation) {
       b->high_wm = e->high_wm > 0 ? e->high_wm : STORE_HIGH_WM_DEFAULT;
@@ -39,12 +44,17 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
   ms__replay_parked(s, e->index, e->status == 0 ? 0 : MAYFLY_EIO);
 }
 
-/* The directory freed (index, generation): everything waiting on it moves. */
+/* The directory freed (index, generation): everything waiting on it moves.
+ * A release that comes after the block was adopted by a newer owner
+ * (on_verified answered the old owner's waiting requests then) leaves the
+ * new owner's alone. */
 static void on_release(ms_server_t *s, const ms_event_t *e) {
   store_t *st = s->store;
   if (e->index < 0 || e->index >= st->nblocks) return;
-  ms__wake_all(&st->blocks[e->index], MAYFLY_EMOVED);
-  ms__replay_held(&st->blocks[e->index], MAYFLY_EMOVED);
+  store_block_t *b = &st->blocks[e->index];
+  if (e->generation < b->generation) return;
+  ms__wake_all(b, MAYFLY_EMOVED);
+  ms__replay_held(b, MAYFLY_EMOVED);
   if (store_release(st, e->index, e->generation)) {
     MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
   }

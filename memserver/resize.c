@@ -115,7 +115,8 @@ void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
   if (!split && !merge) return;
   int32_t id = ms_control_server_id(s->ctl);
   int64_t now = mf_now_ms();
-  if (id == 0 || now < b->rp_retry_ms || (merge && merge_waits(b, now))) {
+  if (id == 0 || now < b->rp_retry_ms ||
+      (merge && (now < b->rp_merge_retry_ms || merge_waits(b, now)))) {
     g_hash_table_add(s->rp_retry, GINT_TO_POINTER(b->index));
     return;
   }
@@ -202,7 +203,7 @@ static void rp_after(uv_work_t *req, int status) {
     if (step == STORE_RP_PLANNING) {
       /* Refused: busy partitions (EAGAIN) are retried soon; no room or the
        * quota (EQUOTA, ENOSPC) make full puts fail with that reason for a while. */
-      if (rc == MAYFLY_EQUOTA || rc == MAYFLY_ENOSPC || rc == MAYFLY_ENOSERVERS) {
+      if (!job->merge && (rc == MAYFLY_EQUOTA || rc == MAYFLY_ENOSPC || rc == MAYFLY_ENOSERVERS)) {
         b->rp_refused = rc;
       }
       if (job->not_begun) {
@@ -217,11 +218,17 @@ static void rp_after(uv_work_t *req, int status) {
     }
     /* Busy partitions free up soon; a merge refused for good (EINVAL: no
      * neighbour, the namespace's initial partitions; ELOST: the neighbour
-     * is lost) waits for long. */
+     * is lost) waits for long. A merge's wait holds back merges only: the
+     * block may fill up meanwhile, and a put that finds it full is held
+     * until a split makes room, which must not wait for this. */
     int64_t later = rc == MAYFLY_EAGAIN || rc == MAYFLY_EMOVED ? 20
                     : (rc == MAYFLY_EINVAL || rc == MAYFLY_ELOST) && job->merge ? 10000
                                                           : 1000;
-    b->rp_retry_ms = mf_now_ms() + later;
+    if (job->merge) {
+      b->rp_merge_retry_ms = mf_now_ms() + later;
+    } else {
+      b->rp_retry_ms = mf_now_ms() + later;
+    }
     rp_finish(s, b, job, 0);
     return;
   }
@@ -274,6 +281,8 @@ void ms__rp_scan(uv_timer_t *t) {
       g_hash_table_add(s->rp_retry, k); /* not yet */
       continue;
     }
+    /* A merge still waiting (rp_merge_retry_ms, backoff) is put back by
+     * ms__rp_consider; a split may begin now. */
     b->rp_refused = 0;
     ms__rp_consider(s, b, b->held != NULL);
   }

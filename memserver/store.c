@@ -51,6 +51,9 @@ static void clear_block(store_t *s, store_block_t *b) {
   b->rp_moving = NULL;
   b->rp_job = NULL;
   b->rp_charge = 0;
+  /* The waits after a refused repartition were the previous owner's: its
+   * partition (and the reason it could not split or merge) is gone. */
+  b->rp_retry_ms = b->rp_merge_retry_ms = 0;
   b->rp_refused = 0;
   b->mb_delay_ms = b->mb_until_ms = 0;
   b->mb_fit_below = 0;

@@ -70,7 +70,12 @@ typedef struct store_block {
   uint64_t rp_charge;    /* what they are charged to this block */
   void *rp_job;
   void *held;            /* requests held until the repartition ends (server's) */
-  int64_t rp_retry_ms;   /* no new repartition before this (monotonic ms) */
+  /* No new repartition before rp_retry_ms, and no new merge before
+   * rp_merge_retry_ms (monotonic ms): a refused or failed split waits for
+   * the first, a refused or failed merge for the second only, so a merge
+   * refused for good (10 s) never keeps a block that fills up from
+   * splitting. Both belong to the block's owner: a new owner starts with 0. */
+  int64_t rp_retry_ms, rp_merge_retry_ms;
   int rp_refused;        /* why the last split was refused (EQUOTA, ENOSPC), until rp_retry_ms */
   /* Merge backoff (resize.c): after a merge of this block into a neighbour
    * rolled back, no merge is tried again before mb_until_ms unless the fill

@@ -9,11 +9,13 @@ packages=(
   thrift-compiler libthrift-c-glib-dev
   libuv1-dev libglib2.0-dev libjson-glib-dev
   libjemalloc-dev libcunit1-dev libsodium-dev
-  python3 python3-pytest redis-server iproute2
+  python3 python3-pytest python3-redis redis-server iproute2
 )
 # libsodium-dev signs and checks capabilities and the cluster handshake
 # (common/auth.c);
 # python3-pytest runs the Python binding's tests (python/tests);
+# python3-redis (redis-py) is the anchor client of bench/python_bench.py, which
+# measures the Python binding against it on the same redis-server;
 # redis-server is the anchor of the benchmarks (and their smoke tests);
 # iproute2 (ip, tc) builds the network namespace of test_client_blackhole.
 # Extra packages callers may ask for (e.g. gnuplot-nox for the chart).

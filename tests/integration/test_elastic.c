@@ -35,9 +35,10 @@ static int64_t now_ms(void) {
 }
 
 /* A directory (heartbeats every 200 ms, servers marked down after
- * hb_timeout) and nms memory servers of `blocks` x `block_size`. */
-static int cluster_start(cluster_t *cl, int nms, int blocks, const char *block_size,
-                         const char *hb_timeout) {
+ * hb_timeout) and nms memory servers of `blocks` x `block_size`, logging at
+ * `log_level` (NULL: their default). */
+static int cluster_start_logging(cluster_t *cl, int nms, int blocks, const char *block_size,
+                                 const char *hb_timeout, const char *log_level) {
   memset(cl, 0, sizeof *cl);
   cl->dir = mf_start_directory("--heartbeat-ms", "200", "--heartbeat-timeout-ms", hb_timeout,
                                NULL);
@@ -46,7 +47,9 @@ static int cluster_start(cluster_t *cl, int nms, int blocks, const char *block_s
     return -1;
   }
   for (int i = 0; i < nms; i++) {
-    cl->ms[i] = mf_start_memserver(cl->dir, blocks, block_size, NULL);
+    cl->ms[i] = log_level != NULL ? mf_start_memserver(cl->dir, blocks, block_size,
+                                                       "--log-level", log_level, NULL)
+                                  : mf_start_memserver(cl->dir, blocks, block_size, NULL);
     if (cl->ms[i] == NULL) {
       CU_FAIL("a memory server did not start");
       return -1;
@@ -57,6 +60,11 @@ static int cluster_start(cluster_t *cl, int nms, int blocks, const char *block_s
   int rc = mayfly_connect(cl->dir->address, &o, &cl->c);
   MF_ASSERT_EQ(rc, 0);
   return rc;
+}
+
+static int cluster_start(cluster_t *cl, int nms, int blocks, const char *block_size,
+                         const char *hb_timeout) {
+  return cluster_start_logging(cl, nms, blocks, block_size, hb_timeout, NULL);
 }
 
 static void cluster_stop(cluster_t *cl) {
@@ -520,6 +528,147 @@ out:
   cluster_stop(&cl);
 }
 
+/* Regression: a merge refused for good (a namespace keeps the partitions it
+ * was created with) kept its block from repartitioning at all for 10 s, so
+ * a put that found the block full was held for a split that could not begin
+ * until then: past the client's timeout. The memory server kept that wait
+ * across a block's reuse too, so a namespace that got the block of a removed
+ * one stalled the same way (the Python tests' put_many batches went
+ * unanswered for 5 to 10 s). */
+#define STALL_KEYS 600
+#define STALL_BATCH 50
+
+/* A client whose calls give up after 3 s: well under the 10 s a merge
+ * refused for good waits, well over a split of a 256 KiB block. */
+static mayfly_client_t *short_client(const cluster_t *cl) {
+  mayfly_options_t o = {.timeout_ms = 3000};
+  mayfly_client_t *c = NULL;
+  MF_ASSERT_EQ(mayfly_connect(cl->dir->address, &o, &c), 0);
+  return c;
+}
+
+/* Puts and deletes a few keys in a kv namespace of 2 initial partitions, so
+ * each partition falls under its low watermark and asks for a merge, which
+ * the directory refuses; waits (up to 10 s) until the memory server logged
+ * both refusals. Returns 0 when it did. */
+static int refuse_merges(const cluster_t *cl, mayfly_ns_t *ns) {
+  char key[32], val[VALUE_LEN];
+  int errors = 0, in_half[2] = {0, 0};
+  /* Three keys in each half of the slot space (each initial partition). */
+  for (int i = 1000000; in_half[0] < 3 || in_half[1] < 3; i++) {
+    key_of(i, key, sizeof key);
+    int half = wire_kv_slot(key, strlen(key)) >= WIRE_KV_SLOTS / 2;
+    if (in_half[half] >= 3) continue;
+    in_half[half]++;
+    value_of(i, val);
+    errors += mayfly_kv_put(ns, key, strlen(key), val, VALUE_LEN) != 0;
+    errors += mayfly_kv_delete(ns, key, strlen(key)) != 0;
+  }
+  MF_ASSERT_EQ(errors, 0);
+  int refused = 0;
+  for (int64_t until = now_ms() + 10000; now_ms() < until; mf_sleep_ms(20)) {
+    refused = mf_log_count(cl->ms[0], "merge refused");
+    if (refused >= 2) break;
+  }
+  MF_ASSERT_EQ(refused, 2);
+  return refused == 2 ? 0 : -1;
+}
+
+/* Puts keys [0, STALL_KEYS) in batches of STALL_BATCH; returns how many
+ * batches failed (each failure printed). */
+static int put_batches(mayfly_ns_t *ns) {
+  static char keys[STALL_KEYS][32], vals[STALL_KEYS][VALUE_LEN];
+  const void *kp[STALL_BATCH], *vp[STALL_BATCH];
+  size_t kl[STALL_BATCH], vl[STALL_BATCH];
+  int rcs[STALL_BATCH], failed = 0;
+  for (int i = 0; i < STALL_KEYS; i += STALL_BATCH) {
+    for (int j = 0; j < STALL_BATCH; j++) {
+      key_of(i + j, keys[i + j], sizeof keys[0]);
+      value_of(i + j, vals[i + j]);
+      kp[j] = keys[i + j];
+      kl[j] = strlen(keys[i + j]);
+      vp[j] = vals[i + j];
+      vl[j] = VALUE_LEN;
+    }
+    int64_t t0 = now_ms();
+    int rc = mayfly_kv_put_batch(ns, STALL_BATCH, kp, kl, vp, vl, rcs);
+    if (rc != 0) {
+      int bad = 0;
+      for (int j = 0; j < STALL_BATCH; j++) bad += rcs[j] != 0;
+      fprintf(stderr, "  batch of keys %d..%d: %s (%d of %d keys) after %lld ms\n", i,
+              i + STALL_BATCH - 1, mayfly_strerror(rc), bad, STALL_BATCH,
+              (long long)(now_ms() - t0));
+      failed++;
+    }
+  }
+  return failed;
+}
+
+/* A partition whose merge was refused for good fills up: its split is not
+ * held back by the refusal, every batch of puts is answered in time and
+ * every key reads back. */
+static void test_refused_merge_does_not_hold_back_a_split(void) {
+  cluster_t cl;
+  mayfly_client_t *c = NULL;
+  if (cluster_start_logging(&cl, 1, 16, "256KiB", "5000", "debug") != 0) goto out;
+  c = short_client(&cl);
+  if (c == NULL) goto out;
+  const char *path = "/job/elastic/refused";
+  mayfly_create_options_t o = {.blocks = 2};
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, path, MAYFLY_KIND_KV, &o, &ns), 0);
+  if (ns == NULL) goto out;
+  if (refuse_merges(&cl, ns) != 0) goto unmount;
+  /* About 660 KB: each of the two 256 KiB partitions must split. */
+  MF_ASSERT_EQ(put_batches(ns), 0);
+  CU_ASSERT(partitions(&cl, path, NULL) >= 4);
+  MF_ASSERT_EQ(check_range(ns, 0, STALL_KEYS), 0);
+unmount:
+  mayfly_unmount(ns);
+out:
+  mayfly_disconnect(c);
+  cluster_stop(&cl);
+}
+
+/* The blocks of a removed kv namespace whose merges were refused go to a new
+ * kv namespace (the allocator hands out the last freed block first): the
+ * new owner's splits do not wait for the old owner's refusal, every batch is
+ * answered in time and every key reads back. */
+static void test_reused_block_splits_at_once(void) {
+  cluster_t cl;
+  mayfly_client_t *c = NULL;
+  if (cluster_start_logging(&cl, 1, 16, "256KiB", "5000", "debug") != 0) goto out;
+  c = short_client(&cl);
+  if (c == NULL) goto out;
+  mayfly_create_options_t o = {.blocks = 2};
+  mayfly_ns_t *old = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, "/job/elastic/old", MAYFLY_KIND_KV, &o, &old), 0);
+  if (old == NULL) goto out;
+  int refused = refuse_merges(&cl, old);
+  mayfly_unmount(old);
+  if (refused != 0) goto out;
+  MF_ASSERT_EQ(mayfly_remove(c, "/job/elastic/old", 0), 0);
+  const char *path = "/job/elastic/new";
+  mayfly_ns_t *ns = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, path, MAYFLY_KIND_KV, NULL, &ns), 0);
+  if (ns == NULL) goto out;
+  mayfly_stat_t *st = NULL;
+  MF_ASSERT_EQ(mayfly_stat(c, path, &st), 0);
+  if (st != NULL) {
+    /* Block 0 or 1: one of the removed namespace's. */
+    MF_ASSERT_EQ(st->npartitions, 1);
+    CU_ASSERT(st->npartitions == 1 && st->partitions[0].block_index < 2);
+    mayfly_stat_free(st);
+  }
+  MF_ASSERT_EQ(put_batches(ns), 0);
+  CU_ASSERT(partitions(&cl, path, NULL) >= 3);
+  MF_ASSERT_EQ(check_range(ns, 0, STALL_KEYS), 0);
+  mayfly_unmount(ns);
+out:
+  mayfly_disconnect(c);
+  cluster_stop(&cl);
+}
+
 static const mf_test_t tests[] = {
     {"kv grows past 16 partitions and merges back while 4 readers check every value",
      test_kv_grows_and_shrinks_under_readers},
@@ -530,6 +679,10 @@ static const mf_test_t tests[] = {
     {"truncate shrinks a file and returns its blocks", test_truncate_returns_blocks},
     {"heavy deletes merge a namespace back without a storm of rollbacks",
      test_heavy_deletes_merge_without_a_rollback_storm},
+    {"a kv partition whose merge was refused splits when it fills; every batch is answered",
+     test_refused_merge_does_not_hold_back_a_split},
+    {"a reused block of a removed kv namespace splits at once for its new owner",
+     test_reused_block_splits_at_once},
     {NULL, NULL}};
 
 int main(void) {

@@ -306,6 +306,28 @@ static void test_a_newer_owner_replaces_the_old_one_empty(void) {
   }
 }
 
+/* Regression: the wait after a refused repartition (10 s for a merge the
+ * directory refuses for good) outlived its owner, so the next namespace
+ * given the block could not split it for that long and its puts, held
+ * until a split made room, timed out. A new owner, by release then adopt
+ * or by adopting over the old one, starts with no wait and no refusal. */
+static void test_a_new_owner_starts_with_no_repartition_wait(void) {
+  for (int released = 0; released < 2; released++) {
+    store_t s;
+    fresh(&s);
+    store_block_t *b = own(&s, 2, 1, STORE_KV);
+    b->rp_retry_ms = b->rp_merge_retry_ms = INT64_MAX;
+    b->rp_refused = MAYFLY_EQUOTA;
+    if (released) MF_ASSERT_EQ(store_release(&s, 2, 1), 1);
+    b = own(&s, 2, 2, STORE_KV);
+    MF_ASSERT_EQ(b->rp_retry_ms, 0);
+    MF_ASSERT_EQ(b->rp_merge_retry_ms, 0);
+    MF_ASSERT_EQ(b->rp_refused, 0);
+    MF_ASSERT_EQ(b->rp_state, STORE_RP_IDLE);
+    store_free(&s);
+  }
+}
+
 static void test_counts_blocks_in_use_and_the_highest_generation(void) {
   store_t s;
   fresh(&s);
@@ -1900,6 +1922,8 @@ int main(void) {
        test_release_of_an_older_generation_keeps_the_owner},
       {"adopt of an older generation is ignored", test_adopt_of_an_older_generation_is_ignored},
       {"a newer owner replaces the old one, empty", test_a_newer_owner_replaces_the_old_one_empty},
+      {"a new owner starts with no repartition wait",
+       test_a_new_owner_starts_with_no_repartition_wait},
       {"counts blocks in use and the highest generation",
        test_counts_blocks_in_use_and_the_highest_generation},
       {"file: reads back what was written at offsets",
