@@ -144,16 +144,28 @@ static pid_t spawn(const bench_opts_t *o, const char *rel, const char *const *ar
 
 pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blocks,
                             const char *block_size) {
+  return bench_memserver_spawn(o, d, blocks, block_size, NULL);
+}
+
+pid_t bench_memserver_spawn(const bench_opts_t *o, const bench_dir_t *d, int blocks,
+                            const char *block_size, const char *const *extra) {
   char nb[16];
   snprintf(nb, sizeof nb, "%d", blocks);
-  const char *args[] = {"--directory", d->address, "--blocks", nb, "--block-size", block_size,
-                        NULL};
+  GPtrArray *args = g_ptr_array_new();
+  const char *own[] = {"--directory", d->address, "--blocks", nb, "--block-size", block_size};
+  for (size_t i = 0; i < G_N_ELEMENTS(own); i++) g_ptr_array_add(args, (gpointer)own[i]);
+  for (const char *const *a = extra; a != NULL && *a != NULL; a++) {
+    g_ptr_array_add(args, (gpointer)*a);
+  }
+  g_ptr_array_add(args, NULL);
   int port;
-  pid_t pid = spawn(o, "memserver/mayfly-memserver", args, 5, &port);
+  pid_t pid = spawn(o, "memserver/mayfly-memserver", (const char *const *)args->pdata, 5, &port);
+  g_ptr_array_free(args, TRUE);
   if (pid < 0) return -1;
   /* Registered once the directory counts it. */
   mayfly_client_t *c = NULL;
-  if (mayfly_connect(d->address, NULL, &c) == 0) {
+  mayfly_options_t co = {.token = o->token};
+  if (mayfly_connect(d->address, &co, &c) == 0) {
     for (int i = 0; i < 500; i++) {
       mayfly_dir_stats_t st;
       if (mayfly_dir_stats(c, &st) == 0 && st.servers_up > 0) break;
@@ -272,6 +284,7 @@ static int usage(void) {
           "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
           "  elastic   kv splits under load: time, MB/s moved, get latency while splitting\n"
           "  compare   the same workloads against Mayfly and Redis side by side\n"
+          "  (data --auth, compare --auth: kv get with authentication off and on)\n"
           "  memory    bytes per kv entry (allocator and RSS), Mayfly and Redis\n"
           "run 'mayfly-bench SUBCOMMAND --help' for options\n");
   return 2;
@@ -333,6 +346,11 @@ int main(int argc, char **argv) {
        "afterwards) beside the in-memory one, and time its recovery", "DIR"},
       {"keep", 0, 0, G_OPTION_ARG_NONE, &o.keep,
        "control: keep the data directories under --data-dir", NULL},
+      {"auth", 0, 0, G_OPTION_ARG_NONE, &o.auth,
+       "data, compare: instead of the usual rows, kv get at 16 clients (or --clients), "
+       "pipeline 1 and 16, against an open cluster and one with a cluster key and tenants "
+       "(capabilities checked), alternately, with the on/off ratios",
+       NULL},
       {"recovery-namespaces", 0, 0, G_OPTION_ARG_STRING, &o.recovery,
        "control --data-dir: namespace counts to time recovery at (default 10000,100000; "
        "0 skips)", "N,N"},
@@ -358,7 +376,7 @@ int main(int argc, char **argv) {
     sched_setaffinity(0, sizeof set, &set);
   }
   signal(SIGPIPE, SIG_IGN);
-  int rc = run(&o);
+  int rc = o.auth && (run == bench_data || run == bench_compare) ? bench_auth(&o) : run(&o);
   g_free(o.directory);
   g_free(o.loader);
   g_free(o.workload);

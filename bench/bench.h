@@ -25,6 +25,8 @@ typedef struct bench_opts {
   char *data_dir;   /* control: also run a durable directory with its data under here */
   int keep;         /* control: keep the data directories under data_dir */
   char *recovery;   /* control --data-dir: namespace counts for recovery ("10000,100000") */
+  int auth;         /* data, compare: kv get with authentication off and on (bench_auth) */
+  const char *token; /* the tenant token the bench's clients log in with; NULL: none */
 } bench_opts_t;
 
 /* One measured row. */
@@ -74,6 +76,10 @@ void bench_dir_kill(bench_dir_t *d);
  * (stop with bench_proc_stop) or -1. */
 pid_t bench_memserver_start(const bench_opts_t *o, const bench_dir_t *d, int blocks,
                             const char *block_size);
+/* As bench_memserver_start, with the NULL-terminated flags `extra` (may be
+ * NULL) after the bench's own. */
+pid_t bench_memserver_spawn(const bench_opts_t *o, const bench_dir_t *d, int blocks,
+                            const char *block_size, const char *const *extra);
 void bench_proc_stop(pid_t pid);
 
 /* A free TCP port on 127.0.0.1 (compare.c). */
@@ -84,6 +90,12 @@ int bench_free_port(void);
 pid_t bench_redis_start(int port);
 
 int bench_data(bench_opts_t *o);
+/* data --auth and compare --auth: kv get throughput at 16 clients (or
+ * --clients), pipeline 1 and 16, against an open cluster and one with a
+ * cluster key and tenants (capabilities checked on every request), both
+ * started for the run and measured alternately; prints the rows and the
+ * on/off ratios. Returns the exit code. */
+int bench_auth(bench_opts_t *o);
 int bench_memory(bench_opts_t *o);
 int bench_compare(bench_opts_t *o);
 int bench_elastic(bench_opts_t *o);

@@ -8,10 +8,18 @@
  *   kv put / kv get     --value-size bytes (default 64) over 10,000 keys per client
  *   queue push / pop    the same size, one shared queue
  *   file write / read   1 MiB per operation, 1 and 4 clients, reported in GB/s too
+ *
+ * With --auth (bench_auth) it measures instead what authentication costs the
+ * data plane: kv get against an open cluster and against one with a cluster
+ * key and a tenants file (every request carries a capability the memory
+ * server checks), in the same run.
  */
+#include <glib/gstdio.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "client/mayfly.h"
@@ -105,9 +113,40 @@ done:
   return NULL;
 }
 
-/* Runs one workload with `clients` clients of `threads` threads each. */
-static int run(const bench_opts_t *o, const char *address, const char *path, mayfly_kind_t kind,
-               int blocks, work_t work, int clients, const char *name, GArray *rows) {
+/* CPU time a process has used, in microseconds (/proc/PID/stat utime +
+ * stime), or -1. */
+static double proc_cpu_us(pid_t pid) {
+  char path[64], *txt = NULL;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  if (!g_file_get_contents(path, &txt, NULL, NULL)) return -1;
+  /* Fields after the command (which may hold spaces) start past its ')'. */
+  const char *p = strrchr(txt, ')');
+  unsigned long long ut = 0, st = 0;
+  int ok = p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                               &ut, &st) == 2;
+  g_free(txt);
+  return ok ? (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK) : -1;
+}
+
+/* This process's CPU time (every thread), in microseconds. */
+static double self_cpu_us(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* CPU spent while the workers ran (the clock running, not their set-up). */
+typedef struct {
+  pid_t server; /* the memory server to account, 0: none */
+  double server_us, client_us;
+} cpu_use_t;
+
+/* Runs one workload with `clients` clients of `threads` threads each; with
+ * cpu (may be NULL), also what the memory server and this process spent. */
+static int run_cpu(const bench_opts_t *o, const char *address, const char *path,
+                   mayfly_kind_t kind, int blocks, work_t work, int clients, const char *name,
+                   GArray *rows, cpu_use_t *cpu) {
   int threads = o->pipeline > 0 ? o->pipeline : 1;
   int n = clients * threads;
   mayfly_client_t **cl = g_new0(mayfly_client_t *, clients);
@@ -116,10 +155,13 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
   pthread_t *th = g_new(pthread_t, n);
   int failed = 0;
   pthread_barrier_t ready;
-  pthread_barrier_init(&ready, NULL, (unsigned)n);
+  /* With cpu, this thread waits at the barrier too, to read the clocks
+   * when the workers start. */
+  pthread_barrier_init(&ready, NULL, (unsigned)n + (cpu != NULL));
   for (int c = 0; c < clients && !failed; c++) {
     mayfly_create_options_t co = {.blocks = blocks};
-    failed = mayfly_connect(address, NULL, &cl[c]) != 0 ||
+    mayfly_options_t copts = {.token = o->token};
+    failed = mayfly_connect(address, &copts, &cl[c]) != 0 ||
              mayfly_mount(cl[c], path, kind, &co, &ns[c]) != 0;
   }
   if (failed) {
@@ -130,6 +172,12 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
                       .thread = i % threads, .threads = threads};
     bench_lat_init(&w[i].lat);
     pthread_create(&th[i], NULL, run_worker, &w[i]);
+  }
+  double s0 = 0, c0 = 0;
+  if (cpu != NULL && !failed) {
+    pthread_barrier_wait(&ready);
+    s0 = proc_cpu_us(cpu->server);
+    c0 = self_cpu_us();
   }
   bench_lat_t all;
   bench_lat_init(&all);
@@ -145,6 +193,10 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
     bench_lat_free(&w[i].lat);
     start = MIN(start, w[i].started);
     end = MAX(end, w[i].finished);
+  }
+  if (cpu != NULL && !failed) {
+    cpu->server_us = proc_cpu_us(cpu->server) - s0;
+    cpu->client_us = self_cpu_us() - c0;
   }
   if (!failed) {
     int file = work == W_FILE_READ || work == W_FILE_WRITE;
@@ -179,6 +231,11 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
             mayfly_strerror(last));
   }
   return failed || errors ? -1 : 0;
+}
+
+static int run(const bench_opts_t *o, const char *address, const char *path, mayfly_kind_t kind,
+               int blocks, work_t work, int clients, const char *name, GArray *rows) {
+  return run_cpu(o, address, path, kind, blocks, work, clients, name, rows, NULL);
 }
 
 int bench_data(bench_opts_t *o) {
@@ -232,5 +289,126 @@ int bench_data(bench_opts_t *o) {
   g_array_free(rows, TRUE);
   bench_proc_stop(ms);
   bench_dir_stop(&d);
+  return failed ? 1 : 0;
+}
+
+/* --- authentication on and off (--auth) --- */
+
+#define AUTH_ROUNDS 3
+
+/* Writes text to dir/name (mode 0600); returns the path (g_free) or NULL. */
+static char *write_private(const char *dir, const char *name, const char *text) {
+  char *path = g_build_filename(dir, name, NULL);
+  GError *err = NULL;
+  if (!g_file_set_contents(path, text, -1, &err) || g_chmod(path, 0600) != 0) {
+    fprintf(stderr, "mayfly-bench: %s: %s\n", path, err ? err->message : "chmod failed");
+    if (err) g_error_free(err);
+    g_free(path);
+    return NULL;
+  }
+  return path;
+}
+
+/* n random bytes as hexadecimal (a throwaway key or token for the run). */
+static char *random_hex(size_t n) {
+  GString *s = g_string_new(NULL);
+  for (size_t i = 0; i < n; i++) g_string_append_printf(s, "%02x", g_random_int_range(0, 256));
+  return g_string_free(s, FALSE);
+}
+
+int bench_auth(bench_opts_t *o) {
+  if (o->directory != NULL) {
+    fprintf(stderr, "mayfly-bench: --auth starts its own two clusters (drop --directory)\n");
+    return 2;
+  }
+  if (o->value_size <= 0) o->value_size = 64;
+  int clients = o->clients > 0 ? o->clients : 16;
+  char *tmp = g_dir_make_tmp("mayfly-bench-auth-XXXXXX", NULL);
+  char *key = random_hex(32), *token = random_hex(16);
+  char *tenants_text = g_strdup_printf("[tenant bench]\ntoken = %s\nprefix = /\nadmin = true\n",
+                                       token);
+  char *key_file = tmp ? write_private(tmp, "cluster.key", key) : NULL;
+  char *tenants_file = tmp ? write_private(tmp, "tenants.ini", tenants_text) : NULL;
+  bench_dir_t off = {0}, on = {0};
+  pid_t ms_off = -1, ms_on = -1;
+  int failed = key_file == NULL || tenants_file == NULL;
+  if (!failed) {
+    const char *dflags[] = {"--tenants", tenants_file, "--cluster-key-file", key_file, NULL};
+    const char *mflags[] = {"--cluster-key-file", key_file, NULL};
+    failed = bench_dir_spawn(o, NULL, 5, &off) != 0 ||
+             (ms_off = bench_memserver_start(o, &off, 64, "64MiB")) < 0 ||
+             bench_dir_spawn(o, dflags, 5, &on) != 0;
+    if (!failed) {
+      bench_opts_t admin = *o;
+      admin.token = token;
+      failed = (ms_on = bench_memserver_spawn(&admin, &on, 64, "64MiB", mflags)) < 0;
+    }
+  }
+  GArray *rows = g_array_new(FALSE, TRUE, sizeof(bench_row_t));
+  const int pipelines[2] = {16, 1};
+  double sum[2][2] = {{0}}; /* [pipeline][auth] ops/s over the rounds */
+  /* CPU microseconds per get over the rounds, [pipeline][auth]: the memory
+   * server's and this process's (the clients'), steadier than throughput on
+   * a machine others load too. */
+  double srv[2][2] = {{0}}, cli[2][2] = {{0}}, nops[2][2] = {{0}};
+  for (int p = 0; p < 2 && !failed; p++) {
+    /* Off and on alternate, in the other order every second round, so a
+     * drift of the machine weighs on both sides alike. */
+    for (int round = 0; round < AUTH_ROUNDS && !failed; round++) {
+      for (int k = 0; k < 2 && !failed; k++) {
+        int auth = (k + round) % 2;
+        bench_opts_t r = *o;
+        r.pipeline = pipelines[p];
+        r.token = auth ? token : NULL;
+        char name[96];
+        snprintf(name, sizeof name, "kv get %dB P%d auth %s", o->value_size, pipelines[p],
+                 auth ? "on" : "off");
+        cpu_use_t cpu = {.server = auth ? ms_on : ms_off};
+        failed |= run_cpu(&r, auth ? on.address : off.address, "/bench/kv", MAYFLY_KIND_KV, 4,
+                          W_KV_GET, clients, name, rows, &cpu);
+        if (!failed) {
+          const bench_row_t *row = &g_array_index(rows, bench_row_t, rows->len - 1);
+          sum[p][auth] += row->ops_per_s;
+          srv[p][auth] += cpu.server_us;
+          cli[p][auth] += cpu.client_us;
+          nops[p][auth] += (double)row->ops;
+        }
+      }
+    }
+  }
+  if (!failed) {
+    bench_print(o, "data --auth", rows);
+    for (int p = 0; p < 2 && !o->json; p++) {
+      double ratio = sum[p][0] > 0 ? sum[p][1] / sum[p][0] : 0;
+      printf("%skv get %dB, %d clients, pipeline %d: auth on/off %.3f (%+.1f%%), mean of %d "
+             "rounds: off %.0f ops/s, on %.0f ops/s\n",
+             p == 0 && !o->json && !o->csv ? "\n" : "", o->value_size, clients, pipelines[p],
+             ratio, (ratio - 1) * 100, AUTH_ROUNDS, sum[p][0] / AUTH_ROUNDS,
+             sum[p][1] / AUTH_ROUNDS);
+      double s_off = srv[p][0] / nops[p][0], s_on = srv[p][1] / nops[p][1];
+      double c_off = cli[p][0] / nops[p][0], c_on = cli[p][1] / nops[p][1];
+      printf("  CPU per get: memory server %.2f -> %.2f us (%+.1f%%), clients %.2f -> %.2f us "
+             "(%+.1f%%)\n",
+             s_off, s_on, (s_on / s_off - 1) * 100, c_off, c_on, (c_on / c_off - 1) * 100);
+    }
+  }
+  for (guint i = 0; i < rows->len; i++) {
+    g_free(g_array_index(rows, bench_row_t, i).name);
+    g_free(g_array_index(rows, bench_row_t, i).unit);
+  }
+  g_array_free(rows, TRUE);
+  if (ms_on > 0) bench_proc_stop(ms_on);
+  if (ms_off > 0) bench_proc_stop(ms_off);
+  bench_dir_stop(&on);
+  bench_dir_stop(&off);
+  if (key_file) g_unlink(key_file);
+  if (tenants_file) g_unlink(tenants_file);
+  if (tmp) g_rmdir(tmp);
+  g_free(key_file);
+  g_free(tenants_file);
+  g_free(tmp);
+  g_free(key);
+  g_free(token);
+  g_free(tenants_text);
   return failed ? 1 : 0;
 }

@@ -1,7 +1,7 @@
 /*
  * mayfly: the admin and scripting CLI, built on libmayfly.
  *
- *   mayfly [--directory HOST:PORT] [--json] [--timeout MS] COMMAND [ARGS...]
+ *   mayfly [--directory HOST:PORT] [--token TOKEN] [--json] [--timeout MS] COMMAND [ARGS...]
  *
  * Human-readable aligned tables by default; --json prints JSON (json-glib)
  * whose field names are documented in the README and kept stable. Errors go
@@ -21,6 +21,7 @@
 
 typedef struct {
   const char *directory;
+  const char *token; /* NULL: libmayfly takes $MAYFLY_TOKEN */
   int json;
   int timeout_ms;
   mayfly_client_t *client;
@@ -63,7 +64,8 @@ static int usage_error_path(cli_t *cli, const char *path, const char *msg) {
 }
 
 static int connect_client(cli_t *cli, const char *path) {
-  mayfly_options_t o = {.timeout_ms = cli->timeout_ms, .connect_timeout_ms = 2000};
+  mayfly_options_t o = {
+      .timeout_ms = cli->timeout_ms, .connect_timeout_ms = 2000, .token = cli->token};
   int rc = mayfly_connect(cli->directory, &o, &cli->client);
   return rc == 0 ? 0 : report(cli, path, rc);
 }
@@ -669,6 +671,97 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
   return 0;
 }
 
+static void json_strv(JsonBuilder *b, const char *name, char **v, size_t n) {
+  json_builder_set_member_name(b, name);
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < n; i++) json_builder_add_string_value(b, v[i]);
+  json_builder_end_array(b);
+}
+
+/* The tenants as a JSON array (the value of a member being built). */
+static void json_tenants(JsonBuilder *b, const mayfly_tenant_t *t, size_t n) {
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < n; i++) {
+    json_builder_begin_object(b);
+    json_str(b, "name", t[i].name);
+    json_strv(b, "prefixes", t[i].prefixes, t[i].nprefixes);
+    json_strv(b, "read_prefixes", t[i].read_prefixes, t[i].nread_prefixes);
+    json_int(b, "max_blocks", t[i].max_blocks);
+    json_int(b, "blocks_used", t[i].blocks_used);
+    json_int(b, "namespaces", t[i].namespaces);
+    json_bool(b, "admin", t[i].admin);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+}
+
+/* The tenants as a table. */
+static void print_tenants(const mayfly_tenant_t *t, size_t n) {
+  table_t tb;
+  table_init(&tb, 7, "TENANT", "PREFIXES", "READ PREFIXES", "MAX BLOCKS", "BLOCKS", "NAMESPACES",
+             "ADMIN");
+  for (size_t i = 0; i < n; i++) {
+    char *rp = t[i].nread_prefixes > 0 ? g_strjoinv(";", t[i].read_prefixes) : g_strdup("-");
+    table_row(&tb, g_strdup(t[i].name), g_strjoinv(";", t[i].prefixes), rp,
+              t[i].max_blocks > 0 ? g_strdup_printf("%d", t[i].max_blocks) : g_strdup("-"),
+              g_strdup_printf("%lld", (long long)t[i].blocks_used),
+              g_strdup_printf("%lld", (long long)t[i].namespaces),
+              g_strdup(t[i].admin ? "yes" : "no"));
+  }
+  table_print(&tb);
+}
+
+static int cmd_tenants(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "",
+                       "One row per tenant of the directory (--tenants) and what it uses: every "
+                       "tenant for an admin, your own for anyone else.",
+                       NULL, &argc, &argv, 0, 0);
+  if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
+  mayfly_tenant_t *t = NULL;
+  size_t n = 0;
+  rc = mayfly_tenants(cli->client, &t, &n);
+  if (rc != 0) return report(cli, NULL, rc);
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_tenants(b, t, n);
+    print_json(b);
+  } else {
+    print_tenants(t, n);
+  }
+  mayfly_tenants_free(t, n);
+  return 0;
+}
+
+static int cmd_whoami(cli_t *cli, int argc, char **argv) {
+  int rc = parse_flags(cli, "", "The tenant your token logs in as, and what it may touch.", NULL,
+                       &argc, &argv, 0, 0);
+  if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
+  mayfly_session_t s;
+  rc = mayfly_whoami(cli->client, &s);
+  if (rc != 0) return report(cli, NULL, rc);
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_bool(b, "open", s.open);
+    json_str(b, "tenant", s.tenant);
+    json_bool(b, "admin", s.admin);
+    json_strv(b, "prefixes", s.prefixes, s.nprefixes);
+    json_strv(b, "read_prefixes", s.read_prefixes, s.nread_prefixes);
+    json_builder_end_object(b);
+    print_json(b);
+  } else if (s.open) {
+    printf("open directory (no tenants): every path\n");
+  } else {
+    char *p = g_strjoinv(";", s.prefixes), *rp = g_strjoinv(";", s.read_prefixes);
+    printf("%-14s %s\n%-14s %s\n%-14s %s\n%-14s %s\n", "tenant", s.tenant, "admin",
+           s.admin ? "yes" : "no", "prefixes", p, "read-prefixes", s.nread_prefixes ? rp : "-");
+    g_free(p);
+    g_free(rp);
+  }
+  mayfly_session_clear(&s);
+  return 0;
+}
+
 static int cmd_stats(cli_t *cli, int argc, char **argv) {
   int rc = parse_flags(cli, "", "Directory-wide counters.", NULL, &argc, &argv, 0, 0);
   if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
@@ -718,6 +811,19 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
   if (!b && s.durable && s.log_fsyncs > 0) {
     printf("%-18s %.1f\n", "records_per_fsync", (double)s.log_records / (double)s.log_fsyncs);
   }
+  /* A directory with tenants also says what each of them uses. */
+  mayfly_tenant_t *t = NULL;
+  size_t nt = 0;
+  if (mayfly_tenants(cli->client, &t, &nt) == 0 && nt > 0) {
+    if (b) {
+      json_builder_set_member_name(b, "tenants");
+      json_tenants(b, t, nt);
+    } else {
+      printf("\n");
+      print_tenants(t, nt);
+    }
+  }
+  mayfly_tenants_free(t, nt);
   if (b) {
     json_builder_end_object(b);
     print_json(b);
@@ -1202,7 +1308,9 @@ static const command_t commands[] = {
     {"cat", "PATH", "Print a file namespace", cmd_cat},
     {"truncate", "PATH SIZE", "Shrink a file namespace", cmd_truncate},
     {"watch", "PATH [--events LIST] [--count N]", "Print events as they happen", cmd_watch},
-    {"stats", "", "Directory counters", cmd_stats},
+    {"stats", "", "Directory counters (and each tenant's use)", cmd_stats},
+    {"tenants", "", "List tenants and their use (admin: all)", cmd_tenants},
+    {"whoami", "", "Show the tenant your token logs in as", cmd_whoami},
     {NULL, NULL, NULL, NULL}};
 
 static char *commands_help(void) {
@@ -1211,17 +1319,22 @@ static char *commands_help(void) {
     g_string_append_printf(s, "  %-8s %-36s %s\n", c->name, c->args, c->summary);
   }
   g_string_append(s,
-                  "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.");
+                  "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.\n"
+                  "The tenant token is --token, else $MAYFLY_TOKEN (a directory started with\n"
+                  "--tenants refuses clients without one). Other users can read a --token in\n"
+                  "ps: on a shared machine prefer MAYFLY_TOKEN.");
   return g_string_free(s, FALSE);
 }
 
 int main(int argc, char **argv) {
   cli_t cli = {.timeout_ms = 5000};
-  gchar *directory = NULL;
+  gchar *directory = NULL, *token = NULL;
   gboolean json = FALSE;
   gint timeout = 5000;
   GOptionEntry e[] = {
       {"directory", 'd', 0, G_OPTION_ARG_STRING, &directory, "Directory address", "HOST:PORT"},
+      {"token", 'T', 0, G_OPTION_ARG_STRING, &token,
+       "Tenant token to log in with (default $MAYFLY_TOKEN)", "TOKEN"},
       {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON instead of tables", NULL},
       {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout, "Per-call timeout in ms (default 5000)",
        "MS"},
@@ -1244,6 +1357,7 @@ int main(int argc, char **argv) {
     g_free(h);
   } else {
     cli.directory = directory;
+    cli.token = token;
     cli.json = json;
     cli.timeout_ms = timeout > 0 ? timeout : 5000;
     cli.command = argv[1];
@@ -1260,5 +1374,6 @@ int main(int argc, char **argv) {
   g_option_context_free(ctx);
   g_free(help);
   g_free(directory);
+  g_free(token);
   return rc;
 }

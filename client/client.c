@@ -20,12 +20,17 @@ int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_c
   if (directory == NULL || directory[0] == '\0') directory = DEFAULT_DIRECTORY;
   int timeout = opts && opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
   int ctimeout = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
+  const char *token = opts != NULL && opts->token != NULL ? opts->token : g_getenv("MAYFLY_TOKEN");
   mayfly_client_t *c = g_new0(mayfly_client_t, 1);
   int rc = mf_ctl_open(directory, timeout, ctimeout, &c->ctl);
   if (rc != 0) {
     g_free(c);
     return rc;
   }
+  /* The login happens at the first call, on this connection and on every
+   * one the client opens later (a reconnect, a listener's). */
+  c->token = token != NULL && token[0] != '\0' ? g_strdup(token) : NULL;
+  mf_ctl_set_auth(c->ctl, c->token, NULL);
   c->timeout_ms = timeout;
   c->pool = mf_pool_new(ctimeout);
   g_mutex_init(&c->lock);
@@ -45,6 +50,8 @@ void mayfly_disconnect(mayfly_client_t *c) {
   if (t != NULL) g_thread_join(t);
   mf_pool_free(c->pool);
   mf_ctl_close(c->ctl);
+  if (c->token != NULL) mf_auth_wipe(c->token, strlen(c->token));
+  g_free(c->token);
   g_hash_table_destroy(c->mounted);
   g_mutex_clear(&c->lock);
   g_cond_clear(&c->renew_cond);
@@ -103,7 +110,17 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
     st->partitions[i] = (mayfly_partition_t){p->server_id,  g_strdup(p->server_address),
                                              p->block_index, p->generation,
                                              p->block_size,  p->range_lo,
-                                             p->range_hi,    p->__isset_lost && p->lost};
+                                             p->range_hi,    p->__isset_lost && p->lost,
+                                             NULL,           0};
+    /* A capability that is not one (a directory bug) is dropped: the memory
+     * server then refuses the block's requests, which says what is wrong. */
+    uint8_t cap[MF_CAP_SIZE];
+    if (p->__isset_capability && p->capability != NULL &&
+        strlen(p->capability) == 2 * MF_CAP_SIZE &&
+        mf_hex_decode(p->capability, cap, sizeof cap) == 0) {
+      st->partitions[i].capability = g_memdup2(cap, sizeof cap);
+      st->partitions[i].capability_len = sizeof cap;
+    }
   }
   st->ntags = ni->tags ? g_hash_table_size(ni->tags) : 0;
   st->tag_keys = g_new0(char *, st->ntags + 1);
@@ -122,7 +139,10 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
 
 void mayfly_stat_free(mayfly_stat_t *st) {
   if (st == NULL) return;
-  for (size_t i = 0; i < st->npartitions; i++) g_free(st->partitions[i].server_address);
+  for (size_t i = 0; i < st->npartitions; i++) {
+    g_free(st->partitions[i].server_address);
+    g_free(st->partitions[i].capability);
+  }
   g_free(st->partitions);
   g_strfreev(st->tag_keys);
   g_strfreev(st->tag_values);
@@ -372,4 +392,65 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
   }
   g_object_unref(s);
   return rc;
+}
+
+/* A copy of a Thrift list of strings as a NULL-terminated vector. */
+static char **strv_from(const GPtrArray *a, size_t *n) {
+  *n = a != NULL ? a->len : 0;
+  char **v = g_new0(char *, *n + 1);
+  for (size_t i = 0; i < *n; i++) v[i] = g_strdup(g_ptr_array_index(a, i));
+  return v;
+}
+
+int mayfly_tenants(mayfly_client_t *c, mayfly_tenant_t **out, size_t *n) {
+  GPtrArray *arr = g_ptr_array_new_with_free_func(g_object_unref);
+  int rc = CALL(c, tenants, &arr);
+  if (rc == 0) {
+    *n = arr->len;
+    *out = g_new0(mayfly_tenant_t, arr->len + 1);
+    for (guint i = 0; i < arr->len; i++) {
+      const MayflyTenantInfo *ti = g_ptr_array_index(arr, i);
+      mayfly_tenant_t *t = &(*out)[i];
+      t->name = g_strdup(ti->name);
+      t->prefixes = strv_from(ti->prefixes, &t->nprefixes);
+      t->read_prefixes = strv_from(ti->read_prefixes, &t->nread_prefixes);
+      t->max_blocks = ti->max_blocks;
+      t->blocks_used = ti->blocks_used;
+      t->namespaces = ti->namespaces;
+      t->admin = ti->admin;
+    }
+  }
+  g_ptr_array_unref(arr);
+  return rc;
+}
+
+void mayfly_tenants_free(mayfly_tenant_t *t, size_t n) {
+  if (t == NULL) return;
+  for (size_t i = 0; i < n; i++) {
+    g_free(t[i].name);
+    g_strfreev(t[i].prefixes);
+    g_strfreev(t[i].read_prefixes);
+  }
+  g_free(t);
+}
+
+int mayfly_whoami(mayfly_client_t *c, mayfly_session_t *out) {
+  MayflySession *s = g_object_new(MAYFLY_TYPE_SESSION, NULL);
+  int rc = CALL(c, login, &s, c->token != NULL ? c->token : "");
+  if (rc == 0) {
+    *out = (mayfly_session_t){.open = s->open, .admin = s->admin};
+    out->tenant = g_strdup(s->tenant != NULL ? s->tenant : "");
+    out->prefixes = strv_from(s->prefixes, &out->nprefixes);
+    out->read_prefixes = strv_from(s->read_prefixes, &out->nread_prefixes);
+  }
+  g_object_unref(s);
+  return rc;
+}
+
+void mayfly_session_clear(mayfly_session_t *s) {
+  if (s == NULL) return;
+  g_free(s->tenant);
+  g_strfreev(s->prefixes);
+  g_strfreev(s->read_prefixes);
+  *s = (mayfly_session_t){0};
 }

@@ -16,6 +16,7 @@
  * len is 0) so calls can proceed without holding the lock. */
 static mf_part_t *snapshot(mayfly_ns_t *ns, uint64_t off, uint64_t len, size_t *n,
                            int64_t *end) {
+  mf_ns_caps_fresh(ns);
   g_rw_lock_reader_lock(&ns->lock);
   mf_part_t *out = g_new(mf_part_t, ns->nparts ? ns->nparts : 1);
   *n = 0;
@@ -93,13 +94,17 @@ int mayfly_file_write(mayfly_ns_t *ns, uint64_t offset, const void *buf, size_t 
   if (ns == NULL || (buf == NULL && len > 0) || offset > INT64_MAX - len) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_FILE) return MAYFLY_EKIND;
   if (len == 0) return 0;
-  int rc = cover(ns, offset + len);
+  int rc = cover(ns, offset + len), perm_tried = 0;
   for (int attempt = 0; rc == 0 && attempt < ATTEMPTS; attempt++) {
     size_t n;
     int64_t end;
     mf_part_t *parts = snapshot(ns, offset, len, &n, &end);
     rc = spread(ns, WIRE_OP_FILE_WRITE, offset, buf, NULL, len, parts, n, NULL, NULL);
     g_free(parts);
+    if (mf_ns_perm_retry(ns, rc, &perm_tried)) {
+      rc = 0; /* a refused capability: once more with the new layout's */
+      continue;
+    }
     if (rc != MAYFLY_EMOVED) break;
     if ((rc = mf_ns_refresh(ns)) == 0) rc = cover(ns, offset + len);
     if (rc == 0) rc = MAYFLY_EMOVED;
@@ -110,6 +115,7 @@ int mayfly_file_write(mayfly_ns_t *ns, uint64_t offset, const void *buf, size_t 
 int64_t mayfly_file_size(mayfly_ns_t *ns) {
   if (ns == NULL) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_FILE) return MAYFLY_EKIND;
+  int perm_tried = 0;
   for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
     size_t n;
     int64_t end;
@@ -122,6 +128,7 @@ int64_t mayfly_file_size(mayfly_ns_t *ns) {
     }
     g_free(seg);
     g_free(parts);
+    if (mf_ns_perm_retry(ns, rc, &perm_tried)) continue;
     if (rc == MAYFLY_EMOVED) {
       if ((rc = mf_ns_refresh(ns)) != 0) return rc;
       continue;
@@ -145,6 +152,7 @@ int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len
   if (ns == NULL || (buf == NULL && len > 0) || offset > INT64_MAX - len) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_FILE) return MAYFLY_EKIND;
   if (len == 0) return 0;
+  int perm_tried = 0;
   for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
     size_t n;
     int64_t end;
@@ -170,6 +178,7 @@ int64_t mayfly_file_read(mayfly_ns_t *ns, uint64_t offset, void *buf, size_t len
     }
     g_free(got);
     g_free(parts);
+    if (mf_ns_perm_retry(ns, rc, &perm_tried)) continue;
     if (rc == MAYFLY_EMOVED) {
       if ((rc = mf_ns_refresh(ns)) != 0) return rc;
       continue;
@@ -193,7 +202,7 @@ int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
   /* Cut every segment past the new end (a reader with an older layout then
    * sees the new size at once), then let the directory drop the blocks
    * wholly past it: they return to the pool. */
-  int rc = MAYFLY_EMOVED;
+  int rc = MAYFLY_EMOVED, perm_tried = 0;
   for (int attempt = 0; attempt < ATTEMPTS && rc == MAYFLY_EMOVED; attempt++) {
     if (attempt > 0 && (rc = mf_ns_refresh(ns)) != 0) return rc;
     size_t n;
@@ -216,6 +225,7 @@ int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
     }
     g_free(calls);
     g_free(parts);
+    if (mf_ns_perm_retry(ns, rc, &perm_tried)) rc = MAYFLY_EMOVED; /* once more */
   }
   if (rc != 0) return rc;
   mayfly_stat_t *st = NULL;

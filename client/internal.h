@@ -6,13 +6,16 @@
 #define MAYFLY_CLIENT_INTERNAL_H
 
 #include <glib.h>
+#include <stdatomic.h>
 
+#include "common/auth.h"
 #include "common/conn.h"
 #include "common/ctl.h"
 #include "client/mayfly.h"
 
 struct mayfly_client {
   mf_ctl_t *ctl;
+  char *token; /* what every control connection logs in with; NULL: none */
   mf_pool_t *pool;
   int timeout_ms;
   GMutex lock;          /* mounted, renewer state */
@@ -36,6 +39,8 @@ typedef struct mf_part {
   int64_t block_size;
   int64_t lo, hi;
   int lost; /* the directory says its data is gone: MAYFLY_ELOST without asking */
+  uint16_t cap_len; /* 0 (no cluster key) or MF_CAP_SIZE */
+  uint8_t cap[MF_CAP_SIZE]; /* the block's capability, sent with each request */
 } mf_part_t;
 
 struct mayfly_ns {
@@ -47,6 +52,11 @@ struct mayfly_ns {
   int64_t version;
   mf_part_t *parts; /* sorted by lo */
   size_t nparts;
+  /* When the layout's capabilities are due for a refresh (monotonic us: 3/4
+   * of the shortest one's lifetime after the layout arrived); 0 when it has
+   * none. Read without the lock (atomic); the thread that moves it on by
+   * compare-and-swap does the refresh (mf_ns_caps_fresh). */
+  _Atomic int64_t cap_refresh_us;
   GMutex append_lock;
   int64_t queue_head; /* lo of the first queue segment not known to be drained */
 };
@@ -58,12 +68,28 @@ int mf_ns_refresh(mayfly_ns_t *ns);
  * the new layout. */
 int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi);
 
+/* Refreshes the layout first when its capabilities are due (see
+ * cap_refresh_us): one thread refreshes, the others go on with the current
+ * capabilities, which stay valid for a quarter of their lifetime. Costs one
+ * atomic read when the layout has no capabilities, else a clock read too.
+ * Called by the data operations that pick partitions for several calls at
+ * once (batches, file ranges); mf_call_one makes the same check with the
+ * clock read it takes anyway. */
+void mf_ns_caps_fresh(mayfly_ns_t *ns);
+
+/* Whether a call answered rc is to be redone after a layout refresh because
+ * a memory server refused its capability: the first MAYFLY_EPERM of an
+ * operation (*tried is its flag, 0 at the start) refreshes the layout and
+ * answers 1; a second one, or a failed refresh, answers 0. */
+int mf_ns_perm_retry(mayfly_ns_t *ns, int rc, int *tried);
+
 /* Copies the partition whose range holds `key` (kv slot, file offset) into
  * *out; returns 0 or MAYFLY_EMOVED when none does. */
 int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out);
 
-/* Fills the addressing fields of a call for partition p (and sets its
- * reply_max to 0: a caller expecting a payload raises it). */
+/* Fills the addressing fields of a call for partition p, its capability
+ * included (and sets its reply_max to 0: a caller expecting a payload raises
+ * it). p must stay in place until the call is started. */
 void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p);
 
 /* The most payload a reply about one block can carry (a kv value or a queue
@@ -83,8 +109,13 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int
 
 /* Starts and waits for one call, all of it within the client's timeout plus
  * extra_ms (MAYFLY_ELOST at once for a lost partition; when the server
- * answers MAYFLY_ELOST the layout is refreshed). */
-int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms);
+ * answers MAYFLY_ELOST the layout is refreshed). Capabilities due for a
+ * refresh are refreshed first (*p then carries the block's new one). A call
+ * refused with
+ * MAYFLY_EPERM (its capability expired or was replaced) refreshes the layout
+ * and is sent once more with the new capability of the same block (*p is
+ * updated); MAYFLY_EMOVED when the block is no longer there. */
+int mf_call_one(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call, int64_t extra_ms);
 
 /* Layout calls of the directory (client.c): each answers with the
  * namespace's layout in *out (partitions and layout_version only; free with

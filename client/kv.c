@@ -87,31 +87,34 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
   if (ns == NULL || (n > 0 && (keys == NULL || klens == NULL || rcs == NULL))) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  mf_ns_caps_fresh(ns);
+  /* Each call's partition, whose capability it sends: kept until sent. */
+  mf_part_t *parts = g_new(mf_part_t, n ? n : 1);
   /* Calls for the same server go out together, in one system call. */
   GHashTable *by_server = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                                 (GDestroyNotify)g_ptr_array_unref);
   for (size_t i = 0; i < n; i++) {
-    mf_part_t p;
+    mf_part_t *pp = &parts[i];
     size_t vlen = vals ? vlens[i] : 0;
     int64_t slot = wire_kv_slot(keys[i], klens[i]);
     calls[i].status = MAYFLY_EMOVED; /* redone below unless sent */
     /* A lost partition's keys are redone one by one below (MAYFLY_ELOST). */
-    if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, &p) != 0 || p.lost ||
-        wire_kv_charge(klens[i], vlen) > (uint64_t)p.block_size) {
+    if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, pp) != 0 || pp->lost ||
+        wire_kv_charge(klens[i], vlen) > (uint64_t)pp->block_size) {
       continue;
     }
-    mf_call_target(&calls[i], op, &p);
+    mf_call_target(&calls[i], op, pp);
     calls[i].req.arg1 = (uint64_t)slot;
     calls[i].req.arg2 = (uint32_t)klens[i];
     calls[i].p1 = keys[i];
     calls[i].l1 = klens[i];
     calls[i].p2 = vals ? vals[i] : NULL;
     calls[i].l2 = vlen;
-    if (op == WIRE_OP_KV_GET) calls[i].reply_max = mf_block_reply_max(&p);
-    GPtrArray *group = g_hash_table_lookup(by_server, p.address);
+    if (op == WIRE_OP_KV_GET) calls[i].reply_max = mf_block_reply_max(pp);
+    GPtrArray *group = g_hash_table_lookup(by_server, pp->address);
     if (group == NULL) {
       group = g_ptr_array_new();
-      g_hash_table_insert(by_server, g_strdup(p.address), group);
+      g_hash_table_insert(by_server, g_strdup(pp->address), group);
     }
     g_ptr_array_add(group, &calls[i]);
   }
@@ -124,11 +127,14 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     mf_calls_start(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len, deadline);
   }
   g_hash_table_destroy(by_server);
+  g_free(parts);
   int first = 0;
   for (size_t i = 0; i < n; i++) {
     int rc = mf_call_wait(&calls[i], deadline);
     mf_call_t one = {0};
-    if (rc == MAYFLY_EMOVED) {
+    /* Moved, or a capability refused (redone one by one, which refreshes
+     * the layout and retries once: mf_call_one). */
+    if (rc == MAYFLY_EMOVED || rc == MAYFLY_EPERM) {
       g_free(calls[i].payload);
       rc = kv_call(ns, op, keys[i], klens[i], vals ? vals[i] : NULL, vals ? vlens[i] : 0, &one);
       calls[i] = one;

@@ -314,6 +314,7 @@ int mayfly_listen_with(mayfly_client_t *c, const char *path, const mayfly_listen
   g_queue_init(&l->buf);
   /* The socket waits out a long poll plus the client's usual timeout. */
   int rc = mf_ctl_open(address, MAX(POLL_MS, ARM_MS) + c->timeout_ms, 2000, &l->ctl);
+  if (rc == 0) mf_ctl_set_auth(l->ctl, c->token, NULL); /* logs in as the client does */
   MayflyWatchReply *r = NULL;
   /* Start from now, once the memory servers publish (directory/events.h). */
   if (rc == 0) rc = watch_call(l, 0, 0, 1, ARM_MS, &r);

@@ -36,6 +36,11 @@ typedef enum {
 typedef struct mayfly_options {
   int timeout_ms;         /* per call; 0 means 5000 */
   int connect_timeout_ms; /* 0 means 2000 */
+  /* The tenant token this client logs in with (a directory started with
+   * --tenants refuses every call of a client without a valid one, with
+   * MAYFLY_EPERM). NULL: $MAYFLY_TOKEN, else none; "": none. Copied by
+   * mayfly_connect. */
+  const char *token;
 } mayfly_options_t;
 
 typedef struct mayfly_create_options {
@@ -57,6 +62,11 @@ typedef struct mayfly_partition {
   int64_t range_lo, range_hi; /* kv: slots; file: bytes; queue: segment number */
   int lost; /* 1: its memory server restarted and the data is gone; every operation on
                it fails with MAYFLY_ELOST until the namespace is removed */
+  /* The directory's capability for this block (opaque bytes that libmayfly
+   * sends with every request for it; NULL and 0 when the directory has no
+   * cluster key). */
+  uint8_t *capability;
+  size_t capability_len;
 } mayfly_partition_t;
 
 typedef struct mayfly_stat {
@@ -120,9 +130,36 @@ typedef struct mayfly_dir_stats {
   int64_t recovery_ms, recovered_records, log_seq;
 } mayfly_dir_stats_t;
 
+/* A tenant of a directory started with --tenants, and its use of the pool. */
+typedef struct mayfly_tenant {
+  char *name;
+  char **prefixes; /* subtrees it owns (reads and writes) */
+  size_t nprefixes;
+  char **read_prefixes; /* subtrees it may read but not change */
+  size_t nread_prefixes;
+  int32_t max_blocks; /* quota over all its namespaces; 0: no limit */
+  int64_t blocks_used;
+  int64_t namespaces;
+  int admin;
+} mayfly_tenant_t;
+
+/* Who the client is logged in as (mayfly_whoami). */
+typedef struct mayfly_session {
+  int open; /* the directory runs without --tenants: everyone may do everything */
+  char *tenant; /* "" when open */
+  int admin;
+  char **prefixes;
+  size_t nprefixes;
+  char **read_prefixes;
+  size_t nread_prefixes;
+} mayfly_session_t;
+
 /* Connects to a directory at "host:port" (NULL: $MAYFLY_DIRECTORY, else
  * 127.0.0.1:9090). opts may be NULL. Returns 0 and *out, MAYFLY_EINVAL (bad
- * address), MAYFLY_ECONNREFUSED or MAYFLY_ETIMEDOUT. */
+ * address), MAYFLY_ECONNREFUSED or MAYFLY_ETIMEDOUT. The token (opts->token,
+ * else $MAYFLY_TOKEN) is presented on every control connection the client
+ * opens, before its first call: a token the directory refuses fails that
+ * call with MAYFLY_EPERM and the directory's reason in mayfly_last_error(). */
 int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_client_t **out);
 
 /* Closes the client. Accepts NULL. No call may be in progress. */
@@ -191,6 +228,16 @@ void mayfly_servers_free(mayfly_server_t *s, size_t n);
 
 int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
 
+/* The directory's tenants (--tenants): every tenant for an admin, the
+ * caller's own entry for any other; none for an open directory. */
+int mayfly_tenants(mayfly_client_t *c, mayfly_tenant_t **out, size_t *n);
+void mayfly_tenants_free(mayfly_tenant_t *t, size_t n);
+
+/* Logs in again with the client's token and says who that is. Free with
+ * mayfly_session_clear. MAYFLY_EPERM for a token the directory refuses. */
+int mayfly_whoami(mayfly_client_t *c, mayfly_session_t *out);
+void mayfly_session_clear(mayfly_session_t *s);
+
 /* --- data: mounted namespaces ---
  *
  * A mounted namespace is opened (or created with opts) and its lease renewed
@@ -199,6 +246,14 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
  * memory servers that hold the blocks; the layout is cached and refreshed
  * when a server answers that a block moved. A handle may be used by several
  * threads at once.
+ *
+ * Capabilities. With a directory that has a cluster key, each block of the
+ * layout comes with a signed capability that the library sends with every
+ * request for it. It refreshes the layout once 3/4 of a capability's
+ * lifetime (--capability-ttl) has passed, and a request a memory server
+ * refuses with MAYFLY_EPERM (an expired capability) is sent again once after
+ * a refresh: callers never see either. A second refusal (the tenant may
+ * only read there, say) is returned as MAYFLY_EPERM.
  *
  * Lost data. A memory server that restarts (a crash, kill -9) comes back
  * empty. The directory then marks the partitions it held lost, and every

@@ -12,8 +12,18 @@ static int cmp_part(const void *a, const void *b) {
   return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
+/* A capability layout is refreshed at 3/4 of its lifetime, and never sooner
+ * than this after the last refresh (a directory whose clock is ahead of ours
+ * would otherwise be asked at every request). */
+#define CAP_REFRESH_MIN_US (250 * 1000)
+/* After a refresh that failed (the directory is away) the next try waits
+ * this long; the capabilities in hand stay valid meanwhile. */
+#define CAP_RETRY_US G_USEC_PER_SEC
+
 void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
   mf_part_t *parts = g_new0(mf_part_t, st->npartitions ? st->npartitions : 1);
+  /* The capabilities' lifetimes run from now, when the layout arrived. */
+  int64_t now_ms = g_get_real_time() / 1000, life_ms = -1;
   for (size_t i = 0; i < st->npartitions; i++) {
     const mayfly_partition_t *p = &st->partitions[i];
     g_strlcpy(parts[i].address, p->server_address, sizeof parts[i].address);
@@ -23,6 +33,18 @@ void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
     parts[i].lo = p->range_lo;
     parts[i].hi = p->range_hi;
     parts[i].lost = p->lost;
+    mf_cap_t cap;
+    if (p->capability_len == MF_CAP_SIZE &&
+        mf_cap_decode(p->capability, p->capability_len, &cap) == 0) {
+      memcpy(parts[i].cap, p->capability, MF_CAP_SIZE);
+      parts[i].cap_len = MF_CAP_SIZE;
+      int64_t life = cap.expiry_ms - now_ms;
+      if (life_ms < 0 || life < life_ms) life_ms = MAX(life, 0);
+    }
+  }
+  int64_t refresh_us = 0;
+  if (life_ms >= 0) {
+    refresh_us = g_get_monotonic_time() + MAX(life_ms * 1000 * 3 / 4, CAP_REFRESH_MIN_US);
   }
   qsort(parts, st->npartitions, sizeof *parts, cmp_part);
   g_rw_lock_writer_lock(&ns->lock);
@@ -32,6 +54,7 @@ void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
     ns->parts = parts;
     ns->nparts = st->npartitions;
     ns->version = st->layout_version;
+    atomic_store_explicit(&ns->cap_refresh_us, refresh_us, memory_order_relaxed);
     parts = NULL;
   }
   g_rw_lock_writer_unlock(&ns->lock);
@@ -56,6 +79,27 @@ int mf_ns_grow(mayfly_ns_t *ns, int64_t lo, int64_t hi) {
     mayfly_stat_free(st);
   }
   return rc;
+}
+
+/* Whether the layout's capabilities are due for a refresh at `now` and this
+ * thread is the one to do it: whoever moves the time on refreshes; a
+ * successful refresh sets it anew from the new capabilities, a failed one
+ * leaves the retry time. */
+static int caps_due(mayfly_ns_t *ns, int64_t now) {
+  int64_t at = atomic_load_explicit(&ns->cap_refresh_us, memory_order_relaxed);
+  if (at == 0 || now < at) return 0;
+  return atomic_compare_exchange_strong(&ns->cap_refresh_us, &at, now + CAP_RETRY_US);
+}
+
+void mf_ns_caps_fresh(mayfly_ns_t *ns) {
+  if (atomic_load_explicit(&ns->cap_refresh_us, memory_order_relaxed) == 0) return;
+  if (caps_due(ns, g_get_monotonic_time())) mf_ns_refresh(ns);
+}
+
+int mf_ns_perm_retry(mayfly_ns_t *ns, int rc, int *tried) {
+  if (rc != MAYFLY_EPERM || *tried) return 0;
+  *tried = 1;
+  return mf_ns_refresh(ns) == 0;
 }
 
 int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out) {
@@ -85,6 +129,8 @@ void mf_call_target(mf_call_t *call, uint8_t opcode, const mf_part_t *p) {
   call->req.block_index = (uint32_t)p->index;
   call->req.generation = (uint64_t)p->generation;
   call->reply_max = 0;
+  call->cap = p->cap_len > 0 ? p->cap : NULL;
+  call->cap_len = p->cap_len;
 }
 
 uint32_t mf_block_reply_max(const mf_part_t *p) {
@@ -121,15 +167,55 @@ int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int
   return start_part_at(ns, p, call, g_get_monotonic_time(), deadline_us);
 }
 
-int mf_call_one(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
-  /* One clock read per call: the deadline's, also the send's time. */
+/* Whether a and b are the same block (the same incarnation of it). */
+static int same_block(const mf_part_t *a, const mf_part_t *b) {
+  return a->index == b->index && a->generation == b->generation &&
+         strcmp(a->address, b->address) == 0;
+}
+
+/* Points a call for *p at the block's partition in the cached layout (its
+ * new capability): 0, or MAYFLY_EMOVED when the layout no longer has that
+ * block where p was (the caller finds the key's new place). */
+static int retarget(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call) {
+  mf_part_t now_p;
+  if (mf_ns_find(ns, p->lo, &now_p) != 0 || !same_block(&now_p, p)) return MAYFLY_EMOVED;
+  *p = now_p;
+  call->cap = p->cap_len > 0 ? p->cap : NULL;
+  call->cap_len = p->cap_len;
+  return 0;
+}
+
+int mf_call_one(mayfly_ns_t *ns, mf_part_t *p, mf_call_t *call, int64_t extra_ms) {
+  /* One clock read per call: the deadline's, also the send's time and the
+   * moment to tell whether the capabilities are due for a refresh. */
   int64_t now = g_get_monotonic_time();
-  int64_t deadline = now + ((int64_t)ns->client->timeout_ms + extra_ms) * 1000;
-  start_part_at(ns, p, call, now, deadline);
-  int rc = mf_call_wait(call, deadline); /* at once when the start failed */
-  /* The server knows the block is lost and our layout did not say so: take
-   * the directory's, so the next call fails without asking. */
-  if (rc == MAYFLY_ELOST) mf_ns_refresh(ns);
+  if (caps_due(ns, now) && mf_ns_refresh(ns) == 0) {
+    int rc = retarget(ns, p, call);
+    if (rc != 0) return rc;
+  }
+  int rc = 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (attempt > 0) now = g_get_monotonic_time();
+    int64_t deadline = now + ((int64_t)ns->client->timeout_ms + extra_ms) * 1000;
+    start_part_at(ns, p, call, now, deadline);
+    rc = mf_call_wait(call, deadline); /* at once when the start failed */
+    /* The server knows the block is lost and our layout did not say so: take
+     * the directory's, so the next call fails without asking. */
+    if (rc == MAYFLY_ELOST) mf_ns_refresh(ns);
+    if (rc != MAYFLY_EPERM || attempt > 0) break;
+    /* The capability was refused (expired, or the block's was replaced):
+     * once, take the directory's layout and send again with the block's new
+     * capability. A second refusal is the caller's. */
+    char why[256];
+    g_strlcpy(why, mf_last_error(), sizeof why);
+    if (mf_ns_refresh(ns) != 0) {
+      mf_set_last_error("%s", why); /* the refusal, not the refresh, is the caller's error */
+      break;
+    }
+    g_free(call->payload);
+    call->payload = NULL;
+    if ((rc = retarget(ns, p, call)) != 0) break;
+  }
   return rc;
 }
 
@@ -250,6 +336,8 @@ int mayfly_usage(mayfly_client_t *c, const mayfly_stat_t *st, mayfly_usage_t *us
     calls[i].req.opcode = WIRE_OP_BLOCK_STAT;
     calls[i].req.block_index = (uint32_t)p->block_index;
     calls[i].req.generation = (uint64_t)p->generation;
+    calls[i].cap = p->capability;
+    calls[i].cap_len = (uint16_t)p->capability_len;
     mf_call_start(c->pool, p->server_address, &calls[i], deadline);
   }
   int rc = 0;

@@ -126,7 +126,9 @@ int mayfly_queue_peek(mayfly_ns_t *ns, void **out, size_t *len) {
 int64_t mayfly_queue_length(mayfly_ns_t *ns) {
   if (ns == NULL) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  int perm_tried = 0;
   for (int attempt = 0; attempt < 8; attempt++) {
+    mf_ns_caps_fresh(ns);
     g_rw_lock_reader_lock(&ns->lock);
     size_t n = ns->nparts;
     mf_part_t *parts = g_memdup2(ns->parts, (n ? n : 1) * sizeof *parts);
@@ -147,6 +149,7 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
     }
     g_free(calls);
     g_free(parts);
+    if (mf_ns_perm_retry(ns, rc, &perm_tried)) continue;
     if (rc == MAYFLY_EMOVED) {
       if ((rc = mf_ns_refresh(ns)) != 0) return rc;
       continue;
@@ -162,7 +165,8 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   size_t next = 0;
-  int first = 0;
+  int first = 0, perm_tried = 0;
+  mf_ns_caps_fresh(ns);
   for (int attempt = 0; next < n && attempt < ATTEMPTS; attempt++) {
     mf_part_t p;
     int rc = segment(ns, 1, &p);
@@ -197,7 +201,10 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
     for (size_t i = next; i < n; i++) {
       rc = mf_call_wait(&calls[i], deadline);
       g_free(calls[i].payload);
-      if ((rc == MAYFLY_EFULL || rc == MAYFLY_EMOVED) && redo == n) {
+      /* The first refused capability is redone, from there on, after a
+       * refresh (mf_ns_perm_retry); a second refusal is the caller's. */
+      if ((rc == MAYFLY_EFULL || rc == MAYFLY_EMOVED || (rc == MAYFLY_EPERM && !perm_tried)) &&
+          redo == n) {
         redo = i;
         why = rc;
       }
@@ -207,6 +214,11 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
     next = redo;
     if (why == MAYFLY_EFULL && mf_ns_grow(ns, p.lo + 1, p.lo + 2) != 0) break;
     if (why == MAYFLY_EMOVED && mf_ns_refresh(ns) != 0) break;
+    if (why == MAYFLY_EPERM && !mf_ns_perm_retry(ns, why, &perm_tried)) {
+      for (size_t i = next; i < n; i++) rcs[i] = why;
+      if (first == 0) first = why;
+      next = n;
+    }
   }
   for (size_t i = next; i < n; i++) {
     rcs[i] = MAYFLY_EMOVED;
@@ -221,7 +233,8 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   size_t got = 0;
-  int err = 0;
+  int err = 0, perm_tried = 0;
+  mf_ns_caps_fresh(ns);
   for (int attempt = 0; got < n && attempt < ATTEMPTS && err == 0; attempt++) {
     mf_part_t p;
     int rc = segment(ns, 0, &p);
@@ -238,7 +251,7 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
     int64_t deadline = mf_deadline(ns->client, 0);
     mf_calls_start(ns->client->pool, p.address, send, want, deadline);
     g_free(send);
-    int drained_seen = 0, empty = 0;
+    int drained_seen = 0, empty = 0, refused = 0;
     for (size_t i = 0; i < want; i++) {
       rc = mf_call_wait(&calls[i], deadline);
       if (rc == 0) {
@@ -253,9 +266,14 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
         empty = 1;
       } else if (rc == MAYFLY_EMOVED) {
         if (mf_ns_refresh(ns) != 0) err = rc;
+      } else if (rc == MAYFLY_EPERM && !perm_tried) {
+        refused = 1; /* a capability refused: refresh once, below */
       } else {
         err = rc;
       }
+    }
+    if (refused && err == 0 && !mf_ns_perm_retry(ns, MAYFLY_EPERM, &perm_tried)) {
+      err = MAYFLY_EPERM;
     }
     if (drained_seen) {
       drained(ns, &p);

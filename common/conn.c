@@ -736,6 +736,11 @@ int mf_call_wait(mf_call_t *call, int64_t deadline_us) {
     case MAYFLY_EPROTO:
       mf_set_last_error("memory server %s: malformed or oversized reply", c->address);
       break;
+    case MAYFLY_EPERM:
+      mf_set_last_error("memory server %s: permission denied (the request's capability was "
+                        "refused)",
+                        c->address);
+      break;
     default:
       break;
   }

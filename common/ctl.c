@@ -81,6 +81,9 @@ static void register_types(void) {
     g_type_ensure(MAYFLY_TYPE_DATA_EVENT);
     g_type_ensure(MAYFLY_TYPE_EVENT);
     g_type_ensure(MAYFLY_TYPE_WATCH_REPLY);
+    g_type_ensure(MAYFLY_TYPE_REPART_PLAN); /* memory servers plan repartitions in threads */
+    g_type_ensure(MAYFLY_TYPE_SESSION);
+    g_type_ensure(MAYFLY_TYPE_TENANT_INFO);
     g_type_ensure(THRIFT_TYPE_APPLICATION_EXCEPTION);
     g_once_init_leave(&done, 1);
   }

@@ -44,7 +44,7 @@ from .errors import (ERRORS, BadPath, ClientForked, ConnectionFailed, DataLost, 
 
 __all__ = [
     "connect", "Client", "KV", "Queue", "File", "Listener", "Event", "Stat", "Partition",
-    "Lease", "Server", "DirStats", "Usage", "MayflyError", "InvalidArgument", "NotFound",
+    "Lease", "Server", "Tenant", "DirStats", "Usage", "MayflyError", "InvalidArgument", "NotFound",
     "Exists", "NotADirectory", "IsADirectory", "DirectoryNotEmpty", "BadPath", "NoSpace",
     "ConnectionFailed", "Timeout", "PermissionDenied", "WrongKind", "TooBig", "QuotaExceeded",
     "TryAgain", "KeyNotFound", "DataLost", "DirectoryDown", "ClientForked", "ERRORS",
@@ -180,6 +180,18 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Tenant:
+    """A tenant of the directory (--tenants) and its use of the pool."""
+    name: str
+    prefixes: List[str]       # subtrees it owns
+    read_prefixes: List[str]  # subtrees it may read but not change
+    max_blocks: int           # 0: no limit
+    blocks_used: int
+    namespaces: int
+    admin: bool
+
+
+@dataclass(frozen=True)
 class Usage:
     """A partition's usage as its memory server reports it (-1: unknown)."""
     bytes_used: int
@@ -239,18 +251,16 @@ class Client(_Closing):
 
     def __init__(self, address: Optional[str] = None, token: Optional[str] = None,
                  timeout: float = 5.0, connect_timeout: Optional[float] = None) -> None:
-        # The C API has no authentication yet (mayfly_options_t has no token),
-        # so a token given explicitly is refused rather than silently not sent.
-        if token is not None:
-            raise InvalidArgument(-1, "tokens are not supported yet: libmayfly has no "
-                                      "authentication (connect without token=)")
         self.address = address
         self._pid = os.getpid()
         self._generation = _fork_generation
         self._lock = threading.Lock()
         self._children: "weakref.WeakSet" = weakref.WeakSet()  # mounts and listeners
         self._c = c_void_p()
-        opts = _lib.Options(_ms(timeout, 0), _ms(connect_timeout, 0))
+        # token None: libmayfly takes $MAYFLY_TOKEN. The options are read only
+        # during mayfly_connect, which copies the token.
+        opts = _lib.Options(_ms(timeout, 0), _ms(connect_timeout, 0),
+                            token.encode() if token is not None else None)
         check(lib.mayfly_connect(address.encode() if address else None, byref(opts),
                                  byref(self._c)))
 
@@ -403,6 +413,20 @@ class Client(_Closing):
             if missing:
                 lib.mayfly_strv_free(missing, nmissing)
 
+    def tenants(self) -> List[Tenant]:
+        """The directory's tenants and what each uses: every tenant for an
+        admin, the caller's own for anyone else, none for an open directory."""
+        out = POINTER(_lib.CTenant)()
+        n = c_size_t()
+        check(lib.mayfly_tenants(self._h(), byref(out), byref(n)))
+        try:
+            return [Tenant(_s(t.name), [_s(t.prefixes[j]) for j in range(t.nprefixes)],
+                           [_s(t.read_prefixes[j]) for j in range(t.nread_prefixes)],
+                           t.max_blocks, t.blocks_used, t.namespaces, bool(t.admin))
+                    for t in (out[i] for i in range(n.value))]
+        finally:
+            lib.mayfly_tenants_free(out, n)
+
     def stats(self) -> DirStats:
         """The directory's counters."""
         out = _lib.CDirStats()
@@ -447,10 +471,12 @@ class Client(_Closing):
 def connect(address: Optional[str] = None, token: Optional[str] = None,
             timeout: float = 5.0) -> Client:
     """Connects to the directory at "host:port" (None: $MAYFLY_DIRECTORY, else
-    127.0.0.1:9090). timeout: seconds per call. Raises ConnectionFailed or
-    Timeout when the directory cannot be reached, InvalidArgument for a bad
-    address (and for a token: libmayfly has no authentication yet). The
-    Client is a context manager."""
+    127.0.0.1:9090). token: the tenant token to log in with (None:
+    $MAYFLY_TOKEN, else none); a directory with tenants refuses a missing or
+    wrong one with PermissionDenied at the first call. timeout: seconds per
+    call. Raises ConnectionFailed or Timeout when the directory cannot be
+    reached, InvalidArgument for a bad address. The Client is a context
+    manager."""
     return Client(address, token=token, timeout=timeout)
 
 

@@ -63,7 +63,7 @@ lib, library_path = _load()
 
 
 class Options(Structure):
-    _fields_ = [("timeout_ms", c_int), ("connect_timeout_ms", c_int)]
+    _fields_ = [("timeout_ms", c_int), ("connect_timeout_ms", c_int), ("token", c_char_p)]
 
 
 class CreateOptions(Structure):
@@ -74,7 +74,8 @@ class CreateOptions(Structure):
 class CPartition(Structure):
     _fields_ = [("server_id", c_int32), ("server_address", c_char_p), ("block_index", c_int32),
                 ("generation", c_int64), ("block_size", c_int64), ("range_lo", c_int64),
-                ("range_hi", c_int64), ("lost", c_int)]
+                ("range_hi", c_int64), ("lost", c_int), ("capability", c_void_p),
+                ("capability_len", c_size_t)]
 
 
 class CStat(Structure):
@@ -85,6 +86,13 @@ class CStat(Structure):
                 ("ntags", c_size_t), ("tag_keys", POINTER(c_char_p)),
                 ("tag_values", POINTER(c_char_p)), ("max_blocks", c_int),
                 ("high_watermark", c_int), ("low_watermark", c_int)]
+
+
+class CTenant(Structure):
+    _fields_ = [("name", c_char_p), ("prefixes", POINTER(c_char_p)), ("nprefixes", c_size_t),
+                ("read_prefixes", POINTER(c_char_p)), ("nread_prefixes", c_size_t),
+                ("max_blocks", c_int32), ("blocks_used", c_int64), ("namespaces", c_int64),
+                ("admin", c_int)]
 
 
 class CLease(Structure):
@@ -166,6 +174,8 @@ _proto("mayfly_leases_free", None, POINTER(CLease), c_size_t)
 _proto("mayfly_servers", c_int, _client, POINTER(POINTER(CServer)), POINTER(c_size_t))
 _proto("mayfly_servers_free", None, POINTER(CServer), c_size_t)
 _proto("mayfly_dir_stats", c_int, _client, POINTER(CDirStats))
+_proto("mayfly_tenants", c_int, _client, POINTER(POINTER(CTenant)), POINTER(c_size_t))
+_proto("mayfly_tenants_free", None, POINTER(CTenant), c_size_t)
 _proto("mayfly_usage", c_int, _client, POINTER(CStat), POINTER(CUsage))
 
 _proto("mayfly_mount", c_int, _client, c_char_p, c_int, POINTER(CreateOptions), POINTER(_ns))

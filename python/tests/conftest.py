@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -84,6 +84,9 @@ class Cluster:
         self.daemons: List[Daemon] = []
         self.directory: Daemon = None  # type: ignore[assignment]
         self.memservers: List[Daemon] = []
+        # The token the fixture's own calls log in with (a directory started
+        # with --tenants answers `servers` to an admin only); None: none.
+        self.token: Optional[str] = None
 
     @property
     def address(self) -> str:
@@ -110,7 +113,7 @@ class Cluster:
             if time.monotonic() > deadline or m.proc.poll() is not None:
                 raise RuntimeError(f"{m.name} did not register:\n{m.read_log()}")
             time.sleep(0.02)
-        with mayfly.connect(self.address) as c:
+        with mayfly.connect(self.address, token=self.token) as c:
             while not any(s.address == m.address and s.up for s in c.servers()):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{m.name} is not listed as up:\n{m.read_log()}")

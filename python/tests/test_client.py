@@ -125,6 +125,11 @@ def test_close_unmounts_what_is_mounted(cluster):
         c2.remove("/closing", recursive=True)
 
 
-def test_a_token_is_refused_until_the_library_supports_one(cluster):
-    with pytest.raises(mayfly.InvalidArgument, match="token"):
-        mayfly.connect(cluster.address, token="secret")
+def test_an_open_directory_accepts_any_token(cluster):
+    # The token travels (login at the first call); a directory without
+    # --tenants accepts it and everything is allowed.
+    with mayfly.connect(cluster.address, token="secret") as c:
+        c.mkdir("/open-token", parents=True)
+        assert c.exists("/open-token")
+        assert c.tenants() == []
+        c.remove("/open-token")
