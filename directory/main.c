@@ -74,6 +74,16 @@ static int write_port_file(const char *path, int port) {
   return ok ? 0 : -1;
 }
 
+/* Frees the strings the option parser allocated. */
+static void free_options(dir_config_t *cfg, char *port_file, char *key_file) {
+  g_free(cfg->host);
+  g_free(cfg->log_level);
+  g_free(cfg->data_dir);
+  g_free(cfg->tenants_file);
+  g_free(port_file);
+  g_free(key_file);
+}
+
 int main(int argc, char **argv) {
   dir_config_t cfg = {0};
   char *port_file = NULL, *key_file = NULL;
@@ -172,12 +182,7 @@ int main(int argc, char **argv) {
     bad = 1;
   }
   if (bad) {
-    g_free(cfg.host);
-    g_free(cfg.log_level);
-    g_free(cfg.data_dir);
-    g_free(cfg.tenants_file);
-    g_free(port_file);
-  g_free(key_file);
+    free_options(&cfg, port_file, key_file);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
@@ -208,11 +213,7 @@ int main(int argc, char **argv) {
             "capabilities are issued (a trusted network only)");
   }
   if (bad) {
-    g_free(cfg.host);
-    g_free(cfg.log_level);
-    g_free(cfg.data_dir);
-    g_free(port_file);
-    g_free(key_file);
+    free_options(&cfg, port_file, key_file);
     return 1;
   }
 
@@ -222,12 +223,7 @@ int main(int argc, char **argv) {
   if (cfg.tenants_file != NULL) {
     if (dir_tenants_load(cfg.tenants_file, &tenants, why, sizeof why) != 0) {
       MF_ERROR("cannot start: --tenants: %s", why);
-      g_free(cfg.host);
-      g_free(cfg.log_level);
-      g_free(cfg.data_dir);
-      g_free(cfg.tenants_file);
-      g_free(port_file);
-      g_free(key_file);
+      free_options(&cfg, port_file, key_file);
       return 1;
     }
     MF_INFO("tenants: %u loaded from %s (SIGHUP reloads it)", tenants->list->len,
@@ -248,12 +244,7 @@ int main(int argc, char **argv) {
                        sizeof why) != 0) {
       MF_ERROR("cannot start: %s", why);
       dir_tenants_free(tenants);
-      g_free(cfg.host);
-      g_free(cfg.log_level);
-      g_free(cfg.data_dir);
-      g_free(cfg.tenants_file);
-      g_free(port_file);
-  g_free(key_file);
+      free_options(&cfg, port_file, key_file);
       return 1;
     }
     dir_store_stats_t st;
@@ -274,12 +265,7 @@ int main(int argc, char **argv) {
     dir_stop(&dm.dir);
     uv_run(dm.loop, UV_RUN_DEFAULT);
     dir_free(&dm.dir);
-    g_free(cfg.host);
-    g_free(cfg.log_level);
-    g_free(cfg.data_dir);
-    g_free(cfg.tenants_file);
-    g_free(port_file);
-  g_free(key_file);
+    free_options(&cfg, port_file, key_file);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
@@ -311,12 +297,7 @@ int main(int argc, char **argv) {
   dir_free(&dm.dir);
   mf_auth_wipe(key, sizeof key);
   uv_loop_close(dm.loop);
-  g_free(cfg.host);
-  g_free(cfg.log_level);
-  g_free(cfg.data_dir);
-  g_free(cfg.tenants_file);
-  g_free(port_file);
-  g_free(key_file);
+  free_options(&cfg, port_file, key_file);
   MF_INFO("stopped");
   return 0;
 }

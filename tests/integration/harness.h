@@ -70,6 +70,15 @@ int mf_cli(const mf_daemon_t *d, char **out, char **err, const char *arg, ...)
 /* Sleeps for ms milliseconds. */
 void mf_sleep_ms(int ms);
 
+/* A raw TCP connection to 127.0.0.1:port for tests that speak a protocol
+ * by hand (hostile frames): receives time out after timeout_s seconds (0:
+ * never). Returns the socket or -1. */
+int mf_raw_connect(int port, int timeout_s);
+/* Sends or receives exactly len bytes; 0, or -1 when the connection closed,
+ * failed or the receive timed out. */
+int mf_send_all(int fd, const void *buf, size_t len);
+int mf_recv_all(int fd, void *buf, size_t len);
+
 #endif /* MAYFLY_TEST_HARNESS_H */
 
 /* Registers a memory server's blocks with the directory through the control

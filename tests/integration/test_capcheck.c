@@ -61,41 +61,6 @@ static int64_t wall_ms(void) {
 
 /* --- the raw socket --- */
 
-static int raw_connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  struct timeval tv = {.tv_sec = 5};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-static int send_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-    if (w <= 0) return -1;
-    p += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len) {
-  uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t r = recv(fd, p, len, 0);
-    if (r <= 0) return -1;
-    p += r;
-    len -= (size_t)r;
-  }
-  return 0;
-}
-
 /* A request: header fields, the capability area, the payload. */
 typedef struct {
   uint8_t op;
@@ -144,18 +109,18 @@ static int call_on(env_t *e, int fd, const req_t *r, wire_hdr_t *rep, uint8_t **
   g_byte_array_append(frame, hdr, sizeof hdr);
   g_byte_array_append(frame, area, h.cap_len);
   if (r->plen > 0) g_byte_array_append(frame, r->payload, r->plen);
-  int sent = send_all(fd, frame->data, frame->len);
+  int sent = mf_send_all(fd, frame->data, frame->len);
   g_byte_array_free(frame, TRUE);
   if (sent != 0) return 1;
   uint8_t rh[WIRE_HEADER_SIZE];
-  if (recv_all(fd, rh, sizeof rh) != 0) return 1;
+  if (mf_recv_all(fd, rh, sizeof rh) != 0) return 1;
   size_t flen = 0;
   wire_hdr_t tmp;
   if (rep == NULL) rep = &tmp;
   int rc = wire_parse(rh, sizeof rh, UINT32_MAX, rep, &flen);
   if (rc != 0 && rc != MAYFLY_EAGAIN) return 1;
   uint8_t *p = g_malloc(rep->payload_len + 1);
-  if (rep->payload_len > 0 && recv_all(fd, p, rep->payload_len) != 0) {
+  if (rep->payload_len > 0 && mf_recv_all(fd, p, rep->payload_len) != 0) {
     g_free(p);
     return 1;
   }
@@ -243,7 +208,7 @@ static int env_start(env_t *e) {
       copy_part(e, "/cap/kv", MAYFLY_KIND_KV, &e->kv) != 0) {
     return -1;
   }
-  e->fd = raw_connect(e->ms->port);
+  e->fd = mf_raw_connect(e->ms->port, 5);
   return e->fd >= 0 ? 0 : -1;
 }
 
@@ -700,7 +665,7 @@ static void test_splits_and_merges_between_servers_work_with_the_key(void) {
   for (int i = 0; i < 2; i++) {
     pr.ms[i] = mf_start_memserver(pr.d, 16, "64KiB", "--cluster-key-file", e.key_path, NULL);
     CU_ASSERT_FATAL(pr.ms[i] != NULL);
-    pr.fd[i] = raw_connect(pr.ms[i]->port);
+    pr.fd[i] = mf_raw_connect(pr.ms[i]->port, 5);
   }
   CU_ASSERT_FATAL(mayfly_connect(pr.d->address, NULL, &pr.c) == 0);
   const char *path = "/cap/grow";

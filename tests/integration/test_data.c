@@ -207,56 +207,20 @@ static void encode(const frame_t *f, uint8_t out[HDR]) {
   put_le(out + 52, f->arg2, 4);
 }
 
-/* Connects to 127.0.0.1:port; receives time out after 3 s. */
-static int raw_connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  struct timeval tv = {.tv_sec = 3};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-static int send_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-    if (w <= 0) return -1;
-    p += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
 /* Sends a frame whose payload is `payload` (payload_len set from len). */
 static int send_frame(int fd, frame_t f, const void *payload, size_t len) {
   uint8_t h[HDR];
   f.payload_len = (uint32_t)len;
   encode(&f, h);
-  if (send_all(fd, h, HDR) != 0) return -1;
-  return len > 0 ? send_all(fd, payload, len) : 0;
-}
-
-static int recv_all(int fd, void *buf, size_t len) {
-  uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t r = recv(fd, p, len, 0);
-    if (r <= 0) return -1;
-    p += r;
-    len -= (size_t)r;
-  }
-  return 0;
+  if (mf_send_all(fd, h, HDR) != 0) return -1;
+  return len > 0 ? mf_send_all(fd, payload, len) : 0;
 }
 
 /* Receives one reply frame; *payload (may be NULL) gets its payload
  * (g_free). Returns 0, or -1 when the connection closed or 3 s passed. */
 static int recv_frame(int fd, frame_t *f, uint8_t **payload) {
   uint8_t h[HDR];
-  if (recv_all(fd, h, HDR) != 0) return -1;
+  if (mf_recv_all(fd, h, HDR) != 0) return -1;
   if (h[0] != 'M' || h[1] != 'F' || h[2] != 1) return -1;
   f->opcode = h[3];
   f->payload_len = (uint32_t)get_le(h + 4, 4);
@@ -269,7 +233,7 @@ static int recv_frame(int fd, frame_t *f, uint8_t **payload) {
   f->status = (int32_t)get_le(h + 48, 4);
   f->arg2 = (uint32_t)get_le(h + 52, 4);
   uint8_t *p = g_malloc(f->payload_len + 1);
-  if (f->payload_len > 0 && recv_all(fd, p, f->payload_len) != 0) {
+  if (f->payload_len > 0 && mf_recv_all(fd, p, f->payload_len) != 0) {
     g_free(p);
     return -1;
   }
@@ -293,7 +257,7 @@ static int peer_closes(int fd) {
  * (payload into *payload when not NULL), or 1 when no reply came. */
 static int raw_call(int port, frame_t f, const void *payload, size_t len, frame_t *rep,
                     uint8_t **out) {
-  int fd = raw_connect(port);
+  int fd = mf_raw_connect(port, 3);
   if (fd < 0) return 1;
   int rc = 1;
   if (send_frame(fd, f, payload, len) == 0 && recv_frame(fd, rep, out) == 0) rc = rep->status;
@@ -1057,13 +1021,13 @@ static void test_bad_frames_close_or_fail_one_connection_and_the_server_serves_o
   uint8_t h[HDR];
   encode(&get, h);
   h[0] = 'X';
-  int fd = raw_connect(port);
-  CU_ASSERT(fd >= 0 && send_all(fd, h, HDR) == 0 && peer_closes(fd));
+  int fd = mf_raw_connect(port, 3);
+  CU_ASSERT(fd >= 0 && mf_send_all(fd, h, HDR) == 0 && peer_closes(fd));
   close(fd);
   encode(&get, h);
   h[2] = 2;
-  fd = raw_connect(port);
-  CU_ASSERT(fd >= 0 && send_all(fd, h, HDR) == 0 && peer_closes(fd));
+  fd = mf_raw_connect(port, 3);
+  CU_ASSERT(fd >= 0 && mf_send_all(fd, h, HDR) == 0 && peer_closes(fd));
   close(fd);
 
   /* A payload over the limit (a block plus a key): closed on the header
@@ -1071,15 +1035,15 @@ static void test_bad_frames_close_or_fail_one_connection_and_the_server_serves_o
   frame_t huge = {.opcode = OP_KV_PUT, .id = 42, .block = kblock, .gen = kgen, .arg2 = 5};
   encode(&huge, h);
   put_le(h + 4, 64u << 20, 4);
-  fd = raw_connect(port);
-  CU_ASSERT(fd >= 0 && send_all(fd, h, HDR) == 0 && peer_closes(fd));
+  fd = mf_raw_connect(port, 3);
+  CU_ASSERT(fd >= 0 && mf_send_all(fd, h, HDR) == 0 && peer_closes(fd));
   close(fd);
 
   /* Unknown opcodes: an EPROTO reply with the same id, and the connection
    * stays usable. 0x1f sits in the file range and names a block that is not
    * a file: the opcode is still what is wrong. */
   const uint8_t unknown[] = {0x7f, 0x00, 0xee, 0x1f};
-  fd = raw_connect(port);
+  fd = mf_raw_connect(port, 3);
   CU_ASSERT(fd >= 0);
   for (size_t u = 0; fd >= 0 && u < sizeof unknown; u++) {
     frame_t f = {.opcode = unknown[u], .id = 1000 + u, .block = kblock, .gen = kgen};
@@ -1102,19 +1066,19 @@ static void test_bad_frames_close_or_fail_one_connection_and_the_server_serves_o
 
   /* A truncated frame, then the client goes away: the server closes its
    * side without answering. */
-  fd = raw_connect(port);
+  fd = mf_raw_connect(port, 3);
   CU_ASSERT(fd >= 0);
   if (fd >= 0) {
     encode(&get, h);
     put_le(h + 4, 100, 4);
-    CU_ASSERT(send_all(fd, h, HDR) == 0 && send_all(fd, "hello", 5) == 0);
+    CU_ASSERT(mf_send_all(fd, h, HDR) == 0 && mf_send_all(fd, "hello", 5) == 0);
     shutdown(fd, SHUT_WR);
     CU_ASSERT(peer_closes(fd));
     close(fd);
   }
-  fd = raw_connect(port);
+  fd = mf_raw_connect(port, 3);
   if (fd >= 0) {
-    CU_ASSERT(send_all(fd, h, 30) == 0);
+    CU_ASSERT(mf_send_all(fd, h, 30) == 0);
     close(fd);
   }
 
