@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/le.h"
 
 /* Domain separation: a MAC made for one purpose never passes for another. */
 static const char CAP_DOMAIN[] = "mayfly-cap-1";
@@ -86,34 +87,18 @@ int mf_auth_key_load(const char *path, uint8_t key[MF_KEY_SIZE], int *world_read
   return rc;
 }
 
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p) {
-  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static void cap_body(const mf_cap_t *c, uint8_t b[MF_CAP_BODY]) {
   b[0] = MF_CAP_VERSION;
   b[1] = c->rights;
   b[2] = b[3] = 0;
-  put32(b + 4, c->server_id);
-  put32(b + 8, c->block_index);
-  put32(b + 12, c->tenant);
-  put64(b + 16, c->generation);
-  put64(b + 24, (uint64_t)c->expiry_ms);
-  put64(b + 32, c->lo);
-  put64(b + 40, c->hi);
-  put64(b + 48, c->op_id);
+  mf_le_put32(b + 4, c->server_id);
+  mf_le_put32(b + 8, c->block_index);
+  mf_le_put32(b + 12, c->tenant);
+  mf_le_put64(b + 16, c->generation);
+  mf_le_put64(b + 24, (uint64_t)c->expiry_ms);
+  mf_le_put64(b + 32, c->lo);
+  mf_le_put64(b + 40, c->hi);
+  mf_le_put64(b + 48, c->op_id);
 }
 
 static void cap_mac(const uint8_t key[MF_KEY_SIZE], const uint8_t body[MF_CAP_BODY],
@@ -136,14 +121,14 @@ int mf_cap_decode(const uint8_t *buf, size_t len, mf_cap_t *c) {
     return MAYFLY_EPROTO;
   }
   c->rights = buf[1];
-  c->server_id = get32(buf + 4);
-  c->block_index = get32(buf + 8);
-  c->tenant = get32(buf + 12);
-  c->generation = get64(buf + 16);
-  c->expiry_ms = (int64_t)get64(buf + 24);
-  c->lo = get64(buf + 32);
-  c->hi = get64(buf + 40);
-  c->op_id = get64(buf + 48);
+  c->server_id = mf_le_get32(buf + 4);
+  c->block_index = mf_le_get32(buf + 8);
+  c->tenant = mf_le_get32(buf + 12);
+  c->generation = mf_le_get64(buf + 16);
+  c->expiry_ms = (int64_t)mf_le_get64(buf + 24);
+  c->lo = mf_le_get64(buf + 32);
+  c->hi = mf_le_get64(buf + 40);
+  c->op_id = mf_le_get64(buf + 48);
   return 0;
 }
 

@@ -6,89 +6,25 @@
 #include <string.h>
 
 #include "common/error.h"
-
-/* Fixed-width little-endian loads and stores. On a little-endian host each
- * is one memcpy of the whole field, which the compiler turns into a single
- * (unaligned) load or store; elsewhere the bytes are assembled one by one. */
-#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define WIRE_HOST_LE 1
-#else
-#define WIRE_HOST_LE 0
-#endif
-
-static inline void put16(uint8_t *p, uint16_t v) {
-#if WIRE_HOST_LE
-  memcpy(p, &v, sizeof v);
-#else
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-#endif
-}
-
-static inline void put32(uint8_t *p, uint32_t v) {
-#if WIRE_HOST_LE
-  memcpy(p, &v, sizeof v);
-#else
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-#endif
-}
-
-static inline void put64(uint8_t *p, uint64_t v) {
-#if WIRE_HOST_LE
-  memcpy(p, &v, sizeof v);
-#else
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-#endif
-}
-
-static inline uint16_t get16(const uint8_t *p) {
-#if WIRE_HOST_LE
-  uint16_t v;
-  memcpy(&v, p, sizeof v);
-  return v;
-#else
-  return (uint16_t)(p[0] | p[1] << 8);
-#endif
-}
-
-static inline uint32_t get32(const uint8_t *p) {
-#if WIRE_HOST_LE
-  uint32_t v;
-  memcpy(&v, p, sizeof v);
-  return v;
-#else
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-#endif
-}
-
-static inline uint64_t get64(const uint8_t *p) {
-#if WIRE_HOST_LE
-  uint64_t v;
-  memcpy(&v, p, sizeof v);
-  return v;
-#else
-  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-#endif
-}
+#include "common/le.h"
 
 /* Layout: magic 0, version 2, opcode 3, payload_len 4, request_id 8,
  * block_index 16, flags 20, cap_len 22, generation 24, arg0 32, arg1 40,
  * status 48, arg2 52. */
 void wire_encode(const wire_hdr_t *h, uint8_t out[WIRE_HEADER_SIZE]) {
-  put16(out, WIRE_MAGIC);
+  mf_le_put16(out, WIRE_MAGIC);
   out[2] = WIRE_VERSION;
   out[3] = h->opcode;
-  put32(out + 4, h->payload_len);
-  put64(out + 8, h->request_id);
-  put32(out + 16, h->block_index);
-  put16(out + 20, h->flags);
-  put16(out + 22, h->cap_len);
-  put64(out + 24, h->generation);
-  put64(out + 32, h->arg0);
-  put64(out + 40, h->arg1);
-  put32(out + 48, (uint32_t)h->status);
-  put32(out + 52, h->arg2);
+  mf_le_put32(out + 4, h->payload_len);
+  mf_le_put64(out + 8, h->request_id);
+  mf_le_put32(out + 16, h->block_index);
+  mf_le_put16(out + 20, h->flags);
+  mf_le_put16(out + 22, h->cap_len);
+  mf_le_put64(out + 24, h->generation);
+  mf_le_put64(out + 32, h->arg0);
+  mf_le_put64(out + 40, h->arg1);
+  mf_le_put32(out + 48, (uint32_t)h->status);
+  mf_le_put32(out + 52, h->arg2);
 }
 
 int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t *h,
@@ -101,19 +37,19 @@ int wire_parse(const uint8_t *buf, size_t len, uint32_t max_payload, wire_hdr_t 
     }
     return MAYFLY_EAGAIN;
   }
-  if (get16(buf) != WIRE_MAGIC || buf[2] != WIRE_VERSION) return MAYFLY_EPROTO;
+  if (mf_le_get16(buf) != WIRE_MAGIC || buf[2] != WIRE_VERSION) return MAYFLY_EPROTO;
   if (len < WIRE_HEADER_SIZE) return MAYFLY_EAGAIN;
   h->opcode = buf[3];
-  h->payload_len = get32(buf + 4);
-  h->request_id = get64(buf + 8);
-  h->block_index = get32(buf + 16);
-  h->flags = get16(buf + 20);
-  h->cap_len = get16(buf + 22);
-  h->generation = get64(buf + 24);
-  h->arg0 = get64(buf + 32);
-  h->arg1 = get64(buf + 40);
-  h->status = (int32_t)get32(buf + 48);
-  h->arg2 = get32(buf + 52);
+  h->payload_len = mf_le_get32(buf + 4);
+  h->request_id = mf_le_get64(buf + 8);
+  h->block_index = mf_le_get32(buf + 16);
+  h->flags = mf_le_get16(buf + 20);
+  h->cap_len = mf_le_get16(buf + 22);
+  h->generation = mf_le_get64(buf + 24);
+  h->arg0 = mf_le_get64(buf + 32);
+  h->arg1 = mf_le_get64(buf + 40);
+  h->status = (int32_t)mf_le_get32(buf + 48);
+  h->arg2 = mf_le_get32(buf + 52);
   if (h->cap_len > WIRE_CAP_MAX || h->payload_len > max_payload) return MAYFLY_ETOOBIG;
   size_t total = WIRE_HEADER_SIZE + (size_t)h->cap_len + h->payload_len;
   *frame_len = total;
@@ -141,31 +77,31 @@ uint32_t wire_kv_slot(const void *key, size_t len) {
 }
 
 void wire_server_stat_put(uint8_t out[WIRE_SERVER_STAT_SIZE], const wire_server_stat_t *st) {
-  put64(out, st->source);
-  put64(out + 8, st->allocated);
-  put64(out + 16, st->resident);
-  put64(out + 24, st->charged);
-  put64(out + 32, st->kv_entries);
-  put64(out + 40, st->blocks_in_use);
-  put64(out + 48, st->cap_refused);
+  mf_le_put64(out, st->source);
+  mf_le_put64(out + 8, st->allocated);
+  mf_le_put64(out + 16, st->resident);
+  mf_le_put64(out + 24, st->charged);
+  mf_le_put64(out + 32, st->kv_entries);
+  mf_le_put64(out + 40, st->blocks_in_use);
+  mf_le_put64(out + 48, st->cap_refused);
 }
 
 int wire_server_stat_get(const uint8_t *buf, size_t len, wire_server_stat_t *st) {
   if (len < WIRE_SERVER_STAT_SIZE) return MAYFLY_EPROTO;
-  st->source = get64(buf);
-  st->allocated = get64(buf + 8);
-  st->resident = get64(buf + 16);
-  st->charged = get64(buf + 24);
-  st->kv_entries = get64(buf + 32);
-  st->blocks_in_use = get64(buf + 40);
-  st->cap_refused = get64(buf + 48);
+  st->source = mf_le_get64(buf);
+  st->allocated = mf_le_get64(buf + 8);
+  st->resident = mf_le_get64(buf + 16);
+  st->charged = mf_le_get64(buf + 24);
+  st->kv_entries = mf_le_get64(buf + 32);
+  st->blocks_in_use = mf_le_get64(buf + 40);
+  st->cap_refused = mf_le_get64(buf + 48);
   return 0;
 }
 
 void wire_kv_entry_put(uint8_t *out, const void *key, uint32_t klen, const void *val,
                        uint32_t vlen) {
-  put32(out, klen);
-  put32(out + 4, vlen);
+  mf_le_put32(out, klen);
+  mf_le_put32(out + 4, vlen);
   if (klen > 0) memcpy(out + WIRE_KV_ENTRY_HEADER, key, klen);
   if (vlen > 0) memcpy(out + WIRE_KV_ENTRY_HEADER + klen, val, vlen);
 }
@@ -175,7 +111,7 @@ int wire_kv_entry_next(const uint8_t *buf, size_t len, size_t *pos, const uint8_
   if (*pos >= len) return 0;
   if (len - *pos < WIRE_KV_ENTRY_HEADER) return MAYFLY_EPROTO;
   const uint8_t *p = buf + *pos;
-  uint32_t k = get32(p), v = get32(p + 4);
+  uint32_t k = mf_le_get32(p), v = mf_le_get32(p + 4);
   size_t left = len - *pos - WIRE_KV_ENTRY_HEADER;
   if (k > left || v > left - k) return MAYFLY_EPROTO; /* no sum that could wrap */
   *key = p + WIRE_KV_ENTRY_HEADER;

@@ -244,17 +244,6 @@ typedef struct fake {
   GThread *thread;
 } fake_t;
 
-static int write_all(int fd, const void *buf, size_t len) {
-  const uint8_t *p = buf;
-  while (len > 0) {
-    ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-    if (w <= 0) return -1;
-    p += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
 /* Notes the process's size around the first bait. */
 static void fake_baited(fake_t *f) {
   if (g_atomic_int_add(&f->baited, 1) == 0) {
@@ -279,7 +268,7 @@ static void fake_serve(fake_t *f, int fd) {
       uint32_t len = f->mode == FAKE_DIR_HUGE_FRAME ? 0xF0000000u : (64u << 20) - 1;
       uint8_t pre[4 + 1024] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
                                (uint8_t)len};
-      write_all(fd, pre, f->mode == FAKE_DIR_TRICKLE ? sizeof pre : 4);
+      mf_send_all(fd, pre, f->mode == FAKE_DIR_TRICKLE ? sizeof pre : 4);
       fake_baited(f);
       continue;
     }
@@ -299,13 +288,13 @@ static void fake_serve(fake_t *f, int fd) {
         if (replied++ == 0) f->vm_before = vm_kib("VmSize");
         rep.payload_len = 0xFFF00000u; /* the 4.28 GB that a CLI once reserved */
         wire_encode(&rep, hdr);
-        write_all(fd, hdr, sizeof hdr);
+        mf_send_all(fd, hdr, sizeof hdr);
         fake_baited(f);
       } else {
         rep.payload_len = h.opcode == WIRE_OP_KV_GET ? 1 : 0;
         wire_encode(&rep, hdr);
-        write_all(fd, hdr, sizeof hdr);
-        if (rep.payload_len) write_all(fd, "v", 1);
+        mf_send_all(fd, hdr, sizeof hdr);
+        if (rep.payload_len) mf_send_all(fd, "v", 1);
         goto out; /* FAKE_CLOSE_AFTER_ONE: done with this connection */
       }
     }
@@ -551,8 +540,8 @@ static gpointer proxy_main(gpointer data) {
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     setsockopt(dfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (connect(dfd, (struct sockaddr *)&a, sizeof a) == 0 && read_frame(cfd, buf) == 0 &&
-        write_all(dfd, buf->data, buf->len) == 0 && read_frame(dfd, buf) == 0) {
-      write_all(cfd, buf->data, buf->len);
+        mf_send_all(dfd, buf->data, buf->len) == 0 && read_frame(dfd, buf) == 0) {
+      mf_send_all(cfd, buf->data, buf->len);
     }
     close(dfd);
     close(cfd);
