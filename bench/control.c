@@ -244,7 +244,7 @@ static int register_pool(const char *address, int blocks) {
   mf_ctl_t *ctl;
   int rc = mf_ctl_open(address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
-  rc = mf_ctl_register(ctl, "127.0.0.1:1", blocks, 1 << 20, 0, 0, NULL);
+  rc = mf_ctl_register(ctl, "127.0.0.1:1", blocks, 1 << 20, 0, 0, NULL, NULL);
   mf_ctl_close(ctl);
   return rc;
 }

@@ -20,6 +20,16 @@ exception Error {
   2: string message
 }
 
+/* One member of a replicated partition's chain (issue 12). */
+struct Replica {
+  1: i32 server_id,
+  2: string server_address,   /* data-plane host:port */
+  3: i32 block_index,
+  4: i64 generation,
+  5: optional string capability, /* as Partition.capability, for this member's block */
+  6: optional string zone        /* the member's server's --zone ("" when none) */
+}
+
 /* One block-backed partition of a namespace. */
 struct Partition {
   1: i32 server_id,
@@ -33,7 +43,16 @@ struct Partition {
   /* The directory's signed capability for this block (common/auth.h), in
      hexadecimal: set when the directory has a cluster key. The client sends
      its bytes in the data-plane header of every request for the block. */
-  9: optional string capability
+  9: optional string capability,
+  /* Replication (issue 12). A partition of a namespace created with R > 1
+     replicas is a chain of blocks on distinct hosts: `chain` lists every
+     member, head first; fields 1-4 and 9 repeat the head. Writes go to the
+     head, reads to the tail (the chain's last member). Absent when R = 1. */
+  10: optional list<Replica> chain,
+  11: optional i32 replicas,     /* R wanted */
+  12: optional string state,     /* "ok", "degraded" (fewer than R members), "copying"
+                                    (a new member is being filled), "lost" */
+  13: optional i64 chain_version /* bumped at every change of the chain */
 }
 
 struct Layout {
@@ -63,7 +82,9 @@ struct CreateOptions {
   4: map<string, string> tags,
   5: i32 max_blocks,          /* most blocks the namespace may hold; 0 = no limit */
   6: i32 high_watermark,      /* kv: split a partition above this % of its block; 0 = 90 */
-  7: i32 low_watermark        /* kv: merge neighbours whose joint use is under this %; 0 = 25 */
+  7: i32 low_watermark,       /* kv: merge neighbours whose joint use is under this %; 0 = 25 */
+  8: optional i32 replicas    /* blocks per partition, on distinct hosts; 0 = the directory's
+                                 --replicas */
 }
 
 struct LeaseInfo {
@@ -83,8 +104,11 @@ struct ServerInfo {
   6: i64 block_size,
   7: i64 heartbeat_age_ms,
   8: optional i32 blocks_lost, /* in use by partitions lost when the server restarted */
-  9: optional string stat_capability /* admins, with a cluster key: a capability for
-                                         the server's SERVER_STAT (hexadecimal) */
+  9: optional string stat_capability, /* admins, with a cluster key: a capability for
+                                          the server's SERVER_STAT (hexadecimal) */
+  10: optional string zone,     /* --zone of the server ("" when none) */
+  11: optional string host,     /* host part of the address: replicas go on distinct hosts */
+  12: optional i32 chains       /* replicated partitions with a member (or a copy) here */
 }
 
 struct BlockRef {
@@ -95,7 +119,11 @@ struct BlockRef {
 struct RegisterReply {
   1: i32 server_id,
   2: i64 heartbeat_ms,        /* how often the server should heartbeat */
-  3: list<BlockRef> allocated /* blocks the directory believes are in use there */
+  3: list<BlockRef> allocated, /* blocks the directory believes are in use there */
+  /* A server that has not heard from the directory for this long may have
+     been dropped from its chains: it stops serving replicated blocks until
+     a heartbeat succeeds again. */
+  4: optional i64 heartbeat_timeout_ms
 }
 
 /* What the directory says of one block of a memory server. */
@@ -109,13 +137,26 @@ struct BlockInfo {
   7: i32 high_watermark,      /* kv: % of the block; see CreateOptions */
   8: i32 low_watermark,
   9: bool watched,            /* data events of this block are wanted (publish them) */
-  10: optional bool lost      /* its data died with a previous incarnation of the server:
+  10: optional bool lost,     /* its data died with a previous incarnation of the server:
                                  do not adopt it, answer MAYFLY_ELOST */
+  /* Replicated blocks (issue 12): the chain, head first, as of
+     chain_version; chain_pos is this block's place in it, or -1 when the
+     block is a new member being filled (copy_op) and not yet in the chain. */
+  11: optional list<Replica> chain,
+  12: optional i32 chain_pos,
+  13: optional i64 chain_version,
+  /* The tail only: a block joining the chain, to be filled from this one
+     (WIRE_OP_REPLICA_COPY) under copy_op, then reported with replica_end. */
+  14: optional Replica copy_to,
+  15: optional i64 copy_op
 }
 
 struct HeartbeatReply {
   1: list<BlockRef> release,  /* blocks freed since the last heartbeat */
-  2: list<BlockRef> watched   /* every block of this server whose data events are wanted */
+  2: list<BlockRef> watched,  /* every block of this server whose data events are wanted */
+  /* Blocks of this server whose chain changed since the last heartbeat:
+     ask check_block again for their chain. */
+  3: optional list<BlockRef> rechain
 }
 
 /* A repartition the directory agreed to: move the slots [lo, hi) of the
@@ -171,7 +212,12 @@ struct DataEvent {
   3: EventKind kind,
   4: string key,
   5: i64 offset,
-  6: i64 length
+  6: i64 length,
+  /* Replicated blocks: the chain sequence number of the write (assigned by
+     the head, the same at every member). The directory drops an event whose
+     chain_seq is not above the last it sequenced for the partition, so a
+     failover never delivers one twice. */
+  7: optional i64 chain_seq
 }
 
 struct RenewReply {
@@ -230,7 +276,12 @@ struct Stats {
   27: optional i64 recovered_records, /* log records replayed at start, after the snapshot */
   28: optional i64 log_seq,           /* sequence number of the newest record applied */
   /* With --tenants: every tenant and what it uses. */
-  29: optional list<TenantInfo> tenants
+  29: optional list<TenantInfo> tenants,
+  /* Replication (issue 12). */
+  30: optional i64 chain_failovers,      /* members dropped from chains since start */
+  31: optional i64 rereplications,       /* new members that joined a chain */
+  32: optional i64 rereplicated_bytes,
+  33: optional i64 partitions_degraded   /* now: chains shorter than their R */
 }
 
 service Directory {
@@ -280,7 +331,8 @@ service Directory {
      the directory marks their partitions lost and leaves them out of
      `allocated`. */
   RegisterReply register_server(1: string address, 2: i32 blocks, 3: i64 block_size,
-                                4: i64 gen_floor, 5: i64 incarnation) throws (1: Error err),
+                                4: i64 gen_floor, 5: i64 incarnation, 6: string zone)
+      throws (1: Error err),
   /* Lets a memory server check a block reference it has not seen yet. */
   BlockInfo check_block(1: i32 server_id, 2: i32 block_index) throws (1: Error err),
   HeartbeatReply heartbeat(1: i32 server_id, 2: i32 blocks_used, 3: i64 incarnation)
@@ -295,6 +347,11 @@ service Directory {
                                4: bool merge, 5: i64 split_at) throws (1: Error err),
   /* Commits (the data is at the target) or rolls back a begun repartition. */
   Layout repartition_end(1: i32 server_id, 2: i64 op_id, 3: bool commit, 4: i64 bytes_moved)
+      throws (1: Error err),
+  /* Replication: the tail reports that the block it was told to fill
+     (BlockInfo.copy_to, copy_op) holds the partition (commit: it joins the
+     chain at the tail) or that the copy failed (its block is released). */
+  Layout replica_end(1: i32 server_id, 2: i64 op_id, 3: bool commit, 4: i64 bytes)
       throws (1: Error err),
   /* Files: drops the blocks wholly past `size`. */
   Layout truncate(1: string path, 2: i64 size) throws (1: Error err),

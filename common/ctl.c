@@ -382,7 +382,8 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
 }
 
 int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
-                    int64_t gen_floor, uint64_t incarnation, MayflyRegisterReply **reply) {
+                    int64_t gen_floor, uint64_t incarnation, const char *zone,
+                    MayflyRegisterReply **reply) {
   MayflyDirectoryIf *i;
   int rc = mf_ctl_begin(ctl, &i);
   if (rc != 0) return rc;
@@ -390,7 +391,8 @@ int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t 
   MayflyError *err = NULL;
   GError *gerr = NULL;
   gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size,
-                                                    gen_floor, (gint64)incarnation, &err, &gerr);
+                                                    gen_floor, (gint64)incarnation,
+                                                    zone != NULL ? zone : "", &err, &gerr);
   rc = mf_ctl_end(ctl, ok, err, gerr);
   if (rc == 0 && reply != NULL) {
     *reply = r;

@@ -58,10 +58,12 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr);
 
 /* Registers a memory server's blocks (the call mayfly-memserver makes at
  * start-up). `incarnation` is the server's id for this run of its process
- * (0: none, nothing is ever marked lost). *reply (may be NULL) receives the
+ * (0: none, nothing is ever marked lost); `zone` its --zone (NULL or "": none),
+ * which placement spreads replicas over. *reply (may be NULL) receives the
  * directory's answer; unref it. Returns 0 or a MAYFLY_E* code. */
 int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
-                    int64_t gen_floor, uint64_t incarnation, MayflyRegisterReply **reply);
+                    int64_t gen_floor, uint64_t incarnation, const char *zone,
+                    MayflyRegisterReply **reply);
 
 /* Records a message for mf_last_error() (mayfly_last_error() in the public
  * API) on this thread. */

@@ -158,3 +158,15 @@ uint64_t wire_kv_charge(uint64_t klen, uint64_t vlen) {
   uint64_t a = wire_alloc_size(WIRE_KV_ENTRY_HEAD + klen + vlen);
   return a == UINT64_MAX ? UINT64_MAX : a + WIRE_KV_SLOT_CHARGE;
 }
+
+void wire_seq_put(uint8_t out[WIRE_SEQ_SIZE], const wire_seq_t *s) {
+  mf_le_put64(out, s->client_id);
+  mf_le_put64(out + 8, s->seq);
+  mf_le_put64(out + 16, s->acked);
+}
+
+void wire_seq_get(const uint8_t in[WIRE_SEQ_SIZE], wire_seq_t *s) {
+  s->client_id = mf_le_get64(in);
+  s->seq = mf_le_get64(in + 8);
+  s->acked = mf_le_get64(in + 16);
+}

@@ -58,11 +58,54 @@ typedef enum {
   /* Rolls a merge back: the target drops the entries of [arg0, arg1) and
    * gives the slots up again. */
   WIRE_OP_KV_MIGRATE_ABORT = 0x35,
+  /* Only inside WIRE_OP_CHAIN_FWD: a replicated kv partition's head gave the
+   * slots [arg0, arg1) away (a committed split or merge); members drop them. */
+  WIRE_OP_KV_DROP_RANGE = 0x36,
+
+  /* Replication (issue 12), server to server only. The metadata section
+   * (cap_len bytes) is the sender's frame MAC (MF_MAC_SIZE bytes, mf_frame_mac
+   * with the cluster key and no capability) when the cluster has a key, else
+   * empty.
+   *
+   * CHAIN_FWD: a member passes a write it applied to its successor.
+   * block_index/generation name the successor's block; arg0 = the chain
+   * sequence number (assigned by the head, one per applied write, the same
+   * at every member); arg1 = the sender's chain_version; payload = the
+   * client's request frame as the head received it (header, metadata with its
+   * sequence record, payload) or an internal one (KV_DROP_RANGE). The reply
+   * (status 0) is the acknowledgement: every member from the successor to the
+   * tail holds the write. A member skips applying a cseq it already has, but
+   * still forwards and acknowledges it. */
+  WIRE_OP_CHAIN_FWD = 0x40,
+  /* REPLICA_COPY: the tail fills a block joining the chain. arg0 = copy op
+   * (BlockInfo.copy_op), arg1 = offset of this chunk in the snapshot stream,
+   * arg2 = 1 on the last chunk; payload = a chunk of the stream (format:
+   * docs/data-protocol.md). CHAIN_FWD frames with a higher cseq follow on
+   * the same connection. */
+  WIRE_OP_REPLICA_COPY = 0x41,
 } wire_op_t;
 
 /* Flags. */
 #define WIRE_F_REPLY 0x0001u
 #define WIRE_F_SEALED 0x0002u /* queue segment accepts no more pushes */
+/* Requests to a replicated partition: the metadata section (cap_len bytes)
+ * ends with a WIRE_SEQ_SIZE sequence record (wire_seq_t); the capability,
+ * if any, is the bytes before it. */
+#define WIRE_F_SEQ 0x0004u
+
+/* The sequence record of a write to a replicated partition: the client's
+ * random id (not 0), the write's sequence number (from 1, one per write of
+ * that client, never reused, retries keep theirs) and `acked`: every seq of
+ * this client below it has its reply, so servers may forget those replies.
+ * Little-endian u64s in this order. */
+#define WIRE_SEQ_SIZE 24
+typedef struct wire_seq {
+  uint64_t client_id;
+  uint64_t seq;
+  uint64_t acked;
+} wire_seq_t;
+void wire_seq_put(uint8_t out[WIRE_SEQ_SIZE], const wire_seq_t *s);
+void wire_seq_get(const uint8_t in[WIRE_SEQ_SIZE], wire_seq_t *s);
 
 /* A queue item on a memory server is one allocation of a 4-byte head and
  * the item's bytes, and one link of its segment's list (a GList node: three

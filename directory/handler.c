@@ -518,8 +518,10 @@ static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return
 static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply **_return,
                                   const gchar *address, const gint32 blocks,
                                   const gint64 block_size, const gint64 gen_floor,
-                                  const gint64 incarnation, MayflyError **err, GError **error) {
+                                  const gint64 incarnation, const gchar *zone,
+                                  MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
+  (void)zone; /* placement by zone: issue 12, directory side */
   if (!cluster_only(d, "register_server", err)) return FALSE;
   char host[DIR_HOST_MAX + 1], why[256] = "";
   int port;
@@ -881,6 +883,17 @@ static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_retu
   return TRUE;
 }
 
+static gboolean h_replica_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
+                              const gint32 server_id, const gint64 op_id, const gboolean commit,
+                              const gint64 bytes, MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  if (!cluster_only(d, "replica_end", err)) return FALSE;
+  (void)_return, (void)server_id, (void)commit, (void)bytes;
+  char why[WHY_MAX];
+  g_snprintf(why, sizeof why, "no replica copy %lld is under way", (long long)op_id);
+  return fail(err, MAYFLY_ENOENT, why);
+}
+
 static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                            const gint64 size, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
@@ -1066,6 +1079,7 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->stats = h_stats;
   h->repartition_begin = h_repartition_begin;
   h->repartition_end = h_repartition_end;
+  h->replica_end = h_replica_end;
   h->truncate = h_truncate;
   h->watch = h_watch;
   h->publish = h_publish;

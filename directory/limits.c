@@ -36,18 +36,20 @@ static const mf_compact_type_t t_tags =
     MAP(DIR_TYPED_MARGIN * NS_TAGS_MAX, &t_tag_key, &t_tag_value);
 static const mf_compact_type_t t_paths = LIST(DIR_RENEW_MAX_PATHS, &t_path);
 static const mf_compact_type_t t_event_key = STRING(DIR_EVENT_KEY_MAX);
+static const mf_compact_type_t t_zone = STRING(DIR_ZONE_MAX);
 
 static const mf_compact_field_t f_create_options[] = {
     {1, "blocks", &t_i32},         {2, "lease_ms", &t_i64},
     {3, "pinned", &t_bool},        {4, "tags", &t_tags},
     {5, "max_blocks", &t_i32},     {6, "high_watermark", &t_i32},
-    {7, "low_watermark", &t_i32},  {0}};
+    {7, "low_watermark", &t_i32},  {8, "replicas", &t_i32},
+    {0}};
 static const mf_compact_type_t t_create_options = STRUCT(f_create_options);
 
 static const mf_compact_field_t f_data_event[] = {
     {1, "block_index", &t_i32}, {2, "generation", &t_i64}, {3, "kind", &t_i32},
     {4, "key", &t_event_key},   {5, "offset", &t_i64},     {6, "length", &t_i64},
-    {0}};
+    {7, "chain_seq", &t_i64},   {0}};
 static const mf_compact_type_t t_data_event = STRUCT(f_data_event);
 static const mf_compact_type_t t_events = LIST(DIR_PUBLISH_MAX_EVENTS, &t_data_event);
 
@@ -72,7 +74,7 @@ static const mf_compact_field_t a_release_range[] = {
 static const mf_compact_field_t a_register_server[] = {
     {1, "address", &t_address}, {2, "blocks", &t_i32},
     {3, "block_size", &t_i64},  {4, "gen_floor", &t_i64},
-    {5, "incarnation", &t_i64},
+    {5, "incarnation", &t_i64}, {6, "zone", &t_zone},
     {0}};
 static const mf_compact_field_t a_check_block[] = {
     {1, "server_id", &t_i32}, {2, "block_index", &t_i32}, {0}};
@@ -84,6 +86,9 @@ static const mf_compact_field_t a_repartition_begin[] = {
 static const mf_compact_field_t a_repartition_end[] = {
     {1, "server_id", &t_i32}, {2, "op_id", &t_i64}, {3, "commit", &t_bool},
     {4, "bytes_moved", &t_i64}, {0}};
+static const mf_compact_field_t a_replica_end[] = {
+    {1, "server_id", &t_i32}, {2, "op_id", &t_i64}, {3, "commit", &t_bool},
+    {4, "bytes", &t_i64}, {0}};
 static const mf_compact_field_t a_truncate[] = {{1, "path", &t_path}, {2, "size", &t_i64}, {0}};
 static const mf_compact_field_t a_watch[] = {
     {1, "path", &t_path},      {2, "mask", &t_i32},  {3, "epoch", &t_i64},
@@ -126,6 +131,7 @@ const mf_compact_method_t dir_limits[] = {
     {"stats", a_none},
     {"repartition_begin", a_repartition_begin},
     {"repartition_end", a_repartition_end},
+    {"replica_end", a_replica_end},
     {"truncate", a_truncate},
     {"watch", a_watch},
     {"publish", a_publish},

@@ -26,6 +26,8 @@
  * ("[" host "]:" port). */
 #define DIR_HOST_MAX 255
 #define DIR_ADDRESS_MAX (DIR_HOST_MAX + 8)
+/* The longest --zone name of a memory server. */
+#define DIR_ZONE_MAX 64
 /* Longest tenant token a login may carry. */
 #define DIR_TOKEN_MAX 1024
 

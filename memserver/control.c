@@ -114,7 +114,7 @@ static int do_register(ms_control_t *c) {
   /* The same incarnation every time this process registers (after a
    * directory restart, too): the directory then keeps the blocks. */
   int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor,
-                           c->incarnation, &r);
+                           c->incarnation, NULL, &r);
   if (rc == 0) {
     set_server_id(c, r->server_id);
     g_atomic_int_inc(&c->registrations);

@@ -62,11 +62,39 @@ typedef enum {
  * (at a new generation). */
 typedef enum { NS_PART_LIVE = 0, NS_PART_LOST = 1 } ns_part_state_t;
 
+/* Replication (issue 12). A partition of a namespace with R > 1 replicas is
+ * a chain of blocks on distinct hosts: `block` is the head (where writes
+ * go), more[0..nmore) the members after it in order, the last one the tail
+ * (where reads go). R = 1 partitions have nmore = 0 and replicas 1 (or 0 in
+ * records from before replication, read as 1). A member whose server died
+ * or restarted leaves the chain (the head's successor becomes the head when
+ * the head goes); the partition is lost only when its last member goes.
+ * `copy` is a block taken to join the chain at the tail once the tail has
+ * filled it (copy_op names that copy); server 0 when none. */
+#define NS_CHAIN_MAX 5
+
 typedef struct ns_partition {
   ns_block_t block;
   int64_t lo, hi;
   ns_part_state_t state;
+  int32_t replicas;                 /* R wanted: 1 unreplicated */
+  int32_t nmore;                    /* members after the head */
+  ns_block_t more[NS_CHAIN_MAX - 1];
+  int64_t chain_version;            /* bumped at every change of the chain */
+  ns_block_t copy;                  /* a block being filled to join; server 0: none */
+  int64_t copy_op;
 } ns_partition_t;
+
+/* Members of the chain, the head included. */
+static inline int ns_part_members(const ns_partition_t *p) { return 1 + p->nmore; }
+/* The i-th member, 0 = the head. */
+static inline const ns_block_t *ns_part_member(const ns_partition_t *p, int i) {
+  return i == 0 ? &p->block : &p->more[i - 1];
+}
+/* The tail (the head when unreplicated). */
+static inline const ns_block_t *ns_part_tail(const ns_partition_t *p) {
+  return ns_part_member(p, p->nmore);
+}
 
 typedef struct ns_layout {
   int64_t version; /* bumped on every change of parts */

@@ -57,7 +57,7 @@ static void make_seeds(void) {
   g_ptr_array_add(paths, "/a");
   g_ptr_array_add(paths, "/a/b");
   GError *e = NULL;
-  mayfly_directory_client_send_register_server(i, "127.0.0.1:7001", 64, 4096, 0, 0, &e);
+  mayfly_directory_client_send_register_server(i, "127.0.0.1:7001", 64, 4096, 0, 0, "", &e);
   take_seed();
   mayfly_directory_client_send_mkdir(i, "/a/b", TRUE, &e);
   take_seed();

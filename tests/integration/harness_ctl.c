@@ -16,7 +16,7 @@ int mf_register_as(const mf_daemon_t *dir, const char *address, int blocks, long
   int rc = mf_ctl_open(dir->address, 5000, 2000, &ctl);
   if (rc != 0) return rc;
   MayflyRegisterReply *r = NULL;
-  rc = mf_ctl_register(ctl, address, blocks, block_size, 0, incarnation, &r);
+  rc = mf_ctl_register(ctl, address, blocks, block_size, 0, incarnation, NULL, &r);
   if (rc == 0) {
     *id = r->server_id;
     g_object_unref(r);

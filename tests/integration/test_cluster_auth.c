@@ -88,7 +88,7 @@ static mf_ctl_t *raw_ctl(const uint8_t *k) {
 
 static int do_register(mf_ctl_t *c, const char *address) {
   MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
-  int rc = CALL(c, mayfly_directory_if_register_server(i, &r, address, 16, 65536, 0, 99, &err,
+  int rc = CALL(c, mayfly_directory_if_register_server(i, &r, address, 16, 65536, 0, 99, "", &err,
                                                         &gerr));
   g_object_unref(r);
   return rc;

@@ -123,7 +123,7 @@ static int call_register(fixture_t *f, dir_session_t *s, const char *address, in
                          int32_t *id) {
   MayflyError *err = NULL;
   GError *gerr = NULL;
-  mayfly_directory_client_send_register_server(IF(f), address, blocks, 65536, 0, 7, &gerr);
+  mayfly_directory_client_send_register_server(IF(f), address, blocks, 65536, 0, 7, "", &gerr);
   roundtrip(f, s);
   MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
   gboolean ok = mayfly_directory_client_recv_register_server(IF(f), &r, &err, &gerr);
