@@ -64,7 +64,8 @@ class BadPath(MayflyError):
 
 
 class NoSpace(MayflyError):
-    """MAYFLY_ENOSERVERS, MAYFLY_ENOSPC, MAYFLY_EFULL: no blocks to be had."""
+    """MAYFLY_ENOSERVERS, MAYFLY_ENOSPC, MAYFLY_EFULL, MAYFLY_ENOHOSTS: no blocks to be had
+    (ENOHOSTS: too few distinct hosts for the replicas asked for)."""
 
 
 class ConnectionFailed(MayflyError):
@@ -143,6 +144,7 @@ ERRORS: Dict[str, Tuple[int, Type[MayflyError]]] = {
     "EFULL": (-27, NoSpace),
     "ELOST": (-28, DataLost),
     "EDIRDOWN": (-29, DirectoryDown),
+    "ENOHOSTS": (-30, NoSpace),
 }
 
 _BY_CODE: Dict[int, Type[MayflyError]] = {code: cls for code, cls in ERRORS.values()}
