@@ -1134,12 +1134,13 @@ static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
         NS_ALLOC_MAX_BLOCKS);
     return rc;
   }
-  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   ns_server_t *s = ns_alloc_server(t->alloc, id);
   ns_alloc_set_zone(t->alloc, id, rec->zone);
   if (rec->incarnation != 0 && s->incarnation != 0 && s->incarnation != rec->incarnation) {
     drop_server(t, s, 1, fx);
   }
+  /* After the drop, so that the blocks it freed are raised too. */
+  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   if (rec->incarnation != 0) s->incarnation = rec->incarnation;
   if (fx != NULL) fx->server_id = id;
   return 0;
