@@ -404,7 +404,8 @@ static void commit_or_forward(ms_server_t *s, store_block_t *b, uint64_t cseq,
                               const uint8_t *frame, size_t flen, ms_dedup_entry_t *e,
                               chain_waiter_t *w, const ms_capture_t *cap, conn_t *charge) {
   ms_chain_t *ch = chain_of(b);
-  if (ch->succ == NULL && !ch->copy_on) {
+  int need_copy = ch->copy_on && cseq > ch->copy_from;
+  if (ch->succ == NULL && !need_copy) {
     finish(s, b, cseq, e, w != NULL ? g_slist_prepend(NULL, w) : NULL, cap->ev_kind, cap->ev_key,
            cap->ev_klen, cap->ev_offset, cap->ev_length);
     return;
@@ -417,7 +418,7 @@ static void commit_or_forward(ms_server_t *s, store_block_t *b, uint64_t cseq,
   p->ev_klen = cap->ev_klen;
   p->ev_offset = cap->ev_offset;
   p->ev_length = cap->ev_length;
-  p->need_copy = ch->copy_on && cseq > ch->copy_from;
+  p->need_copy = need_copy;
   if (charge != NULL) {
     /* The pending copy counts against the deferred bounds (server.c stops
      * serving a connection over them until writes are acknowledged). */

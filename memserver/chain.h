@@ -78,7 +78,9 @@ int ms_chain_copy_release(ms_server_t *s, store_block_t *b);
 
 /* How the copy part learns that check_block gave a tail a copy to fill
  * (BlockInfo.copy_to, copy_op): set once at start (replcopy.c); called on
- * the loop after the block's chain state is updated. */
+ * the loop after the block's chain state is updated, at every check_block
+ * answer that names the copy (so possibly again for the same copy_op: the
+ * hook ignores one it already drives). */
 typedef void (*ms_chain_copy_hook_t)(ms_server_t *s, store_block_t *b,
                                      const ms_chain_member_t *to, int64_t copy_op);
 void ms_chain_set_copy_hook(ms_server_t *s, ms_chain_copy_hook_t hook);
