@@ -16,6 +16,8 @@
  *   - dedup: a put retried with another value keeps the first; a push
  *     retried adds no item; a pop retried returns the same item and takes
  *     no other;
+ *   - a KV_MIGRATE into a replicated head reaches the tail, and so does
+ *     the KV_DROP_RANGE its head forwards when it gives slots away;
  *   - reconfiguration: the middle stopped, a write waits (its forward
  *     fails) and completes once the head is given the tail as successor
  *     (the pending write is resent); the tail dropped, the head commits at
@@ -302,6 +304,58 @@ static void test_dedup(void) {
   close(tail);
 }
 
+typedef struct {
+  int64_t lo, hi;
+} range_t;
+
+/* What the head's side of a committed split does: drops the slots, then
+ * forwards KV_DROP_RANGE down its chain. */
+static void do_drop_range(void *arg) {
+  range_t *r = arg;
+  store_block_t *b = &stores[0].blocks[KV_BLOCK];
+  store_kv_drop_range(b, r->lo, r->hi);
+  ms__chain_drop_range(srv[0], b, r->lo, r->hi);
+}
+
+static void test_migrations_and_dropped_ranges_go_down_the_chain(void) {
+  /* A key in a slot none of the other tests' keys is in. */
+  char key[8] = "";
+  uint32_t taken[3] = {wire_kv_slot("a", 1), wire_kv_slot("c", 1), wire_kv_slot("e", 1)};
+  for (int k = 0; k < 100 && key[0] == '\0'; k++) {
+    char cand[8];
+    snprintf(cand, sizeof cand, "m%d", k);
+    uint32_t sl = wire_kv_slot(cand, strlen(cand));
+    if (sl != taken[0] && sl != taken[1] && sl != taken[2]) snprintf(key, sizeof key, "%s", cand);
+  }
+  CU_ASSERT_FATAL(key[0] != '\0');
+  /* A migration into the head (a neighbour's split), as repart.c sends it. */
+  uint8_t rec[64];
+  size_t klen = strlen(key);
+  wire_kv_entry_put(rec, key, (uint32_t)klen, "M", 1);
+  wire_hdr_t h = hdr_of(WIRE_OP_KV_MIGRATE, KV_BLOCK);
+  h.arg0 = 0;
+  h.arg1 = WIRE_KV_SLOTS;
+  int head = connect_to(addr[0]);
+  CU_ASSERT_FATAL(head >= 0);
+  reply_t r;
+  CU_ASSERT_EQUAL_FATAL(roundtrip(head, h, NULL, 0, rec, WIRE_KV_ENTRY_HEADER + klen + 1, &r), 0);
+  MF_ASSERT_EQ(r.h.status, 0);
+  MF_ASSERT_EQ(r.h.arg0, 1);
+  close(head);
+  char v = 0;
+  MF_ASSERT_EQ(get_at(2, key, &v), 0);
+  MF_ASSERT_EQ(v, 'M');
+  /* The head gives the key's slot away: the tail drops it too. */
+  uint32_t sl = wire_kv_slot(key, klen);
+  range_t dr = {sl, sl + 1};
+  on_loop_run(do_drop_range, &dr);
+  gint64 until = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+  while (get_at(2, key, NULL) == 0 && g_get_monotonic_time() < until) mf_sleep_ms(20);
+  MF_ASSERT_EQ(get_at(2, key, NULL), MAYFLY_ENOKEY);
+  MF_ASSERT_EQ(get_at(2, "a", &v), 0);
+  MF_ASSERT_EQ(v, 'b');
+}
+
 static void test_the_middle_stops_and_pending_writes_are_resent(void) {
   on_loop_run(do_stop, GINT_TO_POINTER(1));
   int head = connect_to(addr[0]);
@@ -389,6 +443,8 @@ static gpointer tests_thread(gpointer data) {
   static const mf_test_t tests[] = {
       {"roles", test_roles},
       {"dedup", test_dedup},
+      {"migrations and dropped ranges go down the chain",
+       test_migrations_and_dropped_ranges_go_down_the_chain},
       {"the middle stops and pending writes are resent",
        test_the_middle_stops_and_pending_writes_are_resent},
       {"the head alone commits at once", test_the_head_alone_commits_at_once},
