@@ -123,6 +123,12 @@ void ms__on_control_event(uv_async_t *a) {
       case MS_EV_RECONCILE:
         on_reconcile(s, e);
         break;
+      case MS_EV_REPLICA_END:
+        /* The directory took the copy's end (or did not: logged by the
+         * control thread; its copy timeout then aborts the copy). */
+        MF_DEBUG("replica_end(op %lld, %s): %s", (long long)e->op_id,
+                 e->commit ? "commit" : "abort", mayfly_strerror(e->status));
+        break;
       case MS_EV_FATAL:
         /* Logged by the control thread; what else was queued no longer
          * matters. */
