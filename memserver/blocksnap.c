@@ -35,8 +35,13 @@ enum {
 
 /* ---------- serialising ---------- */
 
+/* Frees a chunk; a released one (NULL) is skipped. */
+static void chunk_free(gpointer p) {
+  if (p != NULL) g_byte_array_unref(p);
+}
+
 void bs_stream_init(bs_stream_t *st, size_t headroom) {
-  st->chunks = g_ptr_array_new_with_free_func((GDestroyNotify)g_byte_array_unref);
+  st->chunks = g_ptr_array_new_with_free_func(chunk_free);
   st->headroom = headroom;
   st->bytes = 0;
 }
@@ -47,8 +52,15 @@ void bs_stream_clear(bs_stream_t *st) {
   st->bytes = 0;
 }
 
+void bs_stream_release(bs_stream_t *st, guint i) {
+  GByteArray *c = g_ptr_array_index(st->chunks, i);
+  g_ptr_array_index(st->chunks, i) = NULL;
+  chunk_free(c);
+}
+
 const uint8_t *bs_stream_chunk(const bs_stream_t *st, guint i, size_t *len) {
   GByteArray *c = g_ptr_array_index(st->chunks, i);
+  MF_CHECK(c != NULL);
   *len = c->len - st->headroom;
   return c->data + st->headroom;
 }

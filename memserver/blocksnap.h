@@ -80,8 +80,12 @@ int bs_save(const store_t *s, const store_block_t *b, uint64_t applied_cseq,
 void bs_stream_init(bs_stream_t *st, size_t headroom);
 /* Frees the chunks; the stream may be used again. Accepts a cleared stream. */
 void bs_stream_clear(bs_stream_t *st);
-/* Chunk i's stream bytes (after the headroom) and their number. */
+/* Chunk i's stream bytes (after the headroom) and their number; chunk i
+ * must not have been released. */
 const uint8_t *bs_stream_chunk(const bs_stream_t *st, guint i, size_t *len);
+/* Frees chunk i (sent: its memory goes at once; the stream's length and
+ * the other chunks stay). */
+void bs_stream_release(bs_stream_t *st, guint i);
 
 /* A restore in progress (opaque). */
 typedef struct bs_restore bs_restore_t;
