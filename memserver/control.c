@@ -29,6 +29,7 @@ struct ms_control {
   void *data;
   char *directory;
   char *advertise;
+  char *zone;
   int32_t nblocks;
   uint64_t block_size;
   int has_key;
@@ -53,6 +54,7 @@ struct ms_control {
   GArray *watched;     /* int64 pairs (index, generation) of the last list posted */
   uint64_t tickets;
   int64_t heartbeat_ms;
+  int64_t heartbeat_timeout_ms; /* RegisterReply.heartbeat_timeout_ms (0: not given) */
   int warned;
   int fatal; /* MS_EV_FATAL posted: never register again */
 };
@@ -63,6 +65,17 @@ static void post(ms_control_t *c, ms_event_t *e) {
   g_mutex_unlock(&c->lock);
   uv_async_send(&c->async);
 }
+
+/* Says the loop may serve replicated blocks again (MS_EV_LIVE), after
+ * every event the same reply caused. */
+static void post_live(ms_control_t *c) {
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_LIVE;
+  e->timeout_ms = c->heartbeat_timeout_ms;
+  post(c, e);
+}
+
+static void do_verify(ms_control_t *c, int32_t index, int rechain);
 
 static void set_server_id(ms_control_t *c, int32_t id) {
   c->server_id = id;
@@ -123,11 +136,12 @@ static int do_register(ms_control_t *c) {
   /* The same incarnation every time this process registers (after a
    * directory restart, too): the directory then keeps the blocks. */
   int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor,
-                           c->incarnation, NULL, &r);
+                           c->incarnation, c->zone, &r);
   if (rc == 0) {
     set_server_id(c, r->server_id);
     g_atomic_int_inc(&c->registrations);
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
+    c->heartbeat_timeout_ms = r->__isset_heartbeat_timeout_ms ? r->heartbeat_timeout_ms : 0;
     ms_event_t *e = g_new0(ms_event_t, 1);
     e->type = MS_EV_RECONCILE;
     e->blocks = g_array_new(FALSE, FALSE, sizeof(int64_t));
@@ -137,6 +151,7 @@ static int do_register(ms_control_t *c) {
       g_array_append_vals(e->blocks, pair, 2);
     }
     post(c, e);
+    post_live(c);
     MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s, "
             "incarnation %016llx)",
             c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
@@ -226,6 +241,15 @@ static int do_heartbeat(ms_control_t *c) {
       g_array_append_vals(pairs, pair, 2);
     }
     set_watched(c, pairs);
+    /* Chains that changed: their members ask for their new place now, so
+     * the loop has them before it hears the server is live again. */
+    if (r->__isset_rechain && r->rechain != NULL) {
+      for (guint k = 0; k < r->rechain->len; k++) {
+        MayflyBlockRef *b = g_ptr_array_index(r->rechain, k);
+        do_verify(c, b->block_index, 1);
+      }
+    }
+    post_live(c);
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
     MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
@@ -236,10 +260,19 @@ static int do_heartbeat(ms_control_t *c) {
   return rc;
 }
 
-static void do_verify(ms_control_t *c, int32_t index) {
+/* Copies one Replica of the IDL into an event's member. */
+static void take_member(ms_event_member_t *m, const MayflyReplica *r) {
+  m->server_id = r->server_id;
+  m->address = g_strdup(r->server_address != NULL ? r->server_address : "");
+  m->block_index = r->block_index;
+  m->generation = r->generation;
+}
+
+static void do_verify(ms_control_t *c, int32_t index, int rechain) {
   ms_event_t *e = g_new0(ms_event_t, 1);
   e->type = MS_EV_VERIFIED;
   e->index = index;
+  e->rechain = rechain;
   MayflyDirectoryIf *i;
   int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
   if (rc == 0) {
@@ -258,6 +291,24 @@ static void do_verify(ms_control_t *c, int32_t index) {
       e->low_wm = bi->low_watermark;
       e->watched = bi->watched;
       e->lost = bi->__isset_lost && bi->lost;
+      if (bi->__isset_chain && bi->chain != NULL && bi->chain->len > 0) {
+        for (guint k = 0; k < bi->chain->len && k < MS_EVENT_CHAIN_MAX; k++) {
+          take_member(&e->chain[k], g_ptr_array_index(bi->chain, k));
+          e->chain_n++;
+        }
+        e->chain_pos = bi->__isset_chain_pos ? bi->chain_pos : -1;
+        e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
+      } else if (bi->__isset_chain_pos && bi->chain_pos == -1) {
+        /* A copy being filled: not in the chain yet. */
+        e->chain_pos = -1;
+        e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
+        e->joining = 1;
+      }
+      if (bi->__isset_copy_to && bi->copy_to != NULL) {
+        e->has_copy = 1;
+        take_member(&e->copy_to, bi->copy_to);
+        e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
+      }
     }
     g_object_unref(bi);
   }
@@ -332,14 +383,15 @@ static gpointer run(gpointer data) {
     } else if (req == GINT_TO_POINTER(REPLICA_END_REQUEST)) {
       do_replica_end(c);
     } else if (req != NULL) {
-      do_verify(c, GPOINTER_TO_INT(req) - 1);
+      do_verify(c, GPOINTER_TO_INT(req) - 1, 0);
     }
   }
   return NULL;
 }
 
 ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
-                               int32_t nblocks, uint64_t block_size, const uint8_t *key,
+                               const char *zone, int32_t nblocks, uint64_t block_size,
+                               const uint8_t *key,
                                uv_async_cb on_event, void *data) {
   ms_control_t *c = g_new0(ms_control_t, 1);
   c->has_key = key != NULL;
@@ -348,6 +400,7 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   c->data = data;
   c->directory = g_strdup(directory);
   c->advertise = g_strdup(advertise);
+  c->zone = g_strdup(zone != NULL ? zone : "");
   c->nblocks = nblocks;
   c->block_size = block_size;
   /* A new incarnation at every start (GLib seeds from /dev/urandom): blocks
@@ -426,6 +479,8 @@ void ms_control_take(ms_control_t *c, GQueue *out) {
 void ms_event_free(ms_event_t *e) {
   if (e == NULL) return;
   if (e->blocks) g_array_free(e->blocks, TRUE);
+  for (int k = 0; k < MS_EVENT_CHAIN_MAX; k++) g_free(e->chain[k].address);
+  g_free(e->copy_to.address);
   g_free(e);
 }
 
@@ -454,5 +509,6 @@ void ms_control_stop(ms_control_t *c) {
   g_async_queue_unref(c->requests);
   g_free(c->directory);
   g_free(c->advertise);
+  g_free(c->zone);
   uv_close((uv_handle_t *)&c->async, async_closed);
 }

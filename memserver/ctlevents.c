@@ -29,12 +29,15 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
     if (e->generation > b->generation) {
       ms__wake_all(b, MAYFLY_EMOVED);
       ms__replay_held(b, MAYFLY_EMOVED);
+      ms__chain_drop(s, b, MAYFLY_EMOVED);
     }
     store_adopt(st, e->index, e->generation, (store_kind_t)e->kind, e->lo, e->hi);
     if (b->generation == e->generation) {
       b->high_wm = e->high_wm > 0 ? e->high_wm : STORE_HIGH_WM_DEFAULT;
       b->low_wm = e->low_wm > 0 ? e->low_wm : STORE_LOW_WM_DEFAULT;
       b->watched = e->watched;
+      /* Replicated: the chain and this block's place in it (chain.c). */
+      ms__chain_update(s, b, e);
     }
   }
   if (e->status != 0) {
@@ -55,6 +58,7 @@ static void on_release(ms_server_t *s, const ms_event_t *e) {
   if (e->generation < b->generation) return;
   ms__wake_all(b, MAYFLY_EMOVED);
   ms__replay_held(b, MAYFLY_EMOVED);
+  ms__chain_drop(s, b, MAYFLY_EMOVED);
   if (store_release(st, e->index, e->generation)) {
     MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
   }
@@ -95,6 +99,7 @@ static void on_reconcile(ms_server_t *s, const ms_event_t *e) {
     if (b->kind != STORE_FREE && !g_hash_table_contains(keep, GINT_TO_POINTER(i))) {
       ms__wake_all(b, MAYFLY_EMOVED);
       ms__replay_held(b, MAYFLY_EMOVED);
+      ms__chain_drop(s, b, MAYFLY_EMOVED);
       dropped += store_release(st, i, b->generation);
     }
   }
@@ -128,6 +133,9 @@ void ms__on_control_event(uv_async_t *a) {
          * control thread; its copy timeout then aborts the copy). */
         MF_DEBUG("replica_end(op %lld, %s): %s", (long long)e->op_id,
                  e->commit ? "commit" : "abort", mayfly_strerror(e->status));
+        break;
+      case MS_EV_LIVE:
+        ms__chain_live(s, e->timeout_ms);
         break;
       case MS_EV_FATAL:
         /* Logged by the control thread; what else was queued no longer
