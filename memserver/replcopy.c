@@ -194,6 +194,7 @@ static void job_pump(copy_job_t *j) {
 static void on_copy(ms_server_t *s, store_block_t *b, const ms_chain_member_t *to,
                     int64_t op) {
   ms_replcopy_t *rc = rc_of(s);
+  if (rc == NULL) return; /* stopping */
   if (g_hash_table_contains(rc->jobs, &op) || g_hash_table_contains(rc->ended, &op)) return;
   copy_job_t *j = g_new0(copy_job_t, 1);
   j->s = s;
@@ -237,6 +238,7 @@ static int snap_load(void *ud, store_block_t *b, const uint8_t *data, size_t len
 
 void ms__replcopy_expect(ms_server_t *s, store_block_t *b, int joining, int64_t copy_op) {
   ms_replcopy_t *rc = rc_of(s);
+  if (rc == NULL) return; /* stopping */
   gpointer key = GINT_TO_POINTER(b->index);
   rx_t *r = g_hash_table_lookup(rc->rx, key);
   if (!joining) {
@@ -285,7 +287,8 @@ void ms__replcopy_in(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_
     ms__park(c, h->block_index, frame, flen);
     return;
   }
-  rx_t *r = st == 0 ? g_hash_table_lookup(rc->rx, GINT_TO_POINTER(b->index)) : NULL;
+  rx_t *r = st == 0 && rc != NULL ? g_hash_table_lookup(rc->rx, GINT_TO_POINTER(b->index))
+                                  : NULL;
   if (r == NULL || r->generation != b->generation || r->op != (int64_t)h->arg0 || r->done) {
     copy_reply(c, h, st == 0 || st == MAYFLY_EAGAIN ? MAYFLY_EMOVED : st, 0);
     return;
