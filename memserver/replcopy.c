@@ -108,7 +108,7 @@ static void job_end(copy_job_t *j, int commit, const char *why) {
     if (g_hash_table_size(rc->ended) >= ENDED_MAX) g_hash_table_remove_all(rc->ended);
     g_hash_table_add(rc->ended, g_memdup2(&j->op, sizeof j->op));
     store_block_t *b = job_block(j);
-    uint64_t ms = uv_now(s->loop) - j->started_ms;
+    uint64_t ms = uv_hrtime() / 1000000 - j->started_ms;
     if (commit) {
       rc->copies++;
       rc->bytes += j->bytes;
@@ -204,7 +204,7 @@ static void on_copy(ms_server_t *s, store_block_t *b, const ms_chain_member_t *t
   j->address = g_strdup(to->address);
   j->dst_index = to->block_index;
   j->dst_gen = to->generation;
-  j->started_ms = uv_now(s->loop);
+  j->started_ms = uv_hrtime() / 1000000;
   uv_timer_init(s->loop, &j->retry);
   j->retry.data = j;
   g_hash_table_insert(rc->jobs, g_memdup2(&op, sizeof op), j);
