@@ -51,9 +51,14 @@ typedef struct {
 
 static uv_loop_t loop;
 static node_t tail, copy;
+/* A second pair with a cluster key: frames carry the frame MAC. */
+static node_t ktail, kcopy;
+static const uint8_t cluster_key[MF_KEY_SIZE] = {7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                                 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+                                                 28, 29, 30, 31};
 static int64_t next_op = 100;
 
-static int start_node(node_t *n) {
+static int start_node(node_t *n, const uint8_t *key) {
   if (store_init(&n->store, NBLOCKS, BSZ) != 0) return -1;
   ms_server_config_t cfg = {0};
   cfg.net = (mf_net_config_t){.host = "127.0.0.1",
@@ -68,6 +73,7 @@ static int start_node(node_t *n) {
   cfg.deferred_total_max = 256u << 20;
   cfg.pops_max = 16;
   cfg.pops_total_max = 64;
+  cfg.cluster_key = key;
   char why[256];
   if (ms_server_start(&loop, &n->store, &cfg, &n->srv, &n->port, why, sizeof why) != 0) {
     fprintf(stderr, "cannot start a memory server: %s\n", why);
@@ -79,16 +85,21 @@ static int start_node(node_t *n) {
 
 static int setup(void) {
   uv_loop_init(&loop);
-  return start_node(&tail) != 0 || start_node(&copy) != 0;
+  return start_node(&tail, NULL) != 0 || start_node(&copy, NULL) != 0 ||
+         start_node(&ktail, cluster_key) != 0 || start_node(&kcopy, cluster_key) != 0;
 }
 
 static int teardown(void) {
   ms_server_stop(tail.srv);
   ms_server_stop(copy.srv);
+  ms_server_stop(ktail.srv);
+  ms_server_stop(kcopy.srv);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   store_free(&tail.store);
   store_free(&copy.store);
+  store_free(&ktail.store);
+  store_free(&kcopy.store);
   return 0;
 }
 
@@ -119,22 +130,26 @@ static store_block_t *adopt(node_t *n, int32_t index, store_kind_t kind) {
 
 /* What check_block would answer: b on the tail is a chain of one (head and
  * tail) told to fill cb under op; cb on the copy's server is that copy. */
-static void tell_copy(store_block_t *b, store_block_t *cb, int64_t op) {
+static void tell_pair(node_t *t, node_t *k, store_block_t *b, store_block_t *cb, int64_t op) {
   ms_event_t e = {.type = MS_EV_VERIFIED, .index = b->index, .generation = b->generation,
                   .allocated = 1, .kind = b->kind, .lo = b->range_lo, .hi = b->range_hi,
                   .chain_n = 1, .chain_pos = 0, .chain_version = 1};
-  e.chain[0] = (ms_event_member_t){1, tail.addr, b->index, b->generation};
+  e.chain[0] = (ms_event_member_t){1, t->addr, b->index, b->generation};
   ms_event_t ce = {.type = MS_EV_VERIFIED, .index = cb->index, .generation = cb->generation,
                    .allocated = 1, .kind = cb->kind, .lo = cb->range_lo, .hi = cb->range_hi,
                    .joining = 1, .chain_pos = -1, .chain_version = 1, .copy_op = op};
   /* The copy first (its server hears of it first when the directory
    * picks it: the heartbeat's rechain), then the tail, as ctlevents.c. */
-  ms__chain_update(copy.srv, cb, &ce);
-  ms__replcopy_expect(copy.srv, cb, ce.joining, ce.copy_op);
+  ms__chain_update(k->srv, cb, &ce);
+  ms__replcopy_expect(k->srv, cb, ce.joining, ce.copy_op);
   e.has_copy = 1;
-  e.copy_to = (ms_event_member_t){2, copy.addr, cb->index, cb->generation};
+  e.copy_to = (ms_event_member_t){2, k->addr, cb->index, cb->generation};
   e.copy_op = op;
-  ms__chain_update(tail.srv, b, &e);
+  ms__chain_update(t->srv, b, &e);
+}
+
+static void tell_copy(store_block_t *b, store_block_t *cb, int64_t op) {
+  tell_pair(&tail, &copy, b, cb, op);
 }
 
 static uint64_t copies_of(node_t *n) {
@@ -149,6 +164,10 @@ typedef struct {
 
 static int tail_copied(void *ud) {
   return copies_of(&tail) >= ((want_t *)ud)->want;
+}
+
+static int ktail_copied(void *ud) {
+  return copies_of(&ktail) >= ((want_t *)ud)->want;
 }
 
 /* ---------- a client in a thread of its own: one replicated KV_PUT ---------- */
@@ -377,6 +396,39 @@ static void test_refused(void) {
   uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* With the cluster key the copy goes through (every frame and reply carries
+ * its MAC), and a frame without the MAC is refused (counted in cap_refused). */
+static void test_cluster_key(void) {
+  store_block_t *b = adopt(&ktail, 0, STORE_KV);
+  store_block_t *cb = adopt(&kcopy, 0, STORE_KV);
+  kv_fill(&ktail.store, b, 3000, 100);
+  int64_t op = next_op++;
+  tell_pair(&ktail, &kcopy, b, cb, op);
+  want_t w = {1};
+  CU_ASSERT(run_until(ktail_copied, &w, 20000));
+  assert_kv_same(b, cb);
+  /* An unkeyed link: no frame MAC. */
+  store_block_t *cb2 = adopt(&kcopy, 1, STORE_QUEUE);
+  ms__replcopy_expect(kcopy.srv, cb2, 1, 700);
+  uint64_t refused = kcopy.srv->caps.refused;
+  ms_link_config_t lc = {0};
+  ms_link_t *l = ms_link_new(&loop, kcopy.addr, &lc);
+  /* The server answers MAYFLY_EPERM, with its own MAC on the reply, which
+   * an unkeyed link takes for a broken peer (MAYFLY_EIO): either way the
+   * refusal is counted and nothing is restored. */
+  int st = send_chunk(l, cb2, 700, 0);
+  CU_ASSERT(st == MAYFLY_EPERM || st == MAYFLY_EIO);
+  MF_ASSERT_EQ(kcopy.srv->caps.refused, refused + 1);
+  MF_ASSERT_EQ(cb2->used, 0);
+  /* The same frame with the key's MAC is taken. */
+  ms_link_close(l);
+  lc.key = cluster_key;
+  l = ms_link_new(&loop, kcopy.addr, &lc);
+  MF_ASSERT_EQ(send_chunk(l, cb2, 700, 0), 0);
+  ms_link_close(l);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 static const mf_test_t tests[] = {
     {"a kv block is copied whole, with a write acknowledged during the copy",
      test_kv_copy_with_write},
@@ -384,6 +436,8 @@ static const mf_test_t tests[] = {
     {"a queue block's items are copied in order", test_queue_copy},
     {"REPLICA_COPY frames not for a copy being filled under their op are refused",
      test_refused},
+    {"with the cluster key frames carry their MAC; one without is refused",
+     test_cluster_key},
     {NULL, NULL},
 };
 
