@@ -14,6 +14,14 @@
 
 #define STOP_REQUEST (-1)
 #define REREGISTER_REQUEST (-2)
+#define REPLICA_END_REQUEST (-3) /* the next of `replica_ends` */
+
+/* A replica_end call the loop posted. */
+typedef struct {
+  int64_t op_id;
+  int commit;
+  int64_t bytes;
+} replica_end_t;
 
 struct ms_control {
   uv_loop_t *loop;
@@ -28,9 +36,10 @@ struct ms_control {
   uint8_t key[MF_KEY_SIZE];
   uint64_t incarnation; /* drawn at start: this run of the process (never 0) */
   GThread *thread;
-  GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or STOP_REQUEST */
+  GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or a *_REQUEST */
   GMutex lock;
   GQueue events;
+  GQueue replica_ends; /* replica_end_t *, one per REPLICA_END_REQUEST (under lock) */
   gint blocks_used;
   gint64 max_generation;
   gint server_id_pub;  /* server_id, for other threads */
@@ -307,6 +316,38 @@ static void do_verify(ms_control_t *c, int32_t index, int rechain) {
   post(c, e);
 }
 
+/* Calls replica_end for the oldest posted request and posts its answer.
+ * Not registered: the call fails (MAYFLY_ESERVER) and the directory's copy
+ * timeout aborts the copy. */
+static void do_replica_end(ms_control_t *c) {
+  g_mutex_lock(&c->lock);
+  replica_end_t *q = g_queue_pop_head(&c->replica_ends);
+  g_mutex_unlock(&c->lock);
+  if (q == NULL) return;
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_REPLICA_END;
+  e->op_id = q->op_id;
+  e->commit = q->commit;
+  MayflyDirectoryIf *i;
+  int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
+  if (rc == 0) {
+    MayflyLayout *layout = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+    MayflyError *err = NULL;
+    GError *gerr = NULL;
+    gboolean ok = mayfly_directory_if_replica_end(i, &layout, c->server_id, q->op_id,
+                                                  q->commit != 0, q->bytes, &err, &gerr);
+    rc = mf_ctl_end(c->ctl, ok, err, gerr);
+    g_object_unref(layout);
+  }
+  if (rc != 0) {
+    MF_WARN("directory %s: replica_end(op %lld, %s): %s", c->directory, (long long)q->op_id,
+            q->commit ? "commit" : "abort", mf_last_error());
+  }
+  e->status = rc;
+  g_free(q);
+  post(c, e);
+}
+
 static gpointer run(gpointer data) {
   ms_control_t *c = data;
   int64_t next_beat = 0;
@@ -339,6 +380,8 @@ static gpointer run(gpointer data) {
                 c->directory, c->server_id);
         set_server_id(c, 0);
       }
+    } else if (req == GINT_TO_POINTER(REPLICA_END_REQUEST)) {
+      do_replica_end(c);
     } else if (req != NULL) {
       do_verify(c, GPOINTER_TO_INT(req) - 1, 0);
     }
@@ -371,6 +414,7 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   g_cond_init(&c->applied_cond);
   c->watched = g_array_new(FALSE, FALSE, sizeof(int64_t));
   g_queue_init(&c->events);
+  g_queue_init(&c->replica_ends);
   uv_async_init(loop, &c->async, on_event);
   c->async.data = c;
   c->thread = g_thread_new("mayfly-control", run, c);
@@ -400,6 +444,15 @@ void ms_control_reregister(ms_control_t *c, uint32_t registration) {
 
 void ms_control_verify(ms_control_t *c, int32_t index) {
   g_async_queue_push(c->requests, GINT_TO_POINTER(index + 1));
+}
+
+void ms_control_replica_end(ms_control_t *c, int64_t op_id, int commit, int64_t bytes) {
+  replica_end_t *q = g_new(replica_end_t, 1);
+  *q = (replica_end_t){op_id, commit, bytes};
+  g_mutex_lock(&c->lock);
+  g_queue_push_tail(&c->replica_ends, q);
+  g_mutex_unlock(&c->lock);
+  g_async_queue_push(c->requests, GINT_TO_POINTER(REPLICA_END_REQUEST));
 }
 
 void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation) {
@@ -435,6 +488,7 @@ static void async_closed(uv_handle_t *h) {
   ms_control_t *c = h->data;
   ms_event_t *e;
   while ((e = g_queue_pop_head(&c->events)) != NULL) ms_event_free(e);
+  g_queue_clear_full(&c->replica_ends, g_free);
   g_mutex_clear(&c->lock);
   g_cond_clear(&c->applied_cond);
   g_free(c);

@@ -39,6 +39,8 @@ typedef enum {
                       with ms_control_applied(ticket) once the flags are set */
   MS_EV_FATAL,     /* the directory refused the first registration's cluster handshake
                       (logged): the server must stop */
+  MS_EV_REPLICA_END, /* answer to ms_control_replica_end: `op_id`, `commit`, `status` (0 or
+                        the directory's error, logged) */
   MS_EV_LIVE,      /* a registration or heartbeat succeeded (posted after the events its
                       reply caused, rechain checks included); `timeout_ms` is the
                       directory's heartbeat timeout (0: not known) */
@@ -81,6 +83,8 @@ typedef struct ms_event {
   int64_t timeout_ms; /* LIVE */
   GArray *blocks; /* RECONCILE, WATCHED: int64 pairs (index, generation) */
   uint64_t ticket; /* WATCHED */
+  int64_t op_id;   /* REPLICA_END */
+  int commit;      /* REPLICA_END */
 } ms_event_t;
 
 typedef struct ms_control ms_control_t;
@@ -96,6 +100,13 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
 
 /* Asks the directory about block `index` (answer: an MS_EV_VERIFIED event). */
 void ms_control_verify(ms_control_t *c, int32_t index);
+
+/* Tells the directory that the copy of op_id (BlockInfo.copy_op) this
+ * server's tail streamed is complete (commit 1, `bytes` sent) or failed
+ * (commit 0): replica_end, called on the control thread in the order
+ * posted; the answer comes back as an MS_EV_REPLICA_END event. Called on
+ * the loop; never blocks. */
+void ms_control_replica_end(ms_control_t *c, int64_t op_id, int commit, int64_t bytes);
 
 /* Publishes what the next heartbeat reports (called on the loop). */
 void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation);

@@ -38,6 +38,8 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
       b->watched = e->watched;
       /* Replicated: the chain and this block's place in it (chain.c). */
       ms__chain_update(s, b, e);
+      /* A copy being filled takes REPLICA_COPY frames of its op (replcopy.c). */
+      ms__replcopy_expect(s, b, e->joining, e->copy_op);
     }
   }
   if (e->status != 0) {
@@ -127,6 +129,9 @@ void ms__on_control_event(uv_async_t *a) {
         break;
       case MS_EV_RECONCILE:
         on_reconcile(s, e);
+        break;
+      case MS_EV_REPLICA_END:
+        ms__replcopy_ended(s, e);
         break;
       case MS_EV_LIVE:
         ms__chain_live(s, e->timeout_ms);

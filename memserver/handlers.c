@@ -347,6 +347,11 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
     ms__chain_fwd_in(c, h, frame, flen, can_park);
     return;
   }
+  if (h->opcode == WIRE_OP_REPLICA_COPY) {
+    /* Server to server too: its frame MAC is checked there (replcopy.c). */
+    ms__replcopy_in(c, h, frame, flen, can_park);
+    return;
+  }
   if (!capability_ok(c, h, frame, flen)) {
     ms__reply_status(c, h, MAYFLY_EPERM);
     return;

@@ -11,6 +11,7 @@
  *   capcheck.c   the capability a request carries (no loop state of its own)
  *   chain.c      chain replication: roles, CHAIN_FWD, reconfiguration (chain.h)
  *   link.c       links to other memory servers (link.h)
+ *   replcopy.c   re-replication: the tail's copy driver, the joining block's receiver
  *
  * Everything here runs on the loop thread.
  */
@@ -29,6 +30,7 @@
 #include "memserver/control.h"
 #include "memserver/publish.h"
 #include "memserver/repart.h"
+#include "memserver/replcopy.h"
 #include "memserver/server.h"
 #include "memserver/store.h"
 
@@ -81,6 +83,7 @@ struct ms_server {
   GHashTable *chain_dirty;     /* block indices with writes waiting to be (re)forwarded */
   uv_timer_t chain_timer;
   int chain_timer_closed;
+  struct ms_replcopy *replcopy; /* re-replication (replcopy.c) */
   ms_chain_copy_hook_t copy_hook; /* ms_chain_set_copy_hook (NULL: none) */
 };
 

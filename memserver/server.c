@@ -245,6 +245,7 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
   }
   const uint8_t *key = s->has_key ? s->key : NULL;
   ms__chain_start(s, cfg);
+  ms__replcopy_start(s);
   s->ctl = ms_control_start(loop, cfg->directory, adv, cfg->zone, store->nblocks,
                             store->block_size, key, ms__on_control_event, s);
   s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, key, ms__on_published, s);
@@ -277,6 +278,7 @@ void ms_server_stop(ms_server_t *s) {
   g_list_free(keys);
   uv_timer_stop(&s->rp_timer);
   uv_close((uv_handle_t *)&s->rp_timer, rp_timer_closed);
+  ms__replcopy_stop(s);
   ms__chain_stop(s);
   for (int32_t i = 0; i < s->store->nblocks; i++) {
     store_block_t *b = &s->store->blocks[i];
