@@ -150,7 +150,8 @@ void mf_ns_chain_refresh(mayfly_ns_t *ns, int64_t end_us);
  * their order, until each has another answer or end_us passes (then a call
  * still failing with MAYFLY_EMOVED gets MAYFLY_ETIMEDOUT). A partition whose
  * range changed (a split or merge) or that is gone gives MAYFLY_EMOVED at
- * once: the caller finds the new one. Each call's status holds its answer. */
+ * once: the caller finds the new one. Each call's status holds its answer;
+ * the seqs of the calls that succeeded are ended (mf_call_end). */
 void mf_calls_chain_redo(mayfly_ns_t *ns, mf_part_t *parts, mf_call_t *const *calls, size_t n,
                          int64_t end_us);
 

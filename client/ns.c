@@ -453,6 +453,9 @@ void mf_calls_chain_redo(mayfly_ns_t *ns, mf_part_t *parts, mf_call_t *const *ca
   for (;;) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
+      /* A write that succeeded is done whatever the caller does with the
+       * rest: its seq stops holding acked back for the retries' records. */
+      if (calls[i]->status == 0) mf_call_end(ns, calls[i]);
       if (parts[i].replicated && !moved[i] && mf_chain_error(calls[i], calls[i]->status)) {
         ri[m++] = i;
       }
