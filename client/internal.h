@@ -166,9 +166,6 @@ void mf_calls_run(mayfly_ns_t *ns, mf_part_t *parts, mf_call_t *calls, size_t n,
  * item): the partition's block size. */
 uint32_t mf_block_reply_max(const mf_part_t *p);
 
-/* Absolute deadline for a call started now, plus extra milliseconds. */
-int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
-
 /* A replicated call's attempt is bounded by this (plus a waiting pop's
  * wait), so a member cut off without closing its sockets is given up on
  * soon and the chain's new layout tried. */
@@ -176,11 +173,6 @@ int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms);
 
 /* MAYFLY_ELOST (with a message for mayfly_last_error) when p is lost, else 0. */
 int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p);
-
-/* Starts a call for partition p, as mf_call_start does (to be waited for
- * with mf_call_wait); a lost partition's call is done at once with
- * MAYFLY_ELOST and nothing is sent. */
-int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us);
 
 /* Starts and waits for one call, all of it within the client's timeout plus
  * extra_ms (MAYFLY_ELOST at once for a lost partition; when the server

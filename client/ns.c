@@ -263,10 +263,6 @@ uint32_t mf_block_reply_max(const mf_part_t *p) {
   return p->block_size > 0 ? (uint32_t)MIN(p->block_size, (int64_t)UINT32_MAX) : 0;
 }
 
-int64_t mf_deadline(const mayfly_client_t *c, int64_t extra_ms) {
-  return g_get_monotonic_time() + ((int64_t)c->timeout_ms + extra_ms) * 1000;
-}
-
 int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p) {
   if (!p->lost) return 0;
   mf_set_last_error("%s: data lost: the memory server %s holding [%lld, %lld) restarted",
@@ -274,7 +270,9 @@ int mf_part_lost(mayfly_ns_t *ns, const mf_part_t *p) {
   return MAYFLY_ELOST;
 }
 
-/* mf_call_start_part with the clock read the deadline came from. */
+/* Starts a call for partition p at the member its opcode goes to, as
+ * mf_calls_start_at does, now_us being the caller's clock read; a lost
+ * partition's call is done at once with MAYFLY_ELOST and nothing is sent. */
 static int start_part_at(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t now_us,
                          int64_t deadline_us) {
   if (p->lost) {
@@ -288,10 +286,6 @@ static int start_part_at(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, i
   }
   return mf_calls_start_at(ns->client->pool, mf_part_member(p, call->req.opcode)->address, &call,
                            1, now_us, deadline_us);
-}
-
-int mf_call_start_part(mayfly_ns_t *ns, const mf_part_t *p, mf_call_t *call, int64_t deadline_us) {
-  return start_part_at(ns, p, call, g_get_monotonic_time(), deadline_us);
 }
 
 /* Whether a and b are the same block (the same incarnation of it). */
