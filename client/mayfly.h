@@ -34,7 +34,8 @@ typedef enum {
 } mayfly_kind_t;
 
 typedef struct mayfly_options {
-  int timeout_ms;         /* per call; 0 means 5000 */
+  int timeout_ms;         /* per call; 0 means 5000. In a replicated namespace it also
+                             bounds a call's retries while a chain is reconfigured */
   int connect_timeout_ms; /* 0 means 2000 */
   /* The tenant token this client logs in with (a directory started with
    * --tenants refuses every call of a client without a valid one, with
