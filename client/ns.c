@@ -50,10 +50,11 @@ void mf_ns_set_layout(mayfly_ns_t *ns, const mayfly_stat_t *st) {
     o->lost = p->lost;
     o->replicas = p->replicas > 0 ? p->replicas : 1;
     o->chain_version = p->chain_version;
-    /* A partition with a chain, or of a namespace that wants one (R > 1
-     * with every other member gone), is replicated: its writes need
-     * sequence records, which the head refuses a replicated write without. */
-    o->replicated = p->nchain > 0 || o->replicas > 1;
+    /* A partition of a namespace with R > 1 (even with every other member
+     * gone), or with a chain of several members, is replicated: its writes
+     * need sequence records, which the head refuses a replicated write
+     * without. A chain of one with R = 1 is a plain block. */
+    o->replicated = o->replicas > 1 || p->nchain > 1;
     if (p->nchain > 0) {
       const mayfly_replica_t *h = &p->chain[0], *t = &p->chain[p->nchain - 1];
       member_set(&o->head, h->server_address, h->block_index, h->generation, h->capability,
