@@ -42,7 +42,10 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
     call->into = NULL;
     if (op == WIRE_OP_KV_GET) call->reply_max = mf_block_reply_max(&p);
     rc = mf_call_one(ns, &p, call, 0);
-    if (rc == MAYFLY_EMOVED) g_free(call->payload);
+    if (rc == MAYFLY_EMOVED) {
+      g_free(call->payload);
+      call->payload = NULL;
+    }
   }
   return rc;
 }
