@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "hosts.h"
 #include "mf_test.h"
+#include "repl.h"
 
 static mf_hosts_mode_t mode;
 
@@ -206,7 +207,71 @@ static void test_loopback_has_no_links_to_cut(void) {
   mf_hosts_free(h);
 }
 
+/* The replication tests' load and its checker (repl.h), proven here on
+ * R = 1 namespaces: a clean run verifies clean, and a run whose data is
+ * tampered with afterwards (an acknowledged key deleted, an item popped
+ * behind its back) is caught. */
+static void test_the_load_checker(void) {
+  char why[256] = "";
+  mf_hosts_t *h = mf_hosts_new(MF_HOSTS_LOOPBACK, 2, why, sizeof why);
+  CU_ASSERT_FATAL(h != NULL);
+  MF_ASSERT_EQ(mf_hosts_start_directory(h, NULL), 0);
+  CU_ASSERT_FATAL(h->dir != NULL);
+  MF_ASSERT_EQ(mf_hosts_start_server(h, 0, 16, "256KiB", NULL), 0);
+  MF_ASSERT_EQ(mf_hosts_start_server(h, 1, 16, "256KiB", NULL), 0);
+  const char *a = h->dir->address;
+  const char *paths[] = {"/load/kv", "/load/q", "/load/file"};
+  MF_ASSERT_EQ(mf_repl_create(a, paths[0], MAYFLY_KIND_KV, 1, 2, 0, why, sizeof why), 0);
+  MF_ASSERT_EQ(mf_repl_create(a, paths[1], MAYFLY_KIND_QUEUE, 1, 1, 0, why, sizeof why), 0);
+  MF_ASSERT_EQ(mf_repl_create(a, paths[2], MAYFLY_KIND_FILE, 1, 2, 0, why, sizeof why), 0);
+  for (int i = 0; i < 3; i++) {
+    mf_repl_layout_t l;
+    MF_ASSERT_EQ(mf_repl_layout(a, paths[i], &l), 0);
+    MF_ASSERT_EQ(l.n, i == 1 ? 1 : 2);
+    CU_ASSERT(mf_repl_chains_ok(&l, 1, NULL, 0, why, sizeof why));
+    for (size_t p = 0; p < l.n; p++) CU_ASSERT(mf_hosts_find(h, l.p[p].m[0].address) >= 0);
+    mf_repl_layout_clear(&l);
+  }
+  /* R = 2 wanted of a single-member chain: not ok, and says why. */
+  mf_repl_layout_t l1;
+  MF_ASSERT_EQ(mf_repl_layout(a, paths[0], &l1), 0);
+  CU_ASSERT(!mf_repl_chains_ok(&l1, 2, NULL, 0, why, sizeof why));
+  CU_ASSERT(strstr(why, "members") != NULL);
+  const char *gone[] = {l1.p[0].m[0].address};
+  CU_ASSERT(!mf_repl_chains_ok(&l1, 1, gone, 1, why, sizeof why));
+  mf_repl_layout_clear(&l1);
+
+  mf_load_t *load = mf_load_start(a, paths[0], paths[1], paths[2], 256 << 10, 4, 4, 5000);
+  mf_sleep_ms(1000);
+  mf_load_stop(load);
+  CU_ASSERT(mf_load_acked(load) > 0);
+  MF_ASSERT_EQ(mf_load_verify(load), 0);
+
+  /* Again, then tamper: one acknowledged key deleted, one item taken. */
+  load = mf_load_start(a, paths[0], paths[1], paths[2], 256 << 10, 2, 0, 5000);
+  mf_sleep_ms(500);
+  mf_load_stop(load);
+  mayfly_client_t *c = NULL;
+  MF_ASSERT_EQ(mayfly_connect(a, NULL, &c), 0);
+  mayfly_ns_t *kv = NULL, *q = NULL;
+  MF_ASSERT_EQ(mayfly_mount(c, paths[0], MAYFLY_KIND_KV, NULL, &kv), 0);
+  MF_ASSERT_EQ(mayfly_mount(c, paths[1], MAYFLY_KIND_QUEUE, NULL, &q), 0);
+  char key[64];
+  mf_load_key(1, 0, key, sizeof key);
+  MF_ASSERT_EQ(mayfly_kv_delete(kv, key, strlen(key)), 0);
+  void *item = NULL;
+  size_t il = 0;
+  MF_ASSERT_EQ(mayfly_queue_pop(q, &item, &il, 1000), 0);
+  mayfly_free(item);
+  CU_ASSERT(mf_load_verify(load) >= 2);
+  mayfly_unmount(kv);
+  mayfly_unmount(q);
+  mayfly_disconnect(c);
+  mf_hosts_free(h);
+}
+
 static const mf_test_t loopback_tests[] = {
+    {"the replication tests' load checker catches what it should", test_the_load_checker},
     {"two servers register on two loopback hosts", test_two_servers_register_on_two_hosts},
     {"loopback hosts have no links to cut", test_loopback_has_no_links_to_cut},
     {NULL, NULL}};
