@@ -378,6 +378,8 @@ static gpointer reader_main(gpointer p) {
   mf_load_t *l = wk->load;
   GRand *rnd = g_rand_new_with_seed((guint32)(wk->id * 7919 + 1));
   while (!g_atomic_int_get(&l->stop)) {
+    /* After an error, do not spin: the count is what matters. */
+    if (__atomic_load_n(&l->errors, __ATOMIC_RELAXED) > 0) sleep_ms(10);
     int w = g_rand_int_range(rnd, 0, l->writers);
     if (wk->kv != NULL) {
       int64_t a = __atomic_load_n(&l->kv_acked[w], __ATOMIC_ACQUIRE);
