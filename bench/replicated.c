@@ -270,6 +270,14 @@ int bench_replicated(bench_opts_t *o) {
     failed = create_replicated(d.address, kv, MAYFLY_KIND_KV, r, 4) != 0 ||
              create_replicated(d.address, q, MAYFLY_KIND_QUEUE, r, 1) != 0 ||
              create_replicated(d.address, file, MAYFLY_KIND_FILE, r, 1) != 0;
+    /* Rows labelled R must measure chains of R. */
+    char chain[5][64], state[16];
+    int n = 0;
+    if (!failed && (first_chain(d.address, kv, chain, &n, state, sizeof state) != 0 || n != r)) {
+      fprintf(stderr, "mayfly-bench: %s was made with %d members per partition, not %d\n", kv, n,
+              r);
+      failed = 1;
+    }
     const int pipelines[2] = {1, 16};
     for (int p = 0; p < 2 && !failed; p++) {
       bench_opts_t po = *o;

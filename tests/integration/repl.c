@@ -97,6 +97,9 @@ int mf_repl_layout(const char *dir, const char *path, mf_repl_layout_t *out) {
         for (guint k = 0; k < p->chain->len && k < MF_REPL_MAX; k++) {
           const MayflyReplica *r = g_ptr_array_index(p->chain, k);
           member_from(&q->m[k], r->server_id, r->server_address, r->block_index, r->generation);
+          if (r->__isset_zone && r->zone != NULL) {
+            snprintf(q->m[k].zone, sizeof q->m[k].zone, "%s", r->zone);
+          }
         }
         q->n = (int)MIN(p->chain->len, MF_REPL_MAX);
       } else {

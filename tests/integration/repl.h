@@ -26,6 +26,7 @@ typedef struct mf_repl_member {
   int32_t block_index;
   int64_t generation;
   char address[64];
+  char zone[32]; /* its server's --zone ("" when none or not said) */
 } mf_repl_member_t;
 
 typedef struct mf_repl_part {

@@ -16,6 +16,8 @@
  *             put's event exactly once, in seq order, no gap.
  *   enohosts  R larger than the hosts up (or than the chain limit) is
  *             MAYFLY_ENOHOSTS; R = number of hosts places one per host.
+ *   zones     chains span the servers' --zone values first, also when a
+ *             member is replaced.
  *
  * `test_replication NAME` runs one (each is its own CTest entry, so they
  * run in parallel); without a name, all. Needs the memory-server,
@@ -443,12 +445,73 @@ static void test_too_few_hosts(void) {
   mf_hosts_free(h);
 }
 
+/* ---- zones ---- */
+
+/* Four hosts in two zones (--zone): every chain of two has a member in each
+ * zone, and a kill in one zone is re-replicated into that zone again (the
+ * other one already holds the survivor). */
+static void test_zones_first(void) {
+  char why[256] = "";
+  mf_hosts_t *h = mf_hosts_new(MF_HOSTS_LOOPBACK, 4, why, sizeof why);
+  CU_ASSERT_FATAL(h != NULL);
+  char timeout[16];
+  snprintf(timeout, sizeof timeout, "%d", HB_TIMEOUT_MS);
+  MF_ASSERT_EQ(mf_hosts_start_directory(h, "--heartbeat-ms", HB_MS, "--heartbeat-timeout-ms",
+                                        timeout, NULL),
+               0);
+  CU_ASSERT_FATAL(h->dir != NULL);
+  const char *zone_of[4] = {"east", "east", "west", "west"};
+  for (int i = 0; i < 4; i++) {
+    MF_ASSERT_EQ(mf_hosts_start_server(h, i, 16, "1MiB", "--zone", zone_of[i], NULL), 0);
+  }
+  const char *paths[] = {"/z/kv", "/z/q", "/z/file"};
+  MF_ASSERT_EQ(create(h, paths[0], MAYFLY_KIND_KV, 2, 4, 0), 0);
+  MF_ASSERT_EQ(create(h, paths[1], MAYFLY_KIND_QUEUE, 2, 1, 0), 0);
+  MF_ASSERT_EQ(create(h, paths[2], MAYFLY_KIND_FILE, 2, 2, 0), 0);
+  assert_chains(h, paths, 3, 2, NULL, 0, "zones");
+  int victim = host_of_member(h, paths[0], 0, 0);
+  CU_ASSERT_FATAL(victim >= 0);
+  for (int pass = 0; pass < 2; pass++) {
+    int split = 0, total = 0;
+    for (int i = 0; i < 3; i++) {
+      mf_repl_layout_t l;
+      MF_ASSERT_EQ(mf_repl_layout(h->dir->address, paths[i], &l), 0);
+      for (size_t p = 0; p < l.n; p++) {
+        if (l.p[p].n != 2) continue;
+        int a = mf_hosts_find(h, l.p[p].m[0].address), b = mf_hosts_find(h, l.p[p].m[1].address);
+        CU_ASSERT(a >= 0 && b >= 0);
+        if (a < 0 || b < 0) continue;
+        total++;
+        split += strcmp(zone_of[a], zone_of[b]) != 0;
+        /* The layout names each member's zone. */
+        CU_ASSERT_STRING_EQUAL(l.p[p].m[0].zone, zone_of[a]);
+        CU_ASSERT_STRING_EQUAL(l.p[p].m[1].zone, zone_of[b]);
+      }
+      if (pass == 1) mf_repl_layout_print(paths[i], &l);
+      mf_repl_layout_clear(&l);
+    }
+    fprintf(stderr, "  %s: %d of %d chains span both zones\n",
+            pass == 0 ? "placed" : "re-replicated", split, total);
+    CU_ASSERT(total >= 7);
+    MF_ASSERT_EQ(split, total);
+    if (pass == 1) break;
+    char gone[64];
+    snprintf(gone, sizeof gone, "%s", mf_hosts_address(h, victim));
+    const char *g[] = {gone};
+    mf_hosts_kill(h, victim);
+    CU_ASSERT(mf_repl_wait_chains(h->dir->address, paths, 3, 2, g, 1, RESTORE_TIMEOUT_MS, why,
+                                  sizeof why) >= 0);
+  }
+  mf_hosts_free(h);
+}
+
 static const mf_test_t all[] = {
     {"kill", test_kill_under_load},
     {"r3", test_r3_survives_two_failures},
     {"split", test_split_when_a_member_dies},
     {"listen", test_listener_across_failover},
     {"enohosts", test_too_few_hosts},
+    {"zones", test_zones_first},
     {NULL, NULL}};
 
 int main(int argc, char **argv) {
