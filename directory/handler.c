@@ -661,6 +661,10 @@ static void fill_block_chain(dir_t *d, MayflyBlockInfo *bi, const ns_partition_t
   if (member == p->nmore && p->copy.server != 0) {
     fill_replica(d, bi->copy_to, &p->copy, NULL);
     bi->__isset_copy_to = TRUE;
+  }
+  /* The tail fills the copy under copy_op, and the copy's own server takes
+   * REPLICA_COPY frames of that op only. */
+  if ((member == p->nmore || member == -1) && p->copy.server != 0) {
     bi->copy_op = p->copy_op;
     bi->__isset_copy_op = TRUE;
   }

@@ -504,12 +504,15 @@ int ms__chain_handle(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uin
   if (!ms__chain_is_live(s) || ch->pos < 0) {
     /* Cut off from the directory for its heartbeat timeout: it may have
      * dropped this server from the chain (or the block is a copy not yet
-     * in it). */
+     * in it). A client sent it here from a newer layout, perhaps: ask the
+     * directory now rather than at the next heartbeat's rechain. */
+    if (ch->pos < 0) recheck(s, b);
     ms__reply_status(c, h, MAYFLY_EMOVED);
     return 1;
   }
   if (is_read(h->opcode)) {
     if (!is_tail(ch)) {
+      recheck(s, b);
       ms__reply_status(c, h, MAYFLY_EMOVED);
       return 1;
     }
@@ -517,6 +520,7 @@ int ms__chain_handle(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uin
   }
   if (!is_write(h->opcode) && !is_migrate(h->opcode)) return 0; /* BLOCK_STAT */
   if (ch->pos != 0) {
+    recheck(s, b);
     ms__reply_status(c, h, MAYFLY_EMOVED);
     return 1;
   }

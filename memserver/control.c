@@ -298,11 +298,17 @@ static void do_verify(ms_control_t *c, int32_t index, int rechain) {
         }
         e->chain_pos = bi->__isset_chain_pos ? bi->chain_pos : -1;
         e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
+        /* A copy being filled: the chain it will join, itself not in it. */
+        if (e->chain_pos == -1) {
+          e->joining = 1;
+          e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
+        }
       } else if (bi->__isset_chain_pos && bi->chain_pos == -1) {
         /* A copy being filled: not in the chain yet. */
         e->chain_pos = -1;
         e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
         e->joining = 1;
+        e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
       }
       if (bi->__isset_copy_to && bi->copy_to != NULL) {
         e->has_copy = 1;
