@@ -53,6 +53,8 @@ int mf_repl_create(const char *dir, const char *path, mayfly_kind_t kind, int re
     MayflyCreateOptions *co = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
     co->blocks = blocks;
     co->high_watermark = high_watermark;
+    /* The low watermark may be at most half the high one. */
+    if (high_watermark > 0 && high_watermark < 2 * 25) co->low_watermark = high_watermark / 4;
     co->replicas = replicas;
     co->__isset_replicas = TRUE;
     MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
