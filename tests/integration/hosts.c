@@ -165,6 +165,10 @@ static int host_up(mf_hosts_t *h, int i, char *why, size_t len) {
   }
   g_ptr_array_add(made, g_strdup(h->netns[i]));
   int rc = sh("ip -n %s link set lo up", h->netns[i]);
+  /* The veth of an earlier host of this test, whose namespace was deleted:
+   * the kernel tears such a namespace down asynchronously, so its pair can
+   * outlive it for a while. Deleting one end deletes both at once. */
+  sh("ip link del %s", h->veth[i]);
   rc |= sh("ip link add %s type veth peer name eth0 netns %s", h->veth[i], h->netns[i]);
   rc |= sh("ip link set %s master mfbr", h->veth[i]);
   rc |= sh("ip link set %s up", h->veth[i]);
