@@ -6,9 +6,6 @@
  * servers' host and chain counts, the replication counters of
  * mayfly_dir_stats, `mayfly create --replicas` and `mayfly stat`, through a
  * kill -9 of a tail and its re-replication.
- *
- * This file uses the client API the issue adds, so CMake builds it only
- * once that API is in the tree (MAYFLY_HAVE_CHAINS).
  */
 #include <glib.h>
 #include <stdio.h>
