@@ -284,7 +284,7 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
   } else if (rc == MAYFLY_ENOSPC) {
     g_snprintf(why, whylen,
                "cannot allocate %d blocks: block pool exhausted (%lld of %lld blocks in use)",
-               nblocks, (long long)d->tree->alloc->blocks_used,
+               nblocks * replicas, (long long)d->tree->alloc->blocks_used,
                (long long)d->tree->alloc->blocks_total);
   } else if (rc == 0) {
     ns_record_t rec = {.type = NS_REC_CREATE,
