@@ -731,6 +731,33 @@ int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
   return count;
 }
 
+int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id) {
+  const ns_server_t *s = ns_alloc_server(t->alloc, id);
+  if (s == NULL || s->used == 0) return 0;
+  /* Once per namespace holding blocks there, as ns_tree_server_lost_blocks. */
+  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+  int32_t count = 0;
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    const ns_node_t *n = s->owner[i];
+    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    for (guint k = 0; k < n->layout.parts->len; k++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
+      int on = p->copy.server == id;
+      for (int m = 0; m < ns_part_members(p) && !on; m++) on = ns_part_member(p, m)->server == id;
+      count += on;
+    }
+  }
+  g_hash_table_destroy(seen);
+  return count;
+}
+
+const char *ns_part_chain_state(const ns_partition_t *p) {
+  if (p->state == NS_PART_LOST) return "lost";
+  if (p->copy.server != 0) return "copying";
+  if (ns_part_members(p) < (p->replicas > 0 ? p->replicas : 1)) return "degraded";
+  return "ok";
+}
+
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id) {
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
@@ -1134,12 +1161,13 @@ static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
         NS_ALLOC_MAX_BLOCKS);
     return rc;
   }
-  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   ns_server_t *s = ns_alloc_server(t->alloc, id);
   ns_alloc_set_zone(t->alloc, id, rec->zone);
   if (rec->incarnation != 0 && s->incarnation != 0 && s->incarnation != rec->incarnation) {
     drop_server(t, s, 1, fx);
   }
+  /* After the drop, so that the blocks it freed are raised too. */
+  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   if (rec->incarnation != 0) s->incarnation = rec->incarnation;
   if (fx != NULL) fx->server_id = id;
   return 0;

@@ -381,6 +381,15 @@ int32_t ns_node_lost_parts(const ns_node_t *n);
 /* How many blocks of server `id` are taken by lost partitions or splits. */
 int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id);
 
+/* How many partitions (chains) have a member or their copy on server `id`:
+ * what `mayfly servers` shows as the chains depending on it. */
+int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id);
+
+/* The state of a partition for a human (`mayfly stat`): "lost", "copying"
+ * (a copy is being filled to join), "degraded" (fewer members than its
+ * replicas) or "ok". */
+const char *ns_part_chain_state(const ns_partition_t *p);
+
 /* The begun repartition with this id, or NULL. */
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id);
 

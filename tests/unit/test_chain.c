@@ -279,6 +279,11 @@ static void test_create_takes_every_member_and_finds_each_block(void) {
   create(t, "/kv", NS_KIND_KV, 2, 3);
   ns_node_t *n = ns_tree_lookup(t, "/kv");
   MF_ASSERT_EQ(n->replicas, 3);
+  /* 2 chains of 3 over 4 servers: the chains depending on each add up to 6. */
+  int32_t deps = 0;
+  for (int32_t id = 1; id <= 4; id++) deps += ns_tree_server_chains(t, id);
+  MF_ASSERT_EQ(deps, 6);
+  MF_ASSERT_EQ(ns_tree_server_chains(t, 9), 0);
   MF_ASSERT_EQ(ns_node_replicas(n), 3);
   MF_ASSERT_EQ(n->sub_blocks, 6);
   MF_ASSERT_EQ(ns_node_blocks_committed(n), 2); /* partitions, for max_blocks */
@@ -437,6 +442,7 @@ static void test_a_chain_is_lost_only_when_its_last_member_goes(void) {
   CU_ASSERT_STRING_EQUAL(g_ptr_array_index(fx.lost, 0), "/q");
   MF_ASSERT_EQ(fx.freed->len, 0);
   MF_ASSERT_EQ(part(t, "/q", 0)->state, NS_PART_LOST);
+  CU_ASSERT_STRING_EQUAL(ns_part_chain_state(part(t, "/q", 0)), "lost");
   CU_ASSERT(is_taken(t, &last));
   CU_ASSERT(ns_tree_block_lost(t, last.server, last.index));
   MF_ASSERT_EQ(ns_tree_server_lost_blocks(t, 3), 1);
@@ -514,8 +520,12 @@ static void test_replica_begin_and_end_commit_and_abort(void) {
         .op_id = 1);
   ns_effects_t fx;
   ns_effects_init(&fx);
+  CU_ASSERT_STRING_EQUAL(ns_part_chain_state(part(t, "/q", 0)), "degraded");
+  MF_ASSERT_EQ(ns_tree_server_chains(t, 4), 0);
   APPLY(t, &fx, .type = NS_REC_REPLICA_BEGIN, .path = "/q", .lo = 0, .block = copy, .op_id = 41);
   ns_partition_t *p = part(t, "/q", 0);
+  CU_ASSERT_STRING_EQUAL(ns_part_chain_state(p), "copying");
+  MF_ASSERT_EQ(ns_tree_server_chains(t, 4), 1);
   CU_ASSERT(p->copy.server == copy.server && p->copy.index == copy.index);
   MF_ASSERT_EQ(p->copy_op, 41);
   MF_ASSERT_EQ(t->last_op_id, 41);
@@ -539,6 +549,7 @@ static void test_replica_begin_and_end_commit_and_abort(void) {
   APPLY(t, &fx, .type = NS_REC_REPLICA_END, .path = "/q", .op_id = 41, .flags = NS_REC_COMMIT);
   p = part(t, "/q", 0);
   ASSERT_CHAIN(p, "1,3,4");
+  CU_ASSERT_STRING_EQUAL(ns_part_chain_state(p), "ok");
   MF_ASSERT_EQ(p->chain_version, cv + 1);
   MF_ASSERT_EQ(p->copy.server, 0);
   MF_ASSERT_EQ(p->copy_op, 0);
