@@ -157,7 +157,7 @@ static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *
   fill_chain(d, mp->chain, p, mp->lost ? NULL : g);
   mp->replicas = p->replicas;
   g_free(mp->state);
-  mp->state = g_strdup(dir_chains_state(p));
+  mp->state = g_strdup(ns_part_chain_state(p));
   mp->chain_version = p->chain_version;
 }
 
