@@ -461,17 +461,12 @@ int dir_chains_replica_end(dir_t *d, int32_t server_id, int64_t op_id, int commi
   return rc;
 }
 
-const char *dir_chains_state(const ns_partition_t *p) {
-  if (p->state == NS_PART_LOST) return "lost";
-  if (p->copy.server != 0) return "copying";
-  if (ns_part_members(p) < (p->replicas > 0 ? p->replicas : 1)) return "degraded";
-  return "ok";
-}
-
 int32_t dir_chains_of_server(const dir_t *d, int32_t id) {
   const ns_server_t *s = ns_alloc_server(d->tree->alloc, id);
   if (s == NULL || s->used == 0) return 0;
-  /* Once per namespace holding blocks there, not once per block. */
+  /* Once per namespace holding blocks there, not once per block. Unlike
+   * ns_tree_server_chains, only replicated partitions count (the IDL's
+   * ServerInfo.chains). */
   GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
   int32_t count = 0;
   for (int32_t i = 0; i < s->nblocks; i++) {

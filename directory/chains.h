@@ -81,9 +81,6 @@ void dir_chains_tick(dir_t *d, int64_t now);
 int dir_chains_replica_end(dir_t *d, int32_t server_id, int64_t op_id, int commit,
                            int64_t bytes, ns_node_t **node, char *why, size_t whylen);
 
-/* "ok", "degraded", "copying" or "lost": the state of a partition's chain. */
-const char *dir_chains_state(const ns_partition_t *p);
-
 /* Replicated partitions with a member or a copy on server id. */
 int32_t dir_chains_of_server(const dir_t *d, int32_t id);
 

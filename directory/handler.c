@@ -157,7 +157,7 @@ static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *
   fill_chain(d, mp->chain, p, mp->lost ? NULL : g);
   mp->replicas = p->replicas;
   g_free(mp->state);
-  mp->state = g_strdup(dir_chains_state(p));
+  mp->state = g_strdup(ns_part_chain_state(p));
   mp->chain_version = p->chain_version;
 }
 
@@ -284,7 +284,7 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
   } else if (rc == MAYFLY_ENOSPC) {
     g_snprintf(why, whylen,
                "cannot allocate %d blocks: block pool exhausted (%lld of %lld blocks in use)",
-               nblocks, (long long)d->tree->alloc->blocks_used,
+               nblocks * replicas, (long long)d->tree->alloc->blocks_used,
                (long long)d->tree->alloc->blocks_total);
   } else if (rc == 0) {
     ns_record_t rec = {.type = NS_REC_CREATE,

@@ -559,6 +559,98 @@ static void test_an_aborted_or_timed_out_copy_frees_its_block_and_is_tried_again
   MF_ASSERT_EQ(mf_stop(d), 0);
 }
 
+/* --- kv splits of a replicated namespace --- */
+
+static int repart_begin(mf_ctl_t *c, int server, int index, int64_t gen, int64_t split_at,
+                        MayflyRepartPlan **out) {
+  MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
+  int rc = CALL(c, mayfly_directory_if_repartition_begin(i, &plan, server, index, gen, FALSE,
+                                                          split_at, &err, &gerr));
+  if (rc == 0 && out != NULL) {
+    *out = plan;
+  } else {
+    g_object_unref(plan);
+  }
+  return rc;
+}
+
+static int partitions_are(mf_ctl_t *c, void *ud) {
+  MayflyLayout *l = layout(c, "/kv");
+  if (l == NULL) return 0;
+  MayflyStats *s = stats(c);
+  /* The split rolled back: the layout has one partition, no split pending
+   * (every block back but the chain's own). */
+  int ok = (int)l->partitions->len == *(int *)ud && s != NULL && s->rollbacks >= 1;
+  if (s != NULL) g_object_unref(s);
+  g_object_unref(l);
+  return ok;
+}
+
+static void test_a_replicated_split_targets_a_whole_chain_and_rolls_back_when_its_head_leaves(
+    void) {
+  mf_daemon_t *d = start_dir("1", "30s");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  mf_ctl_t *c = ctl_of(d, key);
+  enum { N = 4 };
+  fake_t f[N];
+  reg_hosts(c, f, N);
+  MayflyNodeInfo *ni = NULL;
+  MF_ASSERT_EQ(create(c, "/kv", MAYFLY_NODE_KIND_KV, 1, 2, &ni), 0);
+  CU_ASSERT_FATAL(ni != NULL);
+  const MayflyPartition *p = part(ni->layout, 0);
+  const MayflyReplica *head = member(p->chain, 0), *tail = member(p->chain, 1);
+  int hs = head->server_id, hi = head->block_index, ts = tail->server_id, ti = tail->block_index;
+  int64_t hg = head->generation, tg = tail->generation;
+  g_object_unref(ni);
+
+  /* Only the head asks for splits. */
+  MF_ASSERT_EQ(repart_begin(c, ts, ti, tg, 32768, NULL), MAYFLY_EMOVED);
+  CU_ASSERT(strstr(mf_last_error(), "head") != NULL);
+  MayflyRepartPlan *plan = NULL;
+  MF_ASSERT_EQ(repart_begin(c, hs, hi, hg, 32768, &plan), 0);
+  CU_ASSERT_FATAL(plan != NULL);
+  MF_ASSERT_EQ(plan->lo, 32768);
+  CU_ASSERT(plan->migrate_capability != NULL);
+  /* The target is the head of a new chain of 2 on distinct hosts; its
+   * other member knows its place while the split is under way. */
+  const MayflyPartition *t = plan->target;
+  CU_ASSERT_FATAL(t->__isset_chain);
+  MF_ASSERT_EQ(t->chain->len, 2);
+  MF_ASSERT_EQ(t->server_id, member(t->chain, 0)->server_id);
+  char *h0 = host_of(member(t->chain, 0)->server_address);
+  char *h1 = host_of(member(t->chain, 1)->server_address);
+  CU_ASSERT(strcmp(h0, h1) != 0);
+  g_free(h0);
+  g_free(h1);
+  MayflyBlockInfo *bi =
+      check(c, member(t->chain, 1)->server_id, member(t->chain, 1)->block_index);
+  CU_ASSERT_FATAL(bi != NULL);
+  MF_ASSERT_EQ(bi->range_lo, 32768);
+  MF_ASSERT_EQ(bi->chain_pos, 1);
+  g_object_unref(bi);
+  int64_t op = plan->op_id;
+  g_object_unref(plan);
+
+  /* The source head fails: the split can never commit, and the directory
+   * rolls it back without waiting for its 30 s timeout. */
+  int silent = -1;
+  for (int k = 0; k < N; k++) {
+    if (f[k].id == hs) silent = k;
+  }
+  GArray *rechain[N];
+  for (int k = 0; k < N; k++) rechain[k] = g_array_new(FALSE, FALSE, sizeof(int));
+  int one = 1;
+  CU_ASSERT(heartbeat_while(c, f, N, silent, rechain, 10000, partitions_are, &one));
+  MayflyLayout *l = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+  MF_ASSERT_EQ(CALL(c, mayfly_directory_if_repartition_end(i, &l, hs, op, TRUE, 0, &err, &gerr)),
+               MAYFLY_ENOENT); /* rolled back already */
+  g_object_unref(l);
+  MF_ASSERT_EQ(mf_log_count(d, "rolled back: a block it involves left its chain"), 1);
+  for (int k = 0; k < N; k++) g_array_free(rechain[k], TRUE);
+  mf_ctl_close(c);
+  MF_ASSERT_EQ(mf_stop(d), 0);
+}
+
 static void test_replica_end_without_the_cluster_handshake_is_refused(void) {
   mf_daemon_t *d = start_dir("1", "30s");
   CU_ASSERT_PTR_NOT_NULL_FATAL(d);
@@ -682,6 +774,8 @@ static const mf_test_t tests[] = {
      test_a_silent_server_leaves_its_chains_and_a_copy_makes_them_whole_again},
     {"an aborted or timed-out copy frees its block and is tried again",
      test_an_aborted_or_timed_out_copy_frees_its_block_and_is_tried_again},
+    {"a replicated split targets a whole chain and rolls back when its head leaves",
+     test_a_replicated_split_targets_a_whole_chain_and_rolls_back_when_its_head_leaves},
     {"replica_end without the cluster handshake is refused",
      test_replica_end_without_the_cluster_handshake_is_refused},
     {"a data event already sequenced for its chain is dropped",
