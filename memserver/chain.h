@@ -8,9 +8,10 @@
  * forwarded writes in cseq order; the tail serves reads and acknowledges.
  *
  * The dedup table and the pending queue are plain data structures with no
- * I/O (dedup.h, unit-tested directly); this is the loop side (link to the successor, CHAIN_FWD in and
- *     out, reconfiguration), used by handlers.c, ctlevents.c and the copy
- *     part (replcopy.c, blocksnap.c).
+ * I/O (dedup.h, unit-tested directly); this is the loop side (the link to
+ * the successor, CHAIN_FWD in and out, reconfiguration), used by
+ * handlers.c, ctlevents.c and the copy part (replcopy.c, blocksnap.c);
+ * internal.h lists the ms__chain_* functions the server's modules call.
  * Everything runs on the loop thread.
  */
 #ifndef MAYFLY_MS_CHAIN_H
@@ -28,7 +29,6 @@
 /* A member whose forwards fail asks the directory for its chain at most
  * this often (per block). */
 #define MS_CHAIN_RECHECK_MS 100
-/* --- the loop side --------------------------------------------------------- */
 
 typedef struct ms_server ms_server_t;
 

@@ -148,6 +148,13 @@ static void enforce(ms_dedup_t *d) {
     }
     cl = next;
   }
+  /* Clients with nothing left but their acked are forgotten too, least
+   * recently active first, past as many clients as entries. */
+  while (d->clients.length > d->max_entries) {
+    ms_dedup_client_t *c = d->clients.head->data;
+    if (c->entries.length > 0) break;
+    free_client(d, c);
+  }
   ms_dedup_budget_t *bu = d->budget;
   while (bu->bytes > bu->max_bytes && bu->committed.head != NULL) {
     ms_dedup_entry_t *e = bu->committed.head->data;

@@ -66,6 +66,7 @@ struct ms_link {
   uv_timer_t timer;
   int timer_closed;
   int closing;
+  int bad_address; /* the address does not resolve: sends fail ECONNREFUSED */
   int busy; /* callbacks are running: free later */
 };
 
@@ -282,7 +283,7 @@ static void on_tick(uv_timer_t *t) {
   if (l->sock != NULL && !l->up && now - l->connect_at >= l->connect_timeout_ms) {
     MF_DEBUG("link to %s: no connection within %lld ms", l->address,
              (long long)l->connect_timeout_ms);
-    fail_all(l, MAYFLY_ETIMEDOUT);
+    fail_all(l, l->bad_address ? MAYFLY_ECONNREFUSED : MAYFLY_ETIMEDOUT);
   } else if (l->up && l->reply_timeout_ms > 0 && l->order.head != NULL) {
     req_t *r = l->order.head->data;
     if (now - r->sent_ms >= l->reply_timeout_ms) {
@@ -342,7 +343,7 @@ ms_link_t *ms_link_new(uv_loop_t *loop, const char *address, const ms_link_confi
 
 int ms_link_send(ms_link_t *l, const wire_hdr_t *h, const void *payload, size_t plen,
                  ms_link_reply_cb cb, void *ud) {
-  MF_CHECK(!l->closing);
+  if (l->closing) return MAYFLY_EIO;
   if (plen > UINT32_MAX) return MAYFLY_ETOOBIG;
   size_t head = WIRE_HEADER_SIZE + (l->has_key ? MF_MAC_SIZE : 0);
   if (l->queued > 0 && l->queued + head + plen > l->max_queued) {
@@ -373,6 +374,7 @@ int ms_link_send(ms_link_t *l, const wire_hdr_t *h, const void *payload, size_t 
     if (start_connect(l) != 0) {
       /* Failed from the timer's next tick, never from within this call. */
       l->connect_at = -l->connect_timeout_ms - 1;
+      l->bad_address = 1;
       sock_t *k = g_new0(sock_t, 1);
       k->rbuf = g_byte_array_new();
       k->link = l;

@@ -79,7 +79,8 @@ const char *ms_link_address(const ms_link_t *l);
  * are set by the link), then payload[0..plen) (copied). Returns 0 (cb will
  * be called exactly once, never from within this call), MAYFLY_EAGAIN (the
  * link holds max_queued bytes: nothing queued, cb not called; see
- * on_drain) or MAYFLY_ETOOBIG (plen over UINT32_MAX).
+ * on_drain), MAYFLY_ETOOBIG (plen over UINT32_MAX) or MAYFLY_EIO (the link
+ * is being closed: a callback run by ms_link_close sent on it).
  */
 int ms_link_send(ms_link_t *l, const wire_hdr_t *h, const void *payload, size_t plen,
                  ms_link_reply_cb cb, void *ud);
