@@ -349,6 +349,37 @@ static void test_split_when_a_member_dies(void) {
 
 /* ---- listeners across a failover ---- */
 
+typedef struct {
+  GHashTable *seen; /* keys with an event */
+  const int64_t *acked; /* puts acknowledged per writer (two) */
+  int64_t events, dups, unknown, gaps, disorder, last_seq;
+} listen_tally_t;
+
+/* Counts one event: a put of a key seen before is a duplicate, of a key no
+ * writer had acknowledged unknown; seqs must rise. */
+static void tally(listen_tally_t *t, const mayfly_event_t *ev) {
+  t->events++;
+  if (ev->seq <= t->last_seq) t->disorder++;
+  t->last_seq = ev->seq;
+  if (ev->kind == MAYFLY_EV_GAP) {
+    t->gaps++;
+    return;
+  }
+  if (ev->kind != MAYFLY_EV_PUT) return;
+  char *k = g_strndup((const char *)ev->key, ev->key_len);
+  int w = -1;
+  long long j = -1;
+  if (sscanf(k, "w%d-%lld", &w, &j) != 2 || w < 0 || w > 1 || j < 0 || j >= t->acked[w]) {
+    t->unknown++;
+  }
+  if (g_hash_table_contains(t->seen, k)) {
+    t->dups++;
+    g_free(k);
+  } else {
+    g_hash_table_add(t->seen, k);
+  }
+}
+
 static void test_listener_across_failover(void) {
   mf_hosts_t *h = cluster(3, 16, "1MiB");
   CU_ASSERT_FATAL(h != NULL);
@@ -379,44 +410,28 @@ static void test_listener_across_failover(void) {
   int64_t acked[2] = {mf_load_kv_acked(load, 0), mf_load_kv_acked(load, 1)};
   /* Every acknowledged put: exactly one event, seqs rising without a gap
    * event. */
-  GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  int64_t want = acked[0] + acked[1], events = 0, dups = 0, unknown = 0, gaps = 0, disorder = 0;
-  int64_t last_seq = 0;
+  listen_tally_t t = {.seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL),
+                      .acked = acked};
+  int64_t want = acked[0] + acked[1];
   for (int64_t end = mf_hosts_now_ms() + 20000;
-       (int64_t)g_hash_table_size(seen) < want && mf_hosts_now_ms() < end;) {
+       (int64_t)g_hash_table_size(t.seen) < want && mf_hosts_now_ms() < end;) {
     mayfly_event_t *ev = NULL;
     int rc = mayfly_listener_next(lis, &ev, 1000);
     if (rc == MAYFLY_EAGAIN) continue;
     MF_ASSERT_EQ(rc, 0);
     if (rc != 0) break;
-    events++;
-    if (ev->seq <= last_seq) disorder++;
-    last_seq = ev->seq;
-    if (ev->kind == MAYFLY_EV_GAP) {
-      gaps++;
-    } else if (ev->kind == MAYFLY_EV_PUT) {
-      char *k = g_strndup((const char *)ev->key, ev->key_len);
-      int w = -1;
-      long long j = -1;
-      if (sscanf(k, "w%d-%lld", &w, &j) != 2 || w < 0 || w > 1 || j < 0 || j >= acked[w]) {
-        unknown++;
-      }
-      if (g_hash_table_contains(seen, k)) {
-        dups++;
-        g_free(k);
-      } else {
-        g_hash_table_add(seen, k);
-      }
-    }
+    tally(&t, ev);
     mayfly_event_free(ev);
   }
   /* Nothing more may come (a duplicate published late). */
   mayfly_event_t *ev = NULL;
   while (mayfly_listener_next(lis, &ev, 1500) == 0) {
-    events++;
-    if (ev->kind == MAYFLY_EV_PUT) dups++;
+    tally(&t, ev);
     mayfly_event_free(ev);
   }
+  GHashTable *seen = t.seen;
+  int64_t events = t.events, dups = t.dups, unknown = t.unknown, gaps = t.gaps,
+          disorder = t.disorder;
   fprintf(stderr, "  listener: %lld puts acknowledged, %lld events, %u distinct keys, "
                   "%lld duplicates, %lld unknown, %lld gaps, %lld out of order\n",
           (long long)want, (long long)events, g_hash_table_size(seen), (long long)dups,
