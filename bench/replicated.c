@@ -198,9 +198,10 @@ static int failover(const bench_opts_t *o, const char *dir, servers_t *s, int64_
   rc = mayfly_file_write(f, 0, buf, 4096);
   double t_write = bench_now_us();
   /* Then the copy: "copying" from the first poll that says so to "ok". */
-  double t_copy = 0, t_ok = 0;
+  double t_copy = 0, t_ok = 0, t_dropped = 0;
   while (rc == 0 && bench_now_us() - t_kill < 60e6) {
     if (first_chain(dir, path, chain, &n, state, sizeof state) == 0) {
+      if (t_dropped == 0 && n == 1) t_dropped = bench_now_us();
       if (t_copy == 0 && strcmp(state, "copying") == 0) t_copy = bench_now_us();
       if (n == 2 && strcmp(state, "ok") == 0) {
         t_ok = bench_now_us();
@@ -210,6 +211,13 @@ static int failover(const bench_opts_t *o, const char *dir, servers_t *s, int64_
     g_usleep(2000);
   }
   int64_t bytes = rereplicated_bytes(dir) - bytes0;
+  /* A copy too quick for any poll to see it "copying": timed from the drop
+   * instead (a longer span, so a lower bound on the rate). */
+  const char *from = "copying";
+  if (t_copy == 0 && t_dropped > 0) {
+    t_copy = t_dropped;
+    from = "degraded";
+  }
   if (!o->json) {
     printf("\nfailover, R = 2 (heartbeat timeout %d ms): kill -9 of the head to the first "
            "successful write: %.0f ms%s%s\n",
@@ -218,9 +226,9 @@ static int failover(const bench_opts_t *o, const char *dir, servers_t *s, int64_
     if (t_ok > 0) {
       double copy_s = t_copy > 0 ? (t_ok - t_copy) / 1e6 : 0;
       printf("re-replication of a %.0f MiB partition: R = 2 again %.0f ms after the kill; "
-             "%lld bytes copied in %.0f ms = %.0f MB/s\n",
+             "%lld bytes copied in %.0f ms (from the chain shown %s to ok) = %.0f MB/s\n",
              (double)fill / (1 << 20), (t_ok - t_kill) / 1e3, (long long)bytes, copy_s * 1e3,
-             copy_s > 0 ? (double)bytes / copy_s / 1e6 : 0);
+             from, copy_s > 0 ? (double)bytes / copy_s / 1e6 : 0);
     } else {
       printf("re-replication: R = 2 not restored within 60 s\n");
     }
