@@ -38,8 +38,10 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
       b->watched = e->watched;
       /* Replicated: the chain and this block's place in it (chain.c). */
       ms__chain_update(s, b, e);
-      /* A copy being filled takes REPLICA_COPY frames of its op (replcopy.c). */
-      ms__replcopy_expect(s, b, e->joining, e->copy_op);
+      /* A copy being filled (chain_pos -1, with or without the chain it
+       * will join) takes REPLICA_COPY frames (replcopy.c). */
+      ms__replcopy_expect(s, b, e->joining || (e->chain_n > 0 && e->chain_pos == -1),
+                          e->copy_op);
     }
   }
   if (e->status != 0) {

@@ -247,7 +247,9 @@ void ms__replcopy_expect(ms_server_t *s, store_block_t *b, int joining, int64_t 
     if (r != NULL) g_hash_table_remove(rc->rx, key);
     return;
   }
-  if (r != NULL && r->generation == b->generation && r->op == copy_op) return;
+  /* The same copy again: a check_block that names no op (the directory
+   * names it to the tail only) keeps the op the stream brought. */
+  if (r != NULL && r->generation == b->generation && (copy_op == 0 || r->op == copy_op)) return;
   if (r != NULL) g_hash_table_remove(rc->rx, key);
   r = g_new0(rx_t, 1);
   r->generation = b->generation;
@@ -289,6 +291,11 @@ void ms__replcopy_in(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_
   }
   rx_t *r = st == 0 && rc != NULL ? g_hash_table_lookup(rc->rx, GINT_TO_POINTER(b->index))
                                   : NULL;
+  /* A copy whose op check_block did not name takes the op of the stream
+   * that starts it: the block's generation is this copy's alone. */
+  if (r != NULL && r->op == 0 && h->arg1 == 0 && r->generation == b->generation) {
+    r->op = (int64_t)h->arg0;
+  }
   if (r == NULL || r->generation != b->generation || r->op != (int64_t)h->arg0 || r->done) {
     copy_reply(c, h, st == 0 || st == MAYFLY_EAGAIN ? MAYFLY_EMOVED : st, 0);
     return;

@@ -25,7 +25,8 @@
  *
  * The joining block's side (the receiver). A REPLICA_COPY frame is served
  * only for a block check_block called a copy being filled (chain_pos -1)
- * under the frame's copy op (ms__replcopy_expect), with a good frame MAC;
+ * under the frame's copy op (ms__replcopy_expect; when check_block names
+ * no op, the op of the stream's first chunk), with a good frame MAC;
  * any other is refused (MAYFLY_EMOVED; a bad MAC MAYFLY_EPERM, counted in
  * cap_refused). Chunks must come in stream order (arg1 = the offset so
  * far); each is restored into the block at once (blocksnap.h) and
@@ -63,8 +64,10 @@ void ms__replcopy_start(ms_server_t *s);
 void ms__replcopy_stop(ms_server_t *s);
 
 /* check_block answered for block b: with joining set b is a copy being
- * filled under copy_op, and REPLICA_COPY frames of that op are served for
- * it; otherwise b is not (any longer) a copy and none are. */
+ * filled (chain_pos -1) under copy_op, and REPLICA_COPY frames of that op
+ * are served for it (copy_op 0: the op is not named, and the first chunk's
+ * op, at offset 0, is taken); otherwise b is not (any longer) a copy and
+ * none are. */
 void ms__replcopy_expect(ms_server_t *s, store_block_t *b, int joining, int64_t copy_op);
 
 /* Serves a WIRE_OP_REPLICA_COPY frame (its complete bytes, frame[0..flen)).

@@ -386,6 +386,15 @@ static void test_refused(void) {
   MF_ASSERT_EQ(send_chunk(l, cb, 500, 4096), MAYFLY_EPROTO);
   /* The right op from the start: taken. */
   MF_ASSERT_EQ(send_chunk(l, cb, 500, 0), 0);
+  /* A copy whose op check_block did not name takes the first stream's op:
+   * a chunk of another op after it is refused. */
+  store_block_t *cb4 = adopt(&copy, 3, STORE_QUEUE);
+  ms__replcopy_expect(copy.srv, cb4, 1, 0);
+  MF_ASSERT_EQ(send_chunk(l, cb4, 600, 0), 0);
+  ms__replcopy_expect(copy.srv, cb4, 1, 0); /* check_block says it again */
+  MF_ASSERT_EQ(send_chunk(l, cb4, 601, 0), MAYFLY_EMOVED);
+  MF_ASSERT_EQ(send_chunk(l, cb4, 600, 0), 0); /* offset 0 again: starts over */
+  cb = cb4;
   /* A generation the server has not heard of: parked, then (the directory
    * being unreachable) refused. */
   store_block_t ghost = *cb;
