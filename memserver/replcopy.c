@@ -247,8 +247,9 @@ void ms__replcopy_expect(ms_server_t *s, store_block_t *b, int joining, int64_t 
     if (r != NULL) g_hash_table_remove(rc->rx, key);
     return;
   }
-  /* The same copy again: a check_block that names no op (the directory
-   * names it to the tail only) keeps the op the stream brought. */
+  /* The same copy again. A check_block that names no op (a directory from
+   * before copy_op went to the copy's own server too) keeps the op the
+   * stream brought. */
   if (r != NULL && r->generation == b->generation && (copy_op == 0 || r->op == copy_op)) return;
   if (r != NULL) g_hash_table_remove(rc->rx, key);
   r = g_new0(rx_t, 1);
