@@ -286,6 +286,8 @@ static int usage(void) {
           "  compare   the same workloads against Mayfly and Redis side by side\n"
           "  (data --auth, compare --auth: kv get with authentication off and on)\n"
           "  memory    bytes per kv entry (allocator and RSS), Mayfly and Redis\n"
+          "  replicated  the data rows at R = 1, 2, 3 on four loopback hosts, failover\n"
+          "            time and re-replication MB/s (issue 12)\n"
           "run 'mayfly-bench SUBCOMMAND --help' for options\n");
   return 2;
 }
@@ -300,7 +302,8 @@ static const struct {
                    {"data", bench_data},
                    {"compare", bench_compare},
                    {"elastic", bench_elastic},
-                   {"memory", bench_memory}};
+                   {"memory", bench_memory},
+                   {"replicated", bench_replicated}};
 
 int main(int argc, char **argv) {
   if (argc < 2 || argv[1][0] == '-') return usage();

@@ -90,6 +90,27 @@ int bench_free_port(void);
 pid_t bench_redis_start(int port);
 
 int bench_data(bench_opts_t *o);
+
+/* One workload of `data` (data.c) as a row: `clients` clients of
+ * o->pipeline threads each on `path` (opened, or created of `kind`,
+ * a mayfly_kind_t, with `blocks` blocks), for o->seconds or o->ops. kv
+ * get fills its keys first; file ops are 1 MiB within 16 MiB per client.
+ * Returns 0, or -1 when an operation failed (the row is still added). */
+typedef enum {
+  BENCH_KV_PUT,
+  BENCH_KV_GET,
+  BENCH_Q_PUSH,
+  BENCH_Q_POP,
+  BENCH_FILE_WRITE,
+  BENCH_FILE_READ
+} bench_work_t;
+int bench_data_run(const bench_opts_t *o, const char *address, const char *path, int kind,
+                   int blocks, bench_work_t work, int clients, const char *name, GArray *rows);
+
+/* mayfly-bench replicated (replicated.c): the data rows at R = 1, 2 and 3
+ * over memory servers on distinct loopback hosts, failover time and
+ * re-replication MB/s. */
+int bench_replicated(bench_opts_t *o);
 /* data --auth and compare --auth: kv get throughput at 16 clients (or
  * --clients), pipeline 1 and 16, against an open cluster and one with a
  * cluster key and tenants (capabilities checked on every request), both

@@ -28,7 +28,7 @@
 #define FILE_OP (1u << 20)
 #define FILE_SPAN_PER_CLIENT (16u << 20)
 
-typedef enum { W_KV_PUT, W_KV_GET, W_Q_PUSH, W_Q_POP, W_FILE_WRITE, W_FILE_READ } work_t;
+typedef bench_work_t work_t;
 
 typedef struct {
   const bench_opts_t *o;
@@ -49,7 +49,7 @@ static void *run_worker(void *arg) {
   uint8_t *buf = g_malloc(MAX(vsize, (size_t)FILE_OP));
   memset(buf, 'x', MAX(vsize, (size_t)FILE_OP));
   char key[64];
-  if (w->work == W_KV_GET) {
+  if (w->work == BENCH_KV_GET) {
     /* Every key this thread will read exists before the clock starts. */
     for (int k = w->thread; k < KEYS_PER_CLIENT; k += w->threads) {
       int klen = snprintf(key, sizeof key, "key:%d:%d", w->client, k);
@@ -65,20 +65,20 @@ static void *run_worker(void *arg) {
     double t0 = bench_now_us();
     int rc = 0;
     switch (w->work) {
-      case W_KV_PUT:
+      case BENCH_KV_PUT:
         rc = mayfly_kv_put(w->ns, key, (size_t)klen, buf, vsize);
         break;
-      case W_KV_GET: {
+      case BENCH_KV_GET: {
         void *v = NULL;
         size_t vl = 0;
         rc = mayfly_kv_get(w->ns, key, (size_t)klen, &v, &vl);
         mayfly_free(v);
         break;
       }
-      case W_Q_PUSH:
+      case BENCH_Q_PUSH:
         rc = mayfly_queue_push(w->ns, buf, vsize);
         break;
-      case W_Q_POP: {
+      case BENCH_Q_POP: {
         void *v = NULL;
         size_t vl = 0;
         rc = mayfly_queue_pop(w->ns, &v, &vl, 0);
@@ -86,11 +86,11 @@ static void *run_worker(void *arg) {
         if (rc == MAYFLY_EAGAIN) goto done; /* drained */
         break;
       }
-      case W_FILE_WRITE:
-      case W_FILE_READ: {
+      case BENCH_FILE_WRITE:
+      case BENCH_FILE_READ: {
         uint64_t slot = (uint64_t)((i * w->threads + w->thread) % (FILE_SPAN_PER_CLIENT / FILE_OP));
         uint64_t off = (uint64_t)w->client * FILE_SPAN_PER_CLIENT + slot * FILE_OP;
-        if (w->work == W_FILE_WRITE) {
+        if (w->work == BENCH_FILE_WRITE) {
           rc = mayfly_file_write(w->ns, off, buf, FILE_OP);
         } else {
           int64_t n = mayfly_file_read(w->ns, off, buf, FILE_OP);
@@ -199,7 +199,7 @@ static int run_cpu(const bench_opts_t *o, const char *address, const char *path,
     cpu->client_us = self_cpu_us() - c0;
   }
   if (!failed) {
-    int file = work == W_FILE_READ || work == W_FILE_WRITE;
+    int file = work == BENCH_FILE_READ || work == BENCH_FILE_WRITE;
     double secs = end > start ? (end - start) / 1e6 : 1;
     bench_row_t r = {.name = g_strdup(name),
                      .clients = clients,
@@ -238,6 +238,11 @@ static int run(const bench_opts_t *o, const char *address, const char *path, may
   return run_cpu(o, address, path, kind, blocks, work, clients, name, rows, NULL);
 }
 
+int bench_data_run(const bench_opts_t *o, const char *address, const char *path, int kind,
+                   int blocks, bench_work_t work, int clients, const char *name, GArray *rows) {
+  return run(o, address, path, (mayfly_kind_t)kind, blocks, work, clients, name, rows);
+}
+
 int bench_data(bench_opts_t *o) {
   if (o->value_size <= 0) o->value_size = 64;
   bench_dir_t d;
@@ -261,24 +266,24 @@ int bench_data(bench_opts_t *o) {
   char kvname[64], qname[64];
   snprintf(kvname, sizeof kvname, "kv put %dB", o->value_size);
   for (int s = 0; s < nsets; s++) {
-    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, W_KV_PUT, sets[s], kvname, rows);
+    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, BENCH_KV_PUT, sets[s], kvname, rows);
   }
   snprintf(kvname, sizeof kvname, "kv get %dB", o->value_size);
   for (int s = 0; s < nsets; s++) {
-    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, W_KV_GET, sets[s], kvname, rows);
+    failed |= run(o, d.address, "/bench/kv", MAYFLY_KIND_KV, 4, BENCH_KV_GET, sets[s], kvname, rows);
   }
   for (int s = 0; s < nsets; s++) {
     snprintf(qname, sizeof qname, "queue push %dB", o->value_size);
-    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, W_Q_PUSH, sets[s], qname, rows);
+    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, BENCH_Q_PUSH, sets[s], qname, rows);
     snprintf(qname, sizeof qname, "queue pop %dB", o->value_size);
-    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, W_Q_POP, sets[s], qname, rows);
+    failed |= run(o, d.address, "/bench/q", MAYFLY_KIND_QUEUE, 1, BENCH_Q_POP, sets[s], qname, rows);
   }
   for (int s = 0; s < nsets; s++) {
-    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, W_FILE_WRITE, fsets[s],
+    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, BENCH_FILE_WRITE, fsets[s],
                   "file write 1MiB", rows);
   }
   for (int s = 0; s < nsets; s++) {
-    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, W_FILE_READ, fsets[s],
+    failed |= run(o, d.address, "/bench/file", MAYFLY_KIND_FILE, 1, BENCH_FILE_READ, fsets[s],
                   "file read 1MiB", rows);
   }
   bench_print(o, "data", rows);
@@ -365,7 +370,7 @@ int bench_auth(bench_opts_t *o) {
                  auth ? "on" : "off");
         cpu_use_t cpu = {.server = auth ? ms_on : ms_off};
         failed |= run_cpu(&r, auth ? on.address : off.address, "/bench/kv", MAYFLY_KIND_KV, 4,
-                          W_KV_GET, clients, name, rows, &cpu);
+                          BENCH_KV_GET, clients, name, rows, &cpu);
         if (!failed) {
           const bench_row_t *row = &g_array_index(rows, bench_row_t, rows->len - 1);
           sum[p][auth] += row->ops_per_s;

@@ -190,6 +190,28 @@ static size_t lost_parts(const mayfly_stat_t *st) {
   return n;
 }
 
+/* The namespace's R: its partitions' (1 for a namespace without replicas,
+ * or one with no partition). */
+static int replicas_of(const mayfly_stat_t *st) {
+  int r = 1;
+  for (size_t i = 0; i < st->npartitions; i++) r = MAX(r, st->partitions[i].replicas);
+  return r;
+}
+
+/* A chain as "server:block" per member, head first, and the members'
+ * addresses in the same order (both g_strdup'd). */
+static void fmt_chain(const mayfly_partition_t *p, char **chain, char **addresses) {
+  GString *c = g_string_new(NULL), *a = g_string_new(NULL);
+  for (size_t k = 0; k < p->nchain; k++) {
+    const mayfly_replica_t *m = &p->chain[k];
+    g_string_append_printf(c, "%s%d:%d", k > 0 ? " " : "", m->server_id, m->block_index);
+    g_string_append_printf(a, "%s%s", k > 0 ? " " : "", m->server_address);
+  }
+  if (p->nchain == 0) g_string_append(c, "-");
+  *chain = g_string_free(c, FALSE);
+  *addresses = g_string_free(a, FALSE);
+}
+
 /* use (may be NULL) adds each partition's bytes_used where its server
  * answered (bytes_used >= 0), and their total when every live partition's
  * server did (lost partitions hold nothing and count for nothing). */
@@ -220,7 +242,25 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
     json_int(b, "block_size", p->block_size);
     json_int(b, "range_lo", p->range_lo);
     json_int(b, "range_hi", p->range_hi);
-    json_str(b, "state", p->lost ? "lost" : "live");
+    /* R = 1 keeps its two states; a chain says how it is. */
+    json_str(b, "state", p->nchain > 0 || p->replicas > 1 ? p->state : p->lost ? "lost" : "live");
+    json_int(b, "replicas", p->replicas);
+    if (p->nchain > 0) {
+      json_int(b, "chain_version", p->chain_version);
+      json_builder_set_member_name(b, "chain");
+      json_builder_begin_array(b);
+      for (size_t k = 0; k < p->nchain; k++) {
+        const mayfly_replica_t *m = &p->chain[k];
+        json_builder_begin_object(b);
+        json_int(b, "server_id", m->server_id);
+        json_str(b, "server", m->server_address);
+        json_int(b, "block", m->block_index);
+        json_int(b, "generation", m->generation);
+        json_str(b, "zone", m->zone);
+        json_builder_end_object(b);
+      }
+      json_builder_end_array(b);
+    }
     if (use != NULL && !p->lost && use[i].bytes_used >= 0) {
       json_int(b, "bytes_used", use[i].bytes_used);
       json_int(b, "fill_pct", p->block_size > 0 ? use[i].bytes_used * 100 / p->block_size : 0);
@@ -241,7 +281,10 @@ static void json_stat(JsonBuilder *b, const mayfly_stat_t *st, const mayfly_usag
     }
     if (unknown == 0) json_int(b, "bytes_used", total);
   }
-  if (st->kind != MAYFLY_KIND_DIRECTORY) json_int(b, "lost_partitions", lost_parts(st));
+  if (st->kind != MAYFLY_KIND_DIRECTORY) {
+    json_int(b, "lost_partitions", lost_parts(st));
+    json_int(b, "replicas", replicas_of(st));
+  }
   json_builder_set_member_name(b, "tags");
   json_builder_begin_object(b);
   for (size_t i = 0; i < st->ntags; i++) {
@@ -274,6 +317,64 @@ static int cmd_mkdir(cli_t *cli, int argc, char **argv) {
   if (rc != 0 || (rc = connect_client(cli, argv[1])) != 0) return rc;
   rc = mayfly_mkdir(cli->client, argv[1], parents);
   return rc != 0 ? report(cli, argv[1], rc) : print_ok(cli, "created", argv[1]);
+}
+
+/* The partitions table of a namespace without replicas. */
+static void print_parts(const mayfly_stat_t *st, const mayfly_usage_t *use) {
+  table_t t;
+  table_init(&t, 9, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED", "FILL",
+             st->kind == MAYFLY_KIND_KV      ? "SLOTS"
+             : st->kind == MAYFLY_KIND_FILE ? "BYTES"
+                                            : "SEGMENT",
+             "STATE");
+  for (size_t i = 0; i < st->npartitions; i++) {
+    const mayfly_partition_t *p = &st->partitions[i];
+    table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
+              g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
+              fmt_size(p->block_size),
+              p->lost                  ? g_strdup("-")
+              : use[i].bytes_used >= 0 ? g_strdup_printf("%lld", (long long)use[i].bytes_used)
+                                       : g_strdup("?"),
+              !p->lost && use[i].bytes_used >= 0 && p->block_size > 0
+                  ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used /
+                                                  (double)p->block_size)
+                  : g_strdup(p->lost ? "-" : "?"),
+              st->kind == MAYFLY_KIND_QUEUE
+                  ? g_strdup_printf("%lld", (long long)p->range_lo)
+                  : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi),
+              g_strdup(p->lost ? "lost" : "live"));
+  }
+  table_print(&t);
+}
+
+/* The partitions table of a replicated namespace: each partition's chain
+ * (server:block per member, head first), its state and R, and the members'
+ * addresses. */
+static void print_chains(const mayfly_stat_t *st, const mayfly_usage_t *use) {
+  table_t t;
+  table_init(&t, 9, "  #", "CHAIN", "R", "STATE", "SIZE", "USED", "FILL",
+             st->kind == MAYFLY_KIND_KV     ? "SLOTS"
+             : st->kind == MAYFLY_KIND_FILE ? "BYTES"
+                                            : "SEGMENT",
+             "ADDRESSES");
+  for (size_t i = 0; i < st->npartitions; i++) {
+    const mayfly_partition_t *p = &st->partitions[i];
+    char *chain, *addresses;
+    fmt_chain(p, &chain, &addresses);
+    int known = !p->lost && use[i].bytes_used >= 0;
+    table_row(&t, g_strdup_printf("  %zu", i), chain,
+              g_strdup_printf("%d/%d", (int)p->nchain, p->replicas), g_strdup(p->state),
+              fmt_size(p->block_size),
+              known ? g_strdup_printf("%lld", (long long)use[i].bytes_used) : g_strdup(p->lost ? "-" : "?"),
+              known && p->block_size > 0
+                  ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used / (double)p->block_size)
+                  : g_strdup(p->lost ? "-" : "?"),
+              st->kind == MAYFLY_KIND_QUEUE
+                  ? g_strdup_printf("%lld", (long long)p->range_lo)
+                  : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi),
+              addresses);
+  }
+  table_print(&t);
 }
 
 static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
@@ -325,6 +426,8 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     printf("layout version:  %lld\nblocks:          %zu (%s)\nbytes used:      %s\n",
            (long long)st->layout_version, st->npartitions, cap, u);
     if (st->max_blocks > 0) printf("max blocks:      %d\n", st->max_blocks);
+    int replicas = replicas_of(st);
+    printf("replicas:        %d\n", replicas);
     size_t nlost = lost_parts(st);
     if (nlost > 0) {
       printf("state:           lost (%zu of %zu partitions: a memory server restarted and "
@@ -338,30 +441,11 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
     printf("partitions:\n");
     g_free(u);
     g_free(cap);
-    table_t t;
-    table_init(&t, 9, "  #", "SERVER", "BLOCK", "GEN", "SIZE", "USED", "FILL",
-               st->kind == MAYFLY_KIND_KV      ? "SLOTS"
-               : st->kind == MAYFLY_KIND_FILE ? "BYTES"
-                                              : "SEGMENT",
-               "STATE");
-    for (size_t i = 0; i < st->npartitions; i++) {
-      const mayfly_partition_t *p = &st->partitions[i];
-      table_row(&t, g_strdup_printf("  %zu", i), g_strdup(p->server_address),
-                g_strdup_printf("%d", p->block_index), g_strdup_printf("%lld", (long long)p->generation),
-                fmt_size(p->block_size),
-                p->lost                  ? g_strdup("-")
-                : use[i].bytes_used >= 0 ? g_strdup_printf("%lld", (long long)use[i].bytes_used)
-                                         : g_strdup("?"),
-                !p->lost && use[i].bytes_used >= 0 && p->block_size > 0
-                    ? g_strdup_printf("%.0f%%", 100.0 * (double)use[i].bytes_used /
-                                                    (double)p->block_size)
-                    : g_strdup(p->lost ? "-" : "?"),
-                st->kind == MAYFLY_KIND_QUEUE
-                    ? g_strdup_printf("%lld", (long long)p->range_lo)
-                    : g_strdup_printf("[%lld, %lld)", (long long)p->range_lo, (long long)p->range_hi),
-                g_strdup(p->lost ? "lost" : "live"));
+    if (replicas > 1) {
+      print_chains(st, use);
+    } else {
+      print_parts(st, use);
     }
-    table_print(&t);
     g_free(use);
   }
   if (dt) g_date_time_unref(dt);
@@ -372,7 +456,7 @@ static void print_stat(cli_t *cli, const mayfly_stat_t *st) {
 
 static int cmd_create(cli_t *cli, int argc, char **argv) {
   char *kind = NULL, *lease = NULL;
-  gint blocks = 0, max_blocks = 0, high_wm = 0, low_wm = 0;
+  gint blocks = 0, max_blocks = 0, high_wm = 0, low_wm = 0, replicas = 0;
   gboolean pinned = FALSE;
   GOptionEntry e[] = {
       {"kind", 'k', 0, G_OPTION_ARG_STRING, &kind, "file, queue or kv (required)", "KIND"},
@@ -386,6 +470,8 @@ static int cmd_create(cli_t *cli, int argc, char **argv) {
        "kv: split a partition fuller than this % of its block (default 90)", "PCT"},
       {"low-watermark", 0, 0, G_OPTION_ARG_INT, &low_wm,
        "kv: merge neighbours together under this % (default 25)", "PCT"},
+      {"replicas", 'r', 0, G_OPTION_ARG_INT, &replicas,
+       "Blocks per partition, on distinct hosts (default: the directory's --replicas)", "R"},
       {NULL}};
   int rc = parse_flags(cli, "PATH --kind file|queue|kv",
                        "Create a data namespace (missing parent directories are created).", e,
@@ -394,7 +480,8 @@ static int cmd_create(cli_t *cli, int argc, char **argv) {
                                .pinned = pinned,
                                .max_blocks = max_blocks,
                                .high_watermark = high_wm,
-                               .low_watermark = low_wm};
+                               .low_watermark = low_wm,
+                               .replicas = replicas};
   mayfly_kind_t k;
   if (rc == 0 && (kind == NULL || mayfly_kind_parse(kind, &k) != 0 || k == MAYFLY_KIND_DIRECTORY)) {
     rc = usage_error_path(cli, argv[1], "--kind must be file, queue or kv");
@@ -403,6 +490,7 @@ static int cmd_create(cli_t *cli, int argc, char **argv) {
   if (rc == 0 && max_blocks < 0) {
     rc = usage_error_path(cli, argv[1], "--max-blocks must be positive");
   }
+  if (rc == 0 && replicas < 0) rc = usage_error_path(cli, argv[1], "--replicas must be positive");
   if (rc == 0 && (high_wm < 0 || high_wm > 100 || low_wm < 0 || low_wm > 100)) {
     rc = usage_error_path(cli, argv[1], "watermarks are percentages from 1 to 100");
   }
@@ -650,19 +738,25 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
       json_int(b, "block_size", s[i].block_size);
       json_int(b, "heartbeat_age_ms", s[i].heartbeat_age_ms);
       json_int(b, "blocks_lost", s[i].blocks_lost);
+      json_str(b, "zone", s[i].zone);
+      json_str(b, "host", s[i].host);
+      json_int(b, "chains", s[i].chains);
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
     print_json(b);
   } else {
     table_t t;
-    table_init(&t, 6, "ADDRESS", "STATE", "BLOCKS", "LOST", "BLOCK SIZE", "HEARTBEAT");
+    table_init(&t, 9, "ADDRESS", "STATE", "BLOCKS", "LOST", "BLOCK SIZE", "ZONE", "HOST",
+               "CHAINS", "HEARTBEAT");
     for (size_t i = 0; i < n; i++) {
       char *age = fmt_ms(s[i].heartbeat_age_ms);
       table_row(&t, g_strdup(s[i].address), g_strdup(s[i].up ? "up" : "down"),
                 g_strdup_printf("%d/%d", s[i].blocks_used, s[i].blocks_total),
                 g_strdup_printf("%d", s[i].blocks_lost), fmt_size(s[i].block_size),
-                g_strdup_printf("%s ago", age));
+                g_strdup(s[i].zone[0] != '\0' ? s[i].zone : "-"),
+                g_strdup(s[i].host[0] != '\0' ? s[i].host : "-"),
+                g_strdup_printf("%d", s[i].chains), g_strdup_printf("%s ago", age));
       g_free(age);
     }
     table_print(&t);
@@ -798,7 +892,11 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
            {"last_snapshot_ms", s.last_snapshot_ms},
            {"recovery_ms", s.recovery_ms},
            {"recovered_records", s.recovered_records},
-           {"log_seq", s.log_seq}};
+           {"log_seq", s.log_seq},
+           {"chain_failovers", s.chain_failovers},
+           {"rereplications", s.rereplications},
+           {"rereplicated_bytes", s.rereplicated_bytes},
+           {"partitions_degraded", s.partitions_degraded}};
   JsonBuilder *b = cli->json ? json_builder_new() : NULL;
   if (b) json_builder_begin_object(b);
   for (size_t i = 0; i < G_N_ELEMENTS(f); i++) {

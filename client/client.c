@@ -36,6 +36,7 @@ int mayfly_connect(const char *directory, const mayfly_options_t *opts, mayfly_c
   g_mutex_init(&c->lock);
   g_cond_init(&c->renew_cond);
   c->mounted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  mf_seqs_init(&c->seqs);
   *out = c;
   return 0;
 }
@@ -53,6 +54,7 @@ void mayfly_disconnect(mayfly_client_t *c) {
   if (c->token != NULL) mf_auth_wipe(c->token, strlen(c->token));
   g_free(c->token);
   g_hash_table_destroy(c->mounted);
+  mf_seqs_clear(&c->seqs);
   g_mutex_clear(&c->lock);
   g_cond_clear(&c->renew_cond);
   g_free(c);
@@ -89,6 +91,44 @@ int mayfly_kind_parse(const char *s, mayfly_kind_t *out) {
     rc_;                                                                     \
   })
 
+/* A capability in hexadecimal (NULL: none) as bytes. One that is not a
+ * capability (a directory bug) is dropped: the memory server then refuses
+ * the block's requests, which says what is wrong. */
+static void cap_from(const char *hex, uint8_t **out, size_t *len) {
+  uint8_t cap[MF_CAP_SIZE];
+  *out = NULL;
+  *len = 0;
+  if (hex != NULL && strlen(hex) == 2 * MF_CAP_SIZE && mf_hex_decode(hex, cap, sizeof cap) == 0) {
+    *out = g_memdup2(cap, sizeof cap);
+    *len = sizeof cap;
+  }
+}
+
+/* The replication fields of a partition: a namespace without replicas has
+ * no chain, R = 1 and state "ok" (or "lost"). */
+static void chain_from(const MayflyPartition *p, mayfly_partition_t *o) {
+  o->replicas = p->__isset_replicas && p->replicas > 0 ? p->replicas : 1;
+  o->chain_version = p->__isset_chain_version ? p->chain_version : 0;
+  const char *state = p->__isset_state && p->state != NULL && p->state[0] != '\0' ? p->state
+                      : o->lost                                                     ? "lost"
+                                                                                    : "ok";
+  o->state = g_strdup(state);
+  if (strcmp(state, "lost") == 0) o->lost = 1;
+  guint n = p->__isset_chain && p->chain != NULL ? p->chain->len : 0;
+  o->nchain = n;
+  o->chain = n > 0 ? g_new0(mayfly_replica_t, n) : NULL;
+  for (guint k = 0; k < n; k++) {
+    const MayflyReplica *r = g_ptr_array_index(p->chain, k);
+    mayfly_replica_t *m = &o->chain[k];
+    m->server_id = r->server_id;
+    m->server_address = g_strdup(r->server_address != NULL ? r->server_address : "");
+    m->block_index = r->block_index;
+    m->generation = r->generation;
+    cap_from(r->__isset_capability ? r->capability : NULL, &m->capability, &m->capability_len);
+    m->zone = g_strdup(r->__isset_zone && r->zone != NULL ? r->zone : "");
+  }
+}
+
 static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
   mayfly_stat_t *st = g_new0(mayfly_stat_t, 1);
   st->path = g_strdup(ni->path);
@@ -107,20 +147,17 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
   st->partitions = g_new0(mayfly_partition_t, st->npartitions ? st->npartitions : 1);
   for (size_t i = 0; i < st->npartitions; i++) {
     const MayflyPartition *p = g_ptr_array_index(parts, i);
-    st->partitions[i] = (mayfly_partition_t){p->server_id,  g_strdup(p->server_address),
-                                             p->block_index, p->generation,
-                                             p->block_size,  p->range_lo,
-                                             p->range_hi,    p->__isset_lost && p->lost,
-                                             NULL,           0};
-    /* A capability that is not one (a directory bug) is dropped: the memory
-     * server then refuses the block's requests, which says what is wrong. */
-    uint8_t cap[MF_CAP_SIZE];
-    if (p->__isset_capability && p->capability != NULL &&
-        strlen(p->capability) == 2 * MF_CAP_SIZE &&
-        mf_hex_decode(p->capability, cap, sizeof cap) == 0) {
-      st->partitions[i].capability = g_memdup2(cap, sizeof cap);
-      st->partitions[i].capability_len = sizeof cap;
-    }
+    mayfly_partition_t *o = &st->partitions[i];
+    *o = (mayfly_partition_t){.server_id = p->server_id,
+                              .server_address = g_strdup(p->server_address),
+                              .block_index = p->block_index,
+                              .generation = p->generation,
+                              .block_size = p->block_size,
+                              .range_lo = p->range_lo,
+                              .range_hi = p->range_hi,
+                              .lost = p->__isset_lost && p->lost};
+    cap_from(p->__isset_capability ? p->capability : NULL, &o->capability, &o->capability_len);
+    chain_from(p, o);
   }
   st->ntags = ni->tags ? g_hash_table_size(ni->tags) : 0;
   st->tag_keys = g_new0(char *, st->ntags + 1);
@@ -140,8 +177,16 @@ static mayfly_stat_t *stat_from(const MayflyNodeInfo *ni) {
 void mayfly_stat_free(mayfly_stat_t *st) {
   if (st == NULL) return;
   for (size_t i = 0; i < st->npartitions; i++) {
-    g_free(st->partitions[i].server_address);
-    g_free(st->partitions[i].capability);
+    mayfly_partition_t *p = &st->partitions[i];
+    g_free(p->server_address);
+    g_free(p->capability);
+    g_free(p->state);
+    for (size_t k = 0; k < p->nchain; k++) {
+      g_free(p->chain[k].server_address);
+      g_free(p->chain[k].capability);
+      g_free(p->chain[k].zone);
+    }
+    g_free(p->chain);
   }
   g_free(st->partitions);
   g_strfreev(st->tag_keys);
@@ -175,6 +220,11 @@ static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
     co->max_blocks = o->max_blocks;
     co->high_watermark = o->high_watermark;
     co->low_watermark = o->low_watermark;
+    /* Left unset for 0, so a request without replicas is what it was. */
+    if (o->replicas > 0) {
+      co->replicas = o->replicas;
+      co->__isset_replicas = TRUE;
+    }
   }
   return co;
 }
@@ -339,10 +389,17 @@ int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n) {
     *out = g_new0(mayfly_server_t, arr->len + 1);
     for (guint i = 0; i < arr->len; i++) {
       const MayflyServerInfo *si = g_ptr_array_index(arr, i);
-      (*out)[i] = (mayfly_server_t){si->id,          g_strdup(si->address), si->up,
-                                    si->blocks_used, si->blocks_total,      si->block_size,
-                                    si->heartbeat_age_ms,
-                                    si->__isset_blocks_lost ? si->blocks_lost : 0};
+      (*out)[i] = (mayfly_server_t){.id = si->id,
+                                    .address = g_strdup(si->address),
+                                    .up = si->up,
+                                    .blocks_used = si->blocks_used,
+                                    .blocks_total = si->blocks_total,
+                                    .block_size = si->block_size,
+                                    .heartbeat_age_ms = si->heartbeat_age_ms,
+                                    .blocks_lost = si->__isset_blocks_lost ? si->blocks_lost : 0};
+      (*out)[i].zone = g_strdup(si->__isset_zone && si->zone != NULL ? si->zone : "");
+      (*out)[i].host = g_strdup(si->__isset_host && si->host != NULL ? si->host : "");
+      (*out)[i].chains = si->__isset_chains ? si->chains : 0;
     }
   }
   g_ptr_array_unref(arr);
@@ -351,7 +408,11 @@ int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n) {
 
 void mayfly_servers_free(mayfly_server_t *s, size_t n) {
   if (s == NULL) return;
-  for (size_t i = 0; i < n; i++) g_free(s[i].address);
+  for (size_t i = 0; i < n; i++) {
+    g_free(s[i].address);
+    g_free(s[i].zone);
+    g_free(s[i].host);
+  }
   g_free(s);
 }
 
@@ -389,6 +450,10 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
       out->recovered_records = s->recovered_records;
       out->log_seq = s->log_seq;
     }
+    out->chain_failovers = s->__isset_chain_failovers ? s->chain_failovers : 0;
+    out->rereplications = s->__isset_rereplications ? s->rereplications : 0;
+    out->rereplicated_bytes = s->__isset_rereplicated_bytes ? s->rereplicated_bytes : 0;
+    out->partitions_degraded = s->__isset_partitions_degraded ? s->partitions_degraded : 0;
   }
   g_object_unref(s);
   return rc;

@@ -3,7 +3,10 @@
  * block each. A write or read spanning blocks is split by range and the
  * pieces go out to their memory servers in parallel; a write past the end
  * first asks the directory for the blocks it needs (idempotently). A read or
- * write touching a lost block fails with MAYFLY_ELOST.
+ * write touching a lost block fails with MAYFLY_ELOST. In a replicated
+ * namespace each block is a chain: a write's piece goes to its head with a
+ * sequence record of its own, a read's to its tail, and only the pieces that
+ * failed with a chain error are sent again (mf_calls_run).
  */
 #include <string.h>
 
@@ -56,11 +59,11 @@ static int cover(mayfly_ns_t *ns, uint64_t end) {
 static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data, uint8_t *into,
                   size_t len, mf_part_t *parts, size_t n, uint64_t *got, uint64_t *seg) {
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
-  int64_t deadline = mf_deadline(ns->client, 0);
+  int *rcs = g_new0(int, n ? n : 1);
   for (size_t i = 0; i < n; i++) {
     const mf_part_t *p = &parts[i];
     uint64_t from = MAX(off, (uint64_t)p->lo), to = MIN(off + len, (uint64_t)p->hi);
-    mf_call_target(&calls[i], op, p);
+    mf_call_target(ns, &calls[i], op, p);
     calls[i].req.arg0 = from - (uint64_t)p->lo;
     calls[i].req.arg1 = to - from;
     if (data != NULL) {
@@ -72,11 +75,11 @@ static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data
       calls[i].into_cap = to - from;
       calls[i].reply_max = (uint32_t)(to - from);
     }
-    mf_call_start_part(ns, p, &calls[i], deadline); /* a lost block: MAYFLY_ELOST */
   }
+  mf_calls_run(ns, parts, calls, n, rcs); /* a lost block: MAYFLY_ELOST */
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
-    int r = mf_call_wait(&calls[i], deadline);
+    int r = rcs[i];
     if (r == 0 && calls[i].payload != NULL) {
       /* A reply larger than asked for: take what was asked. */
       memcpy(calls[i].into, calls[i].payload, MIN(calls[i].plen, calls[i].into_cap));
@@ -86,6 +89,8 @@ static int spread(mayfly_ns_t *ns, uint8_t op, uint64_t off, const uint8_t *data
     if (seg) seg[i] = r == 0 ? calls[i].rep.arg0 : 0;
     if (r != 0 && (rc == 0 || rc == MAYFLY_EMOVED)) rc = r;
   }
+  mf_calls_end(ns, calls, n);
+  g_free(rcs);
   g_free(calls);
   return rc;
 }
@@ -208,21 +213,25 @@ int mayfly_file_truncate(mayfly_ns_t *ns, uint64_t size) {
     size_t n;
     int64_t end;
     mf_part_t *parts = snapshot(ns, 0, 0, &n, &end);
-    mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
-    int64_t deadline = mf_deadline(ns->client, 0);
+    /* Only the segments past the new end are cut. */
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-      if (parts[i].hi <= (int64_t)size) continue;
-      mf_call_target(&calls[i], WIRE_OP_FILE_TRUNCATE, &parts[i]);
+      if (parts[i].hi > (int64_t)size) parts[m++] = parts[i];
+    }
+    mf_call_t *calls = g_new0(mf_call_t, m ? m : 1);
+    int *rcs = g_new0(int, m ? m : 1);
+    for (size_t i = 0; i < m; i++) {
+      mf_call_target(ns, &calls[i], WIRE_OP_FILE_TRUNCATE, &parts[i]);
       calls[i].req.arg0 = (int64_t)size > parts[i].lo ? size - (uint64_t)parts[i].lo : 0;
-      mf_call_start_part(ns, &parts[i], &calls[i], deadline);
     }
+    mf_calls_run(ns, parts, calls, m, rcs);
     rc = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (parts[i].hi <= (int64_t)size) continue;
-      int r = mf_call_wait(&calls[i], deadline);
+    for (size_t i = 0; i < m; i++) {
       g_free(calls[i].payload);
-      if (r != 0 && rc != MAYFLY_EMOVED) rc = r;
+      if (rcs[i] != 0 && rc != MAYFLY_EMOVED) rc = rcs[i];
     }
+    mf_calls_end(ns, calls, m);
+    g_free(rcs);
     g_free(calls);
     g_free(parts);
     if (mf_ns_perm_retry(ns, rc, &perm_tried)) rc = MAYFLY_EMOVED; /* once more */

@@ -2,7 +2,10 @@
  * kv namespaces in libmayfly: a key's hash slot picks the partition; the
  * request goes to the memory server holding it. A "moved" answer refreshes
  * the layout and retries, so repartitioning is invisible to the caller. A key
- * whose partition is lost fails with MAYFLY_ELOST (mf_call_one).
+ * whose partition is lost fails with MAYFLY_ELOST (mf_call_one). In a
+ * replicated namespace puts and deletes go to the chain's head with a
+ * sequence record, gets and exists to its tail, and chain errors are retried
+ * (mf_call_one, mf_calls_chain_redo).
  */
 #include <string.h>
 
@@ -29,7 +32,7 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
       }
     }
     if (wire_kv_charge(klen, vlen) > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
-    mf_call_target(call, op, &p);
+    mf_call_target(ns, call, op, &p);
     call->req.arg1 = (uint64_t)slot;
     call->req.arg2 = (uint32_t)klen;
     call->p1 = key;
@@ -39,7 +42,10 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
     call->into = NULL;
     if (op == WIRE_OP_KV_GET) call->reply_max = mf_block_reply_max(&p);
     rc = mf_call_one(ns, &p, call, 0);
-    if (rc == MAYFLY_EMOVED) g_free(call->payload);
+    if (rc == MAYFLY_EMOVED) {
+      g_free(call->payload);
+      call->payload = NULL;
+    }
   }
   return rc;
 }
@@ -47,6 +53,7 @@ static int kv_call(mayfly_ns_t *ns, uint8_t op, const void *key, size_t klen, co
 int mayfly_kv_put(mayfly_ns_t *ns, const void *key, size_t klen, const void *val, size_t vlen) {
   mf_call_t call = {0};
   int rc = kv_call(ns, WIRE_OP_KV_PUT, key, klen, val, vlen, &call);
+  mf_call_end(ns, &call);
   g_free(call.payload);
   return rc;
 }
@@ -67,6 +74,7 @@ int mayfly_kv_get(mayfly_ns_t *ns, const void *key, size_t klen, void **val, siz
 int mayfly_kv_delete(mayfly_ns_t *ns, const void *key, size_t klen) {
   mf_call_t call = {0};
   int rc = kv_call(ns, WIRE_OP_KV_DEL, key, klen, NULL, 0, &call);
+  mf_call_end(ns, &call);
   g_free(call.payload);
   return rc;
 }
@@ -79,8 +87,11 @@ int mayfly_kv_exists(mayfly_ns_t *ns, const void *key, size_t klen) {
 }
 
 /* Sends n requests at once on the connections they belong to, then waits for
- * all: one round trip for the batch instead of n. Requests answered "moved"
- * (a repartition in between) are redone one by one with refresh and retry. */
+ * all: one round trip for the batch instead of n. Requests of replicated
+ * partitions that fail with a chain error are redone together, each with
+ * its own sequence record, until the client's timeout
+ * (mf_calls_chain_redo). Requests answered "moved" (a repartition in
+ * between) are redone one by one with refresh and retry, keeping theirs. */
 static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *keys,
                     const size_t *klens, const void *const *vals, const size_t *vlens,
                     void **outv, size_t *outl, int *rcs) {
@@ -88,11 +99,13 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
   if (ns->kind != MAYFLY_KIND_KV) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
   mf_ns_caps_fresh(ns);
-  /* Each call's partition, whose capability it sends: kept until sent. */
+  /* Each call's partition, whose capability it sends: kept until sent, and
+   * until the chain redo is over. */
   mf_part_t *parts = g_new(mf_part_t, n ? n : 1);
   /* Calls for the same server go out together, in one system call. */
   GHashTable *by_server = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                                 (GDestroyNotify)g_ptr_array_unref);
+  int chained = 0;
   for (size_t i = 0; i < n; i++) {
     mf_part_t *pp = &parts[i];
     size_t vlen = vals ? vlens[i] : 0;
@@ -101,9 +114,11 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     /* A lost partition's keys are redone one by one below (MAYFLY_ELOST). */
     if (klens[i] > WIRE_KEY_MAX || mf_ns_find(ns, slot, pp) != 0 || pp->lost ||
         wire_kv_charge(klens[i], vlen) > (uint64_t)pp->block_size) {
+      pp->replicated = 0; /* nothing sent: not the chain redo's */
       continue;
     }
-    mf_call_target(&calls[i], op, pp);
+    chained |= pp->replicated;
+    mf_call_target(ns, &calls[i], op, pp);
     calls[i].req.arg1 = (uint64_t)slot;
     calls[i].req.arg2 = (uint32_t)klens[i];
     calls[i].p1 = keys[i];
@@ -111,33 +126,48 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     calls[i].p2 = vals ? vals[i] : NULL;
     calls[i].l2 = vlen;
     if (op == WIRE_OP_KV_GET) calls[i].reply_max = mf_block_reply_max(pp);
-    GPtrArray *group = g_hash_table_lookup(by_server, pp->address);
+    const char *addr = mf_part_member(pp, op)->address;
+    GPtrArray *group = g_hash_table_lookup(by_server, addr);
     if (group == NULL) {
       group = g_ptr_array_new();
-      g_hash_table_insert(by_server, g_strdup(pp->address), group);
+      g_hash_table_insert(by_server, g_strdup(addr), group);
     }
     g_ptr_array_add(group, &calls[i]);
   }
   GHashTableIter it;
   gpointer addr, group;
-  int64_t deadline = mf_deadline(ns->client, 0);
+  int64_t now = g_get_monotonic_time();
+  int64_t end = now + (int64_t)ns->client->timeout_ms * 1000, deadline = end;
+  /* A replicated batch's first attempt is bounded as a redo's is. */
+  if (chained) deadline = MIN(end, now + MF_CHAIN_ATTEMPT_US + (int64_t)n * 1000);
   g_hash_table_iter_init(&it, by_server);
   while (g_hash_table_iter_next(&it, &addr, &group)) {
     GPtrArray *g = group;
-    mf_calls_start(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len, deadline);
+    mf_calls_start_at(ns->client->pool, addr, (mf_call_t *const *)g->pdata, g->len, now,
+                      deadline);
   }
   g_hash_table_destroy(by_server);
+  int *first_rc = g_new(int, n ? n : 1);
+  for (size_t i = 0; i < n; i++) first_rc[i] = mf_call_wait(&calls[i], deadline);
+  if (chained) {
+    mf_call_t **ptrs = g_new(mf_call_t *, n ? n : 1);
+    for (size_t i = 0; i < n; i++) ptrs[i] = &calls[i];
+    mf_calls_chain_redo(ns, parts, ptrs, n, end);
+    for (size_t i = 0; i < n; i++) first_rc[i] = calls[i].status;
+    g_free(ptrs);
+  }
   g_free(parts);
   int first = 0;
   for (size_t i = 0; i < n; i++) {
-    int rc = mf_call_wait(&calls[i], deadline);
-    mf_call_t one = {0};
+    int rc = first_rc[i];
     /* Moved, or a capability refused (redone one by one, which refreshes
-     * the layout and retries once: mf_call_one). */
+     * the layout and retries once: mf_call_one). The call is reused, so a
+     * write keeps its sequence record. */
     if (rc == MAYFLY_EMOVED || rc == MAYFLY_EPERM) {
       g_free(calls[i].payload);
-      rc = kv_call(ns, op, keys[i], klens[i], vals ? vals[i] : NULL, vals ? vlens[i] : 0, &one);
-      calls[i] = one;
+      calls[i].payload = NULL;
+      rc = kv_call(ns, op, keys[i], klens[i], vals ? vals[i] : NULL, vals ? vlens[i] : 0,
+                   &calls[i]);
     }
     rcs[i] = rc;
     if (outv != NULL) {
@@ -149,6 +179,8 @@ static int kv_batch(mayfly_ns_t *ns, uint8_t op, size_t n, const void *const *ke
     }
     if (rc != 0 && first == 0) first = rc;
   }
+  mf_calls_end(ns, calls, n);
+  g_free(first_rc);
   g_free(calls);
   return first;
 }

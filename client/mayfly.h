@@ -34,7 +34,8 @@ typedef enum {
 } mayfly_kind_t;
 
 typedef struct mayfly_options {
-  int timeout_ms;         /* per call; 0 means 5000 */
+  int timeout_ms;         /* per call; 0 means 5000. In a replicated namespace it also
+                             bounds a call's retries while a chain is reconfigured */
   int connect_timeout_ms; /* 0 means 2000 */
   /* The tenant token this client logs in with (a directory started with
    * --tenants refuses every call of a client without a valid one, with
@@ -50,7 +51,23 @@ typedef struct mayfly_create_options {
   int max_blocks;   /* most blocks it may grow to; 0 means no limit (growth past it: EQUOTA) */
   int high_watermark; /* kv: a partition fuller than this % of its block splits; 0 means 90 */
   int low_watermark;  /* kv: neighbours together under this % merge; 0 means 25 */
+  /* Replication: every partition is a chain of this many blocks on as many
+   * memory servers on distinct hosts (spread over their --zone first). 0
+   * means the directory's --replicas (default 1); 1 is no replication. More
+   * than 5, or more than the hosts with a server up: MAYFLY_ENOHOSTS. */
+  int replicas;
 } mayfly_create_options_t;
+
+/* One member of a replicated partition's chain. */
+typedef struct mayfly_replica {
+  int32_t server_id;
+  char *server_address; /* data-plane host:port */
+  int32_t block_index;
+  int64_t generation;
+  uint8_t *capability;  /* as mayfly_partition_t's, for this member's block */
+  size_t capability_len;
+  char *zone;           /* the server's --zone ("" when none) */
+} mayfly_replica_t;
 
 /* One block-backed partition of a namespace. */
 typedef struct mayfly_partition {
@@ -67,6 +84,19 @@ typedef struct mayfly_partition {
    * cluster key). */
   uint8_t *capability;
   size_t capability_len;
+  /* Replication. replicas: R wanted (1 for a namespace without replicas).
+   * chain: the partition's members now, head first (nchain of them; writes
+   * go to the head, reads to the last member, the tail); the fields above
+   * repeat the head. NULL and 0 when R = 1: the fields above are then the
+   * partition's one block. state: "ok", "degraded" (fewer members than R),
+   * "copying" (a new member is being filled) or "lost" (for R = 1: "lost"
+   * when lost, else "ok"). chain_version goes up at every change of the
+   * chain (0 when R = 1). */
+  int replicas;
+  char *state;
+  int64_t chain_version;
+  size_t nchain;
+  mayfly_replica_t *chain;
 } mayfly_partition_t;
 
 typedef struct mayfly_stat {
@@ -104,6 +134,9 @@ typedef struct mayfly_server {
   int64_t heartbeat_age_ms;
   int32_t blocks_lost; /* of blocks_used: held by lost partitions (freed when their
                           namespaces are removed) */
+  char *zone;     /* its --zone ("" when none) */
+  char *host;     /* the host part of its address: replicas go on distinct hosts */
+  int32_t chains; /* replicated partitions with a member (or a copy being filled) here */
 } mayfly_server_t;
 
 typedef struct mayfly_dir_stats {
@@ -128,6 +161,11 @@ typedef struct mayfly_dir_stats {
   int durable;
   int64_t log_records, log_bytes, log_fsyncs, snapshots, last_snapshot_ms;
   int64_t recovery_ms, recovered_records, log_seq;
+  /* Replication since the directory started: members dropped from chains
+   * (their server went silent or restarted), new members that joined a
+   * chain and the bytes copied to them; and now, the chains shorter than
+   * their R. */
+  int64_t chain_failovers, rereplications, rereplicated_bytes, partitions_degraded;
 } mayfly_dir_stats_t;
 
 /* A tenant of a directory started with --tenants, and its use of the pool. */
@@ -180,7 +218,8 @@ int mayfly_mkdir(mayfly_client_t *c, const char *path, int parents);
 
 /* Creates a file, queue or kv namespace (missing parent directories are
  * created). Fails with MAYFLY_EEXIST if the path exists, MAYFLY_ENOSERVERS
- * or MAYFLY_ENOSPC if no blocks can be had. out may be NULL. */
+ * or MAYFLY_ENOSPC if no blocks can be had, MAYFLY_ENOHOSTS if its
+ * opts->replicas cannot go on distinct hosts. out may be NULL. */
 int mayfly_create(mayfly_client_t *c, const char *path, mayfly_kind_t kind,
                   const mayfly_create_options_t *opts, mayfly_stat_t **out);
 
@@ -254,6 +293,25 @@ void mayfly_session_clear(mayfly_session_t *s);
  * refuses with MAYFLY_EPERM (an expired capability) is sent again once after
  * a refresh: callers never see either. A second refusal (the tenant may
  * only read there, say) is returned as MAYFLY_EPERM.
+ *
+ * Replicated namespaces (created with replicas R > 1). Each partition is a
+ * chain of R blocks on distinct hosts: writes (kv put and delete, queue push
+ * and pop, file write and truncate) go to its head and are answered once
+ * every member holds them; reads (kv get and exists, queue peek and length,
+ * file read and size) are served by its tail. Every write carries the
+ * client's random id and a sequence number that its retries keep, so a write
+ * retried after a failure is applied once: a push is never duplicated, and
+ * a pop retried gets the item the first attempt took. When a memory server
+ * dies the directory drops it from its chains (after its heartbeat timeout)
+ * and later copies the partition to a new server. Meanwhile a call whose
+ * chain member fails (MAYFLY_EIO, ECONNREFUSED, ETIMEDOUT, EMOVED,
+ * ESERVERDOWN) refreshes the layout (at most every 50 ms) and is sent again
+ * with the same sequence number, each attempt bounded by a second, until the
+ * call's timeout (mayfly_options_t.timeout_ms): the caller sees no error if
+ * the chain is reconfigured within it, so the timeout should exceed the
+ * directory's heartbeat timeout. Batches redo only the operations that
+ * failed, each with its own sequence number. A partition all of whose
+ * members are gone behaves as with R = 1 (MAYFLY_ELOST).
  *
  * Lost data. A memory server that restarts (a crash, kill -9) comes back
  * empty. The directory then marks the partitions it held lost, and every

@@ -6,6 +6,13 @@
  * segment that is empty is drained for good and the head moves on. A lost
  * segment (its memory server restarted) is never drained: the operations
  * that reach it fail with MAYFLY_ELOST.
+ *
+ * In a replicated namespace every segment is a chain: pushes and pops go to
+ * its head with a sequence record, peeks and lengths to its tail. A push or
+ * pop retried after a chain error goes to the same segment with the same
+ * record, so the head replays its answer if it had applied it (a pop gets
+ * the item its first attempt took); one refused because the segment is
+ * sealed or drained was applied nowhere and moves on to the next segment.
  */
 #include <string.h>
 
@@ -47,36 +54,48 @@ int mayfly_queue_push(mayfly_ns_t *ns, const void *buf, size_t len) {
   if (ns == NULL || (buf == NULL && len > 0)) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
   int rc = MAYFLY_EMOVED;
+  /* One call for every attempt: a replicated push keeps its sequence record. */
+  mf_call_t call = {0};
   for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
     mf_part_t p;
     if (segment(ns, 1, &p) != 0) {
-      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
-      if (segment(ns, 1, &p) != 0) return MAYFLY_EMOVED;
+      if ((rc = mf_ns_refresh(ns)) != 0) break;
+      if (segment(ns, 1, &p) != 0) {
+        rc = MAYFLY_EMOVED;
+        break;
+      }
     }
-    if (wire_queue_charge(len) > (uint64_t)p.block_size) return MAYFLY_ETOOBIG;
-    mf_call_t call = {0};
-    mf_call_target(&call, WIRE_OP_Q_PUSH, &p);
+    if (wire_queue_charge(len) > (uint64_t)p.block_size) {
+      rc = MAYFLY_ETOOBIG;
+      break;
+    }
+    mf_call_target(ns, &call, WIRE_OP_Q_PUSH, &p);
     call.p1 = buf;
     call.l1 = len;
     rc = mf_call_one(ns, &p, &call, 0);
     g_free(call.payload);
+    call.payload = NULL;
     if (rc == MAYFLY_EFULL) {
       /* Sealed: make sure the next segment exists, then push there. */
-      if ((rc = mf_ns_grow(ns, p.lo + 1, p.lo + 2)) != 0) return rc;
+      if ((rc = mf_ns_grow(ns, p.lo + 1, p.lo + 2)) != 0) break;
+      rc = MAYFLY_EMOVED;
       continue;
     }
     if (rc == MAYFLY_EMOVED) {
-      if ((rc = mf_ns_refresh(ns)) != 0) return rc;
+      if ((rc = mf_ns_refresh(ns)) != 0) break;
+      rc = MAYFLY_EMOVED;
       continue;
     }
-    return rc;
+    break;
   }
+  mf_call_end(ns, &call);
   return rc;
 }
 
-static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeout_ms) {
-  if (ns == NULL || out == NULL || len == NULL || timeout_ms < 0) return MAYFLY_EINVAL;
-  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+/* take() with the call its attempts share (a replicated pop's sequence
+ * record), which the caller ends. */
+static int take_with(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeout_ms,
+                     mf_call_t *call) {
   int64_t end = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
   for (int attempt = 0;; attempt++) {
     mf_part_t p;
@@ -92,18 +111,19 @@ static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeou
     }
     int64_t left_ms = (end - g_get_monotonic_time()) / 1000;
     if (left_ms < 0) left_ms = 0;
-    mf_call_t call = {0};
-    mf_call_target(&call, op, &p);
-    call.req.arg0 = op == WIRE_OP_Q_POP ? (uint64_t)left_ms : 0;
-    call.reply_max = mf_block_reply_max(&p);
-    int rc = mf_call_one(ns, &p, &call, op == WIRE_OP_Q_POP ? left_ms : 0);
+    mf_call_target(ns, call, op, &p);
+    call->req.arg0 = op == WIRE_OP_Q_POP ? (uint64_t)left_ms : 0;
+    call->reply_max = mf_block_reply_max(&p);
+    int rc = mf_call_one(ns, &p, call, op == WIRE_OP_Q_POP ? left_ms : 0);
     if (rc == 0) {
-      *len = call.plen;
-      *out = call.payload != NULL ? call.payload : g_malloc(1);
+      *len = call->plen;
+      *out = call->payload != NULL ? call->payload : g_malloc(1);
+      call->payload = NULL;
       return 0;
     }
-    g_free(call.payload);
-    if (rc == MAYFLY_EMOVED && (call.rep.flags & WIRE_F_SEALED)) {
+    g_free(call->payload);
+    call->payload = NULL;
+    if (rc == MAYFLY_EMOVED && (call->rep.flags & WIRE_F_SEALED)) {
       drained(ns, &p);
       continue;
     }
@@ -113,6 +133,15 @@ static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeou
     }
     return rc; /* MAYFLY_EAGAIN: nothing came within the timeout */
   }
+}
+
+static int take(mayfly_ns_t *ns, uint8_t op, void **out, size_t *len, int timeout_ms) {
+  if (ns == NULL || out == NULL || len == NULL || timeout_ms < 0) return MAYFLY_EINVAL;
+  if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
+  mf_call_t call = {0};
+  int rc = take_with(ns, op, out, len, timeout_ms, &call);
+  mf_call_end(ns, &call);
+  return rc;
 }
 
 int mayfly_queue_pop(mayfly_ns_t *ns, void **out, size_t *len, int timeout_ms) {
@@ -134,19 +163,18 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
     mf_part_t *parts = g_memdup2(ns->parts, (n ? n : 1) * sizeof *parts);
     g_rw_lock_reader_unlock(&ns->lock);
     mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
-    int64_t deadline = mf_deadline(ns->client, 0);
-    for (size_t i = 0; i < n; i++) {
-      mf_call_target(&calls[i], WIRE_OP_Q_LEN, &parts[i]);
-      mf_call_start_part(ns, &parts[i], &calls[i], deadline); /* a lost segment: MAYFLY_ELOST */
-    }
+    int *rcs = g_new0(int, n ? n : 1);
+    for (size_t i = 0; i < n; i++) mf_call_target(ns, &calls[i], WIRE_OP_Q_LEN, &parts[i]);
+    mf_calls_run(ns, parts, calls, n, rcs); /* a lost segment: MAYFLY_ELOST */
     int64_t total = 0;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-      int r = mf_call_wait(&calls[i], deadline);
       g_free(calls[i].payload);
-      if (r == 0) total += (int64_t)calls[i].rep.arg0;
-      if (r != 0 && rc == 0) rc = r;
+      if (rcs[i] == 0) total += (int64_t)calls[i].rep.arg0;
+      if (rcs[i] != 0 && rc == 0) rc = rcs[i];
     }
+    mf_calls_end(ns, calls, n);
+    g_free(rcs);
     g_free(calls);
     g_free(parts);
     if (mf_ns_perm_retry(ns, rc, &perm_tried)) continue;
@@ -159,12 +187,24 @@ int64_t mayfly_queue_length(mayfly_ns_t *ns) {
   return MAYFLY_EMOVED;
 }
 
+/* The deadline of one round of a batch to segment p, started at now (and,
+ * for a replicated segment, the end of its chain redo in *end). */
+static int64_t round_deadline(const mayfly_ns_t *ns, const mf_part_t *p, size_t m, int64_t now,
+                              int64_t *end) {
+  *end = now + (int64_t)ns->client->timeout_ms * 1000;
+  if (!p->replicated) return *end;
+  return MIN(*end, now + MF_CHAIN_ATTEMPT_US + (int64_t)m * 1000);
+}
+
 int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
                             const size_t *lens, int *rcs) {
   if (ns == NULL || (n > 0 && (items == NULL || lens == NULL || rcs == NULL))) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
-  size_t next = 0;
+  gboolean *final = g_new0(gboolean, n ? n : 1); /* rcs[i] holds its answer */
+  mf_part_t *parts = g_new(mf_part_t, n ? n : 1); /* each sent call's segment */
+  mf_call_t **send = g_new(mf_call_t *, n ? n : 1);
+  size_t next = 0; /* the first item without its answer */
   int first = 0, perm_tried = 0;
   mf_ns_caps_fresh(ns);
   for (int attempt = 0; next < n && attempt < ATTEMPTS; attempt++) {
@@ -173,57 +213,75 @@ int mayfly_queue_push_batch(mayfly_ns_t *ns, size_t n, const void *const *items,
     if (rc != 0 && (rc = mf_ns_refresh(ns)) == 0) rc = segment(ns, 1, &p);
     if (rc != 0) break;
     if ((rc = mf_part_lost(ns, &p)) != 0) {
-      for (size_t i = next; i < n; i++) rcs[i] = rc;
-      g_free(calls);
-      return rc;
+      for (size_t i = next; i < n; i++) {
+        if (!final[i]) rcs[i] = rc, final[i] = TRUE;
+      }
+      first = first != 0 ? first : rc;
+      break;
     }
-    /* The rest of the batch goes to the tail in order, on one connection, so
-     * the server applies it in order: once one item seals the segment, every
-     * later one is refused too and is resent to the next segment. */
-    GPtrArray *send = g_ptr_array_new();
+    /* The items still to push go to the tail in order, on one connection,
+     * so the server applies them in order: once one item seals the segment,
+     * every later one is refused too and is sent again to the next segment
+     * (with its sequence record: a refused push was applied nowhere). */
+    size_t m = 0;
     for (size_t i = next; i < n; i++) {
-      mf_call_target(&calls[i], WIRE_OP_Q_PUSH, &p);
+      if (final[i]) continue;
+      mf_call_target(ns, &calls[i], WIRE_OP_Q_PUSH, &p);
       calls[i].p1 = items[i];
       calls[i].l1 = lens[i];
       if (wire_queue_charge(lens[i]) > (uint64_t)p.block_size) {
-        calls[i].status = MAYFLY_ETOOBIG;
-        calls[i].conn = NULL;
+        rcs[i] = MAYFLY_ETOOBIG;
+        final[i] = TRUE;
+        if (first == 0) first = MAYFLY_ETOOBIG;
+        continue;
+      }
+      parts[m] = p;
+      send[m++] = &calls[i];
+    }
+    int64_t now = g_get_monotonic_time(), end;
+    int64_t deadline = round_deadline(ns, &p, m, now, &end);
+    mf_calls_start_at(ns->client->pool, p.head.address, send, m, now, deadline);
+    for (size_t k = 0; k < m; k++) mf_call_wait(send[k], deadline);
+    /* Chain errors are retried on this segment, each push with its record. */
+    if (p.replicated) mf_calls_chain_redo(ns, parts, send, m, end);
+    int full = 0, moved = 0, refused = 0;
+    for (size_t k = 0; k < m; k++) {
+      mf_call_t *c = send[k];
+      size_t i = (size_t)(c - calls);
+      rc = c->status;
+      g_free(c->payload);
+      c->payload = NULL;
+      if (rc == MAYFLY_EFULL) {
+        full = 1;
+      } else if (rc == MAYFLY_EMOVED) {
+        moved = 1;
+      } else if (rc == MAYFLY_EPERM && !perm_tried) {
+        refused = 1; /* the first refused capability: again after a refresh */
       } else {
-        g_ptr_array_add(send, &calls[i]);
+        rcs[i] = rc;
+        final[i] = TRUE;
+        if (rc != 0 && first == 0) first = rc;
       }
     }
-    int64_t deadline = mf_deadline(ns->client, 0);
-    mf_calls_start(ns->client->pool, p.address, (mf_call_t *const *)send->pdata, send->len,
-                   deadline);
-    g_ptr_array_free(send, TRUE);
-    size_t redo = n;
-    int why = 0;
-    for (size_t i = next; i < n; i++) {
-      rc = mf_call_wait(&calls[i], deadline);
-      g_free(calls[i].payload);
-      /* The first refused capability is redone, from there on, after a
-       * refresh (mf_ns_perm_retry); a second refusal is the caller's. */
-      if ((rc == MAYFLY_EFULL || rc == MAYFLY_EMOVED || (rc == MAYFLY_EPERM && !perm_tried)) &&
-          redo == n) {
-        redo = i;
-        why = rc;
+    if (full && mf_ns_grow(ns, p.lo + 1, p.lo + 2) != 0) break;
+    if (moved && mf_ns_refresh(ns) != 0) break;
+    if (refused && !mf_ns_perm_retry(ns, MAYFLY_EPERM, &perm_tried)) {
+      for (size_t i = next; i < n; i++) {
+        if (!final[i]) rcs[i] = MAYFLY_EPERM, final[i] = TRUE;
       }
-      if (redo == n) rcs[i] = rc;
-      if (redo == n && rc != 0 && first == 0) first = rc;
+      if (first == 0) first = MAYFLY_EPERM;
     }
-    next = redo;
-    if (why == MAYFLY_EFULL && mf_ns_grow(ns, p.lo + 1, p.lo + 2) != 0) break;
-    if (why == MAYFLY_EMOVED && mf_ns_refresh(ns) != 0) break;
-    if (why == MAYFLY_EPERM && !mf_ns_perm_retry(ns, why, &perm_tried)) {
-      for (size_t i = next; i < n; i++) rcs[i] = why;
-      if (first == 0) first = why;
-      next = n;
-    }
+    while (next < n && final[next]) next++;
   }
   for (size_t i = next; i < n; i++) {
+    if (final[i]) continue;
     rcs[i] = MAYFLY_EMOVED;
     if (first == 0) first = MAYFLY_EMOVED;
   }
+  mf_calls_end(ns, calls, n);
+  g_free(send);
+  g_free(parts);
+  g_free(final);
   g_free(calls);
   return first;
 }
@@ -232,6 +290,8 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
   if (ns == NULL || (n > 0 && (items == NULL || lens == NULL))) return MAYFLY_EINVAL;
   if (ns->kind != MAYFLY_KIND_QUEUE) return MAYFLY_EKIND;
   mf_call_t *calls = g_new0(mf_call_t, n ? n : 1);
+  mf_part_t *parts = g_new(mf_part_t, n ? n : 1);
+  mf_call_t **send = g_new(mf_call_t *, n ? n : 1);
   size_t got = 0;
   int err = 0, perm_tried = 0;
   mf_ns_caps_fresh(ns);
@@ -242,24 +302,30 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
     if (rc != 0) break;
     if ((err = mf_part_lost(ns, &p)) != 0) break;
     size_t want = n - got;
-    mf_call_t **send = g_new(mf_call_t *, want);
     for (size_t i = 0; i < want; i++) {
-      mf_call_target(&calls[i], WIRE_OP_Q_POP, &p);
+      mf_call_target(ns, &calls[i], WIRE_OP_Q_POP, &p);
       calls[i].reply_max = mf_block_reply_max(&p);
+      parts[i] = p;
       send[i] = &calls[i];
     }
-    int64_t deadline = mf_deadline(ns->client, 0);
-    mf_calls_start(ns->client->pool, p.address, send, want, deadline);
-    g_free(send);
+    int64_t now = g_get_monotonic_time(), end;
+    int64_t deadline = round_deadline(ns, &p, want, now, &end);
+    mf_calls_start_at(ns->client->pool, p.head.address, send, want, now, deadline);
+    for (size_t i = 0; i < want; i++) mf_call_wait(&calls[i], deadline);
+    /* A pop that failed with a chain error goes to this segment again with
+     * its record: if the head had applied it, it answers with that item. */
+    if (p.replicated) mf_calls_chain_redo(ns, parts, send, want, end);
     int drained_seen = 0, empty = 0, refused = 0;
     for (size_t i = 0; i < want; i++) {
-      rc = mf_call_wait(&calls[i], deadline);
+      rc = calls[i].status;
       if (rc == 0) {
         items[got] = calls[i].payload ? calls[i].payload : g_malloc(1);
         lens[got++] = calls[i].plen;
+        calls[i].payload = NULL;
         continue;
       }
       g_free(calls[i].payload);
+      calls[i].payload = NULL;
       if (rc == MAYFLY_EMOVED && (calls[i].rep.flags & WIRE_F_SEALED)) {
         drained_seen = 1;
       } else if (rc == MAYFLY_EAGAIN) {
@@ -272,6 +338,8 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
         err = rc;
       }
     }
+    /* Every pop of this round has its answer: the next round's are new. */
+    mf_calls_end(ns, calls, want);
     if (refused && err == 0 && !mf_ns_perm_retry(ns, MAYFLY_EPERM, &perm_tried)) {
       err = MAYFLY_EPERM;
     }
@@ -281,6 +349,8 @@ int64_t mayfly_queue_pop_batch(mayfly_ns_t *ns, size_t n, void **items, size_t *
       break; /* the queue is empty for now */
     }
   }
+  g_free(send);
+  g_free(parts);
   g_free(calls);
   return got > 0 || err == 0 ? (int64_t)got : err;
 }

@@ -609,8 +609,9 @@ int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls
     call->conn = NULL;
   }
   if (n == 0) return 0;
-  /* One header, a capability area (with its frame MAC) and up to two
-   * payload pieces per call, all in one sendmsg. */
+  /* One header, a capability area (with its frame MAC or its sequence
+   * record: never both) and up to two payload pieces per call, all in one
+   * sendmsg. */
   uint8_t stack_hdrs[16][WIRE_HEADER_SIZE];
   struct iovec stack_iov[16 * 5];
   uint8_t (*hdrs)[WIRE_HEADER_SIZE] = n <= 16 ? stack_hdrs : g_malloc(n * WIRE_HEADER_SIZE);
@@ -621,11 +622,15 @@ int mf_calls_start_at(mf_pool_t *p, const char *address, mf_call_t *const *calls
     call->req.request_id = (uint64_t)g_atomic_pointer_add(&p->next_id, 1) + 1;
     call->req.payload_len = (uint32_t)(call->l1 + call->l2);
     size_t mac = call->frame_key != NULL ? MF_MAC_SIZE : 0;
-    MF_CHECK(call->cap_len + mac <= WIRE_CAP_MAX && (mac == 0 || call->l2 == 0));
-    call->req.cap_len = (uint16_t)(call->cap_len + mac);
+    size_t seq = call->has_seq ? WIRE_SEQ_SIZE : 0;
+    MF_CHECK(call->cap_len + mac + seq <= WIRE_CAP_MAX && (mac == 0 || call->l2 == 0) &&
+             (mac == 0 || seq == 0));
+    call->req.cap_len = (uint16_t)(call->cap_len + seq + mac);
+    if (seq > 0) call->req.flags |= WIRE_F_SEQ;
     wire_encode(&call->req, hdrs[i]);
     iov[niov++] = (struct iovec){hdrs[i], WIRE_HEADER_SIZE};
     if (call->cap_len > 0) iov[niov++] = (struct iovec){(void *)call->cap, call->cap_len};
+    if (seq > 0) iov[niov++] = (struct iovec){call->seq, WIRE_SEQ_SIZE};
     if (mac > 0) {
       mf_frame_mac(call->frame_key, hdrs[i], call->cap, call->cap_len, call->p1, call->l1,
                    call->frame_mac);

@@ -89,6 +89,13 @@ typedef struct mf_call {
   uint16_t cap_len;
   const uint8_t *frame_key;
   uint8_t frame_mac[MF_MAC_SIZE]; /* the send's */
+  /* Requests to a replicated partition (issue 12): with has_seq set, the
+   * send appends this sequence record (wire_seq_put) after the capability
+   * and sets WIRE_F_SEQ in the header, so the area on the wire is cap_len +
+   * WIRE_SEQ_SIZE bytes. Never with frame_key (server-to-server frames carry
+   * no record). A call without it goes out byte for byte as before. */
+  uint8_t seq[WIRE_SEQ_SIZE];
+  uint8_t has_seq;
   void *into;     /* optional: reply payload copied here if it fits in into_cap */
   size_t into_cap;
   /* The most reply payload this call can legitimately get (FILE_READ: the

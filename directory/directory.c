@@ -2,6 +2,7 @@
  * The directory's state and its periodic work (see directory.h).
  */
 #include "directory/directory.h"
+#include "directory/chains.h"
 #include "directory/repart.h"
 #include "directory/tenants.h"
 
@@ -13,6 +14,7 @@
 static void server_rt_free(dir_server_rt_t *rt) {
   if (rt == NULL) return;
   g_array_free(rt->pending_release, TRUE);
+  g_array_free(rt->pending_rechain, TRUE);
   g_free(rt);
 }
 
@@ -21,6 +23,7 @@ dir_server_rt_t *dir_server_rt(dir_t *d, int32_t id) {
   if (rt == NULL) {
     rt = g_new0(dir_server_rt_t, 1);
     rt->pending_release = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
+    rt->pending_rechain = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
     rt->last_heartbeat_ms = mf_now_ms();
     g_hash_table_insert(d->servers_rt, GINT_TO_POINTER(id), rt);
   }
@@ -37,6 +40,7 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
   rec->now_ms = rec->now_ms ? rec->now_ms : mf_now_ms();
   rec->wall_ms = rec->wall_ms ? rec->wall_ms : mf_wall_ms();
   guint freed_before = e->freed->len, removed_before = e->removed->len;
+  guint rechain_before = e->rechain->len;
   dir_events_pre_t pre;
   dir_events_before(d->events, d->tree, rec, &pre);
   int rc = ns_tree_apply(d->tree, rec, e, why, whylen);
@@ -52,6 +56,7 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
         dir_events_retire(d->events, b->server, b->index, b->generation, rec->path, rec->now_ms);
       }
     }
+    dir_chains_applied(d, rec, e, rechain_before, freed_before);
     for (guint i = removed_before; i < e->removed->len; i++) {
       MF_DEBUG("namespace %s: %s", (char *)g_ptr_array_index(e->removed, i),
                (rec->flags & NS_REC_EXPIRED) ? "lease expired" : "removed");
@@ -137,6 +142,9 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
     const ns_server_t *s = g_ptr_array_index(tree->alloc->servers, i);
     dir_server_rt(d, s->id)->needs_register = 1;
   }
+  if (d->cfg.replicas < 1) d->cfg.replicas = 1;
+  if (d->cfg.copy_timeout_ms <= 0) d->cfg.copy_timeout_ms = 30000;
+  if (d->cfg.heartbeat_ms <= 0) d->cfg.heartbeat_ms = 1000;
   if (tree != NULL) dir_repart_recover(d);
   d->started_ms = mf_now_ms();
   d->events = dir_events_new(mf_wall_ms());
@@ -157,6 +165,7 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
   uv_timer_init(loop, &d->sweep);
   d->sweep.data = d;
   uv_timer_start(&d->sweep, sweep_cb, 1000, 1000);
+  dir_chains_init(d);
   return 0;
 }
 
@@ -174,6 +183,7 @@ void dir_stop(dir_t *d) {
   uv_close((uv_handle_t *)&d->reaper, NULL);
   uv_close((uv_handle_t *)&d->health, NULL);
   uv_close((uv_handle_t *)&d->sweep, NULL);
+  dir_chains_stop(d);
   dir_store_stop(d->store);
 }
 
@@ -186,6 +196,7 @@ void dir_free(dir_t *d) {
   d->events = NULL;
   if (d->reparts != NULL) g_hash_table_destroy(d->reparts);
   d->reparts = NULL;
+  dir_chains_free(d);
   dir_tenants_free(d->tenants);
   d->tenants = NULL;
   d->tree = NULL;

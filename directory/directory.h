@@ -6,8 +6,8 @@
  *
  * Owned by one libuv loop; every function here runs on that loop's thread.
  * Mutations of the tree go through dir_apply(), which applies a record and
- * acts on its effects (queues block releases for the memory servers, numbers
- * the namespace events, logs).
+ * acts on its effects (queues block releases and chain changes for the
+ * memory servers, numbers the namespace events, logs).
  */
 #ifndef MAYFLY_DIR_STATE_H
 #define MAYFLY_DIR_STATE_H
@@ -48,6 +48,11 @@ typedef struct dir_config {
   const uint8_t *cluster_key;
   int64_t capability_ttl_ms;
   int64_t max_servers;
+  /* Replication (chains.h): blocks per partition when a create does not
+   * say (1: unreplicated), and how long a re-replication copy may take
+   * before the directory aborts it. */
+  int64_t replicas;
+  int64_t copy_timeout_ms;
 } dir_config_t;
 
 /* What the directory remembers of a memory server beyond the allocator. */
@@ -55,6 +60,7 @@ typedef struct dir_server_rt {
   int64_t last_heartbeat_ms; /* monotonic */
   int32_t blocks_used_reported;
   GArray *pending_release;   /* ns_block_t freed here, not yet told to the server */
+  GArray *pending_rechain;   /* ns_block_t here whose chain changed, not yet told (chains.h) */
   /* Data watches (events.h): the dir_events_t.data_version the last heartbeat
    * reply covered, and the one the server had applied when it sent its
    * latest heartbeat (it applies a reply before sending the next one). */
@@ -111,6 +117,13 @@ typedef struct dir {
   uint64_t requests;
   GHashTable *reparts; /* op id -> begun repartition (repart.c) */
   int64_t splits, merges, rollbacks, bytes_moved, move_ms, move_ms_max;
+  /* Replication (chains.h): the re-replication timer, the copies under way
+   * (op id -> their record), the candidate blocks of chains that may be
+   * shorter than their R (a set of ns_block_t), and counters since start. */
+  uv_timer_t rereplicate;
+  GHashTable *copies;
+  GHashTable *short_chains;
+  int64_t chain_failovers, rereplications, rereplicated_bytes;
   struct dir_tenants *tenants; /* the loaded tenants file (tenants.h); NULL: open */
 } dir_t;
 
@@ -128,8 +141,9 @@ void dir_stop(dir_t *d);
 void dir_free(dir_t *d);
 
 /* Applies one record to the tree, stamping its times. On success queues the
- * freed blocks for release on their servers and logs removals; fx (may be
- * NULL) receives the effects. Returns 0 or a MAYFLY_E* code with `why`
+ * freed blocks for release on their servers, the blocks whose chain changed
+ * for their servers' next heartbeat (chains.h), and logs removals; fx (may
+ * be NULL) receives the effects. Returns 0 or a MAYFLY_E* code with `why`
  * filled. */
 int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t whylen);
 

@@ -46,6 +46,7 @@ static void log_free(dir_evlog_t *log) {
   MF_CHECK(log->waiters == NULL || log->waiters->len == 0);
   ring_clear(log);
   if (log->waiters != NULL) g_array_free(log->waiters, TRUE);
+  if (log->chain_seqs != NULL) g_hash_table_destroy(log->chain_seqs);
   g_free(log->path);
   g_free(log);
 }
@@ -295,10 +296,42 @@ static void node_renamed(dir_events_t *ev, const ns_tree_t *t, const char *from,
   node_created(ev, to, wall_ms);
 }
 
+static void chain_forget(dir_evlog_t *log, int64_t lo) {
+  gint64 key = lo;
+  g_hash_table_remove(log->chain_seqs, &key);
+}
+
+/* The chain_seq numbering of a partition is its chain's: a partition the
+ * record creates, or a repartition moves, starts afresh at its lo. */
+static void forget_chain_seqs(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec) {
+  if (rec->path == NULL) return;
+  if (rec->type != NS_REC_CREATE && rec->type != NS_REC_ADD_PART &&
+      rec->type != NS_REC_REPART_END) {
+    return;
+  }
+  dir_evlog_t *log = g_hash_table_lookup(ev->logs, rec->path);
+  if (log == NULL || log->chain_seqs == NULL) return;
+  if (rec->type == NS_REC_CREATE) {
+    g_hash_table_remove_all(log->chain_seqs); /* a tombstone's log taken back */
+  } else if (rec->type == NS_REC_ADD_PART) {
+    for (size_t i = 0; i < rec->nparts; i++) chain_forget(log, rec->parts[i].lo);
+  } else {
+    const ns_node_t *n = ns_tree_lookup(t, rec->path);
+    const ns_repart_t *r = n != NULL ? ns_node_find_repart(n, rec->op_id) : NULL;
+    if (r == NULL) return;
+    chain_forget(log, r->lo);
+    const ns_partition_t *src = ns_node_part_of(n, r->src.server, r->src.index);
+    const ns_partition_t *dst = ns_node_part_of(n, r->dst.server, r->dst.index);
+    if (src != NULL) chain_forget(log, src->lo);
+    if (dst != NULL) chain_forget(log, dst->lo);
+  }
+}
+
 void dir_events_before(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
                        dir_events_pre_t *pre) {
   pre->missing = NULL;
   if (g_hash_table_size(ev->logs) == 0) return; /* nobody ever watched: nothing to number */
+  forget_chain_seqs(ev, t, rec);
   if (rec->type != NS_REC_MKDIR && rec->type != NS_REC_CREATE) return;
   if (rec->path == NULL || ns_path_check(rec->path, NULL, 0) != 0) return;
   /* Walk up until a node exists; what lies below it is created (top down). */
@@ -541,12 +574,36 @@ static int check_data_event(const ns_server_t *s, size_t i, const dir_data_event
   } else if (e->key != NULL && !valid_event_key(e->key)) {
     g_snprintf(why, whylen, "event %zu: key must be base64 of at most %d bytes", i,
                DIR_EVENT_KEY_RAW_MAX);
-  } else if (e->offset < 0 || e->length < 0) {
-    g_snprintf(why, whylen, "event %zu: offset and length cannot be negative", i);
+  } else if (e->offset < 0 || e->length < 0 || e->chain_seq < 0) {
+    g_snprintf(why, whylen, "event %zu: offset, length and chain_seq cannot be negative", i);
   } else {
     return 0;
   }
   return MAYFLY_EINVAL;
+}
+
+/* Whether replicated event e (chain_seq set) of a member of owner's chains
+ * is new: its chain_seq is above the last sequenced for its partition (then
+ * it becomes the last). Blocks that are no chain's member pass. */
+static int chain_seq_fresh(dir_evlog_t *log, const ns_node_t *owner, int32_t server_id,
+                           const dir_data_event_t *e) {
+  ns_block_t b = {.server = server_id, .index = e->block_index, .generation = e->generation};
+  int pi = -1, member = -1;
+  if (ns_node_find_block(owner, &b, &pi, &member) != 0 || member < 0) return 1;
+  const ns_partition_t *p = &g_array_index(owner->layout.parts, ns_partition_t, pi);
+  if (log->chain_seqs == NULL) {
+    log->chain_seqs = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+  }
+  gint64 key = p->lo;
+  gint64 *last = g_hash_table_lookup(log->chain_seqs, &key);
+  if (last != NULL && *last >= e->chain_seq) return 0;
+  if (last != NULL) {
+    *last = e->chain_seq;
+  } else {
+    g_hash_table_insert(log->chain_seqs, g_memdup2(&key, sizeof key),
+                        g_memdup2(&e->chain_seq, sizeof e->chain_seq));
+  }
+  return 1;
 }
 
 int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
@@ -568,7 +625,7 @@ int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
   }
   const ns_node_t *last = NULL;
   dir_evlog_t *log = NULL;
-  guint dropped = 0;
+  guint dropped = 0, repeated = 0;
   for (size_t i = 0; i < n; i++) {
     const dir_data_event_t *e = &events[i];
     /* The block's owner now, whatever the layout. */
@@ -595,6 +652,10 @@ int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
       last = owner;
     }
     if (log == NULL) continue; /* never watched: nobody holds its numbers */
+    if (e->chain_seq > 0 && owner != NULL && !chain_seq_fresh(log, owner, server_id, e)) {
+      repeated++;
+      continue;
+    }
     const char *key = (e->kind == DIR_EV_PUT || e->kind == DIR_EV_DELETE)
                           ? (e->key != NULL ? e->key : "")
                           : NULL;
@@ -604,6 +665,10 @@ int dir_events_publish(dir_events_t *ev, ns_alloc_t *alloc, int32_t server_id,
   if (dropped > 0) {
     MF_DEBUG("memory server %s (id %d): %u events of released blocks dropped", s->address,
              server_id, dropped);
+  }
+  if (repeated > 0) {
+    MF_DEBUG("memory server %s (id %d): %u events already sequenced by an earlier tail dropped",
+             s->address, server_id, repeated);
   }
   return 0;
 }

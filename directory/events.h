@@ -100,6 +100,11 @@ typedef struct dir_evlog {
   int armed;             /* every memory server holding the node knows of the data watch */
   int removed;           /* tombstone: the node is gone */
   GArray *waiters;       /* dir_waiter_t: watches deferred until an event comes */
+  /* Replicated partitions (issue 12): the highest chain_seq sequenced per
+   * partition, keyed by the partition's range lo (gint64 -> gint64, both
+   * owned); NULL until a data event carries one. Soft state: forgotten when
+   * a layout change makes a new partition start at that lo. */
+  GHashTable *chain_seqs;
 } dir_evlog_t;
 
 typedef struct dir_events {
@@ -178,7 +183,9 @@ void dir_events_unwait(dir_evlog_t *log, void *waiter);
  * (and of everything under it) and the creation of the new one; LOST on each
  * namespace whose partitions a memory server's restart lost (effects'
  * `lost`, dir_events_lost). Nothing is done for paths whose logs do not
- * exist: nobody ever watched them.
+ * exist: nobody ever watched them. before() also forgets the chain_seq of
+ * the partitions a record is about to create or move (CREATE, ADD_PART,
+ * REPART_END), whose numbering starts afresh.
  */
 void dir_events_before(dir_events_t *ev, const ns_tree_t *t, const ns_record_t *rec,
                        dir_events_pre_t *pre);
@@ -283,6 +290,7 @@ typedef struct dir_data_event {
   const char *key;  /* PUT/DELETE: base64 (borrowed); may be NULL */
   int64_t offset;
   int64_t length;
+  int64_t chain_seq; /* a replicated block's write: its chain sequence number; 0: none */
 } dir_data_event_t;
 
 /*
@@ -290,7 +298,11 @@ typedef struct dir_data_event {
  * log of the namespace owning its block now (whatever the layout), or, for
  * a block a layout change freed a moment ago, of the namespace it belonged
  * to (dir_events_retire); events of blocks nobody owns, or of namespaces
- * never watched, are dropped. The whole batch is checked first, so a bad
+ * never watched, are dropped. An event with a chain_seq of a block that is
+ * a member of a replicated partition is dropped when its chain_seq is not
+ * above the highest already sequenced for that partition: after a failover
+ * the new tail publishes again what the old one may have published. The
+ * whole batch is checked first, so a bad
  * one numbers nothing. Returns 0, MAYFLY_ESERVER (no such server),
  * MAYFLY_ETOOBIG (more than DIR_PUBLISH_MAX_EVENTS) or MAYFLY_EINVAL (a
  * kind, block, key, offset or length that cannot be: `why` names the

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "directory/caps.h"
+#include "directory/chains.h"
 #include "directory/limits.h"
 #include "directory/repart.h"
 #include "directory/tenants.h"
@@ -100,8 +101,35 @@ static void grant_for(dir_t *d, const ns_node_t *n, cap_grant_t *g) {
   g->expiry_ms = dir_caps_expiry(d);
 }
 
+/* Fills one chain member (or copy block) b; with a grant (may be NULL)
+ * that has rights, it carries the block's own capability. */
+static void fill_replica(dir_t *d, MayflyReplica *r, const ns_block_t *b, const cap_grant_t *g) {
+  const ns_server_t *s = ns_alloc_server(d->tree->alloc, b->server);
+  r->server_id = b->server;
+  g_free(r->server_address);
+  r->server_address = g_strdup(s ? s->address : "");
+  r->block_index = b->index;
+  r->generation = b->generation;
+  g_free(r->zone);
+  r->zone = g_strdup(s && s->zone ? s->zone : "");
+  r->__isset_zone = TRUE;
+  g_free(r->capability);
+  r->capability = g != NULL ? dir_caps_block(d, b, g->rights, g->tenant, g->expiry_ms) : NULL;
+  r->__isset_capability = r->capability != NULL;
+}
+
+/* A partition's chain, head first, into out (a GPtrArray of MayflyReplica). */
+static void fill_chain(dir_t *d, GPtrArray *out, const ns_partition_t *p, const cap_grant_t *g) {
+  for (int i = 0; i < ns_part_members(p); i++) {
+    MayflyReplica *r = g_object_new(MAYFLY_TYPE_REPLICA, NULL);
+    fill_replica(d, r, ns_part_member(p, i), g);
+    g_ptr_array_add(out, r);
+  }
+}
+
 /* Fills one partition; with a grant (may be NULL) that has rights, a
- * partition that is not lost carries its block's capability. */
+ * partition that is not lost carries its block's capability, and each
+ * member of a replicated one its own. Fields 1-4 and 9 are the head's. */
 static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *p,
                            const cap_grant_t *g) {
   const ns_server_t *s = ns_alloc_server(d->tree->alloc, p->block.server);
@@ -121,6 +149,16 @@ static void fill_partition(dir_t *d, MayflyPartition *mp, const ns_partition_t *
     mp->capability = dir_caps_block(d, &p->block, g->rights, g->tenant, g->expiry_ms);
   }
   mp->__isset_capability = mp->capability != NULL;
+  g_ptr_array_set_size(mp->chain, 0);
+  int replicated = p->replicas > 1;
+  mp->__isset_chain = mp->__isset_replicas = mp->__isset_state = replicated;
+  mp->__isset_chain_version = replicated;
+  if (!replicated) return;
+  fill_chain(d, mp->chain, p, mp->lost ? NULL : g);
+  mp->replicas = p->replicas;
+  g_free(mp->state);
+  mp->state = g_strdup(ns_part_chain_state(p));
+  mp->chain_version = p->chain_version;
 }
 
 static void fill_layout(dir_t *d, MayflyLayout *out, const ns_node_t *n) {
@@ -224,18 +262,29 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
     g_snprintf(why, whylen, "blocks must be between 1 and %d", NS_CREATE_BLOCKS_MAX);
     return MAYFLY_EINVAL;
   }
-  rc = dir_tenants_charge(d, path, nblocks, why, whylen);
+  int32_t replicas = 1;
+  rc = dir_chains_replicas(d, opts->__isset_replicas ? opts->replicas : 0, &replicas, why,
+                           whylen);
   if (rc != 0) return rc;
-  ns_partition_t *parts = g_new(ns_partition_t, (gsize)nblocks);
-  rc = ns_tree_plan_parts(d->tree, (ns_kind_t)kind, nblocks, parts);
-  if (rc == MAYFLY_ENOSERVERS) {
+  /* Quotas count blocks: every member of every chain. */
+  rc = dir_tenants_charge(d, path, nblocks * replicas, why, whylen);
+  if (rc != 0) return rc;
+  ns_partition_t *parts = g_new0(ns_partition_t, (gsize)nblocks);
+  why[0] = '\0';
+  rc = ns_tree_plan_chains(d->tree, (ns_kind_t)kind, nblocks, replicas, parts, why, whylen);
+  if (rc == MAYFLY_ENOHOSTS) {
+    if (why[0] == '\0') {
+      g_snprintf(why, whylen, "cannot place %d replicas per partition on distinct hosts",
+                 replicas);
+    }
+  } else if (rc == MAYFLY_ENOSERVERS) {
     g_snprintf(why, whylen, "cannot allocate blocks: %s",
                d->tree->alloc->servers->len == 0 ? "no memory servers registered"
                                                  : "no memory server is up");
   } else if (rc == MAYFLY_ENOSPC) {
     g_snprintf(why, whylen,
                "cannot allocate %d blocks: block pool exhausted (%lld of %lld blocks in use)",
-               nblocks, (long long)d->tree->alloc->blocks_used,
+               nblocks * replicas, (long long)d->tree->alloc->blocks_used,
                (long long)d->tree->alloc->blocks_total);
   } else if (rc == 0) {
     ns_record_t rec = {.type = NS_REC_CREATE,
@@ -247,12 +296,13 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
                        .max_blocks = opts->max_blocks,
                        .high_wm = opts->high_watermark,
                        .low_wm = opts->low_watermark,
+                       .replicas = replicas,
                        .parts = parts,
                        .nparts = (size_t)nblocks};
     rc = dir_apply(d, &rec, NULL, why, whylen);
     if (rc == 0) {
-      MF_DEBUG("namespace %s: created (%s, %d blocks)", path, ns_kind_name((ns_kind_t)kind),
-               nblocks);
+      MF_DEBUG("namespace %s: created (%s, %d blocks, %d replicas)", path,
+               ns_kind_name((ns_kind_t)kind), nblocks, replicas);
     }
   }
   g_free(parts);
@@ -463,15 +513,19 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
   }
   char why[WHY_MAX];
   why[0] = '\0';
-  int rc = dir_tenants_charge(d, path, 1, why, sizeof why);
+  int rc = dir_tenants_charge(d, path, ns_node_replicas(n), why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
-  ns_partition_t part;
-  rc = ns_tree_plan_append(d->tree, n, range_lo, range_hi, &part);
+  ns_partition_t part = {0};
+  char pwhy[WHY_MAX] = "";
+  rc = ns_tree_plan_append_why(d->tree, n, range_lo, range_hi, &part, pwhy, sizeof pwhy);
   if (rc != 0) {
-    return fail_path(err, rc, path,
-                     rc == MAYFLY_ENOSPC       ? "cannot grow: block pool exhausted"
-                     : rc == MAYFLY_ENOSERVERS ? "cannot grow: no memory server is up"
-                                               : "invalid range");
+    g_snprintf(why, sizeof why, "cannot grow: %s",
+               pwhy[0]                   ? pwhy
+               : rc == MAYFLY_ENOSPC     ? "block pool exhausted"
+               : rc == MAYFLY_ENOSERVERS ? "no memory server is up"
+               : rc == MAYFLY_ENOHOSTS   ? "too few hosts for the namespace's replicas"
+                                         : "invalid range");
+    return fail_path(err, rc, path, why);
   }
   ns_record_t rec = {.type = NS_REC_ADD_PART, .path = path, .parts = &part, .nparts = 1};
   gboolean ok = change_layout(d, n, &rec, *_return, err);
@@ -521,13 +575,13 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
                                   const gint64 incarnation, const gchar *zone,
                                   MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
-  (void)zone; /* placement by zone: issue 12, directory side */
   if (!cluster_only(d, "register_server", err)) return FALSE;
   char host[DIR_HOST_MAX + 1], why[256] = "";
   int port;
   if (address == NULL || mf_parse_hostport(address, NULL, host, sizeof host, &port) != 0) {
     return fail(err, MAYFLY_EINVAL, "server address must be HOST:PORT");
   }
+  if (dir_chains_check_zone(zone, why, sizeof why) != 0) return fail(err, MAYFLY_EINVAL, why);
   /* Servers in total are bounded; each one's blocks are too, by the tree
    * (NS_ALLOC_MAX_BLOCKS, 21 bytes of directory memory per block). */
   if (ns_alloc_server_by_address(d->tree->alloc, address) == NULL &&
@@ -543,6 +597,7 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   ns_effects_init(&fx);
   ns_record_t rec = {.type = NS_REC_SERVER_ADD,
                      .address = address,
+                     .zone = zone != NULL ? zone : "",
                      .blocks = blocks,
                      .block_size = block_size,
                      .gen_floor = gen_floor > 0 ? gen_floor : 0,
@@ -567,6 +622,9 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
   rt->watch_sent = rt->watch_acked = 0;
   (*_return)->server_id = id;
   (*_return)->heartbeat_ms = d->cfg.heartbeat_ms;
+  /* Silent this long, the server may have been dropped from its chains. */
+  (*_return)->heartbeat_timeout_ms = d->cfg.heartbeat_timeout_ms;
+  (*_return)->__isset_heartbeat_timeout_ms = TRUE;
   /* A lost block is not the server's to keep: its data died with an earlier
    * incarnation, and adopting it would serve it empty. */
   int32_t lost_blocks = 0;
@@ -581,10 +639,35 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
     br->generation = s->generation[i];
     g_ptr_array_add((*_return)->allocated, br);
   }
-  MF_INFO("memory server %s registered as id %d: %d blocks of %lld bytes; %d of its blocks are "
-          "lost (%d partitions just now)",
-          address, id, blocks, (long long)block_size, lost_blocks, lost_parts);
+  MF_INFO("memory server %s registered as id %d (zone %s): %d blocks of %lld bytes; %d of its "
+          "blocks are lost (%d partitions just now)",
+          address, id, zone != NULL && zone[0] ? zone : "none", blocks, (long long)block_size,
+          lost_blocks, lost_parts);
   return TRUE;
+}
+
+/* The chain part of a replicated block's BlockInfo: the chain, the block's
+ * place in it (-1: the copy being filled), and for the tail the copy it
+ * is to fill. Members carry no capability: server-to-server frames are
+ * signed with the cluster key. */
+static void fill_block_chain(dir_t *d, MayflyBlockInfo *bi, const ns_partition_t *p,
+                             int member) {
+  fill_chain(d, bi->chain, p, NULL);
+  bi->__isset_chain = TRUE;
+  bi->chain_pos = member;
+  bi->__isset_chain_pos = TRUE;
+  bi->chain_version = p->chain_version;
+  bi->__isset_chain_version = TRUE;
+  if (member == p->nmore && p->copy.server != 0) {
+    fill_replica(d, bi->copy_to, &p->copy, NULL);
+    bi->__isset_copy_to = TRUE;
+  }
+  /* The tail fills the copy under copy_op, and the copy's own server takes
+   * REPLICA_COPY frames of that op only. */
+  if ((member == p->nmore || member == -1) && p->copy.server != 0) {
+    bi->copy_op = p->copy_op;
+    bi->__isset_copy_op = TRUE;
+  }
 }
 
 static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_return,
@@ -612,18 +695,32 @@ static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_retur
      * included) publishes from its first request. */
     dir_evlog_t *log = dir_events_find(d->events, bi->path);
     bi->watched = log != NULL && dir_events_data_watched(log, mf_now_ms());
-    int pi = ns_node_find_part(n, server_id, block_index);
-    if (pi >= 0) {
+    ns_block_t b = {server_id, block_index, s->generation[block_index]};
+    int pi = -1, member = -1;
+    if (ns_node_find_block(n, &b, &pi, &member) == 0) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, pi);
       bi->range_lo = p->lo;
       bi->range_hi = p->hi;
+      if (p->replicas > 1) fill_block_chain(d, bi, p, member);
     }
-    /* The new block of a split under way holds the slots being moved. */
+    /* The new block of a split under way holds the slots being moved; in
+     * a replicated namespace it heads the new partition's chain, whose
+     * other members learn their place here too. */
     for (guint i = 0; pi < 0 && n->reparts != NULL && i < n->reparts->len; i++) {
       const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-      if (!r->merge && r->dst.server == server_id && r->dst.index == block_index) {
+      if (r->merge) continue;
+      ns_partition_t target = {.block = r->dst,
+                               .lo = r->lo,
+                               .hi = r->hi,
+                               .replicas = ns_node_replicas(n),
+                               .nmore = r->dst_nmore};
+      memcpy(target.more, r->dst_more, sizeof target.more[0] * (size_t)r->dst_nmore);
+      for (int m = 0; m < ns_part_members(&target); m++) {
+        const ns_block_t *tb = ns_part_member(&target, m);
+        if (tb->server != server_id || tb->index != block_index) continue;
         bi->range_lo = r->lo;
         bi->range_hi = r->hi;
+        if (target.replicas > 1) fill_block_chain(d, bi, &target, m);
       }
     }
     bi->high_watermark = n->high_wm;
@@ -690,6 +787,8 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
     g_ptr_array_add((*_return)->release, br);
   }
   g_array_set_size(rt->pending_release, 0);
+  dir_chains_take_rechain(d, server_id, (*_return)->rechain);
+  (*_return)->__isset_rechain = (*_return)->rechain->len > 0;
   add_watched_blocks(d, server_id, (*_return)->watched);
   /* The server applied the previous reply before sending this heartbeat:
    * data watches begun before that reply are now in force there. */
@@ -717,6 +816,12 @@ static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyE
     si->heartbeat_age_ms = now - dir_server_rt(d, s->id)->last_heartbeat_ms;
     si->blocks_lost = ns_tree_server_lost_blocks(d->tree, s->id);
     si->__isset_blocks_lost = TRUE;
+    g_free(si->zone);
+    si->zone = g_strdup(s->zone != NULL ? s->zone : "");
+    g_free(si->host);
+    si->host = g_strdup(s->host != NULL ? s->host : "");
+    si->chains = dir_chains_of_server(d, s->id);
+    si->__isset_zone = si->__isset_host = si->__isset_chains = TRUE;
     if (dir_caps_enabled(d) && dir_tenants_is_admin(d, d->call.session)) {
       uint32_t tenant = 0;
       dir_tenants_rights(d, d->call.session, "/", &tenant);
@@ -817,6 +922,12 @@ static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyE
   s->bytes_moved = d->bytes_moved;
   s->move_ms = d->move_ms;
   s->move_ms_max = d->move_ms_max;
+  s->chain_failovers = d->chain_failovers;
+  s->rereplications = d->rereplications;
+  s->rereplicated_bytes = d->rereplicated_bytes;
+  s->partitions_degraded = dir_chains_degraded(d);
+  s->__isset_chain_failovers = s->__isset_rereplications = TRUE;
+  s->__isset_rereplicated_bytes = s->__isset_partitions_degraded = TRUE;
   if (d->store != NULL) {
     dir_store_stats_t st;
     dir_store_stats(d->store, &st);
@@ -888,10 +999,13 @@ static gboolean h_replica_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
                               const gint64 bytes, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "replica_end", err)) return FALSE;
-  (void)_return, (void)server_id, (void)commit, (void)bytes;
   char why[WHY_MAX];
-  g_snprintf(why, sizeof why, "no replica copy %lld is under way", (long long)op_id);
-  return fail(err, MAYFLY_ENOENT, why);
+  why[0] = '\0';
+  ns_node_t *n = NULL;
+  int rc = dir_chains_replica_end(d, server_id, op_id, commit, bytes, &n, why, sizeof why);
+  if (rc != 0) return fail(err, rc, why);
+  fill_layout(d, *_return, n);
+  return TRUE;
 }
 
 static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
@@ -986,7 +1100,8 @@ static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
                                 .kind = (int)e->kind,
                                 .key = e->key,
                                 .offset = e->offset,
-                                .length = e->length};
+                                .length = e->length,
+                                .chain_seq = e->__isset_chain_seq ? e->chain_seq : 0};
   }
   int rc = dir_events_publish(d->events, d->tree->alloc, server_id, evs, events->len,
                               mf_wall_ms(), why, sizeof why);

@@ -157,6 +157,14 @@ int main(int argc, char **argv) {
       {"max-servers", MF_OPT_INT, &cfg.max_servers, "4096", 1, 1000000,
        "Memory servers that may register; a new address past it is refused (MAYFLY_EQUOTA)",
        "N"},
+      {"replicas", MF_OPT_INT, &cfg.replicas, "1", 1, NS_CHAIN_MAX,
+       "Blocks per partition, on distinct hosts, of a namespace whose create does not say "
+       "(1: unreplicated)",
+       "R"},
+      {"copy-timeout", MF_OPT_DURATION, &cfg.copy_timeout_ms, "30s", 100, 3600000,
+       "A re-replication copy not ended by its memory server within this is aborted (its "
+       "block freed) and tried again",
+       "DURATION"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};

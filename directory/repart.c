@@ -12,6 +12,7 @@
  * rename in between does not matter) and to log the outcome. */
 typedef struct dir_repart_rt {
   ns_block_t src;
+  ns_block_t dst; /* the target's head (a split's new block) */
   int merge;
   int64_t lo, hi;
   int64_t started_ms;
@@ -34,6 +35,13 @@ static ns_node_t *owner_of(dir_t *d, const ns_block_t *b) {
   return s->owner[b->index];
 }
 
+/* The namespace of a begun repartition: through its source block, or,
+ * when the source left its chain (freed), through the target's head. */
+static ns_node_t *node_of(dir_t *d, const dir_repart_rt_t *rt) {
+  ns_node_t *n = owner_of(d, &rt->src);
+  return n != NULL ? n : owner_of(d, &rt->dst);
+}
+
 int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generation, int merge,
                      int64_t split_at, dir_repart_plan_t *plan, char *why, size_t whylen) {
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
@@ -47,10 +55,16 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
   }
   ns_block_t src = {.server = server_id, .index = index, .generation = generation};
   ns_node_t *n = owner_of(d, &src);
-  int pi = n != NULL ? ns_node_find_part(n, server_id, index) : -1;
-  if (pi < 0) {
+  int pi = -1, member = -1;
+  if (n == NULL || ns_node_find_block(n, &src, &pi, &member) != 0) {
     g_snprintf(why, whylen, "block %d:%d (generation %lld) is no longer a partition", server_id,
                index, (long long)generation);
+    return MAYFLY_EMOVED;
+  }
+  if (member != 0) {
+    /* Only a chain's head repartitions: it orders the chain's writes. */
+    g_snprintf(why, whylen, "block %d:%d is not the head of its partition's chain: only the "
+               "head asks for splits and merges", server_id, index);
     return MAYFLY_EMOVED;
   }
   if (n->kind != NS_KIND_KV) {
@@ -106,12 +120,24 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     g_snprintf(why, whylen, "quota: the namespace holds its max_blocks (%d)", n->max_blocks);
     rc = MAYFLY_EQUOTA;
   } else {
-    rc = ns_tree_plan_append(d->tree, n, split_at, p->hi, &plan->target);
-    if (rc == MAYFLY_ENOSPC) g_snprintf(why, whylen, "cannot split: block pool exhausted");
-    if (rc == MAYFLY_ENOSERVERS) g_snprintf(why, whylen, "cannot split: no memory server is up");
+    /* A replicated namespace splits into a whole new chain. */
+    char pwhy[256] = "";
+    plan->target = (ns_partition_t){0};
+    rc = ns_tree_plan_append_why(d->tree, n, split_at, p->hi, &plan->target, pwhy, sizeof pwhy);
+    if (rc != 0) {
+      g_snprintf(why, whylen, "cannot split: %s",
+                 pwhy[0]                   ? pwhy
+                 : rc == MAYFLY_ENOSPC     ? "block pool exhausted"
+                 : rc == MAYFLY_ENOSERVERS ? "no memory server is up"
+                                           : mayfly_strerror(rc));
+    }
     rec.block2 = plan->target.block;
     rec.lo = split_at;
     rec.hi = p->hi;
+    if (ns_node_replicas(n) > 1) {
+      rec.parts = &plan->target;
+      rec.nparts = 1;
+    }
   }
   if (rc == 0) rc = dir_apply(d, &rec, NULL, why, whylen);
   if (rc == 0) {
@@ -120,6 +146,7 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     plan->hi = rec.hi;
     dir_repart_rt_t *rt = g_new0(dir_repart_rt_t, 1);
     rt->src = src;
+    rt->dst = rec.block2;
     rt->merge = merge;
     rt->lo = rec.lo;
     rt->hi = rec.hi;
@@ -127,9 +154,10 @@ int dir_repart_begin(dir_t *d, int32_t server_id, int32_t index, int64_t generat
     gint64 *key = g_new(gint64, 1);
     *key = rec.op_id;
     g_hash_table_insert(table(d), key, rt);
-    MF_INFO("namespace %s: %s %lld: slots [%lld, %lld) of block %d:%d -> block %d:%d", path,
+    MF_INFO("namespace %s: %s %lld: slots [%lld, %lld) of block %d:%d -> block %d:%d%s", path,
             merge ? "merge" : "split", (long long)rec.op_id, (long long)rec.lo, (long long)rec.hi,
-            server_id, index, rec.block2.server, rec.block2.index);
+            server_id, index, rec.block2.server, rec.block2.index,
+            plan->target.nmore > 0 ? " (the head of a new chain)" : "");
   }
   g_free(path);
   return rc;
@@ -163,7 +191,7 @@ int dir_repart_end(dir_t *d, int32_t server_id, int64_t op_id, int commit, int64
     g_snprintf(why, whylen, "repartition %lld belongs to another memory server", (long long)op_id);
     return MAYFLY_EPERM;
   }
-  ns_node_t *n = owner_of(d, &rt->src);
+  ns_node_t *n = node_of(d, rt);
   int rc = MAYFLY_ENOENT;
   if (n == NULL || ns_node_find_repart(n, op_id) == NULL) {
     g_snprintf(why, whylen, "the namespace of repartition %lld is gone", (long long)op_id);
@@ -202,6 +230,7 @@ static void recover_node(ns_node_t *n, void *ud) {
     const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
     dir_repart_rt_t *rt = g_new0(dir_repart_rt_t, 1);
     rt->src = r->src;
+    rt->dst = r->dst;
     rt->merge = r->merge;
     rt->lo = r->lo;
     rt->hi = r->hi;
@@ -221,6 +250,26 @@ void dir_repart_recover(dir_t *d) {
   ns_tree_walk(d->tree->root, recover_node, d);
 }
 
+/* A repartition of a replicated namespace whose source head left its chain
+ * (or another block of it went: the tree's lost flag) cannot commit, and
+ * its source may never end it (it is no head any more): roll it back now
+ * rather than hold the namespace's re-replication for the timeout. The
+ * source block was freed when it left, so the namespace is found through
+ * the target. Returns 1 when it rolled back. */
+static int rollback_lost(dir_t *d, int64_t op_id, const dir_repart_rt_t *rt) {
+  ns_node_t *n = node_of(d, rt);
+  ns_repart_t *r = n != NULL ? ns_node_find_repart(n, op_id) : NULL;
+  if (r == NULL || !r->lost || ns_node_replicas(n) <= 1) return 0;
+  char why[256] = "";
+  end_op(d, n, op_id, 0, why, sizeof why);
+  d->rollbacks++;
+  char *path = ns_node_path(n);
+  MF_WARN("namespace %s: %s %lld rolled back: a block it involves left its chain", path,
+          rt->merge ? "merge" : "split", (long long)op_id);
+  g_free(path);
+  return 1;
+}
+
 void dir_repart_expire(dir_t *d, int64_t now_ms) {
   if (d->reparts == NULL || g_hash_table_size(d->reparts) == 0) return;
   GHashTableIter it;
@@ -228,8 +277,12 @@ void dir_repart_expire(dir_t *d, int64_t now_ms) {
   g_hash_table_iter_init(&it, d->reparts);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     dir_repart_rt_t *rt = v;
+    if (rollback_lost(d, *(gint64 *)k, rt)) {
+      g_hash_table_iter_remove(&it);
+      continue;
+    }
     if (now_ms - rt->started_ms < DIR_REPART_TIMEOUT_MS) continue;
-    ns_node_t *n = owner_of(d, &rt->src);
+    ns_node_t *n = node_of(d, rt);
     if (n != NULL && ns_node_find_repart(n, *(gint64 *)k) != NULL) {
       char why[256] = "";
       end_op(d, n, *(gint64 *)k, 0, why, sizeof why);

@@ -465,7 +465,8 @@ int dir_tenants_charge_split(dir_t *d, int32_t server_id, int32_t block_index, i
     return 0;
   }
   char *path = ns_node_path(s->owner[block_index]);
-  int rc = charge(d, path, NULL, 1, why, whylen);
+  /* The new partition of a replicated namespace is a whole chain. */
+  int rc = charge(d, path, NULL, ns_node_replicas(s->owner[block_index]), why, whylen);
   g_free(path);
   return rc;
 }

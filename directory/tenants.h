@@ -129,7 +129,8 @@ int dir_tenants_charge_move(dir_t *d, const char *old_path, const char *new_path
                             size_t whylen);
 
 /* The check at the start of repartition_begin: a split of block
- * (server_id, block_index) takes one more block for its namespace. 0 for a
+ * (server_id, block_index) takes one more block (a chain of R for a namespace
+ * of R replicas) for its namespace. 0 for a
  * merge or for a block no namespace holds (repartition_begin then says
  * what is wrong); else as dir_tenants_charge. */
 int dir_tenants_charge_split(dir_t *d, int32_t server_id, int32_t block_index, int merge,

@@ -14,6 +14,14 @@
 
 #define STOP_REQUEST (-1)
 #define REREGISTER_REQUEST (-2)
+#define REPLICA_END_REQUEST (-3) /* the next of `replica_ends` */
+
+/* A replica_end call the loop posted. */
+typedef struct {
+  int64_t op_id;
+  int commit;
+  int64_t bytes;
+} replica_end_t;
 
 struct ms_control {
   uv_loop_t *loop;
@@ -21,15 +29,17 @@ struct ms_control {
   void *data;
   char *directory;
   char *advertise;
+  char *zone;
   int32_t nblocks;
   uint64_t block_size;
   int has_key;
   uint8_t key[MF_KEY_SIZE];
   uint64_t incarnation; /* drawn at start: this run of the process (never 0) */
   GThread *thread;
-  GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or STOP_REQUEST */
+  GAsyncQueue *requests; /* GINT_TO_POINTER(index + 1), or a *_REQUEST */
   GMutex lock;
   GQueue events;
+  GQueue replica_ends; /* replica_end_t *, one per REPLICA_END_REQUEST (under lock) */
   gint blocks_used;
   gint64 max_generation;
   gint server_id_pub;  /* server_id, for other threads */
@@ -44,6 +54,7 @@ struct ms_control {
   GArray *watched;     /* int64 pairs (index, generation) of the last list posted */
   uint64_t tickets;
   int64_t heartbeat_ms;
+  int64_t heartbeat_timeout_ms; /* RegisterReply.heartbeat_timeout_ms (0: not given) */
   int warned;
   int fatal; /* MS_EV_FATAL posted: never register again */
 };
@@ -54,6 +65,17 @@ static void post(ms_control_t *c, ms_event_t *e) {
   g_mutex_unlock(&c->lock);
   uv_async_send(&c->async);
 }
+
+/* Says the loop may serve replicated blocks again (MS_EV_LIVE), after
+ * every event the same reply caused. */
+static void post_live(ms_control_t *c) {
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_LIVE;
+  e->timeout_ms = c->heartbeat_timeout_ms;
+  post(c, e);
+}
+
+static void do_verify(ms_control_t *c, int32_t index, int rechain);
 
 static void set_server_id(ms_control_t *c, int32_t id) {
   c->server_id = id;
@@ -114,11 +136,12 @@ static int do_register(ms_control_t *c) {
   /* The same incarnation every time this process registers (after a
    * directory restart, too): the directory then keeps the blocks. */
   int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor,
-                           c->incarnation, NULL, &r);
+                           c->incarnation, c->zone, &r);
   if (rc == 0) {
     set_server_id(c, r->server_id);
     g_atomic_int_inc(&c->registrations);
     c->heartbeat_ms = r->heartbeat_ms > 0 ? r->heartbeat_ms : 1000;
+    c->heartbeat_timeout_ms = r->__isset_heartbeat_timeout_ms ? r->heartbeat_timeout_ms : 0;
     ms_event_t *e = g_new0(ms_event_t, 1);
     e->type = MS_EV_RECONCILE;
     e->blocks = g_array_new(FALSE, FALSE, sizeof(int64_t));
@@ -128,6 +151,7 @@ static int do_register(ms_control_t *c) {
       g_array_append_vals(e->blocks, pair, 2);
     }
     post(c, e);
+    post_live(c);
     MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s, "
             "incarnation %016llx)",
             c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
@@ -217,6 +241,15 @@ static int do_heartbeat(ms_control_t *c) {
       g_array_append_vals(pairs, pair, 2);
     }
     set_watched(c, pairs);
+    /* Chains that changed: their members ask for their new place now, so
+     * the loop has them before it hears the server is live again. */
+    if (r->__isset_rechain && r->rechain != NULL) {
+      for (guint k = 0; k < r->rechain->len; k++) {
+        MayflyBlockRef *b = g_ptr_array_index(r->rechain, k);
+        do_verify(c, b->block_index, 1);
+      }
+    }
+    post_live(c);
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
     MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
@@ -227,10 +260,19 @@ static int do_heartbeat(ms_control_t *c) {
   return rc;
 }
 
-static void do_verify(ms_control_t *c, int32_t index) {
+/* Copies one Replica of the IDL into an event's member. */
+static void take_member(ms_event_member_t *m, const MayflyReplica *r) {
+  m->server_id = r->server_id;
+  m->address = g_strdup(r->server_address != NULL ? r->server_address : "");
+  m->block_index = r->block_index;
+  m->generation = r->generation;
+}
+
+static void do_verify(ms_control_t *c, int32_t index, int rechain) {
   ms_event_t *e = g_new0(ms_event_t, 1);
   e->type = MS_EV_VERIFIED;
   e->index = index;
+  e->rechain = rechain;
   MayflyDirectoryIf *i;
   int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
   if (rc == 0) {
@@ -249,10 +291,66 @@ static void do_verify(ms_control_t *c, int32_t index) {
       e->low_wm = bi->low_watermark;
       e->watched = bi->watched;
       e->lost = bi->__isset_lost && bi->lost;
+      if (bi->__isset_chain && bi->chain != NULL && bi->chain->len > 0) {
+        for (guint k = 0; k < bi->chain->len && k < MS_EVENT_CHAIN_MAX; k++) {
+          take_member(&e->chain[k], g_ptr_array_index(bi->chain, k));
+          e->chain_n++;
+        }
+        e->chain_pos = bi->__isset_chain_pos ? bi->chain_pos : -1;
+        e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
+        /* A copy being filled: the chain it will join, itself not in it. */
+        if (e->chain_pos == -1) {
+          e->joining = 1;
+          e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
+        }
+      } else if (bi->__isset_chain_pos && bi->chain_pos == -1) {
+        /* A copy being filled: not in the chain yet. */
+        e->chain_pos = -1;
+        e->chain_version = bi->__isset_chain_version ? bi->chain_version : 0;
+        e->joining = 1;
+        e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
+      }
+      if (bi->__isset_copy_to && bi->copy_to != NULL) {
+        e->has_copy = 1;
+        take_member(&e->copy_to, bi->copy_to);
+        e->copy_op = bi->__isset_copy_op ? bi->copy_op : 0;
+      }
     }
     g_object_unref(bi);
   }
   e->status = rc;
+  post(c, e);
+}
+
+/* Calls replica_end for the oldest posted request and posts its answer.
+ * Not registered: the call fails (MAYFLY_ESERVER) and the directory's copy
+ * timeout aborts the copy. */
+static void do_replica_end(ms_control_t *c) {
+  g_mutex_lock(&c->lock);
+  replica_end_t *q = g_queue_pop_head(&c->replica_ends);
+  g_mutex_unlock(&c->lock);
+  if (q == NULL) return;
+  ms_event_t *e = g_new0(ms_event_t, 1);
+  e->type = MS_EV_REPLICA_END;
+  e->op_id = q->op_id;
+  e->commit = q->commit;
+  MayflyDirectoryIf *i;
+  int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
+  if (rc == 0) {
+    MayflyLayout *layout = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+    MayflyError *err = NULL;
+    GError *gerr = NULL;
+    gboolean ok = mayfly_directory_if_replica_end(i, &layout, c->server_id, q->op_id,
+                                                  q->commit != 0, q->bytes, &err, &gerr);
+    rc = mf_ctl_end(c->ctl, ok, err, gerr);
+    g_object_unref(layout);
+  }
+  if (rc != 0) {
+    MF_WARN("directory %s: replica_end(op %lld, %s): %s", c->directory, (long long)q->op_id,
+            q->commit ? "commit" : "abort", mf_last_error());
+  }
+  e->status = rc;
+  g_free(q);
   post(c, e);
 }
 
@@ -288,15 +386,18 @@ static gpointer run(gpointer data) {
                 c->directory, c->server_id);
         set_server_id(c, 0);
       }
+    } else if (req == GINT_TO_POINTER(REPLICA_END_REQUEST)) {
+      do_replica_end(c);
     } else if (req != NULL) {
-      do_verify(c, GPOINTER_TO_INT(req) - 1);
+      do_verify(c, GPOINTER_TO_INT(req) - 1, 0);
     }
   }
   return NULL;
 }
 
 ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
-                               int32_t nblocks, uint64_t block_size, const uint8_t *key,
+                               const char *zone, int32_t nblocks, uint64_t block_size,
+                               const uint8_t *key,
                                uv_async_cb on_event, void *data) {
   ms_control_t *c = g_new0(ms_control_t, 1);
   c->has_key = key != NULL;
@@ -305,6 +406,7 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   c->data = data;
   c->directory = g_strdup(directory);
   c->advertise = g_strdup(advertise);
+  c->zone = g_strdup(zone != NULL ? zone : "");
   c->nblocks = nblocks;
   c->block_size = block_size;
   /* A new incarnation at every start (GLib seeds from /dev/urandom): blocks
@@ -318,6 +420,7 @@ ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const cha
   g_cond_init(&c->applied_cond);
   c->watched = g_array_new(FALSE, FALSE, sizeof(int64_t));
   g_queue_init(&c->events);
+  g_queue_init(&c->replica_ends);
   uv_async_init(loop, &c->async, on_event);
   c->async.data = c;
   c->thread = g_thread_new("mayfly-control", run, c);
@@ -349,6 +452,15 @@ void ms_control_verify(ms_control_t *c, int32_t index) {
   g_async_queue_push(c->requests, GINT_TO_POINTER(index + 1));
 }
 
+void ms_control_replica_end(ms_control_t *c, int64_t op_id, int commit, int64_t bytes) {
+  replica_end_t *q = g_new(replica_end_t, 1);
+  *q = (replica_end_t){op_id, commit, bytes};
+  g_mutex_lock(&c->lock);
+  g_queue_push_tail(&c->replica_ends, q);
+  g_mutex_unlock(&c->lock);
+  g_async_queue_push(c->requests, GINT_TO_POINTER(REPLICA_END_REQUEST));
+}
+
 void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation) {
   g_atomic_int_set(&c->blocks_used, blocks_used);
   g_mutex_lock(&c->lock);
@@ -373,6 +485,8 @@ void ms_control_take(ms_control_t *c, GQueue *out) {
 void ms_event_free(ms_event_t *e) {
   if (e == NULL) return;
   if (e->blocks) g_array_free(e->blocks, TRUE);
+  for (int k = 0; k < MS_EVENT_CHAIN_MAX; k++) g_free(e->chain[k].address);
+  g_free(e->copy_to.address);
   g_free(e);
 }
 
@@ -380,6 +494,7 @@ static void async_closed(uv_handle_t *h) {
   ms_control_t *c = h->data;
   ms_event_t *e;
   while ((e = g_queue_pop_head(&c->events)) != NULL) ms_event_free(e);
+  g_queue_clear_full(&c->replica_ends, g_free);
   g_mutex_clear(&c->lock);
   g_cond_clear(&c->applied_cond);
   g_free(c);
@@ -400,5 +515,6 @@ void ms_control_stop(ms_control_t *c) {
   g_async_queue_unref(c->requests);
   g_free(c->directory);
   g_free(c->advertise);
+  g_free(c->zone);
   uv_close((uv_handle_t *)&c->async, async_closed);
 }

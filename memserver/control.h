@@ -39,7 +39,22 @@ typedef enum {
                       with ms_control_applied(ticket) once the flags are set */
   MS_EV_FATAL,     /* the directory refused the first registration's cluster handshake
                       (logged): the server must stop */
+  MS_EV_REPLICA_END, /* answer to ms_control_replica_end: `op_id`, `commit`, `status` (0 or
+                        the directory's error, logged) */
+  MS_EV_LIVE,      /* a registration or heartbeat succeeded (posted after the events its
+                      reply caused, rechain checks included); `timeout_ms` is the
+                      directory's heartbeat timeout (0: not known) */
 } ms_event_type_t;
+
+/* One chain member as check_block gave it (issue 12). */
+typedef struct ms_event_member {
+  int32_t server_id;
+  char *address; /* owned */
+  int32_t block_index;
+  int64_t generation;
+} ms_event_member_t;
+
+#define MS_EVENT_CHAIN_MAX 5
 
 typedef struct ms_event {
   ms_event_type_t type;
@@ -53,21 +68,45 @@ typedef struct ms_event {
   int watched;         /* VERIFIED: data events of the block are wanted */
   int lost;            /* VERIFIED: the block's data died with an earlier incarnation of
                           this server: never adopt it, answer MAYFLY_ELOST */
+  /* VERIFIED, replicated blocks: the chain (head first), this block's
+   * place in it (-1: a copy being filled) and its version; the tail's
+   * copy_to/copy_op (has_copy). chain_n 0: not replicated. */
+  int chain_n;
+  ms_event_member_t chain[MS_EVENT_CHAIN_MAX];
+  int chain_pos;
+  int joining; /* chain_pos -1 and no chain given: a copy being filled */
+  int64_t chain_version;
+  int has_copy;
+  ms_event_member_t copy_to;
+  int64_t copy_op;
+  int rechain; /* VERIFIED asked for by a heartbeat's rechain list, not by the loop */
+  int64_t timeout_ms; /* LIVE */
   GArray *blocks; /* RECONCILE, WATCHED: int64 pairs (index, generation) */
   uint64_t ticket; /* WATCHED */
+  int64_t op_id;   /* REPLICA_END */
+  int commit;      /* REPLICA_END */
 } ms_event_t;
 
 typedef struct ms_control ms_control_t;
 
 /* Starts the thread. `advertise` is the data-plane address clients use;
- * `key` (MF_KEY_SIZE bytes, copied; NULL: none) the cluster key. on_event
+ * `zone` its --zone (NULL: none), `key` (MF_KEY_SIZE bytes, copied; NULL:
+ * none) the cluster key. on_event
  * runs on the loop after uv_async_send; drain with ms_control_take. */
 ms_control_t *ms_control_start(uv_loop_t *loop, const char *directory, const char *advertise,
-                               int32_t nblocks, uint64_t block_size, const uint8_t *key,
+                               const char *zone, int32_t nblocks, uint64_t block_size,
+                               const uint8_t *key,
                                uv_async_cb on_event, void *data);
 
 /* Asks the directory about block `index` (answer: an MS_EV_VERIFIED event). */
 void ms_control_verify(ms_control_t *c, int32_t index);
+
+/* Tells the directory that the copy of op_id (BlockInfo.copy_op) this
+ * server's tail streamed is complete (commit 1, `bytes` sent) or failed
+ * (commit 0): replica_end, called on the control thread in the order
+ * posted; the answer comes back as an MS_EV_REPLICA_END event. Called on
+ * the loop; never blocks. */
+void ms_control_replica_end(ms_control_t *c, int64_t op_id, int commit, int64_t bytes);
 
 /* Publishes what the next heartbeat reports (called on the loop). */
 void ms_control_set_stats(ms_control_t *c, int32_t blocks_used, int64_t max_generation);

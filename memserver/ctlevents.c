@@ -29,12 +29,19 @@ static void on_verified(ms_server_t *s, const ms_event_t *e) {
     if (e->generation > b->generation) {
       ms__wake_all(b, MAYFLY_EMOVED);
       ms__replay_held(b, MAYFLY_EMOVED);
+      ms__chain_drop(s, b, MAYFLY_EMOVED);
     }
     store_adopt(st, e->index, e->generation, (store_kind_t)e->kind, e->lo, e->hi);
     if (b->generation == e->generation) {
       b->high_wm = e->high_wm > 0 ? e->high_wm : STORE_HIGH_WM_DEFAULT;
       b->low_wm = e->low_wm > 0 ? e->low_wm : STORE_LOW_WM_DEFAULT;
       b->watched = e->watched;
+      /* Replicated: the chain and this block's place in it (chain.c). */
+      ms__chain_update(s, b, e);
+      /* A copy being filled (chain_pos -1, with or without the chain it
+       * will join) takes REPLICA_COPY frames (replcopy.c). */
+      ms__replcopy_expect(s, b, e->joining || (e->chain_n > 0 && e->chain_pos == -1),
+                          e->copy_op);
     }
   }
   if (e->status != 0) {
@@ -55,6 +62,7 @@ static void on_release(ms_server_t *s, const ms_event_t *e) {
   if (e->generation < b->generation) return;
   ms__wake_all(b, MAYFLY_EMOVED);
   ms__replay_held(b, MAYFLY_EMOVED);
+  ms__chain_drop(s, b, MAYFLY_EMOVED);
   if (store_release(st, e->index, e->generation)) {
     MF_DEBUG("block %d (generation %lld) released", e->index, (long long)e->generation);
   }
@@ -95,6 +103,7 @@ static void on_reconcile(ms_server_t *s, const ms_event_t *e) {
     if (b->kind != STORE_FREE && !g_hash_table_contains(keep, GINT_TO_POINTER(i))) {
       ms__wake_all(b, MAYFLY_EMOVED);
       ms__replay_held(b, MAYFLY_EMOVED);
+      ms__chain_drop(s, b, MAYFLY_EMOVED);
       dropped += store_release(st, i, b->generation);
     }
   }
@@ -122,6 +131,12 @@ void ms__on_control_event(uv_async_t *a) {
         break;
       case MS_EV_RECONCILE:
         on_reconcile(s, e);
+        break;
+      case MS_EV_REPLICA_END:
+        ms__replcopy_ended(s, e);
+        break;
+      case MS_EV_LIVE:
+        ms__chain_live(s, e->timeout_ms);
         break;
       case MS_EV_FATAL:
         /* Logged by the control thread; what else was queued no longer

@@ -23,6 +23,19 @@
 void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void *key,
                             size_t klen, int64_t offset, int64_t length, const wire_hdr_t *req,
                             uint16_t flags, uint64_t a0, const void *payload, uint32_t plen) {
+  ms_capture_t *cap = c->capture;
+  if (cap != NULL) {
+    /* A replicated write: the tail publishes its event (chain.c). */
+    ms__reply(c, req, 0, flags, a0, 0, 0, payload, plen);
+    if (cap->ev_kind == 0) {
+      cap->ev_kind = kind;
+      cap->ev_klen = key != NULL ? (uint32_t)MIN(klen, (size_t)MS_PUB_KEY_MAX) : 0;
+      cap->ev_key = cap->ev_klen > 0 ? g_memdup2(key, cap->ev_klen) : NULL;
+      cap->ev_offset = offset;
+      cap->ev_length = length;
+    }
+    return;
+  }
   uint64_t id = ms_publisher_add(c->srv->pub, b->index, b->generation, kind, key, klen, offset,
                                  length);
   if (c->net.closing) return;
@@ -38,6 +51,21 @@ void ms__reply_published(conn_t *c, const store_block_t *b, int kind, const void
   mf_net_reserve(&c->net, aw->reserved);
   mf_net_conn_ref(&c->net);
   g_queue_push_tail(&c->srv->awaiting, aw);
+}
+
+void ms__send_when_published(conn_t *c, uint64_t id, const uint8_t *bytes, size_t len) {
+  if (c->net.closing) return;
+  awaiting_t *aw = g_new(awaiting_t, 1);
+  aw->c = c;
+  aw->upto = id;
+  aw->bytes = g_byte_array_sized_new((guint)len);
+  g_byte_array_append(aw->bytes, bytes, (guint)len);
+  aw->reserved = len + ms_publisher_event_size(0);
+  mf_net_reserve(&c->net, aw->reserved);
+  mf_net_conn_ref(&c->net);
+  g_queue_push_tail(&c->srv->awaiting, aw);
+  /* Published already (an event queued before may have been taken). */
+  ms__release_published(c->srv);
 }
 
 /* Sends the replies whose events are published (with `send` 0, frees every
@@ -109,6 +137,10 @@ void ms__park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len) {
 
 /* Holds a request until the repartition of its block ends (replay_held). */
 void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len) {
+  if (c->capture != NULL) {
+    c->capture->held = 1; /* chain.c holds the frame itself (nothing was applied) */
+    return;
+  }
   if (b->held == NULL) b->held = g_queue_new();
   keep(b->held, c, frame, len);
 }

@@ -188,7 +188,10 @@ static void handle_queue(conn_t *c, store_block_t *b, const wire_hdr_t *h,
   uint16_t sealed = b->sealed ? WIRE_F_SEALED : 0;
   switch (h->opcode) {
     case WIRE_OP_Q_PUSH: {
-      waiter_t *w = b->waiters ? g_queue_peek_head(b->waiters) : NULL;
+      /* A replicated segment never hands an item over: the push is stored
+       * (and forwarded), then the oldest waiting pop is served again as a
+       * write of its own (chain.c, ms__wake_replicated). */
+      waiter_t *w = b->waiters && b->chain == NULL ? g_queue_peek_head(b->waiters) : NULL;
       /* A waiting pop whose connection has no room for the item (its client
        * is not reading its replies) is answered "try again" and the next
        * one is looked at: nothing is handed over past the backlog caps, and
@@ -318,6 +321,18 @@ static int capability_ok(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, s
   ms_server_t *s = c->srv;
   if (!s->has_key) return 1;
   if (c->caps == NULL && ms_capcheck_right(h->opcode) > 0) c->caps = g_new0(ms_capcache_t, 1);
+  if (h->flags & WIRE_F_SEQ) {
+    /* A replicated write: the capability is what precedes the sequence
+     * record at the end of the metadata. */
+    if (h->cap_len < WIRE_SEQ_SIZE) {
+      s->caps.refused++;
+      return 0;
+    }
+    wire_hdr_t ch = *h;
+    ch.cap_len = (uint16_t)(h->cap_len - WIRE_SEQ_SIZE);
+    return ms_capcheck(s->key, ms__server_id(s), ms__wall_ms(s), c->caps, &s->caps, &ch, frame,
+                       flen) == 0;
+  }
   return ms_capcheck(s->key, ms__server_id(s), ms__wall_ms(s), c->caps, &s->caps, h, frame,
                      flen) == 0;
 }
@@ -327,6 +342,16 @@ static int capability_ok(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, s
 void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
                    int can_park) {
   const uint8_t *payload = frame + WIRE_HEADER_SIZE + h->cap_len;
+  if (h->opcode == WIRE_OP_CHAIN_FWD) {
+    /* Server to server: its frame MAC is checked there. */
+    ms__chain_fwd_in(c, h, frame, flen, can_park);
+    return;
+  }
+  if (h->opcode == WIRE_OP_REPLICA_COPY) {
+    /* Server to server too: its frame MAC is checked there (replcopy.c). */
+    ms__replcopy_in(c, h, frame, flen, can_park);
+    return;
+  }
   if (!capability_ok(c, h, frame, flen)) {
     ms__reply_status(c, h, MAYFLY_EPERM);
     return;
@@ -344,9 +369,8 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
     ms__reply_status(c, h, MAYFLY_EPROTO); /* checked before the block: nothing else is looked at */
     return;
   }
-  store_kind_t kind = (store_kind_t)k;
   store_block_t *b = NULL;
-  int rc = store_lookup(c->srv->store, h->block_index, h->generation, kind, &b);
+  int rc = store_lookup(c->srv->store, h->block_index, h->generation, (store_kind_t)k, &b);
   if (rc == MAYFLY_EAGAIN) {
     if (can_park) {
       ms__park(c, h->block_index, frame, flen);
@@ -359,13 +383,19 @@ void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t fle
     ms__reply_status(c, h, rc);
     return;
   }
-  if (b->watched && makes_event(h) && ms_publisher_refusing(c->srv->pub)) {
+  if (b->chain != NULL && ms__chain_handle(c, b, h, frame, flen)) return;
+  if (b->chain == NULL && b->watched && makes_event(h) && ms_publisher_refusing(c->srv->pub)) {
     /* Its event could not be numbered now (publish.h): refused before
      * anything is applied, so the caller may simply try again later. */
     ms__reply_status(c, h, MAYFLY_EDIRDOWN);
     return;
   }
-  switch (kind) {
+  ms__apply(c, b, h, payload, frame, flen);
+}
+
+void ms__apply(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload,
+               const uint8_t *frame, size_t flen) {
+  switch ((store_kind_t)kind_of(h->opcode)) {
     case STORE_FILE:
       handle_file(c, b, h, payload);
       break;

@@ -9,6 +9,9 @@
  *   resize.c     the loop side of kv splits and merges
  *   ctlevents.c  events from the control thread
  *   capcheck.c   the capability a request carries (no loop state of its own)
+ *   chain.c      chain replication: roles, CHAIN_FWD, reconfiguration (chain.h)
+ *   link.c       links to other memory servers (link.h)
+ *   replcopy.c   re-replication: the tail's copy driver, the joining block's receiver
  *
  * Everything here runs on the loop thread.
  */
@@ -23,9 +26,11 @@
 #include "common/netserver.h"
 #include "common/wire.h"
 #include "memserver/capcheck.h"
+#include "memserver/chain.h"
 #include "memserver/control.h"
 #include "memserver/publish.h"
 #include "memserver/repart.h"
+#include "memserver/replcopy.h"
 #include "memserver/server.h"
 #include "memserver/store.h"
 
@@ -69,7 +74,31 @@ struct ms_server {
   uint32_t cap_server_id; /* the last id the directory gave (kept while re-registering) */
   uint64_t wall_at;       /* uv_now() when wall_ms was read */
   int64_t wall_ms;        /* the wall clock, read once per loop iteration (ms__wall_ms) */
+  /* Replication (chain.c). */
+  GHashTable *peers;           /* address -> ms_link_t *: links to other memory servers */
+  ms_dedup_budget_t dedup_budget;
+  uint32_t dedup_max;
+  int64_t hb_timeout_ms;       /* the directory's heartbeat timeout (0: no liveness guard) */
+  uint64_t live_at;            /* uv_now() at the last MS_EV_LIVE (0: never) */
+  GHashTable *chain_dirty;     /* block indices with writes waiting to be (re)forwarded */
+  uv_timer_t chain_timer;
+  int chain_timer_closed;
+  struct ms_replcopy *replcopy; /* re-replication (replcopy.c) */
+  ms_chain_copy_hook_t copy_hook; /* ms_chain_set_copy_hook (NULL: none) */
 };
+
+/* A replicated write executed with its reply kept rather than sent
+ * (conn_t.capture, chain.c): what the handlers answered, and whether they
+ * would have held, or made wait, the request instead (nothing applied). */
+typedef struct ms_capture {
+  int replied;
+  ms_dedup_reply_t reply; /* payload owned */
+  int held, waited;
+  int ev_kind; /* the data event the write makes on a watched block (0: none) */
+  uint8_t *ev_key;
+  uint32_t ev_klen;
+  int64_t ev_offset, ev_length;
+} ms_capture_t;
 
 /* A data connection: the layer's part first (sockets, buffers, refs; the
  * open connection and each parked, held, awaiting or waiting request hold a
@@ -85,6 +114,7 @@ struct conn {
   int retry;             /* its reply did not fit: keep the frame (ms__reply_fits) */
   wire_hdr_t hdr;        /* the header of the frame the layer is serving */
   ms_capcache_t *caps;   /* verified capabilities (capcheck.h); NULL until the first */
+  ms_capture_t *capture; /* replies are kept here, not sent (chain.c); NULL: sent */
 };
 
 typedef struct {
@@ -100,6 +130,8 @@ typedef struct {
   conn_t *c;
   store_block_t *b;
   wire_hdr_t req;
+  uint8_t *frame; /* replicated blocks: the pop's frame, served again once a push commits */
+  size_t flen;
   GList block_link, conn_link;
   int done;
 } waiter_t;
@@ -146,6 +178,9 @@ int64_t ms__wall_ms(ms_server_t *s);
 uint32_t ms__server_id(ms_server_t *s);
 
 /* handlers.c */
+/* Applies one request to block b (kind checked, capability passed). */
+void ms__apply(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *payload,
+               const uint8_t *frame, size_t flen);
 /* Serves one complete frame. can_park is 0 when replaying parked requests
  * after the directory answered: what is still unknown then is stale. */
 void ms__handle(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen, int can_park);
@@ -162,6 +197,9 @@ void ms__release_published(ms_server_t *s);
  * the clients see their connections close). */
 void ms__drop_published(ms_server_t *s);
 void ms__on_published(uv_async_t *a);
+/* Sends bytes (a whole reply) on c once event `id` and every one before it
+ * is published (as ms__reply_published's replies). */
+void ms__send_when_published(conn_t *c, uint64_t id, const uint8_t *bytes, size_t len);
 void ms__park(conn_t *c, uint32_t index, const uint8_t *frame, size_t len);
 void ms__hold(conn_t *c, store_block_t *b, const uint8_t *frame, size_t len);
 void ms__replay_held(store_block_t *b, int status);
@@ -175,12 +213,43 @@ void ms__replay_parked_lost(ms_server_t *s, int32_t index, int64_t generation);
 /* Makes a pop wait on b up to h->arg0 ms; answers MAYFLY_EAGAIN at once when
  * the connection or the server already has its cap of waiting pops. */
 void ms__add_waiter(conn_t *c, store_block_t *b, const wire_hdr_t *h);
+/* The same for a replicated block: the waiter keeps the frame, and when a
+ * push commits, ms__wake_replicated serves the oldest waiter's frame again
+ * (a pop of its own, numbered and forwarded like any write). */
+void ms__add_waiter_frame(conn_t *c, store_block_t *b, const wire_hdr_t *h,
+                          const uint8_t *frame, size_t flen);
+void ms__wake_replicated(store_block_t *b);
 void ms__waiter_finish(waiter_t *w);
 void ms__wake_all(store_block_t *b, int status);
 
 /* resize.c */
 void ms__rp_consider(ms_server_t *s, store_block_t *b, int full);
 void ms__rp_scan(uv_timer_t *t);
+
+/* chain.c */
+void ms__chain_start(ms_server_t *s, const ms_server_config_t *cfg);
+void ms__chain_stop(ms_server_t *s);
+/* Serves what a replicated block does differently (roles, dedup,
+ * forwarding, the liveness guard): returns 1 when the request was handled
+ * (answered, or waiting), 0 when the ordinary path serves it (reads at the
+ * tail, BLOCK_STAT). */
+int ms__chain_handle(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uint8_t *frame,
+                     size_t flen);
+/* Serves a WIRE_OP_CHAIN_FWD frame from a predecessor. */
+void ms__chain_fwd_in(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size_t flen,
+                      int can_park);
+/* check_block said this of b (e: a VERIFIED event at b's generation). */
+void ms__chain_update(ms_server_t *s, store_block_t *b, const ms_event_t *e);
+/* b changes owner or is released: its chain state goes, and everyone
+ * waiting on it is answered `status`. */
+void ms__chain_drop(ms_server_t *s, store_block_t *b, int status);
+/* A heartbeat (or registration) succeeded: replicated blocks are served. */
+void ms__chain_live(ms_server_t *s, int64_t timeout_ms);
+/* Whether b may ask for a repartition (not replicated, or its head). */
+int ms__chain_may_repartition(const store_block_t *b);
+/* The head of b gave slots [lo, hi) away (a committed split or merge):
+ * forwards KV_DROP_RANGE down the chain. */
+void ms__chain_drop_range(ms_server_t *s, store_block_t *b, int64_t lo, int64_t hi);
 
 /* ctlevents.c */
 void ms__on_control_event(uv_async_t *a);

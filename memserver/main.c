@@ -46,7 +46,7 @@ static void on_fatal(void *ud) {
 
 int main(int argc, char **argv) {
   char *host = NULL, *directory = NULL, *advertise = NULL, *log_level = NULL, *port_file = NULL;
-  char *key_file = NULL;
+  char *key_file = NULL, *zone = NULL;
   uint8_t key[MF_KEY_SIZE];
   int64_t port = 0, blocks = 0;
   uint64_t block_size = 0;
@@ -101,6 +101,14 @@ int main(int argc, char **argv) {
        "capability the directory signed; without it neither (the directory must have none "
        "either)",
        "FILE"},
+      {"zone", MF_OPT_STRING, &zone, NULL, 0, 0,
+       "Failure zone of this server (a rack, a room): replicas of a partition go to distinct "
+       "zones first",
+       "NAME"},
+      {"dedup-max", MF_OPT_INT, &cfg.dedup_max, "65536", 16, 1 << 30,
+       "Write replies a replicated block remembers so a retried write is applied once", "N"},
+      {"dedup-bytes", MF_OPT_SIZE, &cfg.dedup_bytes, "64MiB", 0, 1LL << 40,
+       "Payload bytes of remembered write replies (pops' items), all blocks", "SIZE"},
       {"log-level", MF_OPT_STRING, &log_level, "info", 0, 0, "debug, info, warn, error or off",
        "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -172,6 +180,7 @@ int main(int argc, char **argv) {
   net->port = (int)port;
   cfg.directory = directory;
   cfg.advertise = advertise;
+  cfg.zone = zone;
   cfg.on_fatal = on_fatal;
   cfg.fatal_ud = &dm;
   /* Connections, the control and publisher threads' sockets, the pool to
@@ -211,6 +220,7 @@ out:
   g_free(host);
   g_free(directory);
   g_free(advertise);
+  g_free(zone);
   g_free(log_level);
   g_free(port_file);
   return rc;

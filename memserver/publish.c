@@ -16,6 +16,7 @@ typedef struct ms_pub_event {
   int64_t generation;
   int kind;
   int64_t offset, length;
+  uint64_t chain_seq; /* replicated blocks: the write's cseq (0: none) */
   uint32_t klen;
   uint8_t key[]; /* klen bytes */
 } ms_pub_event_t;
@@ -67,6 +68,10 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n, int32_t *
       }
       de->offset = batch[i]->offset;
       de->length = batch[i]->length;
+      if (batch[i]->chain_seq != 0) {
+        de->chain_seq = (gint64)batch[i]->chain_seq;
+        de->__isset_chain_seq = TRUE;
+      }
       g_ptr_array_add(events, de);
     }
     MayflyDirectoryIf *iface;
@@ -169,6 +174,12 @@ ms_publisher_t *ms_publisher_start(uv_loop_t *loop, const char *directory, ms_co
 
 uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, int kind,
                           const void *key, size_t klen, int64_t offset, int64_t length) {
+  return ms_publisher_add_seq(p, index, generation, kind, key, klen, offset, length, 0);
+}
+
+uint64_t ms_publisher_add_seq(ms_publisher_t *p, int32_t index, int64_t generation, int kind,
+                              const void *key, size_t klen, int64_t offset, int64_t length,
+                              uint64_t chain_seq) {
   if (key == NULL) klen = 0;
   if (klen > MS_PUB_KEY_MAX) klen = MS_PUB_KEY_MAX;
   ms_pub_event_t *e = g_malloc(sizeof *e + klen);
@@ -178,6 +189,7 @@ uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, 
   e->kind = kind;
   e->offset = offset;
   e->length = length;
+  e->chain_seq = chain_seq;
   e->klen = (uint32_t)klen;
   if (klen > 0) memcpy(e->key, key, klen);
   g_mutex_lock(&p->lock);

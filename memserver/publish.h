@@ -76,6 +76,14 @@ ms_publisher_t *ms_publisher_start(uv_loop_t *loop, const char *directory, ms_co
 uint64_t ms_publisher_add(ms_publisher_t *p, int32_t index, int64_t generation, int kind,
                           const void *key, size_t klen, int64_t offset, int64_t length);
 
+/* The same for a write on a replicated block: the event carries the
+ * write's chain sequence number (DataEvent.chain_seq; 0: none), by which
+ * the directory drops an event a new tail publishes again after a
+ * failover. */
+uint64_t ms_publisher_add_seq(ms_publisher_t *p, int32_t index, int64_t generation, int kind,
+                              const void *key, size_t klen, int64_t offset, int64_t length,
+                              uint64_t chain_seq);
+
 /* The memory an event queued with a key of klen bytes takes until it is
  * published (for the caller's caps). */
 size_t ms_publisher_event_size(size_t klen);

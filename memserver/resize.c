@@ -105,6 +105,9 @@ static store_block_t *rp_block(ms_server_t *s, ms_repart_job_t *job) {
 void ms__rp_consider(ms_server_t *s, store_block_t *b, int full) {
   store_t *st = s->store;
   if (b->kind != STORE_KV || b->rp_state != STORE_RP_IDLE || s->stopping) return;
+  /* Only a chain's head asks for repartitions; its members follow it
+   * (KV_MIGRATE and KV_DROP_RANGE come down the chain). */
+  if (!ms__chain_may_repartition(b)) return;
   int split = full || b->used * 100 > (uint64_t)b->high_wm * st->block_size;
   int merge = !split && b->used * 100 < (uint64_t)b->low_wm * st->block_size &&
               !(b->range_lo == 0 && b->range_hi == WIRE_KV_SLOTS);
@@ -165,11 +168,16 @@ static void rp_finish(ms_server_t *s, store_block_t *b, ms_repart_job_t *job, in
     if (b->rp_moving != NULL && !committed) store_kv_restore(b, b->rp_moving);
     if (committed) merge_backoff_end(b, job->merge ? "then it merged" : "then it split");
     if (committed && job->merge) {
-      /* All of it went to the neighbour; the directory frees this block. */
+      /* All of it went to the neighbour; the directory frees this block
+       * (and the rest of its chain). */
+      ms__chain_drop(s, b, MAYFLY_EMOVED);
       store_release(s->store, b->index, b->generation);
     } else if (committed) {
+      int64_t hi = b->range_hi;
       b->range_hi = job->lo;
       store_kv_uncharge(b, b->rp_charge);
+      /* The rest of a replicated block's chain drops the slots too. */
+      ms__chain_drop_range(s, b, job->lo, hi);
     }
     b->rp_state = STORE_RP_IDLE;
     b->rp_moving = NULL;

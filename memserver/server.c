@@ -30,7 +30,8 @@ void ms__flush(conn_t *c) {
 }
 
 int ms__reply_fits(conn_t *c, uint64_t n) {
-  if (!c->serving || mf_net_fits(&c->net, WIRE_HEADER_SIZE + n)) return 1;
+  /* A captured reply (chain.c) is kept, not queued on the socket now. */
+  if (c->capture != NULL || !c->serving || mf_net_fits(&c->net, WIRE_HEADER_SIZE + n)) return 1;
   c->retry = 1;
   return 0;
 }
@@ -50,8 +51,26 @@ void ms__reply_header(const wire_hdr_t *req, int status, uint16_t flags, uint64_
   wire_encode(&h, out);
 }
 
+/* Keeps a reply in c's capture (a replicated write, chain.c). */
+static void capture_reply(ms_capture_t *cap, int status, uint16_t flags, uint64_t a0,
+                          uint64_t a1, uint32_t a2, const void *payload, uint32_t plen) {
+  if (cap->replied) return; /* the first answer is the write's */
+  cap->replied = 1;
+  cap->reply = (ms_dedup_reply_t){.status = status,
+                                  .flags = flags,
+                                  .arg0 = a0,
+                                  .arg1 = a1,
+                                  .arg2 = a2,
+                                  .plen = plen,
+                                  .payload = plen > 0 ? g_memdup2(payload, plen) : NULL};
+}
+
 void ms__reply(conn_t *c, const wire_hdr_t *req, int status, uint16_t flags, uint64_t a0,
                   uint64_t a1, uint32_t a2, const void *payload, uint32_t plen) {
+  if (c->capture != NULL) {
+    capture_reply(c->capture, status, flags, a0, a1, a2, payload, plen);
+    return;
+  }
   if (c->net.closing) return;
   if (plen < MF_NET_ZERO_COPY_MIN) {
     /* The common case: header and payload are written straight into the
@@ -75,8 +94,10 @@ void ms__reply_status(conn_t *c, const wire_hdr_t *req, int status) {
 /* Frees the server once its connections and timer are closed and no worker
  * job is left. */
 void ms__server_free(ms_server_t *s) {
-  if (!s->closed || !s->rp_timer_closed || s->rp_jobs > 0) return;
+  if (!s->closed || !s->rp_timer_closed || !s->chain_timer_closed || s->rp_jobs > 0) return;
   g_hash_table_destroy(s->parked);
+  g_hash_table_destroy(s->peers);
+  g_hash_table_destroy(s->chain_dirty);
   mf_pool_free(s->rp_pool);
   g_free(s->directory);
   g_hash_table_destroy(s->rp_retry);
@@ -125,8 +146,9 @@ static int deferred_over(const conn_t *c) {
 static int ms_serve(mf_net_conn_t *nc, const uint8_t *frame, size_t flen) {
   conn_t *c = (conn_t *)nc;
   ms_server_t *s = c->srv;
-  /* A repartition's copy is never blocked: it is what releases held requests. */
-  if (!is_migrate(c->hdr.opcode) && deferred_over(c)) {
+  /* A repartition's copy is never blocked: it is what releases held
+   * requests; nor is a chain's forward (what acknowledges pending writes). */
+  if (!is_migrate(c->hdr.opcode) && c->hdr.opcode != WIRE_OP_CHAIN_FWD && deferred_over(c)) {
     if (!c->blocked) {
       c->blocked = 1;
       mf_net_conn_ref(nc);
@@ -222,8 +244,10 @@ int ms_server_start(uv_loop_t *loop, store_t *store, const ms_server_config_t *c
              *bound_port);
   }
   const uint8_t *key = s->has_key ? s->key : NULL;
-  s->ctl = ms_control_start(loop, cfg->directory, adv, store->nblocks, store->block_size, key,
-                            ms__on_control_event, s);
+  ms__chain_start(s, cfg);
+  ms__replcopy_start(s);
+  s->ctl = ms_control_start(loop, cfg->directory, adv, cfg->zone, store->nblocks,
+                            store->block_size, key, ms__on_control_event, s);
   s->pub = ms_publisher_start(loop, cfg->directory, s->ctl, key, ms__on_published, s);
   *out = s;
   return 0;
@@ -254,6 +278,8 @@ void ms_server_stop(ms_server_t *s) {
   g_list_free(keys);
   uv_timer_stop(&s->rp_timer);
   uv_close((uv_handle_t *)&s->rp_timer, rp_timer_closed);
+  ms__replcopy_stop(s);
+  ms__chain_stop(s);
   for (int32_t i = 0; i < s->store->nblocks; i++) {
     store_block_t *b = &s->store->blocks[i];
     ms__wake_all(b, MAYFLY_EIO);

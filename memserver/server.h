@@ -43,6 +43,13 @@ typedef struct ms_server_config {
    * NULL: the server stops itself. */
   void (*on_fatal)(void *ud);
   void *fatal_ud;
+  /* Replication (issue 12, chain.h): the --zone passed at registration
+   * (NULL: none); per block at most dedup_max remembered write replies,
+   * and at most dedup_bytes of their payloads in all (0: the defaults,
+   * MS_DEDUP_MAX_DEFAULT and MS_DEDUP_BYTES_DEFAULT). */
+  const char *zone;
+  int64_t dedup_max;
+  uint64_t dedup_bytes;
 } ms_server_config_t;
 
 /* Binds (IPv4 or IPv6), starts serving and starts the control thread.

@@ -70,6 +70,7 @@ typedef struct store_block {
   uint64_t rp_charge;    /* what they are charged to this block */
   void *rp_job;
   void *held;            /* requests held until the repartition ends (server's) */
+  void *chain;           /* replication state (the server's chain.c; NULL: R = 1) */
   /* No new repartition before rp_retry_ms, and no new merge before
    * rp_merge_retry_ms (monotonic ms): a refused or failed split waits for
    * the first, a refused or failed merge for the second only, so a merge

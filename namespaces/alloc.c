@@ -10,6 +10,8 @@
 static void server_free(ns_server_t *s) {
   if (s == NULL) return;
   g_free(s->address);
+  g_free(s->host);
+  g_free(s->zone);
   g_free(s->generation);
   g_free(s->in_use);
   g_free(s->owner);
@@ -89,11 +91,32 @@ int ns_alloc_add_server(ns_alloc_t *a, const char *address, int32_t nblocks,
   s = g_new0(ns_server_t, 1);
   s->id = (int32_t)a->servers->len + 1;
   s->address = g_strdup(address);
+  s->host = ns_alloc_host_of(address);
+  s->zone = g_strdup("");
   s->up = 1;
   server_reset(s, nblocks, block_size);
   g_ptr_array_add(a->servers, s);
   a->blocks_total += nblocks;
   *id = s->id;
+  return 0;
+}
+
+char *ns_alloc_host_of(const char *address) {
+  const char *colon = strrchr(address, ':');
+  if (address[0] == '[') {
+    const char *close = strchr(address, ']');
+    if (close != NULL) return g_strndup(address + 1, (gsize)(close - address - 1));
+  }
+  /* A bare IPv6 address (more than one ':') has no port to cut. */
+  if (colon == NULL || strchr(address, ':') != colon) return g_strdup(address);
+  return g_strndup(address, (gsize)(colon - address));
+}
+
+int ns_alloc_set_zone(ns_alloc_t *a, int32_t id, const char *zone) {
+  ns_server_t *s = ns_alloc_server(a, id);
+  if (s == NULL) return MAYFLY_ESERVER;
+  g_free(s->zone);
+  s->zone = g_strdup(zone != NULL ? zone : "");
   return 0;
 }
 
@@ -199,4 +222,87 @@ int ns_alloc_release(ns_alloc_t *a, const ns_block_t *b) {
   a->blocks_used--;
   g_array_append_val(s->free_stack, b->index);
   return 0;
+}
+
+/* 1 when server s shares a host with a server of ids[0..n). */
+static int host_in(const ns_alloc_t *a, const ns_server_t *s, const int32_t *ids, int n) {
+  for (int i = 0; i < n; i++) {
+    const ns_server_t *o = ns_alloc_server((ns_alloc_t *)a, ids[i]);
+    if (o != NULL && strcmp(o->host, s->host) == 0) return 1;
+  }
+  return 0;
+}
+
+/* 1 when server s has a zone that a server of ids[0..n) has too. */
+static int zone_in(const ns_alloc_t *a, const ns_server_t *s, const int32_t *ids, int n) {
+  if (s->zone[0] == '\0') return 0;
+  for (int i = 0; i < n; i++) {
+    const ns_server_t *o = ns_alloc_server((ns_alloc_t *)a, ids[i]);
+    if (o != NULL && strcmp(o->zone, s->zone) == 0) return 1;
+  }
+  return 0;
+}
+
+int ns_alloc_hosts_up(const ns_alloc_t *a, const int32_t *avoid, int navoid) {
+  GHashTable *hosts = g_hash_table_new(g_str_hash, g_str_equal);
+  for (guint i = 0; i < a->servers->len; i++) {
+    const ns_server_t *s = g_ptr_array_index(a->servers, i);
+    if (s->up && !host_in(a, s, avoid, navoid)) g_hash_table_add(hosts, s->host);
+  }
+  int n = (int)g_hash_table_size(hosts);
+  g_hash_table_destroy(hosts);
+  return n;
+}
+
+int ns__alloc_pick_chain_x(const ns_alloc_t *a, int r, const int32_t *avoid, int navoid,
+                           int32_t *extra, ns_block_t *out) {
+  if (r < 1 || navoid < 0 || (navoid > 0 && avoid == NULL)) return MAYFLY_EINVAL;
+  int any_up = 0;
+  for (guint i = 0; i < a->servers->len; i++) {
+    any_up |= ((ns_server_t *)g_ptr_array_index(a->servers, i))->up;
+  }
+  if (!any_up) return MAYFLY_ENOSERVERS;
+  if (r > NS_CHAIN_MAX || ns_alloc_hosts_up(a, avoid, navoid) < r) return MAYFLY_ENOHOSTS;
+  /* The servers the chain must stay away from: avoid[] then each pick. */
+  int32_t *used = g_new(int32_t, (gsize)navoid + (gsize)r);
+  if (navoid > 0) memcpy(used, avoid, sizeof *used * (size_t)navoid);
+  int nused = navoid;
+  int rc = 0;
+  for (int k = 0; k < r; k++) {
+    ns_server_t *best = NULL;
+    int best_new_zone = 0;
+    double best_fill = 2.0;
+    for (guint i = 0; i < a->servers->len; i++) {
+      ns_server_t *s = g_ptr_array_index(a->servers, i);
+      int32_t u = s->used + extra[i];
+      if (!s->up || u >= s->nblocks || host_in(a, s, used, nused)) continue;
+      int new_zone = s->zone[0] != '\0' && !zone_in(a, s, used, nused);
+      double fill = (double)u / (double)s->nblocks;
+      if (best == NULL || new_zone > best_new_zone ||
+          (new_zone == best_new_zone && fill < best_fill)) {
+        best = s;
+        best_new_zone = new_zone;
+        best_fill = fill;
+      }
+    }
+    if (best == NULL) {
+      rc = MAYFLY_ENOSPC;
+      break;
+    }
+    guint top = best->free_stack->len - 1 - (guint)extra[best->id - 1];
+    int32_t idx = g_array_index(best->free_stack, int32_t, top);
+    out[k] = (ns_block_t){best->id, idx, best->generation[idx]};
+    extra[best->id - 1]++;
+    used[nused++] = best->id;
+  }
+  g_free(used);
+  return rc;
+}
+
+int ns_alloc_pick_chain(const ns_alloc_t *a, int r, const int32_t *avoid, int navoid,
+                        ns_block_t *out) {
+  int32_t *extra = g_new0(int32_t, a->servers->len ? a->servers->len : 1);
+  int rc = ns__alloc_pick_chain_x(a, r, avoid, navoid, extra, out);
+  g_free(extra);
+  return rc;
 }

@@ -25,9 +25,15 @@ typedef struct ns_block {
   int64_t generation; /* bumped each time the block is freed */
 } ns_block_t;
 
+/* Most blocks of one chain (replicated partition, see tree.h). */
+#define NS_CHAIN_MAX 5
+
 typedef struct ns_server {
   int32_t id;
   char *address;      /* data-plane host:port */
+  char *host;         /* host part of address (IPv6 brackets stripped): replicas of a
+                         partition go on distinct hosts */
+  char *zone;         /* placement zone, "" when none */
   int32_t nblocks;
   int64_t block_size;
   int up;             /* 0 when marked down (missed heartbeats) */
@@ -61,6 +67,14 @@ void ns_alloc_free(ns_alloc_t *a); /* accepts NULL */
 int ns_alloc_add_server(ns_alloc_t *a, const char *address, int32_t nblocks,
                         int64_t block_size, int32_t *id);
 
+/* Sets a server's zone (NULL or "" = none). Returns 0 or MAYFLY_ESERVER. */
+int ns_alloc_set_zone(ns_alloc_t *a, int32_t id, const char *zone);
+
+/* The host part of a "host:port" address as a new string (g_free): what
+ * comes before the last ':' ("[::1]:7000" gives "::1", an address without
+ * a port is its own host). */
+char *ns_alloc_host_of(const char *address);
+
 /* Returns the server with this id, or NULL. */
 ns_server_t *ns_alloc_server(ns_alloc_t *a, int32_t id);
 
@@ -75,6 +89,31 @@ int ns_alloc_set_up(ns_alloc_t *a, int32_t id, int up);
  * MAYFLY_ENOSERVERS (no server registered, or none up) or MAYFLY_ENOSPC (not
  * enough free blocks on the servers that are up). */
 int ns_alloc_pick(const ns_alloc_t *a, int n, ns_block_t *out);
+
+/*
+ * Chooses r free blocks for one chain without taking them: one per host, on
+ * r distinct hosts with a server up, none on the host of a server listed in
+ * avoid[0..navoid) (the members a chain keeps; their servers may be down);
+ * for each pick, a server whose zone is not yet used by avoid[] or earlier
+ * picks comes first (servers without a zone never count as using one), then
+ * the least-used server (by fraction of blocks in use; ties: lowest id).
+ * out[0] is the head. Returns 0, MAYFLY_EINVAL (r < 1 or navoid < 0),
+ * MAYFLY_ENOSERVERS (none up), MAYFLY_ENOHOSTS (r > NS_CHAIN_MAX, or fewer
+ * than r hosts up besides the avoided ones: ns_alloc_hosts_up() tells how
+ * many) or MAYFLY_ENOSPC (the hosts exist but not enough free blocks).
+ */
+int ns_alloc_pick_chain(const ns_alloc_t *a, int r, const int32_t *avoid, int navoid,
+                        ns_block_t *out);
+
+/* Distinct hosts with a server up, not counting the hosts of the servers in
+ * avoid[0..navoid): how many replicas ns_alloc_pick_chain() can place. */
+int ns_alloc_hosts_up(const ns_alloc_t *a, const int32_t *avoid, int navoid);
+
+/* Internal to namespaces/ (planning several chains at once):
+ * ns_alloc_pick_chain() counting extra[id - 1] blocks of each server as
+ * already picked (extra has one entry per server; picks are added to it). */
+int ns__alloc_pick_chain_x(const ns_alloc_t *a, int r, const int32_t *avoid, int navoid,
+                           int32_t *extra, ns_block_t *out);
 
 /* Marks a picked block as used. Returns 0, MAYFLY_ESERVER, MAYFLY_EINVAL (no
  * such index) or MAYFLY_EMOVED (block in use, or generation moved on). */

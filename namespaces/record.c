@@ -1,6 +1,8 @@
 /*
- * The record codec (record.h): version 1 writes every field of an
- * ns_record_t little-endian in one fixed order; see docs/log-format.md.
+ * The record codec (record.h): version 2 writes every field of an
+ * ns_record_t little-endian in one fixed order; version 1 (before
+ * replication) is the same without the chain of each partition and the
+ * trailing zone and replicas, and is still read. See docs/log-format.md.
  */
 #include "namespaces/record.h"
 
@@ -9,8 +11,11 @@
 #include "common/error.h"
 #include "namespaces/codec.h"
 
-/* Fixed bytes of one partition: server, index, generation, lo, hi, state. */
-#define PART_BYTES (4 + 4 + 8 + 8 + 8 + 1)
+/* Fixed bytes of one partition: server, index, generation, lo, hi, state;
+ * version 2 adds replicas, nmore, chain_version, copy and copy_op (and nmore
+ * blocks). */
+#define PART_BYTES_V1 (4 + 4 + 8 + 8 + 8 + 1)
+#define PART_BYTES_V2 (PART_BYTES_V1 + 4 + 1 + 8 + 16 + 8)
 /* Marks an absent (NULL) string in place of its length. */
 #define STR_NULL UINT32_MAX
 /* Bytes kept of a failure's message before the prefix and offset (codec.h). */
@@ -34,7 +39,7 @@ static void put_block(GByteArray *o, const ns_block_t *b) {
 }
 
 static int encode_body(const ns_record_t *r, GByteArray *o) {
-  if ((unsigned)r->type > NS_REC_TRUNCATE || (unsigned)r->kind > NS_KIND_KV) return MAYFLY_EINVAL;
+  if ((unsigned)r->type > NS_REC_TYPE_LAST || (unsigned)r->kind > NS_KIND_KV) return MAYFLY_EINVAL;
   if (r->nparts > NS_CREATE_BLOCKS_MAX || r->npaths > NS_REC_PATHS_MAX) return MAYFLY_EINVAL;
   if ((r->nparts > 0 && r->parts == NULL) || (r->npaths > 0 && r->paths == NULL)) {
     return MAYFLY_EINVAL;
@@ -55,10 +60,17 @@ static int encode_body(const ns_record_t *r, GByteArray *o) {
   for (size_t i = 0; i < r->nparts; i++) {
     const ns_partition_t *p = &r->parts[i];
     if ((unsigned)p->state > NS_PART_LOST) return MAYFLY_EINVAL;
+    if (p->nmore < 0 || p->nmore > NS_CHAIN_MAX - 1) return MAYFLY_EINVAL;
     put_block(o, &p->block);
     ns_codec_put_u64(o, p->lo);
     ns_codec_put_u64(o, p->hi);
     ns_codec_put_u8(o, (uint8_t)p->state);
+    ns_codec_put_u32(o, (uint32_t)p->replicas);
+    ns_codec_put_u8(o, (uint8_t)p->nmore);
+    for (int m = 0; m < p->nmore; m++) put_block(o, &p->more[m]);
+    ns_codec_put_u64(o, p->chain_version);
+    put_block(o, &p->copy);
+    ns_codec_put_u64(o, p->copy_op);
   }
   ns_codec_put_u32(o, r->part_index);
   ns_codec_put_u32(o, r->npaths);
@@ -82,6 +94,8 @@ static int encode_body(const ns_record_t *r, GByteArray *o) {
   put_block(o, &r->block2);
   ns_codec_put_u64(o, r->lo);
   ns_codec_put_u64(o, r->hi);
+  if ((rc = put_str(o, r->zone)) != 0) return rc;
+  ns_codec_put_u32(o, (uint32_t)r->replicas);
   return 0;
 }
 
@@ -121,6 +135,7 @@ void ns_rec_buf_clear(ns_rec_buf_t *b) {
   g_free(b->path);
   g_free(b->path2);
   g_free(b->address);
+  g_free(b->zone);
   if (b->tags != NULL) g_hash_table_destroy(b->tags);
   g_free(b->parts);
   for (size_t i = 0; i < b->npaths; i++) g_free(b->paths[i]);
@@ -132,13 +147,17 @@ static void decode_body(ns_codec_reader_t *r, ns_rec_buf_t *b) {
   ns_record_t *rec = &b->rec;
   uint8_t version = ns_codec_get_u8(r, "version");
   if (r->failed) return;
-  if (version != NS_REC_VERSION) {
-    ns_codec_fail(r, "encoding version %u is not the version %d this build reads", version,
-                  NS_REC_VERSION);
+  if (version < NS_REC_VERSION_MIN || version > NS_REC_VERSION) {
+    ns_codec_fail(r, "encoding version %u is not a version %d to %d this build reads", version,
+                  NS_REC_VERSION_MIN, NS_REC_VERSION);
     return;
   }
+  b->version = version;
   uint8_t type = ns_codec_get_u8(r, "type");
-  if (!r->failed && type > NS_REC_TRUNCATE) ns_codec_fail(r, "unknown record type %u", type);
+  unsigned last = version == 1 ? NS_REC_TRUNCATE : NS_REC_TYPE_LAST;
+  if (!r->failed && type > last) {
+    ns_codec_fail(r, "unknown record type %u (version %u)", type, version);
+  }
   rec->type = (ns_rec_type_t)type;
   rec->flags = ns_codec_get_u32(r, "flags");
   rec->now_ms = ns_codec_get_i64(r, "now_ms");
@@ -168,7 +187,8 @@ static void decode_body(ns_codec_reader_t *r, ns_rec_buf_t *b) {
     g_hash_table_insert(b->tags, k, v);
     prev = k;
   }
-  uint32_t nparts = ns_codec_get_count(r, "partitions", NS_CREATE_BLOCKS_MAX, PART_BYTES);
+  uint32_t nparts = ns_codec_get_count(r, "partitions", NS_CREATE_BLOCKS_MAX,
+                                       version == 1 ? PART_BYTES_V1 : PART_BYTES_V2);
   if (nparts > 0) b->parts = g_new0(ns_partition_t, nparts);
   for (uint32_t i = 0; i < nparts && !r->failed; i++) {
     ns_partition_t *p = &b->parts[i];
@@ -178,6 +198,17 @@ static void decode_body(ns_codec_reader_t *r, ns_rec_buf_t *b) {
     uint8_t state = ns_codec_get_u8(r, "partition");
     if (!r->failed && state > NS_PART_LOST) ns_codec_fail(r, "unknown partition state %u", state);
     p->state = (ns_part_state_t)state;
+    if (version == 1) continue;
+    p->replicas = ns_codec_get_i32(r, "partition replicas");
+    uint8_t nmore = ns_codec_get_u8(r, "partition chain");
+    if (!r->failed && nmore > NS_CHAIN_MAX - 1) {
+      ns_codec_fail(r, "a chain of %u blocks is longer than %d", nmore + 1u, NS_CHAIN_MAX);
+    }
+    p->nmore = r->failed ? 0 : nmore;
+    for (int m = 0; m < p->nmore; m++) get_block(r, &p->more[m], "chain member");
+    p->chain_version = ns_codec_get_i64(r, "chain version");
+    get_block(r, &p->copy, "copy block");
+    p->copy_op = ns_codec_get_i64(r, "copy op");
   }
   rec->parts = b->parts;
   rec->nparts = nparts;
@@ -205,10 +236,15 @@ static void decode_body(ns_codec_reader_t *r, ns_rec_buf_t *b) {
   get_block(r, &rec->block2, "block2");
   rec->lo = ns_codec_get_i64(r, "lo");
   rec->hi = ns_codec_get_i64(r, "hi");
+  if (version >= 2) {
+    if (get_str(r, "zone", 1, &b->zone) != 0) return;
+    rec->replicas = ns_codec_get_i32(r, "replicas");
+  }
   if (!r->failed && r->left != 0) ns_codec_fail(r, "%zu bytes left over after the record", r->left);
   rec->path = b->path;
   rec->path2 = b->path2;
   rec->address = b->address;
+  rec->zone = b->zone;
   rec->tags = b->tags;
 }
 

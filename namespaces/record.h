@@ -6,7 +6,9 @@
  * order (docs/log-format.md), so that a record decoded from the log applies
  * exactly as the one that was logged. The encoding is canonical: tags are
  * written sorted by key, and the decoder accepts only sorted, distinct keys,
- * so encode(decode(bytes)) == bytes for every accepted input.
+ * so encode(decode(bytes)) == bytes for every accepted input of the current
+ * version (a version 1 record re-encodes as version 2, which decodes to the
+ * same record).
  *
  * The decoder treats its input as hostile (a log on disk may be damaged):
  * every length is checked against the bytes left and against the limits
@@ -22,8 +24,12 @@
 
 #include "namespaces/tree.h"
 
-/* The encoding version written in each record's first byte. */
-#define NS_REC_VERSION 1
+/* The encoding version written in each record's first byte. Version 2
+ * (replication) adds chains to partitions, the zone and replicas fields and
+ * the REPLICA_BEGIN/END types; the decoder still reads version 1 (as
+ * unreplicated records), and the encoder writes 2. */
+#define NS_REC_VERSION 2
+#define NS_REC_VERSION_MIN 1
 
 /* Limits checked by the encoder and the decoder. */
 #define NS_REC_STR_MAX 65536          /* bytes of one string (paths are far shorter) */
@@ -34,7 +40,8 @@
  * ns_rec_buf_init, free with ns_rec_buf_clear; `rec` is valid in between. */
 typedef struct ns_rec_buf {
   ns_record_t rec;
-  char *path, *path2, *address;
+  char *path, *path2, *address, *zone;
+  int version;            /* the encoding version the record was decoded from */
   GHashTable *tags;       /* char * -> char *, owned; NULL when none */
   ns_partition_t *parts;  /* owned */
   char **paths;           /* owned strings, owned array */

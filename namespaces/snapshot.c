@@ -1,7 +1,8 @@
 /*
- * The snapshot codec (snapshot.h): version 1 writes the tree's counters, the
+ * The snapshot codec (snapshot.h): version 2 writes the tree's counters, the
  * allocator's servers and then every node in pre-order, little-endian; see
- * docs/log-format.md, "Snapshot body". The decoder checks, as it reads, every
+ * docs/log-format.md, "Snapshot body". Version 1 (before replication: no
+ * zones, replicas, chains or copies) is still read. The decoder checks, as it reads, every
  * invariant the tree's code relies on, and builds the tree in place, so that
  * on any failure freeing the half-built tree is the whole clean-up.
  */
@@ -25,6 +26,8 @@
 #define REPART_BYTES (8 + 1 + 16 + 16 + 8 + 8 + 1)
 #define SERVER_MIN_BYTES (4 + 4 + 4 + 8 + 1 + 8 + 4 + BLOCK_STATE_BYTES + 4)
 #define NODE_MIN_BYTES (4 + 4 + 1 + 1 + 4 + 8 + 8)
+/* (Version 2 adds bytes to servers, partitions and repartitions; the
+ * version 1 sizes above stay valid lower bounds for the checks.) */
 
 /* ---- encoding -------------------------------------------------------------- */
 
@@ -37,6 +40,7 @@ static void put_block(GByteArray *o, const ns_block_t *b) {
 static int put_server(GByteArray *o, const ns_server_t *s) {
   ns_codec_put_u32(o, s->id);
   if (ns_codec_put_str(o, s->address, NS_REC_STR_MAX) != 0) return MAYFLY_EINVAL;
+  if (ns_codec_put_str(o, s->zone, NS_REC_STR_MAX) != 0) return MAYFLY_EINVAL;
   ns_codec_put_u32(o, s->nblocks);
   ns_codec_put_u64(o, s->block_size);
   ns_codec_put_u8(o, s->up ? 1 : 0);
@@ -60,6 +64,7 @@ static int put_leaf(GByteArray *o, const ns_node_t *n) {
   ns_codec_put_u32(o, n->initial_blocks);
   ns_codec_put_u32(o, n->high_wm);
   ns_codec_put_u32(o, n->low_wm);
+  ns_codec_put_u32(o, (uint32_t)ns_node_replicas(n));
   if (ns_codec_put_tags(o, n->tags, NS_TAGS_MAX, NS_REC_STR_MAX) != 0) return MAYFLY_EINVAL;
   ns_codec_put_u32(o, n->layout.parts->len);
   for (guint i = 0; i < n->layout.parts->len; i++) {
@@ -68,6 +73,11 @@ static int put_leaf(GByteArray *o, const ns_node_t *n) {
     ns_codec_put_u64(o, p->lo);
     ns_codec_put_u64(o, p->hi);
     ns_codec_put_u8(o, (uint8_t)p->state);
+    ns_codec_put_u8(o, (uint8_t)p->nmore);
+    for (int m = 0; m < p->nmore; m++) put_block(o, &p->more[m]);
+    ns_codec_put_u64(o, p->chain_version);
+    put_block(o, &p->copy);
+    ns_codec_put_u64(o, p->copy_op);
   }
   guint nr = n->reparts != NULL ? n->reparts->len : 0;
   ns_codec_put_u32(o, nr);
@@ -80,6 +90,8 @@ static int put_leaf(GByteArray *o, const ns_node_t *n) {
     ns_codec_put_u64(o, r->lo);
     ns_codec_put_u64(o, r->hi);
     ns_codec_put_u8(o, r->lost ? 1 : 0);
+    ns_codec_put_u8(o, (uint8_t)(r->merge ? 0 : r->dst_nmore));
+    for (int32_t m = 0; !r->merge && m < r->dst_nmore; m++) put_block(o, &r->dst_more[m]);
   }
   return 0;
 }
@@ -184,6 +196,7 @@ typedef struct {
   ns_codec_reader_t r;
   ns_tree_t *t;
   int64_t now_ms;
+  int version;
 } dec_t;
 
 
@@ -225,7 +238,8 @@ static void get_blocks(ns_codec_reader_t *r, ns_server_t *s) {
 }
 
 /* Reads one server and adds it to the allocator, which then owns it. */
-static void get_server(ns_codec_reader_t *r, ns_alloc_t *a, int32_t id, GHashTable *addresses) {
+static void get_server(ns_codec_reader_t *r, int version, ns_alloc_t *a, int32_t id,
+                       GHashTable *addresses) {
   int32_t got_id = ns_codec_get_i32(r, "server id");
   if (!r->failed && got_id != id) {
     ns_codec_fail(r, "server %d is numbered %d (ids run 1, 2, ... in order)", id, got_id);
@@ -235,6 +249,11 @@ static void get_server(ns_codec_reader_t *r, ns_alloc_t *a, int32_t id, GHashTab
   if (address[0] == '\0' || g_hash_table_contains(addresses, address)) {
     ns_codec_fail(r, "server %d has %s address \"%s\"", id,
                   address[0] ? "the repeated" : "an empty", address);
+    g_free(address);
+    return;
+  }
+  char *zone = NULL;
+  if (version >= 2 && get_str(r, "server zone", NS_REC_STR_MAX, &zone) != 0) {
     g_free(address);
     return;
   }
@@ -249,11 +268,14 @@ static void get_server(ns_codec_reader_t *r, ns_alloc_t *a, int32_t id, GHashTab
   }
   if (r->failed) {
     g_free(address);
+    g_free(zone);
     return;
   }
   ns_server_t *s = g_new0(ns_server_t, 1);
   s->id = id;
   s->address = address;
+  s->host = ns_alloc_host_of(address);
+  s->zone = zone != NULL ? zone : g_strdup("");
   s->nblocks = nblocks;
   s->block_size = block_size;
   s->up = up;
@@ -270,10 +292,10 @@ static void get_server(ns_codec_reader_t *r, ns_alloc_t *a, int32_t id, GHashTab
   get_blocks(r, s);
 }
 
-static void get_servers(ns_codec_reader_t *r, ns_alloc_t *a) {
+static void get_servers(ns_codec_reader_t *r, int version, ns_alloc_t *a) {
   uint32_t n = ns_codec_get_count(r, "servers", INT32_MAX, SERVER_MIN_BYTES);
   GHashTable *addresses = g_hash_table_new(g_str_hash, g_str_equal); /* borrowed */
-  for (uint32_t i = 0; i < n && !r->failed; i++) get_server(r, a, (int32_t)i + 1, addresses);
+  for (uint32_t i = 0; i < n && !r->failed; i++) get_server(r, version, a, (int32_t)i + 1, addresses);
   g_hash_table_destroy(addresses);
   int64_t total = ns_codec_get_i64(r, "blocks_total");
   int64_t used = ns_codec_get_i64(r, "blocks_used");
@@ -329,16 +351,53 @@ static void get_tags(ns_codec_reader_t *r, ns_node_t *n) {
   }
 }
 
-static void get_parts(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n) {
+/* A partition's chain after its state (version 2): members after the head,
+ * chain version and copy, as the tree keeps them: at most the node's
+ * replicas members, a copy only while fewer, its op id an id handed out,
+ * unused slots zero. */
+static void get_chain(dec_t *d, ns_node_t *n, ns_partition_t *p) {
+  ns_codec_reader_t *r = &d->r;
+  int32_t replicas = ns_node_replicas(n);
+  uint8_t nmore = ns_codec_get_u8(r, "partition chain");
+  if (!r->failed && nmore + 1 > replicas) {
+    ns_codec_fail(r, "a chain of %u blocks in a namespace of %d replicas", nmore + 1u, replicas);
+  }
+  if (r->failed) return;
+  p->nmore = nmore;
+  for (int m = 0; m < p->nmore; m++) get_block(r, &p->more[m], "chain member");
+  p->chain_version = get_range(r, "chain version", 1, NS_SNAP_INT_MAX);
+  get_block(r, &p->copy, "copy block");
+  p->copy_op = ns_codec_get_i64(r, "copy op");
+  if (r->failed) return;
+  if (p->copy.server == 0) {
+    if (p->copy.index != 0 || p->copy.generation != 0 || p->copy_op != 0) {
+      ns_codec_fail(r, "a partition without a copy has copy fields set");
+    }
+  } else if (nmore + 1 >= replicas || p->copy_op < 1 || p->copy_op > d->t->last_op_id) {
+    ns_codec_fail(r, "a copy (op %lld) on a chain of %u blocks of %d replicas",
+                  (long long)p->copy_op, nmore + 1u, replicas);
+  }
+}
+
+static void get_parts(dec_t *d, ns_node_t *n) {
+  ns_codec_reader_t *r = &d->r;
+  ns_alloc_t *a = d->t->alloc;
   uint32_t np = ns_codec_get_count(r, "partitions", INT32_MAX, PART_BYTES);
   g_array_set_size(n->layout.parts, np);
+  if (np > 0) memset(n->layout.parts->data, 0, sizeof(ns_partition_t) * np);
   for (uint32_t i = 0; i < np && !r->failed; i++) {
     ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
     get_block(r, &p->block, "partition block");
     p->lo = get_range(r, "partition lo", 0, NS_SNAP_INT_MAX);
     p->hi = get_range(r, "partition hi", p->lo, NS_SNAP_INT_MAX);
     p->state = get_bool(r, "partition state") ? NS_PART_LOST : NS_PART_LIVE;
-    claim_block(r, a, &p->block, n, "partition");
+    p->replicas = ns_node_replicas(n);
+    p->chain_version = 1;
+    if (d->version >= 2) get_chain(d, n, p);
+    for (int m = 0; m < ns_part_members(p); m++) {
+      claim_block(r, a, ns_part_member(p, m), n, "partition");
+    }
+    if (p->copy.server != 0) claim_block(r, a, &p->copy, n, "copy");
   }
 }
 
@@ -366,7 +425,7 @@ static const ns_partition_t *part_by_block(const ns_node_t *n, GHashTable *parts
 static void check_repart(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n, const ns_repart_t *rp,
                          GHashTable *parts, GHashTable *busy, gint64 *keys) {
   const ns_partition_t *src = part_by_block(n, parts, &rp->src);
-  if (src == NULL) {
+  if (src == NULL && !rp->lost) {
     ns_codec_fail(r, "repartition %lld moves block %d:%d, not a partition of its namespace",
                   (long long)rp->id, rp->src.server, rp->src.index);
     return;
@@ -380,9 +439,17 @@ static void check_repart(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n, cons
   }
   g_hash_table_add(busy, &keys[0]);
   g_hash_table_add(busy, &keys[1]);
+  if (!rp->merge) {
+    claim_block(r, a, &rp->dst, n, "split");
+    for (int32_t m = 0; m < rp->dst_nmore; m++) claim_block(r, a, &rp->dst_more[m], n, "split");
+  }
+  /* A lost repartition only rolls back: the head it moved from (or merged
+   * into) may have left its chain since, so src and dst need not be heads. */
+  if (src == NULL) return;
   int lost = src->state == NS_PART_LOST;
   if (rp->merge) {
     const ns_partition_t *dst = part_by_block(n, parts, &rp->dst);
+    if (dst == NULL && rp->lost) return;
     if (dst == NULL || (dst->hi != src->lo && dst->lo != src->hi) || rp->lo != src->lo ||
         rp->hi != src->hi) {
       ns_codec_fail(r, "merge %lld does not move a whole partition into an adjacent one",
@@ -396,7 +463,6 @@ static void check_repart(ns_codec_reader_t *r, ns_alloc_t *a, ns_node_t *n, cons
                     (long long)rp->id);
       return;
     }
-    claim_block(r, a, &rp->dst, n, "split");
   }
   if (lost && !rp->lost) {
     ns_codec_fail(r, "repartition %lld has a lost partition but is not marked lost",
@@ -436,6 +502,15 @@ static void get_reparts(dec_t *d, ns_node_t *n) {
     rp->hi = ns_codec_get_i64(r, "repartition hi");
     rp->lost = get_bool(r, "repartition lost");
     rp->started_ms = d->now_ms;
+    if (d->version >= 2) {
+      uint8_t nmore = ns_codec_get_u8(r, "split chain");
+      if (!r->failed && (nmore + 1 > ns_node_replicas(n) || (rp->merge && nmore != 0))) {
+        ns_codec_fail(r, "repartition %lld brings a chain of %u blocks (%d replicas)",
+                      (long long)rp->id, nmore + 1u, ns_node_replicas(n));
+      }
+      rp->dst_nmore = r->failed ? 0 : nmore;
+      for (int32_t m = 0; m < rp->dst_nmore; m++) get_block(r, &rp->dst_more[m], "split chain");
+    }
     if (r->failed) break;
     if (!g_hash_table_add(ids, &rp->id)) {
       ns_codec_fail(r, "repartition id %lld is repeated", (long long)rp->id);
@@ -459,6 +534,7 @@ static void get_leaf(dec_t *d, ns_node_t *n) {
   n->initial_blocks = get_range32(r, "initial_blocks", 0, NS_CREATE_BLOCKS_MAX);
   n->high_wm = get_range32(r, "high watermark", 0, 100);
   n->low_wm = get_range32(r, "low watermark", 0, 100);
+  n->replicas = d->version >= 2 ? get_range32(r, "replicas", 1, NS_CHAIN_MAX) : 1;
   if (r->failed) return;
   int32_t high = n->high_wm > 0 ? n->high_wm : NS_HIGH_WM_DEFAULT;
   int32_t low = n->low_wm > 0 ? n->low_wm : NS_LOW_WM_DEFAULT;
@@ -471,7 +547,7 @@ static void get_leaf(dec_t *d, ns_node_t *n) {
     return;
   }
   get_tags(r, n);
-  get_parts(r, d->t->alloc, n);
+  get_parts(d, n);
   get_reparts(d, n);
   if (!r->failed && n->max_blocks > 0 && ns_node_blocks_committed(n) > n->max_blocks) {
     ns_codec_fail(r, "a namespace holds %d blocks, over its max_blocks %d",
@@ -626,10 +702,11 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
   ns_codec_reader_init(&d.r, "snapshot", NS_CODEC_MSG_MAX, data, len, why, whylen);
   ns_codec_reader_t *r = &d.r;
   uint8_t version = ns_codec_get_u8(r, "version");
-  if (!r->failed && version != NS_SNAP_VERSION) {
-    ns_codec_fail(r, "encoding version %u is not the version %d this build reads", version,
-                  NS_SNAP_VERSION);
+  if (!r->failed && (version < NS_SNAP_VERSION_MIN || version > NS_SNAP_VERSION)) {
+    ns_codec_fail(r, "encoding version %u is not a version %d to %d this build reads", version,
+                  NS_SNAP_VERSION_MIN, NS_SNAP_VERSION);
   }
+  d.version = version;
   ns_snap_meta_t m;
   m.seq = ns_codec_get_i64(r, "seq");
   m.wall_ms = ns_codec_get_i64(r, "wall_ms");
@@ -641,7 +718,7 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
   d.t->root->subtree_ms = now_ms;
   d.t->n_expired = n_expired;
   d.t->last_op_id = last_op_id;
-  get_servers(r, d.t->alloc);
+  get_servers(r, version, d.t->alloc);
   if (!r->failed) get_nodes(&d);
   if (!r->failed) check_held(r, d.t->alloc);
   /* The subtree counts are derived, not stored: rebuilt in one walk. */

@@ -12,7 +12,8 @@
  * stored and restart in full after recovery; the observer is not stored.
  *
  * The body starts with its own version byte (NS_SNAP_VERSION). The encoding
- * is canonical: encode(decode(bytes)) == bytes for every accepted input.
+ * is canonical: encode(decode(bytes)) == bytes for every accepted input of
+ * the current version.
  *
  * The decoder treats its input as hostile (a snapshot file may be damaged or
  * forged): every count is checked against a limit and against the bytes
@@ -30,8 +31,11 @@
 
 #include "namespaces/tree.h"
 
-/* The encoding version written in a body's first byte. */
-#define NS_SNAP_VERSION 1
+/* The encoding version written in a body's first byte: 2 since replication
+ * (zones, replicas, chains, copies); version 1 bodies still decode (as
+ * unreplicated namespaces; their re-encoding is version 2). */
+#define NS_SNAP_VERSION 2
+#define NS_SNAP_VERSION_MIN 1
 
 /* Largest value the decoder accepts for a range end (lo, hi), a
  * generation, a layout version and the tree's counters: the tree adds to

@@ -33,6 +33,7 @@ int ns_kind_parse(const char *s, ns_kind_t *out) {
 
 void ns_effects_init(ns_effects_t *fx) {
   fx->freed = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
+  fx->rechain = g_array_new(FALSE, FALSE, sizeof(ns_block_t));
   fx->removed = g_ptr_array_new_with_free_func(g_free);
   fx->missing = g_ptr_array_new_with_free_func(g_free);
   fx->lost = g_ptr_array_new_with_free_func(g_free);
@@ -43,10 +44,12 @@ void ns_effects_init(ns_effects_t *fx) {
 void ns_effects_clear(ns_effects_t *fx) {
   if (fx == NULL) return;
   if (fx->freed) g_array_free(fx->freed, TRUE);
+  if (fx->rechain) g_array_free(fx->rechain, TRUE);
   if (fx->removed) g_ptr_array_free(fx->removed, TRUE);
   if (fx->missing) g_ptr_array_free(fx->missing, TRUE);
   if (fx->lost) g_ptr_array_free(fx->lost, TRUE);
   fx->freed = NULL;
+  fx->rechain = NULL;
   fx->removed = NULL;
   fx->missing = NULL;
   fx->lost = NULL;
@@ -289,20 +292,83 @@ static int check_tags(GHashTable *tags, char *why, size_t whylen) {
   return 0;
 }
 
-/* Takes every block of parts, undoing the ones taken if one fails. */
+int32_t ns_node_replicas(const ns_node_t *n) {
+  return n->replicas > 0 ? n->replicas : 1;
+}
+
+/* Blocks a partition holds: its members and its copy. */
+static int64_t part_blocks(const ns_partition_t *p) {
+  return ns_part_members(p) + (p->copy.server != 0);
+}
+
+/* Checks the chain of a partition a record brings for a namespace of
+ * `replicas`: 1 to replicas members. */
+static int check_chain(const ns_partition_t *p, int32_t replicas, char *why, size_t whylen) {
+  if (p->nmore < 0 || p->nmore + 1 > replicas) {
+    WHY("a partition of a namespace with %d replicas has 1 to %d blocks, not %d", replicas,
+        replicas, p->nmore + 1);
+    return MAYFLY_EINVAL;
+  }
+  return 0;
+}
+
+/* Takes every member block of the chains of parts (a record's copy blocks
+ * are ignored), undoing the ones taken if one fails. */
 static int take_parts(ns_tree_t *t, const ns_partition_t *parts, size_t n, char *why,
                       size_t whylen) {
   for (size_t i = 0; i < n; i++) {
-    int rc = ns_alloc_take(t->alloc, &parts[i].block);
-    if (rc != 0) {
+    for (int m = 0; m < ns_part_members(&parts[i]); m++) {
+      const ns_block_t *b = ns_part_member(&parts[i], m);
+      int rc = ns_alloc_take(t->alloc, b);
+      if (rc == 0) continue;
       /* Undo in reverse so the free stacks end up exactly as they were. */
-      for (size_t j = i; j-- > 0;) ns__alloc_untake(t->alloc, &parts[j].block);
-      WHY("block %d:%d (generation %lld) cannot be taken: %s", parts[i].block.server,
-          parts[i].block.index, (long long)parts[i].block.generation, mayfly_strerror(rc));
+      for (int k = m; k-- > 0;) ns__alloc_untake(t->alloc, ns_part_member(&parts[i], k));
+      for (size_t j = i; j-- > 0;) {
+        for (int k = ns_part_members(&parts[j]); k-- > 0;) {
+          ns__alloc_untake(t->alloc, ns_part_member(&parts[j], k));
+        }
+      }
+      WHY("block %d:%d (generation %lld) cannot be taken: %s", b->server, b->index,
+          (long long)b->generation, mayfly_strerror(rc));
       return rc;
     }
   }
   return 0;
+}
+
+/* Records n as the holder of every block of p (members and copy). */
+static void own_part(ns_tree_t *t, const ns_partition_t *p, ns_node_t *n) {
+  for (int m = 0; m < ns_part_members(p); m++) ns_alloc_set_owner(t->alloc, ns_part_member(p, m), n);
+  if (p->copy.server != 0) ns_alloc_set_owner(t->alloc, &p->copy, n);
+}
+
+/* Frees one block into fx->freed. */
+static void free_block(ns_tree_t *t, const ns_block_t *b, ns_effects_t *fx) {
+  if (ns_alloc_release(t->alloc, b) == 0 && fx != NULL) g_array_append_val(fx->freed, *b);
+}
+
+/* Frees every block of p: its members and its copy. */
+static void free_part(ns_tree_t *t, const ns_partition_t *p, ns_effects_t *fx) {
+  for (int m = 0; m < ns_part_members(p); m++) free_block(t, ns_part_member(p, m), fx);
+  if (p->copy.server != 0) free_block(t, &p->copy, fx);
+}
+
+/* Tells fx that p's chain changed: every member and the copy block. */
+static void rechain_part(const ns_partition_t *p, ns_effects_t *fx) {
+  if (fx == NULL) return;
+  for (int m = 0; m < ns_part_members(p); m++) g_array_append_val(fx->rechain, *ns_part_member(p, m));
+  if (p->copy.server != 0) g_array_append_val(fx->rechain, p->copy);
+}
+
+/* A partition as a record brings it, as the layout keeps it: live, the
+ * namespace's replicas, chain version 1, no copy. */
+static void settle_part(ns_partition_t *p, int32_t replicas) {
+  p->state = NS_PART_LIVE;
+  p->replicas = replicas;
+  p->chain_version = 1;
+  p->copy = (ns_block_t){0};
+  p->copy_op = 0;
+  for (int m = p->nmore; m < NS_CHAIN_MAX - 1; m++) p->more[m] = (ns_block_t){0};
 }
 
 static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t whylen) {
@@ -333,6 +399,14 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
   }
   rc = check_tags(rec->tags, why, whylen);
   if (rc != 0) return rc;
+  if (rec->replicas < 0 || rec->replicas > NS_CHAIN_MAX) {
+    WHY("replicas must be 1 to %d (0 = 1)", NS_CHAIN_MAX);
+    return MAYFLY_EINVAL;
+  }
+  int32_t replicas = rec->replicas > 0 ? rec->replicas : 1;
+  for (size_t i = 0; i < rec->nparts; i++) {
+    if ((rc = check_chain(&rec->parts[i], replicas, why, whylen)) != 0) return rc;
+  }
   if (ns_tree_lookup(t, rec->path) != NULL) {
     WHY("already exists");
     return MAYFLY_EEXIST;
@@ -371,6 +445,7 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
   n->initial_blocks = (int32_t)rec->nparts;
   n->high_wm = rec->high_wm;
   n->low_wm = rec->low_wm;
+  n->replicas = replicas;
   if (rec->tags != NULL && g_hash_table_size(rec->tags) > 0) {
     n->tags = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     GHashTableIter it;
@@ -383,11 +458,12 @@ static int apply_create(ns_tree_t *t, const ns_record_t *rec, char *why, size_t 
   g_array_append_vals(n->layout.parts, rec->parts, (guint)rec->nparts);
   for (size_t i = 0; i < rec->nparts; i++) {
     /* A new partition is live whatever the record's copy says. */
-    g_array_index(n->layout.parts, ns_partition_t, i).state = NS_PART_LIVE;
-    ns_alloc_set_owner(t->alloc, &rec->parts[i].block, n);
+    ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    settle_part(p, replicas);
+    own_part(t, p, n);
   }
   n->layout.version = 1;
-  n->sub_blocks = (int64_t)rec->nparts;
+  n->sub_blocks = ns_node_blocks_held(n);
   n->sub_leaves = 1;
   link_child(t, parent, n);
   return 0;
@@ -402,19 +478,16 @@ static void release_subtree(ns_tree_t *t, ns_node_t *n, ns_effects_t *fx) {
   }
   if (n->layout.parts != NULL) {
     for (guint i = 0; i < n->layout.parts->len; i++) {
-      ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-      if (ns_alloc_release(t->alloc, &p->block) == 0 && fx != NULL) {
-        g_array_append_val(fx->freed, p->block);
-      }
+      free_part(t, &g_array_index(n->layout.parts, ns_partition_t, i), fx);
     }
     g_array_set_size(n->layout.parts, 0);
   }
-  /* A split begun and never ended holds its new block: free it too. */
+  /* A split begun and never ended holds its new chain: free it too. */
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    if (!r->merge && ns_alloc_release(t->alloc, &r->dst) == 0 && fx != NULL) {
-      g_array_append_val(fx->freed, r->dst);
-    }
+    if (r->merge) continue;
+    free_block(t, &r->dst, fx);
+    for (int32_t m = 0; m < r->dst_nmore; m++) free_block(t, &r->dst_more[m], fx);
   }
   if (n->reparts != NULL) g_array_set_size(n->reparts, 0);
   count_node(t, n, -1);
@@ -512,12 +585,14 @@ static int apply_add_part(ns_tree_t *t, const ns_record_t *rec, char *why, size_
     WHY("quota: the namespace holds its max_blocks (%d)", n->max_blocks);
     return MAYFLY_EQUOTA;
   }
+  if ((rc = check_chain(&rec->parts[0], ns_node_replicas(n), why, whylen)) != 0) return rc;
   rc = take_parts(t, rec->parts, 1, why, whylen);
   if (rc != 0) return rc;
   g_array_append_vals(n->layout.parts, rec->parts, 1);
-  g_array_index(n->layout.parts, ns_partition_t, n->layout.parts->len - 1).state = NS_PART_LIVE;
-  ns_alloc_set_owner(t->alloc, &rec->parts[0].block, n);
-  add_up(n, 1, 0);
+  ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, n->layout.parts->len - 1);
+  settle_part(p, ns_node_replicas(n));
+  own_part(t, p, n);
+  add_up(n, ns_part_members(p), 0);
   n->layout.version++;
   return 0;
 }
@@ -542,11 +617,9 @@ static int apply_remove_part(ns_tree_t *t, const ns_record_t *rec, ns_effects_t 
     WHY("partition %d is being repartitioned", rec->part_index);
     return MAYFLY_EAGAIN;
   }
-  if (ns_alloc_release(t->alloc, &p.block) == 0 && fx != NULL) {
-    g_array_append_val(fx->freed, p.block);
-  }
+  free_part(t, &p, fx);
   g_array_remove_index(n->layout.parts, (guint)rec->part_index);
-  add_up(n, -1, 0);
+  add_up(n, -part_blocks(&p), 0);
   n->layout.version++;
   return 0;
 }
@@ -554,7 +627,7 @@ static int apply_remove_part(ns_tree_t *t, const ns_record_t *rec, ns_effects_t 
 /* Sets n's subtree counts from its children's (recounted first) and its own
  * blocks; with check, compares instead and stops at the first difference. */
 static int recount(ns_node_t *n, int check, char *why, size_t whylen) {
-  int64_t blocks = ns_node_blocks_committed(n), leaves = n->kind != NS_KIND_DIRECTORY;
+  int64_t blocks = ns_node_blocks_held(n), leaves = n->kind != NS_KIND_DIRECTORY;
   if (n->children != NULL) {
     GHashTableIter it;
     gpointer v;
@@ -608,11 +681,18 @@ int ns_tree_block_lost(const ns_tree_t *t, int32_t server, int32_t index) {
   if (s == NULL || index < 0 || index >= s->nblocks || !s->in_use[index]) return 0;
   const ns_node_t *n = s->owner[index];
   if (n == NULL) return 0;
-  const ns_partition_t *p = ns_node_part_of(n, server, index);
-  if (p != NULL) return p->state == NS_PART_LOST;
+  int pi;
+  ns_block_t b = {server, index, s->generation[index]};
+  if (ns_node_find_block(n, &b, &pi, NULL) == 0) {
+    return g_array_index(n->layout.parts, ns_partition_t, pi).state == NS_PART_LOST;
+  }
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    if (!r->merge && r->lost && r->dst.server == server && r->dst.index == index) return 1;
+    if (r->merge || !r->lost) continue;
+    if (r->dst.server == server && r->dst.index == index) return 1;
+    for (int32_t m = 0; m < r->dst_nmore; m++) {
+      if (r->dst_more[m].server == server && r->dst_more[m].index == index) return 1;
+    }
   }
   return 0;
 }
@@ -637,15 +717,45 @@ int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
     if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
     for (guint k = 0; k < n->layout.parts->len; k++) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
-      count += p->block.server == id && p->state == NS_PART_LOST;
+      if (p->state != NS_PART_LOST) continue;
+      for (int m = 0; m < ns_part_members(p); m++) count += ns_part_member(p, m)->server == id;
     }
     for (guint k = 0; n->reparts != NULL && k < n->reparts->len; k++) {
       const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, k);
-      count += !r->merge && r->lost && r->dst.server == id;
+      if (r->merge || !r->lost) continue;
+      count += r->dst.server == id;
+      for (int32_t m = 0; m < r->dst_nmore; m++) count += r->dst_more[m].server == id;
     }
   }
   g_hash_table_destroy(seen);
   return count;
+}
+
+int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id) {
+  const ns_server_t *s = ns_alloc_server(t->alloc, id);
+  if (s == NULL || s->used == 0) return 0;
+  /* Once per namespace holding blocks there, as ns_tree_server_lost_blocks. */
+  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+  int32_t count = 0;
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    const ns_node_t *n = s->owner[i];
+    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    for (guint k = 0; k < n->layout.parts->len; k++) {
+      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
+      int on = p->copy.server == id;
+      for (int m = 0; m < ns_part_members(p) && !on; m++) on = ns_part_member(p, m)->server == id;
+      count += on;
+    }
+  }
+  g_hash_table_destroy(seen);
+  return count;
+}
+
+const char *ns_part_chain_state(const ns_partition_t *p) {
+  if (p->state == NS_PART_LOST) return "lost";
+  if (p->copy.server != 0) return "copying";
+  if (ns_part_members(p) < (p->replicas > 0 ? p->replicas : 1)) return "degraded";
+  return "ok";
 }
 
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id) {
@@ -665,6 +775,40 @@ int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index) {
     }
   }
   return 0;
+}
+
+int ns_node_find_block(const ns_node_t *n, const ns_block_t *b, int *part, int *member) {
+  if (part != NULL) *part = -1;
+  if (member != NULL) *member = -1;
+  for (guint i = 0; n->layout.parts != NULL && i < n->layout.parts->len; i++) {
+    const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    int found = -2;
+    for (int m = 0; m < ns_part_members(p) && found == -2; m++) {
+      const ns_block_t *x = ns_part_member(p, m);
+      if (x->server == b->server && x->index == b->index) found = m;
+    }
+    if (found == -2 && p->copy.server != 0 && p->copy.server == b->server &&
+        p->copy.index == b->index) {
+      found = -1;
+    }
+    if (found == -2) continue;
+    if (part != NULL) *part = (int)i;
+    if (member != NULL) *member = found;
+    return 0;
+  }
+  return MAYFLY_ENOENT;
+}
+
+int64_t ns_node_blocks_held(const ns_node_t *n) {
+  int64_t count = 0;
+  for (guint i = 0; n->layout.parts != NULL && i < n->layout.parts->len; i++) {
+    count += part_blocks(&g_array_index(n->layout.parts, ns_partition_t, i));
+  }
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    const ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
+    if (!r->merge) count += 1 + r->dst_nmore;
+  }
+  return count;
 }
 
 int32_t ns_node_blocks_committed(const ns_node_t *n) {
@@ -734,10 +878,19 @@ static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, s
       return MAYFLY_EQUOTA;
     }
     ns_partition_t p = {.block = rec->block2, .lo = rec->lo, .hi = rec->hi};
+    if (rec->nparts > 1 || (rec->nparts == 1 && !same_block(&rec->parts[0].block, &rec->block2))) {
+      WHY("a split brings at most one new partition, whose head is block2");
+      return MAYFLY_EINVAL;
+    }
+    if (rec->nparts == 1) {
+      if ((rc = check_chain(&rec->parts[0], ns_node_replicas(n), why, whylen)) != 0) return rc;
+      p.nmore = rec->parts[0].nmore;
+      memcpy(p.more, rec->parts[0].more, sizeof p.more[0] * (size_t)p.nmore);
+    }
     rc = take_parts(t, &p, 1, why, whylen);
     if (rc != 0) return rc;
-    ns_alloc_set_owner(t->alloc, &rec->block2, n);
-    add_up(n, 1, 0);
+    own_part(t, &p, n);
+    add_up(n, ns_part_members(&p), 0);
   }
   if (n->reparts == NULL) n->reparts = g_array_new(FALSE, FALSE, sizeof(ns_repart_t));
   ns_repart_t r = {.id = rec->op_id,
@@ -747,6 +900,10 @@ static int apply_repart_begin(ns_tree_t *t, const ns_record_t *rec, char *why, s
                    .lo = rec->lo,
                    .hi = rec->hi,
                    .started_ms = rec->now_ms};
+  if (!merge && rec->nparts == 1) {
+    r.dst_nmore = rec->parts[0].nmore;
+    memcpy(r.dst_more, rec->parts[0].more, sizeof r.dst_more[0] * (size_t)r.dst_nmore);
+  }
   g_array_append_val(n->reparts, r);
   if (rec->op_id > t->last_op_id) t->last_op_id = rec->op_id;
   return 0;
@@ -782,10 +939,12 @@ static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
   }
   g_array_remove_index(n->reparts, (guint)(rp - &g_array_index(n->reparts, ns_repart_t, 0)));
   if (!(rec->flags & NS_REC_COMMIT)) {
-    if (!r.merge && ns_alloc_release(t->alloc, &r.dst) == 0 && fx != NULL) {
-      g_array_append_val(fx->freed, r.dst);
+    if (!r.merge) {
+      /* The split's new chain goes back. */
+      free_block(t, &r.dst, fx);
+      for (int32_t m = 0; m < r.dst_nmore; m++) free_block(t, &r.dst_more[m], fx);
+      add_up(n, -(1 + r.dst_nmore), 0);
     }
-    if (!r.merge) add_up(n, -1, 0); /* the split's new block goes back */
     return 0;
   }
   ns_partition_t *src = &g_array_index(n->layout.parts, ns_partition_t, si);
@@ -793,14 +952,15 @@ static int apply_repart_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
     ns_partition_t *dst = &g_array_index(n->layout.parts, ns_partition_t, di);
     dst->lo = MIN(dst->lo, src->lo);
     dst->hi = MAX(dst->hi, src->hi);
-    if (ns_alloc_release(t->alloc, &src->block) == 0 && fx != NULL) {
-      g_array_append_val(fx->freed, src->block);
-    }
+    int64_t gone = part_blocks(src);
+    free_part(t, src, fx);
     g_array_remove_index(n->layout.parts, (guint)si);
-    add_up(n, -1, 0);
+    add_up(n, -gone, 0);
   } else {
     src->hi = r.lo;
-    ns_partition_t p = {.block = r.dst, .lo = r.lo, .hi = r.hi};
+    ns_partition_t p = {.block = r.dst, .lo = r.lo, .hi = r.hi, .nmore = r.dst_nmore};
+    memcpy(p.more, r.dst_more, sizeof p.more[0] * (size_t)r.dst_nmore);
+    settle_part(&p, ns_node_replicas(n));
     g_array_append_val(n->layout.parts, p);
   }
   g_array_sort(n->layout.parts, cmp_part_lo);
@@ -835,41 +995,158 @@ static int apply_truncate(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx
   for (guint i = n->layout.parts->len; i-- > 0;) {
     ns_partition_t p = g_array_index(n->layout.parts, ns_partition_t, i);
     if (p.lo < rec->lo || p.lo == 0) continue;
-    if (ns_alloc_release(t->alloc, &p.block) == 0 && fx != NULL) {
-      g_array_append_val(fx->freed, p.block);
-    }
+    free_part(t, &p, fx);
     g_array_remove_index(n->layout.parts, i);
-    add_up(n, -1, 0);
+    add_up(n, -part_blocks(&p), 0);
     changed = 1;
   }
   if (changed) n->layout.version++;
   return 0;
 }
 
-/* Marks lost every partition of namespace n on server s, and every begun
- * repartition of n that copies to or from s. Returns how many partitions
- * changed state; the layout gets a new version when any did. */
-static int32_t mark_node_lost(ns_node_t *n, const ns_server_t *s) {
-  int32_t count = 0;
-  for (guint i = 0; i < n->layout.parts->len; i++) {
-    ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
-    if (p->block.server == s->id && p->state == NS_PART_LIVE) {
-      p->state = NS_PART_LOST;
-      count++;
-    }
-  }
+/* 1 when block b is on server s. */
+static int on_server(const ns_block_t *b, const ns_server_t *s) {
+  return b->server == s->id;
+}
+
+/* Members of p on server s. */
+static int members_on(const ns_partition_t *p, const ns_server_t *s) {
+  int count = 0;
+  for (int m = 0; m < ns_part_members(p); m++) count += on_server(ns_part_member(p, m), s);
+  return count;
+}
+
+/* The partition of n whose head is block b at its generation, or NULL. */
+static ns_partition_t *part_by_head(ns_node_t *n, const ns_block_t *b) {
+  int i = ns_node_find_part(n, b->server, b->index);
+  ns_partition_t *p = i < 0 ? NULL : &g_array_index(n->layout.parts, ns_partition_t, i);
+  return p != NULL && same_block(&p->block, b) ? p : NULL;
+}
+
+/* 1 when the head b of a partition of n leaves its chain as server s goes:
+ * it is on s and another member remains. */
+static int head_leaves(ns_node_t *n, const ns_block_t *b, const ns_server_t *s) {
+  ns_partition_t *p = part_by_head(n, b);
+  return p != NULL && on_server(b, s) && members_on(p, s) < ns_part_members(p);
+}
+
+/*
+ * Server s went down (restarted 0) or came back as a new incarnation
+ * (restarted 1): its blocks leave every chain of namespace n that keeps
+ * another member (freed, their successors move up: the head's successor
+ * becomes the head), and a copy on s, or whose chain lost its tail, is
+ * cancelled (freed). A chain whose every member is on s keeps today's
+ * behaviour: nothing when down, lost when restarted (its copy cancelled).
+ * Begun repartitions that can no longer commit are marked lost: a source or
+ * merge target whose head leaves, any block of a replicated split's new
+ * chain on s, and (restarted) any repartition copying to or from s. Returns
+ * how many partitions became lost; the layout gets a new version when any
+ * partition changed.
+ */
+static int32_t drop_server_in_node(ns_tree_t *t, ns_node_t *n, const ns_server_t *s,
+                                   int restarted, ns_effects_t *fx) {
+  /* Repartitions first, while the heads are where they were. */
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
-    if (r->src.server == s->id || r->dst.server == s->id) r->lost = 1;
+    int lost = head_leaves(n, &r->src, s) || (r->merge && head_leaves(n, &r->dst, s));
+    if (!r->merge && r->dst_nmore > 0) {
+      lost |= on_server(&r->dst, s);
+      for (int32_t m = 0; m < r->dst_nmore; m++) lost |= on_server(&r->dst_more[m], s);
+    }
+    if (restarted) {
+      lost |= on_server(&r->src, s) || on_server(&r->dst, s);
+      for (int32_t m = 0; !r->merge && m < r->dst_nmore; m++) lost |= on_server(&r->dst_more[m], s);
+    }
+    if (lost) r->lost = 1;
   }
-  if (count > 0) n->layout.version++;
-  return count;
+  int32_t lost_parts = 0;
+  int changed_any = 0;
+  for (guint i = 0; i < n->layout.parts->len; i++) {
+    ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, i);
+    int on = members_on(p, s), members = ns_part_members(p);
+    int changed = 0, gone = 0;
+    if (on > 0 && on < members) {
+      int tail_left = on_server(ns_part_tail(p), s);
+      ns_block_t keep[NS_CHAIN_MAX];
+      int nkeep = 0;
+      for (int m = 0; m < members; m++) {
+        const ns_block_t *b = ns_part_member(p, m);
+        if (on_server(b, s)) {
+          free_block(t, b, fx);
+          gone++;
+        } else {
+          keep[nkeep++] = *b;
+        }
+      }
+      p->block = keep[0];
+      p->nmore = nkeep - 1;
+      for (int m = 0; m < NS_CHAIN_MAX - 1; m++) {
+        p->more[m] = m + 1 < nkeep ? keep[m + 1] : (ns_block_t){0};
+      }
+      /* The copy was filled by the tail that left: it cannot join. */
+      if (tail_left && p->copy.server != 0 && !on_server(&p->copy, s)) {
+        free_block(t, &p->copy, fx);
+        p->copy = (ns_block_t){0};
+        p->copy_op = 0;
+        gone++;
+      }
+      changed = 1;
+    } else if (on == members && restarted && p->state == NS_PART_LIVE) {
+      p->state = NS_PART_LOST;
+      lost_parts++;
+      if (p->copy.server != 0 && !on_server(&p->copy, s)) {
+        free_block(t, &p->copy, fx);
+        p->copy = (ns_block_t){0};
+        p->copy_op = 0;
+        gone++;
+      }
+      changed_any = 1;
+    }
+    if (p->copy.server != 0 && on_server(&p->copy, s)) {
+      free_block(t, &p->copy, fx);
+      p->copy = (ns_block_t){0};
+      p->copy_op = 0;
+      gone++;
+      changed = 1;
+    }
+    if (gone > 0) add_up(n, -gone, 0);
+    if (changed) {
+      p->chain_version++;
+      if (p->state == NS_PART_LIVE) rechain_part(p, fx);
+      changed_any = 1;
+    }
+  }
+  if (changed_any) n->layout.version++;
+  return lost_parts;
+}
+
+/* Applies drop_server_in_node() to every namespace holding a block of s,
+ * in the order of s's blocks (so that replaying the record repeats it). */
+static void drop_server(ns_tree_t *t, ns_server_t *s, int restarted, ns_effects_t *fx) {
+  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GPtrArray *nodes = g_ptr_array_new();
+  for (int32_t i = 0; i < s->nblocks; i++) {
+    ns_node_t *n = s->owner[i];
+    if (s->in_use[i] && n != NULL && g_hash_table_add(seen, n)) g_ptr_array_add(nodes, n);
+  }
+  for (guint i = 0; i < nodes->len; i++) {
+    ns_node_t *n = g_ptr_array_index(nodes, i);
+    int32_t count = drop_server_in_node(t, n, s, restarted, fx);
+    if (count > 0 && fx != NULL) {
+      fx->lost_parts += count;
+      g_ptr_array_add(fx->lost, ns_node_path(n));
+    }
+  }
+  g_ptr_array_free(nodes, TRUE);
+  g_hash_table_destroy(seen);
 }
 
 /* Registers a memory server (or registers it again). A known address that
  * comes back with another incarnation restarted and its blocks are empty:
- * every partition on them becomes lost, in one step, so no request ever
- * reads one as empty. The blocks stay taken (see ns_partition_t). */
+ * it leaves every chain that has another member (drop_server_in_node) and
+ * every other partition on it becomes lost, in one step, so no request ever
+ * reads one as empty. A lost partition's block stays taken (see
+ * ns_partition_t). */
 static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                             size_t whylen) {
   int32_t id = 0;
@@ -884,23 +1161,112 @@ static int apply_server_add(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *
         NS_ALLOC_MAX_BLOCKS);
     return rc;
   }
-  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   ns_server_t *s = ns_alloc_server(t->alloc, id);
+  ns_alloc_set_zone(t->alloc, id, rec->zone);
   if (rec->incarnation != 0 && s->incarnation != 0 && s->incarnation != rec->incarnation) {
-    GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
-    for (int32_t i = 0; i < s->nblocks; i++) {
-      ns_node_t *n = s->owner[i];
-      if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, n)) continue;
-      int32_t count = mark_node_lost(n, s);
-      if (count > 0 && fx != NULL) {
-        fx->lost_parts += count;
-        g_ptr_array_add(fx->lost, ns_node_path(n));
-      }
-    }
-    g_hash_table_destroy(seen);
+    drop_server(t, s, 1, fx);
   }
+  /* After the drop, so that the blocks it freed are raised too. */
+  ns_alloc_raise_generations(t->alloc, id, rec->gen_floor);
   if (rec->incarnation != 0) s->incarnation = rec->incarnation;
   if (fx != NULL) fx->server_id = id;
+  return 0;
+}
+
+/* Begins a copy that is to join a degraded chain at its tail: the partition
+ * of the namespace starting at rec->lo takes rec->block as its copy. */
+static int apply_replica_begin(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                               size_t whylen) {
+  int rc;
+  ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
+  if (n == NULL) return rc;
+  ns_partition_t *p = NULL;
+  for (guint i = 0; i < n->layout.parts->len && p == NULL; i++) {
+    ns_partition_t *x = &g_array_index(n->layout.parts, ns_partition_t, i);
+    if (x->lo == rec->lo) p = x;
+  }
+  if (p == NULL) {
+    WHY("the namespace has no partition starting at %lld", (long long)rec->lo);
+    return MAYFLY_ENOENT;
+  }
+  if (p->state == NS_PART_LOST) {
+    WHY("the partition at %lld is lost: there is nothing to copy", (long long)rec->lo);
+    return MAYFLY_EINVAL;
+  }
+  if (ns_part_members(p) >= ns_node_replicas(n) || ns_part_members(p) >= NS_CHAIN_MAX) {
+    WHY("the partition at %lld has its %d replicas: it is not degraded", (long long)rec->lo,
+        ns_node_replicas(n));
+    return MAYFLY_EINVAL;
+  }
+  if (p->copy.server != 0) {
+    WHY("the partition at %lld already has a copy pending (op %lld)", (long long)rec->lo,
+        (long long)p->copy_op);
+    return MAYFLY_EINVAL;
+  }
+  if (rec->op_id <= 0) {
+    WHY("a copy needs an op id above 0");
+    return MAYFLY_EINVAL;
+  }
+  const ns_server_t *cs = ns_alloc_server(t->alloc, rec->block.server);
+  if (cs == NULL) {
+    WHY("no memory server with id %d", rec->block.server);
+    return MAYFLY_ESERVER;
+  }
+  for (int m = 0; m < ns_part_members(p); m++) {
+    const ns_server_t *ms = ns_alloc_server(t->alloc, ns_part_member(p, m)->server);
+    if (ms != NULL && strcmp(ms->host, cs->host) == 0) {
+      WHY("block %d:%d is on host %s, which already holds a member of the chain",
+          rec->block.server, rec->block.index, cs->host);
+      return MAYFLY_EINVAL;
+    }
+  }
+  rc = ns_alloc_take(t->alloc, &rec->block);
+  if (rc != 0) {
+    WHY("block %d:%d (generation %lld) cannot be taken: %s", rec->block.server, rec->block.index,
+        (long long)rec->block.generation, mayfly_strerror(rc));
+    return rc;
+  }
+  ns_alloc_set_owner(t->alloc, &rec->block, n);
+  p->copy = rec->block;
+  p->copy_op = rec->op_id;
+  add_up(n, 1, 0);
+  if (rec->op_id > t->last_op_id) t->last_op_id = rec->op_id;
+  n->layout.version++;
+  rechain_part(p, fx);
+  return 0;
+}
+
+/* Ends a copy: commit appends the copy block at the chain's tail (a new
+ * chain version), abort frees it. */
+static int apply_replica_end(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
+                             size_t whylen) {
+  int rc;
+  ns_node_t *n = data_node(t, rec->path, why, whylen, &rc);
+  if (n == NULL) return rc;
+  ns_partition_t *p = NULL;
+  for (guint i = 0; i < n->layout.parts->len && p == NULL; i++) {
+    ns_partition_t *x = &g_array_index(n->layout.parts, ns_partition_t, i);
+    if (x->copy.server != 0 && x->copy_op == rec->op_id) p = x;
+  }
+  if (p == NULL) {
+    WHY("no copy %lld is pending in the namespace", (long long)rec->op_id);
+    return MAYFLY_ENOENT;
+  }
+  if (rec->flags & NS_REC_COMMIT) {
+    if (p->nmore + 1 >= NS_CHAIN_MAX) {
+      WHY("the chain has %d members already", NS_CHAIN_MAX);
+      return MAYFLY_EINVAL;
+    }
+    p->more[p->nmore++] = p->copy;
+    p->chain_version++;
+  } else {
+    free_block(t, &p->copy, fx);
+    add_up(n, -1, 0);
+  }
+  p->copy = (ns_block_t){0};
+  p->copy_op = 0;
+  n->layout.version++;
+  rechain_part(p, fx);
   return 0;
 }
 
@@ -931,9 +1297,17 @@ static int apply_one(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, cha
       return apply_truncate(t, rec, fx, why, whylen);
     case NS_REC_SERVER_STATE: {
       int rc = ns_alloc_set_up(t->alloc, rec->server_id, rec->up);
-      if (rc != 0) WHY("no memory server with id %d", rec->server_id);
-      return rc;
+      if (rc != 0) {
+        WHY("no memory server with id %d", rec->server_id);
+        return rc;
+      }
+      if (!rec->up) drop_server(t, ns_alloc_server(t->alloc, rec->server_id), 0, fx);
+      return 0;
     }
+    case NS_REC_REPLICA_BEGIN:
+      return apply_replica_begin(t, rec, fx, why, whylen);
+    case NS_REC_REPLICA_END:
+      return apply_replica_end(t, rec, fx, why, whylen);
   }
   WHY("unknown record type %d", (int)rec->type);
   return MAYFLY_EINVAL;
@@ -951,26 +1325,77 @@ void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud) {
   t->observer_ud = ud;
 }
 
-int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t *out) {
-  if (n < 0 || n > NS_CREATE_BLOCKS_MAX) return MAYFLY_EINVAL;
-  ns_block_t *blocks = g_new(ns_block_t, n > 0 ? (gsize)n : 1);
-  int rc = ns_alloc_pick(t->alloc, n, blocks);
+/* The smallest block size among the members of p (a file range must fit in
+ * every replica). */
+static int64_t chain_block_size(const ns_tree_t *t, const ns_partition_t *p) {
+  int64_t size = INT64_MAX;
+  for (int m = 0; m < ns_part_members(p); m++) {
+    const ns_server_t *s = ns_alloc_server(t->alloc, ns_part_member(p, m)->server);
+    if (s->block_size < size) size = s->block_size;
+  }
+  return size;
+}
+
+/* Fills p with the chain blocks[0..r) and nothing else. */
+static void chain_part(ns_partition_t *p, const ns_block_t *blocks, int r) {
+  memset(p, 0, sizeof *p);
+  p->block = blocks[0];
+  p->nmore = r - 1;
+  for (int m = 1; m < r; m++) p->more[m - 1] = blocks[m];
+  p->state = NS_PART_LIVE;
+  p->replicas = r;
+  p->chain_version = 1;
+}
+
+/* A reason for a failed pick of r-block chains. */
+static void plan_why(const ns_tree_t *t, int rc, int r, char *why, size_t whylen) {
+  if (rc == MAYFLY_ENOHOSTS && r > NS_CHAIN_MAX) {
+    WHY("%d replicas asked for; a chain has at most %d", r, NS_CHAIN_MAX);
+  } else if (rc == MAYFLY_ENOHOSTS) {
+    WHY("%d replicas need memory servers on %d distinct hosts; %d hosts have a server up", r, r,
+        ns_alloc_hosts_up(t->alloc, NULL, 0));
+  } else if (rc == MAYFLY_ENOSPC) {
+    WHY("not enough free blocks on the memory servers that are up");
+  } else if (rc == MAYFLY_ENOSERVERS) {
+    WHY("no memory server is up");
+  }
+}
+
+int ns_tree_plan_chains(const ns_tree_t *t, ns_kind_t kind, int n, int replicas,
+                        ns_partition_t *out, char *why, size_t whylen) {
+  if (n < 0 || n > NS_CREATE_BLOCKS_MAX || replicas < 0) {
+    WHY("1 to %d blocks and 1 to %d replicas", NS_CREATE_BLOCKS_MAX, NS_CHAIN_MAX);
+    return MAYFLY_EINVAL;
+  }
+  int r = replicas > 0 ? replicas : 1;
+  ns_block_t *blocks = g_new(ns_block_t, n > 0 ? (gsize)n * (gsize)r : 1);
+  int rc;
+  if (r == 1) {
+    rc = ns_alloc_pick(t->alloc, n, blocks);
+  } else if (n == 0) {
+    /* Nothing to place, but the request must still be placeable. */
+    rc = ns_alloc_hosts_up(t->alloc, NULL, 0) < r || r > NS_CHAIN_MAX ? MAYFLY_ENOHOSTS : 0;
+  } else {
+    int32_t *extra = g_new0(int32_t, t->alloc->servers->len ? t->alloc->servers->len : 1);
+    rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+      rc = ns__alloc_pick_chain_x(t->alloc, r, NULL, 0, extra, &blocks[(gsize)i * (gsize)r]);
+    }
+    g_free(extra);
+  }
   int64_t offset = 0;
   for (int i = 0; rc == 0 && i < n; i++) {
     ns_partition_t *p = &out[i];
-    p->block = blocks[i];
-    p->state = NS_PART_LIVE;
+    chain_part(p, &blocks[(gsize)i * (gsize)r], r);
     switch (kind) {
       case NS_KIND_KV:
         p->lo = (int64_t)NS_KV_SLOTS * i / n;
         p->hi = (int64_t)NS_KV_SLOTS * (i + 1) / n;
         break;
-      case NS_KIND_FILE: {
-        const ns_server_t *s = ns_alloc_server(t->alloc, blocks[i].server);
+      case NS_KIND_FILE:
         p->lo = offset;
-        p->hi = offset += s->block_size;
+        p->hi = offset += chain_block_size(t, p);
         break;
-      }
       default:
         p->lo = i;
         p->hi = i + 1;
@@ -978,16 +1403,33 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
     }
   }
   g_free(blocks);
+  if (rc != 0) plan_why(t, rc, r, why, whylen);
   return rc;
 }
 
-int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
-                        ns_partition_t *out) {
-  if (hi < lo || lo < 0) return MAYFLY_EINVAL;
-  if (n->layout.parts == NULL) return MAYFLY_EISDIR;
-  int rc = ns_alloc_pick(t->alloc, 1, &out->block);
-  if (rc != 0) return rc;
-  out->state = NS_PART_LIVE;
+int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t *out) {
+  return ns_tree_plan_chains(t, kind, n, 1, out, NULL, 0);
+}
+
+int ns_tree_plan_append_why(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
+                            ns_partition_t *out, char *why, size_t whylen) {
+  if (hi < lo || lo < 0) {
+    WHY("a range [lo, hi) needs 0 <= lo <= hi");
+    return MAYFLY_EINVAL;
+  }
+  if (n->layout.parts == NULL) {
+    WHY("a directory has no blocks");
+    return MAYFLY_EISDIR;
+  }
+  int r = ns_node_replicas(n);
+  ns_block_t blocks[NS_CHAIN_MAX];
+  int rc = r == 1 ? ns_alloc_pick(t->alloc, 1, blocks)
+                  : ns_alloc_pick_chain(t->alloc, r, NULL, 0, blocks);
+  if (rc != 0) {
+    plan_why(t, rc, r, why, whylen);
+    return rc;
+  }
+  chain_part(out, blocks, r);
   if (lo != 0 || hi != 0) {
     out->lo = lo;
     out->hi = hi;
@@ -1000,10 +1442,15 @@ int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int6
   }
   if (n->kind == NS_KIND_FILE) {
     out->lo = last ? last->hi : 0;
-    out->hi = out->lo + ns_alloc_server(t->alloc, out->block.server)->block_size;
+    out->hi = out->lo + chain_block_size(t, out);
   } else {
     out->lo = last ? last->hi : 0;
     out->hi = out->lo + 1;
   }
   return 0;
+}
+
+int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
+                        ns_partition_t *out) {
+  return ns_tree_plan_append_why(t, n, lo, hi, out, NULL, 0);
 }

@@ -70,8 +70,9 @@ typedef enum { NS_PART_LIVE = 0, NS_PART_LOST = 1 } ns_part_state_t;
  * or restarted leaves the chain (the head's successor becomes the head when
  * the head goes); the partition is lost only when its last member goes.
  * `copy` is a block taken to join the chain at the tail once the tail has
- * filled it (copy_op names that copy); server 0 when none. */
-#define NS_CHAIN_MAX 5
+ * filled it (copy_op names that copy); server 0 when none. NS_CHAIN_MAX
+ * (alloc.h) bounds the members. Every member's block and the copy block are
+ * taken and owned by the namespace, and counted in its sub_blocks. */
 
 typedef struct ns_partition {
   ns_block_t block;
@@ -102,16 +103,21 @@ typedef struct ns_layout {
 } ns_layout_t;
 
 /* A repartition of a kv namespace that was begun and not yet ended: the
- * slots [lo, hi) of block `src` are being copied to block `dst` (a split: dst
- * is a new block, taken at begin; a merge: dst is the neighbour that takes
- * over src's whole range). The layout changes only when it commits. */
+ * slots [lo, hi) of block `src` (a partition's head) are being copied to
+ * block `dst` (a split: dst is a new block, taken at begin, the head of the
+ * new partition's chain whose other members are dst_more[0..dst_nmore), taken
+ * too; a merge: dst is the head of the neighbour that takes over src's whole
+ * range). The layout changes only when it commits. */
 typedef struct ns_repart {
   int64_t id;
   int merge;
   ns_block_t src, dst;
   int64_t lo, hi;
   int64_t started_ms;
-  int lost; /* src or dst lost with a server's incarnation: it can only roll back */
+  int lost; /* src or dst lost with a server's incarnation, or src's or dst's head left
+               its chain (or a member of a split's new chain left): it can only roll back */
+  int32_t dst_nmore;                    /* split: members of the new chain after dst */
+  ns_block_t dst_more[NS_CHAIN_MAX - 1];
 } ns_repart_t;
 
 /* Watermark defaults, % of a block. */
@@ -134,9 +140,11 @@ struct ns_node {
   int32_t max_blocks;  /* 0 = no limit */
   int32_t initial_blocks; /* blocks at creation: merges never go below */
   int32_t high_wm, low_wm; /* kv: % of a block; 0 = the defaults */
+  int32_t replicas;    /* R of every partition (CREATE; 1 before replication) */
   GArray *reparts;     /* ns_repart_t begun and not ended; NULL when none */
   /* What the subtree rooted here (this node included) holds: blocks (every
-   * node's ns_node_blocks_committed) and leaf namespaces. Kept by every
+   * node's ns_node_blocks_held: chain members and copies included) and leaf
+   * namespaces. Kept by every
    * change of the tree in O(depth), so a quota over a subtree is one
    * lookup; ns_tree_check_counts() verifies them. */
   int64_t sub_blocks;
@@ -164,19 +172,29 @@ typedef struct ns_tree {
 
 typedef enum {
   NS_REC_MKDIR,         /* path; flags NS_REC_PARENTS */
-  NS_REC_CREATE,        /* path, kind, lease_ms, node_flags, tags, parts */
+  NS_REC_CREATE,        /* path, kind, lease_ms, node_flags, tags, parts (with chains),
+                           replicas */
   NS_REC_REMOVE,        /* path; flags NS_REC_RECURSIVE, NS_REC_EXPIRED */
   NS_REC_RENAME,        /* path -> path2 */
   NS_REC_RENEW,         /* paths[npaths] */
-  NS_REC_ADD_PART,      /* path, parts[0] appended to the layout */
+  NS_REC_ADD_PART,      /* path, parts[0] (with its chain) appended to the layout */
   NS_REC_REMOVE_PART,   /* path, part_index */
-  NS_REC_SERVER_ADD,    /* address, blocks, block_size, gen_floor, incarnation: a known
-                           address with another incarnation loses its partitions */
-  NS_REC_SERVER_STATE,  /* server_id, up */
-  NS_REC_REPART_BEGIN,  /* path, op_id, flags NS_REC_MERGE, block (src), block2 (dst), lo, hi */
+  NS_REC_SERVER_ADD,    /* address, zone, blocks, block_size, gen_floor, incarnation: a
+                           known address with another incarnation leaves every chain
+                           with another member and loses its other partitions */
+  NS_REC_SERVER_STATE,  /* server_id, up: up 0 also drops the server from every chain
+                           with another member */
+  NS_REC_REPART_BEGIN,  /* path, op_id, flags NS_REC_MERGE, block (src), block2 (dst), lo, hi;
+                           a split of a replicated namespace: parts[0] = the new partition
+                           with its chain (its head = block2), nparts 1 */
   NS_REC_REPART_END,    /* path, op_id, flags NS_REC_COMMIT */
-  NS_REC_TRUNCATE       /* path, lo: drop the file partitions starting at or past lo */
+  NS_REC_TRUNCATE,      /* path, lo: drop the file partitions starting at or past lo */
+  NS_REC_REPLICA_BEGIN, /* path, lo (the partition's range lo), block (the copy), op_id */
+  NS_REC_REPLICA_END    /* path, op_id, flags NS_REC_COMMIT (else abort) */
 } ns_rec_type_t;
+
+/* The last record type (codecs). */
+#define NS_REC_TYPE_LAST NS_REC_REPLICA_END
 
 #define NS_REC_PARENTS 0x1u
 #define NS_REC_RECURSIVE 0x2u
@@ -202,6 +220,7 @@ typedef struct ns_record {
   const char *const *paths;
   size_t npaths;
   const char *address;
+  const char *zone;     /* SERVER_ADD: NULL or "" = none */
   int32_t blocks;
   int64_t block_size;
   int32_t server_id;
@@ -209,6 +228,7 @@ typedef struct ns_record {
   int64_t gen_floor;
   uint64_t incarnation; /* SERVER_ADD: 0 = unknown (never marks anything lost) */
   int32_t max_blocks, high_wm, low_wm; /* CREATE */
+  int32_t replicas;     /* CREATE: 0 or 1 unreplicated, at most NS_CHAIN_MAX */
   int64_t op_id;
   ns_block_t block, block2;
   int64_t lo, hi;
@@ -217,10 +237,13 @@ typedef struct ns_record {
 /* What applying a record did, for the caller to act on: blocks to release on
  * the memory servers, paths removed (events), paths not found (renew), the id
  * of a registered server, the namespaces whose partitions were just marked
- * lost (events) and how many partitions that was. The caller owns it: init,
- * apply, read, clear. */
+ * lost (events) and how many partitions that was, and the blocks whose chain
+ * changed (every remaining member and the copy block of each chain that a
+ * member left or joined, or that began or ended a copy: their servers are
+ * told to check them). The caller owns it: init, apply, read, clear. */
 typedef struct ns_effects {
-  GArray *freed;       /* ns_block_t */
+  GArray *freed;       /* ns_block_t: dropped chain members and cancelled copies too */
+  GArray *rechain;     /* ns_block_t */
   GPtrArray *removed;  /* char * (g_free), in removal order, children first */
   GPtrArray *missing;  /* char * (g_free) */
   GPtrArray *lost;     /* char * (g_free): each namespace once, by its first block */
@@ -296,6 +319,18 @@ int ns_tree_reap(ns_tree_t *t, int64_t now_ms, ns_effects_t *fx);
 int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t *out);
 
 /*
+ * ns_tree_plan_parts() for a namespace of `replicas` (0 or 1: as
+ * ns_tree_plan_parts) : each partition a chain of `replicas` blocks on
+ * distinct hosts (ns_alloc_pick_chain; chains planned together spread over
+ * the servers as single blocks do). File ranges use the head's block size.
+ * Returns 0, MAYFLY_EINVAL (n or replicas out of range), MAYFLY_ENOSERVERS,
+ * MAYFLY_ENOSPC or MAYFLY_ENOHOSTS, with a sentence in why (may be NULL)
+ * naming the replicas asked for and the hosts up.
+ */
+int ns_tree_plan_chains(const ns_tree_t *t, ns_kind_t kind, int n, int replicas,
+                        ns_partition_t *out, char *why, size_t whylen);
+
+/*
  * Chooses one block to append to namespace `n`. When lo == hi == 0 the range
  * follows the last partition (the next byte range of a file, the next queue
  * segment); otherwise [lo, hi) is used as given. Returns 0, MAYFLY_EINVAL
@@ -304,8 +339,29 @@ int ns_tree_plan_parts(const ns_tree_t *t, ns_kind_t kind, int n, ns_partition_t
 int ns_tree_plan_append(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
                         ns_partition_t *out);
 
-/* The index of the partition held by block b (server and index; any
- * generation check is the caller's), or -1. */
+/* ns_tree_plan_append() with the reason of a failure in why (may be NULL).
+ * Both pick a whole chain of the node's replicas (ns_node_replicas) for a
+ * replicated namespace (so queue and file growth, and a kv split's new
+ * partition, are chains); MAYFLY_ENOHOSTS when too few hosts are up. */
+int ns_tree_plan_append_why(const ns_tree_t *t, const ns_node_t *n, int64_t lo, int64_t hi,
+                            ns_partition_t *out, char *why, size_t whylen);
+
+/* R of the node's partitions: its replicas, 1 when 0 (before replication). */
+int32_t ns_node_replicas(const ns_node_t *n);
+
+/*
+ * Finds block b (server and index; any generation check is the caller's,
+ * against the block returned by ns_part_member or copy) among the chains of
+ * n's partitions: *part (may be NULL) gets the partition's index, *member
+ * (may be NULL) its position, 0 = the head ... nmore = the tail, or -1 for
+ * the partition's copy block. Returns 0, or MAYFLY_ENOENT (then *part and
+ * *member are -1); the blocks of a split under way are not partitions yet.
+ */
+int ns_node_find_block(const ns_node_t *n, const ns_block_t *b, int *part, int *member);
+
+/* The index of the partition whose head is block (server, index) (any
+ * generation check is the caller's), or -1. Other chain members:
+ * ns_node_find_block(). */
 int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index);
 
 /* The partition of n held by block (server, index), with generation check
@@ -313,8 +369,8 @@ int ns_node_find_part(const ns_node_t *n, int32_t server, int32_t index);
  * partition yet. */
 const ns_partition_t *ns_node_part_of(const ns_node_t *n, int32_t server, int32_t index);
 
-/* 1 when block (server, index) is taken by a lost partition, or is the new
- * block of a split that was lost, else 0 (free blocks included). The
+/* 1 when block (server, index) is taken by a lost partition (any member), or
+ * is a block of a split that was lost, else 0 (free blocks included). The
  * directory leaves such blocks out of a memory server's reconcile list and
  * answers "lost" when the server asks about one. */
 int ns_tree_block_lost(const ns_tree_t *t, int32_t server, int32_t index);
@@ -325,14 +381,28 @@ int32_t ns_node_lost_parts(const ns_node_t *n);
 /* How many blocks of server `id` are taken by lost partitions or splits. */
 int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id);
 
+/* How many partitions (chains) have a member or their copy on server `id`:
+ * what `mayfly servers` shows as the chains depending on it. */
+int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id);
+
+/* The state of a partition for a human (`mayfly stat`): "lost", "copying"
+ * (a copy is being filled to join), "degraded" (fewer members than its
+ * replicas) or "ok". */
+const char *ns_part_chain_state(const ns_partition_t *p);
+
 /* The begun repartition with this id, or NULL. */
 ns_repart_t *ns_node_find_repart(const ns_node_t *n, int64_t op_id);
 
 /* 1 when block (server, index) takes part in a begun repartition of n. */
 int ns_node_block_busy(const ns_node_t *n, int32_t server, int32_t index);
 
-/* Blocks n holds or is about to hold (splits begun), against max_blocks. */
+/* Partitions n has or is about to have (splits begun), against max_blocks
+ * (which counts partitions, whatever their replicas). */
 int32_t ns_node_blocks_committed(const ns_node_t *n);
+
+/* Every block n holds: each partition's members and copy, and the chains of
+ * begun splits (what sub_blocks and the tenants' quotas count). */
+int64_t ns_node_blocks_held(const ns_node_t *n);
 
 /* Recounts every node's sub_blocks and sub_leaves and compares them with the
  * kept ones. Returns 0 when all match, else MAYFLY_EINVAL with the first

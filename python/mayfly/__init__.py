@@ -44,8 +44,8 @@ from .errors import (ERRORS, BadPath, ClientForked, ConnectionFailed, DataLost, 
 
 __all__ = [
     "connect", "Client", "KV", "Queue", "File", "Listener", "Event", "Stat", "Partition",
-    "Lease", "Server", "Tenant", "DirStats", "Usage", "MayflyError", "InvalidArgument", "NotFound",
-    "Exists", "NotADirectory", "IsADirectory", "DirectoryNotEmpty", "BadPath", "NoSpace",
+    "Replica", "Lease", "Server", "Tenant", "DirStats", "Usage", "MayflyError", "InvalidArgument",
+    "NotFound", "Exists", "NotADirectory", "IsADirectory", "DirectoryNotEmpty", "BadPath", "NoSpace",
     "ConnectionFailed", "Timeout", "PermissionDenied", "WrongKind", "TooBig", "QuotaExceeded",
     "TryAgain", "KeyNotFound", "DataLost", "DirectoryDown", "ClientForked", "ERRORS",
     "strerror", "error_name", "library_path",
@@ -115,8 +115,20 @@ def _take(ptr: c_void_p, n: int) -> bytes:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One member of a replicated partition's chain."""
+    server_id: int
+    server_address: str
+    block_index: int
+    generation: int
+    zone: str  # "" when its server has no --zone
+
+
+@dataclass(frozen=True)
 class Partition:
-    """One block-backed partition of a namespace."""
+    """One block-backed partition of a namespace. For a replicated one the
+    server fields are its chain's head; chain lists every member, head first
+    (writes go to the head, reads to the last member)."""
     server_id: int
     server_address: str
     block_index: int
@@ -125,6 +137,10 @@ class Partition:
     range_lo: int
     range_hi: int
     lost: bool
+    replicas: int = 1  # R wanted
+    state: str = "ok"  # "ok", "degraded", "copying" or "lost"
+    chain: Tuple[Replica, ...] = ()  # empty when R = 1
+    chain_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,11 @@ class Stat:
 def _stat(st: _lib.CStat) -> Stat:
     parts = tuple(
         Partition(p.server_id, _s(p.server_address), p.block_index, p.generation, p.block_size,
-                  p.range_lo, p.range_hi, bool(p.lost))
+                  p.range_lo, p.range_hi, bool(p.lost), p.replicas, _s(p.state),
+                  tuple(Replica(r.server_id, _s(r.server_address), r.block_index, r.generation,
+                                _s(r.zone))
+                        for r in (p.chain[k] for k in range(p.nchain))),
+                  p.chain_version)
         for p in (st.partitions[i] for i in range(st.npartitions)))
     tags = {_s(st.tag_keys[i]): _s(st.tag_values[i]) for i in range(st.ntags)}
     return Stat(_s(st.path), _KIND_NAMES.get(st.kind, "unknown"), st.created_ms, st.lease_ms,
@@ -177,6 +197,9 @@ class Server:
     block_size: int
     heartbeat_age_ms: int
     blocks_lost: int
+    zone: str = ""   # its --zone
+    host: str = ""   # the host part of its address (replicas go on distinct hosts)
+    chains: int = 0  # replicated partitions with a member (or a copy being filled) here
 
 
 @dataclass(frozen=True)
@@ -319,17 +342,18 @@ class Client(_Closing):
 
     def mount(self, path: str, kind: str = "kv", blocks: int = 0, lease_ms: int = 0,
               pinned: bool = False, max_blocks: int = 0, high_watermark: int = 0,
-              low_watermark: int = 0) -> Union["KV", "Queue", "File"]:
+              low_watermark: int = 0, replicas: int = 0) -> Union["KV", "Queue", "File"]:
         """Opens the namespace at path, creating it when absent with the given
         options (blocks 0: one; lease_ms 0: the directory's default; max_blocks
-        0: no limit; watermarks 0: the defaults). Its lease is renewed in the
-        background until unmount(). Returns a KV, Queue or File by kind."""
+        0: no limit; watermarks 0: the defaults; replicas: blocks per partition
+        on distinct hosts, 0: the directory's --replicas). Its lease is renewed
+        in the background until unmount(). Returns a KV, Queue or File by kind."""
         k = _kind(kind)
         if k == 0:
             raise InvalidArgument(-1, "a directory is not mounted: use mkdir()")
         opts = _create_options(blocks=blocks, lease_ms=lease_ms, pinned=pinned,
                                max_blocks=max_blocks, high_watermark=high_watermark,
-                               low_watermark=low_watermark)
+                               low_watermark=low_watermark, replicas=replicas)
         ns = c_void_p()
         check(lib.mayfly_mount(self._h(), _p(path), k, byref(opts), byref(ns)))
         obj = {1: File, 2: Queue, 3: KV}[k](self, path, ns)
@@ -392,7 +416,8 @@ class Client(_Closing):
         check(lib.mayfly_servers(self._h(), byref(out), byref(n)))
         try:
             return [Server(s.id, _s(s.address), bool(s.up), s.blocks_used, s.blocks_total,
-                           s.block_size, s.heartbeat_age_ms, s.blocks_lost)
+                           s.block_size, s.heartbeat_age_ms, s.blocks_lost, _s(s.zone),
+                           _s(s.host), s.chains)
                     for s in (out[i] for i in range(n.value))]
         finally:
             lib.mayfly_servers_free(out, n)
@@ -488,9 +513,13 @@ def _kind(kind: str) -> int:
 
 
 def _create_options(blocks: int = 0, lease_ms: int = 0, pinned: bool = False, max_blocks: int = 0,
-                    high_watermark: int = 0, low_watermark: int = 0) -> _lib.CreateOptions:
+                    high_watermark: int = 0, low_watermark: int = 0,
+                    replicas: int = 0) -> _lib.CreateOptions:
+    if replicas < 0:
+        raise InvalidArgument(-1, f"replicas must be positive (0: the directory's default), "
+                              f"not {replicas}")
     return _lib.CreateOptions(blocks, lease_ms, int(pinned), max_blocks, high_watermark,
-                              low_watermark)
+                              low_watermark, replicas)
 
 
 # --- mounted namespaces ---

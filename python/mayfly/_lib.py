@@ -68,14 +68,22 @@ class Options(Structure):
 
 class CreateOptions(Structure):
     _fields_ = [("blocks", c_int), ("lease_ms", c_int64), ("pinned", c_int),
-                ("max_blocks", c_int), ("high_watermark", c_int), ("low_watermark", c_int)]
+                ("max_blocks", c_int), ("high_watermark", c_int), ("low_watermark", c_int),
+                ("replicas", c_int)]
+
+
+class CReplica(Structure):
+    _fields_ = [("server_id", c_int32), ("server_address", c_char_p), ("block_index", c_int32),
+                ("generation", c_int64), ("capability", c_void_p), ("capability_len", c_size_t),
+                ("zone", c_char_p)]
 
 
 class CPartition(Structure):
     _fields_ = [("server_id", c_int32), ("server_address", c_char_p), ("block_index", c_int32),
                 ("generation", c_int64), ("block_size", c_int64), ("range_lo", c_int64),
                 ("range_hi", c_int64), ("lost", c_int), ("capability", c_void_p),
-                ("capability_len", c_size_t)]
+                ("capability_len", c_size_t), ("replicas", c_int), ("state", c_char_p),
+                ("chain_version", c_int64), ("nchain", c_size_t), ("chain", POINTER(CReplica))]
 
 
 class CStat(Structure):
@@ -103,7 +111,8 @@ class CLease(Structure):
 class CServer(Structure):
     _fields_ = [("id", c_int32), ("address", c_char_p), ("up", c_int),
                 ("blocks_used", c_int32), ("blocks_total", c_int32), ("block_size", c_int64),
-                ("heartbeat_age_ms", c_int64), ("blocks_lost", c_int32)]
+                ("heartbeat_age_ms", c_int64), ("blocks_lost", c_int32), ("zone", c_char_p),
+                ("host", c_char_p), ("chains", c_int32)]
 
 
 DIR_STATS_FIELDS = [
@@ -118,6 +127,8 @@ DIR_STATS_FIELDS = [
     ("log_records", c_int64), ("log_bytes", c_int64), ("log_fsyncs", c_int64),
     ("snapshots", c_int64), ("last_snapshot_ms", c_int64),
     ("recovery_ms", c_int64), ("recovered_records", c_int64), ("log_seq", c_int64),
+    ("chain_failovers", c_int64), ("rereplications", c_int64), ("rereplicated_bytes", c_int64),
+    ("partitions_degraded", c_int64),
 ]
 
 

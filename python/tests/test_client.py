@@ -52,6 +52,21 @@ def test_create_options_and_pinned(client, root):
         client.create(f"{root}/z", kind="bogus")
 
 
+def test_a_namespace_without_replicas_has_no_chain(client, root):
+    for opts in ({}, {"replicas": 1}):
+        name = f"{root}/r{len(opts)}"
+        st = client.create(name, kind="kv", blocks=2, **opts)
+        assert len(st.partitions) == 2
+        for p in st.partitions:
+            assert (p.replicas, p.state, p.chain, p.chain_version) == (1, "ok", (), 0)
+        with client.mount(name, kind="kv", **opts) as kv:
+            kv[b"k"] = b"v"
+            assert kv[b"k"] == b"v"
+    with pytest.raises(mayfly.InvalidArgument, match="replicas"):
+        client.create(f"{root}/neg", kind="kv", replicas=-1)
+    assert not client.exists(f"{root}/neg")
+
+
 def test_tree_and_leases_list_the_subtree_in_order(client, root):
     client.mkdir(f"{root}/d")
     client.create(f"{root}/d/q", kind="queue")
@@ -91,6 +106,7 @@ def test_servers_and_stats(cluster, client, root):
     (s,) = client.servers()
     assert s.address == cluster.memservers[0].address and s.up
     assert s.blocks_total > 0 and s.block_size > 0
+    assert isinstance(s.zone, str) and isinstance(s.host, str) and s.chains == 0
     before = client.stats()
     client.create(f"{root}/kv", kind="kv", blocks=3)
     after = client.stats()
@@ -99,6 +115,7 @@ def test_servers_and_stats(cluster, client, root):
     assert after.namespaces == before.namespaces + 1
     assert after.requests > before.requests
     assert after.durable == 0
+    assert after.partitions_degraded == 0 and after.chain_failovers == 0
 
 
 def test_usage_counts_the_items(client, root):

@@ -87,6 +87,19 @@ static void make_seeds(void) {
   add_record(&(ns_record_t){.type = NS_REC_REPART_END, .flags = NS_REC_COMMIT, .path = "/kv",
                             .op_id = 4});
   add_record(&(ns_record_t){.type = NS_REC_TRUNCATE, .path = "/f", .lo = 4096});
+  /* Replication (issue 12): chains, zones, replicas and copies. */
+  ns_partition_t chain = {.block = {1, 0, 3}, .lo = 0, .hi = 65536, .replicas = 3,
+                          .nmore = 2, .more = {{2, 4, 1}, {3, 1, 7}}, .chain_version = 5,
+                          .copy = {4, 2, 2}, .copy_op = 9};
+  add_record(&(ns_record_t){.type = NS_REC_CREATE, .path = "/r", .kind = NS_KIND_KV,
+                            .parts = &chain, .nparts = 1, .replicas = 3});
+  add_record(&(ns_record_t){.type = NS_REC_SERVER_ADD, .address = "127.0.0.2:7000",
+                            .zone = "rack-1", .blocks = 8, .block_size = 4096,
+                            .incarnation = 5});
+  add_record(&(ns_record_t){.type = NS_REC_REPLICA_BEGIN, .path = "/r", .lo = 0,
+                            .block = {4, 2, 2}, .op_id = 9});
+  add_record(&(ns_record_t){.type = NS_REC_REPLICA_END, .path = "/r", .op_id = 9,
+                            .flags = NS_REC_COMMIT});
   g_hash_table_destroy(tags);
   /* Log images: empty, header only, all records, a few, and one torn. */
   fz_add_seed(&fz, g_byte_array_new());

@@ -128,6 +128,41 @@ static ns_tree_t *wide_tree(void) {
   return t;
 }
 
+/* Replicated namespaces (issue 12): zones, chains, a degraded chain with a
+ * copy under way, a split of a chain begun, a member dropped. */
+static ns_tree_t *chain_tree(void) {
+  ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
+  const char *addrs[] = {"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000", "[::1]:7000"};
+  const char *zones[] = {"a", "b", "a", NULL};
+  for (int i = 0; i < 4; i++) {
+    apply(t, (ns_record_t){.type = NS_REC_SERVER_ADD, .address = addrs[i], .zone = zones[i],
+                           .blocks = 8, .block_size = 1024, .incarnation = 1});
+  }
+  ns_partition_t parts[2];
+  must(ns_tree_plan_chains(t, NS_KIND_KV, 2, 2, parts, NULL, 0), "planning chains");
+  apply(t, (ns_record_t){.type = NS_REC_CREATE, .path = "/r/kv", .kind = NS_KIND_KV,
+                         .parts = parts, .nparts = 2, .replicas = 2});
+  must(ns_tree_plan_chains(t, NS_KIND_QUEUE, 1, 3, parts, NULL, 0), "planning chains");
+  apply(t, (ns_record_t){.type = NS_REC_CREATE, .path = "/r/q", .kind = NS_KIND_QUEUE,
+                         .parts = parts, .nparts = 1, .replicas = 3});
+  ns_node_t *kv = ns_tree_lookup(t, "/r/kv"), *q = ns_tree_lookup(t, "/r/q");
+  ns_partition_t k0 = g_array_index(kv->layout.parts, ns_partition_t, 0), split;
+  must(ns_tree_plan_append(t, kv, 500, k0.hi, &split), "planning a split");
+  apply(t, (ns_record_t){.type = NS_REC_REPART_BEGIN, .path = "/r/kv", .op_id = 1,
+                         .block = k0.block, .block2 = split.block, .lo = 500, .hi = k0.hi,
+                         .parts = &split, .nparts = 1});
+  ns_partition_t q0 = g_array_index(q->layout.parts, ns_partition_t, 0);
+  apply(t, (ns_record_t){.type = NS_REC_SERVER_STATE, .server_id = q0.more[0].server, .up = 0});
+  q0 = g_array_index(q->layout.parts, ns_partition_t, 0);
+  int32_t avoid[NS_CHAIN_MAX];
+  for (int m = 0; m < ns_part_members(&q0); m++) avoid[m] = ns_part_member(&q0, m)->server;
+  ns_block_t copy;
+  must(ns_alloc_pick_chain(t->alloc, 1, avoid, ns_part_members(&q0), &copy), "picking a copy");
+  apply(t, (ns_record_t){.type = NS_REC_REPLICA_BEGIN, .path = "/r/q", .lo = q0.lo,
+                         .block = copy, .op_id = 2});
+  return t;
+}
+
 static void make_seeds(void) {
   ns_tree_t *t = ns_tree_new(LEASE_MS, GRACE_MS);
   add_seed(t, 0);
@@ -143,6 +178,9 @@ static void make_seeds(void) {
   ns_tree_free(t);
   t = wide_tree();
   add_seed(t, 1234567);
+  ns_tree_free(t);
+  t = chain_tree();
+  add_seed(t, 77);
   ns_tree_free(t);
 }
 

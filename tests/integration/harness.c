@@ -35,7 +35,7 @@ const char *mf_bin(const char *rel) {
   return path;
 }
 
-static void kill_all(void) {
+void mf_kill_all(void) {
   if (running == NULL) return;
   for (guint i = 0; i < running->len; i++) {
     mf_daemon_t *d = g_ptr_array_index(running, i);
@@ -79,7 +79,7 @@ static mf_daemon_t *start_at(const char *netns, const char *host, const char *bi
                              GPtrArray *args) {
   if (running == NULL) {
     running = g_ptr_array_new();
-    atexit(kill_all);
+    atexit(mf_kill_all);
   }
   mf_daemon_t *d = g_new0(mf_daemon_t, 1);
   d->dir = g_dir_make_tmp("mayfly-test-XXXXXX", NULL);
@@ -165,6 +165,17 @@ mf_daemon_t *mf_start_in_netns(const char *netns, const char *host, const char *
   va_start(ap, arg);
   for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) g_ptr_array_add(args, (gpointer)a);
   va_end(ap);
+  char *bin = g_strdup(mf_bin(rel));
+  mf_daemon_t *d = start_at(netns, host, bin, args);
+  g_free(bin);
+  g_ptr_array_free(args, TRUE);
+  return d;
+}
+
+mf_daemon_t *mf_start_in_netns_v(const char *netns, const char *host, const char *rel,
+                                 const char *const *argv) {
+  GPtrArray *args = g_ptr_array_new();
+  for (const char *const *a = argv; *a != NULL; a++) g_ptr_array_add(args, (gpointer)*a);
   char *bin = g_strdup(mf_bin(rel));
   mf_daemon_t *d = start_at(netns, host, bin, args);
   g_free(bin);

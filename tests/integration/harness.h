@@ -44,6 +44,16 @@ mf_daemon_t *mf_start_memserver(const mf_daemon_t *dir, int blocks, const char *
 mf_daemon_t *mf_start_in_netns(const char *netns, const char *host, const char *rel,
                                const char *arg, ...) __attribute__((sentinel));
 
+/* The same with the arguments in a NULL-terminated array (for callers that
+ * build the list at run time). */
+mf_daemon_t *mf_start_in_netns_v(const char *netns, const char *host, const char *rel,
+                                 const char *const *argv);
+
+/* Kills (SIGKILL) and reaps every daemon still running; runs at exit on its
+ * own, and may be called earlier (a signal handler cleaning up). The
+ * mf_daemon_t handles stay allocated but must not be used afterwards. */
+void mf_kill_all(void);
+
 /* Sends SIGSTOP / SIGCONT (a server that hangs without closing its sockets). */
 void mf_pause(const mf_daemon_t *d);
 void mf_resume(const mf_daemon_t *d);

@@ -589,6 +589,55 @@ static void test_create_makes_a_file_a_queue_and_a_kv_namespace_of_one_block(voi
   finish(d);
 }
 
+/* Issue 12: --replicas goes through to the directory (R = 1 here: the
+ * directory of this build places no chains); a namespace without replicas
+ * says so in stat (text and JSON) and keeps its partitions' table, and
+ * servers show zone, host and chains columns. */
+static void test_create_replicas_1_and_stat_say_r_1_without_a_chain(void) {
+  int ids[1];
+  mf_daemon_t *d = start_dir_with_servers(1, ids);
+  if (d == NULL) return;
+  run_t r = {0};
+  RUN(&r, d, "create", "/rep/kv", "--kind", "kv", "--replicas", "1", "--blocks", "2");
+  EXPECT_SUCCESS(&r);
+  JsonObject *st = STAT_JSON(d, "/rep/kv");
+  MF_ASSERT_EQ(jint(st, "replicas"), 1);
+  JsonArray *parts = jarr(st, "partitions");
+  MF_ASSERT_EQ(jlen(parts), 2);
+  for (guint i = 0; i < 2; i++) {
+    JsonObject *p = jat(parts, i);
+    MF_ASSERT_EQ(jint(p, "replicas"), 1);
+    EXPECT_STR(jstr(p, "state"), "live"); /* R = 1 keeps its states */
+    CU_ASSERT(!json_object_has_member(p, "chain"));
+  }
+  json_object_unref(st);
+  RUN(&r, d, "stat", "/rep/kv");
+  EXPECT_SUCCESS(&r);
+  EXPECT_CONTAINS(r.out, "replicas:        1\n");
+  char *header = line_starting(r.out, "  #");
+  EXPECT_CONTAINS(header, "SERVER");
+  EXPECT_CONTAINS(header, "GEN");
+  g_free(header);
+
+  RUN(&r, d, "create", "/rep/bad", "--kind", "kv", "--replicas", "-2");
+  EXPECT_FAILURE(&r, 2, "mayfly: create: ", "--replicas must be positive");
+
+  JsonArray *s = SERVERS_JSON(d);
+  JsonObject *row = jat(s, 0);
+  MF_ASSERT_EQ(jint(row, "chains"), 0);
+  CU_ASSERT(json_object_has_member(row, "zone") && json_object_has_member(row, "host"));
+  json_array_unref(s);
+  RUN(&r, d, "servers");
+  EXPECT_SUCCESS(&r);
+  header = line_starting(r.out, "ADDRESS");
+  EXPECT_CONTAINS(header, "ZONE");
+  EXPECT_CONTAINS(header, "HOST");
+  EXPECT_CONTAINS(header, "CHAINS");
+  g_free(header);
+  run_clear(&r);
+  finish(d);
+}
+
 static void test_create_blocks_3_spreads_partitions_over_3_servers_and_rm_returns_them(void) {
   int ids[3];
   mf_daemon_t *d = start_dir_with_servers(3, ids);
@@ -1969,6 +2018,8 @@ int main(void) {
        test_mkdir_needs_the_parent_unless_p_which_also_accepts_an_existing_directory},
       {"create makes a file, a queue and a kv namespace of one block",
        test_create_makes_a_file_a_queue_and_a_kv_namespace_of_one_block},
+      {"create --replicas 1 and stat say R = 1 without a chain",
+       test_create_replicas_1_and_stat_say_r_1_without_a_chain},
       {"create --blocks 3 spreads partitions over 3 servers and rm returns them",
        test_create_blocks_3_spreads_partitions_over_3_servers_and_rm_returns_them},
       {"create records --lease-ms and --pinned", test_create_records_lease_ms_and_pinned},

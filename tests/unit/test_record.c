@@ -171,7 +171,7 @@ static void test_truncated_or_extended_encodings_are_refused(void) {
   }
 }
 
-/* Offsets in a version 1 encoding (docs/log-format.md). */
+/* Offsets in a version 2 encoding, the same as in version 1 (docs/log-format.md). */
 #define OFF_TYPE 1
 #define OFF_PATH 22 /* after version, type, flags, now_ms, wall_ms */
 
@@ -194,10 +194,13 @@ static void expect_refused(GByteArray *e, const char *reason) {
 static void test_bad_versions_types_lengths_and_strings_are_refused(void) {
   ns_record_t mk = {.type = NS_REC_MKDIR, .path = "/abc"};
   GByteArray *e = encode(&mk);
-  e->data[0] = 2;
-  expect_refused(e, "version 2");
+  e->data[0] = 3;
+  expect_refused(e, "version 3");
   e = encode(&mk);
-  e->data[OFF_TYPE] = NS_REC_TRUNCATE + 1;
+  e->data[0] = 0;
+  expect_refused(e, "version 0");
+  e = encode(&mk);
+  e->data[OFF_TYPE] = NS_REC_TYPE_LAST + 1;
   expect_refused(e, "unknown record type");
   e = encode(&mk);
   e->data[OFF_PATH + 4 + 1] = '\0'; /* "/\0bc" */

@@ -394,8 +394,8 @@ static void test_every_truncation_and_extension_is_refused(void) {
   g_byte_array_append(more, (const guint8 *)"x", 1);
   expect_refused(more, "left over", __LINE__);
   g_byte_array_set_size(more, live_enc->len);
-  more->data[0] = 2;
-  expect_refused(more, "version 2", __LINE__);
+  more->data[0] = 3;
+  expect_refused(more, "version 3", __LINE__);
   ns_tree_t *t = NULL;
   ns_snap_meta_t meta;
   MF_ASSERT_EQ(ns_snap_decode(more->data, more->len, 1, 1, 1, &t, &meta, NULL, 0), MAYFLY_EPROTO);
@@ -571,7 +571,7 @@ static void test_targeted_corruptions_are_refused(void) {
 
 /* ---- corruptions of the bytes --------------------------------------------- */
 
-/* Offsets in a version 1 body (docs/log-format.md, "Snapshot body"). */
+/* Offsets in a version 2 body (docs/log-format.md, "Snapshot body"). */
 #define OFF_SERVERS 33 /* after version, seq, wall_ms, n_expired, last_op_id */
 
 static void put_le(uint8_t *p, uint64_t v, int n) {
@@ -602,7 +602,8 @@ static size_t off_blocks_total(void) {
   size_t off = OFF_SERVERS + 4;
   for (guint i = 0; i < live->alloc->servers->len; i++) {
     const ns_server_t *s = g_ptr_array_index(live->alloc->servers, i);
-    off += 4 + 4 + strlen(s->address) + 4 + 8 + 1 + 8 + 4 + (size_t)s->nblocks * 9 + 4 +
+    off += 4 + 4 + strlen(s->address) + 4 + strlen(s->zone) + 4 + 8 + 1 + 8 + 4 +
+           (size_t)s->nblocks * 9 + 4 +
            s->free_stack->len * 4;
   }
   return off;
@@ -633,7 +634,7 @@ static void test_forged_counts_parents_and_orders_are_refused(void) {
   EXPECT_PATCH(OFF_SERVERS, UINT32_MAX, 4, "over the limit");
   EXPECT_PATCH(OFF_SERVERS, 0x7fffffff, 4, "cannot fit");
   EXPECT_PATCH(OFF_SERVERS, 0, 4, "the allocator says");
-  size_t nblocks = find_str("ms1:7000") + 4 + 8;
+  size_t nblocks = find_str("ms1:7000") + 4 + 8 + 4; /* after the address and an empty zone */
   EXPECT_PATCH(nblocks, NS_ALLOC_MAX_BLOCKS + 1, 4, "server blocks");
   EXPECT_PATCH(nblocks, NS_ALLOC_MAX_BLOCKS, 4, "cannot fit");
   EXPECT_PATCH(nblocks, 0, 4, "server blocks 0");

@@ -37,10 +37,21 @@ static void snap_node(ns_node_t *n, void *ud) {
       g_string_append_printf(s, " %d:%d:%lld[%lld,%lld)%s", p->block.server, p->block.index,
                              (long long)p->block.generation, (long long)p->lo, (long long)p->hi,
                              p->state == NS_PART_LOST ? "lost" : "");
+      /* The rest of the chain, its version and a pending copy. */
+      for (int m = 0; m < p->nmore; m++) {
+        g_string_append_printf(s, "+%d:%d:%lld", p->more[m].server, p->more[m].index,
+                               (long long)p->more[m].generation);
+      }
+      g_string_append_printf(s, " r%d cv%lld", p->replicas, (long long)p->chain_version);
+      if (p->copy.server != 0) {
+        g_string_append_printf(s, " copy#%lld=%d:%d:%lld", (long long)p->copy_op,
+                               p->copy.server, p->copy.index, (long long)p->copy.generation);
+      }
     }
   }
   if (n->kind != NS_KIND_DIRECTORY) {
-    g_string_append_printf(s, " max=%d wm=%d/%d", n->max_blocks, n->high_wm, n->low_wm);
+    g_string_append_printf(s, " max=%d wm=%d/%d replicas=%d", n->max_blocks, n->high_wm,
+                           n->low_wm, ns_node_replicas(n));
   }
   for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
     ns_repart_t *r = &g_array_index(n->reparts, ns_repart_t, i);
@@ -49,6 +60,10 @@ static void snap_node(ns_node_t *n, void *ud) {
                            r->src.index, (long long)r->src.generation, r->dst.server,
                            r->dst.index, (long long)r->dst.generation, (long long)r->lo,
                            (long long)r->hi);
+    for (int32_t m = 0; !r->merge && m < r->dst_nmore; m++) {
+      g_string_append_printf(s, "+%d:%d:%lld", r->dst_more[m].server, r->dst_more[m].index,
+                             (long long)r->dst_more[m].generation);
+    }
     if (st->times) g_string_append_printf(s, "@%lld", (long long)r->started_ms);
     g_string_append(s, r->lost ? "lost" : "");
   }
@@ -83,8 +98,8 @@ static char *snapshot(ns_tree_t *t, int times) {
                          (long long)t->last_op_id);
   for (guint i = 0; i < t->alloc->servers->len; i++) {
     ns_server_t *sv = g_ptr_array_index(t->alloc->servers, i);
-    g_string_append_printf(s, "server %d %s up=%d used=%d blocks=%d size=%lld inc=%llx:", sv->id,
-                           sv->address, sv->up, sv->used, sv->nblocks,
+    g_string_append_printf(s, "server %d %s host=%s zone=%s up=%d used=%d blocks=%d size=%lld inc=%llx:",
+                           sv->id, sv->address, sv->host, sv->zone, sv->up, sv->used, sv->nblocks,
                            (long long)sv->block_size, (unsigned long long)sv->incarnation);
     for (int32_t b = 0; b < sv->nblocks; b++) {
       g_string_append_printf(s, " %d/%lld%s", b, (long long)sv->generation[b],
