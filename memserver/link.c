@@ -7,6 +7,11 @@
  * stay with it until they are handed to uv_write, whose request then owns
  * them (a frame failed while its write is in flight never frees bytes libuv
  * still reads).
+ *
+ * Frames are not written one by one: write_req gathers them, and a check
+ * handle (run once per loop iteration, after the reads of that iteration
+ * were served) hands everything gathered to one uv_write of many buffers,
+ * so the writes a head forwards in one iteration cost one writev.
  */
 #include "memserver/link.h"
 
@@ -35,7 +40,8 @@ typedef struct req {
 
 typedef struct {
   uv_write_t w;
-  uint8_t *bytes;
+  guint n;
+  uint8_t **bytes; /* n frames, freed when written */
 } wreq_t;
 
 struct sock {
@@ -67,6 +73,10 @@ struct ms_link {
   int timer_closed;
   int closing;
   int bad_address; /* the address does not resolve: sends fail ECONNREFUSED */
+  GPtrArray *out;  /* uint8_t * frames gathered for the next write (this connection's) */
+  GArray *out_bufs; /* uv_buf_t, one per frame of out */
+  uv_check_t flush;
+  int flush_closed;
   int busy; /* callbacks are running: free later */
 };
 
@@ -103,7 +113,11 @@ size_t ms_link_frame_head(const uint8_t *key, wire_hdr_t *h, const uint8_t *payl
 }
 
 static void free_link(ms_link_t *l) {
-  if (!l->closing || !l->timer_closed || l->busy > 0 || l->sock != NULL) return;
+  if (!l->closing || !l->timer_closed || !l->flush_closed || l->busy > 0 || l->sock != NULL) {
+    return;
+  }
+  g_ptr_array_free(l->out, TRUE);
+  g_array_free(l->out_bufs, TRUE);
   g_hash_table_destroy(l->by_id);
   mf_auth_wipe(l->key, sizeof l->key);
   g_free(l->address);
@@ -116,10 +130,18 @@ static void sock_closed(uv_handle_t *h) {
   g_free(k);
 }
 
+/* Frees the frames gathered for a connection given up (their requests
+ * fail with it). */
+static void discard_out(ms_link_t *l) {
+  g_ptr_array_set_size(l->out, 0); /* frees each frame */
+  g_array_set_size(l->out_bufs, 0);
+}
+
 /* Gives the current connection up (its handle closes on its own). */
 static void drop_sock(ms_link_t *l) {
   sock_t *k = l->sock;
   if (k == NULL) return;
+  discard_out(l);
   l->sock = NULL;
   l->up = 0;
   k->link = NULL;
@@ -150,24 +172,50 @@ static void fail_all(ms_link_t *l, int status) {
   if (g_hash_table_size(l->by_id) == 0 && !l->closing) uv_timer_stop(&l->timer);
 }
 
-static void write_done(uv_write_t *w, int status) {
-  (void)status; /* a failed write shows as a read error or EOF too */
-  wreq_t *wr = (wreq_t *)w;
+static void free_wreq(wreq_t *wr) {
+  for (guint i = 0; i < wr->n; i++) g_free(wr->bytes[i]);
   g_free(wr->bytes);
   g_free(wr);
 }
 
-static void write_req(ms_link_t *l, req_t *r) {
-  wreq_t *wr = g_new(wreq_t, 1);
-  wr->bytes = r->bytes;
-  r->bytes = NULL;
-  r->sent_ms = (int64_t)uv_now(l->loop);
-  uv_buf_t buf = uv_buf_init((char *)wr->bytes, (unsigned)r->len);
-  if (uv_write(&wr->w, (uv_stream_t *)&l->sock->tcp, &buf, 1, write_done) != 0) {
-    g_free(wr->bytes);
-    g_free(wr);
-    /* Its reply will never come: the connection is failed by the caller. */
+static void write_done(uv_write_t *w, int status) {
+  (void)status; /* a failed write shows as a read error or EOF too */
+  free_wreq((wreq_t *)w);
+}
+
+/* Writes every frame gathered, in one uv_write. */
+static void flush_out(ms_link_t *l) {
+  if (l->out->len == 0) return;
+  if (l->sock == NULL || !l->up) {
+    discard_out(l);
+    return;
   }
+  wreq_t *wr = g_new(wreq_t, 1);
+  wr->n = l->out->len;
+  g_ptr_array_set_free_func(l->out, NULL);
+  wr->bytes = (uint8_t **)g_ptr_array_free(l->out, FALSE);
+  l->out = g_ptr_array_new_with_free_func(g_free);
+  if (uv_write(&wr->w, (uv_stream_t *)&l->sock->tcp, (uv_buf_t *)(void *)l->out_bufs->data,
+               wr->n, write_done) != 0) {
+    /* Their replies will never come: the read side fails the connection. */
+    free_wreq(wr);
+  }
+  g_array_set_size(l->out_bufs, 0);
+}
+
+static void flush_cb(uv_check_t *h) {
+  ms_link_t *l = h->data;
+  uv_check_stop(h);
+  flush_out(l);
+}
+
+static void write_req(ms_link_t *l, req_t *r) {
+  r->sent_ms = (int64_t)uv_now(l->loop);
+  uv_buf_t buf = uv_buf_init((char *)r->bytes, (unsigned)r->len);
+  g_ptr_array_add(l->out, r->bytes);
+  g_array_append_val(l->out_bufs, buf);
+  r->bytes = NULL;
+  if (!uv_is_active((uv_handle_t *)&l->flush)) uv_check_start(&l->flush, flush_cb);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -338,6 +386,10 @@ ms_link_t *ms_link_new(uv_loop_t *loop, const char *address, const ms_link_confi
   g_queue_init(&l->order);
   uv_timer_init(loop, &l->timer);
   l->timer.data = l;
+  l->out = g_ptr_array_new_with_free_func(g_free);
+  l->out_bufs = g_array_new(FALSE, FALSE, sizeof(uv_buf_t));
+  uv_check_init(loop, &l->flush);
+  l->flush.data = l;
   return l;
 }
 
@@ -394,10 +446,18 @@ static void timer_closed(uv_handle_t *h) {
   free_link(l);
 }
 
+static void flush_closed(uv_handle_t *h) {
+  ms_link_t *l = h->data;
+  l->flush_closed = 1;
+  free_link(l);
+}
+
 void ms_link_close(ms_link_t *l) {
   if (l == NULL || l->closing) return;
   l->closing = 1;
   fail_all(l, MAYFLY_EIO);
   uv_timer_stop(&l->timer);
   uv_close((uv_handle_t *)&l->timer, timer_closed);
+  uv_check_stop(&l->flush);
+  uv_close((uv_handle_t *)&l->flush, flush_closed);
 }
