@@ -151,14 +151,19 @@ ms_link_t *ms_chain_peer_link(ms_server_t *s, const char *address) {
   return l;
 }
 
+/* Counted from when the last successful heartbeat was sent, which is
+ * before the directory received it: the server stops serving its chains no
+ * later than the directory, counting from that heartbeat, drops it from
+ * them. */
 static int ms__chain_is_live(ms_server_t *s) {
   if (s->hb_timeout_ms <= 0) return 1;
-  return s->live_at != 0 && uv_now(s->loop) - s->live_at <= (uint64_t)s->hb_timeout_ms;
+  return s->live_at_us != 0 &&
+         g_get_monotonic_time() - s->live_at_us <= s->hb_timeout_ms * 1000;
 }
 
-void ms__chain_live(ms_server_t *s, int64_t timeout_ms) {
+void ms__chain_live(ms_server_t *s, int64_t timeout_ms, int64_t sent_us) {
   s->hb_timeout_ms = timeout_ms;
-  s->live_at = uv_now(s->loop);
+  if (sent_us > s->live_at_us) s->live_at_us = sent_us;
 }
 
 /* --- replies ---------------------------------------------------------------- */

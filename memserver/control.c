@@ -68,10 +68,11 @@ static void post(ms_control_t *c, ms_event_t *e) {
 
 /* Says the loop may serve replicated blocks again (MS_EV_LIVE), after
  * every event the same reply caused. */
-static void post_live(ms_control_t *c) {
+static void post_live(ms_control_t *c, int64_t sent_us) {
   ms_event_t *e = g_new0(ms_event_t, 1);
   e->type = MS_EV_LIVE;
   e->timeout_ms = c->heartbeat_timeout_ms;
+  e->sent_us = sent_us;
   post(c, e);
 }
 
@@ -133,6 +134,7 @@ static int do_register(ms_control_t *c) {
   int64_t floor = c->max_generation;
   g_mutex_unlock(&c->lock);
   MayflyRegisterReply *r = NULL;
+  int64_t sent_us = g_get_monotonic_time();
   /* The same incarnation every time this process registers (after a
    * directory restart, too): the directory then keeps the blocks. */
   int rc = mf_ctl_register(c->ctl, c->advertise, c->nblocks, (gint64)c->block_size, floor,
@@ -151,7 +153,7 @@ static int do_register(ms_control_t *c) {
       g_array_append_vals(e->blocks, pair, 2);
     }
     post(c, e);
-    post_live(c);
+    post_live(c, sent_us);
     MF_INFO("registered with the directory %s as server %d (%d blocks of %llu bytes, data on %s, "
             "incarnation %016llx)",
             c->directory, c->server_id, c->nblocks, (unsigned long long)c->block_size,
@@ -221,6 +223,7 @@ static int do_heartbeat(ms_control_t *c) {
   MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
   MayflyError *err = NULL;
   GError *gerr = NULL;
+  int64_t sent_us = g_get_monotonic_time();
   gboolean ok =
       mayfly_directory_if_heartbeat(i, &r, c->server_id, g_atomic_int_get(&c->blocks_used),
                                     (gint64)c->incarnation, &err, &gerr);
@@ -249,7 +252,7 @@ static int do_heartbeat(ms_control_t *c) {
         do_verify(c, b->block_index, 1);
       }
     }
-    post_live(c);
+    post_live(c, sent_us);
   } else {
     /* Unknown to the directory (it restarted) or unreachable: register again. */
     MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());

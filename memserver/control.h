@@ -43,7 +43,8 @@ typedef enum {
                         the directory's error, logged) */
   MS_EV_LIVE,      /* a registration or heartbeat succeeded (posted after the events its
                       reply caused, rechain checks included); `timeout_ms` is the
-                      directory's heartbeat timeout (0: not known) */
+                      directory's heartbeat timeout (0: not known), `sent_us` the
+                      g_get_monotonic_time() at which that call was sent */
 } ms_event_type_t;
 
 /* One chain member as check_block gave it (issue 12). */
@@ -81,6 +82,7 @@ typedef struct ms_event {
   int64_t copy_op;
   int rechain; /* VERIFIED asked for by a heartbeat's rechain list, not by the loop */
   int64_t timeout_ms; /* LIVE */
+  int64_t sent_us;    /* LIVE */
   GArray *blocks; /* RECONCILE, WATCHED: int64 pairs (index, generation) */
   uint64_t ticket; /* WATCHED */
   int64_t op_id;   /* REPLICA_END */

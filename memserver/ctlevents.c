@@ -136,7 +136,7 @@ void ms__on_control_event(uv_async_t *a) {
         ms__replcopy_ended(s, e);
         break;
       case MS_EV_LIVE:
-        ms__chain_live(s, e->timeout_ms);
+        ms__chain_live(s, e->timeout_ms, e->sent_us);
         break;
       case MS_EV_FATAL:
         /* Logged by the control thread; what else was queued no longer

@@ -79,7 +79,8 @@ struct ms_server {
   ms_dedup_budget_t dedup_budget;
   uint32_t dedup_max;
   int64_t hb_timeout_ms;       /* the directory's heartbeat timeout (0: no liveness guard) */
-  uint64_t live_at;            /* uv_now() at the last MS_EV_LIVE (0: never) */
+  int64_t live_at_us;          /* g_get_monotonic_time() at which the call behind the last
+                                  MS_EV_LIVE was sent (0: never) */
   GHashTable *chain_dirty;     /* block indices with writes waiting to be (re)forwarded */
   uv_timer_t chain_timer;
   int chain_timer_closed;
@@ -243,8 +244,9 @@ void ms__chain_update(ms_server_t *s, store_block_t *b, const ms_event_t *e);
 /* b changes owner or is released: its chain state goes, and everyone
  * waiting on it is answered `status`. */
 void ms__chain_drop(ms_server_t *s, store_block_t *b, int status);
-/* A heartbeat (or registration) succeeded: replicated blocks are served. */
-void ms__chain_live(ms_server_t *s, int64_t timeout_ms);
+/* A heartbeat (or registration) sent at sent_us (g_get_monotonic_time)
+ * succeeded: replicated blocks are served until timeout_ms after it. */
+void ms__chain_live(ms_server_t *s, int64_t timeout_ms, int64_t sent_us);
 /* Whether b may ask for a repartition (not replicated, or its head). */
 int ms__chain_may_repartition(const store_block_t *b);
 /* The head of b gave slots [lo, hi) away (a committed split or merge):

@@ -140,7 +140,7 @@ static void do_stop(void *arg) {
 static void do_live(void *arg) {
   int64_t *t = arg;
   for (int i = 0; i < NSRV; i++) {
-    if (srv[i] != NULL) ms__chain_live(srv[i], *t);
+    if (srv[i] != NULL) ms__chain_live(srv[i], *t, g_get_monotonic_time());
   }
 }
 
