@@ -59,10 +59,6 @@ typedef struct mf_part {
   int64_t chain_version;
 } mf_part_t;
 
-/* Whether opcode is a write of a replicated partition (sent to the head with
- * a sequence record) rather than a read (sent to the tail). */
-int mf_op_is_write(uint8_t opcode);
-
 /* The member a request with opcode goes to: the tail for reads, else the
  * head. */
 const mf_member_t *mf_part_member(const mf_part_t *p, uint8_t opcode);

@@ -150,38 +150,8 @@ int mf_ns_find(mayfly_ns_t *ns, int64_t key, mf_part_t *out) {
   return rc;
 }
 
-int mf_op_is_write(uint8_t opcode) {
-  switch (opcode) {
-    case WIRE_OP_FILE_WRITE:
-    case WIRE_OP_FILE_TRUNCATE:
-    case WIRE_OP_Q_PUSH:
-    case WIRE_OP_Q_POP:
-    case WIRE_OP_KV_PUT:
-    case WIRE_OP_KV_DEL:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
-/* Reads are served by a chain's tail; everything else (writes, and the
- * statistics any member answers) goes to its head. */
-static int op_is_read(uint8_t opcode) {
-  switch (opcode) {
-    case WIRE_OP_FILE_READ:
-    case WIRE_OP_FILE_SIZE:
-    case WIRE_OP_Q_PEEK:
-    case WIRE_OP_Q_LEN:
-    case WIRE_OP_KV_GET:
-    case WIRE_OP_KV_EXISTS:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
 const mf_member_t *mf_part_member(const mf_part_t *p, uint8_t opcode) {
-  return op_is_read(opcode) ? &p->tail : &p->head;
+  return wire_op_is_read(opcode) ? &p->tail : &p->head;
 }
 
 /* Points a call at the member of p for its opcode (block, generation,
@@ -204,11 +174,11 @@ void mf_call_target(mayfly_ns_t *ns, mf_call_t *call, uint8_t opcode, const mf_p
   memset(&call->req, 0, sizeof call->req);
   call->req.opcode = opcode;
   call->reply_max = 0;
-  if (p->replicated && mf_op_is_write(opcode) && !call->has_seq) {
+  if (p->replicated && wire_op_is_write(opcode) && !call->has_seq) {
     uint64_t seq = mf_seqs_begin(&ns->client->seqs, 1);
     mf_seqs_record(&ns->client->seqs, seq, call->seq);
     call->has_seq = 1;
-  } else if (call->has_seq && !(p->replicated && mf_op_is_write(opcode))) {
+  } else if (call->has_seq && !(p->replicated && wire_op_is_write(opcode))) {
     mf_call_end(ns, call); /* reused for something that needs no record */
   }
   call_point(ns, call, p);

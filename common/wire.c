@@ -170,3 +170,31 @@ void wire_seq_get(const uint8_t in[WIRE_SEQ_SIZE], wire_seq_t *s) {
   s->seq = mf_le_get64(in + 8);
   s->acked = mf_le_get64(in + 16);
 }
+
+int wire_op_is_write(uint8_t opcode) {
+  switch (opcode) {
+    case WIRE_OP_FILE_WRITE:
+    case WIRE_OP_FILE_TRUNCATE:
+    case WIRE_OP_Q_PUSH:
+    case WIRE_OP_Q_POP:
+    case WIRE_OP_KV_PUT:
+    case WIRE_OP_KV_DEL:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+int wire_op_is_read(uint8_t opcode) {
+  switch (opcode) {
+    case WIRE_OP_FILE_READ:
+    case WIRE_OP_FILE_SIZE:
+    case WIRE_OP_Q_PEEK:
+    case WIRE_OP_Q_LEN:
+    case WIRE_OP_KV_GET:
+    case WIRE_OP_KV_EXISTS:
+      return 1;
+    default:
+      return 0;
+  }
+}

@@ -105,6 +105,12 @@ typedef struct wire_seq {
   uint64_t acked;
 } wire_seq_t;
 void wire_seq_put(uint8_t out[WIRE_SEQ_SIZE], const wire_seq_t *s);
+/* What a replicated partition's head serves (and carries a sequence
+ * record): FILE_WRITE, FILE_TRUNCATE, Q_PUSH, Q_POP, KV_PUT, KV_DEL. */
+int wire_op_is_write(uint8_t opcode);
+/* What only its tail serves: FILE_READ, FILE_SIZE, Q_PEEK, Q_LEN, KV_GET,
+ * KV_EXISTS. Every other opcode is neither. */
+int wire_op_is_read(uint8_t opcode);
 void wire_seq_get(const uint8_t in[WIRE_SEQ_SIZE], wire_seq_t *s);
 
 /* A queue item on a memory server is one allocation of a 4-byte head and

@@ -95,34 +95,6 @@ static int is_tail(const ms_chain_t *ch) {
   return ch->pos < 0 || ch->pos == ch->n - 1;
 }
 
-static int is_write(uint8_t op) {
-  switch (op) {
-    case WIRE_OP_FILE_WRITE:
-    case WIRE_OP_FILE_TRUNCATE:
-    case WIRE_OP_Q_PUSH:
-    case WIRE_OP_Q_POP:
-    case WIRE_OP_KV_PUT:
-    case WIRE_OP_KV_DEL:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
-static int is_read(uint8_t op) {
-  switch (op) {
-    case WIRE_OP_FILE_READ:
-    case WIRE_OP_FILE_SIZE:
-    case WIRE_OP_Q_PEEK:
-    case WIRE_OP_Q_LEN:
-    case WIRE_OP_KV_GET:
-    case WIRE_OP_KV_EXISTS:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
 static int is_migrate(uint8_t op) {
   return op == WIRE_OP_KV_MIGRATE || op == WIRE_OP_KV_MIGRATE_ABORT;
 }
@@ -515,7 +487,7 @@ int ms__chain_handle(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uin
     ms__reply_status(c, h, MAYFLY_EMOVED);
     return 1;
   }
-  if (is_read(h->opcode)) {
+  if (wire_op_is_read(h->opcode)) {
     if (!is_tail(ch)) {
       recheck(s, b);
       ms__reply_status(c, h, MAYFLY_EMOVED);
@@ -523,7 +495,7 @@ int ms__chain_handle(conn_t *c, store_block_t *b, const wire_hdr_t *h, const uin
     }
     return 0;
   }
-  if (!is_write(h->opcode) && !is_migrate(h->opcode)) return 0; /* BLOCK_STAT */
+  if (!wire_op_is_write(h->opcode) && !is_migrate(h->opcode)) return 0; /* BLOCK_STAT */
   if (ch->pos != 0) {
     recheck(s, b);
     ms__reply_status(c, h, MAYFLY_EMOVED);
@@ -603,7 +575,7 @@ void ms__chain_fwd_in(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size
   wire_hdr_t in;
   size_t ilen;
   if (wire_parse(inner, h->payload_len, UINT32_MAX, &in, &ilen) != 0 || ilen != h->payload_len ||
-      !(is_write(in.opcode) || is_migrate(in.opcode) || in.opcode == WIRE_OP_KV_DROP_RANGE)) {
+      !(wire_op_is_write(in.opcode) || is_migrate(in.opcode) || in.opcode == WIRE_OP_KV_DROP_RANGE)) {
     fwd_reply(c, h, MAYFLY_EPROTO);
     return;
   }
@@ -641,7 +613,7 @@ void ms__chain_fwd_in(conn_t *c, const wire_hdr_t *h, const uint8_t *frame, size
                b->index, (unsigned long long)cseq, in.opcode);
     }
     wire_seq_t seq;
-    if (is_write(in.opcode) && seq_of(&in, inner, &seq) == 0) {
+    if (wire_op_is_write(in.opcode) && seq_of(&in, inner, &seq) == 0) {
       e = ms_dedup_add(ch->dedup, &seq, &cap.reply, cseq);
     }
   }

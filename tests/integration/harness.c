@@ -4,6 +4,8 @@
 #define _GNU_SOURCE /* setns */
 #include "harness.h"
 
+#include "common/error.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -331,6 +333,60 @@ int mf_raw_connect(int port, int timeout_s) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
   return fd;
+}
+
+int mf_raw_connect_to(const char *address, int timeout_s) {
+  char host[64];
+  const char *colon = strrchr(address, ':');
+  if (colon == NULL || (size_t)(colon - address) >= sizeof host) return -1;
+  memcpy(host, address, (size_t)(colon - address));
+  host[colon - address] = '\0';
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+  if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  if (timeout_s > 0) {
+    struct timeval tv = {.tv_sec = timeout_s};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  return fd;
+}
+
+int mf_raw_send(int fd, wire_hdr_t *h, const void *meta, size_t mlen, const void *payload,
+                size_t plen) {
+  static uint64_t next_request = 1;
+  h->request_id = __atomic_fetch_add(&next_request, 1, __ATOMIC_RELAXED);
+  h->cap_len = (uint16_t)mlen;
+  h->payload_len = (uint32_t)plen;
+  uint8_t *buf = g_malloc(WIRE_HEADER_SIZE + mlen + plen);
+  wire_encode(h, buf);
+  if (mlen > 0) memcpy(buf + WIRE_HEADER_SIZE, meta, mlen);
+  if (plen > 0) memcpy(buf + WIRE_HEADER_SIZE + mlen, payload, plen);
+  int rc = mf_send_all(fd, buf, WIRE_HEADER_SIZE + mlen + plen);
+  g_free(buf);
+  return rc;
+}
+
+int mf_raw_recv(int fd, uint64_t id, mf_raw_reply_t *r) {
+  uint8_t hdr[WIRE_HEADER_SIZE];
+  if (mf_recv_all(fd, hdr, sizeof hdr) != 0) return -1;
+  size_t flen;
+  int pr = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r->h, &flen);
+  if (pr != 0 && pr != MAYFLY_EAGAIN) return -1;
+  size_t rest = (size_t)r->h.cap_len + r->h.payload_len;
+  if (rest > sizeof r->payload) return -1;
+  if (rest > 0 && mf_recv_all(fd, r->payload, rest) != 0) return -1;
+  return r->h.request_id == id ? 0 : -1;
+}
+
+int mf_raw_roundtrip(int fd, wire_hdr_t h, const void *meta, size_t mlen, const void *payload,
+                     size_t plen, mf_raw_reply_t *r) {
+  if (mf_raw_send(fd, &h, meta, mlen, payload, plen) != 0) return -1;
+  return mf_raw_recv(fd, h.request_id, r);
 }
 
 int mf_send_all(int fd, const void *buf, size_t len) {

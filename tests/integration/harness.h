@@ -14,6 +14,8 @@
 
 #include <sys/types.h>
 
+#include "common/wire.h"
+
 typedef struct mf_daemon {
   pid_t pid;
   int port;
@@ -88,6 +90,28 @@ int mf_raw_connect(int port, int timeout_s);
  * failed or the receive timed out. */
 int mf_send_all(int fd, const void *buf, size_t len);
 int mf_recv_all(int fd, void *buf, size_t len);
+
+/* The same to an IPv4 HOST:PORT (the data-plane address of a memory server
+ * on a loopback alias). */
+int mf_raw_connect_to(const char *address, int timeout_s);
+
+/* One data-plane reply read by hand: its header and up to 4 KiB of
+ * metadata and payload. */
+typedef struct mf_raw_reply {
+  wire_hdr_t h;
+  uint8_t payload[4096];
+} mf_raw_reply_t;
+/* Sends one frame: h (its request id, cap_len and payload_len set here,
+ * the id from a counter of the process), metadata meta[0..mlen) and the
+ * payload. 0 or -1. */
+int mf_raw_send(int fd, wire_hdr_t *h, const void *meta, size_t mlen, const void *payload,
+                size_t plen);
+/* Reads one reply and checks it answers request `id`: 0, or -1 (connection
+ * trouble, a bad frame, a reply too long or to another request). */
+int mf_raw_recv(int fd, uint64_t id, mf_raw_reply_t *r);
+/* mf_raw_send then mf_raw_recv. */
+int mf_raw_roundtrip(int fd, wire_hdr_t h, const void *meta, size_t mlen, const void *payload,
+                     size_t plen, mf_raw_reply_t *r);
 
 #endif /* MAYFLY_TEST_HARNESS_H */
 

@@ -54,7 +54,6 @@ static uv_loop_t loop;
 static store_t stores[NSRV];
 static ms_server_t *srv[NSRV];
 static char addr[NSRV][64];
-static uint64_t next_request = 1;
 
 /* --- running something on the loop from the test thread --- */
 
@@ -146,62 +145,6 @@ static void do_live(void *arg) {
 
 /* --- raw frames --- */
 
-static int connect_to(const char *address) {
-  char host[64];
-  const char *colon = strrchr(address, ':');
-  if (colon == NULL || (size_t)(colon - address) >= sizeof host) return -1;
-  memcpy(host, address, (size_t)(colon - address));
-  host[colon - address] = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  struct timeval tv = {.tv_sec = 20};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-typedef struct {
-  wire_hdr_t h;
-  uint8_t payload[4096];
-} reply_t;
-
-static int send_frame(int fd, wire_hdr_t *h, const void *meta, size_t mlen, const void *payload,
-                      size_t plen) {
-  h->request_id = next_request++;
-  h->cap_len = (uint16_t)mlen;
-  h->payload_len = (uint32_t)plen;
-  uint8_t *buf = g_malloc(WIRE_HEADER_SIZE + mlen + plen);
-  wire_encode(h, buf);
-  if (mlen > 0) memcpy(buf + WIRE_HEADER_SIZE, meta, mlen);
-  if (plen > 0) memcpy(buf + WIRE_HEADER_SIZE + mlen, payload, plen);
-  int rc = mf_send_all(fd, buf, WIRE_HEADER_SIZE + mlen + plen);
-  g_free(buf);
-  return rc;
-}
-
-static int recv_reply(int fd, uint64_t id, reply_t *r) {
-  uint8_t hdr[WIRE_HEADER_SIZE];
-  if (mf_recv_all(fd, hdr, sizeof hdr) != 0) return -1;
-  size_t flen;
-  int pr = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r->h, &flen);
-  if (pr != 0 && pr != MAYFLY_EAGAIN) return -1;
-  size_t rest = (size_t)r->h.cap_len + r->h.payload_len;
-  if (rest > sizeof r->payload) return -1;
-  if (rest > 0 && mf_recv_all(fd, r->payload, rest) != 0) return -1;
-  return r->h.request_id == id ? 0 : -1;
-}
-
-static int roundtrip(int fd, wire_hdr_t h, const void *meta, size_t mlen, const void *payload,
-                     size_t plen, reply_t *r) {
-  if (send_frame(fd, &h, meta, mlen, payload, plen) != 0) return -1;
-  return recv_reply(fd, h.request_id, r);
-}
-
 static wire_hdr_t hdr_of(uint8_t op, int block) {
   return (wire_hdr_t){.opcode = op, .block_index = (uint32_t)block, .generation = GEN};
 }
@@ -219,18 +162,18 @@ static size_t seq_meta(uint8_t rec[WIRE_SEQ_SIZE], uint64_t client, uint64_t seq
 }
 
 static int seq_write(int fd, wire_hdr_t h, uint64_t client, uint64_t seq, const void *payload,
-                     size_t plen, reply_t *r) {
+                     size_t plen, mf_raw_reply_t *r) {
   uint8_t rec[WIRE_SEQ_SIZE];
   h.flags |= WIRE_F_SEQ;
-  return roundtrip(fd, h, rec, seq_meta(rec, client, seq), payload, plen, r);
+  return mf_raw_roundtrip(fd, h, rec, seq_meta(rec, client, seq), payload, plen, r);
 }
 
 /* The value of a one-byte-valued key at server i (its status). */
 static int get_at(int i, const char *key, char *val) {
-  int fd = connect_to(addr[i]);
+  int fd = mf_raw_connect_to(addr[i], 20);
   if (fd < 0) return -100;
-  reply_t r;
-  int rc = roundtrip(fd, hdr_of(WIRE_OP_KV_GET, KV_BLOCK), NULL, 0, key, strlen(key), &r);
+  mf_raw_reply_t r;
+  int rc = mf_raw_roundtrip(fd, hdr_of(WIRE_OP_KV_GET, KV_BLOCK), NULL, 0, key, strlen(key), &r);
   close(fd);
   if (rc != 0) return -101;
   if (r.h.status == 0 && val != NULL) *val = r.h.payload_len == 1 ? (char)r.payload[0] : '?';
@@ -242,12 +185,12 @@ static int get_at(int i, const char *key, char *val) {
 static void test_roles(void) {
   int fd[NSRV];
   for (int i = 0; i < NSRV; i++) {
-    fd[i] = connect_to(addr[i]);
+    fd[i] = mf_raw_connect_to(addr[i], 20);
     CU_ASSERT_FATAL(fd[i] >= 0);
   }
-  reply_t r;
+  mf_raw_reply_t r;
   /* Without a sequence record: refused at the head. */
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd[0], put_hdr(1), NULL, 0, "ab", 2, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd[0], put_hdr(1), NULL, 0, "ab", 2, &r), 0);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EINVAL);
   /* At the middle or the tail: moved. */
   for (int i = 1; i < NSRV; i++) {
@@ -264,7 +207,7 @@ static void test_roles(void) {
   MF_ASSERT_EQ(get_at(1, "a", NULL), MAYFLY_EMOVED);
   /* Every member holds it (BLOCK_STAT: any member): one entry each. */
   for (int i = 0; i < NSRV; i++) {
-    CU_ASSERT_EQUAL_FATAL(roundtrip(fd[i], hdr_of(WIRE_OP_BLOCK_STAT, KV_BLOCK), NULL, 0, NULL, 0, &r), 0);
+    CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd[i], hdr_of(WIRE_OP_BLOCK_STAT, KV_BLOCK), NULL, 0, NULL, 0, &r), 0);
     MF_ASSERT_EQ(r.h.status, 0);
     MF_ASSERT_EQ(r.h.arg1, 1);
   }
@@ -272,9 +215,9 @@ static void test_roles(void) {
 }
 
 static void test_dedup(void) {
-  int head = connect_to(addr[0]), tail = connect_to(addr[2]);
+  int head = mf_raw_connect_to(addr[0], 20), tail = mf_raw_connect_to(addr[2], 20);
   CU_ASSERT_FATAL(head >= 0 && tail >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   /* The retry of (9, 1) with another value keeps the first. */
   CU_ASSERT_EQUAL_FATAL(seq_write(head, put_hdr(1), 9, 1, "aZ", 2, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
@@ -289,7 +232,7 @@ static void test_dedup(void) {
   MF_ASSERT_EQ(r.h.status, 0);
   CU_ASSERT_EQUAL_FATAL(seq_write(head, push, 9, 3, "two", 3, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
-  CU_ASSERT_EQUAL_FATAL(roundtrip(tail, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(tail, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.arg0, 2);
   /* A pop, retried: the same item, and the other stays. */
   wire_hdr_t pop = hdr_of(WIRE_OP_Q_POP, Q_BLOCK);
@@ -298,7 +241,7 @@ static void test_dedup(void) {
     MF_ASSERT_EQ(r.h.status, 0);
     CU_ASSERT(r.h.payload_len == 3 && memcmp(r.payload, "one", 3) == 0);
   }
-  CU_ASSERT_EQUAL_FATAL(roundtrip(tail, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(tail, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.arg0, 1);
   close(head);
   close(tail);
@@ -335,10 +278,10 @@ static void test_migrations_and_dropped_ranges_go_down_the_chain(void) {
   wire_hdr_t h = hdr_of(WIRE_OP_KV_MIGRATE, KV_BLOCK);
   h.arg0 = 0;
   h.arg1 = WIRE_KV_SLOTS;
-  int head = connect_to(addr[0]);
+  int head = mf_raw_connect_to(addr[0], 20);
   CU_ASSERT_FATAL(head >= 0);
-  reply_t r;
-  CU_ASSERT_EQUAL_FATAL(roundtrip(head, h, NULL, 0, rec, WIRE_KV_ENTRY_HEADER + klen + 1, &r), 0);
+  mf_raw_reply_t r;
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(head, h, NULL, 0, rec, WIRE_KV_ENTRY_HEADER + klen + 1, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   MF_ASSERT_EQ(r.h.arg0, 1);
   close(head);
@@ -358,19 +301,19 @@ static void test_migrations_and_dropped_ranges_go_down_the_chain(void) {
 
 static void test_the_middle_stops_and_pending_writes_are_resent(void) {
   on_loop_run(do_stop, GINT_TO_POINTER(1));
-  int head = connect_to(addr[0]);
+  int head = mf_raw_connect_to(addr[0], 20);
   CU_ASSERT_FATAL(head >= 0);
   /* The forward fails: the write waits for a new chain. */
   wire_hdr_t h = put_hdr(1);
   uint8_t rec[WIRE_SEQ_SIZE];
   h.flags |= WIRE_F_SEQ;
-  CU_ASSERT_EQUAL_FATAL(send_frame(head, &h, rec, seq_meta(rec, 9, 5), "cd", 2), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_send(head, &h, rec, seq_meta(rec, 9, 5), "cd", 2), 0);
   mf_sleep_ms(300);
   char v = 0;
   MF_ASSERT_EQ(get_at(2, "c", &v), MAYFLY_ENOKEY); /* not at the tail yet */
   rechain(KV_BLOCK, 2, 2, 0, 2, 0);
-  reply_t r;
-  CU_ASSERT_EQUAL_FATAL(recv_reply(head, h.request_id, &r), 0);
+  mf_raw_reply_t r;
+  CU_ASSERT_EQUAL_FATAL(mf_raw_recv(head, h.request_id, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   MF_ASSERT_EQ(get_at(2, "c", &v), 0);
   MF_ASSERT_EQ(v, 'd');
@@ -381,9 +324,9 @@ static void test_the_middle_stops_and_pending_writes_are_resent(void) {
 
 static void test_the_head_alone_commits_at_once(void) {
   rechain(KV_BLOCK, 3, 1, 0, 0, 0);
-  int head = connect_to(addr[0]);
+  int head = mf_raw_connect_to(addr[0], 20);
   CU_ASSERT_FATAL(head >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   CU_ASSERT_EQUAL_FATAL(seq_write(head, put_hdr(1), 9, 6, "ef", 2, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   char v = 0;
@@ -396,9 +339,9 @@ static void test_a_new_head_continues_and_remembers_replies(void) {
   /* The queue's chain loses its head (and its middle, stopped): the tail
    * is the whole chain. */
   rechain(Q_BLOCK, 2, 1, 2, 0, 0);
-  int fd = connect_to(addr[2]);
+  int fd = mf_raw_connect_to(addr[2], 20);
   CU_ASSERT_FATAL(fd >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   /* The retry of the pop the old head acknowledged: the same item. */
   CU_ASSERT_EQUAL_FATAL(seq_write(fd, hdr_of(WIRE_OP_Q_POP, Q_BLOCK), 9, 4, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
@@ -406,7 +349,7 @@ static void test_a_new_head_continues_and_remembers_replies(void) {
   /* New writes are numbered on from what it applied. */
   CU_ASSERT_EQUAL_FATAL(seq_write(fd, hdr_of(WIRE_OP_Q_PUSH, Q_BLOCK), 9, 7, "six", 3, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.arg0, 2);
   close(fd);
 }
@@ -415,14 +358,14 @@ static void test_the_liveness_guard(void) {
   int64_t t = 200;
   on_loop_run(do_live, &t);
   mf_sleep_ms(400);
-  int fd = connect_to(addr[2]);
+  int fd = mf_raw_connect_to(addr[2], 20);
   CU_ASSERT_FATAL(fd >= 0);
-  reply_t r;
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
+  mf_raw_reply_t r;
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EMOVED);
   t = 60000; /* a heartbeat came */
   on_loop_run(do_live, &t);
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, hdr_of(WIRE_OP_Q_LEN, Q_BLOCK), NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   close(fd);
 }

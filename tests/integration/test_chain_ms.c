@@ -60,58 +60,6 @@ static mf_daemon_t *dir;
 static mf_daemon_t *ms[3];
 static const char *HOSTS[3] = {"127.0.0.2", "127.0.0.3", "127.0.0.4"};
 static mf_ctl_t *ctl;
-static uint64_t next_request = 1;
-
-/* A raw connection to host:port (receives time out after 10 s). */
-static int connect_to(const char *address) {
-  char host[64];
-  const char *colon = strrchr(address, ':');
-  if (colon == NULL || (size_t)(colon - address) >= sizeof host) return -1;
-  memcpy(host, address, (size_t)(colon - address));
-  host[colon - address] = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  struct timeval tv = {.tv_sec = 10};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-typedef struct {
-  wire_hdr_t h;
-  uint8_t payload[4096];
-} reply_t;
-
-/* Sends one frame (header h, metadata meta[0..mlen), payload) and reads its
- * reply. Returns 0 or -1 (connection trouble). */
-static int roundtrip(int fd, wire_hdr_t h, const void *meta, size_t mlen, const void *payload,
-                     size_t plen, reply_t *r) {
-  h.request_id = next_request++;
-  h.cap_len = (uint16_t)mlen;
-  h.payload_len = (uint32_t)plen;
-  uint8_t *buf = g_malloc(WIRE_HEADER_SIZE + mlen + plen);
-  wire_encode(&h, buf);
-  if (mlen > 0) memcpy(buf + WIRE_HEADER_SIZE, meta, mlen);
-  if (plen > 0) memcpy(buf + WIRE_HEADER_SIZE + mlen, payload, plen);
-  int rc = mf_send_all(fd, buf, WIRE_HEADER_SIZE + mlen + plen);
-  g_free(buf);
-  if (rc != 0) return -1;
-  uint8_t hdr[WIRE_HEADER_SIZE];
-  if (mf_recv_all(fd, hdr, sizeof hdr) != 0) return -1;
-  size_t flen;
-  int pr = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r->h, &flen);
-  if (pr != 0 && pr != MAYFLY_EAGAIN) return -1;
-  size_t rest = (size_t)r->h.cap_len + r->h.payload_len;
-  if (rest > sizeof r->payload) return -1;
-  if (rest > 0 && mf_recv_all(fd, r->payload, rest) != 0) return -1;
-  if (r->h.request_id != h.request_id) return -1;
-  return 0;
-}
 
 /* A request to (index, generation) of kv op with key/value. */
 static wire_hdr_t kv_hdr(uint8_t op, int32_t index, int64_t gen, uint32_t klen) {
@@ -122,12 +70,12 @@ static wire_hdr_t kv_hdr(uint8_t op, int32_t index, int64_t gen, uint32_t klen) 
 
 /* A write with a sequence record (no capability: the cluster has no key). */
 static int seq_write(int fd, wire_hdr_t h, uint64_t client, uint64_t seq, const void *payload,
-                     size_t plen, reply_t *r) {
+                     size_t plen, mf_raw_reply_t *r) {
   uint8_t rec[WIRE_SEQ_SIZE];
   wire_seq_t s = {.client_id = client, .seq = seq, .acked = seq};
   wire_seq_put(rec, &s);
   h.flags |= WIRE_F_SEQ;
-  return roundtrip(fd, h, rec, sizeof rec, payload, plen, r);
+  return mf_raw_roundtrip(fd, h, rec, sizeof rec, payload, plen, r);
 }
 
 static int start_cluster(int chains) {
@@ -171,7 +119,7 @@ static MayflyPartition *first_part(const char *path) {
 /* --- without chains --- */
 
 static void test_a_forward_for_a_block_not_in_a_chain_is_moved(void) {
-  int fd = connect_to(ms[0]->address);
+  int fd = mf_raw_connect_to(ms[0]->address, 10);
   CU_ASSERT_FATAL(fd >= 0);
   /* An embedded put, as a head would forward it. */
   uint8_t inner[WIRE_HEADER_SIZE + 8];
@@ -180,8 +128,8 @@ static void test_a_forward_for_a_block_not_in_a_chain_is_moved(void) {
   wire_encode(&ih, inner);
   memcpy(inner + WIRE_HEADER_SIZE, "keyvalue", 8);
   wire_hdr_t h = {.opcode = WIRE_OP_CHAIN_FWD, .block_index = 0, .generation = 1, .arg0 = 1};
-  reply_t r;
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, h, NULL, 0, inner, sizeof inner, &r), 0);
+  mf_raw_reply_t r;
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, h, NULL, 0, inner, sizeof inner, &r), 0);
   CU_ASSERT(r.h.flags & WIRE_F_REPLY);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EMOVED);
   MF_ASSERT_EQ(r.h.cap_len, 0); /* no key: no MAC on the reply either */
@@ -189,18 +137,18 @@ static void test_a_forward_for_a_block_not_in_a_chain_is_moved(void) {
 }
 
 static void test_a_forward_with_a_bad_mac_is_refused_and_counted(void) {
-  int fd = connect_to(ms[0]->address);
+  int fd = mf_raw_connect_to(ms[0]->address, 10);
   CU_ASSERT_FATAL(fd >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   wire_hdr_t st = {.opcode = WIRE_OP_SERVER_STAT};
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, st, NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, st, NULL, 0, NULL, 0, &r), 0);
   wire_server_stat_t before;
   MF_ASSERT_EQ(wire_server_stat_get(r.payload, r.h.payload_len, &before), 0);
   uint8_t mac[32] = {0};
   wire_hdr_t h = {.opcode = WIRE_OP_CHAIN_FWD, .block_index = 0, .generation = 1, .arg0 = 1};
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, h, mac, sizeof mac, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, h, mac, sizeof mac, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EPERM);
-  CU_ASSERT_EQUAL_FATAL(roundtrip(fd, st, NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(fd, st, NULL, 0, NULL, 0, &r), 0);
   wire_server_stat_t after;
   MF_ASSERT_EQ(wire_server_stat_get(r.payload, r.h.payload_len, &after), 0);
   MF_ASSERT_EQ(after.cap_refused, before.cap_refused + 1);
@@ -212,15 +160,15 @@ static void test_a_write_with_a_sequence_record_to_an_r1_block_is_served(void) {
   MayflyPartition *p = first_part("/r1kv");
   CU_ASSERT_PTR_NOT_NULL_FATAL(p);
   CU_ASSERT(!p->__isset_chain || p->chain->len == 0);
-  int fd = connect_to(p->server_address);
+  int fd = mf_raw_connect_to(p->server_address, 10);
   CU_ASSERT_FATAL(fd >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   CU_ASSERT_EQUAL_FATAL(seq_write(fd, kv_hdr(WIRE_OP_KV_PUT, p->block_index, p->generation, 3),
                                   77, 1, "keyval", 6, &r),
                         0);
   MF_ASSERT_EQ(r.h.status, 0);
   CU_ASSERT_EQUAL_FATAL(
-      roundtrip(fd, kv_hdr(WIRE_OP_KV_GET, p->block_index, p->generation, 3), NULL, 0, "key", 3,
+      mf_raw_roundtrip(fd, kv_hdr(WIRE_OP_KV_GET, p->block_index, p->generation, 3), NULL, 0, "key", 3,
                 &r),
       0);
   MF_ASSERT_EQ(r.h.status, 0);
@@ -265,12 +213,12 @@ static void test_roles_dedup_and_a_dead_tail(void) {
   CU_ASSERT_EQUAL_FATAL(chain_of(p, &c), 0);
   MF_ASSERT_EQ(c.n, 2);
   CU_ASSERT(strcmp(c.addr[0], c.addr[1]) != 0);
-  int head = connect_to(c.addr[0]), tail = connect_to(c.addr[1]);
+  int head = mf_raw_connect_to(c.addr[0], 10), tail = mf_raw_connect_to(c.addr[1], 10);
   CU_ASSERT_FATAL(head >= 0 && tail >= 0);
-  reply_t r;
+  mf_raw_reply_t r;
   /* The head wants the sequence record; the tail takes no write. */
   CU_ASSERT_EQUAL_FATAL(
-      roundtrip(head, kv_hdr(WIRE_OP_KV_PUT, c.index[0], c.gen[0], 1), NULL, 0, "ab", 2, &r), 0);
+      mf_raw_roundtrip(head, kv_hdr(WIRE_OP_KV_PUT, c.index[0], c.gen[0], 1), NULL, 0, "ab", 2, &r), 0);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EINVAL);
   CU_ASSERT_EQUAL_FATAL(
       seq_write(tail, kv_hdr(WIRE_OP_KV_PUT, c.index[1], c.gen[1], 1), 5, 1, "ab", 2, &r), 0);
@@ -281,10 +229,10 @@ static void test_roles_dedup_and_a_dead_tail(void) {
   MF_ASSERT_EQ(r.h.status, 0);
   /* Reads at the tail only. */
   CU_ASSERT_EQUAL_FATAL(
-      roundtrip(head, kv_hdr(WIRE_OP_KV_GET, c.index[0], c.gen[0], 1), NULL, 0, "a", 1, &r), 0);
+      mf_raw_roundtrip(head, kv_hdr(WIRE_OP_KV_GET, c.index[0], c.gen[0], 1), NULL, 0, "a", 1, &r), 0);
   MF_ASSERT_EQ(r.h.status, MAYFLY_EMOVED);
   CU_ASSERT_EQUAL_FATAL(
-      roundtrip(tail, kv_hdr(WIRE_OP_KV_GET, c.index[1], c.gen[1], 1), NULL, 0, "a", 1, &r), 0);
+      mf_raw_roundtrip(tail, kv_hdr(WIRE_OP_KV_GET, c.index[1], c.gen[1], 1), NULL, 0, "a", 1, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   CU_ASSERT(r.h.payload_len == 1 && r.payload[0] == 'b');
   /* The retry of seq 1 with another value is not applied again. */
@@ -292,7 +240,7 @@ static void test_roles_dedup_and_a_dead_tail(void) {
       seq_write(head, kv_hdr(WIRE_OP_KV_PUT, c.index[0], c.gen[0], 1), 5, 1, "aX", 2, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   CU_ASSERT_EQUAL_FATAL(
-      roundtrip(tail, kv_hdr(WIRE_OP_KV_GET, c.index[1], c.gen[1], 1), NULL, 0, "a", 1, &r), 0);
+      mf_raw_roundtrip(tail, kv_hdr(WIRE_OP_KV_GET, c.index[1], c.gen[1], 1), NULL, 0, "a", 1, &r), 0);
   CU_ASSERT(r.h.payload_len == 1 && r.payload[0] == 'b');
   g_object_unref(p);
 
@@ -300,7 +248,7 @@ static void test_roles_dedup_and_a_dead_tail(void) {
   MayflyPartition *q = first_part("/chq");
   chain_t qc;
   CU_ASSERT_FATAL(q != NULL && chain_of(q, &qc) == 0 && qc.n == 2);
-  int qh = connect_to(qc.addr[0]), qt = connect_to(qc.addr[1]);
+  int qh = mf_raw_connect_to(qc.addr[0], 10), qt = mf_raw_connect_to(qc.addr[1], 10);
   CU_ASSERT_FATAL(qh >= 0 && qt >= 0);
   wire_hdr_t push = {.opcode = WIRE_OP_Q_PUSH, .block_index = (uint32_t)qc.index[0],
                      .generation = (uint64_t)qc.gen[0]};
@@ -310,7 +258,7 @@ static void test_roles_dedup_and_a_dead_tail(void) {
   }
   wire_hdr_t len = {.opcode = WIRE_OP_Q_LEN, .block_index = (uint32_t)qc.index[1],
                     .generation = (uint64_t)qc.gen[1]};
-  CU_ASSERT_EQUAL_FATAL(roundtrip(qt, len, NULL, 0, NULL, 0, &r), 0);
+  CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(qt, len, NULL, 0, NULL, 0, &r), 0);
   MF_ASSERT_EQ(r.h.status, 0);
   MF_ASSERT_EQ(r.h.arg0, 1);
   close(qh);
@@ -346,12 +294,12 @@ static void test_roles_dedup_and_a_dead_tail(void) {
   chain_t c2;
   CU_ASSERT_FATAL(p2 != NULL && chain_of(p2, &c2) == 0);
   CU_ASSERT(strcmp(c2.addr[c2.n - 1], c.addr[1]) != 0);
-  int nt = connect_to(c2.addr[c2.n - 1]);
+  int nt = mf_raw_connect_to(c2.addr[c2.n - 1], 10);
   CU_ASSERT_FATAL(nt >= 0);
   const char *keys[2] = {"a", "c"};
   const char vals[2] = {'b', 'd'};
   for (int k = 0; k < 2; k++) {
-    CU_ASSERT_EQUAL_FATAL(roundtrip(nt, kv_hdr(WIRE_OP_KV_GET, c2.index[c2.n - 1],
+    CU_ASSERT_EQUAL_FATAL(mf_raw_roundtrip(nt, kv_hdr(WIRE_OP_KV_GET, c2.index[c2.n - 1],
                                                c2.gen[c2.n - 1], 1),
                                     NULL, 0, keys[k], 1, &r),
                           0);

@@ -49,58 +49,6 @@ static mf_daemon_t *dir;
 static mf_daemon_t *ms[3];
 static const char *HOSTS[3] = {"127.0.0.2", "127.0.0.3", "127.0.0.4"};
 static mf_ctl_t *ctl;
-static uint64_t next_request = 1;
-
-/* A raw connection to host:port (receives time out after 10 s). */
-static int connect_to(const char *address) {
-  char host[64];
-  const char *colon = strrchr(address, ':');
-  if (colon == NULL || (size_t)(colon - address) >= sizeof host) return -1;
-  memcpy(host, address, (size_t)(colon - address));
-  host[colon - address] = '\0';
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return -1;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  struct timeval tv = {.tv_sec = 10};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-typedef struct {
-  wire_hdr_t h;
-  uint8_t payload[4096];
-} reply_t;
-
-/* Sends one frame (header h, metadata meta[0..mlen), payload) and reads its
- * reply. Returns 0 or -1 (connection trouble). */
-static int roundtrip(int fd, wire_hdr_t h, const void *meta, size_t mlen, const void *payload,
-                     size_t plen, reply_t *r) {
-  h.request_id = next_request++;
-  h.cap_len = (uint16_t)mlen;
-  h.payload_len = (uint32_t)plen;
-  uint8_t *buf = g_malloc(WIRE_HEADER_SIZE + mlen + plen);
-  wire_encode(&h, buf);
-  if (mlen > 0) memcpy(buf + WIRE_HEADER_SIZE, meta, mlen);
-  if (plen > 0) memcpy(buf + WIRE_HEADER_SIZE + mlen, payload, plen);
-  int rc = mf_send_all(fd, buf, WIRE_HEADER_SIZE + mlen + plen);
-  g_free(buf);
-  if (rc != 0) return -1;
-  uint8_t hdr[WIRE_HEADER_SIZE];
-  if (mf_recv_all(fd, hdr, sizeof hdr) != 0) return -1;
-  size_t flen;
-  int pr = wire_parse(hdr, sizeof hdr, UINT32_MAX, &r->h, &flen);
-  if (pr != 0 && pr != MAYFLY_EAGAIN) return -1;
-  size_t rest = (size_t)r->h.cap_len + r->h.payload_len;
-  if (rest > sizeof r->payload) return -1;
-  if (rest > 0 && mf_recv_all(fd, r->payload, rest) != 0) return -1;
-  if (r->h.request_id != h.request_id) return -1;
-  return 0;
-}
 
 /* A request to (index, generation) of kv op with key/value. */
 static wire_hdr_t kv_hdr(uint8_t op, int32_t index, int64_t gen, uint32_t klen) {
@@ -111,12 +59,12 @@ static wire_hdr_t kv_hdr(uint8_t op, int32_t index, int64_t gen, uint32_t klen) 
 
 /* A write with a sequence record (no capability: the cluster has no key). */
 static int seq_write(int fd, wire_hdr_t h, uint64_t client, uint64_t seq, const void *payload,
-                     size_t plen, reply_t *r) {
+                     size_t plen, mf_raw_reply_t *r) {
   uint8_t rec[WIRE_SEQ_SIZE];
   wire_seq_t s = {.client_id = client, .seq = seq, .acked = seq};
   wire_seq_put(rec, &s);
   h.flags |= WIRE_F_SEQ;
-  return roundtrip(fd, h, rec, sizeof rec, payload, plen, r);
+  return mf_raw_roundtrip(fd, h, rec, sizeof rec, payload, plen, r);
 }
 
 static int create(const char *path, MayflyNodeKind kind, int replicas) {
@@ -183,7 +131,7 @@ static int put(int fd, const chain_t *c, int i, uint64_t seq) {
   uint8_t buf[32 + VLEN];
   memcpy(buf, key, (size_t)kl);
   value_of(i, buf + kl);
-  reply_t r;
+  mf_raw_reply_t r;
   wire_hdr_t h = kv_hdr(WIRE_OP_KV_PUT, c->index[0], c->gen[0], (uint32_t)kl);
   if (seq_write(fd, h, 7, seq, buf, (size_t)kl + VLEN, &r) != 0) return -1;
   return r.h.status;
@@ -195,11 +143,11 @@ static int put(int fd, const chain_t *c, int i, uint64_t seq) {
 static int get_ok(int fd, const chain_t *c, int i) {
   char key[32];
   int kl = snprintf(key, sizeof key, "key-%d", i);
-  reply_t r;
+  mf_raw_reply_t r;
   wire_hdr_t h = kv_hdr(WIRE_OP_KV_GET, c->index[c->n - 1], c->gen[c->n - 1], (uint32_t)kl);
   int64_t end = now_ms() + 10000;
   do {
-    if (roundtrip(fd, h, NULL, 0, key, (size_t)kl, &r) != 0) return 0;
+    if (mf_raw_roundtrip(fd, h, NULL, 0, key, (size_t)kl, &r) != 0) return 0;
     if (r.h.status != MAYFLY_EMOVED) break;
     g_usleep(20000);
   } while (now_ms() < end);
@@ -224,7 +172,7 @@ static void test_a_killed_member_is_replaced_by_a_full_copy(void) {
   chain_t c;
   CU_ASSERT_FATAL(p != NULL && chain_of(p, &c) == 0 && c.n == 2);
   g_object_unref(p);
-  int head = connect_to(c.addr[0]);
+  int head = mf_raw_connect_to(c.addr[0], 10);
   CU_ASSERT_FATAL(head >= 0);
   uint64_t seq = 1;
   for (int i = 0; i < NPUTS; i++) MF_ASSERT_EQ(put(head, &c, i, seq++), 0);
@@ -270,7 +218,7 @@ static void test_a_killed_member_is_replaced_by_a_full_copy(void) {
   int fresh = server_of(n.addr[1]);
   CU_ASSERT(fresh >= 0 && fresh != victim && strcmp(n.addr[1], c.addr[0]) != 0);
   /* Every acknowledged put, from the new tail: the copy. */
-  int tail = connect_to(n.addr[1]);
+  int tail = mf_raw_connect_to(n.addr[1], 10);
   CU_ASSERT_FATAL(tail >= 0);
   /* The new tail serves reads once it knows it is the tail: it asks the
    * directory when a read reaches it before the heartbeat tells it (the
@@ -282,7 +230,7 @@ static void test_a_killed_member_is_replaced_by_a_full_copy(void) {
   MF_ASSERT_EQ(good, NPUTS + 1);
   /* A put now goes down the new chain to the copy. */
   close(head);
-  head = connect_to(n.addr[0]);
+  head = mf_raw_connect_to(n.addr[0], 10);
   CU_ASSERT_FATAL(head >= 0);
   int rc;
   int64_t end = now_ms() + 10000;
