@@ -461,32 +461,6 @@ int dir_chains_replica_end(dir_t *d, int32_t server_id, int64_t op_id, int commi
   return rc;
 }
 
-int32_t dir_chains_of_server(const dir_t *d, int32_t id) {
-  const ns_server_t *s = ns_alloc_server(d->tree->alloc, id);
-  if (s == NULL || s->used == 0) return 0;
-  /* Once per namespace holding blocks there, not once per block. Unlike
-   * ns_tree_server_chains, only replicated partitions count (the IDL's
-   * ServerInfo.chains). */
-  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
-  int32_t count = 0;
-  for (int32_t i = 0; i < s->nblocks; i++) {
-    const ns_node_t *n = s->owner[i];
-    if (!s->in_use[i] || n == NULL || n->layout.parts == NULL ||
-        !g_hash_table_add(seen, (gpointer)n)) {
-      continue;
-    }
-    for (guint k = 0; k < n->layout.parts->len; k++) {
-      const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
-      if (p->replicas <= 1) continue;
-      int here = p->copy.server == id;
-      for (int m = 0; m < ns_part_members(p); m++) here |= ns_part_member(p, m)->server == id;
-      count += here;
-    }
-  }
-  g_hash_table_destroy(seen);
-  return count;
-}
-
 int64_t dir_chains_degraded(dir_t *d) {
   GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
   GHashTableIter it;

@@ -81,9 +81,6 @@ void dir_chains_tick(dir_t *d, int64_t now);
 int dir_chains_replica_end(dir_t *d, int32_t server_id, int64_t op_id, int commit,
                            int64_t bytes, ns_node_t **node, char *why, size_t whylen);
 
-/* Replicated partitions with a member or a copy on server id. */
-int32_t dir_chains_of_server(const dir_t *d, int32_t id);
-
 /* Chains shorter than their R now (the candidate set, pruned). */
 int64_t dir_chains_degraded(dir_t *d);
 

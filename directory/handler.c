@@ -820,7 +820,7 @@ static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyE
     si->zone = g_strdup(s->zone != NULL ? s->zone : "");
     g_free(si->host);
     si->host = g_strdup(s->host != NULL ? s->host : "");
-    si->chains = dir_chains_of_server(d, s->id);
+    si->chains = ns_tree_server_chains(d->tree, s->id);
     si->__isset_zone = si->__isset_host = si->__isset_chains = TRUE;
     if (dir_caps_enabled(d) && dir_tenants_is_admin(d, d->call.session)) {
       uint32_t tenant = 0;

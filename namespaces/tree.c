@@ -739,9 +739,13 @@ int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id) {
   int32_t count = 0;
   for (int32_t i = 0; i < s->nblocks; i++) {
     const ns_node_t *n = s->owner[i];
-    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    if (!s->in_use[i] || n == NULL || n->layout.parts == NULL ||
+        !g_hash_table_add(seen, (gpointer)n)) {
+      continue;
+    }
     for (guint k = 0; k < n->layout.parts->len; k++) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
+      if (p->replicas <= 1) continue;
       int on = p->copy.server == id;
       for (int m = 0; m < ns_part_members(p) && !on; m++) on = ns_part_member(p, m)->server == id;
       count += on;

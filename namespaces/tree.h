@@ -381,8 +381,9 @@ int32_t ns_node_lost_parts(const ns_node_t *n);
 /* How many blocks of server `id` are taken by lost partitions or splits. */
 int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id);
 
-/* How many partitions (chains) have a member or their copy on server `id`:
- * what `mayfly servers` shows as the chains depending on it. */
+/* How many partitions of replicated namespaces (chains, R > 1) have a
+ * member or their copy on server `id`: what `mayfly servers` shows as the
+ * chains depending on it. */
 int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id);
 
 /* The state of a partition for a human (`mayfly stat`): "lost", "copying"
