@@ -289,6 +289,16 @@ static int walk(ms_dedup_t *d, const uint8_t *buf, size_t len) {
     uint64_t id = mf_le_get64(buf + pos), acked = mf_le_get64(buf + pos + 8);
     uint32_t n = mf_le_get32(buf + pos + 16);
     pos += 20;
+    if (d != NULL) {
+      /* The client is kept even with no entry: its acked still answers a
+       * retry of an older write MS_DEDUP_OLD rather than executing it. */
+      ms_dedup_client_t *c = client_of(d, id, 1);
+      touch(d, c);
+      if (acked > c->acked) {
+        c->acked = acked;
+        prune_acked(d, c);
+      }
+    }
     for (uint32_t k = 0; k < n; k++) {
       if (len - pos < ENTRY_FIXED) return MAYFLY_EPROTO;
       const uint8_t *p = buf + pos;
@@ -315,7 +325,10 @@ static int walk(ms_dedup_t *d, const uint8_t *buf, size_t len) {
 int ms_dedup_restore(ms_dedup_t *d, const uint8_t *buf, size_t len) {
   int rc = walk(NULL, buf, len);
   if (rc != 0) return rc;
-  return walk(d, buf, len);
+  rc = walk(d, buf, len);
+  /* Clients with no entry were added without a commit: bound them too. */
+  enforce(d);
+  return rc;
 }
 
 /* --- the pending queue --- */

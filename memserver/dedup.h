@@ -84,8 +84,9 @@ uint64_t ms_dedup_bytes(const ms_dedup_t *d);
 /* Serialises every committed entry and each client's acked (format:
  * docs/data-protocol.md, "Chain state in a copy"), appending to out. */
 void ms_dedup_save(const ms_dedup_t *d, GByteArray *out);
-/* Adds the entries of a ms_dedup_save image buf[0..len), committed.
- * Returns 0 or MAYFLY_EPROTO (nothing added then). */
+/* Adds the clients (each with its acked, also one with no entry left) and
+ * the entries of a ms_dedup_save image buf[0..len), committed, within the
+ * table's bounds. Returns 0 or MAYFLY_EPROTO (nothing added then). */
 int ms_dedup_restore(ms_dedup_t *d, const uint8_t *buf, size_t len);
 
 /* A write forwarded down the chain and not yet acknowledged: its cseq, the

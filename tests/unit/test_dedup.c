@@ -8,7 +8,9 @@
  * committed entry of the least recently active client and never a pending
  * one; --dedup-bytes (shared by the tables of a server) drops the oldest
  * committed entries; the save/restore image round-trips and a truncated
- * image is refused. The queue: cseq order, lookup, removal, unsend.
+ * image is refused; a client with only its acked survives a restore (and
+ * bare clients past the entry bound are forgotten). The queue: cseq order,
+ * lookup, removal, unsend.
  */
 #include <glib.h>
 #include <string.h>
@@ -188,6 +190,64 @@ static void test_the_image_round_trips_and_a_truncated_one_is_refused(void) {
   ms_dedup_free(e);
 }
 
+/* Found by fuzz_dedup: a client whose entries were all pruned by its acked
+ * is in the image with no entry; the restore must keep it (and its acked),
+ * or a retry of an old write would execute again on the new member. */
+static void test_a_client_with_only_its_acked_survives_a_restore(void) {
+  ms_dedup_budget_t bu;
+  ms_dedup_budget_init(&bu, 0);
+  ms_dedup_t *d = ms_dedup_new(&bu, 4);
+  ms_dedup_reply_t r = reply_of(0, "x");
+  for (uint64_t q = 1; q <= 3; q++) {
+    wire_seq_t s = seq_of(4, q, 1);
+    ms_dedup_commit(d, ms_dedup_add(d, &s, &r, q));
+  }
+  wire_seq_t s = seq_of(4, 9, 9); /* the client has every reply below 9 */
+  ms_dedup_entry_t *x = NULL;
+  MF_ASSERT_EQ(ms_dedup_find(d, &s, &x), MS_DEDUP_NEW);
+  MF_ASSERT_EQ(ms_dedup_count(d), 0);
+  GByteArray *img = g_byte_array_new();
+  ms_dedup_save(d, img);
+  ms_dedup_t *e = ms_dedup_new(&bu, 4);
+  MF_ASSERT_EQ(ms_dedup_restore(e, img->data, img->len), 0);
+  s = seq_of(4, 2, 0);
+  MF_ASSERT_EQ(ms_dedup_find(e, &s, &x), MS_DEDUP_OLD);
+  GByteArray *again = g_byte_array_new();
+  ms_dedup_save(e, again);
+  MF_ASSERT_EQ(again->len, img->len);
+  CU_ASSERT_EQUAL(memcmp(again->data, img->data, img->len), 0);
+  /* Bare clients past the entry bound are forgotten, least recently
+   * active first: an image of six keeps the last four. */
+  GByteArray *six = g_byte_array_new();
+  uint8_t b[20] = {0};
+  b[0] = 1;
+  b[4] = 6;
+  g_byte_array_append(six, b, 8);
+  for (uint8_t c = 1; c <= 6; c++) {
+    memset(b, 0, sizeof b);
+    b[0] = c; /* id */
+    b[8] = 5; /* acked */
+    g_byte_array_append(six, b, 20);
+  }
+  ms_dedup_t *f = ms_dedup_new(&bu, 4);
+  MF_ASSERT_EQ(ms_dedup_restore(f, six->data, six->len), 0);
+  g_byte_array_set_size(again, 0);
+  ms_dedup_save(f, again);
+  MF_ASSERT_EQ(again->len, 8 + 4 * 20);
+  MF_ASSERT_EQ(again->data[4], 4);
+  MF_ASSERT_EQ(again->data[8], 3); /* the first kept is client 3 */
+  s = seq_of(6, 1, 0);
+  MF_ASSERT_EQ(ms_dedup_find(f, &s, &x), MS_DEDUP_OLD);
+  s = seq_of(1, 1, 0);
+  MF_ASSERT_EQ(ms_dedup_find(f, &s, &x), MS_DEDUP_NEW);
+  g_byte_array_free(six, TRUE);
+  g_byte_array_free(again, TRUE);
+  g_byte_array_free(img, TRUE);
+  ms_dedup_free(d);
+  ms_dedup_free(e);
+  ms_dedup_free(f);
+}
+
 static void test_the_pending_queue_keeps_cseq_order(void) {
   ms_pending_queue_t pq;
   ms_pending_init(&pq);
@@ -232,6 +292,8 @@ int main(void) {
        test_the_byte_budget_is_shared_and_drops_oldest_committed},
       {"the image round-trips and a truncated one is refused",
        test_the_image_round_trips_and_a_truncated_one_is_refused},
+      {"a client with only its acked survives a restore",
+       test_a_client_with_only_its_acked_survives_a_restore},
       {"the pending queue keeps cseq order", test_the_pending_queue_keeps_cseq_order},
       {NULL, NULL}};
   return mf_test_run("dedup", NULL, NULL, tests);
