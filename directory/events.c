@@ -582,14 +582,14 @@ static int check_data_event(const ns_server_t *s, size_t i, const dir_data_event
   return MAYFLY_EINVAL;
 }
 
-/* Whether replicated event e (chain_seq set) of a member of owner's chains
- * is new: its chain_seq is above the last sequenced for its partition (then
- * it becomes the last). Blocks that are no chain's member pass. */
+/* Whether replicated event e (chain_seq set) of a member (or the joining
+ * copy) of owner's chains is new: its chain_seq is above the last sequenced
+ * for its partition (then it becomes the last). Other blocks pass. */
 static int chain_seq_fresh(dir_evlog_t *log, const ns_node_t *owner, int32_t server_id,
                            const dir_data_event_t *e) {
   ns_block_t b = {.server = server_id, .index = e->block_index, .generation = e->generation};
   int pi = -1, member = -1;
-  if (ns_node_find_block(owner, &b, &pi, &member) != 0 || member < 0) return 1;
+  if (ns_node_find_block(owner, &b, &pi, &member) != 0) return 1;
   const ns_partition_t *p = &g_array_index(owner->layout.parts, ns_partition_t, pi);
   if (log->chain_seqs == NULL) {
     log->chain_seqs = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);

@@ -212,7 +212,11 @@ static void finish(ms_server_t *s, store_block_t *b, uint64_t cseq, ms_dedup_ent
   ms_chain_t *ch = chain_of(b);
   if (e != NULL) ms_dedup_commit(ch->dedup, e);
   uint64_t pub = 0;
-  if (ev_kind != 0 && b->watched && ch->pos >= 0 && is_tail(ch)) {
+  /* A copy still joining publishes too (is_tail: it has no successor): the
+   * member before it stops publishing once it learns the copy joined, which
+   * may be before the copy learns it, and a write both publish is dropped
+   * the second time by the directory (chain_seq). */
+  if (ev_kind != 0 && b->watched && is_tail(ch)) {
     pub = ms_publisher_add_seq(s->pub, b->index, b->generation, ev_kind, ev_key, ev_klen,
                                ev_offset, ev_length, cseq);
   }
