@@ -705,16 +705,28 @@ int32_t ns_node_lost_parts(const ns_node_t *n) {
   return count;
 }
 
-int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
+/* The namespaces holding blocks of server `id`, each once (a new array of
+ * borrowed nodes; NULL when there are none): what is counted per server is
+ * then found by one pass over each namespace's layout, not one per block. */
+static GPtrArray *server_namespaces(const ns_tree_t *t, int32_t id) {
   const ns_server_t *s = ns_alloc_server(t->alloc, id);
-  if (s == NULL || s->used == 0) return 0;
-  /* Once per namespace holding blocks there, not once per block: a block
-   * by block lookup would scan a namespace's layout for each of its blocks. */
+  if (s == NULL || s->used == 0) return NULL;
   GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
-  int32_t count = 0;
+  GPtrArray *out = g_ptr_array_new();
   for (int32_t i = 0; i < s->nblocks; i++) {
-    const ns_node_t *n = s->owner[i];
-    if (!s->in_use[i] || n == NULL || !g_hash_table_add(seen, (gpointer)n)) continue;
+    ns_node_t *n = s->owner[i];
+    if (!s->in_use[i] || n == NULL || n->layout.parts == NULL) continue;
+    if (g_hash_table_add(seen, n)) g_ptr_array_add(out, n);
+  }
+  g_hash_table_destroy(seen);
+  return out;
+}
+
+int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
+  GPtrArray *nodes = server_namespaces(t, id);
+  int32_t count = 0;
+  for (guint i = 0; nodes != NULL && i < nodes->len; i++) {
+    const ns_node_t *n = g_ptr_array_index(nodes, i);
     for (guint k = 0; k < n->layout.parts->len; k++) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
       if (p->state != NS_PART_LOST) continue;
@@ -727,22 +739,15 @@ int32_t ns_tree_server_lost_blocks(const ns_tree_t *t, int32_t id) {
       for (int32_t m = 0; m < r->dst_nmore; m++) count += r->dst_more[m].server == id;
     }
   }
-  g_hash_table_destroy(seen);
+  if (nodes != NULL) g_ptr_array_free(nodes, TRUE);
   return count;
 }
 
 int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id) {
-  const ns_server_t *s = ns_alloc_server(t->alloc, id);
-  if (s == NULL || s->used == 0) return 0;
-  /* Once per namespace holding blocks there, as ns_tree_server_lost_blocks. */
-  GHashTable *seen = g_hash_table_new(g_direct_hash, g_direct_equal);
+  GPtrArray *nodes = server_namespaces(t, id);
   int32_t count = 0;
-  for (int32_t i = 0; i < s->nblocks; i++) {
-    const ns_node_t *n = s->owner[i];
-    if (!s->in_use[i] || n == NULL || n->layout.parts == NULL ||
-        !g_hash_table_add(seen, (gpointer)n)) {
-      continue;
-    }
+  for (guint i = 0; nodes != NULL && i < nodes->len; i++) {
+    const ns_node_t *n = g_ptr_array_index(nodes, i);
     for (guint k = 0; k < n->layout.parts->len; k++) {
       const ns_partition_t *p = &g_array_index(n->layout.parts, ns_partition_t, k);
       if (p->replicas <= 1) continue;
@@ -751,7 +756,7 @@ int32_t ns_tree_server_chains(const ns_tree_t *t, int32_t id) {
       count += on;
     }
   }
-  g_hash_table_destroy(seen);
+  if (nodes != NULL) g_ptr_array_free(nodes, TRUE);
   return count;
 }
 
