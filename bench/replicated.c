@@ -54,7 +54,7 @@ static int create_replicated(const char *dir, const char *path, mayfly_kind_t ki
   int rc = mf_ctl_open(dir, 10000, 2000, &ctl);
   if (rc != 0) return rc;
   char *parent = g_path_get_dirname(path);
-  rc = CTL_CALL(ctl, mkdir, parent, TRUE);
+  rc = CTL_CALL(ctl, mkdir, parent, TRUE, 0, 0);
   if (rc == MAYFLY_EEXIST) rc = 0;
   g_free(parent);
   if (rc == 0) {
@@ -63,7 +63,7 @@ static int create_replicated(const char *dir, const char *path, mayfly_kind_t ki
     co->replicas = r;
     co->__isset_replicas = TRUE;
     MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-    rc = CTL_CALL(ctl, create_ns, &ni, path, (MayflyNodeKind)kind, co);
+    rc = CTL_CALL(ctl, create_ns, &ni, path, (MayflyNodeKind)kind, co, 0, 0);
     g_object_unref(ni);
     g_object_unref(co);
   }

@@ -208,7 +208,7 @@ void mayfly_strv_free(char **v, size_t n) {
 }
 
 int mayfly_mkdir(mayfly_client_t *c, const char *path, int parents) {
-  return CALL(c, mkdir, path, parents != 0);
+  return CALL(c, mkdir, path, parents != 0, 0, 0);
 }
 
 static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
@@ -235,7 +235,7 @@ static int create_call(mayfly_client_t *c, int or_open, const char *path, mayfly
   MayflyCreateOptions *co = create_opts(opts);
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
   int rc = or_open ? CALL(c, open_or_create, &ni, path, (MayflyNodeKind)kind, co)
-                   : CALL(c, create_ns, &ni, path, (MayflyNodeKind)kind, co);
+                   : CALL(c, create_ns, &ni, path, (MayflyNodeKind)kind, co, 0, 0);
   if (rc == 0 && out != NULL) *out = stat_from(ni);
   g_object_unref(ni);
   g_object_unref(co);
@@ -253,7 +253,7 @@ int mayfly_open_or_create(mayfly_client_t *c, const char *path, mayfly_kind_t ki
 }
 
 int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
-  int rc = CALL(c, remove, path, recursive != 0);
+  int rc = CALL(c, remove, path, recursive != 0, 0, 0);
   if (rc == 0 || rc == MAYFLY_ENOENT) {
     /* Stop renewing what is gone: the path and, if recursive, below it. */
     g_mutex_lock(&c->lock);
@@ -278,7 +278,7 @@ static int layout_call(mayfly_client_t *c, const char *path, int op, int64_t lo,
                        mayfly_stat_t **out) {
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
   MayflyLayout *l = ni->layout;
-  int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi)
+  int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi, 0, 0)
            : op == 2 ? CALL(c, release_range, &l, path, lo)
            : op == 3 ? CALL(c, truncate, &l, path, lo)
                      : CALL(c, get_layout, &l, path);
@@ -309,7 +309,7 @@ int mf_truncate(mayfly_client_t *c, const char *path, int64_t size, mayfly_stat_
 }
 
 int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {
-  return CALL(c, rename, old_path, new_path);
+  return CALL(c, rename, old_path, new_path, 0, 0);
 }
 
 int mayfly_exists(mayfly_client_t *c, const char *path) {

@@ -17,7 +17,10 @@ enum NodeKind {
 
 exception Error {
   1: i32 code,
-  2: string message
+  2: string message,
+  /* MAYFLY_ENOTLEADER (a standby of an --etcd cluster): the leader's address
+     as clients reach it ("host:port"), absent or "" when none is known. */
+  3: optional string leader
 }
 
 /* One member of a replicated partition's chain (issue 12). */
@@ -284,6 +287,29 @@ struct Stats {
   33: optional i64 partitions_degraded   /* now: chains shorter than their R */
 }
 
+/* One directory of an --etcd cluster (issue 14), as it last reported
+   itself in etcd. */
+struct DirectoryMember {
+  1: string address,          /* its --advertise address, where clients reach it */
+  2: string role,             /* "leader", "standby", or "single" without --etcd */
+  3: i64 applied_seq,         /* newest log record applied to its tree */
+  4: i64 updated_ms           /* wall clock of that report */
+}
+
+/* The directory service's replicas (cluster()). */
+struct ClusterInfo {
+  1: string name,             /* --cluster; "" without --etcd */
+  2: string leader,           /* the leader's address; "" none known */
+  3: list<DirectoryMember> members,
+  4: i64 committed_seq,       /* newest record committed to the log (as this directory knows) */
+  5: i64 snapshot_seq,        /* the newest snapshot covers records up to this; 0 none */
+  6: string etcd,             /* the etcd endpoints; "" without --etcd */
+  7: i64 term,                /* the leader key's creation revision: changes at every election */
+  8: i64 txns,                /* log transactions this directory committed as leader */
+  9: i64 txn_records,         /* records they carried (records per transaction = 9 / 8) */
+  10: string answered_by      /* the address of the directory that answered */
+}
+
 service Directory {
   /* Authenticates the connection as a tenant (the token of a section of
      --tenants). With tenants configured, every other client call of a
@@ -302,14 +328,23 @@ service Directory {
   string cluster_auth(1: string client_nonce, 2: string proof) throws (1: Error err),
   /* With --tenants: admins see every tenant, others their own. */
   list<TenantInfo> tenants() throws (1: Error err),
-  void mkdir(1: string path, 2: bool parents) throws (1: Error err),
-  NodeInfo create_ns(1: string path, 2: NodeKind kind, 3: CreateOptions opts)
+  /* Request ids. The mutating calls below carry the caller's client_id (a
+     random nonzero id per control connection object) and request_seq (rising
+     by one per call of that id); 0, 0 for none. A call retried after a
+     failover with the same pair is applied once: the directory logs the pair
+     with the call's records, and a repeat answers from the state the first
+     one left (mkdir, remove, rename: success; create_ns: the node;
+     add_block, remove_block: the layout). */
+  void mkdir(1: string path, 2: bool parents, 3: i64 client_id, 4: i64 request_seq) throws (1: Error err),
+  NodeInfo create_ns(1: string path, 2: NodeKind kind, 3: CreateOptions opts, 4: i64 client_id,
+                     5: i64 request_seq)
       throws (1: Error err),
   NodeInfo open_ns(1: string path) throws (1: Error err),
   NodeInfo open_or_create(1: string path, 2: NodeKind kind, 3: CreateOptions opts)
       throws (1: Error err),
-  void remove(1: string path, 2: bool recursive) throws (1: Error err),
-  void rename(1: string old_path, 2: string new_path) throws (1: Error err),
+  void remove(1: string path, 2: bool recursive, 3: i64 client_id, 4: i64 request_seq) throws (1: Error err),
+  void rename(1: string old_path, 2: string new_path, 3: i64 client_id, 4: i64 request_seq)
+      throws (1: Error err),
   bool exists(1: string path) throws (1: Error err),
   NodeInfo stat(1: string path) throws (1: Error err),
   list<NodeInfo> list_children(1: string path) throws (1: Error err),
@@ -317,9 +352,11 @@ service Directory {
      exist are listed in the reply; the others are renewed regardless. */
   RenewReply renew(1: list<string> paths) throws (1: Error err),
   Layout get_layout(1: string path) throws (1: Error err),
-  Layout add_block(1: string path, 2: i64 range_lo, 3: i64 range_hi)
+  Layout add_block(1: string path, 2: i64 range_lo, 3: i64 range_hi, 4: i64 client_id,
+                   5: i64 request_seq)
       throws (1: Error err),
-  Layout remove_block(1: string path, 2: i32 partition) throws (1: Error err),
+  Layout remove_block(1: string path, 2: i32 partition, 3: i64 client_id, 4: i64 request_seq)
+      throws (1: Error err),
   /* Removes the partition whose range starts at range_lo, if it is still
      there (idempotent: racing clients release it once), e.g. a drained queue
      segment; its block returns to the pool. */
@@ -362,5 +399,8 @@ service Directory {
   WatchReply watch(1: string path, 2: i32 mask, 3: i64 epoch, 4: i64 after_seq, 5: i32 max,
                    6: i32 timeout_ms) throws (1: Error err),
   /* Memory servers report data events of watched blocks. */
-  void publish(1: i32 server_id, 2: list<DataEvent> events, 3: i64 incarnation) throws (1: Error err)
+  void publish(1: i32 server_id, 2: list<DataEvent> events, 3: i64 incarnation) throws (1: Error err),
+  /* The directory service's replicas and log positions (every directory
+     answers, standbys too; without --etcd one member, "single"). */
+  ClusterInfo cluster() throws (1: Error err)
 }

@@ -44,14 +44,15 @@ extern "C" {
   X(EFULL, -27, "block full")                                                 \
   X(ELOST, -28, "data lost: memory server restarted")                        \
   X(EDIRDOWN, -29, "directory unreachable: write to a watched namespace refused") \
-  X(ENOHOSTS, -30, "too few hosts for the replicas")
+  X(ENOHOSTS, -30, "too few hosts for the replicas")                          \
+  X(ENOTLEADER, -31, "not the leader directory")
 
 typedef enum {
   MAYFLY_OK = 0,
 #define MAYFLY__ERR_ENUM(name, value, msg) MAYFLY_##name = (value),
   MAYFLY_ERRNO_MAP(MAYFLY__ERR_ENUM)
 #undef MAYFLY__ERR_ENUM
-  MAYFLY_ERRNO_MIN = -30
+  MAYFLY_ERRNO_MIN = -31
 } mayfly_errno_t;
 
 /* Returns a static, human-readable description of an error code. Unknown codes

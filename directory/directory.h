@@ -125,6 +125,10 @@ typedef struct dir {
   GHashTable *short_chains;
   int64_t chain_failovers, rereplications, rereplicated_bytes;
   struct dir_tenants *tenants; /* the loaded tenants file (tenants.h); NULL: open */
+  /* High availability (ha.h): the etcd-backed log, election and follower;
+   * NULL without --etcd. */
+  struct dir_ha *ha;
+  char *advertise; /* "host:port" where clients reach this directory (set once listening) */
 } dir_t;
 
 /* Initialises the state and starts its timers on `loop`. With a store

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "directory/caps.h"
 #include "directory/chains.h"
+#include "directory/ha.h"
 #include "directory/limits.h"
 #include "directory/repart.h"
 #include "directory/tenants.h"
@@ -234,7 +235,8 @@ static gboolean cluster_only(dir_t *d, const char *method, MayflyError **err) {
 }
 
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
-                        MayflyError **err, GError **error) {
+                        const gint64 client_id, const gint64 request_seq, MayflyError **err,
+                        GError **error) {
   if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
@@ -311,8 +313,8 @@ static int create_node(dir_t *d, const gchar *path, MayflyNodeKind kind,
 
 static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
                             const gchar *path, const MayflyNodeKind kind,
-                            const MayflyCreateOptions *opts, MayflyError **err,
-                            GError **error) {
+                            const MayflyCreateOptions *opts, const gint64 client_id,
+                            const gint64 request_seq, MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
@@ -358,7 +360,8 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
 }
 
 static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
-                         MayflyError **err, GError **error) {
+                         const gint64 client_id, const gint64 request_seq, MayflyError **err,
+                         GError **error) {
   if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
@@ -369,7 +372,8 @@ static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboo
 }
 
 static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
-                         MayflyError **err, GError **error) {
+                         const gint64 client_id, const gint64 request_seq, MayflyError **err,
+                         GError **error) {
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_CHANGE, old_path, err) || !allow(d, DIR_CHANGE, new_path, err)) return FALSE;
   char why[WHY_MAX];
@@ -495,7 +499,8 @@ static gboolean h_get_layout(MayflyDirectoryIf *iface, MayflyLayout **_return, c
 }
 
 static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
-                            const gint64 range_lo, const gint64 range_hi, MayflyError **err,
+                            const gint64 range_lo, const gint64 range_hi,
+                            const gint64 client_id, const gint64 request_seq, MayflyError **err,
                             GError **error) {
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
@@ -538,8 +543,9 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
 }
 
 static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
-                               const gchar *path, const gint32 partition, MayflyError **err,
-                               GError **error) {
+                               const gchar *path, const gint32 partition,
+                               const gint64 client_id, const gint64 request_seq,
+                               MayflyError **err, GError **error) {
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
@@ -1170,6 +1176,30 @@ static gboolean h_tenants(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyE
   return TRUE;
 }
 
+/* The directory service's replicas: without --etcd, this directory alone. */
+static gboolean h_cluster(MayflyDirectoryIf *iface, MayflyClusterInfo **_return,
+                          MayflyError **err, GError **error) {
+  dir_t *d = DIR_OF(iface);
+  MayflyClusterInfo *o = *_return;
+  const char *self = d->advertise != NULL ? d->advertise : "";
+  g_free(o->answered_by);
+  o->answered_by = g_strdup(self);
+  g_free(o->leader);
+  o->leader = g_strdup(self);
+  MayflyDirectoryMember *m = g_object_new(MAYFLY_TYPE_DIRECTORY_MEMBER, NULL);
+  g_free(m->address);
+  m->address = g_strdup(self);
+  g_free(m->role);
+  m->role = g_strdup("single");
+  dir_store_stats_t st = {0};
+  if (d->store != NULL) dir_store_stats(d->store, &st);
+  m->applied_seq = st.seq;
+  m->updated_ms = mf_wall_ms();
+  g_ptr_array_add(o->members, m);
+  o->committed_seq = st.seq;
+  return TRUE;
+}
+
 static void dir_handler_class_init(DirHandlerClass *cls) {
   MayflyDirectoryHandlerClass *h = MAYFLY_DIRECTORY_HANDLER_CLASS(cls);
   h->mkdir = h_mkdir;
@@ -1202,6 +1232,7 @@ static void dir_handler_class_init(DirHandlerClass *cls) {
   h->cluster_challenge = h_cluster_challenge;
   h->cluster_auth = h_cluster_auth;
   h->tenants = h_tenants;
+  h->cluster = h_cluster;
 }
 
 static void dir_handler_init(DirHandler *self) {

@@ -56,19 +56,28 @@ static const mf_compact_type_t t_events = LIST(DIR_PUBLISH_MAX_EVENTS, &t_data_e
 /* Argument lists shared by several methods. */
 static const mf_compact_field_t a_none[] = {{0}};
 static const mf_compact_field_t a_path[] = {{1, "path", &t_path}, {0}};
-static const mf_compact_field_t a_path_flag_parents[] = {
-    {1, "path", &t_path}, {2, "parents", &t_bool}, {0}};
-static const mf_compact_field_t a_path_flag_recursive[] = {
-    {1, "path", &t_path}, {2, "recursive", &t_bool}, {0}};
+/* The mutating calls end with the request id (client_id, request_seq). */
+static const mf_compact_field_t a_mkdir[] = {
+    {1, "path", &t_path}, {2, "parents", &t_bool}, {3, "client_id", &t_i64},
+    {4, "request_seq", &t_i64}, {0}};
+static const mf_compact_field_t a_remove[] = {
+    {1, "path", &t_path}, {2, "recursive", &t_bool}, {3, "client_id", &t_i64},
+    {4, "request_seq", &t_i64}, {0}};
 static const mf_compact_field_t a_create[] = {
+    {1, "path", &t_path}, {2, "kind", &t_i32}, {3, "opts", &t_create_options},
+    {4, "client_id", &t_i64}, {5, "request_seq", &t_i64}, {0}};
+static const mf_compact_field_t a_open_or_create[] = {
     {1, "path", &t_path}, {2, "kind", &t_i32}, {3, "opts", &t_create_options}, {0}};
 static const mf_compact_field_t a_rename[] = {
-    {1, "old_path", &t_path}, {2, "new_path", &t_path}, {0}};
+    {1, "old_path", &t_path}, {2, "new_path", &t_path}, {3, "client_id", &t_i64},
+    {4, "request_seq", &t_i64}, {0}};
 static const mf_compact_field_t a_renew[] = {{1, "paths", &t_paths}, {0}};
 static const mf_compact_field_t a_add_block[] = {
-    {1, "path", &t_path}, {2, "range_lo", &t_i64}, {3, "range_hi", &t_i64}, {0}};
+    {1, "path", &t_path},      {2, "range_lo", &t_i64},    {3, "range_hi", &t_i64},
+    {4, "client_id", &t_i64}, {5, "request_seq", &t_i64}, {0}};
 static const mf_compact_field_t a_remove_block[] = {
-    {1, "path", &t_path}, {2, "partition", &t_i32}, {0}};
+    {1, "path", &t_path}, {2, "partition", &t_i32}, {3, "client_id", &t_i64},
+    {4, "request_seq", &t_i64}, {0}};
 static const mf_compact_field_t a_release_range[] = {
     {1, "path", &t_path}, {2, "range_lo", &t_i64}, {0}};
 static const mf_compact_field_t a_register_server[] = {
@@ -109,11 +118,11 @@ const mf_compact_method_t dir_limits[] = {
     {"cluster_challenge", a_none},
     {"cluster_auth", a_cluster_auth},
     {"tenants", a_none},
-    {"mkdir", a_path_flag_parents},
+    {"mkdir", a_mkdir},
     {"create_ns", a_create},
     {"open_ns", a_path},
-    {"open_or_create", a_create},
-    {"remove", a_path_flag_recursive},
+    {"open_or_create", a_open_or_create},
+    {"remove", a_remove},
     {"rename", a_rename},
     {"exists", a_path},
     {"stat", a_path},
@@ -135,4 +144,5 @@ const mf_compact_method_t dir_limits[] = {
     {"truncate", a_truncate},
     {"watch", a_watch},
     {"publish", a_publish},
+    {"cluster", a_none},
     {NULL, NULL}};

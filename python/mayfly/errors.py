@@ -69,7 +69,8 @@ class NoSpace(MayflyError):
 
 
 class ConnectionFailed(MayflyError):
-    """MAYFLY_ECONNREFUSED, MAYFLY_EIO, MAYFLY_ESERVERDOWN: a server cannot be reached."""
+    """MAYFLY_ECONNREFUSED, MAYFLY_EIO, MAYFLY_ESERVERDOWN, MAYFLY_ENOTLEADER: a server cannot
+    be reached (ENOTLEADER: the directory asked is a standby and no leader answered in time)."""
 
 
 class Timeout(MayflyError):
@@ -145,6 +146,7 @@ ERRORS: Dict[str, Tuple[int, Type[MayflyError]]] = {
     "ELOST": (-28, DataLost),
     "EDIRDOWN": (-29, DirectoryDown),
     "ENOHOSTS": (-30, NoSpace),
+    "ENOTLEADER": (-31, ConnectionFailed),
 }
 
 _BY_CODE: Dict[int, Type[MayflyError]] = {code: cls for code, cls in ERRORS.values()}

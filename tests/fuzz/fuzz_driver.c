@@ -59,9 +59,9 @@ static void make_seeds(void) {
   GError *e = NULL;
   mayfly_directory_client_send_register_server(i, "127.0.0.1:7001", 64, 4096, 0, 0, "", &e);
   take_seed();
-  mayfly_directory_client_send_mkdir(i, "/a/b", TRUE, &e);
+  mayfly_directory_client_send_mkdir(i, "/a/b", TRUE, 1, 1, &e);
   take_seed();
-  mayfly_directory_client_send_create_ns(i, "/a/b/kv", MAYFLY_NODE_KIND_KV, co, &e);
+  mayfly_directory_client_send_create_ns(i, "/a/b/kv", MAYFLY_NODE_KIND_KV, co, 1, 2, &e);
   take_seed();
   mayfly_directory_client_send_open_or_create(i, "/a/q", MAYFLY_NODE_KIND_QUEUE, co, &e);
   take_seed();
@@ -71,11 +71,11 @@ static void make_seeds(void) {
   take_seed();
   mayfly_directory_client_send_list_children(i, "/a", &e);
   take_seed();
-  mayfly_directory_client_send_add_block(i, "/a/q", 0, 0, &e);
+  mayfly_directory_client_send_add_block(i, "/a/q", 0, 0, 1, 3, &e);
   take_seed();
-  mayfly_directory_client_send_remove_block(i, "/a/q", 0, &e);
+  mayfly_directory_client_send_remove_block(i, "/a/q", 0, 1, 4, &e);
   take_seed();
-  mayfly_directory_client_send_rename(i, "/a/q", "/a/r", &e);
+  mayfly_directory_client_send_rename(i, "/a/q", "/a/r", 1, 5, &e);
   take_seed();
   mayfly_directory_client_send_heartbeat(i, 1, 3, 5, &e);
   take_seed();
@@ -124,7 +124,7 @@ static void make_seeds(void) {
     g_snprintf(k, sizeof k, "%0*d", 2 * NS_TAG_KEY_MAX, t);
     g_hash_table_insert(full->tags, g_strdup(k), g_strnfill(2 * NS_TAG_VALUE_MAX, 'v'));
   }
-  mayfly_directory_client_send_create_ns(i, longest, MAYFLY_NODE_KIND_KV, full, &e);
+  mayfly_directory_client_send_create_ns(i, longest, MAYFLY_NODE_KIND_KV, full, 1, 6, &e);
   take_seed();
   g_object_unref(full);
   g_free(longest);
@@ -144,7 +144,7 @@ static void make_seeds(void) {
   mayfly_directory_client_send_publish(i, 1, evs, 0, &e);
   take_seed();
   g_ptr_array_free(evs, TRUE);
-  mayfly_directory_client_send_remove(i, "/a", TRUE, &e);
+  mayfly_directory_client_send_remove(i, "/a", TRUE, 1, 7, &e);
   take_seed();
   g_ptr_array_free(paths, TRUE);
   g_object_unref(co);

@@ -45,7 +45,7 @@ int mf_repl_create(const char *dir, const char *path, mayfly_kind_t kind, int re
   if (rc != 0) return rc;
   char *parent = g_path_get_dirname(path);
   if (strcmp(parent, "/") != 0) {
-    rc = CTL_CALL(ctl, mkdir, parent, TRUE);
+    rc = CTL_CALL(ctl, mkdir, parent, TRUE, 0, 0);
     if (rc == MAYFLY_EEXIST) rc = 0;
   }
   g_free(parent);
@@ -58,7 +58,7 @@ int mf_repl_create(const char *dir, const char *path, mayfly_kind_t kind, int re
     co->replicas = replicas;
     co->__isset_replicas = TRUE;
     MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-    rc = CTL_CALL(ctl, create_ns, &ni, path, (MayflyNodeKind)kind, co);
+    rc = CTL_CALL(ctl, create_ns, &ni, path, (MayflyNodeKind)kind, co, 0, 0);
     g_object_unref(ni);
     g_object_unref(co);
   }

@@ -109,7 +109,7 @@ static int create(mf_ctl_t *c, const char *path, MayflyNodeKind kind, int blocks
     o->__isset_replicas = TRUE;
   }
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-  int rc = CALL(c, mayfly_directory_if_create_ns(i, &ni, path, kind, o, &err, &gerr));
+  int rc = CALL(c, mayfly_directory_if_create_ns(i, &ni, path, kind, o, 0, 0, &err, &gerr));
   g_object_unref(o);
   if (rc == 0 && out != NULL) {
     *out = ni;

@@ -75,7 +75,7 @@ static int create(const char *path, MayflyNodeKind kind, int replicas) {
     o->replicas = replicas;
     o->__isset_replicas = TRUE;
   }
-  int rc = CALL(ctl, create_ns, &ni, path, kind, o);
+  int rc = CALL(ctl, create_ns, &ni, path, kind, o, 0, 0);
   g_object_unref(o);
   g_object_unref(ni);
   return rc;

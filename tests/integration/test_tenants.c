@@ -99,7 +99,7 @@ static int t_create(mf_ctl_t *c, const char *path, MayflyNodeKind kind, int bloc
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
   MayflyCreateOptions *o = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
   o->blocks = blocks;
-  int rc = CALL(c, create_ns, &ni, path, kind, o);
+  int rc = CALL(c, create_ns, &ni, path, kind, o, 0, 0);
   g_object_unref(o);
   g_object_unref(ni);
   return rc;
@@ -129,15 +129,15 @@ static int t_exists(mf_ctl_t *c, const char *path) {
 }
 
 static int t_remove(mf_ctl_t *c, const char *path) {
-  return CALL(c, remove, path, TRUE);
+  return CALL(c, remove, path, TRUE, 0, 0);
 }
 
 static int t_rename(mf_ctl_t *c, const char *from, const char *to) {
-  return CALL(c, rename, from, to);
+  return CALL(c, rename, from, to, 0, 0);
 }
 
 static int t_mkdir(mf_ctl_t *c, const char *path) {
-  return CALL(c, mkdir, path, TRUE);
+  return CALL(c, mkdir, path, TRUE, 0, 0);
 }
 
 /* The paths list_children returns, joined by spaces, or NULL on error. */
@@ -189,7 +189,7 @@ static int t_layout(mf_ctl_t *c, const char *path, int *parts) {
 /* Grows a queue by its next segment. */
 static int t_add_block(mf_ctl_t *c, const char *path) {
   MayflyLayout *l = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
-  int rc = CALL(c, add_block, &l, path, 0, 0);
+  int rc = CALL(c, add_block, &l, path, 0, 0, 0, 0);
   g_object_unref(l);
   return rc;
 }

@@ -148,7 +148,7 @@ static int call_create(fixture_t *f, dir_session_t *s, const char *path, int blo
   MayflyCreateOptions *o = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
   o->blocks = blocks;
   o->__isset_blocks = TRUE;
-  mayfly_directory_client_send_create_ns(IF(f), path, MAYFLY_NODE_KIND_KV, o, &gerr);
+  mayfly_directory_client_send_create_ns(IF(f), path, MAYFLY_NODE_KIND_KV, o, 0, 0, &gerr);
   g_object_unref(o);
   roundtrip(f, s);
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
