@@ -96,6 +96,8 @@ static int encode_body(const ns_record_t *r, GByteArray *o) {
   ns_codec_put_u64(o, r->hi);
   if ((rc = put_str(o, r->zone)) != 0) return rc;
   ns_codec_put_u32(o, (uint32_t)r->replicas);
+  ns_codec_put_u64(o, r->req_client);
+  ns_codec_put_u64(o, r->req_seq);
   return 0;
 }
 
@@ -239,6 +241,10 @@ static void decode_body(ns_codec_reader_t *r, ns_rec_buf_t *b) {
   if (version >= 2) {
     if (get_str(r, "zone", 1, &b->zone) != 0) return;
     rec->replicas = ns_codec_get_i32(r, "replicas");
+  }
+  if (version >= 3) {
+    rec->req_client = (uint64_t)ns_codec_get_i64(r, "request client");
+    rec->req_seq = (uint64_t)ns_codec_get_i64(r, "request seq");
   }
   if (!r->failed && r->left != 0) ns_codec_fail(r, "%zu bytes left over after the record", r->left);
   rec->path = b->path;

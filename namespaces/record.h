@@ -26,9 +26,10 @@
 
 /* The encoding version written in each record's first byte. Version 2
  * (replication) adds chains to partitions, the zone and replicas fields and
- * the REPLICA_BEGIN/END types; the decoder still reads version 1 (as
- * unreplicated records), and the encoder writes 2. */
-#define NS_REC_VERSION 2
+ * the REPLICA_BEGIN/END types; version 3 (directory HA) adds the request id
+ * (req_client, req_seq) at the end. The decoder still reads versions 1 and 2
+ * (without request ids), and the encoder writes 3. */
+#define NS_REC_VERSION 3
 #define NS_REC_VERSION_MIN 1
 
 /* Limits checked by the encoder and the decoder. */

@@ -124,6 +124,30 @@ static int put_children(GByteArray *o, const ns_node_t *dir, uint32_t dir_no, ui
   return rc;
 }
 
+static gint cmp_request_client(gconstpointer a, gconstpointer b) {
+  uint64_t x = (*(ns_request_t *const *)a)->client, y = (*(ns_request_t *const *)b)->client;
+  return x < y ? -1 : x > y;
+}
+
+/* The request ids (version 3): u32 count, then client, seq, wall_ms each,
+ * sorted by client (canonical). */
+static void put_requests(GByteArray *o, const ns_tree_t *t) {
+  GPtrArray *all = g_ptr_array_sized_new(g_hash_table_size(t->requests));
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, t->requests);
+  while (g_hash_table_iter_next(&it, NULL, &v)) g_ptr_array_add(all, v);
+  g_ptr_array_sort(all, cmp_request_client);
+  ns_codec_put_u32(o, all->len);
+  for (guint i = 0; i < all->len; i++) {
+    const ns_request_t *r = g_ptr_array_index(all, i);
+    ns_codec_put_u64(o, r->client);
+    ns_codec_put_u64(o, r->seq);
+    ns_codec_put_u64(o, (uint64_t)r->wall_ms);
+  }
+  g_ptr_array_free(all, TRUE);
+}
+
 int ns_snap_encode(const ns_tree_t *t, const ns_snap_meta_t *meta, GByteArray *out) {
   guint start = out->len;
   const ns_alloc_t *a = t->alloc;
@@ -145,6 +169,7 @@ int ns_snap_encode(const ns_tree_t *t, const ns_snap_meta_t *meta, GByteArray *o
     uint64_t count = 0;
     rc = put_children(out, t->root, 0, &count);
   }
+  if (rc == 0) put_requests(out, t);
   if (rc != 0) g_byte_array_set_size(out, start);
   return rc;
 }
@@ -694,6 +719,33 @@ static void check_held(ns_codec_reader_t *r, const ns_alloc_t *a) {
   }
 }
 
+/* The request ids (version 3): at most NS_REQUESTS_MAX, clients nonzero
+ * and strictly rising (canonical), every seq at least 1. */
+static void get_requests(ns_codec_reader_t *r, ns_tree_t *t) {
+  uint32_t n = ns_codec_get_u32(r, "request count");
+  if (r->failed) return;
+  if (n > NS_REQUESTS_MAX || (uint64_t)n * 24 > r->left) {
+    ns_codec_fail(r, "%u request ids: more than %d, or than the bytes left", n, NS_REQUESTS_MAX);
+    return;
+  }
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < n && !r->failed; i++) {
+    uint64_t client = (uint64_t)ns_codec_get_i64(r, "request client");
+    uint64_t seq = (uint64_t)ns_codec_get_i64(r, "request seq");
+    int64_t wall_ms = ns_codec_get_i64(r, "request time");
+    if (r->failed) return;
+    if (client <= prev || seq == 0) {
+      ns_codec_fail(r, "request id %u: client %llu after %llu, seq %llu (clients rise, seqs "
+                    "start at 1)",
+                    i, (unsigned long long)client, (unsigned long long)prev,
+                    (unsigned long long)seq);
+      return;
+    }
+    prev = client;
+    ns_tree_request_note(t, client, seq, wall_ms);
+  }
+}
+
 int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, int64_t grace_ms,
                    int64_t now_ms, ns_tree_t **out, ns_snap_meta_t *meta, char *why,
                    size_t whylen) {
@@ -721,6 +773,7 @@ int ns_snap_decode(const uint8_t *data, size_t len, int64_t default_lease_ms, in
   get_servers(r, version, d.t->alloc);
   if (!r->failed) get_nodes(&d);
   if (!r->failed) check_held(r, d.t->alloc);
+  if (!r->failed && version >= 3) get_requests(r, d.t);
   /* The subtree counts are derived, not stored: rebuilt in one walk. */
   if (!r->failed) ns__tree_recount(d.t);
   if (!r->failed && r->left != 0) {

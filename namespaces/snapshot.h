@@ -32,9 +32,11 @@
 #include "namespaces/tree.h"
 
 /* The encoding version written in a body's first byte: 2 since replication
- * (zones, replicas, chains, copies); version 1 bodies still decode (as
- * unreplicated namespaces; their re-encoding is version 2). */
-#define NS_SNAP_VERSION 2
+ * (zones, replicas, chains, copies), 3 since directory HA (the request ids
+ * the tree remembers, at the end, sorted by client); version 1 and 2 bodies
+ * still decode (as unreplicated namespaces, and without request ids; their
+ * re-encoding is version 3). */
+#define NS_SNAP_VERSION 3
 #define NS_SNAP_VERSION_MIN 1
 
 /* Largest value the decoder accepts for a range end (lo, hi), a

@@ -94,6 +94,7 @@ ns_tree_t *ns_tree_new(int64_t default_lease_ms, int64_t grace_ms) {
   t->alloc = ns_alloc_new();
   t->default_lease_ms = default_lease_ms;
   t->grace_ms = grace_ms;
+  t->requests = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   return t;
 }
 
@@ -101,6 +102,7 @@ void ns_tree_free(ns_tree_t *t) {
   if (t == NULL) return;
   node_free(t->root);
   ns_alloc_free(t->alloc);
+  g_hash_table_destroy(t->requests);
   g_free(t);
 }
 
@@ -1325,8 +1327,54 @@ static int apply_one(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, cha
 int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                   size_t whylen) {
   int rc = apply_one(t, rec, fx, why, whylen);
+  if (rc == 0 && rec->req_client != 0) {
+    ns_tree_request_note(t, rec->req_client, rec->req_seq, rec->wall_ms);
+  }
   if (rc == 0 && t->observer != NULL) t->observer(rec, t->observer_ud);
   return rc;
+}
+
+int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq) {
+  if (client == 0) return 0;
+  const ns_request_t *r = g_hash_table_lookup(t->requests, &client);
+  return r != NULL && r->seq >= seq;
+}
+
+static gint cmp_request_age(gconstpointer a, gconstpointer b) {
+  const ns_request_t *x = *(ns_request_t *const *)a, *y = *(ns_request_t *const *)b;
+  if (x->wall_ms != y->wall_ms) return x->wall_ms < y->wall_ms ? -1 : 1;
+  return x->client < y->client ? -1 : x->client > y->client;
+}
+
+/* Forgets the clients heard of longest ago, down to three quarters of the
+ * bound. The order depends on the records alone (their wall clock, then the
+ * id), so every replica of the log forgets the same ones. */
+static void prune_requests(ns_tree_t *t) {
+  GPtrArray *all = g_ptr_array_sized_new(g_hash_table_size(t->requests));
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, t->requests);
+  while (g_hash_table_iter_next(&it, NULL, &v)) g_ptr_array_add(all, v);
+  g_ptr_array_sort(all, cmp_request_age);
+  guint drop = all->len - NS_REQUESTS_MAX * 3 / 4;
+  for (guint i = 0; i < drop; i++) {
+    ns_request_t *r = g_ptr_array_index(all, i);
+    g_hash_table_remove(t->requests, &r->client);
+  }
+  g_ptr_array_free(all, TRUE);
+}
+
+void ns_tree_request_note(ns_tree_t *t, uint64_t client, uint64_t seq, int64_t wall_ms) {
+  if (client == 0) return;
+  ns_request_t *r = g_hash_table_lookup(t->requests, &client);
+  if (r == NULL) {
+    r = g_new0(ns_request_t, 1);
+    r->client = client;
+    g_hash_table_insert(t->requests, &r->client, r);
+  }
+  if (seq > r->seq) r->seq = seq;
+  r->wall_ms = wall_ms;
+  if (g_hash_table_size(t->requests) > NS_REQUESTS_MAX) prune_requests(t);
 }
 
 void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud) {

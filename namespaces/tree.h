@@ -168,7 +168,23 @@ typedef struct ns_tree {
   int64_t last_op_id; /* of repartitions */
   ns_tree_observer_cb observer; /* NULL: none */
   void *observer_ud;
+  /* Request ids applied (ns_record_t.req_client): client id (uint64_t *) ->
+   * ns_request_t *, at most NS_REQUESTS_MAX (the oldest go first). Part of
+   * the state: logged with the records, kept in snapshots. */
+  GHashTable *requests;
 } ns_tree_t;
+
+/* What the tree remembers of one client's requests. */
+typedef struct ns_request {
+  uint64_t client;
+  uint64_t seq;    /* its newest request applied */
+  int64_t wall_ms; /* when (the record's wall clock) */
+} ns_request_t;
+
+/* Clients remembered. Past it, those not heard of for the longest are
+ * forgotten, down to three quarters of it, so a retry from one of them could
+ * apply twice: 65536 clients retrying at once is far beyond a failover's. */
+#define NS_REQUESTS_MAX 65536
 
 typedef enum {
   NS_REC_MKDIR,         /* path; flags NS_REC_PARENTS */
@@ -232,6 +248,10 @@ typedef struct ns_record {
   int64_t op_id;
   ns_block_t block, block2;
   int64_t lo, hi;
+  /* The request id of the call that made the record (any type; 0, 0: none):
+   * applying it remembers that the client's calls up to req_seq are done
+   * (ns_tree_request_done), so a call retried after a failover applies once. */
+  uint64_t req_client, req_seq;
 } ns_record_t;
 
 /* What applying a record did, for the caller to act on: blocks to release on
@@ -269,6 +289,14 @@ void ns_tree_free(ns_tree_t *t); /* accepts NULL */
  */
 int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                   size_t whylen);
+
+/* Whether the client's request seq was applied already (a request id
+ * remembered with seq at or above it). client 0 is never. */
+int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq);
+
+/* Remembers that the client's requests up to seq are applied (the apply of
+ * a record with a request id does it; the snapshot decoder too). */
+void ns_tree_request_note(ns_tree_t *t, uint64_t client, uint64_t seq, int64_t wall_ms);
 
 /* Sets (or, with NULL, clears) the one observer of applied records. */
 void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud);

@@ -194,8 +194,8 @@ static void expect_refused(GByteArray *e, const char *reason) {
 static void test_bad_versions_types_lengths_and_strings_are_refused(void) {
   ns_record_t mk = {.type = NS_REC_MKDIR, .path = "/abc"};
   GByteArray *e = encode(&mk);
-  e->data[0] = 3;
-  expect_refused(e, "version 3");
+  e->data[0] = 4;
+  expect_refused(e, "version 4");
   e = encode(&mk);
   e->data[0] = 0;
   expect_refused(e, "version 0");

@@ -91,6 +91,17 @@ static void assert_same_state(ns_tree_t *a, ns_tree_t *b) {
   CU_ASSERT_STRING_EQUAL(x, y);
   g_free(x);
   g_free(y);
+  /* The request ids too (the retries a failover may bring). */
+  MF_ASSERT_EQ(g_hash_table_size(a->requests), g_hash_table_size(b->requests));
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, a->requests);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    const ns_request_t *ra = v, *rb = g_hash_table_lookup(b->requests, &ra->client);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
+    MF_ASSERT_EQ(ra->seq, rb->seq);
+    MF_ASSERT_EQ(ra->wall_ms, rb->wall_ms);
+  }
 }
 
 static int same_bytes(const GByteArray *a, const GByteArray *b) {
@@ -107,7 +118,8 @@ static void build_script(void) {
       .incarnation = 0x33);
   REC(.type = NS_REC_MKDIR, .flags = NS_REC_PARENTS, .now_ms = 5, .wall_ms = 1700000000001LL,
       .path = "/jobs/a/b");
-  REC(.type = NS_REC_MKDIR, .now_ms = 6, .wall_ms = 1700000000002LL, .path = "/jobs/c");
+  REC(.type = NS_REC_MKDIR, .now_ms = 6, .wall_ms = 1700000000002LL, .path = "/jobs/c",
+      .req_client = 0xabcdef0123456789ULL, .req_seq = 1);
   GHashTable *tags = g_hash_table_new(g_str_hash, g_str_equal);
   g_hash_table_insert(tags, "owner", "alice");
   g_hash_table_insert(tags, "stage", "map");
@@ -160,7 +172,10 @@ static void build_script(void) {
       .incarnation = 0x44);
   REC(.type = NS_REC_REMOVE, .now_ms = 22, .path = "/jobs/a/b/q2");
   REC(.type = NS_REC_REMOVE, .flags = NS_REC_EXPIRED, .now_ms = 23, .path = "/jobs/small");
-  REC(.type = NS_REC_MKDIR, .now_ms = 24, .wall_ms = 1700000000008LL, .path = "/tmp");
+  REC(.type = NS_REC_MKDIR, .now_ms = 24, .wall_ms = 1700000000008LL, .path = "/tmp",
+      .req_client = 7, .req_seq = 41);
+  REC(.type = NS_REC_MKDIR, .now_ms = 24, .wall_ms = 1700000000008LL, .path = "/tmp2",
+      .req_client = 0xabcdef0123456789ULL, .req_seq = 2);
   REC(.type = NS_REC_MKDIR, .now_ms = 24, .wall_ms = 1700000000009LL, .path = "/tmp/dup1");
   REC(.type = NS_REC_MKDIR, .now_ms = 24, .wall_ms = 1700000000010LL, .path = "/tmp/dup2");
   REC(.type = NS_REC_REMOVE, .flags = NS_REC_RECURSIVE, .now_ms = 25, .path = "/jobs/a/b");
@@ -394,8 +409,8 @@ static void test_every_truncation_and_extension_is_refused(void) {
   g_byte_array_append(more, (const guint8 *)"x", 1);
   expect_refused(more, "left over", __LINE__);
   g_byte_array_set_size(more, live_enc->len);
-  more->data[0] = 3;
-  expect_refused(more, "version 3", __LINE__);
+  more->data[0] = 4;
+  expect_refused(more, "version 4", __LINE__);
   ns_tree_t *t = NULL;
   ns_snap_meta_t meta;
   MF_ASSERT_EQ(ns_snap_decode(more->data, more->len, 1, 1, 1, &t, &meta, NULL, 0), MAYFLY_EPROTO);
@@ -739,6 +754,44 @@ static void test_a_large_tree_round_trips(void) {
   ns_tree_free(t);
 }
 
+/* Request ids: applied ones are remembered per client (the newest seq),
+ * kept in a snapshot, and past NS_REQUESTS_MAX the clients heard of longest
+ * ago go first, the same ones in every replica. */
+static void test_request_ids_are_remembered_and_pruned_the_same_everywhere(void) {
+  CU_ASSERT(ns_tree_request_done(live, 0xabcdef0123456789ULL, 2));
+  CU_ASSERT(ns_tree_request_done(live, 0xabcdef0123456789ULL, 1));
+  CU_ASSERT(!ns_tree_request_done(live, 0xabcdef0123456789ULL, 3));
+  CU_ASSERT(ns_tree_request_done(live, 7, 41));
+  CU_ASSERT(!ns_tree_request_done(live, 8, 1));
+  CU_ASSERT(!ns_tree_request_done(live, 0, 0));
+  ns_tree_t *a = ns_tree_new(LEASE_MS, GRACE_MS), *b = ns_tree_new(LEASE_MS, GRACE_MS);
+  for (uint64_t i = 1; i <= NS_REQUESTS_MAX + 10; i++) {
+    /* Clients 1..: each heard of once, the earlier ones longer ago; b gets
+     * them in another order with the same times. */
+    ns_tree_request_note(a, i, 5, (int64_t)i);
+  }
+  for (uint64_t i = NS_REQUESTS_MAX + 10; i >= 1; i--) ns_tree_request_note(b, i, 5, (int64_t)i);
+  guint n = g_hash_table_size(a->requests);
+  CU_ASSERT(n <= NS_REQUESTS_MAX && n >= NS_REQUESTS_MAX * 3 / 4);
+  /* The newest are kept. */
+  CU_ASSERT(ns_tree_request_done(a, NS_REQUESTS_MAX + 10, 5));
+  CU_ASSERT(!ns_tree_request_done(a, 1, 1));
+  GByteArray *ea = encode(a, 1);
+  ns_tree_t *d = decode_ok(ea);
+  assert_same_state(a, d);
+  ns_tree_free(d);
+  /* b pruned at another moment (it met the bound at its own point of the
+   * order); but what it kept round-trips too. */
+  GByteArray *eb = encode(b, 1);
+  d = decode_ok(eb);
+  assert_same_state(b, d);
+  ns_tree_free(d);
+  g_byte_array_free(ea, TRUE);
+  g_byte_array_free(eb, TRUE);
+  ns_tree_free(a);
+  ns_tree_free(b);
+}
+
 static const mf_test_t tests[] = {
     {"the script builds a rich tree", test_the_script_builds_a_rich_tree},
     {"a snapshot at every record, then the rest, gives the same tree",
@@ -753,6 +806,8 @@ static const mf_test_t tests[] = {
      test_forged_counts_parents_and_orders_are_refused},
     {"path length is checked against the limit", test_path_length_is_checked_against_the_limit},
     {"a large tree round-trips", test_a_large_tree_round_trips},
+    {"request ids are remembered and pruned the same everywhere",
+     test_request_ids_are_remembered_and_pruned_the_same_everywhere},
     {NULL, NULL}};
 
 static int setup(void) {
