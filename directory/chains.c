@@ -124,11 +124,15 @@ static void recover_node(ns_node_t *n, void *ud) {
 void dir_chains_init(dir_t *d) {
   d->copies = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
   d->short_chains = g_hash_table_new_full(block_hash, block_equal, g_free, NULL);
-  ns_tree_walk(d->tree->root, recover_node, d);
+  dir_chains_recover(d);
   uv_timer_init(d->loop, &d->rereplicate);
   d->rereplicate.data = d;
   uint64_t every = (uint64_t)d->cfg.heartbeat_ms;
   uv_timer_start(&d->rereplicate, timer_cb, every, every);
+}
+
+void dir_chains_recover(dir_t *d) {
+  ns_tree_walk(d->tree->root, recover_node, d);
 }
 
 void dir_chains_stop(dir_t *d) {

@@ -40,6 +40,10 @@
  * recovered tree, takes up its degraded chains and copies under way. */
 void dir_chains_init(dir_t *d);
 
+/* Picks up the copies under way and the short chains of the tree (at start,
+ * and when a directory takes over a tree: ha.c). */
+void dir_chains_recover(dir_t *d);
+
 /* Stops the timer (closed on the loop) and forgets the copies. */
 void dir_chains_stop(dir_t *d);
 void dir_chains_free(dir_t *d);

@@ -3,9 +3,11 @@
  */
 #include "directory/directory.h"
 #include "directory/chains.h"
+#include "directory/ha.h"
 #include "directory/repart.h"
 #include "directory/tenants.h"
 
+#include "common/check.h"
 #include "common/auth.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -39,6 +41,10 @@ int dir_apply(dir_t *d, ns_record_t *rec, ns_effects_t *fx, char *why, size_t wh
   }
   rec->now_ms = rec->now_ms ? rec->now_ms : mf_now_ms();
   rec->wall_ms = rec->wall_ms ? rec->wall_ms : mf_wall_ms();
+  if (rec->req_client == 0) {
+    rec->req_client = d->call.req_client;
+    rec->req_seq = d->call.req_seq;
+  }
   guint freed_before = e->freed->len, removed_before = e->removed->len;
   guint rechain_before = e->rechain->len;
   dir_events_pre_t pre;
@@ -130,6 +136,27 @@ static void health_cb(uv_timer_t *t) {
   dir_repart_expire(d, now);
 }
 
+/* Every server a taken-over tree knows must register again (so that it
+ * reconciles its blocks with the layout), and counts as heard from now. */
+static void mark_registered_again(dir_t *d) {
+  for (guint i = 0; i < d->tree->alloc->servers->len; i++) {
+    const ns_server_t *s = g_ptr_array_index(d->tree->alloc->servers, i);
+    dir_server_rt_t *rt = dir_server_rt(d, s->id);
+    rt->needs_register = 1;
+    rt->last_heartbeat_ms = mf_now_ms();
+  }
+}
+
+void dir_adopt_tree(dir_t *d, ns_tree_t *tree) {
+  MF_CHECK(ns_tree_count(d->tree) <= 1 && d->tree->alloc->servers->len == 0);
+  ns_tree_free(d->tree);
+  d->tree = tree;
+  ns_tree_restart_times(tree, mf_now_ms());
+  mark_registered_again(d);
+  dir_repart_recover(d);
+  dir_chains_recover(d);
+}
+
 int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *store,
              ns_tree_t *tree) {
   d->cfg = *cfg;
@@ -138,10 +165,7 @@ int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *st
   d->tree = tree != NULL ? tree : ns_tree_new(cfg->lease_ms, cfg->grace_ms);
   d->servers_rt = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                         (GDestroyNotify)server_rt_free);
-  for (guint i = 0; tree != NULL && i < tree->alloc->servers->len; i++) {
-    const ns_server_t *s = g_ptr_array_index(tree->alloc->servers, i);
-    dir_server_rt(d, s->id)->needs_register = 1;
-  }
+  mark_registered_again(d);
   if (d->cfg.replicas < 1) d->cfg.replicas = 1;
   if (d->cfg.copy_timeout_ms <= 0) d->cfg.copy_timeout_ms = 30000;
   if (d->cfg.heartbeat_ms <= 0) d->cfg.heartbeat_ms = 1000;
@@ -185,11 +209,16 @@ void dir_stop(dir_t *d) {
   uv_close((uv_handle_t *)&d->sweep, NULL);
   dir_chains_stop(d);
   dir_store_stop(d->store);
+  if (d->ha != NULL) dir_ha_stop(d->ha);
 }
 
 void dir_free(dir_t *d) {
   dir_store_close(d->store);
   d->store = NULL;
+  dir_ha_free(d->ha);
+  d->ha = NULL;
+  g_free(d->advertise);
+  d->advertise = NULL;
   ns_tree_free(d->tree);
   g_hash_table_destroy(d->servers_rt);
   dir_events_free(d->events);

@@ -53,6 +53,15 @@ typedef struct dir_config {
    * before the directory aborts it. */
   int64_t replicas;
   int64_t copy_timeout_ms;
+  /* High availability (ha.h): etcd endpoints (NULL: none), the cluster's
+   * name, the leader lease, this directory's address for clients, one etcd
+   * request's timeout, log transactions in flight. */
+  char *etcd;
+  char *cluster;
+  int64_t leader_ttl_ms;
+  char *advertise;
+  int64_t etcd_timeout_ms;
+  int64_t etcd_inflight;
 } dir_config_t;
 
 /* What the directory remembers of a memory server beyond the allocator. */
@@ -98,6 +107,9 @@ typedef struct dir_call {
   dir_evlog_t *defer_log;  /* set by a handler that defers */
   int64_t defer_ms;
   dir_session_t *session;  /* the connection's; never NULL during a call */
+  /* The request id of a mutating call (handler.c): the records it applies
+   * carry it (dir_apply). 0: none. */
+  uint64_t req_client, req_seq;
 } dir_call_t;
 
 typedef struct dir {
@@ -138,6 +150,12 @@ typedef struct dir {
  * starts empty. Returns 0. */
 int dir_init(dir_t *d, uv_loop_t *loop, const dir_config_t *cfg, dir_store_t *store,
              ns_tree_t *tree);
+
+/* Takes over `tree` (a standby's, on winning the election: ha.c) in place of
+ * the empty tree the directory served meanwhile: every lease restarts in
+ * full, every server it knows must register again, begun repartitions and
+ * copies may still be ended by their memory servers. */
+void dir_adopt_tree(dir_t *d, ns_tree_t *tree);
 
 /* Stops the timers and the store (which writes what is pending); call
  * dir_free once uv_run has returned. */

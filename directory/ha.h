@@ -100,4 +100,18 @@ void dir_ha_cluster(dir_ha_t *ha, MayflyClusterInfo *out);
 void dir_ha_stop(dir_ha_t *ha);
 void dir_ha_free(dir_ha_t *ha); /* after the loop ran out; accepts NULL */
 
+/* Reads one log value (a log/ key's bytes) the way a standby does: checks
+ * the header and every record's length against the bytes left, then calls
+ * cb (may be NULL) for each record in order with its seq; a nonzero return
+ * stops the scan and is returned. Returns 0 with *first and *count, or
+ * MAYFLY_EPROTO with why. Exposed for the fuzz target (fuzz_halog). */
+typedef int (*dir_ha_rec_cb)(const uint8_t *data, uint32_t len, int64_t seq, void *ud);
+int dir_ha_log_value_scan(const uint8_t *p, size_t len, int64_t *first, uint32_t *count,
+                          dir_ha_rec_cb cb, void *ud, char *why, size_t whylen);
+
+/* Appends a log value holding the encoded records recs[0..n) numbered from
+ * first (what a leader writes; the fuzz target's seeds). */
+void dir_ha_log_value_build(GByteArray *out, int64_t first, const GByteArray *const *recs,
+                            size_t n);
+
 #endif /* MAYFLY_DIR_HA_H */

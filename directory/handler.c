@@ -51,6 +51,38 @@ static gboolean fail_path(MayflyError **err, int code, const char *path, const c
   return FALSE;
 }
 
+/* The gate of every call but the handshakes and cluster(): with --etcd
+ * only the leader answers (ha.h), a standby says who leads. */
+static gboolean leading(dir_t *d, MayflyError **err) {
+  if (d->ha == NULL || dir_ha_serving(d->ha)) return TRUE;
+  const char *leader = dir_ha_leader(d->ha);
+  char why[DIR_ADDRESS_MAX + 64];
+  if (leader != NULL) {
+    g_snprintf(why, sizeof why, "not the leader: the leader is %s", leader);
+  } else {
+    g_snprintf(why, sizeof why, "not the leader: no leader is elected yet");
+  }
+  fail(err, MAYFLY_ENOTLEADER, why);
+  if (leader != NULL) {
+    g_object_set(*err, "leader", leader, NULL);
+  }
+  return FALSE;
+}
+
+/* Notes the request id of a mutating call (the records it applies carry it,
+ * dir_apply) and says whether the call was applied already: a retry after a
+ * failover, to be answered from the state the first one left. */
+static int repeated(dir_t *d, gint64 client_id, gint64 request_seq) {
+  if (client_id == 0) return 0;
+  d->call.req_client = (uint64_t)client_id;
+  d->call.req_seq = (uint64_t)request_seq;
+  if (!ns_tree_request_done(d->tree, (uint64_t)client_id, (uint64_t)request_seq)) return 0;
+  MF_INFO("peer %s: request %llx/%lld was applied already: answered from the state it left",
+          d->call.session->peer ? d->call.session->peer : "(local)",
+          (unsigned long long)client_id, (long long)request_seq);
+  return 1;
+}
+
 /* The permission check of every client call (tenants.h), before it looks
  * at the tree: TRUE, or FALSE with the error in *err. */
 static gboolean allow(dir_t *d, dir_access_t need, const char *path, MayflyError **err) {
@@ -237,7 +269,9 @@ static gboolean cluster_only(dir_t *d, const char *method, MayflyError **err) {
 static gboolean h_mkdir(MayflyDirectoryIf *iface, const gchar *path, const gboolean parents,
                         const gint64 client_id, const gint64 request_seq, MayflyError **err,
                         GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
+  if (repeated(DIR_OF(iface), client_id, request_seq)) return TRUE;
   char why[WHY_MAX];
   why[0] = '\0';
   ns_record_t rec = {.type = NS_REC_MKDIR, .path = path, .flags = parents ? NS_REC_PARENTS : 0};
@@ -315,10 +349,17 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
                             const gchar *path, const MayflyNodeKind kind,
                             const MayflyCreateOptions *opts, const gint64 client_id,
                             const gint64 request_seq, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_CHANGE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
+  if (repeated(d, client_id, request_seq)) {
+    ns_node_t *n = ns_path_check(path, NULL, 0) == 0 ? ns_tree_lookup(d->tree, path) : NULL;
+    if (n == NULL) return fail_path(err, MAYFLY_ENOENT, path, "created, then removed since");
+    fill_node(d, *_return, n);
+    return TRUE;
+  }
   int rc = create_node(d, path, kind, opts, why, sizeof why);
   if (rc != 0) return fail_path(err, rc, path, why);
   fill_node(d, *_return, ns_tree_lookup(d->tree, path));
@@ -327,6 +368,7 @@ static gboolean h_create_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return,
 
 static gboolean h_open_ns(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const gchar *path,
                           MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = lookup_as(d, DIR_SEE, path, err);
   if (n == NULL) return FALSE;
@@ -338,6 +380,7 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
                                  const gchar *path, const MayflyNodeKind kind,
                                  const MayflyCreateOptions *opts, MayflyError **err,
                                  GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   char why[WHY_MAX];
   why[0] = '\0';
@@ -362,7 +405,9 @@ static gboolean h_open_or_create(MayflyDirectoryIf *iface, MayflyNodeInfo **_ret
 static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboolean recursive,
                          const gint64 client_id, const gint64 request_seq, MayflyError **err,
                          GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   if (!allow(DIR_OF(iface), DIR_CHANGE, path, err)) return FALSE;
+  if (repeated(DIR_OF(iface), client_id, request_seq)) return TRUE;
   char why[WHY_MAX];
   why[0] = '\0';
   ns_record_t rec = {
@@ -374,8 +419,10 @@ static gboolean h_remove(MayflyDirectoryIf *iface, const gchar *path, const gboo
 static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const gchar *new_path,
                          const gint64 client_id, const gint64 request_seq, MayflyError **err,
                          GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_CHANGE, old_path, err) || !allow(d, DIR_CHANGE, new_path, err)) return FALSE;
+  if (repeated(d, client_id, request_seq)) return TRUE;
   char why[WHY_MAX];
   why[0] = '\0';
   int rc = ns_path_check(new_path, why, sizeof why);
@@ -390,6 +437,7 @@ static gboolean h_rename(MayflyDirectoryIf *iface, const gchar *old_path, const 
 
 static gboolean h_exists(MayflyDirectoryIf *iface, gboolean *_return, const gchar *path,
                          MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   if (!allow(DIR_OF(iface), DIR_SEE, path, err)) return FALSE;
   char why[WHY_MAX];
   why[0] = '\0';
@@ -406,6 +454,7 @@ static gboolean h_stat(MayflyDirectoryIf *iface, MayflyNodeInfo **_return, const
 
 static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
                                 MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = lookup_as(d, DIR_SEE, path, err);
   if (n == NULL) return FALSE;
@@ -436,6 +485,7 @@ static gboolean h_list_children(MayflyDirectoryIf *iface, GPtrArray **_return, c
 
 static gboolean h_renew(MayflyDirectoryIf *iface, MayflyRenewReply **_return,
                         const GPtrArray *paths, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   /* The caps (limits.h) refuse a longer list before it is decoded; the
    * check stays for callers that do not go through the scan. */
@@ -491,6 +541,7 @@ static gboolean change_layout(dir_t *d, ns_node_t *n, ns_record_t *rec, MayflyLa
 
 static gboolean h_get_layout(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                              MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_READ, path, err);
   if (n == NULL) return FALSE;
@@ -502,9 +553,14 @@ static gboolean h_add_block(MayflyDirectoryIf *iface, MayflyLayout **_return, co
                             const gint64 range_lo, const gint64 range_hi,
                             const gint64 client_id, const gint64 request_seq, MayflyError **err,
                             GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
+  if (repeated(d, client_id, request_seq)) {
+    fill_layout(d, *_return, n);
+    return TRUE;
+  }
   /* Adding a given range is idempotent: when several clients see the same
    * full segment and ask for the next one, only the first adds a block. */
   if (range_lo != 0 || range_hi != 0) {
@@ -546,9 +602,14 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
                                const gchar *path, const gint32 partition,
                                const gint64 client_id, const gint64 request_seq,
                                MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
+  if (repeated(d, client_id, request_seq)) {
+    fill_layout(d, *_return, n);
+    return TRUE;
+  }
   ns_record_t rec = {.type = NS_REC_REMOVE_PART, .path = path, .part_index = partition};
   return change_layout(d, n, &rec, *_return, err);
 }
@@ -556,6 +617,7 @@ static gboolean h_remove_block(MayflyDirectoryIf *iface, MayflyLayout **_return,
 static gboolean h_release_range(MayflyDirectoryIf *iface, MayflyLayout **_return,
                                 const gchar *path, const gint64 range_lo, MayflyError **err,
                                 GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
@@ -580,6 +642,7 @@ static gboolean h_register_server(MayflyDirectoryIf *iface, MayflyRegisterReply 
                                   const gint64 block_size, const gint64 gen_floor,
                                   const gint64 incarnation, const gchar *zone,
                                   MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "register_server", err)) return FALSE;
   char host[DIR_HOST_MAX + 1], why[256] = "";
@@ -679,6 +742,7 @@ static void fill_block_chain(dir_t *d, MayflyBlockInfo *bi, const ns_partition_t
 static gboolean h_check_block(MayflyDirectoryIf *iface, MayflyBlockInfo **_return,
                               const gint32 server_id, const gint32 block_index, MayflyError **err,
                               GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "check_block", err)) return FALSE;
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
@@ -766,6 +830,7 @@ static int same_incarnation(const ns_server_t *s, gint64 incarnation) {
 static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_return,
                             const gint32 server_id, const gint32 blocks_used,
                             const gint64 incarnation, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "heartbeat", err)) return FALSE;
   ns_server_t *s = ns_alloc_server(d->tree->alloc, server_id);
@@ -806,6 +871,7 @@ static gboolean h_heartbeat(MayflyDirectoryIf *iface, MayflyHeartbeatReply **_re
 
 static gboolean h_servers(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
                           GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_ADMIN, NULL, err)) return FALSE;
   int64_t now = mf_now_ms();
@@ -871,6 +937,7 @@ static void add_leases(ns_node_t *n, char *path, lease_walk_t *w) {
 
 static gboolean h_leases(MayflyDirectoryIf *iface, GPtrArray **_return, const gchar *path,
                          MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   const char *at = (path == NULL || path[0] == '\0') ? "/" : path;
   ns_node_t *n = lookup_as(d, DIR_SEE, at, err);
@@ -902,6 +969,7 @@ static void add_tenants(dir_t *d, GPtrArray *out, const dir_tenant_t *only) {
 
 static gboolean h_stats(MayflyDirectoryIf *iface, MayflyStats **_return, MayflyError **err,
                         GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_ADMIN, NULL, err)) return FALSE;
   MayflyStats *s = *_return;
@@ -962,6 +1030,7 @@ static gboolean h_repartition_begin(MayflyDirectoryIf *iface, MayflyRepartPlan *
                                     const gint32 server_id, const gint32 block_index,
                                     const gint64 generation, const gboolean merge,
                                     const gint64 split_at, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "repartition_begin", err)) return FALSE;
   char why[WHY_MAX];
@@ -989,6 +1058,7 @@ static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_retu
                                   const gint32 server_id, const gint64 op_id,
                                   const gboolean commit, const gint64 bytes_moved,
                                   MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "repartition_end", err)) return FALSE;
   char why[WHY_MAX];
@@ -1003,6 +1073,7 @@ static gboolean h_repartition_end(MayflyDirectoryIf *iface, MayflyLayout **_retu
 static gboolean h_replica_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
                               const gint32 server_id, const gint64 op_id, const gboolean commit,
                               const gint64 bytes, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "replica_end", err)) return FALSE;
   char why[WHY_MAX];
@@ -1016,6 +1087,7 @@ static gboolean h_replica_end(MayflyDirectoryIf *iface, MayflyLayout **_return,
 
 static gboolean h_truncate(MayflyDirectoryIf *iface, MayflyLayout **_return, const gchar *path,
                            const gint64 size, MayflyError **err, GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   ns_node_t *n = data_node(d, DIR_CHANGE, path, err);
   if (n == NULL) return FALSE;
@@ -1057,6 +1129,7 @@ static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, co
                         const gint32 mask, const gint64 epoch, const gint64 after_seq,
                         const gint32 max, const gint32 timeout_ms, MayflyError **err,
                         GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!allow(d, DIR_READ, path, err)) return FALSE;
   char why[WHY_MAX];
@@ -1090,6 +1163,7 @@ static gboolean h_watch(MayflyDirectoryIf *iface, MayflyWatchReply **_return, co
 static gboolean h_publish(MayflyDirectoryIf *iface, const gint32 server_id,
                           const GPtrArray *events, const gint64 incarnation, MayflyError **err,
                           GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (!cluster_only(d, "publish", err)) return FALSE;
   const ns_server_t *srv = ns_alloc_server(d->tree->alloc, server_id);
@@ -1167,6 +1241,7 @@ static gboolean h_cluster_auth(MayflyDirectoryIf *iface, gchar **_return,
  * none to list. */
 static gboolean h_tenants(MayflyDirectoryIf *iface, GPtrArray **_return, MayflyError **err,
                           GError **error) {
+  if (!leading(DIR_OF(iface), err)) return FALSE;
   dir_t *d = DIR_OF(iface);
   if (d->tenants == NULL) return TRUE;
   if (!allow(d, DIR_SEE, "/", err)) return FALSE; /* logged in as a tenant still configured */

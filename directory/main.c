@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/netserver.h"
 #include "directory/directory.h"
+#include "directory/ha.h"
 #include "directory/server.h"
 #include "directory/tenants.h"
 
@@ -77,6 +78,9 @@ static int write_port_file(const char *path, int port) {
 /* Frees the strings the option parser allocated. */
 static void free_options(dir_config_t *cfg, char *port_file, char *key_file) {
   g_free(cfg->host);
+  g_free(cfg->etcd);
+  g_free(cfg->cluster);
+  g_free(cfg->advertise);
   g_free(cfg->log_level);
   g_free(cfg->data_dir);
   g_free(cfg->tenants_file);
@@ -84,8 +88,16 @@ static void free_options(dir_config_t *cfg, char *port_file, char *key_file) {
   g_free(key_file);
 }
 
+/* Whether host is an unspecified address (0.0.0.0, ::), which clients
+ * cannot be told to reach. */
+static int is_any(const char *host) {
+  return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || host[0] == '\0';
+}
+
 int main(int argc, char **argv) {
   dir_config_t cfg = {0};
+  /* The arguments as given, to re-execute with on stepping down (ha.h). */
+  char **args = g_strdupv(argv);
   char *port_file = NULL, *key_file = NULL;
   mf_option_t opts[] = {
       {"host", MF_OPT_STRING, &cfg.host, "127.0.0.1", 0, 0, "Address to listen on", "HOST"},
@@ -134,11 +146,11 @@ int main(int argc, char **argv) {
        "refusing to start",
        NULL},
       {"snapshot-records", MF_OPT_INT, &cfg.snapshot_records, "100000", 1, INT64_MAX,
-       "With --data-dir: write a snapshot (and drop the log before it) after this many log "
+       "With --data-dir or --etcd: write a snapshot (and drop the log before it) after this many log "
        "records",
        "N"},
       {"snapshot-bytes", MF_OPT_SIZE, &cfg.snapshot_bytes, "64MiB", 4096, 1LL << 40,
-       "With --data-dir: or after this many bytes of log, whichever comes first", "SIZE"},
+       "With --data-dir or --etcd: or after this many bytes of log, whichever comes first", "SIZE"},
       {"tenants", MF_OPT_STRING, &cfg.tenants_file, NULL, 0, 0,
        "Tenants file (INI: [tenant NAME] sections with token-sha256 or token, prefix, "
        "read-prefix, max-blocks, admin); SIGHUP reloads it. Without it the directory is open: "
@@ -165,6 +177,26 @@ int main(int argc, char **argv) {
        "A re-replication copy not ended by its memory server within this is aborted (its "
        "block freed) and tried again",
        "DURATION"},
+      {"etcd", MF_OPT_STRING, &cfg.etcd, NULL, 0, 0,
+       "Keep the log and snapshots in etcd (comma-separated endpoints, e.g. "
+       "http://10.0.0.1:2379,http://10.0.0.2:2379) instead of --data-dir: directories started "
+       "with the same --cluster form one service, one leader and hot standbys",
+       "URLS"},
+      {"cluster", MF_OPT_STRING, &cfg.cluster, "mayfly", 0, 0,
+       "With --etcd: the service's name; its keys live under /mayfly/NAME/", "NAME"},
+      {"leader-ttl", MF_OPT_DURATION, &cfg.leader_ttl_ms, "3s", 1000, 60000,
+       "With --etcd: the leader's lease; a dead leader is replaced within about this", "DURATION"},
+      {"advertise", MF_OPT_STRING, &cfg.advertise, NULL, 0, 0,
+       "With --etcd: this directory's address as clients reach it, which standbys name as the "
+       "leader (default --host and the port in use)",
+       "HOST:PORT"},
+      {"etcd-timeout", MF_OPT_DURATION, &cfg.etcd_timeout_ms, "2s", 100, 60000,
+       "With --etcd: how long one etcd request may take, over every endpoint; a leader whose log "
+       "transaction fails steps down",
+       "DURATION"},
+      {"etcd-inflight", MF_OPT_INT, &cfg.etcd_inflight, "4", 1, 64,
+       "With --etcd: log transactions in flight at once (each the records of one loop iteration)",
+       "N"},
       {"log-level", MF_OPT_STRING, &cfg.log_level, "info", 0, 0,
        "debug, info, warn, error or off", "LEVEL"},
       {NULL, 0, NULL, NULL, 0, 0, NULL, NULL}};
@@ -188,9 +220,26 @@ int main(int argc, char **argv) {
   } else if (cfg.reply_backlog_total < cfg.max_frame + 4) {
     fprintf(stderr, "mayfly-directory: --max-reply-backlog-total is smaller than --max-frame\n");
     bad = 1;
+  } else if (cfg.etcd != NULL && cfg.data_dir != NULL) {
+    fprintf(stderr, "mayfly-directory: --etcd and --data-dir exclude each other (the log is in "
+                    "etcd or on disk)\n");
+    bad = 1;
+  } else if (cfg.etcd != NULL && cfg.advertise == NULL && is_any(cfg.host)) {
+    fprintf(stderr, "mayfly-directory: --etcd with --host %s needs --advertise HOST:PORT (the "
+                    "address clients are sent to)\n",
+            cfg.host);
+    bad = 1;
+  } else if (cfg.etcd != NULL &&
+             (cfg.cluster[0] == '\0' || strpbrk(cfg.cluster, "/ \t") != NULL ||
+              strlen(cfg.cluster) > 128)) {
+    fprintf(stderr, "mayfly-directory: --cluster '%s': a name of 1 to 128 characters without "
+                    "'/' or spaces\n",
+            cfg.cluster);
+    bad = 1;
   }
   if (bad) {
     free_options(&cfg, port_file, key_file);
+    g_strfreev(args);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
@@ -239,7 +288,9 @@ int main(int argc, char **argv) {
   }
   dir_store_t *store = NULL;
   ns_tree_t *tree = NULL;
-  if (cfg.data_dir == NULL) {
+  if (cfg.etcd != NULL) {
+    MF_INFO("highly available: the log is in etcd (%s), cluster %s", cfg.etcd, cfg.cluster);
+  } else if (cfg.data_dir == NULL) {
     MF_INFO("in memory: no --data-dir, so the tree, layouts and leases are lost when the "
             "directory stops");
   } else {
@@ -278,6 +329,27 @@ int main(int argc, char **argv) {
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
           (long long)cfg.lease_ms, (long long)cfg.grace_ms);
+  dm.dir.advertise = cfg.advertise != NULL
+                         ? g_strdup(cfg.advertise)
+                         : strchr(cfg.host, ':') != NULL ? g_strdup_printf("[%s]:%d", cfg.host, port)
+                                                         : g_strdup_printf("%s:%d", cfg.host, port);
+  if (cfg.etcd != NULL) {
+    dir_ha_config_t hc = {.endpoints = cfg.etcd,
+                          .cluster = cfg.cluster,
+                          .advertise = dm.dir.advertise,
+                          .leader_ttl_ms = cfg.leader_ttl_ms,
+                          .etcd_timeout_ms = cfg.etcd_timeout_ms,
+                          .inflight = cfg.etcd_inflight,
+                          .snapshot_records = cfg.snapshot_records,
+                          .snapshot_bytes = cfg.snapshot_bytes,
+                          .argv = args,
+                          .port = port};
+    if (dir_ha_start(&dm.dir, &hc, why, sizeof why) != 0) {
+      MF_ERROR("cannot start: --etcd: %s", why);
+      return 1;
+    }
+    dir_server_bind_ha(dm.server);
+  }
   if (tenants == NULL && !is_loopback(cfg.host)) {
     MF_WARN("listening on %s without --tenants: anyone who reaches this address may read, "
             "change and remove every namespace",
@@ -306,6 +378,7 @@ int main(int argc, char **argv) {
   mf_auth_wipe(key, sizeof key);
   uv_loop_close(dm.loop);
   free_options(&cfg, port_file, key_file);
+  g_strfreev(args);
   MF_INFO("stopped");
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "common/frame_transport.h"
 #include "common/log.h"
 #include "common/netserver.h"
+#include "directory/ha.h"
 #include "directory/handler.h"
 #include "directory/limits.h"
 
@@ -225,7 +226,9 @@ static int dir_serve(mf_net_conn_t *nc, const uint8_t *frame, size_t flen) {
   }
   if (df != NULL) deferred_drop(df);
   if (why[0] != '\0') MF_WARN("peer %s: request failed: %s", nc->peer, why);
-  int64_t seq = s->dir->store != NULL ? dir_store_unsynced(s->dir->store) : 0;
+  int64_t seq = s->dir->store != NULL ? dir_store_unsynced(s->dir->store)
+                : s->dir->ha != NULL  ? dir_ha_unsynced(s->dir->ha)
+                                      : 0;
   if (seq == 0) {
     mf_net_send(nc, s->out->data, s->out->len);
     return 0;
@@ -325,10 +328,15 @@ int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, i
   return 0;
 }
 
+void dir_server_bind_ha(dir_server_t *s) {
+  dir_ha_set_durable_cb(s->dir->ha, on_durable, s);
+}
+
 void dir_server_stop(dir_server_t *s) {
   if (s == NULL || s->stopping) return;
   s->stopping = 1;
   if (s->dir->store != NULL) dir_store_set_durable_cb(s->dir->store, NULL, NULL);
+  if (s->dir->ha != NULL) dir_ha_set_durable_cb(s->dir->ha, NULL, NULL);
   /* Replies not durable yet are never sent: their connections close now. */
   held_t *h;
   while ((h = g_queue_pop_head(&s->held)) != NULL) held_drop(h);

@@ -67,6 +67,10 @@ int dir_rpc_call(dir_rpc_t *r, dir_session_t *session, const uint8_t *msg, uint3
 int dir_server_start(dir_t *d, const char *host, int port, dir_server_t **out, int *bound_port,
                      char *why, size_t whylen);
 
+/* Holds replies until the directory's etcd log (ha.h) has their records:
+ * call once after dir_ha_start (the local store is bound at start). */
+void dir_server_bind_ha(dir_server_t *s);
+
 /* Stops accepting, closes every connection and frees the server once the
  * loop has run the close callbacks. */
 void dir_server_stop(dir_server_t *s);

@@ -394,17 +394,6 @@ static int replay_record(const uint8_t *data, uint32_t len, int64_t offset, void
   return 0;
 }
 
-/* Leases restart in full: every node counts as renewed now; begun
- * repartitions count as begun now (their memory server may still end them,
- * or the directory rolls them back after the usual timeout). */
-static void restart_times(ns_node_t *n, void *ud) {
-  int64_t now = *(const int64_t *)ud;
-  n->renewed_ms = n->subtree_ms = now;
-  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
-    g_array_index(n->reparts, ns_repart_t, i).started_ms = now;
-  }
-}
-
 /* Moves a segment that follows a cut out of the way (renamed *.cut). */
 static void set_aside(dir_store_t *s, const char *name) {
   char *from = g_build_filename(s->dir, name, NULL);
@@ -523,7 +512,7 @@ static int recover(dir_store_t *s, int64_t lease_ms, int64_t grace_ms, char *why
     ns_tree_free(t);
     return rc;
   }
-  ns_tree_walk(t->root, restart_times, &now);
+  ns_tree_restart_times(t, now);
   s->tree = t;
   s->applied = s->durable = next - 1;
   s->st.recovered_records = r.applied;

@@ -1334,6 +1334,18 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
   return rc;
 }
 
+static void restart_node_times(ns_node_t *n, void *ud) {
+  int64_t now = *(const int64_t *)ud;
+  n->renewed_ms = n->subtree_ms = now;
+  for (guint i = 0; n->reparts != NULL && i < n->reparts->len; i++) {
+    g_array_index(n->reparts, ns_repart_t, i).started_ms = now;
+  }
+}
+
+void ns_tree_restart_times(ns_tree_t *t, int64_t now_ms) {
+  ns_tree_walk(t->root, restart_node_times, &now_ms);
+}
+
 int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq) {
   if (client == 0) return 0;
   const ns_request_t *r = g_hash_table_lookup(t->requests, &client);

@@ -290,6 +290,12 @@ void ns_tree_free(ns_tree_t *t); /* accepts NULL */
 int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *why,
                   size_t whylen);
 
+/* Leases restart in full: every node counts as renewed at now_ms; begun
+ * repartitions count as begun then (their memory server may still end
+ * them, or the directory rolls them back after the usual timeout). For a
+ * tree recovered from a log, or taken over by a new leader. */
+void ns_tree_restart_times(ns_tree_t *t, int64_t now_ms);
+
 /* Whether the client's request seq was applied already (a request id
  * remembered with seq at or above it). client 0 is never. */
 int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq);
