@@ -1296,7 +1296,15 @@ static void test_servers_reports_each_memory_server_with_the_stable_json_fields(
 
   RUN(&r, d, "servers");
   EXPECT_SUCCESS(&r);
-  MF_ASSERT_EQ(count_lines(r.out), 3);
+  /* Header and two servers, a blank line, then the directories: a header
+   * and this directory alone (role single). */
+  MF_ASSERT_EQ(count_lines(r.out), 6);
+  char *dirs = line_starting(r.out, "DIRECTORY");
+  EXPECT_CONTAINS(dirs, "ROLE");
+  g_free(dirs);
+  char *self = line_starting(r.out, d->address);
+  EXPECT_CONTAINS(self, " single ");
+  g_free(self);
   char *header = line_starting(r.out, "ADDRESS");
   EXPECT_CONTAINS(header, "STATE");
   EXPECT_CONTAINS(header, "BLOCKS");
