@@ -475,7 +475,9 @@ int mf_ctl_attempt(mf_ctl_t *ctl, mf_ctl_try_t *t, MayflyDirectoryIf **iface) {
   int rc = 0;
   /* Nothing of this call was sent yet, so replacing a connection found
    * closed is safe: the request goes out once, on the new one. */
-  if (ctl->client == NULL || stale(ctl)) rc = reconnect(ctl, MIN(ctl->connect_timeout_ms, budget));
+  if (ctl->client == NULL || stale(ctl)) {
+    rc = reconnect(ctl, t != NULL ? MIN(ctl->connect_timeout_ms, budget) : ctl->connect_timeout_ms);
+  }
   if (rc == 0) mf_frame_transport_set_timeout(ctl->transport, budget);
   if (rc == 0 && !ctl->greeted && (ctl->has_key || ctl->token != NULL)) rc = greet(ctl);
   if (rc == 0 && t != NULL) mf_frame_transport_set_timeout(ctl->transport, MAX(ms_left(t), 1));
@@ -544,8 +546,12 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
   return rc;
 }
 
-/* Appends "target (why)" to the list of directories a call tried. */
+/* Appends "target (why)" to the list of directories a call tried, once
+ * per directory (the first reason; the last one is the call's message). */
 static void note_tried(mf_ctl_try_t *t, int rc) {
+  char key[300];
+  snprintf(key, sizeof key, "%s (", t->target);
+  if (strstr(t->tried, key) != NULL) return;
   size_t used = strlen(t->tried);
   if (used + 4 >= sizeof t->tried) return;
   snprintf(t->tried + used, sizeof t->tried - used, "%s%s (%s)", used > 0 ? ", " : "",
