@@ -85,8 +85,10 @@ restart_one() {
   fi
   local cmd
   cmd=$(cat "$state/cmd.$name")
-  eval "setsid $cmd" </dev/null >>"$state/$name.log" 2>&1 &
+  # exec: the PID of the background job is the daemon's own.
+  eval "exec setsid $cmd" </dev/null >>"$state/$name.log" 2>&1 &
   local pid=$!
+  touch "$pidfile"
   awk -v n="$name" '$1 != n' "$pidfile" >"$pidfile.new"
   echo "$name $pid" >>"$pidfile.new"
   mv "$pidfile.new" "$pidfile"
