@@ -34,9 +34,6 @@
 #define HB_MS "100"
 #define HB_TIMEOUT_MS 1000
 
-/* One call through the ctl, following the leader (common/ctl.h). */
-#define CTL_CALL(ctl, method, ...) MF_CTL_CALL((ctl), method, __VA_ARGS__)
-
 /* Creates path of kind with r replicas and `blocks` blocks. */
 static int create_replicated(const char *dir, const char *path, mayfly_kind_t kind, int r,
                              int blocks) {
