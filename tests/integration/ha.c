@@ -265,6 +265,42 @@ int mf_ha_failover(mf_ha_t *h, int victim, int timeout_ms, int64_t *t_kill, int6
   return next;
 }
 
+/* The unsigned integer after "name": in text ("" when absent). */
+static char *json_uint(const char *text, const char *name) {
+  char *pattern = g_strdup_printf("\"%s\"\\s*:\\s*([0-9]+)", name);
+  GRegex *re = g_regex_new(pattern, 0, 0, NULL);
+  GMatchInfo *mi = NULL;
+  char *v = g_regex_match(re, text, 0, &mi) ? g_match_info_fetch(mi, 1) : g_strdup("");
+  g_match_info_free(mi);
+  g_regex_unref(re);
+  g_free(pattern);
+  return v;
+}
+
+int mf_ha_etcd_leader(mf_ha_t *h) {
+  for (int i = 0; i < h->etcd.members; i++) {
+    if (h->etcd.pids[i] == 0) continue;
+    char *ep = g_strdup_printf("--endpoints=%s", mf_etcd_proc_endpoint(&h->etcd, i));
+    const char *argv[] = {"etcdctl", ep, "--command-timeout=2s", "endpoint", "status", "-w", "json", NULL};
+    char *out = NULL;
+    int status = -1;
+    gboolean ok = g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL,
+                               NULL, NULL, &out, NULL, &status, NULL);
+    g_free(ep);
+    int found = 0;
+    if (ok && out != NULL) {
+      /* Member ids are 64-bit unsigned: compared as text. */
+      char *self = json_uint(out, "member_id"), *leader = json_uint(out, "leader");
+      found = self[0] != '\0' && strcmp(self, leader) == 0;
+      g_free(self);
+      g_free(leader);
+    }
+    g_free(out);
+    if (found) return i;
+  }
+  return -1;
+}
+
 void mf_ha_stop(mf_ha_t *h) {
   for (int i = 0; i < h->nms; i++) {
     if (h->ms[i] != NULL) mf_kill(h->ms[i]);

@@ -118,6 +118,10 @@ int64_t mf_ha_wait_serving(const mf_ha_t *h, int probe_ms, int timeout_ms);
 int mf_ha_failover(mf_ha_t *h, int victim, int timeout_ms, int64_t *t_kill, int64_t *t_lead,
                    int64_t *t_serve);
 
+/* Index of the etcd member that is etcd's raft leader now (asked of each
+ * running member with `etcdctl endpoint status`), or -1. */
+int mf_ha_etcd_leader(mf_ha_t *h);
+
 /* Stops everything this rig started (also done at exit). */
 void mf_ha_stop(mf_ha_t *h);
 
