@@ -107,6 +107,7 @@ static void test_catchup(void) {
   CU_ASSERT_EQUAL_FATAL(mf_ha_view(&H, s, 1000, &sv), 0);
   fprintf(stderr, "ha_catchup: stopping standby %d at applied %lld (role %s)\n", s, (long long)sv.applied, sv.role);
   CU_ASSERT_STRING_EQUAL(sv.role, "standby");
+  CU_ASSERT_FATAL(sv.applied >= 0);
   int64_t t_stop = mf_ha_now_ms();
   mf_ha_signal(&H, s, SIGSTOP);
   mf_ha_view_t lv = wait_log(leader, sv.applied, 2 * SNAP_RECORDS + 50, 30000);
