@@ -92,7 +92,7 @@ int bench_free_port(void);
  * or -1 (compare.c). */
 pid_t bench_redis_start(int port);
 
-/* One call of the generated Thrift client on an mf_ctl (common/ctl.h):
+/* One call of the generated Thrift client on an mf_ctl (common/ctl.h), following the leader:
  * CTL_CALL(ctl, stats, &s) calls mayfly_directory_if_stats(iface, &s, ...)
  * between mf_ctl_begin and mf_ctl_end and yields their MAYFLY_E* code. The
  * including file includes common/ctl.h. */
