@@ -1259,6 +1259,10 @@ static gboolean h_cluster(MayflyDirectoryIf *iface, MayflyClusterInfo **_return,
   const char *self = d->advertise != NULL ? d->advertise : "";
   g_free(o->answered_by);
   o->answered_by = g_strdup(self);
+  if (d->ha != NULL) {
+    dir_ha_cluster(d->ha, o);
+    return TRUE;
+  }
   g_free(o->leader);
   o->leader = g_strdup(self);
   MayflyDirectoryMember *m = g_object_new(MAYFLY_TYPE_DIRECTORY_MEMBER, NULL);
