@@ -211,7 +211,8 @@ static void batch_seal(batch_t *b) {
  * with *first and *count, or MAYFLY_EPROTO with why. */
 int dir_ha_log_value_scan(const uint8_t *p, size_t len, int64_t *first, uint32_t *count,
                           dir_ha_rec_cb cb, void *ud, char *why, size_t whylen) {
-  if (len < LOG_HEADER || memcmp(p, LOG_MAGIC, 4) != 0 || p[4] != LOG_VERSION) {
+  if (len < LOG_HEADER || memcmp(p, LOG_MAGIC, 4) != 0 || p[4] != LOG_VERSION || p[5] != 0 ||
+      p[6] != 0 || p[7] != 0) {
     g_snprintf(why, whylen, "a log value of %zu bytes without a version %d header", len,
                LOG_VERSION);
     return MAYFLY_EPROTO;
@@ -624,7 +625,8 @@ static void snapshot_ptr_done(const dir_etcd_result_t *r, void *ud) {
   const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
   gsize len;
   const uint8_t *p = g_bytes_get_data(kv->value, &len);
-  if (len != SNAP_PTR_SIZE || memcmp(p, SNAP_MAGIC, 4) != 0 || p[4] != 1) {
+  if (len != SNAP_PTR_SIZE || memcmp(p, SNAP_MAGIC, 4) != 0 || p[4] != 1 || p[5] != 0 ||
+      p[6] != 0 || p[7] != 0) {
     MF_ERROR("etcd: %s is not a snapshot pointer of this build: retrying in 5 s", ha->k_snapshot);
     ha->retry_fn = load_start;
     uv_timer_start(&ha->retry, retry_cb, 5000, 0);
@@ -649,6 +651,17 @@ static void snapshot_ptr_done(const dir_etcd_result_t *r, void *ud) {
   snap_chunk_next(ha);
 }
 
+static void leader_read_done(const dir_etcd_result_t *r, void *ud) {
+  dir_ha_t *ha = ud;
+  if (ha->role != HA_LOADING || r->rc != 0 || r->kvs == NULL || r->kvs->len != 1) return;
+  const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
+  gsize len;
+  const char *p = g_bytes_get_data(kv->value, &len);
+  g_free(ha->leader);
+  ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
+  ha->leader_rev = kv->create_revision;
+}
+
 /* (Re)builds the follower's tree from etcd: the snapshot, then the log
  * after it, all at one revision; then watches from the next. */
 static void load_start(dir_ha_t *ha) {
@@ -660,6 +673,8 @@ static void load_start(dir_ha_t *ha) {
   g_tree_destroy(ha->pending);
   ha->pending = g_tree_new_full(cmp_i64, NULL, g_free, (GDestroyNotify)g_bytes_unref);
   dir_etcd_range(ha->etcd, ha->k_snapshot, NULL, 0, 1, snapshot_ptr_done, ha);
+  /* Who leads, so that calls meanwhile are sent there. */
+  dir_etcd_range(ha->etcd, ha->k_leader, NULL, 0, 1, leader_read_done, ha);
 }
 
 /* ---- the election ----------------------------------------------------- */
@@ -744,7 +759,7 @@ static void campaign_done(const dir_etcd_result_t *r, void *ud) {
     return; /* the tick tries again */
   }
   if (!r->succeeded) {
-    if (r->kvs->len > 0) {
+    if (r->kvs != NULL && r->kvs->len > 0) {
       const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
       leader_seen(ha, kv, 0);
     }
