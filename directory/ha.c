@@ -28,6 +28,9 @@
 #define LOG_MAGIC "MFLG"
 #define LOG_VERSION 1
 #define LOG_HEADER 20
+/* Largest seq a log value may start at: far past any log, and no sum of a
+ * seq and a count overflows below it. */
+#define LOG_SEQ_MAX (INT64_C(1) << 62)
 /* A batch is sealed (one key, one transaction) past this many bytes, well
  * under etcd's default request limit (1.5 MiB). */
 #define LOG_VALUE_MAX (512 * 1024)
@@ -219,7 +222,7 @@ int dir_ha_log_value_scan(const uint8_t *p, size_t len, int64_t *first, uint32_t
   }
   *first = (int64_t)mf_le_get64(p + 8);
   *count = mf_le_get32(p + 16);
-  if (*first < 1 || *count == 0 || *count > len) {
+  if (*first < 1 || *first > LOG_SEQ_MAX || *count == 0 || *count > len) {
     g_snprintf(why, whylen, "a log value with first seq %lld and %u records in %zu bytes",
                (long long)*first, *count, len);
     return MAYFLY_EPROTO;
