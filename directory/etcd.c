@@ -327,13 +327,17 @@ static int etcd_error(JsonObject *o, dir_etcd_result_t *r, int *retry) {
   if (strstr(msg, "required revision has been compacted") != NULL) r->compacted = 1;
   /* gRPC 14 (unavailable: no leader, leader changed, stopping) and 4
    * (deadline exceeded inside etcd) may succeed on another member. */
-  if (retry != NULL && (code == 14 || code == 4)) *retry = 1;
+  if (retry != NULL && (code == 14 || code == 4) && r->rc == MAYFLY_EPROTO) *retry = 1;
   return r->rc;
 }
 
 /* Parses data[0..len) as one JSON object into *parser; the root or NULL. */
 static JsonObject *parse_object(JsonParser *parser, const char *data, size_t len, dir_etcd_result_t *r) {
   GError *err = NULL;
+  if (len == 0 || data == NULL) {
+    set_why(r->why, sizeof r->why, "etcd: empty reply");
+    return NULL;
+  }
   if (len > DIR_ETCD_MAX_REPLY || !json_parser_load_from_data(parser, data, (gssize)len, &err)) {
     set_why(r->why, sizeof r->why, "etcd: reply is not JSON: %s", err != NULL ? err->message : "too long");
     if (err != NULL) g_error_free(err);
