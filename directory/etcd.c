@@ -461,7 +461,7 @@ int dir_etcd_parse_watch_line(const char *line, size_t len, dir_etcd_watch_msg_t
   }
   if (get_obj(o, "error", &eo) != 0 || eo != NULL || json_object_has_member(o, "code")) {
     /* The stream failed: {"error": {...}}. */
-    etcd_error(o, &r, NULL);
+    etcd_error(o, &r, &m->retry);
     g_strlcpy(m->why, r.why, sizeof m->why);
     m->canceled = 1;
     m->compacted = r.compacted;
@@ -891,13 +891,15 @@ static void watch_lost(dir_etcd_watch_t *w, const char *why) {
 }
 
 /* Delivers the complete lines buffered for w; stops when the caller cancels
- * the watch or frees the client. */
-static void watch_deliver(dir_etcd_watch_t *w) {
+ * the watch or frees the client. Returns 1 when a line said the member is
+ * unavailable and the stream was dropped to be reopened elsewhere. */
+static int watch_deliver(dir_etcd_watch_t *w) {
   dir_etcd_t *e = w->op.e;
   GByteArray *buf = w->op.resp;
   w->pending = 0;
   size_t start = 0;
-  while (!w->canceled && !w->ended && !e->dead) {
+  char lost[512] = "";
+  while (!w->canceled && !w->ended && !e->dead && lost[0] == '\0') {
     const guint8 *nl = memchr(buf->data + start, '\n', buf->len - start);
     if (nl == NULL) break;
     size_t len = (size_t)(nl - (buf->data + start));
@@ -909,7 +911,9 @@ static void watch_deliver(dir_etcd_watch_t *w) {
     int rc = dir_etcd_parse_watch_line(line, len, &m);
     dir_etcd_result_t r;
     dir_etcd_result_init(&r);
-    if (rc != 0 || m.canceled) {
+    if (rc == 0 && m.canceled && m.retry) {
+      g_strlcpy(lost, m.why, sizeof lost);
+    } else if (rc != 0 || m.canceled) {
       r.rc = MAYFLY_EPROTO;
       r.compacted = m.compacted;
       r.compact_revision = m.compact_revision;
@@ -933,11 +937,21 @@ static void watch_deliver(dir_etcd_watch_t *w) {
     dir_etcd_watch_msg_clear(&m);
   }
   if (!e->dead && !w->canceled) g_byte_array_remove_range(buf, 0, (guint)MIN(start, buf->len));
+  if (lost[0] != '\0' && !e->dead && !w->canceled && !w->ended) {
+    watch_lost(w, lost);
+    return 1;
+  }
+  return 0;
 }
 
 static void watch_done(dir_etcd_watch_t *w, CURLcode cc) {
-  /* Lines that came before the end count first. */
-  watch_deliver(w);
+  /* Lines that came before the end count first; so does a last object
+   * without its newline (an error reply such as {"error": ..., "code": 3}
+   * ends the watch rather than being retried). */
+  if (!w->op.too_big && w->op.resp->len > 0 && w->op.resp->data[w->op.resp->len - 1] != '\n') {
+    g_byte_array_append(w->op.resp, (const guint8 *)"\n", 1);
+  }
+  if (watch_deliver(w)) return;
   if (w->canceled || w->ended || w->op.e->dead) return;
   if (w->op.too_big) {
     dir_etcd_result_t r;

@@ -192,6 +192,7 @@ typedef struct dir_etcd_watch_msg {
   GArray *events;   /* dir_etcd_event_t */
   int64_t revision; /* header.revision */
   int created, canceled, compacted;
+  int retry;        /* canceled by a stream error worth reopening elsewhere (unavailable) */
   int64_t compact_revision;
   char why[512];
 } dir_etcd_watch_msg_t;

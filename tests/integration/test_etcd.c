@@ -721,7 +721,11 @@ static int bench(void) {
   const int levels[] = {1, 4, 16};
   for (size_t l = 0; l < G_N_ELEMENTS(levels); l++) {
     bench_t b = {.lat_us = g_array_new(FALSE, FALSE, sizeof(gint64))};
-    b.e = client(p.endpoints, 5000);
+    char why[256];
+    if (dir_etcd_new(&loop, p.endpoints, 5000, &b.e, why, sizeof why) != 0) {
+      fprintf(stderr, "dir_etcd_new: %s\n", why);
+      return 1;
+    }
     int total = levels[l] == 1 ? 2000 : 8000;
     b.left = total - levels[l];
     gint64 t0 = g_get_monotonic_time();
