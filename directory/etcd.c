@@ -371,7 +371,7 @@ int dir_etcd_parse_reply(dir_etcd_op_t op, const char *data, size_t len, dir_etc
   r->rc = MAYFLY_EPROTO;
   if (op == DIR_ETCD_OP_KEEPALIVE) {
     /* A stream: its first line is the answer. */
-    const char *nl = memchr(data, '\n', len);
+    const char *nl = len > 0 ? memchr(data, '\n', len) : NULL;
     if (nl != NULL) len = (size_t)(nl - data);
   }
   JsonParser *parser = json_parser_new();
@@ -900,6 +900,7 @@ static int watch_deliver(dir_etcd_watch_t *w) {
   size_t start = 0;
   char lost[512] = "";
   while (!w->canceled && !w->ended && !e->dead && lost[0] == '\0') {
+    if (start >= buf->len) break;
     const guint8 *nl = memchr(buf->data + start, '\n', buf->len - start);
     if (nl == NULL) break;
     size_t len = (size_t)(nl - (buf->data + start));
