@@ -291,7 +291,8 @@ struct Stats {
    itself in etcd. */
 struct DirectoryMember {
   1: string address,          /* its --advertise address, where clients reach it */
-  2: string role,             /* "leader", "standby", or "single" without --etcd */
+  2: string role,             /* "leader", "standby", "loading" (reading the log from etcd,
+                                 not a hot standby yet), or "single" without --etcd */
   3: i64 applied_seq,         /* newest log record applied to its tree */
   4: i64 updated_ms           /* wall clock of that report */
 }

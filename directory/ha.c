@@ -54,7 +54,9 @@ typedef enum {
   HA_STOPPING
 } ha_role_t;
 
-static const char *const role_names[] = {"standby", "standby", "standby",
+/* As cluster() and the member reports name them: a loading directory is
+ * not a hot standby yet. */
+static const char *const role_names[] = {"loading", "standby", "standby",
                                          "leader",  "standby", "standby"};
 
 /* A sealed run of records: one log key, one fenced transaction. */
@@ -654,15 +656,25 @@ static void snapshot_ptr_done(const dir_etcd_result_t *r, void *ud) {
   snap_chunk_next(ha);
 }
 
+/* The leader key as the load found it; then the snapshot pointer. */
 static void leader_read_done(const dir_etcd_result_t *r, void *ud) {
   dir_ha_t *ha = ud;
-  if (ha->role != HA_LOADING || r->rc != 0 || r->kvs == NULL || r->kvs->len != 1) return;
-  const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
-  gsize len;
-  const char *p = g_bytes_get_data(kv->value, &len);
+  if (ha->role != HA_LOADING) return;
+  if (r->rc != 0) {
+    retry_later(ha, load_start, "reading the leader key", r);
+    return;
+  }
   g_free(ha->leader);
-  ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
-  ha->leader_rev = kv->create_revision;
+  ha->leader = NULL;
+  ha->leader_rev = 0;
+  if (r->kvs != NULL && r->kvs->len == 1) {
+    const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
+    gsize len;
+    const char *p = g_bytes_get_data(kv->value, &len);
+    ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
+    ha->leader_rev = kv->create_revision;
+  }
+  dir_etcd_range(ha->etcd, ha->k_snapshot, NULL, 0, 1, snapshot_ptr_done, ha);
 }
 
 /* (Re)builds the follower's tree from etcd: the snapshot, then the log
@@ -675,8 +687,7 @@ static void load_start(dir_ha_t *ha) {
   /* Pending values are dropped: the load reads them again. */
   g_tree_destroy(ha->pending);
   ha->pending = g_tree_new_full(cmp_i64, NULL, g_free, (GDestroyNotify)g_bytes_unref);
-  dir_etcd_range(ha->etcd, ha->k_snapshot, NULL, 0, 1, snapshot_ptr_done, ha);
-  /* Who leads, so that calls meanwhile are sent there. */
+  /* Who leads first, so that calls meanwhile are sent there. */
   dir_etcd_range(ha->etcd, ha->k_leader, NULL, 0, 1, leader_read_done, ha);
 }
 
@@ -1234,7 +1245,9 @@ void dir_ha_cluster(dir_ha_t *ha, MayflyClusterInfo *o) {
     g_free(dm->role);
     /* A report says "leader" only while that directory holds the key. */
     int leads = leader != NULL && strcmp(m->address, leader) == 0;
-    dm->role = g_strdup(leads ? "leader" : "standby");
+    dm->role = g_strdup(leads                               ? "leader"
+                        : strcmp(m->role, "leader") == 0    ? "standby"
+                                                            : m->role);
     dm->applied_seq = m->applied;
     dm->updated_ms = m->time_ms;
     g_ptr_array_add(o->members, dm);
