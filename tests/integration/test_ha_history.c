@@ -22,7 +22,11 @@
 static void test_checker(void) {
   mf_daemon_t *dir = mf_start_directory(NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
-  for (int i = 0; i < 3; i++) CU_ASSERT_PTR_NOT_NULL_FATAL(mf_start_memserver(dir, 64, "64KiB", NULL));
+  mf_daemon_t *ms[3];
+  for (int i = 0; i < 3; i++) {
+    ms[i] = mf_start_memserver(dir, 64, "64KiB", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ms[i]);
+  }
 
   mf_hist_t *hist = mf_hist_new();
   mf_load_t *load = mf_load_start(hist, dir->address, 6, 2, 20, 5000);
@@ -93,7 +97,8 @@ static void test_checker(void) {
 
   mf_load_stop(load);
   mf_hist_free(hist);
-  mf_kill_all();
+  for (int i = 0; i < 3; i++) mf_kill(ms[i]);
+  mf_kill(dir);
 }
 
 static void test_etcd_rig(void) {
