@@ -947,24 +947,32 @@ static void txn_done(const dir_etcd_result_t *r, void *ud) {
   maybe_snapshot(ha);
 }
 
-/* Sends the sealed batches while fewer than --etcd-inflight are in flight;
- * at the end of each loop iteration (the check handle) the open batch is
- * sealed first, so one iteration's records are one transaction. */
+/* Sends log transactions while fewer than --etcd-inflight are in flight:
+ * first the batches sealed because they grew past LOG_VALUE_MAX, then the
+ * open one. Records wait in the open batch while every slot is taken, so
+ * the records of all the loop iterations a transaction's round trip spans
+ * go out together (group commit); the check handle calls this at the end of
+ * every iteration and each commit calls it again. */
 static void submit(dir_ha_t *ha) {
   if (ha->role != HA_LEADER) return;
-  if (ha->open->count > 0) {
-    batch_seal(ha->open);
-    g_queue_push_tail(&ha->batches, ha->open);
-    ha->open = batch_new(ha, ha->applied + 1);
-  }
   int inflight = 0;
   for (GList *l = ha->batches.head; l != NULL; l = l->next) {
     batch_t *b = l->data;
     if (b->sent && !b->done) inflight++;
   }
-  for (GList *l = ha->batches.head; l != NULL && inflight < ha->cfg.inflight; l = l->next) {
-    batch_t *b = l->data;
-    if (b->sent) continue;
+  for (;;) {
+    if (inflight >= ha->cfg.inflight) return;
+    batch_t *b = NULL;
+    for (GList *l = ha->batches.head; l != NULL && b == NULL; l = l->next) {
+      if (!((batch_t *)l->data)->sent) b = l->data;
+    }
+    if (b == NULL) {
+      if (ha->open->count == 0) return;
+      b = ha->open;
+      batch_seal(b);
+      g_queue_push_tail(&ha->batches, b);
+      ha->open = batch_new(ha, ha->applied + 1);
+    }
     dir_etcd_txn_t *t = dir_etcd_txn_new();
     dir_etcd_txn_cmp_create(t, ha->k_leader, ha->term);
     char *key = log_key(ha, b->first);
