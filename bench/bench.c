@@ -1,7 +1,8 @@
 /*
  * mayfly-bench: benchmark driver. Subcommands:
  *   control   create+remove pairs/s and batched renew of 10,000 paths; with
- *             --data-dir, the durable directory beside the in-memory one
+ *             --data-dir, the durable directory beside the in-memory one;
+ *             with --ha, in-memory, local log and etcd, and failover times
  *   data      the data plane through libmayfly
  *   elastic   kv splits under load
  *   compare   Mayfly and Redis side by side
@@ -280,7 +281,9 @@ static int usage(void) {
           "usage: mayfly-bench SUBCOMMAND [options]\n"
           "subcommands:\n"
           "  control   create+remove pairs/s and batched renew of 10,000 paths; with\n"
-          "            --data-dir, in-memory and durable side by side, and recovery times\n"
+          "            --data-dir, in-memory and durable side by side, and recovery times;\n"
+          "            with --ha, in-memory, local log and etcd (three directories) side\n"
+          "            by side, and the time of a failover (issue 14)\n"
           "  data      kv get/put, queue push/pop, file write/read through a memory server\n"
           "  elastic   kv splits under load: time, MB/s moved, get latency while splitting\n"
           "  compare   the same workloads against Mayfly and Redis side by side\n"
@@ -332,7 +335,8 @@ int main(int argc, char **argv) {
       {"value-size", 'v', 0, G_OPTION_ARG_INT, &o.value_size,
        "Value size in bytes for kv and queue (default 64)", "BYTES"},
       {"quick", 0, 0, G_OPTION_ARG_NONE, &o.quick,
-       "compare: a few rows only; elastic: 4 MiB blocks; memory: 20,000 entries (smoke runs)", NULL},
+       "compare: a few rows only; elastic: 4 MiB blocks; memory: 20,000 entries; control --ha: "
+       "rows of 1 s and 2 kills (smoke runs)", NULL},
       {"pipeline", 'P', 0, G_OPTION_ARG_INT, &o.pipeline,
        "Requests in flight per client (data; default 1)", "D"},
       {"loader", 0, 0, G_OPTION_ARG_STRING, &o.loader,
@@ -354,6 +358,15 @@ int main(int argc, char **argv) {
        "pipeline 1 and 16, against an open cluster and one with a cluster key and tenants "
        "(capabilities checked), alternately, with the on/off ratios",
        NULL},
+      {"ha", 0, 0, G_OPTION_ARG_NONE, &o.ha,
+       "control: create+remove against an in-memory directory, a local log (--data-dir, or a "
+       "temporary directory) and three directories on a one-member etcd the bench starts "
+       "(etcd in $PATH), side by side, then the time from kill -9 of the leader to the first "
+       "successful create", NULL},
+      {"leader-ttl", 0, 0, G_OPTION_ARG_STRING, &o.leader_ttl,
+       "control --ha: --leader-ttl of the etcd directories (default 2s)", "DURATION"},
+      {"kills", 0, 0, G_OPTION_ARG_INT, &o.kills,
+       "control --ha: failovers to time (default 10; --quick 2)", "N"},
       {"recovery-namespaces", 0, 0, G_OPTION_ARG_STRING, &o.recovery,
        "control --data-dir: namespace counts to time recovery at (default 10000,100000; "
        "0 skips)", "N,N"},
@@ -385,5 +398,6 @@ int main(int argc, char **argv) {
   g_free(o.workload);
   g_free(o.data_dir);
   g_free(o.recovery);
+  g_free(o.leader_ttl);
   return rc;
 }

@@ -27,6 +27,9 @@ typedef struct bench_opts {
   char *recovery;   /* control --data-dir: namespace counts for recovery ("10000,100000") */
   int auth;         /* data, compare: kv get with authentication off and on (bench_auth) */
   const char *token; /* the tenant token the bench's clients log in with; NULL: none */
+  int ha;           /* control: in-memory, local log and etcd side by side, and failover */
+  char *leader_ttl; /* control --ha: the etcd directories' --leader-ttl (NULL: 2s) */
+  int kills;        /* control --ha: failovers to time (0: 10, --quick 2) */
 } bench_opts_t;
 
 /* One measured row. */
@@ -88,6 +91,12 @@ int bench_free_port(void);
  * waits until it answers PING. Returns its pid (stop with kill + waitpid)
  * or -1 (compare.c). */
 pid_t bench_redis_start(int port);
+
+/* One call of the generated Thrift client on an mf_ctl (common/ctl.h), following the leader:
+ * CTL_CALL(ctl, stats, &s) calls mayfly_directory_if_stats(iface, &s, ...)
+ * between mf_ctl_begin and mf_ctl_end and yields their MAYFLY_E* code. The
+ * including file includes common/ctl.h. */
+#define CTL_CALL(ctl, method, ...) MF_CTL_CALL((ctl), method, __VA_ARGS__)
 
 int bench_data(bench_opts_t *o);
 

@@ -20,17 +20,40 @@
  * recovery_ms and the wall time from spawn until it answers a stats call:
  * once replaying the log only, once again after it has written a snapshot.
  * The data is removed afterwards unless --keep.
+ *
+ * With --ha (issue 14) it starts, in one run, an in-memory directory, a
+ * durable one (its local log under --data-dir, else a temporary directory),
+ * and a one-member etcd on free loopback ports (its data in a temporary
+ * directory, killed at the end whatever happens) with three directories on it
+ * (--etcd --cluster bench --leader-ttl, default 2s), each back end with a
+ * memory server of its own. Rows: create+remove pairs at 1 and 16 clients
+ * (--clients), each client its own libmayfly client and namespaces, the
+ * etcd clients given the list of the three directories; records per etcd
+ * transaction from the leader's cluster() counters (txn_records / txns, their
+ * growth over the row). Then --kills times (default 10): kill -9 of the
+ * leader, timed to the first successful create through a client of all
+ * three; the killed directory is started again on its port as a standby.
+ * --quick: rows of 1 s and 2 kills (the smoke test; exit 77 without etcd).
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "common/config.h"
 #include "common/ctl.h"
 #include "client/mayfly.h"
 
@@ -742,6 +765,598 @@ static int control_durable(bench_opts_t *o) {
   return failed ? 1 : 0;
 }
 
+/* --- --ha: in memory, local log and etcd side by side, and failover --- */
+
+/* The etcd directories' --cluster. */
+#define HA_CLUSTER "bench"
+#define HA_DIRS 3
+/* Every directory of the --ha run asks its memory servers for a heartbeat
+ * this often: after a failover a memory server registers with the new leader
+ * at its next heartbeat, and a create needs its blocks. */
+#define HA_HEARTBEAT_MS "250"
+/* Blocks of each memory server of the --ha run (mapped lazily: a 1 MiB
+ * block costs nothing until written, and the rows write none). */
+#define HA_MS_BLOCKS 4096
+/* Seconds etcd may take to answer /health, and a cluster to elect a leader
+ * or take a restarted standby back. */
+#define ETCD_WAIT_S 30
+#define HA_WAIT_S 30
+/* A failover that has not produced a successful create after this long
+ * counts as failed. */
+#define FAILOVER_GIVE_UP_S 60
+
+/* Targets of issue 14 on this machine kind. */
+#define TARGET_ETCD_PAIRS 5000.0 /* etcd create+remove pairs/s at 16 clients */
+#define TARGET_FAILOVER_SLACK_MS 1000.0 /* failover p99 <= leader-ttl + this */
+
+/* The one-member etcd of the run. */
+typedef struct {
+  pid_t pid;
+  int client_port, peer_port;
+  char endpoint[64]; /* http://127.0.0.1:client_port */
+  char *tmp;         /* its data directory and log; removed by etcd_stop */
+} etcd_proc_t;
+
+/* Whether the etcd at 127.0.0.1:port answers GET /health with
+ * "health":"true" (a plain HTTP/1.0 request on a socket of our own: the
+ * bench links no HTTP client). */
+static int etcd_healthy(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  struct timeval tv = {.tv_sec = 1};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  char buf[2048];
+  size_t got = 0;
+  static const char req[] = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1)) {
+    ssize_t n;
+    while (got < sizeof buf - 1 && (n = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0) {
+      got += (size_t)n;
+    }
+  }
+  close(fd);
+  buf[got] = '\0';
+  return strstr(buf, "\"health\":\"true\"") != NULL;
+}
+
+/* Kills etcd (SIGKILL: its data is thrown away anyway) and removes its data
+ * directory. Safe on a zeroed or half-started *e. */
+static void etcd_stop(etcd_proc_t *e) {
+  if (e->pid > 0) {
+    kill(e->pid, SIGKILL);
+    waitpid(e->pid, NULL, 0);
+    e->pid = 0;
+  }
+  if (e->tmp != NULL) {
+    rm_tree(e->tmp);
+    g_free(e->tmp);
+    e->tmp = NULL;
+  }
+}
+
+/* Starts a one-member etcd from $PATH on two free loopback ports, its data
+ * and log in a fresh temporary directory, and waits until it is healthy.
+ * The child dies with the bench (PR_SET_PDEATHSIG), so a bench that crashes
+ * leaves no etcd behind. Returns 0, 77 when there is no etcd in $PATH, or -1
+ * (with the end of etcd's log on stderr). */
+static int etcd_start(etcd_proc_t *e) {
+  memset(e, 0, sizeof *e);
+  char *bin = g_find_program_in_path("etcd");
+  if (bin == NULL) return 77;
+  e->tmp = g_dir_make_tmp("mayfly-bench-etcd-XXXXXX", NULL);
+  if (e->tmp == NULL) {
+    perror("mayfly-bench: etcd data directory");
+    g_free(bin);
+    return -1;
+  }
+  e->client_port = bench_free_port();
+  do {
+    e->peer_port = bench_free_port();
+  } while (e->peer_port == e->client_port);
+  snprintf(e->endpoint, sizeof e->endpoint, "http://127.0.0.1:%d", e->client_port);
+  char *peer = g_strdup_printf("http://127.0.0.1:%d", e->peer_port);
+  char *initial = g_strdup_printf("bench=%s", peer);
+  char *data = g_build_filename(e->tmp, "data", NULL);
+  char *log = g_build_filename(e->tmp, "etcd.log", NULL);
+  const char *argv[] = {bin,
+                        "--name", "bench",
+                        "--data-dir", data,
+                        "--listen-client-urls", e->endpoint,
+                        "--advertise-client-urls", e->endpoint,
+                        "--listen-peer-urls", peer,
+                        "--initial-advertise-peer-urls", peer,
+                        "--initial-cluster", initial,
+                        "--initial-cluster-state", "new",
+                        "--initial-cluster-token", "mayfly-bench",
+                        NULL};
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+    }
+    execv(bin, (char **)argv);
+    _exit(127);
+  }
+  int rc = -1;
+  if (pid > 0) {
+    e->pid = pid;
+    for (int i = 0; i < ETCD_WAIT_S * 20; i++) {
+      if (etcd_healthy(e->client_port)) {
+        rc = 0;
+        break;
+      }
+      if (waitpid(pid, NULL, WNOHANG) == pid) {
+        e->pid = 0;
+        break;
+      }
+      g_usleep(50000);
+    }
+  }
+  if (rc != 0) {
+    fprintf(stderr, "mayfly-bench: etcd did not become healthy on %s; its log:\n", e->endpoint);
+    char *txt = NULL;
+    gsize len = 0;
+    if (g_file_get_contents(log, &txt, &len, NULL)) {
+      fputs(len > 2000 ? txt + len - 2000 : txt, stderr);
+    }
+    g_free(txt);
+    etcd_stop(e);
+  }
+  g_free(peer);
+  g_free(initial);
+  g_free(data);
+  g_free(log);
+  g_free(bin);
+  return rc;
+}
+
+/* What cluster() says, reduced to what the bench uses. */
+typedef struct {
+  char leader[128];
+  char answered_by[128];
+  int members;
+  int64_t term, txns, txn_records;
+} cluster_view_t;
+
+/* cluster() of the one directory at address (not a list: the counters are
+ * that directory's own). Returns 0 or a MAYFLY_E* code. */
+static int cluster_of(const char *address, cluster_view_t *v) {
+  memset(v, 0, sizeof *v);
+  mf_ctl_t *ctl;
+  int rc = mf_ctl_open(address, 2000, 1000, &ctl);
+  if (rc != 0) return rc;
+  MayflyClusterInfo *ci = g_object_new(MAYFLY_TYPE_CLUSTER_INFO, NULL);
+  rc = CTL_CALL(ctl, cluster, &ci);
+  if (rc == 0) {
+    snprintf(v->leader, sizeof v->leader, "%s", ci->leader ? ci->leader : "");
+    snprintf(v->answered_by, sizeof v->answered_by, "%s", ci->answered_by ? ci->answered_by : "");
+    v->members = ci->members ? (int)ci->members->len : 0;
+    v->term = ci->term;
+    v->txns = ci->txns;
+    v->txn_records = ci->txn_records;
+  }
+  g_object_unref(ci);
+  mf_ctl_close(ctl);
+  return rc;
+}
+
+/* The three etcd-backed directories of the run, their memory server and the
+ * list clients are given. */
+typedef struct {
+  etcd_proc_t etcd;
+  char ttl[32];              /* --leader-ttl */
+  bench_dir_t dirs[HA_DIRS]; /* pid 0: down */
+  int ports[HA_DIRS];        /* pinned at the first start, so the list stays true */
+  char list[HA_DIRS * 32];   /* "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3" */
+  pid_t ms;
+} ha_cluster_t;
+
+/* Starts (port 0: a free port) or restarts directory i of h. */
+static int ha_dir_spawn(const bench_opts_t *o, ha_cluster_t *h, int i, int port) {
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  /* The bench's own --port 0 comes first; the last --port given wins. */
+  const char *flags[] = {"--etcd",         h->etcd.endpoint, "--cluster",    HA_CLUSTER,
+                         "--leader-ttl",   h->ttl,           "--lease-ms",   LONG_LEASE,
+                         "--heartbeat-ms", HA_HEARTBEAT_MS,  "--port",       ps,
+                         NULL};
+  if (bench_dir_spawn(o, flags, 10, &h->dirs[i]) != 0) {
+    fprintf(stderr, "mayfly-bench: an etcd-backed directory did not start (does this "
+                    "mayfly-directory have --etcd, issue 14?)\n");
+    return -1;
+  }
+  const char *colon = strrchr(h->dirs[i].address, ':');
+  h->ports[i] = colon ? atoi(colon + 1) : 0;
+  return 0;
+}
+
+/* Waits until some directory names a leader that is one of ours and that
+ * leader answers cluster() as itself with `members` members; *leader gets
+ * its index and *v its view. Returns 0, or -1 after HA_WAIT_S seconds. */
+static int ha_leader(ha_cluster_t *h, int members, int *leader, cluster_view_t *v) {
+  double deadline = bench_now_us() + HA_WAIT_S * 1e6;
+  char last[128] = "no directory answered cluster()";
+  while (bench_now_us() < deadline) {
+    for (int i = 0; i < HA_DIRS; i++) {
+      if (h->dirs[i].pid <= 0) continue;
+      cluster_view_t any;
+      if (cluster_of(h->dirs[i].address, &any) != 0 || any.leader[0] == '\0') continue;
+      for (int j = 0; j < HA_DIRS; j++) {
+        if (h->dirs[j].pid <= 0 || strcmp(h->dirs[j].address, any.leader) != 0) continue;
+        if (cluster_of(h->dirs[j].address, v) == 0 && strcmp(v->leader, v->answered_by) == 0) {
+          if (v->members >= members) {
+            *leader = j;
+            return 0;
+          }
+          snprintf(last, sizeof last, "the leader lists %d members", v->members);
+        }
+      }
+    }
+    g_usleep(20000);
+  }
+  fprintf(stderr, "mayfly-bench: no leader with %d members after %d s (%s)\n", members,
+          HA_WAIT_S, last);
+  return -1;
+}
+
+/* Waits until directory i answers cluster() and knows a leader (a restarted
+ * standby that follows). Returns 0 or -1 after HA_WAIT_S seconds. */
+static int ha_following(ha_cluster_t *h, int i) {
+  double deadline = bench_now_us() + HA_WAIT_S * 1e6;
+  while (bench_now_us() < deadline) {
+    cluster_view_t v;
+    if (cluster_of(h->dirs[i].address, &v) == 0 && v.leader[0] != '\0') return 0;
+    g_usleep(20000);
+  }
+  fprintf(stderr, "mayfly-bench: the restarted directory %s knows no leader after %d s\n",
+          h->dirs[i].address, HA_WAIT_S);
+  return -1;
+}
+
+static void ha_stop(ha_cluster_t *h) {
+  bench_proc_stop(h->ms);
+  h->ms = 0;
+  for (int i = 0; i < HA_DIRS; i++) bench_dir_stop(&h->dirs[i]);
+  etcd_stop(&h->etcd);
+}
+
+/* Starts etcd, the three directories and a memory server registered
+ * through the list, and waits for a leader. Returns 0, 77 (no etcd) or -1;
+ * on failure everything started is stopped. */
+static int ha_start(const bench_opts_t *o, ha_cluster_t *h) {
+  memset(h, 0, sizeof *h);
+  snprintf(h->ttl, sizeof h->ttl, "%s", o->leader_ttl ? o->leader_ttl : "2s");
+  int rc = etcd_start(&h->etcd);
+  if (rc != 0) return rc;
+  size_t off = 0;
+  for (int i = 0; i < HA_DIRS; i++) {
+    if (ha_dir_spawn(o, h, i, 0) != 0) {
+      ha_stop(h);
+      return -1;
+    }
+    off += (size_t)snprintf(h->list + off, sizeof h->list - off, "%s%s", i ? "," : "",
+                            h->dirs[i].address);
+  }
+  int leader;
+  cluster_view_t v;
+  bench_dir_t listed = {.pid = 0};
+  snprintf(listed.address, sizeof listed.address, "%s", h->list);
+  if (ha_leader(h, 1, &leader, &v) != 0 ||
+      (h->ms = bench_memserver_start(o, &listed, HA_MS_BLOCKS, "1MiB")) < 0) {
+    h->ms = 0;
+    ha_stop(h);
+    return -1;
+  }
+  return 0;
+}
+
+/* One row of the --ha run on the three back ends. */
+typedef struct {
+  bench_row_t mem, log, etcd;
+  int64_t records, fsyncs;   /* the local log's counters, their growth */
+  int64_t txns, txn_records; /* the etcd leader's counters, their growth */
+  int leader_changed;        /* a failover during the row: the txn figures are partial */
+} ha_row_t;
+
+/* Runs create+remove at each client count on mem, then the local log, then
+ * the etcd cluster (clients given the list of its three directories), in
+ * SIDE_ROUNDS alternations of a share of the row's seconds. Returns 0 or -1. */
+static int ha_rows(const bench_opts_t *o, const char *mem, const char *log, ha_cluster_t *h,
+                   GArray *rows) {
+  int sets[2];
+  int nsets = client_sets(o, sets);
+  int rounds = o->ops ? 1 : SIDE_ROUNDS;
+  double slice = (o->quick ? 1.0 : (double)o->seconds) / rounds;
+  int failed = 0;
+  for (int s = 0; s < nsets; s++) {
+    ha_row_t r = {0};
+    tally_t tm = {0}, tl = {0}, te = {0};
+    bench_lat_init(&tm.lat);
+    bench_lat_init(&tl.lat);
+    bench_lat_init(&te.lat);
+    for (int round = 0; round < rounds; round++) {
+      mayfly_dir_stats_t before, after;
+      failed |= measure_round(o, mem, WORK_PAIR, sets[s], NULL, slice, &tm);
+      if (stats_of(log, &before) != 0) failed = -1;
+      failed |= measure_round(o, log, WORK_PAIR, sets[s], NULL, slice, &tl);
+      if (stats_of(log, &after) != 0) failed = -1;
+      r.records += after.log_records - before.log_records;
+      r.fsyncs += after.log_fsyncs - before.log_fsyncs;
+      int leader;
+      cluster_view_t cb, ca;
+      if (ha_leader(h, 1, &leader, &cb) != 0) {
+        failed = -1;
+        continue;
+      }
+      failed |= measure_round(o, h->list, WORK_PAIR, sets[s], NULL, slice, &te);
+      if (cluster_of(h->dirs[leader].address, &ca) != 0 || ca.term != cb.term) {
+        r.leader_changed = 1;
+      } else {
+        r.txns += ca.txns - cb.txns;
+        r.txn_records += ca.txn_records - cb.txn_records;
+      }
+    }
+    tally_row(&tm, "create+remove", WORK_PAIR, sets[s], &r.mem);
+    tally_row(&tl, "create+remove", WORK_PAIR, sets[s], &r.log);
+    tally_row(&te, "create+remove", WORK_PAIR, sets[s], &r.etcd);
+    g_array_append_val(rows, r);
+  }
+  return failed;
+}
+
+/* Creates path through c, again and again, until it succeeds or
+ * FAILOVER_GIVE_UP_S seconds have passed since t0 (bench_now_us). The
+ * client's own failover (its list, its resends) runs inside each call; a
+ * call that still fails (no leader yet past its timeout, no blocks while the
+ * memory server registers again) is simply made again. Returns 0 or the
+ * last call's MAYFLY_E* code, with its message in *why. */
+static int create_until(mayfly_client_t *c, const char *prefix, double t0, char *why,
+                        size_t whylen) {
+  int rc = -1;
+  for (int a = 0; bench_now_us() - t0 < FAILOVER_GIVE_UP_S * 1e6; a++) {
+    char path[96];
+    snprintf(path, sizeof path, "%s/a%d", prefix, a);
+    rc = mayfly_create(c, path, MAYFLY_KIND_KV, NULL, NULL);
+    if (rc == 0) return 0;
+    snprintf(why, whylen, "%s", mayfly_last_error());
+    g_usleep(1000);
+  }
+  return rc;
+}
+
+/* --kills times: waits for a leader with all three members, makes one create
+ * through a client of the list (so the memory server is registered with
+ * this leader and the client connected), kills the leader with SIGKILL and
+ * times until the first successful create through the same client; then
+ * starts the killed directory again on its port, as a standby. The times go
+ * to *ms (milliseconds); *failed counts the kills without a create within
+ * FAILOVER_GIVE_UP_S. Returns 0, or -1 when the cluster could not be brought
+ * back to three directories. */
+static int ha_failovers(const bench_opts_t *o, ha_cluster_t *h, int kills, bench_lat_t *ms,
+                        int *failed) {
+  mayfly_options_t co = {.timeout_ms = 5000};
+  mayfly_client_t *c = NULL;
+  if (mayfly_connect(h->list, &co, &c) != 0) {
+    fprintf(stderr, "mayfly-bench: connect to %s: %s\n", h->list, mayfly_last_error());
+    return -1;
+  }
+  int rc = 0;
+  char why[256] = "";
+  for (int k = 0; k < kills && rc == 0; k++) {
+    int leader;
+    cluster_view_t v;
+    char prefix[64];
+    if (ha_leader(h, HA_DIRS, &leader, &v) != 0) {
+      rc = -1;
+      break;
+    }
+    snprintf(prefix, sizeof prefix, "/failover/k%d/before", k);
+    if (create_until(c, prefix, bench_now_us(), why, sizeof why) != 0) {
+      fprintf(stderr, "mayfly-bench: no create before kill %d: %s\n", k + 1, why);
+      rc = -1;
+      break;
+    }
+    int port = h->ports[leader];
+    double t0 = bench_now_us();
+    bench_dir_kill(&h->dirs[leader]);
+    snprintf(prefix, sizeof prefix, "/failover/k%d/after", k);
+    if (create_until(c, prefix, t0, why, sizeof why) == 0) {
+      bench_lat_add(ms, (bench_now_us() - t0) / 1e3);
+    } else {
+      fprintf(stderr, "mayfly-bench: kill %d of the leader %s: no successful create in %d s: %s\n",
+              k + 1, h->dirs[leader].address, FAILOVER_GIVE_UP_S, why);
+      (*failed)++;
+    }
+    if (ha_dir_spawn(o, h, leader, port) != 0 || ha_following(h, leader) != 0) rc = -1;
+  }
+  mayfly_disconnect(c);
+  return rc;
+}
+
+static double ha_ratio(const bench_row_t *num, const bench_row_t *den) {
+  return den->ops_per_s > 0 ? num->ops_per_s / den->ops_per_s : 0;
+}
+
+static double ha_per_txn(const ha_row_t *r) {
+  return r->txns > 0 ? (double)r->txn_records / r->txns : 0;
+}
+
+static void print_ha(const bench_opts_t *o, const ha_cluster_t *h, const char *log_dir,
+                     int64_t ttl_ms, GArray *rows, bench_lat_t *fo, int kills, int fo_failed) {
+  char machine[256];
+  bench_machine(machine, sizeof machine);
+  int n = (int)fo->us->len;
+  double p50 = bench_lat_pct(fo, 50), p99 = bench_lat_pct(fo, 99), max = bench_lat_pct(fo, 100);
+  double fo_target = ttl_ms + TARGET_FAILOVER_SLACK_MS;
+  if (o->json) {
+    printf("{\"bench\": \"control --ha\", \"machine\": \"%s\", \"leader_ttl_ms\": %lld, "
+           "\"rows\": [\n",
+           machine, (long long)ttl_ms);
+    for (guint i = 0; i < rows->len; i++) {
+      ha_row_t *r = &g_array_index(rows, ha_row_t, i);
+      printf("  {\"name\": \"%s\", \"clients\": %d, \"unit\": \"%s\", "
+             "\"memory_ops_per_s\": %.1f, \"memory_p99_us\": %.1f, "
+             "\"log_ops_per_s\": %.1f, \"log_p99_us\": %.1f, "
+             "\"etcd_ops_per_s\": %.1f, \"etcd_p50_us\": %.1f, \"etcd_p99_us\": %.1f, "
+             "\"etcd_over_memory\": %.3f, \"etcd_over_log\": %.3f, "
+             "\"log_records\": %lld, \"log_fsyncs\": %lld, \"etcd_txns\": %lld, "
+             "\"etcd_txn_records\": %lld, \"records_per_txn\": %.2f, \"leader_changed\": %s}%s\n",
+             r->mem.name, r->mem.clients, r->mem.unit, r->mem.ops_per_s, r->mem.p99_us,
+             r->log.ops_per_s, r->log.p99_us, r->etcd.ops_per_s, r->etcd.p50_us, r->etcd.p99_us,
+             ha_ratio(&r->etcd, &r->mem), ha_ratio(&r->etcd, &r->log), (long long)r->records,
+             (long long)r->fsyncs, (long long)r->txns, (long long)r->txn_records, ha_per_txn(r),
+             r->leader_changed ? "true" : "false", i + 1 < rows->len ? "," : "");
+    }
+    printf("], \"failover\": {\"kills\": %d, \"timed\": %d, \"failed\": %d, \"p50_ms\": %.1f, "
+           "\"p99_ms\": %.1f, \"max_ms\": %.1f}}\n",
+           kills, n, fo_failed, p50, p99, max);
+    return;
+  }
+  if (o->csv) {
+    printf("bench,name,clients,memory_ops_per_s,log_ops_per_s,etcd_ops_per_s,etcd_p99_us,"
+           "etcd_over_memory,etcd_over_log,records_per_fsync,records_per_txn\n");
+    for (guint i = 0; i < rows->len; i++) {
+      ha_row_t *r = &g_array_index(rows, ha_row_t, i);
+      printf("control-ha,%s,%d,%.1f,%.1f,%.1f,%.1f,%.3f,%.3f,%.2f,%.2f\n", r->mem.name,
+             r->mem.clients, r->mem.ops_per_s, r->log.ops_per_s, r->etcd.ops_per_s,
+             r->etcd.p99_us, ha_ratio(&r->etcd, &r->mem), ha_ratio(&r->etcd, &r->log),
+             r->fsyncs > 0 ? (double)r->records / r->fsyncs : 0, ha_per_txn(r));
+    }
+    printf("bench,kills,timed,failed,p50_ms,p99_ms,max_ms\n");
+    printf("control-failover,%d,%d,%d,%.1f,%.1f,%.1f\n", kills, n, fo_failed, p50, p99, max);
+    return;
+  }
+  printf("mayfly-bench control --ha — %s%s\n", machine, o->pin ? " (pinned to CPU 0)" : "");
+  printf("etcd: one member at %s; three directories (--cluster %s --leader-ttl %s), clients "
+         "given all three;\nlocal log under %s (%s); memory servers heartbeat every %s ms\n\n",
+         h->etcd.endpoint, HA_CLUSTER, h->ttl, log_dir, o->keep ? "kept" : "removed afterwards",
+         HA_HEARTBEAT_MS);
+  printf("%-14s %7s %11s %7s %11s %7s %9s %7s %8s %8s %9s %7s  %s\n", "workload", "clients",
+         "in-memory/s", "p99", "local log/s", "p99", "etcd/s", "p99", "etcd/mem", "etcd/log",
+         "rec/fsync", "rec/txn", "target");
+  for (guint i = 0; i < rows->len; i++) {
+    ha_row_t *r = &g_array_index(rows, ha_row_t, i);
+    char fs[16], tx[16];
+    if (r->fsyncs > 0) {
+      snprintf(fs, sizeof fs, "%.1f", (double)r->records / r->fsyncs);
+    } else {
+      snprintf(fs, sizeof fs, "-");
+    }
+    if (r->txns > 0) {
+      snprintf(tx, sizeof tx, "%.1f%s", ha_per_txn(r), r->leader_changed ? "?" : "");
+    } else {
+      snprintf(tx, sizeof tx, "-");
+    }
+    int targeted = r->etcd.clients == 16;
+    int met = r->etcd.ops_per_s >= TARGET_ETCD_PAIRS;
+    printf("%-14s %7d %11.0f %5.0fus %11.0f %5.0fus %9.0f %5.0fus %6.0f %% %6.0f %% %9s %7s  %s\n",
+           r->mem.name, r->mem.clients, r->mem.ops_per_s, r->mem.p99_us, r->log.ops_per_s,
+           r->log.p99_us, r->etcd.ops_per_s, r->etcd.p99_us, 100 * ha_ratio(&r->etcd, &r->mem),
+           100 * ha_ratio(&r->etcd, &r->log), fs, tx,
+           targeted ? (met ? "etcd >= 5,000/s: met" : "etcd >= 5,000/s: MISSED") : "");
+  }
+  printf("(rec/fsync: the local log's log_records / log_fsyncs over its row; rec/txn: the etcd "
+         "leader's cluster() txn_records / txns over its row, '?' when a leader changed during "
+         "it)\n\n");
+  printf("failover: kill -9 of the leader to the first successful create through a client of "
+         "all three directories\n");
+  if (n == 0) {
+    printf("  no failover timed (%d kills, %d without a create in %d s)\n", kills, fo_failed,
+           FAILOVER_GIVE_UP_S);
+    return;
+  }
+  printf("  %d kills: p50 %.0f ms, p99 %.0f ms, max %.0f ms%s   target p99 <= leader-ttl + 1 s "
+         "= %.0f ms: %s\n",
+         n, p50, p99, max, fo_failed ? " (and some without a create: see stderr)" : "",
+         fo_target, p99 <= fo_target && fo_failed == 0 ? "met" : "MISSED");
+}
+
+/* --ha: the three back ends side by side, then failover. */
+static int control_ha(bench_opts_t *o) {
+  if (o->directory != NULL) {
+    fprintf(stderr, "mayfly-bench: --ha starts its own directories; drop --directory\n");
+    return 2;
+  }
+  int64_t ttl_ms = 2000;
+  if (o->leader_ttl != NULL &&
+      (mf_parse_duration_ms(o->leader_ttl, &ttl_ms) != 0 || ttl_ms < 1000 || ttl_ms > 60000)) {
+    fprintf(stderr, "mayfly-bench: --leader-ttl: a duration from 1s to 60s, not '%s'\n",
+            o->leader_ttl);
+    return 2;
+  }
+  int kills = o->kills > 0 ? o->kills : o->quick ? 2 : 10;
+  char *log_root = NULL;
+  if (o->data_dir != NULL) {
+    if (g_mkdir_with_parents(o->data_dir, 0700) != 0) {
+      perror(o->data_dir);
+      return 1;
+    }
+    log_root = g_build_filename(o->data_dir, "mayfly-bench-XXXXXX", NULL);
+    if (g_mkdtemp(log_root) == NULL) {
+      perror(log_root);
+      g_free(log_root);
+      return 1;
+    }
+  } else if ((log_root = g_dir_make_tmp("mayfly-bench-log-XXXXXX", NULL)) == NULL) {
+    perror("mayfly-bench: local log directory");
+    return 1;
+  }
+
+  ha_cluster_t h;
+  int rc = ha_start(o, &h);
+  if (rc == 77) {
+    fprintf(stderr, "mayfly-bench: no etcd in $PATH (Debian: etcd-server); skipping --ha\n");
+    rm_tree(log_root);
+    g_free(log_root);
+    return 77;
+  }
+  const char *mem_flags[] = {"--lease-ms", LONG_LEASE, "--heartbeat-ms", HA_HEARTBEAT_MS, NULL};
+  const char *log_flags[] = {"--data-dir",     log_root,        "--lease-ms", LONG_LEASE,
+                             "--heartbeat-ms", HA_HEARTBEAT_MS, NULL};
+  bench_dir_t mem = {0}, log = {0};
+  pid_t mem_ms = 0, log_ms = 0;
+  GArray *rows = g_array_new(FALSE, TRUE, sizeof(ha_row_t));
+  bench_lat_t fo;
+  bench_lat_init(&fo);
+  int failed = rc != 0, fo_failed = 0;
+  if (!failed && (bench_dir_spawn(o, mem_flags, 5, &mem) != 0 ||
+                  bench_dir_spawn(o, log_flags, RECOVERY_WAIT_S, &log) != 0 ||
+                  (mem_ms = bench_memserver_start(o, &mem, HA_MS_BLOCKS, "1MiB")) < 0 ||
+                  (log_ms = bench_memserver_start(o, &log, HA_MS_BLOCKS, "1MiB")) < 0)) {
+    failed = 1;
+  }
+  if (!failed) failed |= ha_rows(o, mem.address, log.address, &h, rows) != 0;
+  bench_proc_stop(mem_ms);
+  bench_proc_stop(log_ms);
+  bench_dir_stop(&mem);
+  bench_dir_stop(&log);
+  /* The failovers run alone: nothing else loads the machine meanwhile. */
+  if (!failed) failed |= ha_failovers(o, &h, kills, &fo, &fo_failed) != 0;
+  if (!failed || rows->len > 0) {
+    print_ha(o, &h, log_root, ttl_ms, rows, &fo, kills, fo_failed);
+  }
+  ha_stop(&h);
+  if (!o->keep) rm_tree(log_root);
+  for (guint i = 0; i < rows->len; i++) {
+    ha_row_t *r = &g_array_index(rows, ha_row_t, i);
+    row_clear(&r->mem);
+    row_clear(&r->log);
+    row_clear(&r->etcd);
+  }
+  g_array_free(rows, TRUE);
+  bench_lat_free(&fo);
+  g_free(log_root);
+  return failed || fo_failed ? 1 : 0;
+}
+
 int bench_control(bench_opts_t *o) {
+  if (o->ha) return control_ha(o);
   return o->data_dir != NULL ? control_durable(o) : control_memory(o);
 }

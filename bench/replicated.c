@@ -34,19 +34,6 @@
 #define HB_MS "100"
 #define HB_TIMEOUT_MS 1000
 
-#define CTL_CALL(ctl, method, ...)                                                  \
-  ({                                                                               \
-    MayflyDirectoryIf *iface_;                                                     \
-    int rc_ = mf_ctl_begin((ctl), &iface_);                                        \
-    if (rc_ == 0) {                                                                \
-      MayflyError *err_ = NULL;                                                    \
-      GError *gerr_ = NULL;                                                        \
-      gboolean ok_ = mayfly_directory_if_##method(iface_, __VA_ARGS__, &err_, &gerr_); \
-      rc_ = mf_ctl_end((ctl), ok_, err_, gerr_);                                   \
-    }                                                                              \
-    rc_;                                                                           \
-  })
-
 /* Creates path of kind with r replicas and `blocks` blocks. */
 static int create_replicated(const char *dir, const char *path, mayfly_kind_t kind, int r,
                              int blocks) {

@@ -1,7 +1,8 @@
 /*
  * mayfly: the admin and scripting CLI, built on libmayfly.
  *
- *   mayfly [--directory HOST:PORT] [--token TOKEN] [--json] [--timeout MS] COMMAND [ARGS...]
+ *   mayfly [--directory HOST:PORT[,HOST:PORT...]] [--token TOKEN] [--json] [--timeout MS]
+ *          COMMAND [ARGS...]
  *
  * Human-readable aligned tables by default; --json prints JSON (json-glib)
  * whose field names are documented in the README and kept stable. Errors go
@@ -718,8 +719,64 @@ static int cmd_leases(cli_t *cli, int argc, char **argv) {
   return 0;
 }
 
+/* The directory service's members as a JSON array (the value of a member
+ * being built). now_ms: the wall clock their report ages are taken from. */
+static void json_members(JsonBuilder *b, const mayfly_cluster_t *ci, int64_t now_ms) {
+  json_builder_begin_array(b);
+  for (size_t i = 0; i < ci->nmembers; i++) {
+    const mayfly_dir_member_t *m = &ci->members[i];
+    json_builder_begin_object(b);
+    json_str(b, "address", m->address);
+    json_str(b, "role", m->role);
+    json_int(b, "applied_seq", m->applied_seq);
+    json_int(b, "lag", ci->committed_seq - m->applied_seq);
+    json_int(b, "updated_ms", m->updated_ms);
+    json_int(b, "age_ms", m->updated_ms > 0 ? MAX(now_ms - m->updated_ms, 0) : -1);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+}
+
+/* The directory service's members as a table: one row each, with its role,
+ * how far it applied the log and how old that report is. */
+static void print_members(const mayfly_cluster_t *ci, int64_t now_ms) {
+  table_t t;
+  table_init(&t, 5, "DIRECTORY", "ROLE", "APPLIED", "LAG", "REPORTED");
+  for (size_t i = 0; i < ci->nmembers; i++) {
+    const mayfly_dir_member_t *m = &ci->members[i];
+    char *age = fmt_ms(m->updated_ms > 0 ? MAX(now_ms - m->updated_ms, 0) : -1);
+    table_row(&t, g_strdup(m->address[0] != '\0' ? m->address : "-"), g_strdup(m->role),
+              g_strdup_printf("%lld", (long long)m->applied_seq),
+              g_strdup_printf("%lld", (long long)(ci->committed_seq - m->applied_seq)),
+              m->updated_ms > 0 ? g_strdup_printf("%s ago", age) : g_strdup("-"));
+    g_free(age);
+  }
+  table_print(&t);
+}
+
+/* The directories section of servers and stats: the members of the
+ * directory service (nothing when the directory cannot say), as the JSON
+ * member `name` of the object b builds, or as a table (b NULL). */
+static void directories_section(cli_t *cli, JsonBuilder *b, const char *name) {
+  mayfly_cluster_t ci = {0};
+  if (mayfly_cluster(cli->client, &ci) != 0) return;
+  int64_t now = mf_wall_ms();
+  if (b != NULL) {
+    json_builder_set_member_name(b, name);
+    json_members(b, &ci, now);
+  } else {
+    printf("\n");
+    print_members(&ci, now);
+  }
+  mayfly_cluster_clear(&ci);
+}
+
 static int cmd_servers(cli_t *cli, int argc, char **argv) {
-  int rc = parse_flags(cli, "", "One row per registered memory server.", NULL, &argc, &argv, 0, 0);
+  int rc = parse_flags(cli, "",
+                       "One row per registered memory server, then one per directory of the "
+                       "directory service with its role. With --json, an object: \"servers\" "
+                       "and \"directories\", arrays of those rows.",
+                       NULL, &argc, &argv, 0, 0);
   if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
   mayfly_server_t *s = NULL;
   size_t n = 0;
@@ -727,6 +784,8 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
   if (rc != 0) return report(cli, NULL, rc);
   if (cli->json) {
     JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "servers");
     json_builder_begin_array(b);
     for (size_t i = 0; i < n; i++) {
       json_builder_begin_object(b);
@@ -744,6 +803,8 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
       json_builder_end_object(b);
     }
     json_builder_end_array(b);
+    directories_section(cli, b, "directories");
+    json_builder_end_object(b);
     print_json(b);
   } else {
     table_t t;
@@ -760,8 +821,61 @@ static int cmd_servers(cli_t *cli, int argc, char **argv) {
       g_free(age);
     }
     table_print(&t);
+    directories_section(cli, NULL, NULL);
   }
   mayfly_servers_free(s, n);
+  return 0;
+}
+
+static int cmd_cluster(cli_t *cli, int argc, char **argv) {
+  gboolean json = FALSE;
+  GOptionEntry e[] = {{"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL}, {NULL}};
+  int rc = parse_flags(cli, "",
+                       "The directory service: its name, etcd endpoints, leader and term, the "
+                       "log's committed and snapshot positions, log transactions and records "
+                       "per transaction, then one row per directory (address, role, applied "
+                       "seq, lag behind the committed seq, age of its report). Any directory "
+                       "answers, leader or not.",
+                       e, &argc, &argv, 0, 0);
+  if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
+  if (json) cli->json = 1;
+  mayfly_cluster_t ci = {0};
+  rc = mayfly_cluster(cli->client, &ci);
+  if (rc != 0) return report(cli, NULL, rc);
+  int64_t now = mf_wall_ms();
+  double per_txn = ci.txns > 0 ? (double)ci.txn_records / (double)ci.txns : 0.0;
+  if (cli->json) {
+    JsonBuilder *b = json_builder_new();
+    json_builder_begin_object(b);
+    json_str(b, "name", ci.name);
+    json_str(b, "etcd", ci.etcd);
+    json_str(b, "leader", ci.leader);
+    json_str(b, "answered_by", ci.answered_by);
+    json_int(b, "term", ci.term);
+    json_int(b, "committed_seq", ci.committed_seq);
+    json_int(b, "snapshot_seq", ci.snapshot_seq);
+    json_int(b, "txns", ci.txns);
+    json_int(b, "txn_records", ci.txn_records);
+    json_builder_set_member_name(b, "records_per_txn");
+    json_builder_add_double_value(b, per_txn);
+    json_builder_set_member_name(b, "members");
+    json_members(b, &ci, now);
+    json_builder_end_object(b);
+    print_json(b);
+  } else {
+    printf("%-16s %s\n", "name", ci.name[0] != '\0' ? ci.name : "-");
+    printf("%-16s %s\n", "etcd", ci.etcd[0] != '\0' ? ci.etcd : "- (no etcd)");
+    printf("%-16s %s\n", "leader", ci.leader[0] != '\0' ? ci.leader : "- (none known)");
+    printf("%-16s %s\n", "answered by", ci.answered_by[0] != '\0' ? ci.answered_by : "-");
+    printf("%-16s %lld\n", "term", (long long)ci.term);
+    printf("%-16s %lld\n", "committed seq", (long long)ci.committed_seq);
+    printf("%-16s %lld\n", "snapshot seq", (long long)ci.snapshot_seq);
+    printf("%-16s %lld\n", "txns", (long long)ci.txns);
+    printf("%-16s %.1f\n", "records/txn", per_txn);
+    printf("\n");
+    print_members(&ci, now);
+  }
+  mayfly_cluster_clear(&ci);
   return 0;
 }
 
@@ -857,7 +971,11 @@ static int cmd_whoami(cli_t *cli, int argc, char **argv) {
 }
 
 static int cmd_stats(cli_t *cli, int argc, char **argv) {
-  int rc = parse_flags(cli, "", "Directory-wide counters.", NULL, &argc, &argv, 0, 0);
+  int rc = parse_flags(cli, "",
+                       "Directory-wide counters, each tenant's use (--tenants), then one row per "
+                       "directory of the directory service with its role (in --json: "
+                       "\"directory_replicas\").",
+                       NULL, &argc, &argv, 0, 0);
   if (rc != 0 || (rc = connect_client(cli, NULL)) != 0) return rc;
   mayfly_dir_stats_t s;
   rc = mayfly_dir_stats(cli->client, &s);
@@ -922,6 +1040,9 @@ static int cmd_stats(cli_t *cli, int argc, char **argv) {
     }
   }
   mayfly_tenants_free(t, nt);
+  /* And the directory service's members, the leader among them
+   * ("directories" is taken by the count of directory nodes). */
+  directories_section(cli, b, "directory_replicas");
   if (b) {
     json_builder_end_object(b);
     print_json(b);
@@ -1396,7 +1517,7 @@ static const command_t commands[] = {
     {"mv", "OLD NEW", "Move a node", cmd_mv},
     {"renew", "PATH...", "Renew leases", cmd_renew},
     {"leases", "[PATH]", "List leases and time left", cmd_leases},
-    {"servers", "", "List memory servers", cmd_servers},
+    {"servers", "", "List memory servers (and the directories)", cmd_servers},
     {"put", "PATH KEY [VALUE] [--file F]", "Store a value in a kv namespace", cmd_put},
     {"get", "PATH KEY", "Print a value of a kv namespace", cmd_get},
     {"del", "PATH KEY", "Delete a key of a kv namespace", cmd_del},
@@ -1406,7 +1527,9 @@ static const command_t commands[] = {
     {"cat", "PATH", "Print a file namespace", cmd_cat},
     {"truncate", "PATH SIZE", "Shrink a file namespace", cmd_truncate},
     {"watch", "PATH [--events LIST] [--count N]", "Print events as they happen", cmd_watch},
-    {"stats", "", "Directory counters (and each tenant's use)", cmd_stats},
+    {"stats", "", "Directory counters (each tenant's use, the directories)", cmd_stats},
+    {"cluster", "[--json]", "The directory replicas, the leader, log positions (admin)",
+     cmd_cluster},
     {"tenants", "", "List tenants and their use (admin: all)", cmd_tenants},
     {"whoami", "", "Show the tenant your token logs in as", cmd_whoami},
     {NULL, NULL, NULL, NULL}};
@@ -1417,7 +1540,10 @@ static char *commands_help(void) {
     g_string_append_printf(s, "  %-8s %-36s %s\n", c->name, c->args, c->summary);
   }
   g_string_append(s,
-                  "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090.\n"
+                  "\nThe directory is --directory, else $MAYFLY_DIRECTORY, else 127.0.0.1:9090:\n"
+                  "one HOST:PORT, or the comma-separated list of a replicated directory\n"
+                  "service (a:9090,b:9090,c:9090; IPv6 hosts in brackets), whose leader the\n"
+                  "CLI finds.\n"
                   "The tenant token is --token, else $MAYFLY_TOKEN (a directory started with\n"
                   "--tenants refuses clients without one). Other users can read a --token in\n"
                   "ps: on a shared machine prefer MAYFLY_TOKEN.");
@@ -1430,7 +1556,10 @@ int main(int argc, char **argv) {
   gboolean json = FALSE;
   gint timeout = 5000;
   GOptionEntry e[] = {
-      {"directory", 'd', 0, G_OPTION_ARG_STRING, &directory, "Directory address", "HOST:PORT"},
+      {"directory", 'd', 0, G_OPTION_ARG_STRING, &directory,
+       "Directory address, or a comma-separated list of the replicas (default "
+       "$MAYFLY_DIRECTORY, else 127.0.0.1:9090)",
+       "HOST:PORT[,...]"},
       {"token", 'T', 0, G_OPTION_ARG_STRING, &token,
        "Tenant token to log in with (default $MAYFLY_TOKEN)", "TOKEN"},
       {"json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON instead of tables", NULL},

@@ -76,20 +76,16 @@ int mayfly_kind_parse(const char *s, mayfly_kind_t *out) {
   return MAYFLY_EINVAL;
 }
 
-/* Brackets one generated call: CALL(c, method, args...) with the trailing
- * &err, &gerr added, evaluating to the MAYFLY_E* result. */
-#define CALL(c, method, ...)                                                 \
-  ({                                                                         \
-    MayflyDirectoryIf *iface_;                                               \
-    int rc_ = mf_ctl_begin((c)->ctl, &iface_);                               \
-    if (rc_ == 0) {                                                          \
-      MayflyError *err_ = NULL;                                              \
-      GError *gerr_ = NULL;                                                  \
-      gboolean ok_ = mayfly_directory_if_##method(iface_, __VA_ARGS__, &err_, &gerr_); \
-      rc_ = mf_ctl_end((c)->ctl, ok_, err_, gerr_);                          \
-    }                                                                        \
-    rc_;                                                                     \
-  })
+/* One generated call with leader following and failover (MF_CTL_CALL):
+ * CALL(c, method, args...) with the trailing &err, &gerr added, evaluating
+ * to the MAYFLY_E* result. */
+#define CALL(c, method, ...) MF_CTL_CALL((c)->ctl, method, __VA_ARGS__)
+
+/* The request id of one mutating call (mf_ctl_request_id): declares cid_
+ * and seq_, the same on every resend of the call. */
+#define REQUEST_ID(c)    \
+  int64_t cid_, seq_; \
+  mf_ctl_request_id((c)->ctl, &cid_, &seq_)
 
 /* A capability in hexadecimal (NULL: none) as bytes. One that is not a
  * capability (a directory bug) is dropped: the memory server then refuses
@@ -208,7 +204,8 @@ void mayfly_strv_free(char **v, size_t n) {
 }
 
 int mayfly_mkdir(mayfly_client_t *c, const char *path, int parents) {
-  return CALL(c, mkdir, path, parents != 0, 0, 0);
+  REQUEST_ID(c);
+  return CALL(c, mkdir, path, parents != 0, cid_, seq_);
 }
 
 static MayflyCreateOptions *create_opts(const mayfly_create_options_t *o) {
@@ -234,8 +231,9 @@ static int create_call(mayfly_client_t *c, int or_open, const char *path, mayfly
                        const mayfly_create_options_t *opts, mayfly_stat_t **out) {
   MayflyCreateOptions *co = create_opts(opts);
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  REQUEST_ID(c);
   int rc = or_open ? CALL(c, open_or_create, &ni, path, (MayflyNodeKind)kind, co)
-                   : CALL(c, create_ns, &ni, path, (MayflyNodeKind)kind, co, 0, 0);
+                   : CALL(c, create_ns, &ni, path, (MayflyNodeKind)kind, co, cid_, seq_);
   if (rc == 0 && out != NULL) *out = stat_from(ni);
   g_object_unref(ni);
   g_object_unref(co);
@@ -253,7 +251,8 @@ int mayfly_open_or_create(mayfly_client_t *c, const char *path, mayfly_kind_t ki
 }
 
 int mayfly_remove(mayfly_client_t *c, const char *path, int recursive) {
-  int rc = CALL(c, remove, path, recursive != 0, 0, 0);
+  REQUEST_ID(c);
+  int rc = CALL(c, remove, path, recursive != 0, cid_, seq_);
   if (rc == 0 || rc == MAYFLY_ENOENT) {
     /* Stop renewing what is gone: the path and, if recursive, below it. */
     g_mutex_lock(&c->lock);
@@ -278,7 +277,9 @@ static int layout_call(mayfly_client_t *c, const char *path, int op, int64_t lo,
                        mayfly_stat_t **out) {
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
   MayflyLayout *l = ni->layout;
-  int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi, 0, 0)
+  int64_t cid_ = 0, seq_ = 0;
+  if (op == 1) mf_ctl_request_id(c->ctl, &cid_, &seq_);
+  int rc = op == 1   ? CALL(c, add_block, &l, path, lo, hi, cid_, seq_)
            : op == 2 ? CALL(c, release_range, &l, path, lo)
            : op == 3 ? CALL(c, truncate, &l, path, lo)
                      : CALL(c, get_layout, &l, path);
@@ -309,7 +310,8 @@ int mf_truncate(mayfly_client_t *c, const char *path, int64_t size, mayfly_stat_
 }
 
 int mayfly_rename(mayfly_client_t *c, const char *old_path, const char *new_path) {
-  return CALL(c, rename, old_path, new_path, 0, 0);
+  REQUEST_ID(c);
+  return CALL(c, rename, old_path, new_path, cid_, seq_);
 }
 
 int mayfly_exists(mayfly_client_t *c, const char *path) {
@@ -457,6 +459,70 @@ int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out) {
   }
   g_object_unref(s);
   return rc;
+}
+
+static char *str_or_empty(const char *s) {
+  return g_strdup(s != NULL ? s : "");
+}
+
+int mayfly_cluster(mayfly_client_t *c, mayfly_cluster_t *out) {
+  MayflyClusterInfo *ci = g_object_new(MAYFLY_TYPE_CLUSTER_INFO, NULL);
+  int rc = CALL(c, cluster, &ci);
+  if (rc == 0) {
+    *out = (mayfly_cluster_t){.name = str_or_empty(ci->name),
+                              .etcd = str_or_empty(ci->etcd),
+                              .leader = str_or_empty(ci->leader),
+                              .answered_by = str_or_empty(ci->answered_by),
+                              .term = ci->term,
+                              .committed_seq = ci->committed_seq,
+                              .snapshot_seq = ci->snapshot_seq,
+                              .txns = ci->txns,
+                              .txn_records = ci->txn_records};
+    guint n = ci->members != NULL ? ci->members->len : 0;
+    out->nmembers = n;
+    out->members = g_new0(mayfly_dir_member_t, n + 1);
+    for (guint i = 0; i < n; i++) {
+      const MayflyDirectoryMember *m = g_ptr_array_index(ci->members, i);
+      out->members[i] = (mayfly_dir_member_t){.address = str_or_empty(m->address),
+                                              .role = str_or_empty(m->role),
+                                              .applied_seq = m->applied_seq,
+                                              .updated_ms = m->updated_ms};
+    }
+  }
+  g_object_unref(ci);
+  /* A directory without --advertise (no HA) may not know its own address:
+   * it is the one this client reached. */
+  if (rc == 0 && out->answered_by[0] == '\0') {
+    char self[300];
+    mf_ctl_address(c->ctl, self, sizeof self);
+    g_free(out->answered_by);
+    out->answered_by = g_strdup(self);
+    if (out->nmembers == 1 && strcmp(out->members[0].role, "single") == 0) {
+      if (out->members[0].address[0] == '\0') {
+        g_free(out->members[0].address);
+        out->members[0].address = g_strdup(self);
+      }
+      if (out->leader[0] == '\0') {
+        g_free(out->leader);
+        out->leader = g_strdup(self);
+      }
+    }
+  }
+  return rc;
+}
+
+void mayfly_cluster_clear(mayfly_cluster_t *ci) {
+  if (ci == NULL) return;
+  for (size_t i = 0; i < ci->nmembers; i++) {
+    g_free(ci->members[i].address);
+    g_free(ci->members[i].role);
+  }
+  g_free(ci->members);
+  g_free(ci->name);
+  g_free(ci->etcd);
+  g_free(ci->leader);
+  g_free(ci->answered_by);
+  *ci = (mayfly_cluster_t){0};
 }
 
 /* A copy of a Thrift list of strings as a NULL-terminated vector. */

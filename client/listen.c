@@ -150,15 +150,11 @@ static mayfly_event_t *epoch_gap(const mayfly_listener_t *l, const MayflyWatchRe
 /* One watch call. *reply is the directory's answer on success (unref it). */
 static int watch_call(mayfly_listener_t *l, int64_t epoch, int64_t after, int max, int timeout_ms,
                       MayflyWatchReply **reply) {
-  MayflyDirectoryIf *iface;
-  int rc = mf_ctl_begin(l->ctl, &iface);
-  if (rc != 0) return rc;
   MayflyWatchReply *r = g_object_new(MAYFLY_TYPE_WATCH_REPLY, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_watch(iface, &r, l->path, (gint32)l->mask, epoch, after, max,
-                                          timeout_ms, &err, &gerr);
-  rc = mf_ctl_end(l->ctl, ok, err, gerr);
+  /* Follows the leader and fails over (MF_CTL_CALL); a new leader's epoch
+   * differs, which the caller reports as a GAP. */
+  int rc = MF_CTL_CALL(l->ctl, watch, &r, l->path, (gint32)l->mask, epoch, after, max,
+                       timeout_ms);
   if (rc == 0) {
     *reply = r;
   } else {
@@ -301,8 +297,9 @@ int mayfly_listen_with(mayfly_client_t *c, const char *path, const mayfly_listen
     mf_set_last_error("%s: the event mask has bits of no event kind", path);
     return MAYFLY_EINVAL;
   }
-  char address[300];
-  mf_ctl_address(c->ctl, address, sizeof address);
+  /* Every directory of the client's list, the one it talks to first. */
+  char address[4096];
+  mf_ctl_addresses(c->ctl, address, sizeof address);
   mayfly_listener_t *l = g_new0(mayfly_listener_t, 1);
   l->path = g_strdup(path);
   l->mask = o.mask;

@@ -168,6 +168,30 @@ typedef struct mayfly_dir_stats {
   int64_t chain_failovers, rereplications, rereplicated_bytes, partitions_degraded;
 } mayfly_dir_stats_t;
 
+/* One replica of the directory service (mayfly_cluster). */
+typedef struct mayfly_dir_member {
+  char *address;       /* where clients reach it (its --advertise) */
+  char *role;          /* "leader", "standby", or "single" (a directory without --etcd) */
+  int64_t applied_seq; /* newest log record applied to its tree */
+  int64_t updated_ms;  /* wall-clock time (ms since the epoch) of that report */
+} mayfly_dir_member_t;
+
+/* The directory service's replicas and log positions, as the directory
+ * that answered knows them. Strings are "" when unknown or not used. */
+typedef struct mayfly_cluster {
+  char *name;            /* --cluster; "" without --etcd */
+  char *etcd;            /* the etcd endpoints; "" without --etcd */
+  char *leader;          /* the leader's address; "" when none is known */
+  char *answered_by;     /* the directory that answered */
+  int64_t term;          /* changes at every election (the leader key's creation revision) */
+  int64_t committed_seq; /* newest record committed to the log */
+  int64_t snapshot_seq;  /* the newest snapshot covers records up to this; 0: none */
+  int64_t txns;          /* log transactions the answering directory committed as leader */
+  int64_t txn_records;   /* the records they carried */
+  mayfly_dir_member_t *members;
+  size_t nmembers;
+} mayfly_cluster_t;
+
 /* A tenant of a directory started with --tenants, and its use of the pool. */
 typedef struct mayfly_tenant {
   char *name;
@@ -192,9 +216,20 @@ typedef struct mayfly_session {
   size_t nread_prefixes;
 } mayfly_session_t;
 
-/* Connects to a directory at "host:port" (NULL: $MAYFLY_DIRECTORY, else
- * 127.0.0.1:9090). opts may be NULL. Returns 0 and *out, MAYFLY_EINVAL (bad
- * address), MAYFLY_ECONNREFUSED or MAYFLY_ETIMEDOUT. The token (opts->token,
+/* Connects to a directory at "host:port", or to the directory service of
+ * a comma-separated list of them ("a:9090,b:9090,c:9090", IPv6 hosts in
+ * brackets; NULL: $MAYFLY_DIRECTORY, else 127.0.0.1:9090): the first that
+ * answers. Calls then go to the leader: a directory that is not the leader
+ * names it (MAYFLY_ENOTLEADER), and the call is sent there; a directory of
+ * the list that goes away is replaced by the next one; all of this within
+ * the call's timeout, after which the call fails (mayfly_last_error() says
+ * which directories it tried). A client of one address behaves as before:
+ * a request that reached the directory is never sent twice. The mutating
+ * calls (mkdir, create, remove, rename, growth) carry a request id, the
+ * same on every resend, by which the directory answers a repeat with the
+ * first outcome. opts may be NULL. Returns 0 and *out, MAYFLY_EINVAL (a bad
+ * address, named in mayfly_last_error()), MAYFLY_ECONNREFUSED or
+ * MAYFLY_ETIMEDOUT (none answered). The token (opts->token,
  * else $MAYFLY_TOKEN) is presented on every control connection the client
  * opens, before its first call: a token the directory refuses fails that
  * call with MAYFLY_EPERM and the directory's reason in mayfly_last_error(). */
@@ -266,6 +301,11 @@ int mayfly_servers(mayfly_client_t *c, mayfly_server_t **out, size_t *n);
 void mayfly_servers_free(mayfly_server_t *s, size_t n);
 
 int mayfly_dir_stats(mayfly_client_t *c, mayfly_dir_stats_t *out);
+
+/* The directory service's replicas (answered by any directory, leader or
+ * not). Free with mayfly_cluster_clear. */
+int mayfly_cluster(mayfly_client_t *c, mayfly_cluster_t *out);
+void mayfly_cluster_clear(mayfly_cluster_t *ci);
 
 /* The directory's tenants (--tenants): every tenant for an admin, the
  * caller's own entry for any other; none for an open directory. */

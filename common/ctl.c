@@ -1,11 +1,14 @@
 /*
- * The control connection (see ctl.h).
+ * The control connection (see ctl.h): the address list, the attempt loop
+ * that follows the leader and fails over, the handshakes of a new
+ * connection, and the mapping of outcomes to MAYFLY_E* codes.
  */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "common/ctl.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,12 +26,28 @@
 #include "common/error.h"
 #include "common/frame_transport.h"
 
+#define PAUSE_FIRST_MS 50
+#define PAUSE_MAX_MS 200
+
+typedef struct ctl_addr {
+  char host[256];
+  int port;
+} ctl_addr_t;
+
 struct mf_ctl {
   GMutex lock;
+  ctl_addr_t *addrs; /* the list given to mf_ctl_open, without repeats */
+  int naddrs;
+  int idx;           /* the entry of the list last aimed at */
+  /* The target: addrs[idx], or a leader a directory named (which need not be
+   * in the list). Written under lock and fd_lock, read under either. */
   char host[256];
   int port;
   int timeout_ms;
   int connect_timeout_ms;
+  int64_t client_id;   /* the request ids' client (mf_ctl_request_id) */
+  int64_t request_seq; /* the last sequence number handed out (atomic) */
+  mf_ctl_try_t *cur;   /* the attempt in progress, between attempt and end (lock) */
   GMutex fd_lock;  /* fd and interrupted, for mf_ctl_interrupt from another thread */
   int interrupted;
   int fd;
@@ -84,6 +103,8 @@ static void register_types(void) {
     g_type_ensure(MAYFLY_TYPE_REPART_PLAN); /* memory servers plan repartitions in threads */
     g_type_ensure(MAYFLY_TYPE_SESSION);
     g_type_ensure(MAYFLY_TYPE_TENANT_INFO);
+    g_type_ensure(MAYFLY_TYPE_CLUSTER_INFO);
+    g_type_ensure(MAYFLY_TYPE_DIRECTORY_MEMBER);
     g_type_ensure(THRIFT_TYPE_APPLICATION_EXCEPTION);
     g_once_init_leave(&done, 1);
   }
@@ -153,13 +174,14 @@ static void disconnect(mf_ctl_t *ctl) {
   ctl->greeted = 0;
 }
 
-static int reconnect(mf_ctl_t *ctl) {
+/* Connects to the target, its connect taking at most connect_ms. */
+static int reconnect(mf_ctl_t *ctl, int connect_ms) {
   disconnect(ctl);
   if (g_atomic_int_get(&ctl->interrupted)) {
     mf_set_last_error("directory %s:%d: connection closed", ctl->host, ctl->port);
     return MAYFLY_EIO;
   }
-  int fd = dial(ctl->host, ctl->port, ctl->connect_timeout_ms);
+  int fd = dial(ctl->host, ctl->port, connect_ms);
   if (fd < 0) return fd;
   g_mutex_lock(&ctl->fd_lock);
   ctl->fd = fd;
@@ -172,27 +194,105 @@ static int reconnect(mf_ctl_t *ctl) {
   return 0;
 }
 
-int mf_ctl_open(const char *address, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out) {
+/* Formats an address as "host:port" (brackets around an IPv6 host). */
+static void format_addr(const char *host, int port, char *buf, size_t len) {
+  snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* Aims the ctl at host:port, dropping the connection to another one.
+ * ctl->lock held (or the ctl not shared yet). */
+static void set_target(mf_ctl_t *ctl, const char *host, int port) {
+  if (strcmp(ctl->host, host) == 0 && ctl->port == port) return;
+  disconnect(ctl);
+  g_mutex_lock(&ctl->fd_lock);
+  g_strlcpy(ctl->host, host, sizeof ctl->host);
+  ctl->port = port;
+  g_mutex_unlock(&ctl->fd_lock);
+  for (int k = 0; k < ctl->naddrs; k++) {
+    if (strcmp(ctl->addrs[k].host, host) == 0 && ctl->addrs[k].port == port) ctl->idx = k;
+  }
+}
+
+/* Aims the ctl at the list's entry after the last one aimed at. ctl->lock held. */
+static void next_target(mf_ctl_t *ctl) {
+  ctl->idx = (ctl->idx + 1) % ctl->naddrs;
+  set_target(ctl, ctl->addrs[ctl->idx].host, ctl->addrs[ctl->idx].port);
+}
+
+/* Splits and parses an address list into ctl->addrs, dropping repeats.
+ * Returns 0 or MAYFLY_EINVAL (with the bad element in mf_last_error()). */
+static int parse_list(mf_ctl_t *ctl, const char *list) {
+  gchar **parts = g_strsplit(list != NULL ? list : "", ",", -1);
+  guint n = g_strv_length(parts);
+  ctl->addrs = g_new0(ctl_addr_t, MAX(n, 1));
+  int rc = 0;
+  for (guint k = 0; k < n && rc == 0; k++) {
+    char *e = g_strstrip(parts[k]);
+    ctl_addr_t a;
+    if (mf_parse_hostport(e, "127.0.0.1", a.host, sizeof a.host, &a.port) != 0) {
+      if (n == 1) {
+        mf_set_last_error("'%s' is not a HOST:PORT address", e);
+      } else {
+        mf_set_last_error("'%s' in the directory list '%s' is not a HOST:PORT address", e,
+                          list);
+      }
+      rc = MAYFLY_EINVAL;
+      break;
+    }
+    int seen = 0;
+    for (int j = 0; j < ctl->naddrs; j++) {
+      seen |= strcmp(ctl->addrs[j].host, a.host) == 0 && ctl->addrs[j].port == a.port;
+    }
+    if (!seen) ctl->addrs[ctl->naddrs++] = a;
+  }
+  g_strfreev(parts);
+  return rc;
+}
+
+int mf_ctl_open(const char *addresses, int timeout_ms, int connect_timeout_ms, mf_ctl_t **out) {
   register_types();
   mf_auth_init();
   mf_ctl_t *ctl = g_new0(mf_ctl_t, 1);
   ctl->fd = -1;
-  if (mf_parse_hostport(address, "127.0.0.1", ctl->host, sizeof ctl->host, &ctl->port) != 0) {
-    mf_set_last_error("'%s' is not a HOST:PORT address", address ? address : "");
-    g_free(ctl);
+  g_mutex_init(&ctl->lock);
+  g_mutex_init(&ctl->fd_lock);
+  if (parse_list(ctl, addresses) != 0) {
+    mf_ctl_close(ctl);
     return MAYFLY_EINVAL;
   }
   ctl->timeout_ms = timeout_ms;
   ctl->connect_timeout_ms = connect_timeout_ms;
-  g_mutex_init(&ctl->lock);
-  g_mutex_init(&ctl->fd_lock);
-  int rc = reconnect(ctl);
+  do {
+    mf_auth_random(&ctl->client_id, sizeof ctl->client_id);
+    ctl->client_id &= INT64_MAX; /* positive: printed the same everywhere */
+  } while (ctl->client_id == 0);
+  /* The first that answers; the calls find the leader from there. */
+  char why[sizeof last_error];
+  why[0] = '\0';
+  int rc = MAYFLY_ECONNREFUSED;
+  for (int k = 0; k < ctl->naddrs; k++) {
+    ctl->idx = k;
+    g_strlcpy(ctl->host, ctl->addrs[k].host, sizeof ctl->host);
+    ctl->port = ctl->addrs[k].port;
+    rc = reconnect(ctl, connect_timeout_ms);
+    if (rc == 0) break;
+    if (ctl->naddrs > 1) {
+      size_t used = strlen(why);
+      snprintf(why + used, sizeof why - used, "%s%s", used > 0 ? "; " : "", mf_last_error());
+    }
+  }
   if (rc != 0) {
+    if (ctl->naddrs > 1) mf_set_last_error("no directory answered: %s", why);
     mf_ctl_close(ctl);
     return rc;
   }
   *out = ctl;
   return 0;
+}
+
+void mf_ctl_request_id(mf_ctl_t *ctl, int64_t *client_id, int64_t *seq) {
+  *client_id = ctl->client_id;
+  *seq = __atomic_add_fetch(&ctl->request_seq, 1, __ATOMIC_RELAXED);
 }
 
 void mf_ctl_close(mf_ctl_t *ctl) {
@@ -203,6 +303,7 @@ void mf_ctl_close(mf_ctl_t *ctl) {
   mf_auth_wipe(ctl->key, sizeof ctl->key);
   g_mutex_clear(&ctl->lock);
   g_mutex_clear(&ctl->fd_lock);
+  g_free(ctl->addrs);
   g_free(ctl);
 }
 
@@ -213,12 +314,26 @@ void mf_ctl_interrupt(mf_ctl_t *ctl) {
   g_mutex_unlock(&ctl->fd_lock);
 }
 
-void mf_ctl_address(const mf_ctl_t *ctl, char *buf, size_t len) {
-  if (strchr(ctl->host, ':') != NULL) {
-    snprintf(buf, len, "[%s]:%d", ctl->host, ctl->port);
-  } else {
-    snprintf(buf, len, "%s:%d", ctl->host, ctl->port);
+void mf_ctl_address(mf_ctl_t *ctl, char *buf, size_t len) {
+  g_mutex_lock(&ctl->fd_lock);
+  format_addr(ctl->host, ctl->port, buf, len);
+  g_mutex_unlock(&ctl->fd_lock);
+}
+
+void mf_ctl_addresses(mf_ctl_t *ctl, char *buf, size_t len) {
+  GString *s = g_string_new(NULL);
+  char a[300];
+  g_mutex_lock(&ctl->fd_lock);
+  format_addr(ctl->host, ctl->port, a, sizeof a);
+  g_string_append(s, a);
+  for (int k = 0; k < ctl->naddrs; k++) {
+    if (strcmp(ctl->addrs[k].host, ctl->host) == 0 && ctl->addrs[k].port == ctl->port) continue;
+    format_addr(ctl->addrs[k].host, ctl->addrs[k].port, a, sizeof a);
+    g_string_append_printf(s, ",%s", a);
   }
+  g_mutex_unlock(&ctl->fd_lock);
+  g_strlcpy(buf, s->str, len);
+  g_string_free(s, TRUE);
 }
 
 /* Whether the connection is unusable before a request goes out: the
@@ -333,34 +448,84 @@ static int greet(mf_ctl_t *ctl) {
   return 0;
 }
 
-int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {
+/* Milliseconds left before the call's deadline (at least 0). */
+static int ms_left(const mf_ctl_try_t *t) {
+  int64_t left = t->deadline_us - g_get_monotonic_time();
+  return left <= 0 ? 0 : (int)MIN((left + 999) / 1000, (int64_t)INT_MAX);
+}
+
+int mf_ctl_attempt(mf_ctl_t *ctl, mf_ctl_try_t *t, MayflyDirectoryIf **iface) {
+  if (t != NULL && t->deadline_us == 0) {
+    t->deadline_us = g_get_monotonic_time() + (int64_t)ctl->timeout_ms * 1000;
+    t->pause_ms = PAUSE_FIRST_MS;
+  }
   g_mutex_lock(&ctl->lock);
+  int budget = t != NULL ? ms_left(t) : ctl->timeout_ms;
+  if (t != NULL) {
+    t->attempts++;
+    t->sent = t->replied = 0;
+    format_addr(ctl->host, ctl->port, t->target, sizeof t->target);
+  }
+  if (t != NULL && budget == 0) {
+    mf_set_last_error("directory %s:%d: timed out after %d ms", ctl->host, ctl->port,
+                      ctl->timeout_ms);
+    g_mutex_unlock(&ctl->lock);
+    return MAYFLY_ETIMEDOUT;
+  }
+  int rc = 0;
   /* Nothing of this call was sent yet, so replacing a connection found
    * closed is safe: the request goes out once, on the new one. */
   if (ctl->client == NULL || stale(ctl)) {
-    int rc = reconnect(ctl);
-    if (rc != 0) {
-      g_mutex_unlock(&ctl->lock);
-      return rc;
-    }
+    rc = reconnect(ctl, t != NULL ? MIN(ctl->connect_timeout_ms, budget) : ctl->connect_timeout_ms);
   }
-  if (!ctl->greeted && (ctl->has_key || ctl->token != NULL)) {
-    int rc = greet(ctl);
-    if (rc != 0) {
-      g_mutex_unlock(&ctl->lock);
-      return rc;
-    }
+  if (rc == 0) mf_frame_transport_set_timeout(ctl->transport, budget);
+  if (rc == 0 && !ctl->greeted && (ctl->has_key || ctl->token != NULL)) rc = greet(ctl);
+  if (rc == 0 && t != NULL) mf_frame_transport_set_timeout(ctl->transport, MAX(ms_left(t), 1));
+  if (rc != 0) {
+    /* A target that does not answer: the next attempt (or call) goes to the
+     * next entry of the list; a one-address ctl stays where it is, or goes
+     * back to its address from a leader it was told of. A refused key or
+     * token is the same everywhere: stay. */
+    if (rc != MAYFLY_EPERM && rc != MAYFLY_EINVAL) next_target(ctl);
+    g_mutex_unlock(&ctl->lock);
+    return rc;
   }
+  ctl->cur = t;
   *iface = MAYFLY_DIRECTORY_IF(ctl->client);
   last_error[0] = '\0';
   return 0;
 }
 
+int mf_ctl_begin(mf_ctl_t *ctl, MayflyDirectoryIf **iface) {
+  return mf_ctl_attempt(ctl, NULL, iface);
+}
+
+/* A MAYFLY_ENOTLEADER: aims the ctl at the leader the directory named, or
+ * at the next address when it named none (or itself). ctl->lock held. */
+static void follow_leader(mf_ctl_t *ctl, const MayflyError *err) {
+  char host[256];
+  int port;
+  if (err->__isset_leader && err->leader != NULL &&
+      mf_parse_hostport(err->leader, NULL, host, sizeof host, &port) == 0 &&
+      !(strcmp(host, ctl->host) == 0 && port == ctl->port)) {
+    set_target(ctl, host, port);
+  } else {
+    next_target(ctl);
+  }
+}
+
 int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
   int rc = 0;
+  mf_ctl_try_t *t = ctl->cur;
+  ctl->cur = NULL;
+  if (t != NULL) {
+    t->sent = 1;
+    t->replied = ctl->transport != NULL && mf_frame_transport_got_reply(ctl->transport);
+  }
   if (err != NULL) {
     rc = err->code < 0 && err->code >= MAYFLY_ERRNO_MIN ? err->code : MAYFLY_EPROTO;
     mf_set_last_error("%s", err->message ? err->message : mayfly_strerror(rc));
+    if (rc == MAYFLY_ENOTLEADER) follow_leader(ctl, err);
     g_object_unref(err);
   } else if (!ok || gerr != NULL) {
     int timed_out = ctl->transport && mf_frame_transport_timed_out(ctl->transport);
@@ -381,19 +546,63 @@ int mf_ctl_end(mf_ctl_t *ctl, gboolean ok, MayflyError *err, GError *gerr) {
   return rc;
 }
 
+/* Appends "target (why)" to the list of directories a call tried, once
+ * per directory (the first reason; the last one is the call's message). */
+static void note_tried(mf_ctl_try_t *t, int rc) {
+  char key[300];
+  snprintf(key, sizeof key, "%s (", t->target);
+  if (strstr(t->tried, key) != NULL) return;
+  size_t used = strlen(t->tried);
+  if (used + 4 >= sizeof t->tried) return;
+  snprintf(t->tried + used, sizeof t->tried - used, "%s%s (%s)", used > 0 ? ", " : "",
+           t->target, mayfly_strerror(rc));
+}
+
+int mf_ctl_retry(mf_ctl_t *ctl, mf_ctl_try_t *t, int rc) {
+  if (rc == 0) return 0;
+  int transport = rc == MAYFLY_EIO || rc == MAYFLY_ETIMEDOUT || rc == MAYFLY_ECONNREFUSED;
+  if (rc == MAYFLY_ENOTLEADER) t->followed = 1;
+  /* Another address to go to: the list has several, or a leader was named. */
+  int others = ctl->naddrs > 1 || t->followed;
+  int again;
+  if (rc == MAYFLY_ENOTLEADER) {
+    again = 1; /* not executed: always safe to send elsewhere */
+  } else if (!t->sent) {
+    again = others && transport;
+  } else {
+    again = others && !t->replied && (rc == MAYFLY_EIO || rc == MAYFLY_ETIMEDOUT);
+  }
+  if (rc == MAYFLY_ENOTLEADER || transport) note_tried(t, rc);
+  if (g_atomic_int_get(&ctl->interrupted)) again = 0;
+  if (again && t->sent && rc != MAYFLY_ENOTLEADER) {
+    /* The directory went away mid-call: resend to the next one. */
+    g_mutex_lock(&ctl->lock);
+    next_target(ctl);
+    g_mutex_unlock(&ctl->lock);
+  }
+  if (again && ++t->failures >= ctl->naddrs + (t->followed ? 1 : 0)) {
+    /* A whole round failed: no leader yet, or all of them restarting. */
+    int ms = MIN(t->pause_ms, ms_left(t));
+    if (ms > 0) g_usleep((gulong)ms * 1000);
+    t->pause_ms = MIN(t->pause_ms * 2, PAUSE_MAX_MS);
+    t->failures = 0;
+  }
+  if (again && ms_left(t) > 0) return 1;
+  if (t->attempts > 1 && (rc == MAYFLY_ENOTLEADER || transport)) {
+    char last[1024];
+    g_strlcpy(last, mf_last_error(), sizeof last);
+    mf_set_last_error("%s (after %d attempts in %d ms; directories tried: %s)", last,
+                      t->attempts, ctl->timeout_ms - ms_left(t), t->tried);
+  }
+  return 0;
+}
+
 int mf_ctl_register(mf_ctl_t *ctl, const char *address, int32_t blocks, int64_t block_size,
                     int64_t gen_floor, uint64_t incarnation, const char *zone,
                     MayflyRegisterReply **reply) {
-  MayflyDirectoryIf *i;
-  int rc = mf_ctl_begin(ctl, &i);
-  if (rc != 0) return rc;
   MayflyRegisterReply *r = g_object_new(MAYFLY_TYPE_REGISTER_REPLY, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_register_server(i, &r, address, blocks, block_size,
-                                                    gen_floor, (gint64)incarnation,
-                                                    zone != NULL ? zone : "", &err, &gerr);
-  rc = mf_ctl_end(ctl, ok, err, gerr);
+  int rc = MF_CTL_CALL(ctl, register_server, &r, address, blocks, block_size, gen_floor,
+                       (gint64)incarnation, zone != NULL ? zone : "");
   if (rc == 0 && reply != NULL) {
     *reply = r;
   } else {

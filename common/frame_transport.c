@@ -17,6 +17,7 @@ struct _MfFrameTransport {
   int64_t deadline_us; /* socket mode: the call in progress ends here */
   uint32_t max_frame;
   int timed_out;
+  int got_reply;        /* socket mode: a whole reply frame arrived since the last send */
   GByteArray *out;      /* 4 bytes reserved for the length, then the message */
   const uint8_t *in;    /* current frame payload */
   size_t in_len, in_pos;
@@ -97,6 +98,7 @@ static gboolean load_frame(MfFrameTransport *t, GError **error) {
     got += want;
   }
   g_byte_array_set_size(t->in_owned, len);
+  t->got_reply = 1;
   t->in = t->in_owned->data;
   t->in_len = len;
   t->in_pos = 0;
@@ -172,6 +174,7 @@ static gboolean ft_flush(ThriftTransport *transport, GError **error) {
   fill_length(t);
   /* A request starts a call: its send and its reply share one deadline. */
   t->deadline_us = g_get_monotonic_time() + (int64_t)t->timeout_ms * 1000;
+  t->got_reply = 0;
   size_t sent = 0;
   while (sent < t->out->len) {
     if (wait_fd(t, POLLOUT) != 0) {
@@ -270,4 +273,12 @@ const uint8_t *mf_frame_transport_output(MfFrameTransport *t, size_t *len) {
 
 int mf_frame_transport_timed_out(const MfFrameTransport *t) {
   return t->timed_out;
+}
+
+void mf_frame_transport_set_timeout(MfFrameTransport *t, int timeout_ms) {
+  t->timeout_ms = timeout_ms;
+}
+
+int mf_frame_transport_got_reply(const MfFrameTransport *t) {
+  return t->got_reply;
 }

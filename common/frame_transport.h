@@ -58,6 +58,16 @@ const uint8_t *mf_frame_transport_output(MfFrameTransport *t, size_t *len);
 /* Returns 1 if the last socket error was a timeout (socket mode). */
 int mf_frame_transport_timed_out(const MfFrameTransport *t);
 
+/* Socket mode: the budget of the next request's send and reply, from its
+ * flush on (the control connection gives each attempt of a call what is
+ * left of the call's deadline). */
+void mf_frame_transport_set_timeout(MfFrameTransport *t, int timeout_ms);
+
+/* Socket mode: 1 if a whole reply frame arrived since the last request was
+ * sent (a failure after that is in the reply's contents, not the
+ * transport's: the generated reader may have filled part of its results). */
+int mf_frame_transport_got_reply(const MfFrameTransport *t);
+
 G_END_DECLS
 
 #endif /* MAYFLY_FRAME_TRANSPORT_H */

@@ -117,14 +117,17 @@ static int do_register(ms_control_t *c) {
     /* The handshake runs before a connection's first call: bracketing no
      * call runs it alone, so its refusal is told apart from the
      * registration's (and from a directory that is only unreachable). */
-    MayflyDirectoryIf *i;
-    int rc = mf_ctl_begin(c->ctl, &i);
-    if (rc == 0) {
-      mf_ctl_end(c->ctl, TRUE, NULL, NULL);
-    } else if (rc == MAYFLY_EPERM || rc == MAYFLY_EINVAL) {
+    mf_ctl_try_t t = MF_CTL_TRY_INIT;
+    int rc;
+    do {
+      MayflyDirectoryIf *i;
+      rc = mf_ctl_attempt(c->ctl, &t, &i);
+      if (rc == 0) mf_ctl_end(c->ctl, TRUE, NULL, NULL);
+    } while (mf_ctl_retry(c->ctl, &t, rc));
+    if (rc == MAYFLY_EPERM || rc == MAYFLY_EINVAL) {
       key_refused(c, "the cluster handshake failed");
       return rc;
-    } else {
+    } else if (rc != 0) {
       if (!c->warned) MF_WARN("directory %s: %s; retrying", c->directory, mf_last_error());
       c->warned = 1;
       return rc;
@@ -210,24 +213,13 @@ static void set_watched(ms_control_t *c, GArray *pairs) {
  * or refused while unreachable: publish.h), never answered without their
  * event. Returns 0 or the error. */
 static int do_heartbeat(ms_control_t *c) {
-  MayflyDirectoryIf *i;
-  int rc = mf_ctl_begin(c->ctl, &i);
-  if (rc != 0) {
-    if (!c->warned) {
-      MF_WARN("directory %s: heartbeat: %s; registering again", c->directory, mf_last_error());
-    }
-    c->warned = 1;
-    set_server_id(c, 0);
-    return rc;
-  }
   MayflyHeartbeatReply *r = g_object_new(MAYFLY_TYPE_HEARTBEAT_REPLY, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
   int64_t sent_us = g_get_monotonic_time();
-  gboolean ok =
-      mayfly_directory_if_heartbeat(i, &r, c->server_id, g_atomic_int_get(&c->blocks_used),
-                                    (gint64)c->incarnation, &err, &gerr);
-  rc = mf_ctl_end(c->ctl, ok, err, gerr);
+  /* Follows the leader (MF_CTL_CALL): a new leader that has not seen this
+   * server register answers MAYFLY_ESERVER, and the server registers with
+   * it, on the same ctl, aimed at it now. */
+  int rc = MF_CTL_CALL(c->ctl, heartbeat, &r, c->server_id, g_atomic_int_get(&c->blocks_used),
+                       (gint64)c->incarnation);
   if (rc == 0) {
     for (guint k = 0; k < r->release->len; k++) {
       MayflyBlockRef *b = g_ptr_array_index(r->release, k);
@@ -276,14 +268,10 @@ static void do_verify(ms_control_t *c, int32_t index, int rechain) {
   e->type = MS_EV_VERIFIED;
   e->index = index;
   e->rechain = rechain;
-  MayflyDirectoryIf *i;
-  int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
+  int rc = c->server_id == 0 ? MAYFLY_ESERVER : 0;
   if (rc == 0) {
     MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
-    MayflyError *err = NULL;
-    GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_check_block(i, &bi, c->server_id, index, &err, &gerr);
-    rc = mf_ctl_end(c->ctl, ok, err, gerr);
+    rc = MF_CTL_CALL(c->ctl, check_block, &bi, c->server_id, index);
     if (rc == 0) {
       e->allocated = bi->allocated;
       e->generation = bi->generation;
@@ -337,15 +325,11 @@ static void do_replica_end(ms_control_t *c) {
   e->type = MS_EV_REPLICA_END;
   e->op_id = q->op_id;
   e->commit = q->commit;
-  MayflyDirectoryIf *i;
-  int rc = c->server_id == 0 ? MAYFLY_ESERVER : mf_ctl_begin(c->ctl, &i);
+  int rc = c->server_id == 0 ? MAYFLY_ESERVER : 0;
   if (rc == 0) {
     MayflyLayout *layout = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
-    MayflyError *err = NULL;
-    GError *gerr = NULL;
-    gboolean ok = mayfly_directory_if_replica_end(i, &layout, c->server_id, q->op_id,
-                                                  q->commit != 0, q->bytes, &err, &gerr);
-    rc = mf_ctl_end(c->ctl, ok, err, gerr);
+    rc = MF_CTL_CALL(c->ctl, replica_end, &layout, c->server_id, q->op_id, q->commit != 0,
+                     q->bytes);
     g_object_unref(layout);
   }
   if (rc != 0) {

@@ -61,8 +61,10 @@ int main(int argc, char **argv) {
        "Write the port in use to FILE once listening", "FILE"},
       {"advertise", MF_OPT_STRING, &advertise, NULL, 0, 0,
        "Address clients use to reach this server (default HOST:PORT)", "HOST:PORT"},
-      {"directory", MF_OPT_STRING, &directory, "127.0.0.1:9090", 0, 0, "The directory",
-       "HOST:PORT"},
+      {"directory", MF_OPT_STRING, &directory, "127.0.0.1:9090", 0, 0,
+       "The directory, or a comma-separated list of the replicas of a replicated directory "
+       "service (the server registers with whichever leads, and again when that changes)",
+       "HOST:PORT[,...]"},
       {"blocks", MF_OPT_INT, &blocks, "64", 1, 1 << 24, "Blocks in the pool", "N"},
       {"block-size", MF_OPT_SIZE, &block_size, "64MiB", 4096, 1LL << 32,
        "Size of one block", "SIZE"},

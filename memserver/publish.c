@@ -74,15 +74,8 @@ static int publish(ms_publisher_t *p, ms_pub_event_t **batch, guint n, int32_t *
       }
       g_ptr_array_add(events, de);
     }
-    MayflyDirectoryIf *iface;
-    rc = mf_ctl_begin(p->mctl, &iface);
-    if (rc == 0) {
-      MayflyError *err = NULL;
-      GError *gerr = NULL;
-      gboolean ok = mayfly_directory_if_publish(
-          iface, server_id, events, (gint64)ms_control_incarnation(p->ctl), &err, &gerr);
-      rc = mf_ctl_end(p->mctl, ok, err, gerr);
-    }
+    /* Follows the leader and fails over (MF_CTL_CALL). */
+    rc = MF_CTL_CALL(p->mctl, publish, server_id, events, (gint64)ms_control_incarnation(p->ctl));
     g_ptr_array_free(events, TRUE);
   }
   if (rc != 0 && !p->failing) {

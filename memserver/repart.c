@@ -19,27 +19,26 @@ static int set(ms_repart_job_t *job, int rc, const char *what) {
   return rc;
 }
 
-static int ctl(ms_repart_job_t *job, MayflyDirectoryIf **i) {
+/* Opens the job's control connection (--directory, a list of the
+ * directory service's replicas) on first use. Calls on it follow the
+ * leader (MF_CTL_CALL). */
+static int ctl(ms_repart_job_t *job) {
   if (job->ctl == NULL) {
     int rc = mf_ctl_open(job->directory, MS_REPART_TIMEOUT_MS, 2000, &job->ctl);
     if (rc != 0) return rc;
     /* repartition_begin and _end are server-only: the cluster handshake first. */
     if (job->key != NULL) mf_ctl_set_auth(job->ctl, NULL, job->key);
   }
-  return mf_ctl_begin(job->ctl, i);
+  return 0;
 }
 
 /* Ends the repartition at the directory. Returns the call's status. */
 static int end(ms_repart_job_t *job, int commit) {
-  MayflyDirectoryIf *i;
-  int rc = ctl(job, &i);
+  int rc = ctl(job);
   if (rc != 0) return rc;
   MayflyLayout *layout = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_repartition_end(i, &layout, job->server_id, job->op_id,
-                                                    commit, (gint64)job->bytes, &err, &gerr);
-  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  rc = MF_CTL_CALL(job->ctl, repartition_end, &layout, job->server_id, job->op_id, commit,
+                   (gint64)job->bytes);
   g_object_unref(layout);
   return rc;
 }
@@ -145,28 +144,18 @@ static int pick_neighbour(ms_repart_job_t *job, const MayflyLayout *layout, int6
  * anything is begun (and rolled back). Any failure leaves pre_target empty:
  * the directory then names the neighbour as usual. */
 static void find_neighbour(ms_repart_job_t *job) {
-  MayflyDirectoryIf *i;
-  if (ctl(job, &i) != 0) return;
+  if (ctl(job) != 0) return;
   MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_check_block(i, &bi, job->server_id, job->index, &err, &gerr);
-  int rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  int rc = MF_CTL_CALL(job->ctl, check_block, &bi, job->server_id, job->index);
   char *path = NULL;
   if (rc == 0 && bi->allocated && bi->generation == job->generation && bi->path != NULL) {
     path = g_strdup(bi->path);
   }
   int64_t lo = bi->range_lo, hi = bi->range_hi;
   g_object_unref(bi);
-  if (path == NULL || ctl(job, &i) != 0) {
-    g_free(path);
-    return;
-  }
+  if (path == NULL) return;
   MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-  err = NULL;
-  gerr = NULL;
-  ok = mayfly_directory_if_stat(i, &ni, path, &err, &gerr);
-  if (mf_ctl_end(job->ctl, ok, err, gerr) == 0) pick_neighbour(job, ni->layout, lo, hi);
+  if (MF_CTL_CALL(job->ctl, stat, &ni, path) == 0) pick_neighbour(job, ni->layout, lo, hi);
   g_object_unref(ni);
   g_free(path);
 }
@@ -193,16 +182,11 @@ int ms_repart_plan(ms_repart_job_t *job) {
     }
     job->pre_target[0] = '\0';
   }
-  MayflyDirectoryIf *i;
-  int rc = ctl(job, &i);
+  int rc = ctl(job);
   if (rc != 0) return set(job, rc, "directory");
   MayflyRepartPlan *plan = g_object_new(MAYFLY_TYPE_REPART_PLAN, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok = mayfly_directory_if_repartition_begin(i, &plan, job->server_id, job->index,
-                                                      job->generation, job->merge,
-                                                      job->split_at, &err, &gerr);
-  rc = mf_ctl_end(job->ctl, ok, err, gerr);
+  rc = MF_CTL_CALL(job->ctl, repartition_begin, &plan, job->server_id, job->index,
+                   job->generation, job->merge, job->split_at);
   if (rc == 0) {
     job->op_id = plan->op_id;
     g_strlcpy(job->target, plan->target->server_address, sizeof job->target);
@@ -312,14 +296,9 @@ int ms_repart_copy(ms_repart_job_t *job) {
 /* Whether the directory committed op, judging by the source block: a split
  * shrank its range to lo; a merge freed it. -1 when it cannot be told. */
 static int committed(ms_repart_job_t *job) {
-  MayflyDirectoryIf *i;
-  if (ctl(job, &i) != 0) return -1;
+  if (ctl(job) != 0) return -1;
   MayflyBlockInfo *bi = g_object_new(MAYFLY_TYPE_BLOCK_INFO, NULL);
-  MayflyError *err = NULL;
-  GError *gerr = NULL;
-  gboolean ok =
-      mayfly_directory_if_check_block(i, &bi, job->server_id, job->index, &err, &gerr);
-  int rc = mf_ctl_end(job->ctl, ok, err, gerr), yes = -1;
+  int rc = MF_CTL_CALL(job->ctl, check_block, &bi, job->server_id, job->index), yes = -1;
   if (rc == 0) {
     int mine = bi->allocated && bi->generation == job->generation;
     yes = job->merge ? !mine : (mine && bi->range_hi == job->lo);

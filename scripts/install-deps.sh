@@ -10,6 +10,7 @@ packages=(
   libuv1-dev libglib2.0-dev libjson-glib-dev
   libjemalloc-dev libcunit1-dev libsodium-dev
   python3 python3-pytest python3-redis redis-server iproute2
+  etcd-server etcd-client libcurl4-openssl-dev
 )
 # libsodium-dev signs and checks capabilities and the cluster handshake
 # (common/auth.c);
@@ -17,7 +18,10 @@ packages=(
 # python3-redis (redis-py) is the anchor client of bench/python_bench.py, which
 # measures the Python binding against it on the same redis-server;
 # redis-server is the anchor of the benchmarks (and their smoke tests);
-# iproute2 (ip, tc) builds the network namespace of test_client_blackhole.
+# iproute2 (ip, tc) builds the network namespace of test_client_blackhole;
+# etcd-server and etcd-client hold the directory's log in HA mode (--etcd) and
+# run in its tests (tests/integration/etcdproc.c); libcurl4-openssl-dev is how
+# the directory speaks to etcd's JSON gateway (directory/etcd.c).
 # Extra packages callers may ask for (e.g. gnuplot-nox for the chart).
 packages+=("$@")
 

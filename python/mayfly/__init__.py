@@ -458,6 +458,25 @@ class Client(_Closing):
         check(lib.mayfly_dir_stats(self._h(), byref(out)))
         return DirStats(**{name: getattr(out, name) for name, _ in _lib.DIR_STATS_FIELDS})
 
+    def cluster(self) -> dict:
+        """The directory service's replicas (mayfly_cluster_t): a dict of
+        name, etcd, leader, answered_by, term, committed_seq, snapshot_seq,
+        txns, txn_records and members, a list of dicts of address, role
+        ("leader", "standby", or "single" without --etcd), applied_seq and
+        updated_ms. Any directory answers, leader or not."""
+        out = _lib.CCluster()
+        check(lib.mayfly_cluster(self._h(), byref(out)))
+        try:
+            members = [{"address": _s(m.address), "role": _s(m.role),
+                        "applied_seq": m.applied_seq, "updated_ms": m.updated_ms}
+                       for m in (out.members[i] for i in range(out.nmembers))]
+            return {"name": _s(out.name), "etcd": _s(out.etcd), "leader": _s(out.leader),
+                    "answered_by": _s(out.answered_by), "term": out.term,
+                    "committed_seq": out.committed_seq, "snapshot_seq": out.snapshot_seq,
+                    "txns": out.txns, "txn_records": out.txn_records, "members": members}
+        finally:
+            lib.mayfly_cluster_clear(byref(out))
+
     def usage(self, path: str) -> List[Usage]:
         """Each partition's usage as its memory server reports it; a partition
         that is lost or whose server did not answer has -1 fields (no error)."""
@@ -495,8 +514,10 @@ class Client(_Closing):
 
 def connect(address: Optional[str] = None, token: Optional[str] = None,
             timeout: float = 5.0) -> Client:
-    """Connects to the directory at "host:port" (None: $MAYFLY_DIRECTORY, else
-    127.0.0.1:9090). token: the tenant token to log in with (None:
+    """Connects to the directory at "host:port", or to the replicated
+    directory service of a comma-separated list ("a:9090,b:9090,c:9090";
+    calls follow its leader and fail over within their timeout) (None:
+    $MAYFLY_DIRECTORY, else 127.0.0.1:9090). token: the tenant token to log in with (None:
     $MAYFLY_TOKEN, else none); a directory with tenants refuses a missing or
     wrong one with PermissionDenied at the first call. timeout: seconds per
     call. Raises ConnectionFailed or Timeout when the directory cannot be

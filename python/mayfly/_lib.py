@@ -115,6 +115,18 @@ class CServer(Structure):
                 ("host", c_char_p), ("chains", c_int32)]
 
 
+class CDirMember(Structure):
+    _fields_ = [("address", c_char_p), ("role", c_char_p), ("applied_seq", c_int64),
+                ("updated_ms", c_int64)]
+
+
+class CCluster(Structure):
+    _fields_ = [("name", c_char_p), ("etcd", c_char_p), ("leader", c_char_p),
+                ("answered_by", c_char_p), ("term", c_int64), ("committed_seq", c_int64),
+                ("snapshot_seq", c_int64), ("txns", c_int64), ("txn_records", c_int64),
+                ("members", POINTER(CDirMember)), ("nmembers", c_size_t)]
+
+
 DIR_STATS_FIELDS = [
     ("nodes", c_int64), ("directories", c_int64), ("namespaces", c_int64),
     ("servers", c_int32), ("servers_up", c_int32),
@@ -185,6 +197,8 @@ _proto("mayfly_leases_free", None, POINTER(CLease), c_size_t)
 _proto("mayfly_servers", c_int, _client, POINTER(POINTER(CServer)), POINTER(c_size_t))
 _proto("mayfly_servers_free", None, POINTER(CServer), c_size_t)
 _proto("mayfly_dir_stats", c_int, _client, POINTER(CDirStats))
+_proto("mayfly_cluster", c_int, _client, POINTER(CCluster))
+_proto("mayfly_cluster_clear", None, POINTER(CCluster))
 _proto("mayfly_tenants", c_int, _client, POINTER(POINTER(CTenant)), POINTER(c_size_t))
 _proto("mayfly_tenants_free", None, POINTER(CTenant), c_size_t)
 _proto("mayfly_usage", c_int, _client, POINTER(CStat), POINTER(CUsage))

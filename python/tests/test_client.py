@@ -102,6 +102,27 @@ def test_remove_and_rename(client, root):
         client.remove(f"{root}/e")
 
 
+def test_cluster_of_a_plain_directory_is_one_single_member(cluster, client):
+    ci = client.cluster()
+    assert ci["etcd"] == "" and ci["leader"] == cluster.address
+    assert ci["answered_by"] == cluster.address
+    (m,) = ci["members"]
+    assert m["role"] == "single" and m["address"] == cluster.address
+    assert m["applied_seq"] == ci["committed_seq"] and m["updated_ms"] > 0
+
+
+def test_a_list_with_a_dead_address_first_reaches_the_directory(cluster, root):
+    import socket
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    with mayfly.connect(f"{dead} , {cluster.address}", token=cluster.token, timeout=2.0) as c:
+        c.mkdir(f"{root}/via-list")
+        assert c.exists(f"{root}/via-list")
+    with pytest.raises(mayfly.InvalidArgument):
+        mayfly.connect(f"{cluster.address},not-an-address")
+
+
 def test_servers_and_stats(cluster, client, root):
     (s,) = client.servers()
     assert s.address == cluster.memservers[0].address and s.up

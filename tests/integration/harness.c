@@ -156,6 +156,18 @@ static mf_daemon_t *start_at(const char *netns, const char *host, const char *bi
   return d;
 }
 
+mf_daemon_t *mf_adopt(pid_t pid, const char *log_path) {
+  if (running == NULL) {
+    running = g_ptr_array_new();
+    atexit(mf_kill_all);
+  }
+  mf_daemon_t *d = g_new0(mf_daemon_t, 1);
+  d->pid = pid;
+  d->log_path = g_strdup(log_path != NULL ? log_path : "/dev/null");
+  g_ptr_array_add(running, d);
+  return d;
+}
+
 static mf_daemon_t *start(const char *binary, GPtrArray *args) {
   return start_at(NULL, "127.0.0.1", binary, args);
 }

@@ -56,6 +56,13 @@ mf_daemon_t *mf_start_in_netns_v(const char *netns, const char *host, const char
  * mf_daemon_t handles stay allocated but must not be used afterwards. */
 void mf_kill_all(void);
 
+/* Takes a process the caller forked (with PR_SET_PDEATHSIG set in the
+ * child) into the list mf_kill_all kills, so that a daemon that is not a
+ * Mayfly binary (etcd, tests/integration/etcdproc.h) dies with the test too.
+ * `log_path` (may be NULL) is the file its output goes to (dumped on
+ * failures, never deleted here). Stop it with mf_kill or mf_stop. */
+mf_daemon_t *mf_adopt(pid_t pid, const char *log_path);
+
 /* Sends SIGSTOP / SIGCONT (a server that hangs without closing its sockets). */
 void mf_pause(const mf_daemon_t *d);
 void mf_resume(const mf_daemon_t *d);

@@ -43,18 +43,8 @@
 #include "harness.h"
 #include "mf_test.h"
 
-#define CALL(ctl, method, ...)                                                          \
-  ({                                                                                    \
-    MayflyDirectoryIf *iface_;                                                          \
-    int rc_ = mf_ctl_begin((ctl), &iface_);                                             \
-    if (rc_ == 0) {                                                                     \
-      MayflyError *err_ = NULL;                                                         \
-      GError *gerr_ = NULL;                                                             \
-      gboolean ok_ = mayfly_directory_if_##method(iface_, __VA_ARGS__, &err_, &gerr_); \
-      rc_ = mf_ctl_end((ctl), ok_, err_, gerr_);                                        \
-    }                                                                                   \
-    rc_;                                                                                \
-  })
+/* One call through the ctl, following the leader (common/ctl.h). */
+#define CALL(ctl, method, ...) MF_CTL_CALL((ctl), method, __VA_ARGS__)
 
 static mf_daemon_t *dir;
 static mf_daemon_t *ms[3];

@@ -292,14 +292,23 @@ static JsonObject *json_object_cmd_at(const mf_daemon_t *d, const char *cmd, con
   run_clear(&r);
   return o;
 }
-#define SERVERS_JSON(d) json_array_cmd_at((d), "servers", NULL, __FILE__, __LINE__)
+/* `mayfly --json servers`: its "servers" array (a reference). */
+static JsonArray *servers_json_at(const mf_daemon_t *d, const char *file, int line) {
+  JsonObject *o = json_object_cmd_at(d, "servers", NULL, file, line);
+  JsonArray *a = json_object_has_member(o, "servers")
+                     ? json_array_ref(json_object_get_array_member(o, "servers"))
+                     : json_array_new();
+  json_object_unref(o);
+  return a;
+}
+#define SERVERS_JSON(d) servers_json_at((d), __FILE__, __LINE__)
 #define LEASES_JSON(d, path) json_array_cmd_at((d), "leases", (path), __FILE__, __LINE__)
 #define STAT_JSON(d, path) json_object_cmd_at((d), "stat", (path), __FILE__, __LINE__)
 #define STATS_JSON(d) json_object_cmd_at((d), "stats", NULL, __FILE__, __LINE__)
 
 /* Sum of blocks_used over every server in `mayfly --json servers`. */
 static gint64 blocks_used_at(const mf_daemon_t *d, const char *file, int line) {
-  JsonArray *s = json_array_cmd_at(d, "servers", NULL, file, line);
+  JsonArray *s = servers_json_at(d, file, line);
   gint64 sum = 0;
   for (guint i = 0; i < json_array_get_length(s); i++) sum += jint(jat(s, i), "blocks_used");
   json_array_unref(s);
@@ -1287,7 +1296,15 @@ static void test_servers_reports_each_memory_server_with_the_stable_json_fields(
 
   RUN(&r, d, "servers");
   EXPECT_SUCCESS(&r);
-  MF_ASSERT_EQ(count_lines(r.out), 3);
+  /* Header and two servers, a blank line, then the directories: a header
+   * and this directory alone (role single). */
+  MF_ASSERT_EQ(count_lines(r.out), 6);
+  char *dirs = line_starting(r.out, "DIRECTORY");
+  EXPECT_CONTAINS(dirs, "ROLE");
+  g_free(dirs);
+  char *self = line_starting(r.out, d->address);
+  EXPECT_CONTAINS(self, " single ");
+  g_free(self);
   char *header = line_starting(r.out, "ADDRESS");
   EXPECT_CONTAINS(header, "STATE");
   EXPECT_CONTAINS(header, "BLOCKS");
@@ -1822,7 +1839,8 @@ static void test_help_of_the_cli_and_of_each_command_exits_0_and_lists_the_flags
   RUN(&r, &none, "--help");
   EXPECT_SUCCESS(&r);
   const char *global[] = {"--directory", "--json", "--timeout", "mkdir", "create", "ls", "tree",
-                          "stat", "rm", "mv", "renew", "leases", "servers", "stats"};
+                          "stat", "rm", "mv", "renew", "leases", "servers", "stats", "cluster",
+                          "comma-separated list"};
   for (size_t i = 0; i < G_N_ELEMENTS(global); i++) EXPECT_CONTAINS(r.out, global[i]);
 
   const struct {
@@ -1840,6 +1858,7 @@ static void test_help_of_the_cli_and_of_each_command_exits_0_and_lists_the_flags
       {"leases", {NULL}},
       {"servers", {NULL}},
       {"stats", {NULL}},
+      {"cluster", {"--json", NULL}},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cmds); i++) {
     RUN(&r, &none, cmds[i].command, "--help");

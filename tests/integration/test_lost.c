@@ -56,8 +56,10 @@ static JsonNode *parse(const char *text) {
 
 /* `mayfly servers --json`: the object of the server at `address`, or NULL. */
 static JsonObject *server_row(JsonNode *root, const char *address) {
-  if (root == NULL || JSON_NODE_TYPE(root) != JSON_NODE_ARRAY) return NULL;
-  JsonArray *a = json_node_get_array(root);
+  if (root == NULL || JSON_NODE_TYPE(root) != JSON_NODE_OBJECT) return NULL;
+  JsonObject *top = json_node_get_object(root);
+  if (!json_object_has_member(top, "servers")) return NULL;
+  JsonArray *a = json_object_get_array_member(top, "servers");
   for (guint i = 0; i < json_array_get_length(a); i++) {
     JsonObject *o = json_array_get_object_element(a, i);
     if (strcmp(json_object_get_string_member(o, "address"), address) == 0) return o;
