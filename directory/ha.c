@@ -106,6 +106,9 @@ struct dir_ha {
   GTree *pending;
   int64_t seen_seq; /* the newest record seen in the log */
   int64_t watch_rev;
+  int64_t watch_heard; /* monotonic ms the watch last delivered anything */
+  int64_t last_check;  /* of the leader key, by a range (tick) */
+  int checking;
   dir_etcd_watch_t *watch;
   int64_t load_rev;  /* the revision a load reads at */
   int64_t snapshot_seq, snapshot_chunks;
@@ -177,13 +180,18 @@ static void retry_cb(uv_timer_t *t) {
   if (fn != NULL && ha->role != HA_STOPPING) fn(ha);
 }
 
+/* Runs fn after ms (a damaged snapshot: an operator may repair etcd). */
+static void retry_in(dir_ha_t *ha, void (*fn)(dir_ha_t *), uint64_t ms) {
+  ha->retry_fn = fn;
+  uv_timer_start(&ha->retry, retry_cb, ms, 0);
+}
+
 /* Runs fn again in a moment (etcd did not answer, or a load raced a
  * compaction). */
 static void retry_later(dir_ha_t *ha, void (*fn)(dir_ha_t *), const char *what,
                         const dir_etcd_result_t *r) {
   MF_WARN("etcd: %s failed (%s): trying again", what, r != NULL ? r->why : "");
-  ha->retry_fn = fn;
-  uv_timer_start(&ha->retry, retry_cb, 200, 0);
+  retry_in(ha, fn, 200);
 }
 
 /* ---- log values ------------------------------------------------------- */
@@ -408,16 +416,20 @@ static void report(dir_ha_t *ha) {
 
 /* ---- the watch -------------------------------------------------------- */
 
-static void leader_seen(dir_ha_t *ha, const dir_etcd_kv_t *kv, int deleted) {
+/* Notes who leads from the leader key (NULL: none). */
+static void set_leader(dir_ha_t *ha, const dir_etcd_kv_t *kv) {
   g_free(ha->leader);
   ha->leader = NULL;
   ha->leader_rev = 0;
-  if (!deleted) {
-    gsize len;
-    const char *p = g_bytes_get_data(kv->value, &len);
-    ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
-    ha->leader_rev = kv->create_revision;
-  }
+  if (kv == NULL) return;
+  gsize len;
+  const char *p = g_bytes_get_data(kv->value, &len);
+  ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
+  ha->leader_rev = kv->create_revision;
+}
+
+static void leader_seen(dir_ha_t *ha, const dir_etcd_kv_t *kv, int deleted) {
+  set_leader(ha, deleted ? NULL : kv);
   if (ha->role == HA_LEADER || ha->role == HA_PROMOTING) {
     if (deleted || kv->create_revision != ha->term) {
       step_down(ha, deleted ? "the leader key was deleted (the lease expired)"
@@ -471,12 +483,14 @@ static void watch_cb(const dir_etcd_event_t *ev, size_t n, int64_t revision, int
     if (ha->role == HA_DEPOSED || ha->role == HA_STOPPING) return;
   }
   if (revision > ha->watch_rev) ha->watch_rev = revision;
+  ha->watch_heard = mf_now_ms();
   if (ha->role == HA_STANDBY && follow_apply(ha) != 0) load_start(ha);
 }
 
 static void watch_start(dir_ha_t *ha, int64_t from) {
   if (ha->watch != NULL) dir_etcd_watch_cancel(ha->watch);
   ha->watch_rev = from - 1;
+  ha->watch_heard = mf_now_ms();
   ha->watch = dir_etcd_watch(ha->etcd, ha->prefix, ha->prefix_end, from, watch_cb, ha);
 }
 
@@ -484,10 +498,30 @@ static void watch_start(dir_ha_t *ha, int64_t from) {
 
 static void load_log_page(dir_ha_t *ha);
 
+/* Takes one page of a range over the log into the pending values; returns
+ * 1 when another page follows (range_from is then its first key). */
+static int log_page_take(dir_ha_t *ha, const dir_etcd_result_t *r) {
+  for (guint i = 0; i < r->kvs->len; i++) {
+    const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, i);
+    if (key_seq(kv->key, ha->p_log) > 0) follow_add(ha, kv);
+  }
+  if (!r->more || r->kvs->len == 0) return 0;
+  const dir_etcd_kv_t *last = g_ptr_array_index(r->kvs, r->kvs->len - 1);
+  g_free(ha->range_from);
+  ha->range_from = key_after(last->key);
+  return 1;
+}
+
+/* Reads a page of the log from range_from, at revision rev (0: the newest). */
+static void log_page_read(dir_ha_t *ha, int64_t rev, dir_etcd_cb cb) {
+  char *end = dir_etcd_prefix_end(ha->p_log);
+  dir_etcd_range(ha->etcd, ha->range_from, end, rev, RANGE_PAGE, cb, ha);
+  g_free(end);
+}
+
 static void load_done(dir_ha_t *ha) {
   if (follow_apply(ha) != 0) {
-    ha->retry_fn = load_start;
-    uv_timer_start(&ha->retry, retry_cb, 1000, 0);
+    retry_in(ha, load_start, 1000);
     return;
   }
   ha->role = HA_STANDBY;
@@ -511,14 +545,7 @@ static void log_page_done(const dir_etcd_result_t *r, void *ud) {
     retry_later(ha, load_log_page, "reading the log", r);
     return;
   }
-  for (guint i = 0; i < r->kvs->len; i++) {
-    const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, i);
-    if (key_seq(kv->key, ha->p_log) > 0) follow_add(ha, kv);
-  }
-  if (r->more && r->kvs->len > 0) {
-    const dir_etcd_kv_t *last = g_ptr_array_index(r->kvs, r->kvs->len - 1);
-    g_free(ha->range_from);
-    ha->range_from = key_after(last->key);
+  if (log_page_take(ha, r)) {
     load_log_page(ha);
     return;
   }
@@ -526,9 +553,7 @@ static void log_page_done(const dir_etcd_result_t *r, void *ud) {
 }
 
 static void load_log_page(dir_ha_t *ha) {
-  char *end = dir_etcd_prefix_end(ha->p_log);
-  dir_etcd_range(ha->etcd, ha->range_from, end, ha->load_rev, RANGE_PAGE, log_page_done, ha);
-  g_free(end);
+  log_page_read(ha, ha->load_rev, log_page_done);
 }
 
 static void load_log(dir_ha_t *ha) {
@@ -599,8 +624,7 @@ static void snap_chunk_next(dir_ha_t *ha) {
      * operator may repair etcd). */
     MF_ERROR("etcd: snapshot %lld of cluster %s is damaged: %s", (long long)ha->snapshot_seq,
              ha->cluster, why);
-    ha->retry_fn = load_start;
-    uv_timer_start(&ha->retry, retry_cb, 5000, 0);
+    retry_in(ha, load_start, 5000);
     return;
   }
   ns_tree_free(ha->follow);
@@ -633,8 +657,7 @@ static void snapshot_ptr_done(const dir_etcd_result_t *r, void *ud) {
   if (len != SNAP_PTR_SIZE || memcmp(p, SNAP_MAGIC, 4) != 0 || p[4] != 1 || p[5] != 0 ||
       p[6] != 0 || p[7] != 0) {
     MF_ERROR("etcd: %s is not a snapshot pointer of this build: retrying in 5 s", ha->k_snapshot);
-    ha->retry_fn = load_start;
-    uv_timer_start(&ha->retry, retry_cb, 5000, 0);
+    retry_in(ha, load_start, 5000);
     return;
   }
   ha->snapshot_seq = (int64_t)mf_le_get64(p + 8);
@@ -647,8 +670,7 @@ static void snapshot_ptr_done(const dir_etcd_result_t *r, void *ud) {
       ha->snapshot_chunks > (1 << 20)) {
     MF_ERROR("etcd: snapshot pointer %s: %lld bytes in %lld chunks is impossible",
              ha->k_snapshot, (long long)ha->snap_bytes, (long long)ha->snapshot_chunks);
-    ha->retry_fn = load_start;
-    uv_timer_start(&ha->retry, retry_cb, 5000, 0);
+    retry_in(ha, load_start, 5000);
     return;
   }
   ha->snap_next = 0;
@@ -664,16 +686,7 @@ static void leader_read_done(const dir_etcd_result_t *r, void *ud) {
     retry_later(ha, load_start, "reading the leader key", r);
     return;
   }
-  g_free(ha->leader);
-  ha->leader = NULL;
-  ha->leader_rev = 0;
-  if (r->kvs != NULL && r->kvs->len == 1) {
-    const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, 0);
-    gsize len;
-    const char *p = g_bytes_get_data(kv->value, &len);
-    ha->leader = len <= DIR_ADDRESS_MAX ? g_strndup(p, len) : NULL;
-    ha->leader_rev = kv->create_revision;
-  }
+  set_leader(ha, r->kvs != NULL && r->kvs->len == 1 ? g_ptr_array_index(r->kvs, 0) : NULL);
   dir_etcd_range(ha->etcd, ha->k_snapshot, NULL, 0, 1, snapshot_ptr_done, ha);
 }
 
@@ -739,19 +752,13 @@ static void promote_page_done(const dir_etcd_result_t *r, void *ud) {
     retry_later(ha, promote_page, "reading the rest of the log", r);
     return;
   }
-  for (guint i = 0; i < r->kvs->len; i++) {
-    const dir_etcd_kv_t *kv = g_ptr_array_index(r->kvs, i);
-    if (key_seq(kv->key, ha->p_log) > 0) follow_add(ha, kv);
-  }
+  int more = log_page_take(ha, r);
   if (follow_apply(ha) != 0) {
     /* Leading from a log that does not apply would serve a wrong tree. */
     step_down(ha, "the log does not apply");
     return;
   }
-  if (r->more && r->kvs->len > 0) {
-    const dir_etcd_kv_t *last = g_ptr_array_index(r->kvs, r->kvs->len - 1);
-    g_free(ha->range_from);
-    ha->range_from = key_after(last->key);
+  if (more) {
     promote_page(ha);
     return;
   }
@@ -759,9 +766,7 @@ static void promote_page_done(const dir_etcd_result_t *r, void *ud) {
 }
 
 static void promote_page(dir_ha_t *ha) {
-  char *end = dir_etcd_prefix_end(ha->p_log);
-  dir_etcd_range(ha->etcd, ha->range_from, end, 0, RANGE_PAGE, promote_page_done, ha);
-  g_free(end);
+  log_page_read(ha, 0, promote_page_done);
 }
 
 static void campaign_done(const dir_etcd_result_t *r, void *ud) {
@@ -878,6 +883,37 @@ static void grant_done(const dir_etcd_result_t *r, void *ud) {
   campaign(ha);
 }
 
+static void check_done(const dir_etcd_result_t *r, void *ud) {
+  dir_ha_t *ha = ud;
+  ha->checking = 0;
+  if (ha->role != HA_STANDBY || r->rc != 0) return;
+  const dir_etcd_kv_t *kv = r->kvs != NULL && r->kvs->len == 1 ? g_ptr_array_index(r->kvs, 0)
+                                                                 : NULL;
+  set_leader(ha, kv);
+  /* Every directory reports itself each second, so a watch that delivered
+   * nothing for a lease while etcd moved on is stuck (its member stopped
+   * without closing the stream): watch again, through another member. */
+  if (r->revision > ha->watch_rev &&
+      mf_now_ms() - ha->watch_heard > ha->cfg.leader_ttl_ms + 2 * MEMBER_REPORT_MS) {
+    MF_WARN("etcd: the watch delivered nothing for %lld ms while etcd is at revision %lld: "
+            "watching again from %lld",
+            (long long)(mf_now_ms() - ha->watch_heard), (long long)r->revision,
+            (long long)ha->watch_rev + 1);
+    watch_start(ha, ha->watch_rev + 1);
+  }
+  if (kv == NULL) campaign(ha);
+}
+
+/* A standby looks at the leader key itself every half lease too, so that it
+ * campaigns even when its watch missed the key's deletion. */
+static void check_leader(dir_ha_t *ha) {
+  int64_t now = mf_now_ms();
+  if (ha->checking || now - ha->last_check < ha->cfg.leader_ttl_ms / 2) return;
+  ha->checking = 1;
+  ha->last_check = now;
+  dir_etcd_range(ha->etcd, ha->k_leader, NULL, 0, 1, check_done, ha);
+}
+
 static void tick(uv_timer_t *t) {
   dir_ha_t *ha = t->data;
   if (ha->role == HA_STOPPING || ha->role == HA_DEPOSED) return;
@@ -898,6 +934,7 @@ static void tick(uv_timer_t *t) {
     }
   }
   if (ha->role == HA_STANDBY && ha->leader == NULL) campaign(ha);
+  if (ha->role == HA_STANDBY) check_leader(ha);
   if (now - ha->last_report >= MEMBER_REPORT_MS) report(ha);
 }
 

@@ -516,9 +516,11 @@ static void test_free_with_requests_and_watches_outstanding_calls_nothing(void) 
   got_t g;
   seen_t s;
   seen_init(&s);
-  dir_etcd_watch_t *w = dir_etcd_watch(e, "/t/free", NULL, 0, on_watch, &s);
-  (void)w;
+  /* The put first, the watch from its revision: a watch "from now" could
+   * be created after the put and miss it. */
   put_sync(e, "/t/free", "1", 1, 0, &g);
+  dir_etcd_watch_t *w = dir_etcd_watch(e, "/t/free", NULL, g.r.revision, on_watch, &s);
+  (void)w;
   dir_etcd_result_clear(&g.r);
   wait_lines(&s, 1);
   MF_ASSERT_EQ(s.lines->len, 1);
