@@ -76,7 +76,8 @@ static int write_port_file(const char *path, int port) {
 }
 
 /* Frees the strings the option parser allocated. */
-static void free_options(dir_config_t *cfg, char *port_file, char *key_file) {
+static void free_options(dir_config_t *cfg, char *port_file, char *key_file, char **args) {
+  g_strfreev(args);
   g_free(cfg->host);
   g_free(cfg->etcd);
   g_free(cfg->cluster);
@@ -86,6 +87,18 @@ static void free_options(dir_config_t *cfg, char *port_file, char *key_file) {
   g_free(cfg->tenants_file);
   g_free(port_file);
   g_free(key_file);
+}
+
+/* A start that fails once listening: closes everything again (exit status 1). */
+static int stop_early(daemon_t *dm, dir_config_t *cfg, char *port_file, char *key_file,
+                      char **args) {
+  dir_server_stop(dm->server);
+  dir_stop(&dm->dir);
+  uv_run(dm->loop, UV_RUN_DEFAULT);
+  dir_free(&dm->dir);
+  uv_loop_close(dm->loop);
+  free_options(cfg, port_file, key_file, args);
+  return 1;
 }
 
 /* Whether host is an unspecified address (0.0.0.0, ::), which clients
@@ -238,8 +251,7 @@ int main(int argc, char **argv) {
     bad = 1;
   }
   if (bad) {
-    free_options(&cfg, port_file, key_file);
-    g_strfreev(args);
+    free_options(&cfg, port_file, key_file, args);
     return 2;
   }
   mf_log_init("mayfly-directory", level);
@@ -270,7 +282,7 @@ int main(int argc, char **argv) {
             "capabilities are issued (a trusted network only)");
   }
   if (bad) {
-    free_options(&cfg, port_file, key_file);
+    free_options(&cfg, port_file, key_file, args);
     return 1;
   }
 
@@ -280,7 +292,7 @@ int main(int argc, char **argv) {
   if (cfg.tenants_file != NULL) {
     if (dir_tenants_load(cfg.tenants_file, &tenants, why, sizeof why) != 0) {
       MF_ERROR("cannot start: --tenants: %s", why);
-      free_options(&cfg, port_file, key_file);
+      free_options(&cfg, port_file, key_file, args);
       return 1;
     }
     MF_INFO("tenants: %u loaded from %s (SIGHUP reloads it)", tenants->list->len,
@@ -303,7 +315,7 @@ int main(int argc, char **argv) {
                        sizeof why) != 0) {
       MF_ERROR("cannot start: %s", why);
       dir_tenants_free(tenants);
-      free_options(&cfg, port_file, key_file);
+      free_options(&cfg, port_file, key_file, args);
       return 1;
     }
     dir_store_stats_t st;
@@ -324,7 +336,7 @@ int main(int argc, char **argv) {
     dir_stop(&dm.dir);
     uv_run(dm.loop, UV_RUN_DEFAULT);
     dir_free(&dm.dir);
-    free_options(&cfg, port_file, key_file);
+    free_options(&cfg, port_file, key_file, args);
     return 1;
   }
   MF_INFO("listening on %s:%d (lease %lld ms, grace %lld ms)", cfg.host, port,
@@ -346,7 +358,7 @@ int main(int argc, char **argv) {
                           .port = port};
     if (dir_ha_start(&dm.dir, &hc, why, sizeof why) != 0) {
       MF_ERROR("cannot start: --etcd: %s", why);
-      return 1;
+      return stop_early(&dm, &cfg, port_file, key_file, args);
     }
     dir_server_bind_ha(dm.server);
   }
@@ -361,7 +373,7 @@ int main(int argc, char **argv) {
   }
   if (port_file != NULL && write_port_file(port_file, port) != 0) {
     MF_ERROR("cannot write port file %s", port_file);
-    return 1;
+    return stop_early(&dm, &cfg, port_file, key_file, args);
   }
   uv_signal_init(dm.loop, &dm.sigint);
   uv_signal_init(dm.loop, &dm.sigterm);
@@ -377,8 +389,7 @@ int main(int argc, char **argv) {
   dir_free(&dm.dir);
   mf_auth_wipe(key, sizeof key);
   uv_loop_close(dm.loop);
-  free_options(&cfg, port_file, key_file);
-  g_strfreev(args);
+  free_options(&cfg, port_file, key_file, args);
   MF_INFO("stopped");
   return 0;
 }
