@@ -73,6 +73,7 @@ typedef struct member {
   char *address;
   char *role;
   int64_t applied, time_ms;
+  int64_t txns, txn_records; /* a leader's log transactions and their records */
 } member_t;
 
 struct dir_ha {
@@ -392,6 +393,8 @@ static void member_seen(dir_ha_t *ha, const dir_etcd_kv_t *kv, int deleted) {
   m->role = g_strdup(json_object_get_string_member_with_default(o, "role", "standby"));
   m->applied = json_object_get_int_member_with_default(o, "applied", 0);
   m->time_ms = json_object_get_int_member_with_default(o, "time_ms", 0);
+  m->txns = json_object_get_int_member_with_default(o, "txns", 0);
+  m->txn_records = json_object_get_int_member_with_default(o, "txn_records", 0);
   g_hash_table_replace(ha->members, m->address, m);
   g_object_unref(jp);
 }
@@ -405,10 +408,12 @@ static void report_done(const dir_etcd_result_t *r, void *ud) {
  * to its lease (it vanishes when the directory does). */
 static void report(dir_ha_t *ha) {
   if (ha->lease_id == 0) return;
-  char *v = g_strdup_printf("{\"role\": \"%s\", \"applied\": %lld, \"time_ms\": %lld}",
+  char *v = g_strdup_printf("{\"role\": \"%s\", \"applied\": %lld, \"time_ms\": %lld, "
+                            "\"txns\": %lld, \"txn_records\": %lld}",
                             role_names[ha->role],
                             (long long)(ha->role == HA_LEADER ? ha->committed : ha->applied),
-                            (long long)mf_wall_ms());
+                            (long long)mf_wall_ms(), (long long)ha->txns,
+                            (long long)ha->txn_records);
   dir_etcd_put(ha->etcd, ha->k_member, v, strlen(v), ha->lease_id, report_done, ha);
   g_free(v);
   ha->last_report = mf_now_ms();
@@ -1293,8 +1298,15 @@ void dir_ha_cluster(dir_ha_t *ha, MayflyClusterInfo *o) {
     dm->role = g_strdup(leads                               ? "leader"
                         : strcmp(m->role, "leader") == 0    ? "standby"
                                                             : m->role);
-    dm->applied_seq = m->applied;
+    /* A leader has applied everything committed, whatever its last report
+     * (a second old at most) says. */
+    dm->applied_seq = leads ? MAX(m->applied, o->committed_seq) : m->applied;
     dm->updated_ms = m->time_ms;
+    if (leads && m != &self) {
+      /* The log counters are the leader's, as it last reported them. */
+      o->txns = m->txns;
+      o->txn_records = m->txn_records;
+    }
     g_ptr_array_add(o->members, dm);
   }
   g_ptr_array_free(list, TRUE);

@@ -60,7 +60,7 @@ stop_all() {
     done
   done
   rm -f "$pidfile"
-  echo "Stopped. Logs and etcd's data are in $state (remove it to start afresh)."
+  echo "Stopped. Logs and etcd's data are in $state (the next start begins a new cluster)."
 }
 
 status() {
@@ -128,6 +128,10 @@ for p in "$etcd_port" "$etcd_peer" "$base" "$((base + 1))" "$((base + 2))"; do
 done
 
 mkdir -p "$state"
+# A start is a new cluster: the memory servers start empty, so a tree kept in
+# etcd from an earlier run would only name blocks that are gone (and servers
+# that no longer answer).
+rm -rf "$state/etcd-data"
 : >"$pidfile"
 started_ok=0
 # A start that fails half-way stops what it started.
