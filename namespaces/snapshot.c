@@ -129,8 +129,8 @@ static gint cmp_request_client(gconstpointer a, gconstpointer b) {
   return x < y ? -1 : x > y;
 }
 
-/* The request ids (version 3): u32 count, then client, seq, wall_ms each,
- * sorted by client (canonical). */
+/* The request ids (version 3): u32 count, then client, seq, window,
+ * wall_ms each, sorted by client (canonical). */
 static void put_requests(GByteArray *o, const ns_tree_t *t) {
   GPtrArray *all = g_ptr_array_sized_new(g_hash_table_size(t->requests));
   GHashTableIter it;
@@ -143,6 +143,7 @@ static void put_requests(GByteArray *o, const ns_tree_t *t) {
     const ns_request_t *r = g_ptr_array_index(all, i);
     ns_codec_put_u64(o, r->client);
     ns_codec_put_u64(o, r->seq);
+    ns_codec_put_u64(o, r->window);
     ns_codec_put_u64(o, (uint64_t)r->wall_ms);
   }
   g_ptr_array_free(all, TRUE);
@@ -724,7 +725,7 @@ static void check_held(ns_codec_reader_t *r, const ns_alloc_t *a) {
 static void get_requests(ns_codec_reader_t *r, ns_tree_t *t) {
   uint32_t n = ns_codec_get_u32(r, "request count");
   if (r->failed) return;
-  if (n > NS_REQUESTS_MAX || (uint64_t)n * 24 > r->left) {
+  if (n > NS_REQUESTS_MAX || (uint64_t)n * 32 > r->left) {
     ns_codec_fail(r, "%u request ids: more than %d, or than the bytes left", n, NS_REQUESTS_MAX);
     return;
   }
@@ -732,17 +733,20 @@ static void get_requests(ns_codec_reader_t *r, ns_tree_t *t) {
   for (uint32_t i = 0; i < n && !r->failed; i++) {
     uint64_t client = (uint64_t)ns_codec_get_i64(r, "request client");
     uint64_t seq = (uint64_t)ns_codec_get_i64(r, "request seq");
+    uint64_t window = (uint64_t)ns_codec_get_i64(r, "request window");
     int64_t wall_ms = ns_codec_get_i64(r, "request time");
     if (r->failed) return;
-    if (client <= prev || seq == 0) {
-      ns_codec_fail(r, "request id %u: client %llu after %llu, seq %llu (clients rise, seqs "
-                    "start at 1)",
+    /* The window never reaches below seq 1, and its bit 0 (seq itself) is set. */
+    uint64_t below = seq >= NS_REQUEST_WINDOW ? 0 : ~UINT64_C(0) << seq;
+    if (client <= prev || seq == 0 || (window & 1) == 0 || (window & below) != 0) {
+      ns_codec_fail(r, "request id %u: client %llu after %llu, seq %llu, window %llx (clients "
+                    "rise, seqs start at 1, the window holds seq and nothing below 1)",
                     i, (unsigned long long)client, (unsigned long long)prev,
-                    (unsigned long long)seq);
+                    (unsigned long long)seq, (unsigned long long)window);
       return;
     }
     prev = client;
-    ns_tree_request_note(t, client, seq, wall_ms);
+    ns_tree_request_set(t, client, seq, window, wall_ms);
   }
 }
 

@@ -1349,7 +1349,9 @@ void ns_tree_restart_times(ns_tree_t *t, int64_t now_ms) {
 int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq) {
   if (client == 0) return 0;
   const ns_request_t *r = g_hash_table_lookup(t->requests, &client);
-  return r != NULL && r->seq >= seq;
+  if (r == NULL || seq > r->seq) return 0;
+  uint64_t back = r->seq - seq;
+  return back >= NS_REQUEST_WINDOW || (r->window >> back & 1) != 0;
 }
 
 static gint cmp_request_age(gconstpointer a, gconstpointer b) {
@@ -1376,15 +1378,35 @@ static void prune_requests(ns_tree_t *t) {
   g_ptr_array_free(all, TRUE);
 }
 
-void ns_tree_request_note(ns_tree_t *t, uint64_t client, uint64_t seq, int64_t wall_ms) {
-  if (client == 0) return;
+static ns_request_t *request_of(ns_tree_t *t, uint64_t client) {
   ns_request_t *r = g_hash_table_lookup(t->requests, &client);
   if (r == NULL) {
     r = g_new0(ns_request_t, 1);
     r->client = client;
     g_hash_table_insert(t->requests, &r->client, r);
   }
-  if (seq > r->seq) r->seq = seq;
+  return r;
+}
+
+void ns_tree_request_note(ns_tree_t *t, uint64_t client, uint64_t seq, int64_t wall_ms) {
+  if (client == 0) return;
+  ns_request_t *r = request_of(t, client);
+  if (seq > r->seq) {
+    uint64_t up = seq - r->seq;
+    r->window = up >= NS_REQUEST_WINDOW ? 1 : r->window << up | 1;
+    r->seq = seq;
+  } else if (r->seq - seq < NS_REQUEST_WINDOW) {
+    r->window |= UINT64_C(1) << (r->seq - seq);
+  }
+  r->wall_ms = wall_ms;
+  if (g_hash_table_size(t->requests) > NS_REQUESTS_MAX) prune_requests(t);
+}
+
+void ns_tree_request_set(ns_tree_t *t, uint64_t client, uint64_t seq, uint64_t window,
+                         int64_t wall_ms) {
+  ns_request_t *r = request_of(t, client);
+  r->seq = seq;
+  r->window = window;
   r->wall_ms = wall_ms;
   if (g_hash_table_size(t->requests) > NS_REQUESTS_MAX) prune_requests(t);
 }

@@ -178,8 +178,18 @@ typedef struct ns_tree {
 typedef struct ns_request {
   uint64_t client;
   uint64_t seq;    /* its newest request applied */
+  /* Which of the NS_REQUEST_WINDOW seqs up to `seq` were applied: bit i is
+   * seq - i (bit 0 always set). Threads sharing one control connection
+   * object draw their seqs before they take turns, so seqs may arrive out of
+   * order: a seq below the newest is a repeat only if its bit is set. */
+  uint64_t window;
   int64_t wall_ms; /* when (the record's wall clock) */
 } ns_request_t;
+
+/* The seqs below a client's newest that the tree tells apart. A seq older
+ * than that counts as applied: a call is resent within its own timeout, long
+ * before 64 later calls of the same client could overtake it. */
+#define NS_REQUEST_WINDOW 64
 
 /* Clients remembered. Past it, those not heard of for the longest are
  * forgotten, down to three quarters of it, so a retry from one of them could
@@ -296,13 +306,18 @@ int ns_tree_apply(ns_tree_t *t, const ns_record_t *rec, ns_effects_t *fx, char *
  * tree recovered from a log, or taken over by a new leader. */
 void ns_tree_restart_times(ns_tree_t *t, int64_t now_ms);
 
-/* Whether the client's request seq was applied already (a request id
- * remembered with seq at or above it). client 0 is never. */
+/* Whether the client's request seq was applied already: its bit in the
+ * window below the client's newest, or older than the window. client 0 is
+ * never. */
 int ns_tree_request_done(const ns_tree_t *t, uint64_t client, uint64_t seq);
 
-/* Remembers that the client's requests up to seq are applied (the apply of
- * a record with a request id does it; the snapshot decoder too). */
+/* Remembers that the client's request seq is applied (the apply of a record
+ * with a request id does it). */
 void ns_tree_request_note(ns_tree_t *t, uint64_t client, uint64_t seq, int64_t wall_ms);
+
+/* Sets what the tree remembers of a client outright (the snapshot decoder). */
+void ns_tree_request_set(ns_tree_t *t, uint64_t client, uint64_t seq, uint64_t window,
+                         int64_t wall_ms);
 
 /* Sets (or, with NULL, clears) the one observer of applied records. */
 void ns_tree_set_observer(ns_tree_t *t, ns_tree_observer_cb cb, void *ud);

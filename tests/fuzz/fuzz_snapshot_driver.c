@@ -118,7 +118,10 @@ static ns_tree_t *wide_tree(void) {
   char path[64];
   for (int i = 0; i < 12; i++) {
     snprintf(path, sizeof path, "/d%d/e%d/f", i % 4, i);
-    apply(t, (ns_record_t){.type = NS_REC_MKDIR, .flags = NS_REC_PARENTS, .path = path});
+    /* Request ids of three clients, some out of order (snapshot version 3). */
+    apply(t, (ns_record_t){.type = NS_REC_MKDIR, .flags = NS_REC_PARENTS, .path = path,
+                           .req_client = 1 + (uint64_t)i % 3, .req_seq = 20 - (uint64_t)i % 5,
+                           .wall_ms = 1700000000000LL + i});
     snprintf(path, sizeof path, "/d%d/e%d/n%d", i % 4, i, i);
     create(t, path, (ns_kind_t)(1 + i % 3), 1 + i % 3,
            (ns_record_t){.lease_ms = i * 100, .node_flags = i % 2 ? NS_FLAG_PINNED : 0});

@@ -100,6 +100,7 @@ static void assert_same_state(ns_tree_t *a, ns_tree_t *b) {
     const ns_request_t *ra = v, *rb = g_hash_table_lookup(b->requests, &ra->client);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
     MF_ASSERT_EQ(ra->seq, rb->seq);
+    MF_ASSERT_EQ(ra->window, rb->window);
     MF_ASSERT_EQ(ra->wall_ms, rb->wall_ms);
   }
 }
@@ -764,6 +765,27 @@ static void test_request_ids_are_remembered_and_pruned_the_same_everywhere(void)
   CU_ASSERT(ns_tree_request_done(live, 7, 41));
   CU_ASSERT(!ns_tree_request_done(live, 8, 1));
   CU_ASSERT(!ns_tree_request_done(live, 0, 0));
+  /* Out of order (threads sharing a connection): 10 and 12 applied, then 11
+   * arrives: not a repeat; after it, it is. Older than the window counts as
+   * applied. */
+  ns_tree_t *w = ns_tree_new(LEASE_MS, GRACE_MS);
+  ns_tree_request_note(w, 5, 10, 1);
+  ns_tree_request_note(w, 5, 12, 2);
+  CU_ASSERT(ns_tree_request_done(w, 5, 10) && ns_tree_request_done(w, 5, 12));
+  CU_ASSERT(!ns_tree_request_done(w, 5, 11));
+  CU_ASSERT(!ns_tree_request_done(w, 5, 13));
+  ns_tree_request_note(w, 5, 11, 3);
+  CU_ASSERT(ns_tree_request_done(w, 5, 11));
+  ns_tree_request_note(w, 5, 12 + NS_REQUEST_WINDOW, 4);
+  CU_ASSERT(ns_tree_request_done(w, 5, 12));  /* older than the window */
+  CU_ASSERT(!ns_tree_request_done(w, 5, 13)); /* inside it, never applied */
+  GByteArray *ew = encode(w, 1);
+  ns_tree_t *dw = decode_ok(ew);
+  assert_same_state(w, dw);
+  CU_ASSERT(!ns_tree_request_done(dw, 5, 13) && ns_tree_request_done(dw, 5, 12 + NS_REQUEST_WINDOW));
+  ns_tree_free(dw);
+  g_byte_array_free(ew, TRUE);
+  ns_tree_free(w);
   ns_tree_t *a = ns_tree_new(LEASE_MS, GRACE_MS), *b = ns_tree_new(LEASE_MS, GRACE_MS);
   for (uint64_t i = 1; i <= NS_REQUESTS_MAX + 10; i++) {
     /* Clients 1..: each heard of once, the earlier ones longer ago; b gets
