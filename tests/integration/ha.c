@@ -3,6 +3,8 @@
  * ha.h).
  */
 #include "ha.h"
+#include "history.h"
+#include "mf_test.h"
 
 #include <arpa/inet.h>
 #include <glib.h>
@@ -343,4 +345,22 @@ void mf_ha_stop(mf_ha_t *h) {
     h->stopped[i] = 0;
   }
   mf_etcd_proc_stop(&h->etcd);
+}
+
+void mf_ha_check_all(mf_ha_t *h, mf_hist_t *hist, mf_load_t *load, const char *test,
+                     const char *when) {
+  CU_ASSERT_EQUAL_FATAL(mf_load_pause(load), 0);
+  mayfly_client_t *c = mf_ha_client(h, 10000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+  int64_t creates, removes, puts, errors;
+  mf_hist_counts(hist, &creates, &removes, &puts, &errors);
+  fprintf(stderr, "%s: %s: %lld creates, %lld removes, %lld puts acknowledged, %lld failed calls\n",
+          test, when, (long long)creates, (long long)removes, (long long)puts, (long long)errors);
+  CU_ASSERT(creates > 0);
+  CU_ASSERT(puts > 0);
+  MF_ASSERT_EQ(mf_hist_check_tree(hist, c), 0);
+  MF_ASSERT_EQ(mf_hist_check_data(hist, c), 0);
+  MF_ASSERT_EQ(mf_hist_check_errors(hist), 0);
+  mayfly_disconnect(c);
+  mf_load_resume(load);
 }

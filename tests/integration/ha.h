@@ -125,4 +125,13 @@ int mf_ha_etcd_leader(mf_ha_t *h);
 /* Stops everything this rig started (also done at exit). */
 void mf_ha_stop(mf_ha_t *h);
 
+/* Pauses the load, checks the history through a fresh client of the list
+ * (the tree and the data hold exactly the acknowledged operations, and no
+ * call failed outside an allowed window), prints the counts with `test` and
+ * `when`, and resumes the load. CUnit assertions. */
+struct mf_hist;
+struct mf_load;
+void mf_ha_check_all(mf_ha_t *h, struct mf_hist *hist, struct mf_load *load, const char *test,
+                     const char *when);
+
 #endif /* MAYFLY_TEST_HA_H */

@@ -30,22 +30,6 @@
 
 static mf_ha_t H;
 
-static void check_all(mf_hist_t *hist, mf_load_t *load, const char *when) {
-  CU_ASSERT_EQUAL_FATAL(mf_load_pause(load), 0);
-  mayfly_client_t *c = mf_ha_client(&H, 10000);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-  int64_t creates, removes, puts, errors;
-  mf_hist_counts(hist, &creates, &removes, &puts, &errors);
-  fprintf(stderr, "ha_catchup: %s: %lld creates, %lld removes, %lld puts acknowledged, %lld failed calls\n",
-          when, (long long)creates, (long long)removes, (long long)puts, (long long)errors);
-  CU_ASSERT(creates > 0);
-  MF_ASSERT_EQ(mf_hist_check_tree(hist, c), 0);
-  MF_ASSERT_EQ(mf_hist_check_data(hist, c), 0);
-  MF_ASSERT_EQ(mf_hist_check_errors(hist), 0);
-  mayfly_disconnect(c);
-  mf_load_resume(load);
-}
-
 /* Waits until the leader's snapshot covers more than `past` and its log has
  * moved `records` beyond it; returns the leader's view then (snapshot 0:
  * not within timeout_ms). */
@@ -124,7 +108,7 @@ static void test_catchup(void) {
   mf_ha_kill(&H, third);
   hand_over(hist, leader, s);
   mf_sleep_ms(2000);
-  check_all(hist, load, "after standby S took over");
+  mf_ha_check_all(&H, hist, load, "ha_catchup", "after standby S took over");
 
   /* Part 2: more snapshots, then a directory that was never up starts. */
   CU_ASSERT_EQUAL_FATAL(mf_ha_view(&H, s, 1000, &lv), 0);
@@ -146,7 +130,7 @@ static void test_catchup(void) {
 
   hand_over(hist, s, late);
   mf_sleep_ms(2000);
-  check_all(hist, load, "after the late directory took over");
+  mf_ha_check_all(&H, hist, load, "ha_catchup", "after the late directory took over");
 
   mf_load_stop(load);
   mf_hist_free(hist);

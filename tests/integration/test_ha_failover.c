@@ -28,24 +28,6 @@
 
 static mf_ha_t H;
 
-/* Pauses the load and runs every check through a fresh client of the list. */
-static void check_all(mf_hist_t *hist, mf_load_t *load, const char *when) {
-  CU_ASSERT_EQUAL_FATAL(mf_load_pause(load), 0);
-  mayfly_client_t *c = mf_ha_client(&H, 10000);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-  int64_t creates, removes, puts, errors;
-  mf_hist_counts(hist, &creates, &removes, &puts, &errors);
-  fprintf(stderr, "ha_failover: %s: %lld creates, %lld removes, %lld puts acknowledged, %lld failed calls\n",
-          when, (long long)creates, (long long)removes, (long long)puts, (long long)errors);
-  CU_ASSERT(creates > 0);
-  CU_ASSERT(puts > 0);
-  MF_ASSERT_EQ(mf_hist_check_tree(hist, c), 0);
-  MF_ASSERT_EQ(mf_hist_check_data(hist, c), 0);
-  MF_ASSERT_EQ(mf_hist_check_errors(hist), 0);
-  mayfly_disconnect(c);
-  mf_load_resume(load);
-}
-
 /* Kills the leader, checks the failover's time and opens the window of
  * allowed errors until the new leader's first acknowledged write. Returns
  * the new leader. */
@@ -81,11 +63,11 @@ static void test_failover(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(load);
   mf_sleep_ms(3000);
   CU_ASSERT(mf_load_ops(load) > 0);
-  check_all(hist, load, "before the first kill");
+  mf_ha_check_all(&H, hist, load, "ha_failover", "before the first kill");
 
   int first = leader;
   leader = kill_leader(hist, load, first);
-  check_all(hist, load, "after the first failover");
+  mf_ha_check_all(&H, hist, load, "ha_failover", "after the first failover");
   if (leader < 0) goto out;
 
   /* The first victim comes back as a standby; then the second failover. */
@@ -98,7 +80,7 @@ static void test_failover(void) {
   fprintf(stderr, "ha_failover: restarted directory %d: role \"%s\", leader %s\n", first, v.role, v.leader);
   CU_ASSERT(standby);
   leader = kill_leader(hist, load, leader);
-  check_all(hist, load, "after the second failover");
+  mf_ha_check_all(&H, hist, load, "ha_failover", "after the second failover");
 
 out:
   mf_load_stop(load);
