@@ -135,11 +135,9 @@ struct dir_ha {
   int snap_running;
   GByteArray *snap_out;
   int64_t snap_out_seq, snap_out_chunk, snap_out_chunks;
-  int64_t snap_prev_seq;
 
   GHashTable *members; /* address -> member_t * */
   uv_timer_t stepdown; /* re-executes outside the call that found the key lost */
-  int closed_handles;
 };
 
 static void campaign(dir_ha_t *ha);
@@ -1073,7 +1071,6 @@ static void snap_final_done(const dir_etcd_result_t *r, void *ud) {
           "history compacted at revision %lld",
           (long long)ha->snap_out_seq, ha->snap_out->len, (long long)ha->snap_out_chunks,
           (long long)r->revision);
-  ha->snap_prev_seq = ha->snap_out_seq;
   ha->snapshot_seq = ha->snap_out_seq;
   ha->snap_running = 0;
   g_byte_array_free(ha->snap_out, TRUE);

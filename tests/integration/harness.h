@@ -135,5 +135,17 @@ int mf_heartbeat(const mf_daemon_t *dir, int id, int *released);
 /* The same, the caller naming the incarnation it registered with (0: none
  * said); mf_register_as registers with one. */
 int mf_heartbeat_as(const mf_daemon_t *dir, int id, int64_t incarnation, int *released);
+
+/* Control calls over a connection the test holds (common/ctl.h; the
+ * generated types are from mayfly_directory.h). */
+struct mf_ctl;
+struct _MayflyPartition;
+
+/* Creates a one-block namespace of `kind` (a MayflyNodeKind) with
+ * `replicas` (0: the directory's default). Returns 0 or a MAYFLY_E* code. */
+int mf_ctl_create(struct mf_ctl *ctl, const char *path, int kind, int replicas);
+
+/* The first partition of path's layout (unref it), or NULL. */
+struct _MayflyPartition *mf_ctl_first_part(struct mf_ctl *ctl, const char *path);
 int mf_register_as(const mf_daemon_t *dir, const char *address, int blocks, long long block_size,
                    int64_t incarnation, int *id);

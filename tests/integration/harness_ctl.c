@@ -47,3 +47,27 @@ int mf_heartbeat_as(const mf_daemon_t *dir, int id, int64_t incarnation, int *re
   mf_ctl_close(ctl);
   return rc;
 }
+
+int mf_ctl_create(mf_ctl_t *ctl, const char *path, int kind, int replicas) {
+  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
+  MayflyCreateOptions *o = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
+  o->blocks = 1;
+  if (replicas > 0) {
+    o->replicas = replicas;
+    o->__isset_replicas = TRUE;
+  }
+  int rc = MF_CTL_CALL(ctl, create_ns, &ni, path, (MayflyNodeKind)kind, o, 0, 0);
+  g_object_unref(o);
+  g_object_unref(ni);
+  return rc;
+}
+
+MayflyPartition *mf_ctl_first_part(mf_ctl_t *ctl, const char *path) {
+  MayflyLayout *l = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
+  MayflyPartition *p = NULL;
+  if (MF_CTL_CALL(ctl, get_layout, &l, path) == 0 && l->partitions->len > 0) {
+    p = g_object_ref(g_ptr_array_index(l->partitions, 0));
+  }
+  g_object_unref(l);
+  return p;
+}

@@ -82,28 +82,11 @@ static int start_cluster(int chains) {
 }
 
 static int create(const char *path, MayflyNodeKind kind, int replicas) {
-  MayflyNodeInfo *ni = g_object_new(MAYFLY_TYPE_NODE_INFO, NULL);
-  MayflyCreateOptions *o = g_object_new(MAYFLY_TYPE_CREATE_OPTIONS, NULL);
-  o->blocks = 1;
-  if (replicas > 0) {
-    o->replicas = replicas;
-    o->__isset_replicas = TRUE;
-  }
-  int rc = CALL(ctl, create_ns, &ni, path, kind, o, 0, 0);
-  g_object_unref(o);
-  g_object_unref(ni);
-  return rc;
+  return mf_ctl_create(ctl, path, kind, replicas);
 }
 
-/* The first partition of path's layout (unref), or NULL. */
 static MayflyPartition *first_part(const char *path) {
-  MayflyLayout *l = g_object_new(MAYFLY_TYPE_LAYOUT, NULL);
-  MayflyPartition *p = NULL;
-  if (CALL(ctl, get_layout, &l, path) == 0 && l->partitions->len > 0) {
-    p = g_object_ref(g_ptr_array_index(l->partitions, 0));
-  }
-  g_object_unref(l);
-  return p;
+  return mf_ctl_first_part(ctl, path);
 }
 
 /* --- without chains --- */
